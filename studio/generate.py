@@ -1,0 +1,192 @@
+"""Generation logic behind ``studio generate`` (and the UI): pipeline loading, seeds, sidecars.
+
+No argument parsing and no UI here, so tests and other front ends call the same code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipelines.text_to_video import ShapesVideoPipeline, to_uint8
+from pipelines.video_io import SUPPORTED_EXTENSIONS, write_video
+
+DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
+MODEL_ENV = "STUDIO_MODEL"
+
+
+class StudioError(Exception):
+    """A user error: printed as one line, exit code 2."""
+
+
+def default_model_path() -> Path:
+    """``$STUDIO_MODEL`` if set, else the model shipped inside the package."""
+    return Path(os.environ.get(MODEL_ENV) or DEFAULT_MODEL_DIR)
+
+
+def weights_hash(model_dir: Path) -> str:
+    """sha256 over the model's safetensors files (names and bytes), first 16 hex digits."""
+    h = hashlib.sha256()
+    for f in sorted(Path(model_dir).rglob("*.safetensors")):
+        h.update(str(f.relative_to(model_dir)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+_PIPELINES: dict[str, ShapesVideoPipeline] = {}
+
+
+def load_pipeline(
+    model: str | Path | None = None, device: str | None = None
+) -> ShapesVideoPipeline:
+    """Load (once per process) a saved pipeline; clear errors for missing or corrupt weights."""
+    path = Path(model) if model else default_model_path()
+    key = f"{path.resolve()}|{device}"
+    if key in _PIPELINES:
+        return _PIPELINES[key]
+    if not (path / "model_index.json").is_file():
+        raise StudioError(f"no model at {path}: expected a diffusers folder with model_index.json")
+    try:
+        from diffusers.utils import logging as df_logging
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        df_logging.disable_progress_bar()
+        pipe = ShapesVideoPipeline.from_pretrained(path)
+    except Exception as exc:  # corrupt/missing weights surface as many exception types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StudioError(f"could not load the model at {path}: {first}") from None
+    pipe.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    pipe.set_progress_bar_config(disable=True)
+    _PIPELINES[key] = pipe
+    return pipe
+
+
+@dataclass
+class GenerateRequest:
+    prompt: str
+    negative_prompt: str | None = None
+    seed: int = 0
+    steps: int = 25
+    guidance: float = 4.0
+    frames: int = 16
+    fps: int = 8
+    height: int = 64
+    width: int = 64
+
+
+@dataclass
+class GenerateResult:
+    path: Path
+    sidecar: Path
+    frames: np.ndarray  # (F, H, W, 3) uint8
+    record: dict = field(default_factory=dict)
+
+
+def check_output_path(out: str | Path) -> Path:
+    out = Path(out)
+    if out.suffix.lower() not in SUPPORTED_EXTENSIONS:
+        raise StudioError(
+            f"unknown output extension {out.suffix or '(none)'!r} for {out}; allowed: {', '.join(SUPPORTED_EXTENSIONS)}"
+        )
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise StudioError(f"output folder does not exist: {parent}")
+    if not os.access(parent, os.W_OK):
+        raise StudioError(f"output folder is not writable: {parent}")
+    return out
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in ("shapes-video-studio", "torch", "diffusers", "transformers", "numpy"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def generate(
+    request: GenerateRequest,
+    out: str | Path,
+    model: str | Path | None = None,
+    pipe: ShapesVideoPipeline | None = None,
+    progress=None,
+    extra: dict | None = None,
+) -> GenerateResult:
+    """Generate one clip, write it (atomically) and its sidecar ``NAME.json``.
+
+    progress: optional callable ``(step, total)`` called after every denoising step.
+    """
+    out = check_output_path(out)
+    model_path = Path(model) if model else default_model_path()
+    pipe = pipe or load_pipeline(model_path)
+    total = request.steps
+
+    def on_step(_pipe, i, _t, tensors):
+        if progress is not None:
+            progress(i + 1, total)
+        return tensors
+
+    t0 = time.time()
+    try:
+        video = pipe(
+            request.prompt,
+            negative_prompt=request.negative_prompt,
+            num_frames=request.frames,
+            height=request.height,
+            width=request.width,
+            num_inference_steps=request.steps,
+            guidance_scale=request.guidance,
+            generator=torch.Generator("cpu").manual_seed(request.seed),
+            callback_on_step_end=on_step,
+        ).frames[0]
+    except ValueError as exc:
+        raise StudioError(str(exc)) from None
+    t_gen = time.time() - t0
+    frames = to_uint8(video)
+    write_video(out, frames, fps=request.fps)
+    record = {
+        **asdict(request),
+        "model": str(model_path),
+        "weights_hash": weights_hash(model_path) if model_path.is_dir() else None,
+        "scheduler": type(pipe.scheduler).__name__,
+        "device": str(pipe.device),
+        "versions": package_versions(),
+        "timings": {"generate_s": round(t_gen, 3), "total_s": round(time.time() - t0, 3)},
+        "output": out.name,
+        **(extra or {}),
+    }
+    sidecar = out.with_suffix(".json")
+    write_json_atomic(sidecar, record)
+    return GenerateResult(path=out, sidecar=sidecar, frames=frames, record=record)
+
+
+def request_from_sidecar(path: str | Path) -> GenerateRequest:
+    """Rebuild the request recorded in a sidecar (same sidecar, same machine → same frames)."""
+    data = json.loads(Path(path).read_text())
+    fields_ = GenerateRequest.__dataclass_fields__
+    return GenerateRequest(**{k: v for k, v in data.items() if k in fields_})

@@ -1,0 +1,62 @@
+"""Atomic checkpoints on top of ``accelerator.save_state``.
+
+A checkpoint is written into ``checkpoints/.tmp-<step>`` and renamed to
+``checkpoints/step-<step>`` only when complete, so a crash mid-save never destroys the last
+good checkpoint; ``latest`` is then rewritten atomically. Older checkpoints are pruned.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from accelerate import Accelerator
+
+
+def checkpoint_root(output_dir: str | Path) -> Path:
+    return Path(output_dir) / "checkpoints"
+
+
+def save_checkpoint(
+    accelerator: Accelerator, output_dir: str | Path, step: int, keep: int = 2
+) -> Path | None:
+    """Save the full training state (models, optimizer, scheduler, RNG, registered objects)."""
+    root = checkpoint_root(output_dir)
+    final = root / f"step-{step:07d}"
+    tmp = root / f".tmp-{step:07d}"
+    if accelerator.is_main_process:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp), safe_serialization=True)
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        return None
+    (tmp / "meta.json").write_text(json.dumps({"step": step}))
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    pointer = root / ".latest.tmp"
+    pointer.write_text(final.name)
+    os.replace(pointer, root / "latest")
+    done = sorted(p for p in root.glob("step-*") if p.is_dir())
+    for old in done[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint, or None. Half-written ``.tmp-*`` folders are ignored."""
+    root = checkpoint_root(output_dir)
+    pointer = root / "latest"
+    if pointer.is_file():
+        path = root / pointer.read_text().strip()
+        if (path / "meta.json").is_file():
+            return path
+    done = sorted(p for p in root.glob("step-*") if (p / "meta.json").is_file())
+    return done[-1] if done else None
+
+
+def checkpoint_step(path: Path) -> int:
+    return int(json.loads((path / "meta.json").read_text())["step"])

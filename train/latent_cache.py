@@ -1,0 +1,132 @@
+"""Latent cache: Shapes World clips and images encoded once by the VAE.
+
+Encoding every frame on the fly would cost more than the DiT step on a CPU, so the
+default recipe renders ``cache_clips`` clips and ``cache_images`` images once, encodes them
+and keeps the latents (fp16, safetensors) with each sample's layout. Captions are drawn
+anew from the layout every time a sample is used, so the model sees many phrasings of the
+same clip, and clips can be cut into shorter windows or reversed in time (a frame-wise VAE
+makes both exact in latent space).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from .shapes_world import ClipSpec, ShapesWorld
+
+VIDEO_KINDS = ("video1", "video2", "continuation")
+VIDEO_WEIGHTS = {"video1": 0.4, "video2": 0.45, "continuation": 0.15}
+
+
+@dataclass
+class LatentCache:
+    clips: torch.Tensor  # (N, C, F, h, w) float16
+    images: torch.Tensor  # (M, C, h, w) float16
+    clip_specs: list[dict]  # ClipSpec dicts (+ "kind")
+    image_specs: list[dict]
+
+
+def cache_key(
+    vae_config: dict, size: int, frames: int, n_clips: int, n_images: int, seed: int
+) -> str:
+    blob = json.dumps(
+        {
+            "vae": {k: v for k, v in vae_config.items() if not k.startswith("_")},
+            "size": size,
+            "frames": frames,
+            "clips": n_clips,
+            "images": n_images,
+            "seed": seed,
+            "v": 1,
+        },
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@torch.no_grad()
+def encode(vae, frames: np.ndarray) -> torch.Tensor:
+    """uint8 (N, S, S, 3) → scaled latents (N, C, h, w) float32 (posterior means)."""
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(127.5).sub(1.0).to(vae.device)
+    z = vae.encode(x).latent_dist.mean
+    return (z - (vae.config.shift_factor or 0.0)) * vae.config.scaling_factor
+
+
+def build_cache(
+    vae,
+    n_clips: int,
+    n_images: int,
+    size: int = 64,
+    frames: int = 16,
+    seed: int = 0,
+    batch_frames: int = 256,
+    progress: bool = True,
+) -> LatentCache:
+    """Render and encode; deterministic for a seed (sample i of each part uses index i)."""
+    world = ShapesWorld(
+        size=size, frames=frames, seed=seed, mix=VIDEO_WEIGHTS | {"image": 0.0, "reference": 0.0}
+    )
+    clip_lat, clip_specs, pending, pending_specs = [], [], [], []
+    bar = tqdm(total=n_clips + n_images, desc="latent cache", disable=not progress)
+    per_batch = max(1, batch_frames // frames)
+    for i in range(n_clips):
+        sample = world.sample(i)
+        pending.append(sample.frames)
+        pending_specs.append(
+            {**ClipSpec.from_dict(sample.meta).to_dict(), "kind": sample.meta["kind"]}
+        )
+        if len(pending) == per_batch or i == n_clips - 1:
+            z = encode(vae, np.concatenate(pending))  # (n·F, C, h, w)
+            z = z.reshape(len(pending), frames, *z.shape[1:]).permute(0, 2, 1, 3, 4)
+            clip_lat.append(z.half().cpu())
+            clip_specs += pending_specs
+            bar.update(len(pending))
+            pending, pending_specs = [], []
+    image_lat, image_specs = [], []
+    for start in range(0, n_images, batch_frames):
+        samples = [
+            world.sample(10**8 + j, kind="image")
+            for j in range(start, min(n_images, start + batch_frames))
+        ]
+        image_lat.append(encode(vae, np.concatenate([s.frames for s in samples])).half().cpu())
+        image_specs += [ClipSpec.from_dict(s.meta).to_dict() | {"kind": "image"} for s in samples]
+        bar.update(len(samples))
+    bar.close()
+    c, h = vae.config.latent_channels, size // 2 ** (len(vae.config.block_out_channels) - 1)
+    return LatentCache(
+        clips=torch.cat(clip_lat)
+        if clip_lat
+        else torch.zeros(0, c, frames, h, h, dtype=torch.float16),
+        images=torch.cat(image_lat) if image_lat else torch.zeros(0, c, h, h, dtype=torch.float16),
+        clip_specs=clip_specs,
+        image_specs=image_specs,
+    )
+
+
+def save_cache(cache: LatentCache, path: Path) -> None:
+    """Atomic: tensors and specs go to temporary names, then are renamed."""
+    path.mkdir(parents=True, exist_ok=True)
+    tmp = path / "latents.safetensors.tmp"
+    save_file({"clips": cache.clips.contiguous(), "images": cache.images.contiguous()}, str(tmp))
+    specs_tmp = path / "specs.json.tmp"
+    specs_tmp.write_text(json.dumps({"clips": cache.clip_specs, "images": cache.image_specs}))
+    os.replace(specs_tmp, path / "specs.json")
+    os.replace(tmp, path / "latents.safetensors")
+
+
+def load_cache(path: Path) -> LatentCache | None:
+    if not (path / "latents.safetensors").is_file() or not (path / "specs.json").is_file():
+        return None
+    tensors = load_file(str(path / "latents.safetensors"))
+    specs = json.loads((path / "specs.json").read_text())
+    return LatentCache(tensors["clips"], tensors["images"], specs["clips"], specs["images"])

@@ -1,0 +1,381 @@
+"""Train the swap-attention video DiT with flow matching, jointly on images and videos.
+
+    studio train dit --config configs/train/dit_shapes.yaml [key=value ...]
+    accelerate launch -m studio.cli train dit --config ...      # same command, many processes
+
+Recipe: rectified flow (x_t = (1 - t)·x0 + t·ε, target ε - x0) with logit-normal t (SD3);
+text dropout for classifier-free guidance; EMA weights for sampling; a curriculum of stages
+from images to clips of growing length (Frozen in Time), with image steps interleaved in the
+video stages so that image-only concepts keep being seen; random clean prefixes (the
+conditioning-frame mask) so the model learns continuation.
+
+Every batch, its noise and its timesteps are a pure function of (seed, step, rank): the
+data position *is* the step, so resuming from a checkpoint reproduces the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from diffusers import FlowMatchEulerDiscreteScheduler
+from diffusers.training_utils import EMAModel
+from tqdm.auto import tqdm
+
+from models.video_dit import VIDEO_DIT_MODELS, VideoDiT
+from pipelines.components import (
+    encode_text,
+    load_text_encoder,
+    load_vae,
+    text_hidden_size,
+    vae_downscale,
+)
+from pipelines.text_to_video import ShapesVideoPipeline, to_uint8
+from pipelines.video_io import write_video
+
+from .checkpoint import checkpoint_step, latest_checkpoint, save_checkpoint
+from .config import DiTTrainConfig, StageConfig, resolve_mixed_precision, save_config
+from .latent_cache import LatentCache, build_cache, cache_key, load_cache, save_cache
+from .shapes_world import ClipSpec, caption
+
+REVERSED = {"left": "right", "right": "left", "up": "down", "down": "up", "still": "still"}
+
+
+# ---------------------------------------------------------------------------- batches
+def stage_at(cfg: DiTTrainConfig, step: int) -> tuple[int, StageConfig]:
+    """Curriculum stage of a global step."""
+    end = 0
+    for i, stage in enumerate(cfg.stages):
+        end += stage.steps
+        if step < end:
+            return i, stage
+    return len(cfg.stages) - 1, cfg.stages[-1]
+
+
+def is_image_step(stage: StageConfig, step: int) -> bool:
+    return stage.frames == 1 or (
+        stage.image_every > 0 and step % stage.image_every == stage.image_every - 1
+    )
+
+
+def _spec_caption(spec: dict, rng: np.random.Generator, image: bool, reverse: bool = False) -> str:
+    spec = dict(spec)
+    if reverse:
+        spec["objects"] = [dict(o, motion=REVERSED[o["motion"]]) for o in spec["objects"]]
+    return caption(ClipSpec.from_dict(spec), rng, image=image)
+
+
+def image_batch(
+    cache: LatentCache, size: int, rng: np.random.Generator
+) -> tuple[torch.Tensor, list[str]]:
+    """→ latents (B, C, 1, h, w), captions."""
+    idx = rng.integers(len(cache.images), size=size)
+    latents = cache.images[idx].float().unsqueeze(2)
+    captions = [_spec_caption(cache.image_specs[i], rng, image=True) for i in idx]
+    return latents, captions
+
+
+def video_batch(
+    cache: LatentCache, stage: StageConfig, cfg: DiTTrainConfig, rng: np.random.Generator
+) -> tuple[torch.Tensor, list[str], torch.Tensor]:
+    """→ latents (B, C, F, h, w), captions, frame_mask (B, F) bool (True = given clean)."""
+    full = cache.clips.shape[2]
+    f = stage.frames
+    if f > full:
+        raise ValueError(f"stage {stage.name!r} wants {f} frames but cached clips have {full}")
+    # A window of a scene-change clip would mislabel its motion: those clips only whole.
+    eligible = [
+        i for i, s in enumerate(cache.clip_specs) if f == full or s.get("switch_frame") is None
+    ]
+    idx = rng.choice(eligible, size=stage.batch_size)
+    latents, captions = [], []
+    mask = torch.zeros(stage.batch_size, f, dtype=torch.bool)
+    for j, i in enumerate(idx):
+        spec = cache.clip_specs[i]
+        start = int(rng.integers(full - f + 1))
+        z = cache.clips[i, :, start : start + f].float()
+        given = spec.get("condition_frames") if f == full else None
+        reverse = (
+            given is None
+            and spec.get("switch_frame") is None
+            and rng.random() < cfg.data.reverse_prob
+        )
+        if reverse:  # a frame-wise VAE makes time reversal exact in latent space
+            z = z.flip(1)
+        if given is None and f > 1 and rng.random() < cfg.data.cond_prob:
+            given = int(rng.integers(1, f // 2 + 1))
+        if given:
+            mask[j, :given] = True
+        latents.append(z)
+        captions.append(_spec_caption(spec, rng, image=False, reverse=reverse))
+    return torch.stack(latents), captions, mask
+
+
+# ---------------------------------------------------------------------------- helpers
+def flow_loss(
+    model,
+    x0: torch.Tensor,
+    text: torch.Tensor,
+    text_mask: torch.Tensor,
+    frame_mask: torch.Tensor | None,
+    cfg: DiTTrainConfig,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Rectified-flow loss on the generated (not given) frames."""
+    b = x0.shape[0]
+    u = torch.randn(b, generator=generator) * cfg.logit_std + cfg.logit_mean
+    t = torch.sigmoid(u).to(x0.device)  # (B,) logit-normal (SD3)
+    noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+    tt = t[:, None, None, None, None]
+    xt = (1 - tt) * x0 + tt * noise
+    if frame_mask is not None:
+        keep = frame_mask[:, None, :, None, None]
+        xt = torch.where(keep, x0, xt)
+    pred = model(xt, t * 1000, text, text_mask, frame_mask=frame_mask).sample.float()
+    err = (pred - (noise - x0)) ** 2
+    if frame_mask is None:
+        return err.mean()
+    weight = (~frame_mask)[:, None, :, None, None].to(err.dtype).expand_as(err)
+    return (err * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+def build_model(
+    cfg: DiTTrainConfig, latent_channels: int, text_dim: int, latent_size: int
+) -> VideoDiT:
+    factory = VIDEO_DIT_MODELS.get(cfg.model.size)
+    if factory is None:
+        raise ValueError(
+            f"unknown model size {cfg.model.size!r}; allowed: {sorted(VIDEO_DIT_MODELS)}"
+        )
+    return factory(
+        in_channels=latent_channels,
+        patch_size=cfg.model.patch_size,
+        window=tuple(cfg.model.window),
+        text_dim=text_dim,
+        sample_size=latent_size,
+        max_frames=max(64, max(s.frames for s in cfg.stages)),
+    )
+
+
+def make_pipeline(model, vae, text_encoder, tokenizer, spec: str) -> ShapesVideoPipeline:
+    pipe = ShapesVideoPipeline(
+        transformer=model,
+        vae=vae,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0),
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        text_encoder_spec=spec,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def lr_lambda(cfg: DiTTrainConfig):
+    total = cfg.total_steps
+
+    def f(step: int) -> float:
+        warm = min(1.0, (step + 1) / max(1, cfg.warmup))
+        _, stage = stage_at(cfg, step)
+        scale = (stage.lr / cfg.lr) if stage.lr is not None else 1.0
+        # cosine over the whole run down to 10 %: late steps refine, early steps move fast
+        return warm * scale * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(step / total, 1.0))))
+
+    return f
+
+
+# ---------------------------------------------------------------------------- main
+def main(cfg: DiTTrainConfig) -> Path:
+    # ======================================================== setup
+    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision))
+    set_seed(cfg.seed)
+    out = Path(cfg.output_dir)
+    rank = accelerator.process_index
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+    if cfg.data.source != "shapes":
+        raise ValueError(
+            f"data.source {cfg.data.source!r} is not supported by this trainer yet; allowed: 'shapes'"
+        )
+
+    vae = load_vae(cfg.vae).to(accelerator.device).eval().requires_grad_(False)
+    text_encoder, tokenizer = load_text_encoder(cfg.text_encoder)
+    text_encoder.to(accelerator.device)
+    latent_size = cfg.data.size // vae_downscale(vae)
+
+    # ======================================================== data: latent cache
+    key = cache_key(
+        dict(vae.config),
+        cfg.data.size,
+        cfg.data.clip_frames,
+        cfg.data.cache_clips,
+        cfg.data.cache_images,
+        cfg.data.seed,
+    )
+    cache_dir = Path(cfg.data.cache_dir or out / "latents") / key
+    if accelerator.is_main_process and load_cache(cache_dir) is None:
+        save_cache(
+            build_cache(
+                vae,
+                cfg.data.cache_clips,
+                cfg.data.cache_images,
+                cfg.data.size,
+                cfg.data.clip_frames,
+                cfg.data.seed,
+            ),
+            cache_dir,
+        )
+    accelerator.wait_for_everyone()
+    cache = load_cache(cache_dir)
+    accelerator.print(
+        f"latent cache {cache_dir}: {len(cache.clips)} clips, {len(cache.images)} images"
+    )
+
+    # ======================================================== model, optimiser, EMA
+    model = build_model(
+        cfg, vae.config.latent_channels, text_hidden_size(text_encoder), latent_size
+    )
+    if cfg.gradient_checkpointing:
+        model.enable_gradient_checkpointing()
+    accelerator.print(
+        f"VideoDiT {cfg.model.size}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters"
+    )
+    ema = EMAModel(
+        model.parameters(),
+        decay=cfg.ema_decay,
+        use_ema_warmup=True,
+        power=0.75,
+        model_cls=VideoDiT,
+        model_config=model.config,
+    )
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99)
+    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+    model, optimizer, schedule = accelerator.prepare(model, optimizer, schedule)
+    ema.to(accelerator.device)
+    accelerator.register_for_checkpointing(ema)
+
+    # ======================================================== resume
+    start = 0
+    ckpt = latest_checkpoint(out)
+    if ckpt is not None:
+        accelerator.load_state(str(ckpt))
+        start = checkpoint_step(ckpt)
+        accelerator.print(f"resumed from {ckpt} at step {start}")
+    total = min(cfg.total_steps, cfg.max_steps or cfg.total_steps)
+
+    # ======================================================== train
+    log = (out / "log.jsonl").open("a") if accelerator.is_main_process else None
+    bar = tqdm(
+        range(start, total),
+        initial=start,
+        total=total,
+        desc="dit",
+        disable=not accelerator.is_main_process,
+    )
+    t_last, samples_since, loss_sum, loss_n = time.time(), 0, 0.0, 0
+    model.train()
+    for step in bar:
+        stage_idx, stage = stage_at(cfg, step)
+        rng = np.random.default_rng([cfg.seed, step, rank])
+        generator = torch.Generator().manual_seed(int(rng.integers(1 << 62)))
+        if is_image_step(stage, step):
+            x0, captions = image_batch(cache, stage.image_batch_size, rng)
+            frame_mask = None
+        else:
+            x0, captions, frame_mask = video_batch(cache, stage, cfg, rng)
+            frame_mask = frame_mask.to(accelerator.device) if frame_mask.any() else None
+        captions = ["" if rng.random() < cfg.text_dropout else c for c in captions]
+        text, text_mask = encode_text(text_encoder, tokenizer, captions, device=accelerator.device)
+        with accelerator.autocast():
+            loss = flow_loss(
+                model, x0.to(accelerator.device), text, text_mask, frame_mask, cfg, generator
+            )
+        accelerator.backward(loss)
+        if accelerator.sync_gradients:
+            accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        ema.step(accelerator.unwrap_model(model).parameters())
+
+        loss_sum += accelerator.reduce(loss.detach(), reduction="mean").item()
+        loss_n += 1
+        samples_since += x0.shape[0] * accelerator.num_processes
+        if (step + 1) % cfg.log_every == 0:
+            elapsed = time.time() - t_last
+            entry = {
+                "step": step + 1,
+                "stage": stage.name,
+                "loss": loss_sum / loss_n,
+                "samples_per_s": samples_since / elapsed,
+                "lr": schedule.get_last_lr()[0],
+            }
+            bar.set_postfix(
+                stage=stage.name, loss=f"{entry['loss']:.4f}", sps=f"{entry['samples_per_s']:.1f}"
+            )
+            if log:
+                log.write(json.dumps(entry) + "\n")
+                log.flush()
+            t_last, samples_since, loss_sum, loss_n = time.time(), 0, 0.0, 0
+        if (step + 1) % cfg.save_every == 0 or step + 1 == total:
+            save_checkpoint(accelerator, out, step + 1)
+        if accelerator.is_main_process and cfg.sample_every and (step + 1) % cfg.sample_every == 0:
+            write_samples(
+                accelerator.unwrap_model(model),
+                ema,
+                vae,
+                text_encoder,
+                tokenizer,
+                cfg,
+                out / "samples" / f"step-{step + 1:07d}",
+            )
+
+    # ======================================================== export (EMA weights)
+    accelerator.wait_for_everyone()
+    final = out / "pipeline"
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
+        ema.store(unwrapped.parameters())
+        ema.copy_to(unwrapped.parameters())
+        pipe = make_pipeline(unwrapped.eval(), vae, text_encoder, tokenizer, cfg.text_encoder)
+        pipe.save_pretrained(final, save_text_encoder=False)
+        ema.restore(unwrapped.parameters())
+        accelerator.print(f"saved pipeline with EMA weights to {final}")
+    return final
+
+
+@torch.no_grad()
+def write_samples(
+    model, ema, vae, text_encoder, tokenizer, cfg: DiTTrainConfig, folder: Path
+) -> None:
+    """Preview videos with the EMA weights (the training weights are restored after)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ema.store(model.parameters())
+    ema.copy_to(model.parameters())
+    model.eval()
+    try:
+        pipe = make_pipeline(model, vae, text_encoder, tokenizer, cfg.text_encoder)
+        frames = cfg.stages[-1].frames if cfg.stages[-1].frames > 1 else 16
+        for i, prompt in enumerate(cfg.sample_prompts):
+            video = pipe(
+                prompt,
+                num_frames=frames,
+                height=cfg.data.size,
+                width=cfg.data.size,
+                num_inference_steps=cfg.sample_steps,
+                guidance_scale=cfg.guidance_scale,
+                generator=torch.Generator().manual_seed(i),
+            ).frames[0]
+            write_video(folder / f"{i}.mp4", to_uint8(video), fps=8)
+        (folder / "prompts.json").write_text(json.dumps(cfg.sample_prompts, indent=1))
+    finally:
+        ema.restore(model.parameters())
+        model.train()

@@ -1,0 +1,142 @@
+"""Train the frame-wise VAE (diffusers ``AutoencoderKL``) on Shapes World frames.
+
+    studio train vae --config configs/train/vae_shapes.yaml [key=value ...]
+
+Reconstruction (L1 + MSE) with a small KL term; frames are rendered on the fly, one random
+frame per sample, so the VAE sees images and video frames alike. At the end the latent
+statistics set ``scaling_factor``/``shift_factor`` so the diffusion model sees unit-variance
+latents, and the model is saved in diffusers layout to ``<output_dir>/final``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+
+from pipelines.components import VAE_MODELS
+
+from .checkpoint import checkpoint_step, latest_checkpoint, save_checkpoint
+from .config import VAETrainConfig, resolve_mixed_precision, save_config
+from .shapes_world import ShapesWorld
+
+
+def frame_batch(
+    world: ShapesWorld, step: int, batch_size: int, rank: int, seed: int
+) -> torch.Tensor:
+    """Deterministic batch for (seed, step, rank): (B, 3, S, S) in [-1, 1]."""
+    rng = np.random.default_rng([seed, step, rank])
+    frames = []
+    for _ in range(batch_size):
+        sample = world.sample(int(rng.integers(1 << 62)))
+        frames.append(sample.frames[rng.integers(len(sample.frames))])
+    x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float()
+    return x / 127.5 - 1.0
+
+
+class ReconstructionModel(torch.nn.Module):
+    """Wraps the VAE so one ``forward`` gives reconstruction and KL (DDP syncs on forward)."""
+
+    def __init__(self, vae):
+        super().__init__()
+        self.vae = vae
+
+    def forward(
+        self, x: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        posterior = self.vae.encode(x).latent_dist
+        recon = self.vae.decode(posterior.sample(generator=generator)).sample
+        return recon, posterior.kl()
+
+
+@torch.no_grad()
+def latent_stats(vae, world: ShapesWorld, n: int, seed: int) -> tuple[float, float]:
+    x = frame_batch(world, 10**9, n, 0, seed).to(vae.device)
+    z = vae.encode(x).latent_dist.mean
+    return z.mean().item(), z.std().item()
+
+
+def main(cfg: VAETrainConfig) -> Path:
+    # ---------------------------------------------------------------- setup
+    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision))
+    set_seed(cfg.seed)
+    out = Path(cfg.output_dir)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+    world = ShapesWorld(size=cfg.size, seed=cfg.seed)
+    model = ReconstructionModel(VAE_MODELS[cfg.model](sample_size=cfg.size))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: (
+            min(1.0, (s + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * min(s / cfg.steps, 1.0)))
+        ),
+    )
+    model, optimizer, schedule = accelerator.prepare(model, optimizer, schedule)
+
+    # ---------------------------------------------------------------- resume
+    start = 0
+    ckpt = latest_checkpoint(out)
+    if ckpt is not None:
+        accelerator.load_state(str(ckpt))
+        start = checkpoint_step(ckpt)
+        accelerator.print(f"resumed from {ckpt} at step {start}")
+
+    # ---------------------------------------------------------------- train
+    log = (out / "log.jsonl").open("a") if accelerator.is_main_process else None
+    bar = tqdm(
+        range(start, cfg.steps),
+        initial=start,
+        total=cfg.steps,
+        desc="vae",
+        disable=not accelerator.is_main_process,
+    )
+    t0, seen = time.time(), 0
+    for step in bar:
+        x = frame_batch(world, step, cfg.batch_size, accelerator.process_index, cfg.seed).to(
+            accelerator.device
+        )
+        generator = torch.Generator(x.device).manual_seed(cfg.seed * 7919 + step)
+        with accelerator.autocast():
+            recon, kl = model(x, generator)
+        recon = recon.float()
+        loss_rec = F.mse_loss(recon, x) + cfg.l1_weight * F.l1_loss(recon, x)
+        loss_kl = kl.float().mean() / x[0].numel()
+        loss = loss_rec + cfg.kl_weight * loss_kl
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        seen += x.shape[0] * accelerator.num_processes
+        if (step + 1) % cfg.log_every == 0:
+            loss_avg = accelerator.reduce(loss_rec.detach(), reduction="mean").item()
+            rate = seen / (time.time() - t0)
+            bar.set_postfix(loss=f"{loss_avg:.4f}", fps=f"{rate:.0f}")
+            if log:
+                log.write(
+                    json.dumps({"step": step + 1, "loss": loss_avg, "frames_per_s": rate}) + "\n"
+                )
+                log.flush()
+        if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
+            save_checkpoint(accelerator, out, step + 1)
+
+    # ---------------------------------------------------------------- export
+    accelerator.wait_for_everyone()
+    final = out / "final"
+    if accelerator.is_main_process:
+        vae = accelerator.unwrap_model(model).vae.eval()
+        mean, std = latent_stats(vae, world, 256, cfg.seed)
+        vae.register_to_config(shift_factor=mean, scaling_factor=1.0 / std)
+        vae.save_pretrained(final)
+        accelerator.print(f"saved VAE to {final} (latent mean {mean:.3f}, std {std:.3f})")
+    return final
