@@ -97,12 +97,12 @@ def cmd_eval_shapes(args: argparse.Namespace) -> int:
     run_dir = Path(args.dir)
     if args.generate:
         from .batch import BatchOptions, run_batch
-        from .shapes_eval import write_suite
+        from .shapes_eval import SUITE_PATH, write_suite
 
         run_dir.mkdir(parents=True, exist_ok=True)
-        suite = Path(args.suite) if args.suite else run_dir / "suite.jsonl"
-        if not args.suite:
-            write_suite(suite)
+        suite = Path(args.suite) if args.suite else SUITE_PATH
+        if not suite.is_file():
+            suite = write_suite(run_dir / "suite.jsonl")
         run_batch(
             BatchOptions(
                 prompts=suite,
@@ -121,7 +121,8 @@ def cmd_eval_shapes(args: argparse.Namespace) -> int:
         )
     report = evaluate_dir(run_dir)
     paths = write_report(report, Path(args.out) if args.out else run_dir)
-    print(Path(paths["eval.md"] if "eval.md" in paths else next(iter(paths.values()))).read_text())
+    print(paths["markdown"].read_text())
+    print(f"report: {paths['json']}, {paths['markdown']}, {paths['contact_sheet']}")
     return 0
 
 
