@@ -30,8 +30,15 @@ def xformers_available() -> bool:
     return importlib.util.find_spec("xformers") is not None
 
 
-def default_processor(device: torch.device | str | None = None):
-    """SDPA by default; xformers when installed and ``device`` is CUDA."""
+def default_processor(device: torch.device | str | None = None, qk_norm: bool = False):
+    """SDPA by default; xformers when installed and ``device`` is CUDA.
+
+    ``qk_norm``: the module normalises queries and keys (``norm_q``/``norm_k``). diffusers'
+    ``XFormersAttnProcessor`` skips those norms, so such modules always get SDPA (whose CUDA
+    kernels are memory-efficient too) rather than silently computing another function.
+    """
+    if qk_norm:
+        return AttnProcessor2_0()
     if device is not None and torch.device(device).type == "cuda" and xformers_available():
         return XFormersAttnProcessor()
     return AttnProcessor2_0()

@@ -252,8 +252,17 @@ class VideoDiT(ModelMixin, ConfigMixin):
                 module.set_processor(proc)
 
     def set_default_attn_processor(self) -> None:
-        """SDPA, or xformers when installed and the model is on CUDA."""
-        self.set_attn_processor(default_processor(self.device))
+        """SDPA, or xformers when installed and the model is on CUDA (not for q/k-normed
+        attention, which xformers' processor would compute without its norms)."""
+        self.set_attn_processor(
+            {
+                f"{name}.processor": default_processor(
+                    self.device, qk_norm=getattr(module, "norm_q", None) is not None
+                )
+                for name, module in self.named_modules()
+                if isinstance(module, Attention)
+            }
+        )
 
     # -- forward ----------------------------------------------------------------------------
     def forward(

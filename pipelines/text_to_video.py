@@ -114,7 +114,7 @@ class ShapesVideoPipeline(DiffusionPipeline):
         prompts = [prompt] if isinstance(prompt, str) else list(prompt or [])
         if not prompts or any(not isinstance(p, str) or not p.strip() for p in prompts):
             raise ValueError(
-                "prompt must be a non-empty string (or a list of them); got an empty or blank prompt"
+                f"prompt must be a non-empty string (or a list of them); got {prompt!r}"
             )
         if negative_prompt is not None and not isinstance(negative_prompt, str):
             if len(negative_prompt) != len(prompts):
@@ -264,7 +264,8 @@ class ShapesVideoPipeline(DiffusionPipeline):
             latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
         elif tuple(latents.shape) != shape:
             raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
-        latents = latents.to(device, torch.float32)
+        # a copy: the given frames are written into it, and a caller's tensor must not change
+        latents = latents.to(device, torch.float32, copy=True)
         frame_mask = None
         if conditioning_frames is not None:
             pixels = self._to_pixels(conditioning_frames)

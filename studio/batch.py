@@ -50,12 +50,18 @@ class PromptEntry:
     line: int
 
 
-def video_stem(prompt: str, index: int) -> str:
-    """VBench name ``{prompt}-{index}`` with unsafe characters replaced (see module doc)."""
+def video_stem(prompt: str, index: int, disambiguate: bool = False) -> str:
+    """VBench name ``{prompt}-{index}`` with unsafe characters replaced (see module doc).
+
+    ``disambiguate`` adds the prompt's hash even to a short name: ``run_batch`` asks for it
+    when another prompt of the batch already cleans to the same name (``a/b`` and ``a:b``).
+    """
     safe = _FORBIDDEN.sub("_", prompt).strip()
+    digest = hashlib.sha256(prompt.encode()).hexdigest()[:8]
     if len(safe.encode()) > MAX_NAME_BYTES:
-        digest = hashlib.sha256(prompt.encode()).hexdigest()[:8]
         safe = safe.encode()[:MAX_NAME_BYTES].decode(errors="ignore").rstrip() + f"~{digest}"
+    elif disambiguate:
+        safe = f"{safe}~{digest}"
     return f"{safe}-{index}"
 
 
@@ -143,8 +149,12 @@ def run_batch(options: BatchOptions, progress: bool = True, pipe=None) -> dict:
         "malformed_lines": len(problems),
     }
     todo = []
+    owners: dict[str, str] = {}  # file stem → the prompt it belongs to
     for entry, i in jobs:
         stem = video_stem(entry.prompt, i)
+        if owners.setdefault(stem, entry.prompt) != entry.prompt:
+            # another prompt cleans to the same name: without this it would be overwritten
+            stem = video_stem(entry.prompt, i, disambiguate=True)
         video, sidecar = out / f"{stem}.mp4", out / f"{stem}.json"
         prev = previous.get((entry.prompt, i))
         if video.is_file() and sidecar.is_file() and prev and prev.get("status") == "ok":
@@ -155,6 +165,29 @@ def run_batch(options: BatchOptions, progress: bool = True, pipe=None) -> dict:
 
     if todo and pipe is None:
         pipe = load_pipeline(options.model)
+    if todo:
+        # The settings are shared by every video: a bad one is a usage error (exit 2), not
+        # a batch of identical failures.
+        req = GenerateRequest(
+            prompt=todo[0][0].prompt,
+            steps=options.steps,
+            guidance=options.guidance,
+            frames=options.frames,
+        )
+        try:
+            pipe.check_inputs(
+                req.prompt,
+                None,
+                req.frames,
+                req.height,
+                req.width,
+                req.steps,
+                req.guidance,
+                "np",
+                None,
+            )
+        except ValueError as exc:
+            raise StudioError(str(exc)) from None
     bar = tqdm(todo, desc="batch", unit="video", disable=not progress)
     for entry, i, stem in bar:
         seed = options.seed + i

@@ -40,10 +40,19 @@ def _nonneg_int(text: str) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from .generate import GenerateRequest, check_output_path, generate, request_from_sidecar
+    from .generate import (
+        GenerateRequest,
+        check_output_path,
+        generate,
+        request_from_sidecar,
+        sidecar_model,
+    )
 
+    model = args.model
     if args.from_sidecar:
         request = request_from_sidecar(args.from_sidecar)
+        if model is None:  # the sidecar's model, so that the same sidecar gives the same frames
+            model = sidecar_model(args.from_sidecar)
     else:
         if args.prompt is None or not args.prompt.strip():
             raise StudioError(
@@ -61,8 +70,21 @@ def cmd_generate(args: argparse.Namespace) -> int:
             width=args.width,
         )
     check_output_path(args.out)
-    with tqdm(total=request.steps, desc="denoising", unit="step", disable=args.quiet) as bar:
-        result = generate(request, args.out, model=args.model, progress=lambda i, n: bar.update(1))
+    # The bar opens at the first finished step, once the model has loaded and accepted the
+    # inputs: a rejected request then prints only its one-line error.
+    bar = None
+
+    def progress(step: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc="denoising", unit="step", disable=args.quiet)
+        bar.update(1)
+
+    try:
+        result = generate(request, args.out, model=model, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
     print(f"wrote {result.path} ({len(result.frames)} frames) and {result.sidecar}")
     return 0
 

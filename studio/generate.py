@@ -185,6 +185,11 @@ def generate(
     return GenerateResult(path=out, sidecar=sidecar, frames=frames, record=record)
 
 
+def sidecar_model(path: str | Path) -> str | None:
+    """The model folder a sidecar was made with (None if it does not say)."""
+    return json.loads(Path(path).read_text()).get("model")
+
+
 def request_from_sidecar(path: str | Path) -> GenerateRequest:
     """Rebuild the request recorded in a sidecar (same sidecar, same machine → same frames)."""
     data = json.loads(Path(path).read_text())

@@ -33,6 +33,7 @@ class VAETrainConfig:
     warmup: int = 100
     kl_weight: float = 1e-6
     l1_weight: float = 1.0
+    foreground_weight: float = 10.0  # extra loss weight on object pixels (see train_vae)
     seed: int = 0
     log_every: int = 50
     save_every: int = 500
@@ -59,8 +60,8 @@ class DataConfig:
     seed: int = 0
     size: int = 64
     clip_frames: int = 16  # length of the cached clips
-    cache_clips: int = 8000  # clips encoded once into the latent cache
-    cache_images: int = 16000
+    cache_clips: int = 4000  # clips encoded once into the latent cache
+    cache_images: int = 8000
     cache_dir: str | None = None  # default: <output_dir>/latents
     cond_prob: float = 0.25  # chance a clip gets a random clean prefix (conditioning frames)
     reverse_prob: float = 0.25  # time-reversed clips (motion flipped in the caption)
@@ -82,9 +83,9 @@ class DiTTrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     stages: list[StageConfig] = field(
         default_factory=lambda: [
-            StageConfig(name="images", steps=800, frames=1, image_batch_size=64),
-            StageConfig(name="clips8", steps=1500, frames=8, batch_size=16, image_every=4),
-            StageConfig(name="clips16", steps=2500, frames=16, batch_size=12, image_every=4),
+            StageConfig(name="images", steps=600, frames=1, image_batch_size=64),
+            StageConfig(name="clips8", steps=1600, frames=8, batch_size=16, image_every=4),
+            StageConfig(name="clips16", steps=2000, frames=16, batch_size=12, image_every=4),
         ]
     )
     lr: float = 4e-4
@@ -132,7 +133,12 @@ def load_config(
         return OmegaConf.to_object(cfg)
     except OmegaConfBaseException as exc:
         where = f" in {path}" if path is not None else ""
-        raise ConfigError(f"bad config{where}: {str(exc).splitlines()[0]}") from None
+        message = str(exc).splitlines()[0]
+        # A type error's first line names only the value; say which key it was given for.
+        key = getattr(exc, "full_key", None)
+        if key:
+            message = f"{key}: {message}"
+        raise ConfigError(f"bad config{where}: {message}") from None
 
 
 def save_config(cfg: Any, path: str | Path) -> None:
@@ -157,6 +163,10 @@ def cpu_has_fast_bf16() -> bool:
 def resolve_mixed_precision(setting: str) -> str:
     """'auto' → bf16 on CUDA with bf16 support or on a CPU with AMX/AVX512-BF16, else 'no'."""
     allowed = ("auto", "no", "bf16", "fp16")
+    if setting in (False, "False", "false"):
+        # YAML 1.1 reads a bare `no` (in a file or a key=value override) as the boolean
+        # false, which a str field then holds as "False".
+        setting = "no"
     if setting not in allowed:
         raise ConfigError(f"mixed_precision must be one of {allowed}, got {setting!r}")
     if setting != "auto":

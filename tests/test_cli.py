@@ -1,0 +1,306 @@
+"""studio.cli: generate writes a video and its sidecar; a sidecar regenerates the same frames;
+user errors exit 2 with one ``error:`` line and leave no file behind; ``--help`` everywhere."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from pipelines.video_io import read_video
+from studio import generate as generate_mod
+from studio.cli import main
+from studio.generate import (
+    GenerateRequest,
+    generate,
+    load_pipeline,
+    request_from_sidecar,
+    weights_hash,
+)
+
+SIDECAR_FIELDS = {
+    "prompt",
+    "negative_prompt",
+    "seed",
+    "steps",
+    "guidance",
+    "frames",
+    "fps",
+    "height",
+    "width",
+    "model",
+    "weights_hash",
+    "versions",
+    "timings",
+}
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run ``studio ARGS``; → (exit code, stdout, stderr). argparse exits are codes too."""
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as exc:
+            code = exc.code
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+@pytest.fixture
+def small(tiny_pipeline_dir):
+    """Options for a fast generation with the saved tiny pipeline."""
+    return [
+        "--model",
+        str(tiny_pipeline_dir),
+        "--frames",
+        "4",
+        "--height",
+        "16",
+        "--width",
+        "16",
+        "--steps",
+        "2",
+        "--quiet",
+    ]
+
+
+def assert_one_line_error(code: int, err: str, pattern: str) -> None:
+    import re
+
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+# -------------------------------------------------------------------------- generate
+def test_generate_writes_mp4_and_sidecar(cli, small, tmp_path, tiny_pipeline_dir):
+    out = tmp_path / "clip.mp4"
+    code, stdout, err = cli(
+        "generate", "a red square moving right", "--out", out, "--seed", 3, *small
+    )
+    assert code == 0, err
+    assert out.is_file() and f"wrote {out}" in stdout
+    frames, fps = read_video(out)
+    assert frames.shape == (4, 16, 16, 3) and fps == pytest.approx(8)
+    assert out.read_bytes()[4:8] == b"ftyp"
+
+    record = json.loads((tmp_path / "clip.json").read_text())
+    assert SIDECAR_FIELDS <= set(record)
+    assert record["prompt"] == "a red square moving right"
+    assert record["negative_prompt"] is None
+    assert (record["seed"], record["steps"], record["frames"]) == (3, 2, 4)
+    assert (record["height"], record["width"], record["fps"]) == (16, 16, 8)
+    assert record["guidance"] == 4.0
+    assert record["model"] == str(tiny_pipeline_dir)
+    assert record["weights_hash"] == weights_hash(tiny_pipeline_dir)
+    assert len(record["weights_hash"]) == 16
+    assert {"python", "torch", "diffusers", "transformers"} <= set(record["versions"])
+    assert record["timings"]["generate_s"] >= 0
+    # nothing but the video and its sidecar (no temporary files left)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.json", "clip.mp4"]
+
+
+@pytest.mark.parametrize("ext", [".gif", ".webm"])
+def test_generate_other_formats(cli, small, tmp_path, ext):
+    out = tmp_path / f"clip{ext}"
+    code, _, err = cli("generate", "a blue circle", "--out", out, "--fps", 4, *small)
+    assert code == 0, err
+    frames, fps = read_video(out)
+    assert frames.shape[1:] == (16, 16, 3) and 1 <= frames.shape[0] <= 4
+    assert fps == pytest.approx(4)
+    assert json.loads((tmp_path / "clip.json").read_text())["output"] == out.name
+
+
+def test_sidecar_regenerates_identical_frames(cli, small, tmp_path, tiny_pipeline_dir):
+    first = tmp_path / "first.mp4"
+    assert cli("generate", "a green triangle", "--out", first, "--seed", 5, *small)[0] == 0
+    # no --model: the sidecar's model is used
+    again = tmp_path / "again.mp4"
+    code, _, err = cli(
+        "generate", "--from-sidecar", tmp_path / "first.json", "--out", again, "--quiet"
+    )
+    assert code == 0, err
+    np.testing.assert_array_equal(read_video(again)[0], read_video(first)[0])
+    a = json.loads((tmp_path / "first.json").read_text())
+    b = json.loads((tmp_path / "again.json").read_text())
+    for key in SIDECAR_FIELDS - {"timings"}:
+        assert a[key] == b[key], key
+
+    # and the uint8 frames themselves, before encoding
+    request = request_from_sidecar(tmp_path / "first.json")
+    assert request == GenerateRequest(
+        prompt="a green triangle", seed=5, steps=2, frames=4, height=16, width=16
+    )
+    pipe = load_pipeline(tiny_pipeline_dir)
+    x = generate(request, tmp_path / "x.mp4", model=tiny_pipeline_dir, pipe=pipe).frames
+    y = generate(request, tmp_path / "y.mp4", model=tiny_pipeline_dir, pipe=pipe).frames
+    assert x.dtype == np.uint8 and x.shape == (4, 16, 16, 3)
+    np.testing.assert_array_equal(x, y)
+    other = GenerateRequest(**{**request.__dict__, "seed": 6})
+    z = generate(other, tmp_path / "z.mp4", model=tiny_pipeline_dir, pipe=pipe).frames
+    assert np.abs(x.astype(int) - z.astype(int)).max() > 0
+
+
+def test_progress_callback_counts_steps(tiny_pipeline_dir, tmp_path):
+    seen = []
+    generate(
+        GenerateRequest(prompt="a square", steps=3, frames=2, height=16, width=16),
+        tmp_path / "p.mp4",
+        model=tiny_pipeline_dir,
+        progress=lambda i, n: seen.append((i, n)),
+    )
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+
+
+# -------------------------------------------------------------------------- user errors
+@pytest.mark.parametrize(
+    "prompt, extra, pattern",
+    [
+        ("", [], "prompt is empty"),
+        ("   ", [], "prompt is empty"),
+        ("a square", ["--frames", "0"], r"num_frames .*got 0$"),
+        ("a square", ["--frames", "1000"], r"num_frames .*got 1000$"),
+        ("a square", ["--height", "30"], r"height .*multiple of 4.*got 30$"),
+        ("a square", ["--width", "0"], r"width .*got 0$"),
+        ("a square", ["--steps", "0"], r"num_inference_steps .*got 0$"),
+        ("a square", ["--steps", "100000"], r"num_inference_steps .*got 100000$"),
+        ("a square", ["--guidance", "-2"], r"guidance_scale .*got -2\.0$"),
+    ],
+)
+def test_generate_bad_request(cli, small, tmp_path, prompt, extra, pattern):
+    out = tmp_path / "clip.mp4"
+    code, stdout, err = cli("generate", prompt, "--out", out, *small, *extra)
+    assert_one_line_error(code, err, pattern)
+    assert list(tmp_path.iterdir()) == []  # no video, no sidecar, no temporary file
+
+
+def test_generate_bad_request_without_quiet_prints_only_the_error(cli, small, tmp_path):
+    small = [a for a in small if a != "--quiet"]
+    code, _, err = cli("generate", "a square", "--out", tmp_path / "c.mp4", *small, "--frames", "0")
+    assert_one_line_error(code, err, r"got 0$")  # no half-drawn progress bar
+
+
+def test_generate_unknown_extension(cli, small, tmp_path):
+    code, _, err = cli("generate", "a square", "--out", tmp_path / "clip.avi", *small)
+    assert_one_line_error(code, err, r"'\.avi'.*\.mp4")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_generate_missing_output_folder(cli, small, tmp_path):
+    missing = tmp_path / "nowhere"
+    code, _, err = cli("generate", "a square", "--out", missing / "clip.mp4", *small)
+    assert_one_line_error(code, err, f"does not exist: {missing}")
+    assert not missing.exists()
+
+
+def test_generate_unwritable_output_folder(cli, small, tmp_path, monkeypatch):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    if os.geteuid() != 0:
+        locked.chmod(0o500)
+    else:  # root writes anywhere: make the permission check see what a user would
+        real_access = os.access
+
+        def access(path, mode, *a, **kw):
+            if os.fspath(path) == os.fspath(locked) and mode & os.W_OK:
+                return False
+            return real_access(path, mode, *a, **kw)
+
+        monkeypatch.setattr(os, "access", access)
+    try:
+        code, _, err = cli("generate", "a square", "--out", locked / "clip.mp4", *small)
+    finally:
+        locked.chmod(0o700)
+    assert_one_line_error(code, err, f"not writable: {locked}")
+    assert list(locked.iterdir()) == []
+
+
+def test_generate_missing_model(cli, tmp_path):
+    missing = tmp_path / "no_model"
+    code, _, err = cli("generate", "a square", "--out", tmp_path / "c.mp4", "--model", missing)
+    assert_one_line_error(code, err, f"no model at {missing}")
+    assert not (tmp_path / "c.mp4").exists()
+
+
+def test_generate_corrupt_weights(cli, tmp_path, tiny_pipeline_dir):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_pipeline_dir, broken)
+    (broken / "transformer" / "diffusion_pytorch_model.safetensors").write_bytes(b"garbage" * 10)
+    out = tmp_path / "out"
+    out.mkdir()
+    code, _, err = cli("generate", "a square", "--out", out / "c.mp4", "--model", broken, "--quiet")
+    assert_one_line_error(code, err, f"could not load the model at {broken}")
+    assert list(out.iterdir()) == []
+
+
+def test_generate_missing_sidecar(cli, tmp_path):
+    missing = tmp_path / "nope.json"
+    code, _, err = cli("generate", "--from-sidecar", missing, "--out", tmp_path / "c.mp4")
+    assert_one_line_error(code, err, "nope.json")
+
+
+def test_generate_needs_out(cli):
+    code, _, err = cli("generate", "a square")
+    assert code == 2 and "--out" in err
+
+
+# -------------------------------------------------------------------------- train config errors
+def test_train_unknown_config_key(cli, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("nonsense_key: 1\n")
+    code, _, err = cli("train", "dit", "--config", bad)
+    assert_one_line_error(code, err, f"{bad}.*nonsense_key")
+
+
+def test_train_wrong_type_names_the_key(cli, tmp_path):
+    code, _, err = cli("train", "vae", "lr=fast")
+    assert_one_line_error(code, err, r"\blr\b.*'fast'")
+
+
+def test_train_missing_config_file(cli, tmp_path):
+    missing = tmp_path / "missing.yaml"
+    code, _, err = cli("train", "dit", "--config", missing)
+    assert_one_line_error(code, err, f"config file not found: {missing}")
+
+
+# -------------------------------------------------------------------------- help
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["generate", "--help"],
+        ["batch", "--help"],
+        ["eval", "--help"],
+        ["eval", "shapes", "--help"],
+        ["data", "--help"],
+        ["data", "shapes", "--help"],
+        ["train", "--help"],
+    ],
+    ids=lambda argv: " ".join(argv),
+)
+def test_help(cli, argv):
+    code, out, _ = cli(*argv)
+    assert code == 0
+    assert out.startswith("usage: studio")
+    words = [w for w in argv if not w.startswith("-")]
+    assert f"studio {' '.join(words)}".strip() in out
+
+
+def test_no_command_is_a_usage_error(cli):
+    code, _, err = cli()
+    assert code == 2 and "usage:" in err
+
+
+def test_cached_pipeline_is_reused(tiny_pipeline_dir):
+    assert load_pipeline(tiny_pipeline_dir) is load_pipeline(tiny_pipeline_dir)
+    assert generate_mod.default_model_path().name  # a path even without $STUDIO_MODEL

@@ -1,0 +1,262 @@
+"""pipelines.text_to_video: a 2-step pipeline at 16×16×8 on tiny random components.
+
+Shape, range, determinism, a regression slice, output types, step callbacks, conditioning
+frames, save/load in diffusers layout and input checks (diffusers ``tests/pipelines`` style).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from diffusers import AutoencoderKL
+from PIL import Image
+
+from models.video_dit import VideoDiT
+from pipelines.text_to_video import ShapesVideoPipeline, to_uint8
+
+from .conftest import LATENT_CHANNELS
+
+PROMPT = "a red square moving right on a black background"
+FRAMES, SIZE, STEPS = 8, 16, 2
+
+
+def run(pipe, seed: int = 0, **kw):
+    args = dict(
+        num_frames=FRAMES,
+        height=SIZE,
+        width=SIZE,
+        num_inference_steps=STEPS,
+        generator=torch.Generator("cpu").manual_seed(seed),
+    )
+    args.update(kw)
+    return pipe(kw.pop("prompt", PROMPT), **{k: v for k, v in args.items() if k != "prompt"})
+
+
+def given_frames(k: int = 2, seed: int = 0) -> np.ndarray:
+    """k uint8 frames (k, H, W, 3): flat colour blocks like Shapes World's."""
+    rng = np.random.default_rng(seed)
+    frames = np.zeros((k, SIZE, SIZE, 3), dtype=np.uint8)
+    for i in range(k):
+        frames[i, :] = rng.integers(0, 60, size=3)
+        y, x = rng.integers(0, SIZE - 6, size=2)
+        frames[i, y : y + 6, x : x + 6] = rng.integers(100, 256, size=3)
+    return frames
+
+
+# -------------------------------------------------------------------------- basics
+def test_output_shape_and_range(tiny_pipe):
+    frames = run(tiny_pipe).frames
+    assert isinstance(frames, np.ndarray)
+    assert frames.shape == (1, FRAMES, SIZE, SIZE, 3)
+    assert frames.dtype == np.float32
+    assert frames.min() >= 0.0 and frames.max() <= 1.0
+    assert frames.std() > 0.01  # not a constant image
+
+
+def test_deterministic_with_same_generator(tiny_pipe):
+    a = run(tiny_pipe, seed=7).frames
+    b = run(tiny_pipe, seed=7).frames
+    np.testing.assert_array_equal(a, b)
+
+
+def test_different_seed_differs(tiny_pipe):
+    a = run(tiny_pipe, seed=0).frames
+    b = run(tiny_pipe, seed=1).frames
+    assert np.abs(a - b).mean() > 0.01
+
+
+def test_regression_slice(tiny_pipe):
+    """Last frame, bottom-right 3×3 corner, blue channel (computed once, then pinned)."""
+    frames = run(tiny_pipe, seed=0).frames
+    got = frames[0, -1, -3:, -3:, -1].flatten()
+    expected = np.array(
+        [0.404713, 0.599490, 0.502513, 0.510869, 0.265633, 0.459594, 0.631139, 0.246918, 0.370436]
+    )
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+
+
+def test_transformer_takes_part(tiny_pipe):
+    """Text changes the output: the frames are not just the decoded initial noise."""
+    a = run(tiny_pipe, prompt="a red square").frames
+    b = run(tiny_pipe, prompt="a large blue circle moving up").frames
+    assert np.abs(a - b).max() > 1e-3
+
+
+def test_batch_of_prompts_and_negative_prompt(tiny_pipe):
+    out = run(tiny_pipe, prompt=["a red square", "a blue circle"], negative_prompt="noise")
+    assert out.frames.shape == (2, FRAMES, SIZE, SIZE, 3)
+    single = run(tiny_pipe, prompt="a red square", negative_prompt="noise").frames
+    assert np.abs(out.frames[:1] - single).max() > 0  # the batch draws different noise
+    no_guidance = run(tiny_pipe, guidance_scale=1.0).frames
+    assert no_guidance.shape == (1, FRAMES, SIZE, SIZE, 3)
+
+
+# -------------------------------------------------------------------------- output types
+def test_output_types(tiny_pipe):
+    np_frames = run(tiny_pipe, output_type="np").frames
+    pt = run(tiny_pipe, output_type="pt").frames
+    assert isinstance(pt, torch.Tensor) and pt.shape == (1, FRAMES, 3, SIZE, SIZE)
+    np.testing.assert_allclose(pt.permute(0, 1, 3, 4, 2).numpy(), np_frames, atol=1e-6)
+
+    pil = run(tiny_pipe, output_type="pil").frames
+    assert len(pil) == 1 and len(pil[0]) == FRAMES
+    assert all(isinstance(im, Image.Image) and im.size == (SIZE, SIZE) for im in pil[0])
+    np.testing.assert_array_equal(np.asarray(pil[0][3]), to_uint8(np_frames[0, 3]))
+
+    latents = run(tiny_pipe, output_type="latent").frames
+    scale = tiny_pipe.vae_scale
+    channels = tiny_pipe.vae.config.latent_channels
+    assert latents.shape == (1, channels, FRAMES, SIZE // scale, SIZE // scale)
+    decoded = tiny_pipe.decode_latents(latents).permute(0, 1, 3, 4, 2).numpy()
+    np.testing.assert_allclose(decoded, np_frames, atol=1e-6)
+
+    (tuple_frames,) = run(tiny_pipe, return_dict=False)
+    np.testing.assert_array_equal(tuple_frames, np_frames)
+
+
+# -------------------------------------------------------------------------- callbacks
+def test_callback_called_once_per_step(tiny_pipe):
+    calls = []
+
+    def callback(pipe, step, timestep, tensors):
+        calls.append((step, float(timestep), tuple(tensors)))
+        return tensors
+
+    run(tiny_pipe, num_inference_steps=3, callback_on_step_end=callback)
+    assert [c[0] for c in calls] == [0, 1, 2]
+    assert all(c[2] == ("latents",) for c in calls)
+    timesteps = [c[1] for c in calls]
+    assert timesteps == sorted(timesteps, reverse=True) and len(set(timesteps)) == 3
+
+
+def test_callback_can_replace_latents(tiny_pipe):
+    def zero_at_end(pipe, step, timestep, tensors):
+        if step == STEPS - 1:
+            return {"latents": torch.zeros_like(tensors["latents"])}
+        return tensors
+
+    out = run(tiny_pipe, output_type="latent", callback_on_step_end=zero_at_end).frames
+    assert torch.equal(out, torch.zeros_like(out))
+
+    # replacing mid-way changes what the later steps start from
+    def halve_first(pipe, step, timestep, tensors):
+        return {"latents": tensors["latents"] * 0.5} if step == 0 else tensors
+
+    ref = run(tiny_pipe, output_type="latent").frames
+    halved = run(tiny_pipe, output_type="latent", callback_on_step_end=halve_first).frames
+    assert (ref - halved).abs().max() > 1e-3
+
+
+def test_callback_unknown_tensor_input(tiny_pipe):
+    with pytest.raises(ValueError, match="'noise'"):
+        run(
+            tiny_pipe,
+            callback_on_step_end=lambda *a: {},
+            callback_on_step_end_tensor_inputs=["noise"],
+        )
+
+
+# -------------------------------------------------------------------------- conditioning frames
+def test_conditioning_frames_are_kept_exactly(tiny_pipe):
+    given = given_frames(2)
+    out = run(tiny_pipe, conditioning_frames=given).frames
+    assert out.shape == (1, FRAMES, SIZE, SIZE, 3)
+    np.testing.assert_array_equal(to_uint8(out[0, :2]), given)
+    free = run(tiny_pipe).frames
+    assert np.abs(out[0, 2:] - free[0, 2:]).max() > 1e-4  # the rest continues the given frames
+
+
+def test_conditioning_latents_equal_encoded_frames(tiny_pipe):
+    given = given_frames(3, seed=1)
+    latents = run(tiny_pipe, conditioning_frames=given, output_type="latent").frames
+    pixels = torch.from_numpy(given).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    expected = tiny_pipe.encode_frames(pixels[None])  # (1, C, 3, h, w)
+    assert torch.equal(latents[:, :, :3], expected.float())
+    assert not torch.equal(latents[:, :, 3], expected[:, :, 2].float())
+
+
+def test_conditioning_float_frames_and_given_latents(tiny_pipe):
+    given = given_frames(1, seed=2)
+    as_float = torch.from_numpy(given).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    a = run(tiny_pipe, conditioning_frames=given).frames
+    b = run(tiny_pipe, conditioning_frames=as_float).frames
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+    # caller's latents are used but not modified
+    noise = torch.randn(
+        1, LATENT_CHANNELS, FRAMES, 8, 8, generator=torch.Generator().manual_seed(0)
+    )
+    before = noise.clone()
+    c = run(tiny_pipe, latents=noise, conditioning_frames=given).frames
+    assert torch.equal(noise, before)
+    np.testing.assert_array_equal(a, c)  # same seed → same noise as the generator path
+
+
+# -------------------------------------------------------------------------- save / load
+def test_save_load_round_trip_without_text_encoder(tiny_pipe, tmp_path):
+    tiny_pipe.save_pretrained(tmp_path, save_text_encoder=False)
+    index = json.loads((tmp_path / "model_index.json").read_text())
+    assert index["text_encoder"] == [None, None]
+    assert index["tokenizer"] == [None, None]
+    assert index["text_encoder_spec"] == "minilm"
+    assert index["transformer"] == ["models.video_dit", "VideoDiT"]
+    assert not (tmp_path / "text_encoder").exists()
+    for sub in ("transformer", "vae"):
+        assert (tmp_path / sub / "diffusion_pytorch_model.safetensors").is_file()
+    assert not list(tmp_path.rglob("*.bin")) and not list(tmp_path.rglob("*.pt"))
+    # the live pipeline keeps its encoder after saving without it
+    assert tiny_pipe.text_encoder is not None and tiny_pipe.tokenizer is not None
+
+    loaded = ShapesVideoPipeline.from_pretrained(tmp_path)  # MiniLM comes from the spec
+    loaded.set_progress_bar_config(disable=True)
+    assert type(loaded.text_encoder).__name__ == "BertModel"
+    np.testing.assert_array_equal(run(loaded).frames, run(tiny_pipe).frames)
+
+    # every component loads on its own
+    dit = VideoDiT.from_pretrained(tmp_path / "transformer")
+    vae = AutoencoderKL.from_pretrained(tmp_path / "vae")
+    for a, b in zip(dit.parameters(), tiny_pipe.transformer.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert list(vae.config.block_out_channels) == list(tiny_pipe.vae.config.block_out_channels)
+    for a, b in zip(vae.parameters(), tiny_pipe.vae.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_latent_multiple(tiny_pipe):
+    assert tiny_pipe.vae_scale == 2
+    assert tiny_pipe.latent_multiple == 4  # VAE ×2, patch 2
+
+
+# -------------------------------------------------------------------------- input checks
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"prompt": ""}, "got ''"),
+        ({"prompt": "   "}, "got '   '"),
+        ({"prompt": ["ok", " "]}, r"got \['ok', ' '\]"),
+        ({"num_frames": 0}, r"num_frames .*got 0\b"),
+        ({"num_frames": 65}, r"1\.\.64, got 65\b"),
+        ({"height": 18}, r"height .*multiple of 4.*got 18\b"),
+        ({"width": 10}, r"width .*got 10\b"),
+        ({"height": 0}, r"height .*got 0\b"),
+        ({"num_inference_steps": 0}, r"num_inference_steps .*got 0\b"),
+        ({"num_inference_steps": 1001}, r"1\.\.1000, got 1001\b"),
+        ({"guidance_scale": -1.0}, r"guidance_scale .*got -1\.0"),
+        ({"output_type": "mp4"}, "got 'mp4'"),
+        ({"conditioning_frames": "8 frames"}, r"^8 conditioning frames .*8-frame clip"),
+        ({"negative_prompt": ["a", "b"]}, "negative_prompt has 2 entries"),
+        ({"latents": torch.zeros(1, 4, 8, 4, 4)}, r"\(1, 4, 8, 8, 8\), got \(1, 4, 8, 4, 4\)"),
+        ({"conditioning_frames": "wrong size"}, r"\(8, 8\).*\(16, 16\)"),
+    ],
+)
+def test_bad_inputs_raise_value_error(tiny_pipe, kwargs, message):
+    kwargs = dict(kwargs)
+    if kwargs.get("conditioning_frames") == "8 frames":
+        kwargs["conditioning_frames"] = given_frames(FRAMES)
+    elif kwargs.get("conditioning_frames") == "wrong size":
+        kwargs["conditioning_frames"] = np.zeros((2, 8, 8, 3), dtype=np.uint8)
+    with pytest.raises(ValueError, match=message):
+        run(tiny_pipe, **kwargs)

@@ -1,0 +1,323 @@
+"""train: the DiT and VAE trainers on tiny configs, exact resume, atomic checkpoints, configs.
+
+Every run is a handful of steps of a width-32 DiT on 16-px Shapes World latents.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState, PartialState
+
+import train.train_dit as train_dit
+from pipelines.components import vae_tiny
+from pipelines.text_to_video import ShapesVideoPipeline
+from train import config as config_mod
+from train.checkpoint import checkpoint_step, latest_checkpoint, save_checkpoint
+from train.config import (
+    ConfigError,
+    DiTTrainConfig,
+    VAETrainConfig,
+    load_config,
+    resolve_mixed_precision,
+)
+
+TINY_STAGES = """\
+model: {size: dit_tiny, patch_size: 2}
+data: {size: 16, clip_frames: 8, cache_clips: 8, cache_images: 8, cache_dir: CACHE}
+stages:
+  - {name: images, steps: 2, frames: 1, image_batch_size: 2}
+  - {name: clips, steps: 4, frames: 4, batch_size: 2, image_every: 2}
+warmup: 2
+log_every: 1
+sample_every: 0
+mixed_precision: "no"
+"""
+TOTAL_STEPS = 6
+
+
+def reset_accelerate() -> None:
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    PartialState._reset_state()
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """Accelerator state is process-wide; every test starts (and leaves) it clean."""
+    reset_accelerate()
+    yield
+    reset_accelerate()
+
+
+@pytest.fixture(scope="module")
+def vae_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("vae")
+    torch.manual_seed(0)
+    vae_tiny(sample_size=16).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    """One latent cache for all runs of this module (its key covers VAE and data config)."""
+    return tmp_path_factory.mktemp("latents")
+
+
+@pytest.fixture(scope="module")
+def tiny_yaml(tmp_path_factory, vae_dir, cache_dir):
+    yaml = tmp_path_factory.mktemp("configs") / "tiny.yaml"
+    yaml.write_text(TINY_STAGES.replace("CACHE", str(cache_dir)) + f"vae: {vae_dir}\n")
+    return yaml
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("runs")
+
+
+def _make_config(yaml, runs_dir, name: str, *overrides: str) -> DiTTrainConfig:
+    return load_config(DiTTrainConfig, yaml, [f"output_dir={runs_dir / name}", *overrides])
+
+
+@pytest.fixture
+def dit_config(tiny_yaml, runs_dir, text_encoder, monkeypatch):
+    """Build a tiny DiTTrainConfig from YAML + overrides; MiniLM comes from the session."""
+    monkeypatch.setattr(train_dit, "load_text_encoder", lambda spec, dtype=None: text_encoder)
+    return lambda name, *overrides: _make_config(tiny_yaml, runs_dir, name, *overrides)
+
+
+@pytest.fixture(scope="module")
+def straight_run(tiny_yaml, runs_dir, text_encoder):
+    """Run A: all N steps without interruption → (config, exported pipeline folder)."""
+    cfg = _make_config(tiny_yaml, runs_dir, "A", "save_every=100")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(train_dit, "load_text_encoder", lambda spec, dtype=None: text_encoder)
+        reset_accelerate()
+        final = train_dit.main(cfg)
+        reset_accelerate()
+    return cfg, final
+
+
+def losses(output_dir) -> dict[int, float]:
+    """step → loss from log.jsonl; every step is logged exactly once (log_every = 1)."""
+    entries = [json.loads(line) for line in (output_dir / "log.jsonl").read_text().splitlines()]
+    steps = [e["step"] for e in entries]
+    assert steps == list(range(1, len(steps) + 1)), steps  # no step logged twice or skipped
+    return {e["step"]: e["loss"] for e in entries}
+
+
+# -------------------------------------------------------------------------- DiT trainer
+def test_dit_training_exports_a_loadable_pipeline(straight_run, text_encoder):
+    cfg, final = straight_run
+    out = cfg.output_dir
+    assert final.name == "pipeline" and (final / "model_index.json").is_file()
+    log = losses(Path(out))
+    assert sorted(log) == list(range(1, TOTAL_STEPS + 1))
+    assert all(0 < v < 10 for v in log.values())
+    # the resolved config is saved with the run and loads back to the same config
+    assert load_config(DiTTrainConfig, f"{out}/config.yaml") == cfg
+    # two checkpoints kept (keep=2), the last one at the final step
+    ckpt = latest_checkpoint(out)
+    assert ckpt is not None and checkpoint_step(ckpt) == TOTAL_STEPS
+
+    encoder, tokenizer = text_encoder
+    pipe = ShapesVideoPipeline.from_pretrained(final, text_encoder=encoder, tokenizer=tokenizer)
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.transformer.config.width == 32 and pipe.transformer.config.depth == 2
+    assert any(b.gate_temporal.abs().sum() > 0 for b in pipe.transformer.blocks)  # it trained
+    video = pipe(
+        "a red square",
+        num_frames=2,
+        height=16,
+        width=16,
+        num_inference_steps=1,
+        generator=torch.Generator().manual_seed(0),
+    ).frames
+    assert video.shape == (1, 2, 16, 16, 3)
+
+
+def test_resume_reproduces_the_uninterrupted_run(dit_config, straight_run):
+    """Run A: N steps straight. Run B: stop at k (checkpoint), then rerun to N."""
+    k = 3
+    a = losses(Path(straight_run[0].output_dir))
+
+    first = dit_config("B", f"max_steps={k}", f"save_every={k}")
+    train_dit.main(first)
+    b_dir = Path(first.output_dir)
+    assert sorted(losses(b_dir)) == list(range(1, k + 1))
+    assert checkpoint_step(latest_checkpoint(b_dir)) == k
+    reset_accelerate()
+
+    rest = dit_config("B", f"save_every={k}")
+    train_dit.main(rest)
+    b = losses(b_dir)
+    assert sorted(b) == list(range(1, TOTAL_STEPS + 1))
+    for step in range(1, TOTAL_STEPS + 1):
+        assert b[step] == pytest.approx(a[step], abs=1e-5), step
+    # the losses move, so matching them is not trivially true
+    assert len({round(v, 6) for v in a.values()}) == TOTAL_STEPS
+
+
+def test_resume_after_a_stop_between_checkpoints(dit_config, straight_run):
+    """Killed after step 5 was logged but before its checkpoint: the rerun goes back to the
+    step-4 checkpoint, repeats step 5, and the log still holds every step once."""
+    a = losses(Path(straight_run[0].output_dir))
+
+    run = dit_config("C", "max_steps=5", "save_every=4")
+    train_dit.main(run)
+    out = Path(run.output_dir)
+    shutil.rmtree(out / "checkpoints" / "step-0000005")  # as if the kill came before it
+    with (out / "log.jsonl").open("a") as fh:
+        fh.write('{"step": 6, "lo')  # and cut a log line in half
+    assert checkpoint_step(latest_checkpoint(out)) == 4
+    reset_accelerate()
+
+    train_dit.main(dit_config("C", "save_every=4"))
+    c = losses(out)  # asserts steps 1..N, each once
+    assert sorted(c) == list(range(1, TOTAL_STEPS + 1))
+    for step in range(1, TOTAL_STEPS + 1):
+        assert c[step] == pytest.approx(a[step], abs=1e-5), step
+
+
+# -------------------------------------------------------------------------- checkpoints
+def _train_state(seed: int):
+    torch.manual_seed(seed)
+    model = torch.nn.Linear(4, 3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    return model, optimizer
+
+
+def test_half_written_checkpoint_is_ignored(tmp_path, monkeypatch):
+    accelerator = Accelerator()
+    model, optimizer = accelerator.prepare(*_train_state(0))
+    good = save_checkpoint(accelerator, tmp_path, 4)
+    assert good.name == "step-0000004" and latest_checkpoint(tmp_path) == good
+    saved = model.weight.detach().clone()
+
+    # a crash in the middle of writing step 8: files in .tmp-0000008, no rename, no meta
+    def crash(path, **kw):
+        Path(path).mkdir(parents=True, exist_ok=True)
+        (Path(path) / "model.safetensors").write_bytes(b"partial")
+        raise RuntimeError("killed mid-save")
+
+    monkeypatch.setattr(accelerator, "save_state", crash)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    with pytest.raises(RuntimeError, match="mid-save"):
+        save_checkpoint(accelerator, tmp_path, 8)
+    assert (tmp_path / "checkpoints" / ".tmp-0000008").is_dir()
+    assert latest_checkpoint(tmp_path) == good
+    # even without the `latest` pointer, the scan skips the temporary folder
+    (tmp_path / "checkpoints" / "latest").unlink()
+    assert latest_checkpoint(tmp_path) == good
+    monkeypatch.undo()
+
+    accelerator.load_state(str(latest_checkpoint(tmp_path)))
+    assert torch.equal(model.weight, saved)
+    assert checkpoint_step(good) == 4
+
+
+def test_checkpoints_rotate_and_replace_the_temporary_folder(tmp_path):
+    accelerator = Accelerator()
+    accelerator.prepare(*_train_state(0))
+    root = tmp_path / "checkpoints"
+    (root / ".tmp-0000002").mkdir(parents=True)  # left by an earlier crash
+    for step in (1, 2, 3):
+        save_checkpoint(accelerator, tmp_path, step, keep=2)
+    assert sorted(p.name for p in root.iterdir()) == ["latest", "step-0000002", "step-0000003"]
+    assert (root / "latest").read_text() == "step-0000003"
+    assert latest_checkpoint(tmp_path).name == "step-0000003"
+    assert latest_checkpoint(tmp_path / "nothing_here") is None
+
+
+# -------------------------------------------------------------------------- configs
+def test_load_config_rejects_unknown_keys(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("nonsense_key: 1\n")
+    with pytest.raises(ConfigError, match=r"nonsense_key"):
+        load_config(DiTTrainConfig, bad)
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("model: {bogus: 1}\n")
+    with pytest.raises(ConfigError, match=r"model\.bogus"):
+        load_config(DiTTrainConfig, nested)
+    with pytest.raises(ConfigError, match=r"'steps_typo'"):
+        load_config(VAETrainConfig, None, ["steps_typo=3"])
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("lr: fast\n", r"\blr: .*'fast'"),
+        ("data: {cache_clips: many}\n", r"data\.cache_clips: .*'many'"),
+        ("stages:\n  - {name: a, steps: x}\n", r"steps: .*'x'"),
+    ],
+)
+def test_load_config_rejects_wrong_types_naming_the_key(tmp_path, text, key):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    with pytest.raises(ConfigError, match=key):
+        load_config(DiTTrainConfig, bad)
+
+
+def test_load_config_layers_defaults_yaml_and_overrides(tmp_path):
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("lr: 0.001\ndata: {cache_clips: 5}\n")
+    cfg = load_config(DiTTrainConfig, exp, ["data.cache_clips=7", "max_steps=3"])
+    assert cfg.lr == 0.001 and cfg.data.cache_clips == 7 and cfg.max_steps == 3
+    assert cfg.data.cache_images == DiTTrainConfig().data.cache_images  # untouched default
+    assert isinstance(cfg.stages[0], config_mod.StageConfig)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(DiTTrainConfig, tmp_path / "missing.yaml")
+
+
+def test_resolve_mixed_precision(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(config_mod, "cpu_has_fast_bf16", lambda: False)
+    assert resolve_mixed_precision("auto") == "no"
+    monkeypatch.setattr(config_mod, "cpu_has_fast_bf16", lambda: True)
+    assert resolve_mixed_precision("auto") == "bf16"
+    assert resolve_mixed_precision("fp16") == "fp16"  # explicit settings pass through
+    assert resolve_mixed_precision("no") == "no"
+    # YAML reads a bare `no` as false; a str field then holds "False"
+    assert resolve_mixed_precision("False") == "no"
+    from_override = load_config(DiTTrainConfig, None, ["mixed_precision=no"]).mixed_precision
+    assert resolve_mixed_precision(from_override) == "no"
+    with pytest.raises(ConfigError, match="'fp8'"):
+        resolve_mixed_precision("fp8")
+
+
+# -------------------------------------------------------------------------- VAE trainer
+def test_vae_training_exports_final_with_scaling_factor(tmp_path):
+    from diffusers import AutoencoderKL
+
+    from train.train_vae import main as train_vae
+
+    cfg = load_config(
+        VAETrainConfig,
+        None,
+        [
+            f"output_dir={tmp_path}",
+            "model=vae_tiny",
+            "size=16",
+            "batch_size=2",
+            "steps=2",
+            "warmup=1",
+            "log_every=1",
+            "mixed_precision=no",
+        ],
+    )
+    final = train_vae(cfg)
+    assert final == tmp_path / "final"
+    vae = AutoencoderKL.from_pretrained(final)
+    assert vae.config.scaling_factor != 0.18215 and vae.config.scaling_factor > 0
+    assert vae.config.shift_factor is not None
+    assert list(vae.config.block_out_channels) == [8, 8]
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log] == [1, 2]
+    assert checkpoint_step(latest_checkpoint(tmp_path)) == 2

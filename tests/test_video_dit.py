@@ -1,0 +1,478 @@
+"""models.video_dit / models.attention: shapes, determinism, save/load, zero-init, gradients,
+the swap attention, conditioning frames and attention processors.
+
+Model tests come from :class:`ModelTesterMixin` plus a small config class per model
+(diffusers ``tests/models`` style); a new model adds a subclass with its own config.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+from models import attention as attention_mod
+from models.attention import (
+    Attention,
+    WindowCrossAttention,
+    default_processor,
+    window_partition,
+    window_reverse,
+)
+from models.video_dit import SwapBlock, VideoDiT, dit_tiny
+
+from .conftest import open_zero_inits
+
+
+class ModelTesterMixin:
+    """Shared tests for latent video models ``(B, C, F, H, W) → (B, C, F, H, W)``."""
+
+    model_class: type
+    init_kwargs: dict
+    text_dim: int
+    latent_hw: tuple[int, int] = (8, 8)
+
+    # -- helpers ---------------------------------------------------------------------------
+    def make_model(self, seed: int = 0, opened: bool = True, **kw):
+        torch.manual_seed(seed)
+        model = self.model_class(**{**self.init_kwargs, **kw})
+        if opened:
+            open_zero_inits(model, seed)
+        return model.eval()
+
+    def make_inputs(self, frames: int = 4, batch: int = 2, hw=None, seed: int = 0) -> dict:
+        g = torch.Generator().manual_seed(seed)
+        h, w = hw or self.latent_hw
+        c = self.init_kwargs.get("in_channels", 4)
+        mask = torch.ones(batch, 5)
+        mask[0, 3:] = 0  # a padded prompt
+        return {
+            "hidden_states": torch.randn(batch, c, frames, h, w, generator=g),
+            "timestep": torch.rand(batch, generator=g) * 1000,
+            "encoder_hidden_states": torch.randn(batch, 5, self.text_dim, generator=g),
+            "encoder_attention_mask": mask,
+        }
+
+    # -- tests -----------------------------------------------------------------------------
+    @pytest.mark.parametrize(
+        "frames, hw",
+        [
+            (4, (8, 8)),  # a clip
+            (1, (8, 8)),  # an image is a clip with F = 1
+            (5, (8, 8)),  # odd frame count: temporal windows need padding
+            (3, (6, 10)),  # odd token grid (3×5): every window axis needs padding
+        ],
+    )
+    def test_output_shape(self, frames, hw):
+        model = self.make_model()
+        inputs = self.make_inputs(frames=frames, hw=hw)
+        with torch.no_grad():
+            out = model(**inputs).sample
+        assert out.shape == inputs["hidden_states"].shape
+        assert torch.isfinite(out).all()
+        assert out.abs().sum() > 0  # the opened model predicts something
+
+    def test_return_tuple(self):
+        model = self.make_model()
+        inputs = self.make_inputs()
+        with torch.no_grad():
+            (out,) = model(**inputs, return_dict=False)
+            ref = model(**inputs).sample
+        torch.testing.assert_close(out, ref, rtol=0, atol=0)
+
+    def test_deterministic(self):
+        inputs = self.make_inputs()
+        with torch.no_grad():
+            a = self.make_model(seed=3)(**inputs).sample
+            b = self.make_model(seed=3)(**inputs).sample
+            c = self.make_model(seed=4)(**inputs).sample
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+        assert not torch.allclose(a, c)
+
+    def test_save_load_round_trip(self, tmp_path):
+        model = self.make_model()
+        model.save_pretrained(tmp_path)
+        assert (tmp_path / "config.json").is_file()
+        assert (tmp_path / "diffusion_pytorch_model.safetensors").is_file()
+        loaded = self.model_class.from_pretrained(tmp_path).eval()
+
+        def public(config):  # JSON stores tuples as lists; "_" keys are bookkeeping
+            return {
+                k: list(v) if isinstance(v, tuple) else v
+                for k, v in config.items()
+                if not k.startswith("_")
+            }
+
+        assert public(loaded.config) == public(model.config)
+        inputs = self.make_inputs(frames=5)
+        with torch.no_grad():
+            torch.testing.assert_close(
+                loaded(**inputs).sample, model(**inputs).sample, rtol=0, atol=0
+            )
+
+    def test_fresh_model_predicts_zero(self):
+        model = self.make_model(opened=False)
+        with torch.no_grad():
+            out = model(**self.make_inputs()).sample
+        assert torch.equal(out, torch.zeros_like(out))
+
+    def test_per_frame_timesteps(self):
+        model = self.make_model()
+        inputs = self.make_inputs(frames=4)
+        t = inputs.pop("timestep")
+        with torch.no_grad():
+            shared = model(timestep=t, **inputs).sample
+            per_frame_same = model(timestep=t[:, None].expand(-1, 4), **inputs).sample
+            varied = t[:, None].repeat(1, 4)
+            varied[:, 2:] = 10.0
+            per_frame = model(timestep=varied, **inputs).sample
+        assert per_frame.shape == shared.shape
+        torch.testing.assert_close(per_frame_same, shared)
+        assert not torch.allclose(per_frame, shared)
+
+    def test_frame_mask_gives_zero_velocity_on_given_frames(self):
+        model = self.make_model()
+        inputs = self.make_inputs(frames=5)
+        mask = torch.zeros(2, 5, dtype=torch.bool)
+        mask[0, :2] = True  # sample 0: two given frames
+        mask[1, :1] = True  # sample 1: one given frame
+        with torch.no_grad():
+            out = model(**inputs, frame_mask=mask).sample
+        assert torch.equal(out[0, :, :2], torch.zeros_like(out[0, :, :2]))
+        assert torch.equal(out[1, :, :1], torch.zeros_like(out[1, :, :1]))
+        assert (out[0, :, 2:].abs().amax(dim=(0, 2, 3)) > 0).all()
+        assert (out[1, :, 1:].abs().amax(dim=(0, 2, 3)) > 0).all()
+
+    def test_gradient_checkpointing_matches(self):
+        model = self.make_model()
+        inputs = self.make_inputs(frames=3)
+        model.train()
+        model(**inputs).sample.square().mean().backward()
+        ref = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        model.zero_grad(set_to_none=True)
+        model.enable_gradient_checkpointing()
+        assert model.gradient_checkpointing
+        model(**inputs).sample.square().mean().backward()
+        for name, p in model.named_parameters():
+            if name in ref:
+                torch.testing.assert_close(p.grad, ref[name], msg=name)
+
+
+class TestVideoDiT(ModelTesterMixin):
+    model_class = VideoDiT
+    text_dim = 16
+    init_kwargs = dict(
+        in_channels=4,
+        patch_size=2,
+        width=32,
+        depth=2,
+        heads=4,
+        window=(2, 2, 2),
+        text_dim=16,
+        mlp_ratio=2.0,
+        max_frames=16,
+        sample_size=8,
+    )
+
+    # -- zero-init and gradients -------------------------------------------------------------
+    def test_gates_start_at_zero(self):
+        model = self.make_model(opened=False)
+        for block in model.blocks:
+            assert torch.equal(block.gate_temporal, torch.zeros_like(block.gate_temporal))
+            assert torch.equal(block.gate_swap, torch.zeros_like(block.gate_swap))
+        assert [b.swap_query for b in model.blocks] == ["spatial", "temporal"]
+
+    def _open_all_but_gates(self, gates: float):
+        """Opened model, gates on the temporal and swap paths set to ``gates``."""
+        model = self.make_model(opened=True).train()
+        with torch.no_grad():
+            for block in model.blocks:
+                block.gate_temporal.fill_(gates)
+                block.gate_swap.fill_(gates)
+        return model
+
+    def _grads(self, model, frames: int):
+        model.zero_grad(set_to_none=True)
+        model(**self.make_inputs(frames=frames)).sample.square().mean().backward()
+
+        def norm(p):
+            return 0.0 if p.grad is None else p.grad.abs().sum().item()
+
+        return norm
+
+    def test_zero_gates_still_get_gradients(self):
+        # A zero gate in front of a live path must still learn (otherwise it stays closed).
+        model = self._open_all_but_gates(0.0)
+        norm = self._grads(model, frames=4)
+        for block in model.blocks:
+            assert norm(block.gate_temporal) > 0
+            assert norm(block.gate_swap) > 0
+            # ...while the weights behind a closed gate get nothing yet.
+            assert norm(block.temporal_attn.to_q.weight) == 0
+            assert norm(block.swap_attn.attn.to_q.weight) == 0
+
+    def test_open_gates_pass_gradients_to_temporal_and_swap_weights(self):
+        model = self._open_all_but_gates(0.5)
+        norm = self._grads(model, frames=4)
+        for block in model.blocks:
+            for p in (
+                block.temporal_attn.to_q.weight,
+                block.temporal_attn.to_v.weight,
+                block.temporal_attn.to_out[0].weight,
+                block.swap_attn.attn.to_q.weight,
+                block.swap_attn.attn.to_k.weight,
+                block.swap_attn.attn.to_out[0].weight,
+            ):
+                assert norm(p) > 0
+
+    def test_images_skip_the_temporal_branch(self):
+        model = self._open_all_but_gates(0.5)
+        norm = self._grads(model, frames=1)
+        for block in model.blocks:
+            assert norm(block.temporal_attn.to_q.weight) == 0
+            assert norm(block.gate_temporal) == 0
+            assert norm(block.swap_attn.attn.to_q.weight) > 0
+
+    # -- the swap ------------------------------------------------------------------------------
+    def test_swap_roles_alternate_between_blocks(self):
+        """Block 0 queries with the spatial branch, block 1 with the temporal branch."""
+        model = self._open_all_but_gates(0.0).eval()  # gate_temporal = 0 → temporal branch = x
+        seen = {}
+
+        def capture(i):
+            def hook(module, args, kwargs):
+                seen[i] = (args[0].clone(), args[1].clone())
+
+            return hook
+
+        def capture_in(i):
+            def hook(module, args):
+                seen[f"x{i}"] = args[0].clone()
+
+            return hook
+
+        for i, block in enumerate(model.blocks):
+            block.swap_attn.register_forward_pre_hook(capture(i), with_kwargs=True)
+            block.register_forward_pre_hook(capture_in(i))
+        with torch.no_grad():
+            model(**self.make_inputs(frames=4))
+        for i, block in enumerate(model.blocks):
+            x = seen[f"x{i}"]  # (B, F, N, D)
+            query, context = seen[i]  # (B, F, gh, gw, D)
+            t_branch = block.norm_kv(x) if block.swap_query == "spatial" else block.norm_q(x)
+            t_seen = context if block.swap_query == "spatial" else query
+            s_seen = query if block.swap_query == "spatial" else context
+            torch.testing.assert_close(t_seen.flatten(2, 3), t_branch)
+            # the other role holds the spatial branch, which differs from x
+            assert not torch.allclose(s_seen.flatten(2, 3), t_branch, atol=1e-3)
+
+    @pytest.mark.parametrize("swap_query", ["spatial", "temporal"])
+    def test_swap_mixes_frames_within_its_window_only(self, swap_query):
+        """Only the temporal and swap paths carry information between frames.
+
+        A change in frame 0 reaches frame 1 (same 2-frame window) through the swap alone,
+        and never reaches frames 2-3 (the next window) when the temporal path is closed.
+        """
+        torch.manual_seed(0)
+        block = SwapBlock(32, 4, 8, swap_query, window=(2, 2, 2), mlp_ratio=2.0)
+        open_zero_inits(block)
+        block.eval()
+        g = torch.Generator().manual_seed(1)
+        x = torch.randn(1, 4, 16, 32, generator=g)  # (B, F, N, D), a 4×4 token grid
+        cond = torch.randn(1, 4, 32, generator=g)
+        text = torch.randn(1, 3, 32, generator=g)
+        bias = torch.zeros(1, 1, 3)
+        x2 = x.clone()
+        # perturb one token of frame 0 (not by a constant: the LayerNorms would remove it)
+        x2[:, 0, 0] += torch.randn(32, generator=g)
+
+        def changed(gate_temporal: float, gate_swap: float) -> torch.Tensor:
+            with torch.no_grad():
+                block.gate_temporal.fill_(gate_temporal)
+                block.gate_swap.fill_(gate_swap)
+                a = block(x, cond, (4, 4), text, bias)
+                b = block(x2, cond, (4, 4), text, bias)
+            return (a - b).abs().amax(dim=(0, 2, 3))  # per frame
+
+        closed = changed(0.0, 0.0)
+        assert closed[0] > 0 and torch.equal(closed[1:], torch.zeros(3))
+        swap_only = changed(0.0, 1.0)
+        assert swap_only[1] > 1e-4  # would be 0 if the swap were a no-op
+        assert torch.equal(swap_only[2:], torch.zeros(2))  # would fail if it were global
+        temporal = changed(1.0, 0.0)
+        assert (temporal[1:] > 1e-4).all()  # temporal attention spans the whole clip
+
+
+def test_factory_model_fits_the_tiny_vae_and_minilm(tiny_dit, tiny_vae):
+    """The conftest components fit together: latent channels, text width, zero output."""
+    from .conftest import TEXT_DIM
+
+    assert tiny_dit.config.in_channels == tiny_vae.config.latent_channels
+    assert tiny_dit.config.text_dim == TEXT_DIM
+    assert (tiny_dit.config.width, tiny_dit.config.depth) == (32, 2)
+    g = torch.Generator().manual_seed(0)
+    frames = torch.rand(3, 3, 16, 16, generator=g) * 2 - 1
+    with torch.no_grad():
+        z = tiny_vae.encode(frames).latent_dist.mean  # (F, C, 8, 8)
+        latents = z.permute(1, 0, 2, 3)[None]  # (1, C, F, 8, 8)
+        out = tiny_dit(latents, torch.tensor([10.0]), torch.randn(1, 4, TEXT_DIM, generator=g))
+    assert out.sample.shape == latents.shape
+    assert torch.equal(out.sample, torch.zeros_like(out.sample))
+
+
+class TestWindowAttention:
+    def test_key_value_branch_reaches_the_query_output(self):
+        torch.manual_seed(0)
+        attn = WindowCrossAttention(16, heads=2, head_dim=8, window=(2, 2, 2)).eval()
+        g = torch.Generator().manual_seed(0)
+        q = torch.randn(1, 4, 4, 4, 16, generator=g)  # (B, F, H, W, D)
+        kv = torch.randn(1, 4, 4, 4, 16, generator=g)
+        kv2 = kv.clone()
+        kv2[0, 0, 0, 0] += torch.randn(16, generator=g)  # one token of window (0, 0, 0)
+        with torch.no_grad():
+            a, b = attn(q, kv), attn(q, kv2)
+            c = attn(q + 0, kv)
+        assert a.shape == q.shape
+        torch.testing.assert_close(a, c, rtol=0, atol=0)
+        diff = (a - b).abs()
+        assert (diff[0, :2, :2, :2].amax(dim=-1) > 0).all()  # every query of that window
+        outside = diff.clone()
+        outside[0, :2, :2, :2] = 0
+        assert torch.equal(outside, torch.zeros_like(outside))  # and nothing else
+
+    def test_query_branch_changes_only_its_own_token(self):
+        torch.manual_seed(0)
+        attn = WindowCrossAttention(16, heads=2, head_dim=8, window=(2, 2, 2)).eval()
+        g = torch.Generator().manual_seed(0)
+        q = torch.randn(1, 4, 4, 4, 16, generator=g)
+        kv = torch.randn(1, 4, 4, 4, 16, generator=g)
+        q2 = q.clone()
+        q2[0, 1, 1, 1] += torch.randn(16, generator=g)
+        with torch.no_grad():
+            diff = (attn(q, kv) - attn(q2, kv)).abs().amax(dim=-1)
+        assert diff[0, 1, 1, 1] > 0
+        diff[0, 1, 1, 1] = 0
+        assert torch.equal(diff, torch.zeros_like(diff))
+
+    @pytest.mark.parametrize(
+        "shape, window, padded",
+        [
+            ((2, 4, 4, 6, 8), (2, 2, 3), False),
+            ((2, 5, 3, 7, 8), (2, 2, 4), True),  # padding on every axis
+            ((1, 1, 4, 4, 8), (4, 2, 2), False),  # an image: the window shrinks to 1 frame
+        ],
+    )
+    def test_partition_reverse_round_trip(self, shape, window, padded):
+        x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+        windows, bias, win = window_partition(x, window)
+        b, f, h, w, d = shape
+        assert win == (min(window[0], f), min(window[1], h), min(window[2], w))
+        n_windows = -(-f // win[0]) * -(-h // win[1]) * -(-w // win[2])
+        assert windows.shape == (b * n_windows, win[0] * win[1] * win[2], d)
+        torch.testing.assert_close(window_reverse(windows, win, (b, f, h, w)), x, rtol=0, atol=0)
+        # The first window holds the first wt×wh×ww tokens in (t, h, w) order.
+        first = x[0, : win[0], : win[1], : win[2]].reshape(-1, d)
+        n_real = first.shape[0]
+        torch.testing.assert_close(windows[0, :n_real], first, rtol=0, atol=0)
+        if not padded:
+            assert bias is None
+        else:
+            assert bias.shape == (b * n_windows, 1, win[0] * win[1] * win[2])
+            fp = -(-f // win[0]) * win[0]
+            hp = -(-h // win[1]) * win[1]
+            wp = -(-w // win[2]) * win[2]
+            assert int(torch.isinf(bias).sum()) == b * (fp * hp * wp - f * h * w)
+            # padded slots are zeros; every window keeps at least one real token
+            assert torch.isfinite(bias).any(dim=-1).all()
+
+
+class TestConfigAndProcessors:
+    def test_width_not_divisible_by_heads(self):
+        with pytest.raises(ValueError, match=r"width \(30\).*heads \(4\)"):
+            VideoDiT(width=30, heads=4, depth=1, text_dim=8)
+
+    def test_width_not_divisible_by_four(self):
+        with pytest.raises(ValueError, match="6"):
+            VideoDiT(width=6, heads=3, depth=1, text_dim=8)
+
+    def test_bad_swap_query(self):
+        with pytest.raises(ValueError, match="'both'"):
+            SwapBlock(32, 4, 8, "both", window=(2, 2, 2), mlp_ratio=2.0)
+
+    def test_latent_not_divisible_by_patch(self):
+        model = dit_tiny(patch_size=2, text_dim=8, depth=1)
+        with pytest.raises(ValueError, match="7×8"):
+            model(torch.zeros(1, 4, 2, 7, 8), torch.zeros(1), torch.zeros(1, 3, 8))
+
+    def test_cpu_gets_sdpa_not_xformers(self, monkeypatch):
+        assert isinstance(default_processor("cpu"), AttnProcessor2_0)
+        assert isinstance(default_processor(torch.device("cpu")), AttnProcessor2_0)
+        assert isinstance(default_processor(None), AttnProcessor2_0)
+        # even where xformers is installed, CPU keeps SDPA; CUDA alone switches
+        monkeypatch.setattr(attention_mod, "xformers_available", lambda: True)
+        assert isinstance(default_processor("cpu"), AttnProcessor2_0)
+        assert type(default_processor("cuda")).__name__ == "XFormersAttnProcessor"
+        monkeypatch.setattr(attention_mod, "xformers_available", lambda: False)
+        assert isinstance(default_processor("cuda"), AttnProcessor2_0)
+
+    def test_set_attn_processor_reaches_every_attention(self):
+        model = dit_tiny(patch_size=2, text_dim=8)
+        n_attention = sum(isinstance(m, Attention) for m in model.modules())
+        assert n_attention == 4 * len(model.blocks)  # spatial, temporal, swap, text
+        assert len(model.attn_processors) == n_attention
+        model.set_attn_processor(AttnProcessor())
+        assert all(type(p) is AttnProcessor for p in model.attn_processors.values())
+        model.set_default_attn_processor()  # on CPU: SDPA
+        assert all(type(p) is AttnProcessor2_0 for p in model.attn_processors.values())
+        # dict form, keyed like attn_processors
+        procs = {k: AttnProcessor() for k in model.attn_processors}
+        first = next(iter(procs))
+        procs[first] = AttnProcessor2_0()
+        model.set_attn_processor(procs)
+        assert type(model.attn_processors[first]) is AttnProcessor2_0
+        assert sum(type(p) is AttnProcessor for p in model.attn_processors.values()) == (
+            n_attention - 1
+        )
+
+    def test_cuda_default_keeps_sdpa_for_qk_normed_attention(self, monkeypatch):
+        # diffusers' XFormersAttnProcessor ignores norm_q/norm_k: the spatial and temporal
+        # attentions (qk_norm="rms_norm") must stay on SDPA even where xformers is chosen.
+        assert isinstance(default_processor("cuda", qk_norm=True), AttnProcessor2_0)
+        monkeypatch.setattr(attention_mod, "xformers_available", lambda: True)
+        monkeypatch.setattr(VideoDiT, "device", property(lambda self: torch.device("cuda")))
+        model = dit_tiny(patch_size=2, text_dim=8)
+        model.set_default_attn_processor()
+        kinds = {k: type(p).__name__ for k, p in model.attn_processors.items()}
+        for i in range(len(model.blocks)):
+            assert kinds[f"blocks.{i}.spatial_attn.processor"] == "AttnProcessor2_0"
+            assert kinds[f"blocks.{i}.temporal_attn.processor"] == "AttnProcessor2_0"
+            assert kinds[f"blocks.{i}.swap_attn.attn.processor"] == "XFormersAttnProcessor"
+            assert kinds[f"blocks.{i}.cross_attn.processor"] == "XFormersAttnProcessor"
+
+    def test_processors_agree_where_they_apply(self):
+        """The classic processor (like xformers') has no q/k norms; on the other modules
+        (swap and text attention, with their -inf padding biases) it must match SDPA."""
+        torch.manual_seed(0)
+        model = open_zero_inits(dit_tiny(patch_size=2, text_dim=8, window=(2, 2, 2))).eval()
+        g = torch.Generator().manual_seed(0)
+        mask = torch.tensor([[1.0, 1.0, 0.0]])
+        args = (
+            torch.randn(1, 4, 3, 6, 6, generator=g),  # 3 frames, 3×3 tokens: padded windows
+            torch.tensor([500.0]),
+            torch.randn(1, 3, 8, generator=g),
+            mask,
+        )
+        with torch.no_grad():
+            sdpa = model(*args).sample
+            model.set_attn_processor(
+                {
+                    f"{name}.processor": AttnProcessor2_0()
+                    if module.norm_q is not None
+                    else AttnProcessor()
+                    for name, module in model.named_modules()
+                    if isinstance(module, Attention)
+                }
+            )
+            classic = model(*args).sample
+        torch.testing.assert_close(classic, sdpa, rtol=1e-4, atol=1e-5)
+        assert sdpa.abs().amax() > 0
