@@ -23,6 +23,8 @@ given explicitly), ``evaluate_dir`` scores a ``studio batch`` run directory per 
 ``write_report`` writes ``eval.json``, ``eval.md`` and ``contact_sheet.png``, and
 ``build_suite`` makes the held-out evaluation prompt suite (``configs/eval/shapes_suite.jsonl``),
 whose wording deliberately avoids the training phrasings of ``docs/CAPTIONS.md``.
+``evaluate_storyboard`` / ``evaluate_storyboard_dir`` judge multi-scene storyboard videos
+(per-scene motion, identity and position jump at each scene boundary).
 
 The palettes are copied from the contract rather than imported from the renderer on purpose:
 the judge must stay independent of ``train.shapes_world``, and the tests check that both agree.
@@ -1177,6 +1179,268 @@ def write_suite(path: Path = SUITE_PATH, seed: int = 1234) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(e) + "\n" for e in build_suite(seed)))
     return path
+
+
+# ----------------------------------------------------------------------------------------------
+# Storyboards (``studio eval storyboards DIR``)
+# ----------------------------------------------------------------------------------------------
+
+#: Contract (shapes_world.md, scene changes): at most 4 px between the last frame of a scene
+#: and the first frame of the next, at S = 64.
+STORYBOARD_MAX_JUMP_PX = 4.0
+STORYBOARD_REF_SIDE = 64
+#: Frames each side of a boundary over which identity is judged: a few frames give the
+#: tracker's median shape features, steadier than one blurry frame.
+BOUNDARY_FRAMES = 4
+#: Bars of the storyboard issue (reported, not enforced).
+STORYBOARD_BARS: dict[str, float] = {"scene_motion": 0.8, "identity_kept": 0.9, "jump_ok": 0.9}
+
+
+def _check_scene_ranges(n_frames: int, scenes: list[tuple[str, int, int]]) -> None:
+    if not scenes:
+        raise ValueError("a storyboard needs at least one scene to judge")
+    prev_end = 0
+    for i, (_, start, end) in enumerate(scenes, 1):
+        if not (prev_end <= start < end <= n_frames):
+            raise ValueError(
+                f"scene {i}: frame range [{start}, {end}) must be non-empty, in order and within "
+                f"the video's {n_frames} frames"
+            )
+        prev_end = end
+
+
+def _match_by_position(
+    before: list[DetectedObject], after: list[DetectedObject]
+) -> list[tuple[DetectedObject, DetectedObject]]:
+    """Pair each object before a boundary with one after it, minimising the summed distance
+    from its last to the other's first centroid (continuity, not looks, decides the pairing,
+    so that a changed colour shows up as a change rather than as a different object)."""
+    before, after = before[:_MAX_MATCHED_DETECTIONS], after[:_MAX_MATCHED_DETECTIONS]
+    small, large, flip = (
+        (before, after, False) if len(before) <= len(after) else (after, before, True)
+    )
+    best: list[tuple[DetectedObject, DetectedObject]] = []
+    best_cost = math.inf
+    for perm in itertools.permutations(large, len(small)):
+        pairs = [(b, a) if flip else (a, b) for a, b in zip(small, perm, strict=True)]
+        cost = sum(math.dist(b.last_centroid, a.first_centroid) for b, a in pairs)
+        if cost < best_cost:
+            best, best_cost = pairs, cost
+    return best
+
+
+def _judge_boundary(before: np.ndarray, after: np.ndarray) -> dict[str, Any]:
+    """Identity and position jump across one boundary (``before``: the last frames of a scene,
+    ``after``: the first frames of the next; (F, H, W, 3) uint8)."""
+    det_b, det_a = detect(before), detect(after)
+    pairs = _match_by_position(det_b.objects, det_a.objects)
+    same_count = len(det_b.objects) == len(det_a.objects) and bool(pairs)
+    scale = STORYBOARD_REF_SIDE / det_b.size  # px at the working size → px at S = 64
+    jumps = [math.dist(b.last_centroid, a.first_centroid) * scale for b, a in pairs]
+    jump = round(max(jumps), 2) if same_count else None
+    colour = same_count and all(b.color == a.color for b, a in pairs)
+    shape = same_count and all(b.shape == a.shape for b, a in pairs)
+    size = same_count and all(b.size == a.size for b, a in pairs)
+    return {
+        "colour_kept": colour,
+        "shape_kept": shape,
+        "size_kept": size,
+        "identity_kept": colour and shape,
+        "jump_px": jump,
+        "jump_ok": jump is not None and jump <= STORYBOARD_MAX_JUMP_PX,
+        "before": [{"color": o.color, "shape": o.shape, "size": o.size} for o in det_b.objects],
+        "after": [{"color": o.color, "shape": o.shape, "size": o.size} for o in det_a.objects],
+    }
+
+
+def evaluate_storyboard(frames: np.ndarray, scenes: list[tuple[str, int, int]]) -> dict[str, Any]:
+    """Judge a storyboard video: each scene's motion, and continuity at each boundary.
+
+    Args:
+        frames: the whole video, uint8 (T, H, W, 3).
+        scenes: ``(prompt, start, end)`` per scene, ``end`` exclusive, in order.
+
+    Returns ``{"scenes", "boundaries", "summary"}``:
+
+    * per scene, :func:`judge` of the segment ``frames[start:end]`` against
+      ``parse_caption(prompt)``; ``motion`` is the storyboard criterion (an unparsable
+      prompt makes the scene wrong);
+    * per boundary between scenes i and i+1, the objects found in the last
+      ``BOUNDARY_FRAMES`` frames of scene i are paired by position with those in the first
+      frames of scene i+1: ``identity_kept`` when the counts match and every pair has the
+      same colour and shape; ``jump_px`` the largest centroid distance between the last
+      sighting before and the first after the boundary (the last and first frames when
+      the object is seen there), in px at S = 64 (None when the counts differ); ``jump_ok``
+      when it is at most ``STORYBOARD_MAX_JUMP_PX``.
+    """
+    video = _as_video(frames)
+    _check_scene_ranges(len(video), scenes)
+    # 1. Scenes: the segment's motion against its prompt
+    scene_items: list[dict[str, Any]] = []
+    for prompt, start, end in scenes:
+        item: dict[str, Any] = {"prompt": prompt, "start": int(start), "end": int(end)}
+        try:
+            expectation = parse_caption(prompt)
+        except ValueError as exc:
+            scene_items.append(item | _wrong_item(f"bad prompt: {exc}", None))
+            continue
+        verdict = judge(video[start:end], expectation)
+        scene_items.append(item | {k: verdict[k] for k in (*CRITERIA, "detected")})
+
+    # 2. Boundaries: identity and position jump
+    boundaries: list[dict[str, Any]] = []
+    for i, ((_, s0, e0), (_, s1, e1)) in enumerate(itertools.pairwise(scenes), 1):
+        before = video[max(s0, e0 - BOUNDARY_FRAMES) : e0]
+        after = video[s1 : min(e1, s1 + BOUNDARY_FRAMES)]
+        boundaries.append({"boundary": i, "frame": int(s1)} | _judge_boundary(before, after))
+    return {
+        "frames": len(video),
+        "scenes": scene_items,
+        "boundaries": boundaries,
+        "summary": _storyboard_summary(scene_items, boundaries),
+    }
+
+
+def _rate(values: list[bool]) -> float | None:
+    return round(sum(values) / len(values), 4) if values else None
+
+
+def _storyboard_summary(
+    scenes: list[dict[str, Any]], boundaries: list[dict[str, Any]]
+) -> dict[str, Any]:
+    jumps = [b["jump_px"] for b in boundaries if b["jump_px"] is not None]
+    out: dict[str, Any] = {
+        "n_scenes": len(scenes),
+        "n_boundaries": len(boundaries),
+        "scene_motion": _rate([bool(s["motion"]) for s in scenes]),
+        "scene_all_correct": _rate([bool(s["all_correct"]) for s in scenes]),
+        "colour_kept": _rate([b["colour_kept"] for b in boundaries]),
+        "shape_kept": _rate([b["shape_kept"] for b in boundaries]),
+        "identity_kept": _rate([b["identity_kept"] for b in boundaries]),
+        "jump_ok": _rate([b["jump_ok"] for b in boundaries]),
+        "max_jump_px": max(jumps) if jumps else None,
+    }
+    # None (no boundaries) passes: a one-scene storyboard has nothing to break.
+    out["passes"] = {k: out[k] is None or out[k] >= bar for k, bar in STORYBOARD_BARS.items()}
+    return out
+
+
+def _storyboard_item(sidecar: Path, data: dict[str, Any]) -> dict[str, Any]:
+    """Judge one storyboard sidecar's video; anything that stops it counts as all wrong."""
+    scenes = [(s.get("prompt", ""), s.get("start"), s.get("end")) for s in data["scenes"]]
+    item: dict[str, Any] = {"sidecar": sidecar.name, "video": data.get("output")}
+    try:
+        frames = _read_video(sidecar.parent / str(data["output"]))
+        result = evaluate_storyboard(frames, scenes)
+        return item | {"status": "ok"} | result
+    except Exception as exc:  # missing/odd video, bad ranges: a wrong storyboard, not a crash
+        reason = f"{type(exc).__name__}: {exc}"
+        wrong_scenes = [
+            {"prompt": p, "start": a, "end": b} | _wrong_item(reason, None) for p, a, b in scenes
+        ]
+        wrong_bounds = [
+            {
+                "boundary": i,
+                "colour_kept": False,
+                "shape_kept": False,
+                "size_kept": False,
+                "identity_kept": False,
+                "jump_px": None,
+                "jump_ok": False,
+            }
+            for i in range(1, len(scenes))
+        ]
+        return item | {
+            "status": "failed",
+            "error": reason,
+            "scenes": wrong_scenes,
+            "boundaries": wrong_bounds,
+            "summary": _storyboard_summary(wrong_scenes, wrong_bounds),
+        }
+
+
+def evaluate_storyboard_dir(run_dir: Path) -> dict[str, Any]:
+    """Judge every storyboard in ``run_dir``: each ``*.json`` sidecar written by
+    ``studio storyboard`` (``"kind": "storyboard"``, ``scenes`` with ``prompt``/``start``/
+    ``end``, ``output`` naming its video next to it). Other JSON files are skipped.
+
+    Returns ``{"run_dir", "bars", "max_jump_px", "overall", "items"}``; ``overall`` pools all
+    scenes and boundaries (scene motion accuracy, identity-kept rate, share of boundaries
+    with a jump ≤ ``STORYBOARD_MAX_JUMP_PX``) and says which bars pass.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ValueError(f"not a folder: {run_dir}")
+    items: list[dict[str, Any]] = []
+    for sidecar in sorted(run_dir.glob("*.json")):
+        try:
+            data = json.loads(sidecar.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue  # not a sidecar of ours
+        if (
+            not isinstance(data, dict)
+            or data.get("kind") != "storyboard"
+            or not isinstance(data.get("scenes"), list)
+            or "output" not in data
+        ):
+            continue
+        items.append(_storyboard_item(sidecar, data))
+    if not items:
+        raise ValueError(
+            f"no storyboard sidecars in {run_dir}: expected *.json files written by "
+            "`studio storyboard`"
+        )
+    scenes = [s for it in items for s in it["scenes"]]
+    boundaries = [b for it in items for b in it["boundaries"]]
+    overall = _storyboard_summary(scenes, boundaries) | {
+        "n_storyboards": len(items),
+        "n_failed": sum(it["status"] != "ok" for it in items),
+    }
+    return {
+        "run_dir": str(run_dir),
+        "bars": dict(STORYBOARD_BARS),
+        "max_jump_px": STORYBOARD_MAX_JUMP_PX,
+        "overall": overall,
+        "items": items,
+    }
+
+
+def _storyboard_markdown(report: dict[str, Any]) -> str:
+    o = report["overall"]
+    rows = [
+        ("scene motion correct", "scene_motion"),
+        ("colour and shape kept across a boundary", "identity_kept"),
+        (f"boundaries with a jump ≤ {report['max_jump_px']:g} px (at 64 px)", "jump_ok"),
+    ]
+    lines = [
+        "# Storyboard evaluation",
+        "",
+        f"Folder: `{report['run_dir']}` — {o['n_storyboards']} storyboards, {o['n_scenes']} "
+        f"scenes, {o['n_boundaries']} boundaries; {o['n_failed']} could not be judged "
+        "(counted wrong).",
+        "",
+        "| criterion | value | bar | pass |",
+        "|---|---:|---:|:---:|",
+    ]
+    for label, key in rows:
+        mark = "yes" if o["passes"][key] else "no"
+        lines.append(f"| {label} | {_pct(o[key])} | ≥ {_pct(report['bars'][key])} | {mark} |")
+    worst = "–" if o["max_jump_px"] is None else f"{o['max_jump_px']:.1f} px"
+    lines += ["", f"Largest measured jump: {worst}.", ""]
+    return "\n".join(lines)
+
+
+def write_storyboard_report(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+    """Write ``storyboard_eval.json`` and ``storyboard_eval.md`` into ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "json": out_dir / "storyboard_eval.json",
+        "markdown": out_dir / "storyboard_eval.md",
+    }
+    paths["json"].write_text(json.dumps(report, indent=2, default=str) + "\n")
+    paths["markdown"].write_text(_storyboard_markdown(report))
+    return paths
 
 
 if __name__ == "__main__":

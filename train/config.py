@@ -85,7 +85,7 @@ class DiTTrainConfig:
         default_factory=lambda: [
             StageConfig(name="images", steps=600, frames=1, image_batch_size=64),
             StageConfig(name="clips8", steps=1600, frames=8, batch_size=16, image_every=4),
-            StageConfig(name="clips16", steps=2000, frames=16, batch_size=12, image_every=4),
+            StageConfig(name="clips16", steps=1400, frames=16, batch_size=12, image_every=4),
         ]
     )
     lr: float = 4e-4

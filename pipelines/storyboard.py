@@ -1,0 +1,376 @@
+"""Storyboards: multi-scene, any-length videos chained with prefix conditioning.
+
+A storyboard is a list of scenes ``{prompt, frames | seconds, references?}``. The video is
+generated in overlapping windows of at most ``window`` frames (the model's clip length):
+
+* the first window is generated freely from the first scene's prompt;
+* every later window, inside a scene or across a scene boundary, gets the last ``context``
+  frames produced so far as clean conditioning frames (the pipeline's conditioning-frame
+  mask) and generates ``window - context`` new frames with its own scene's prompt;
+* the last window of a scene generates only the frames still missing, so a scene (and the
+  whole video) can have any number of frames, not only multiples of the window.
+
+This is Phenaki's prefix conditioning (Villegas et al. 2022, "Phenaki: Variable length video
+generation from open domain textual descriptions"): the clean prefix carries the object's
+look and position into the next window, the new prompt drives the action. Only one window
+is ever on the model, so memory stays flat and time grows linearly with the length.
+
+File format (YAML or JSON), either a list of scenes or a mapping::
+
+    fps: 8                      # optional, default 8; converts ``seconds`` to frames
+    scenes:
+      - prompt: a red circle moving right on a black background
+        frames: 20
+      - prompt: a red circle moving up on a black background
+        seconds: 1.5            # = 12 frames at 8 fps
+        references: [ref.png]   # optional; checked to exist, not used yet (see Scene)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from .text_to_video import ShapesVideoPipeline, to_uint8
+
+SCENE_KEYS: tuple[str, ...] = ("prompt", "frames", "seconds", "references")
+STORY_KEYS: tuple[str, ...] = ("fps", "scenes")
+STORY_SUFFIXES: tuple[str, ...] = (".yaml", ".yml", ".json")
+DEFAULT_FPS = 8
+DEFAULT_WINDOW = 16  # the default model's training clip length
+DEFAULT_CONTEXT = 4
+
+
+# ----------------------------------------------------------------------------------------------
+# Story
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Scene:
+    """One scene: ``frames`` frames following ``prompt``.
+
+    ``references`` (image paths) are validated to exist when a story is loaded but are not
+    used by generation yet: conditioning on reference elements is a separate feature.
+    """
+
+    prompt: str
+    frames: int
+    references: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.prompt, str) or not self.prompt.strip():
+            raise ValueError(f"prompt must be a non-empty string, got {self.prompt!r}")
+        if isinstance(self.frames, bool) or not isinstance(self.frames, int) or self.frames < 1:
+            raise ValueError(f"frames must be an integer >= 1, got {self.frames!r}")
+        if not isinstance(self.references, list) or not all(
+            isinstance(r, str) and r for r in self.references
+        ):
+            raise ValueError(f"references must be a list of file paths, got {self.references!r}")
+
+
+@dataclass
+class Storyboard:
+    """Scenes played one after the other at ``fps`` frames per second."""
+
+    scenes: list[Scene]
+    fps: int = DEFAULT_FPS
+
+    def __post_init__(self) -> None:
+        if not self.scenes:
+            raise ValueError("the storyboard is empty: give at least one scene")
+        if isinstance(self.fps, bool) or not isinstance(self.fps, int) or self.fps < 1:
+            raise ValueError(f"fps must be an integer >= 1, got {self.fps!r}")
+
+    @property
+    def total_frames(self) -> int:
+        return sum(s.frames for s in self.scenes)
+
+    def ranges(self) -> list[tuple[int, int]]:
+        """Each scene's frame range ``[start, end)`` in the whole video."""
+        out, start = [], 0
+        for s in self.scenes:
+            out.append((start, start + s.frames))
+            start += s.frames
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able; ``load_storyboard(json.dumps(story.to_dict()))`` gives it back."""
+        return {"fps": self.fps, "scenes": [asdict(s) for s in self.scenes]}
+
+
+def _is_path(source: str | Path) -> bool:
+    """A Path, or a one-line string naming a story file (else the string is the story)."""
+    if isinstance(source, Path):
+        return True
+    return "\n" not in source and Path(source).suffix.lower() in STORY_SUFFIXES
+
+
+def _parse(text: str, is_json: bool, where: str) -> Any:
+    if is_json:
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(
+                f"{where}malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+            ) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = exc.problem or exc.context or "cannot parse"
+        raise ValueError(f"{where}malformed YAML{at}: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{where}malformed YAML: {exc}") from None
+
+
+def _seconds_to_frames(value: Any, fps: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"seconds must be a number > 0, got {value!r}")
+    if value <= 0:
+        raise ValueError(f"seconds must be > 0, got {value!r}")
+    frames = round(value * fps)
+    if frames < 1:
+        raise ValueError(f"seconds={value!r} at {fps} fps is less than one frame")
+    return frames
+
+
+def _scene(data: Any, fps: int, base: Path) -> Scene:
+    """One scene from its parsed mapping; ValueError (without the scene number) if invalid."""
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"must be a mapping with keys {', '.join(SCENE_KEYS)}, got {type(data).__name__}"
+        )
+    unknown = [str(k) for k in data if k not in SCENE_KEYS]
+    if unknown:
+        raise ValueError(
+            f"unknown key{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))}; "
+            f"allowed: {', '.join(SCENE_KEYS)}"
+        )
+    if "prompt" not in data:
+        raise ValueError("missing 'prompt'")
+    if ("frames" in data) == ("seconds" in data):
+        raise ValueError("give exactly one of 'frames' and 'seconds'")
+    frames = data["frames"] if "frames" in data else _seconds_to_frames(data["seconds"], fps)
+    refs = data.get("references") or []
+    if isinstance(refs, str):  # one reference written without a list
+        refs = [refs]
+    scene = Scene(prompt=data["prompt"], frames=frames, references=refs)
+    for ref in scene.references:
+        path = Path(ref) if Path(ref).is_absolute() else base / ref
+        if not path.is_file():
+            raise ValueError(f"reference {ref!r} does not exist (looked for {path})")
+    return scene
+
+
+def load_storyboard(source: str | Path) -> Storyboard:
+    """Load and validate a storyboard from a file (``.yaml``/``.yml``/``.json``) or a string.
+
+    Accepts a top-level list of scenes or ``{fps?, scenes: [...]}``. ``seconds`` are
+    converted with ``fps`` (rounded, at least one frame). References are resolved relative
+    to the story file's folder (the working directory for a string) and must exist.
+
+    Raises:
+        ValueError: one line naming the problem: a missing file, malformed YAML/JSON (with
+            its line), an empty storyboard, unknown keys, a scene without a prompt, with
+            < 1 frame, with both or neither of ``frames``/``seconds``, a missing reference.
+    """
+    # 1. Read
+    where, base, is_json = "", Path.cwd(), False
+    if _is_path(source):
+        path = Path(source)
+        if not path.is_file():
+            raise ValueError(f"storyboard file not found: {path}")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"cannot read storyboard {path}: {exc}") from None
+        where, base, is_json = f"{path}: ", path.parent, path.suffix.lower() == ".json"
+    else:
+        text = source
+
+    # 2. Parse
+    data = _parse(text, is_json, where)
+
+    # 3. Top level: a list of scenes, or {fps?, scenes}
+    fps = DEFAULT_FPS
+    if isinstance(data, dict):
+        unknown = [str(k) for k in data if k not in STORY_KEYS]
+        if unknown:
+            raise ValueError(
+                f"{where}unknown top-level key{'s' * (len(unknown) > 1)} "
+                f"{', '.join(map(repr, unknown))}; allowed: {', '.join(STORY_KEYS)}"
+            )
+        fps = data.get("fps", DEFAULT_FPS)
+        if isinstance(fps, bool) or not isinstance(fps, int) or fps < 1:
+            raise ValueError(f"{where}fps must be an integer >= 1, got {fps!r}")
+        data = data.get("scenes")
+    if data is None or data == []:
+        raise ValueError(f"{where}the storyboard is empty: give at least one scene")
+    if not isinstance(data, list):
+        raise ValueError(
+            f"{where}a storyboard is a list of scenes or a mapping with 'scenes', "
+            f"got {type(data).__name__}"
+        )
+
+    # 4. Scenes (numbered from 1 in messages, as a user counts them)
+    scenes = []
+    for i, item in enumerate(data, 1):
+        try:
+            scenes.append(_scene(item, fps, base))
+        except ValueError as exc:
+            raise ValueError(f"{where}scene {i}: {exc}") from None
+    return Storyboard(scenes=scenes, fps=fps)
+
+
+# ----------------------------------------------------------------------------------------------
+# Windows
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Window:
+    """One pipeline call: frames ``[start - cond, start)`` given, ``[start, start + new)`` made."""
+
+    index: int
+    scene: int  # 0-based scene whose prompt drives the window
+    start: int  # first new frame, in whole-video frame numbers
+    cond: int  # conditioning frames (0 for the very first window)
+    new: int  # frames generated
+
+    @property
+    def num_frames(self) -> int:
+        return self.cond + self.new
+
+
+def check_windowing(window: int, context: int) -> None:
+    if isinstance(window, bool) or not isinstance(window, int) or window < 2:
+        raise ValueError(f"window must be an integer >= 2, got {window!r}")
+    if isinstance(context, bool) or not isinstance(context, int) or not 1 <= context < window:
+        raise ValueError(
+            f"context must be an integer in 1..window-1 = 1..{window - 1}, got {context!r}"
+        )
+
+
+def plan_windows(
+    scene_frames: Sequence[int], window: int = DEFAULT_WINDOW, context: int = DEFAULT_CONTEXT
+) -> list[Window]:
+    """Split scenes of the given lengths into pipeline calls of at most ``window`` frames.
+
+    The first window is free (up to ``window`` new frames); each later one is conditioned on
+    the last ``min(context, frames so far)`` frames and adds up to ``window - context`` new
+    ones, never running past the end of its scene, so every call has ≥ 1 new frame and the
+    new frames tile ``[0, sum(scene_frames))`` exactly.
+    """
+    check_windowing(window, context)
+    windows: list[Window] = []
+    start = 0
+    for scene, n in enumerate(scene_frames):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"scene {scene + 1}: frames must be an integer >= 1, got {n!r}")
+        end = start + n
+        while start < end:
+            cond = min(context, start)
+            new = min(window - cond, end - start)
+            windows.append(Window(len(windows), scene, start, cond, new))
+            start += new
+    return windows
+
+
+def window_seed(seed: int, index: int) -> int:
+    """Seed of window ``index``: the storyboard seed for the first window (so it matches
+    ``studio generate`` with the same seed), a hash of ``(seed, index)`` for the others."""
+    if index == 0:
+        return seed
+    digest = hashlib.sha256(f"storyboard:{seed}:{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1  # < 2**63: any torch seed
+
+
+# ----------------------------------------------------------------------------------------------
+# Generation
+# ----------------------------------------------------------------------------------------------
+
+
+def generate_storyboard(
+    pipe: ShapesVideoPipeline,
+    story: Storyboard | Sequence[Scene],
+    seed: int = 0,
+    window: int = DEFAULT_WINDOW,
+    context: int = DEFAULT_CONTEXT,
+    steps: int = 25,
+    guidance: float = 4.0,
+    height: int = 64,
+    width: int = 64,
+    negative_prompt: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Generate a storyboard window by window (see the module docstring).
+
+    Scene ``references`` are not used yet (reference-element conditioning is a separate
+    feature); they are only validated when the story is loaded.
+
+    Args:
+        pipe: any :class:`ShapesVideoPipeline`; it is only called, never modified.
+        story: the scenes (a :class:`Storyboard` or a list of :class:`Scene`).
+        seed: window ``i`` draws its noise from ``window_seed(seed, i)``: same seed, same video.
+        window: frames per pipeline call (the model's clip length), ≤ the model's max_frames.
+        context: frames of the video so far given to each later window; 1..window-1.
+        progress: ``fn(done, total)`` after each window.
+
+    Returns:
+        frames: uint8 (T, H, W, 3), T = the sum of the scenes' frames.
+        scene_ranges: each scene's ``(start, end)`` (end exclusive) in ``frames``.
+    """
+    # 1. Check inputs, all before the first window, so a bad request costs no generation
+    scenes = list(story.scenes if isinstance(story, Storyboard) else story)
+    if not scenes:
+        raise ValueError("the storyboard is empty: give at least one scene")
+    max_frames = pipe.transformer.config.max_frames
+    if isinstance(window, int) and window > max_frames:
+        raise ValueError(
+            f"window must be at most the model's max_frames {max_frames}, got {window}"
+        )
+    windows = plan_windows([s.frames for s in scenes], window, context)
+    for s in scenes:
+        # the pipeline's own checks (prompt, size, steps, guidance), once per prompt
+        pipe.check_inputs(
+            s.prompt, negative_prompt, window, height, width, steps, guidance, "np", None
+        )
+
+    # 2. Windows: only the current window is on the model; the video so far is uint8 on CPU
+    total = sum(s.frames for s in scenes)
+    video = np.zeros((total, height, width, 3), dtype=np.uint8)
+    for w in windows:
+        given = video[w.start - w.cond : w.start].copy() if w.cond else None
+        clip = pipe(
+            scenes[w.scene].prompt,
+            negative_prompt=negative_prompt,
+            num_frames=w.num_frames,
+            height=height,
+            width=width,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            generator=torch.Generator("cpu").manual_seed(window_seed(seed, w.index)),
+            conditioning_frames=given,
+            output_type="np",
+        ).frames[0]  # (cond + new, H, W, 3) float in [0, 1]; the first cond are the given
+        video[w.start : w.start + w.new] = to_uint8(clip[w.cond :])
+        if progress is not None:
+            progress(w.index + 1, len(windows))
+
+    # 3. Scene ranges
+    ranges, start = [], 0
+    for s in scenes:
+        ranges.append((start, start + s.frames))
+        start += s.frames
+    return video, ranges

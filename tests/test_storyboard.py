@@ -1,0 +1,591 @@
+"""Storyboards: loading and validation, window planning, windowed generation with prefix
+conditioning (tiny pipeline), the ``studio storyboard`` command, the storyboard judge on
+rendered ground truth, and a smoke run of the scaling benchmark."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import train.shapes_world as sw
+from pipelines.storyboard import (
+    Scene,
+    Storyboard,
+    generate_storyboard,
+    load_storyboard,
+    plan_windows,
+    window_seed,
+)
+from pipelines.text_to_video import to_uint8
+from pipelines.video_io import read_video, write_video
+from studio import shapes_eval as se
+from studio.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = {"steps": 1, "height": 16, "width": 16}
+
+
+# ------------------------------------------------------------------------------- loading
+
+
+def test_load_yaml_mapping_with_seconds_and_references(tmp_path):
+    (tmp_path / "ref.png").write_bytes(b"png")
+    story_file = tmp_path / "story.yaml"
+    story_file.write_text(
+        "fps: 4\n"
+        "scenes:\n"
+        "  - prompt: a red circle moving right on a black background\n"
+        "    frames: 5\n"
+        "  - prompt: a red circle moving up on a black background\n"
+        "    seconds: 2.5\n"
+        "    references: [ref.png]\n"  # relative to the story's folder
+    )
+    story = load_storyboard(story_file)
+    assert story.fps == 4
+    assert [s.frames for s in story.scenes] == [5, 10]
+    assert story.scenes[1].references == ["ref.png"] and story.scenes[0].references == []
+    assert story.total_frames == 15 and story.ranges() == [(0, 5), (5, 15)]
+    # to_dict round-trips (through a JSON file beside the reference)
+    (tmp_path / "again.json").write_text(json.dumps(story.to_dict()))
+    assert load_storyboard(tmp_path / "again.json") == story
+
+
+def test_load_top_level_list_json_file_and_text(tmp_path):
+    scenes = [
+        {"prompt": "a blue square", "frames": 3},
+        {"prompt": "a green triangle", "seconds": 1},
+    ]
+    path = tmp_path / "story.json"
+    path.write_text(json.dumps(scenes))
+    story = load_storyboard(path)
+    assert [s.frames for s in story.scenes] == [3, 8] and story.fps == 8
+    assert load_storyboard(str(path)) == story
+    assert load_storyboard("- prompt: a blue square\n  frames: 3\n").scenes == [
+        Scene("a blue square", 3)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "pattern"),
+    [
+        ("", r"empty"),
+        ("[]\n", r"empty"),
+        ("scenes: []\n", r"empty"),
+        ("fps: 8\n", r"empty"),
+        (
+            "- prompt: a red circle\n  frames: 0\n",
+            r"scene 1: frames must be an integer >= 1, got 0",
+        ),
+        ("- prompt: a\n  frames: 2\n- prompt: b\n  frames: -3\n", r"scene 2: frames .* got -3"),
+        ("- prompt: a\n  frames: 2.5\n", r"scene 1: frames must be an integer"),
+        (
+            "- prompt: a\n  frames: 2\n  seconds: 1\n",
+            r"scene 1: give exactly one of 'frames' and 'seconds'",
+        ),
+        ("- prompt: a\n", r"scene 1: give exactly one of"),
+        (
+            "- prompt: a\n  seconds: 0.01\n",
+            r"scene 1: seconds=0.01 at 8 fps is less than one frame",
+        ),
+        ("- prompt: a\n  seconds: -1\n", r"seconds must be > 0"),
+        ("- frames: 3\n", r"scene 1: missing 'prompt'"),
+        ("- prompt: ''\n  frames: 3\n", r"scene 1: prompt must be a non-empty string"),
+        (
+            "- prompt: a\n  frame: 3\n  colour: red\n",
+            r"scene 1: unknown keys 'frame', 'colour'; allowed: prompt, frames",
+        ),
+        (
+            "fps: 8\nlength: 3\nscenes: [{prompt: a, frames: 1}]\n",
+            r"unknown top-level key 'length'; allowed: fps, scenes",
+        ),
+        ("fps: 0\nscenes: [{prompt: a, frames: 1}]\n", r"fps must be an integer >= 1, got 0"),
+        ("- a red circle\n", r"scene 1: must be a mapping"),
+        ("prompt: a\n", r"unknown top-level key 'prompt'"),
+        ("just words\n", r"a storyboard is a list of scenes .* got str"),
+        (
+            "- prompt: a\n  frames: 3\n  references: [nowhere.png]\n",
+            r"scene 1: reference 'nowhere.png' does not exist",
+        ),
+        ("- prompt: a\n  frames: 3\n - prompt: b\n", r"malformed YAML at line 3"),
+        ("scenes:\n  - prompt: a\n    frames: [3\n", r"malformed YAML at line \d+"),
+    ],
+)
+def test_bad_storyboards_raise_one_clear_error(text, pattern):
+    with pytest.raises(ValueError, match=pattern) as info:
+        load_storyboard(text)
+    assert "\n" not in str(info.value)
+
+
+def test_bad_files_name_the_file_and_line(tmp_path):
+    with pytest.raises(ValueError, match=r"storyboard file not found: .*missing\.yaml"):
+        load_storyboard(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("scenes:\n  - prompt: a\n    frames: 3\n  - prompt: b\n   frames: 4\n")
+    with pytest.raises(ValueError, match=r"bad\.yaml: malformed YAML at line 5"):
+        load_storyboard(bad)
+    bad_json = tmp_path / "bad.json"
+    bad_json.write_text('[\n  {"prompt": "a", "frames": 3},\n  {"prompt": "b" "frames": 4}\n]\n')
+    with pytest.raises(ValueError, match=r"bad\.json: malformed JSON at line 3"):
+        load_storyboard(bad_json)
+
+
+def test_dataclasses_validate_themselves():
+    with pytest.raises(ValueError, match="empty"):
+        Storyboard([])
+    with pytest.raises(ValueError, match="frames must be an integer >= 1, got 0"):
+        Scene("a red circle", 0)
+
+
+# ------------------------------------------------------------------------------- windows
+
+
+def test_windows_for_scenes_of_5_16_23():
+    windows = plan_windows([5, 16, 23], window=16, context=4)
+    got = [(w.scene, w.start, w.cond, w.new) for w in windows]
+    assert got == [(0, 0, 0, 5), (1, 5, 4, 12), (1, 17, 4, 4), (2, 21, 4, 12), (2, 33, 4, 11)]
+    assert sum(w.new for w in windows) == 44
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_windows_tile_any_length(seed):
+    rng = random.Random(seed)
+    lengths = [rng.randint(1, 40) for _ in range(rng.randint(1, 6))]
+    window, context = rng.randint(2, 20), 0
+    context = rng.randint(1, window - 1)
+    windows = plan_windows(lengths, window, context)
+    bounds = np.cumsum([0, *lengths])
+    covered = []
+    for w in windows:
+        assert 1 <= w.new and w.num_frames <= window
+        assert w.cond == min(context, w.start)  # the last frames so far
+        # the new frames lie inside their own scene
+        assert bounds[w.scene] <= w.start and w.start + w.new <= bounds[w.scene + 1]
+        covered += range(w.start, w.start + w.new)
+    assert covered == list(range(sum(lengths)))
+
+
+@pytest.mark.parametrize(
+    ("window", "context", "pattern"),
+    [
+        (16, 16, "context must be an integer in 1..window-1 = 1..15, got 16"),
+        (16, 0, "got 0"),
+        (1, 1, "window must be an integer >= 2"),
+    ],
+)
+def test_bad_windowing(window, context, pattern):
+    with pytest.raises(ValueError, match=re.escape(pattern)):
+        plan_windows([5], window, context)
+
+
+def test_window_seeds_are_deterministic_and_distinct():
+    assert window_seed(7, 0) == 7
+    seeds = [window_seed(7, i) for i in range(50)] + [window_seed(8, i) for i in range(1, 50)]
+    assert len(set(seeds)) == len(seeds)
+    assert seeds[:50] == [window_seed(7, i) for i in range(50)]
+    assert all(0 <= s < 2**63 for s in seeds)
+
+
+# ------------------------------------------------------------------------------- generation
+
+
+class Recorder:
+    """Stands in for a pipeline: records every call's arguments and output, delegates the rest."""
+
+    def __init__(self, pipe):
+        self.pipe, self.calls = pipe, []
+
+    def __getattr__(self, name):
+        return getattr(self.pipe, name)
+
+    def __call__(self, prompt, **kw):
+        out = self.pipe(prompt, **kw)
+        self.calls.append({"prompt": prompt, **kw, "output": to_uint8(out.frames[0])})
+        return out
+
+
+STORY = [Scene("a red circle moving right", 3), Scene("a red circle moving up", 9)]
+
+
+def test_generation_chains_windows_through_the_last_frames(tiny_pipe):
+    rec = Recorder(tiny_pipe)
+    video, ranges = generate_storyboard(rec, STORY, seed=1, window=6, context=2, **SMALL)
+    assert video.shape == (12, 16, 16, 3) and video.dtype == np.uint8
+    assert ranges == [(0, 3), (3, 12)]
+    windows = plan_windows([3, 9], 6, 2)
+    assert len(rec.calls) == len(windows) == 4
+    assert [c["num_frames"] for c in rec.calls] == [3, 6, 6, 3]  # the last makes 1 frame
+    assert [c["prompt"] for c in rec.calls] == [STORY[0].prompt] + [STORY[1].prompt] * 3
+    assert rec.calls[0]["conditioning_frames"] is None
+    for prev, call, w in zip(rec.calls[:-1], rec.calls[1:], windows[1:], strict=True):
+        given = call["conditioning_frames"]
+        # exactly the previous window's last frames, and what the video holds there
+        np.testing.assert_array_equal(given, prev["output"][-w.cond :])
+        np.testing.assert_array_equal(given, video[w.start - w.cond : w.start])
+        # the pipeline hands them back unchanged; the new frames follow them
+        np.testing.assert_array_equal(call["output"][: w.cond], given)
+        np.testing.assert_array_equal(call["output"][w.cond :], video[w.start : w.start + w.new])
+    # window seeds differ, so the windows do not repeat one noise draw
+    seeds = {c["generator"].initial_seed() for c in rec.calls}
+    assert len(seeds) == 4
+
+
+def test_generation_is_deterministic_for_a_seed(tiny_pipe):
+    story = Storyboard([Scene("a blue square moving left", 4), Scene("a blue square", 3)])
+    a, _ = generate_storyboard(tiny_pipe, story, seed=3, window=4, context=1, **SMALL)
+    b, _ = generate_storyboard(tiny_pipe, story, seed=3, window=4, context=1, **SMALL)
+    c, _ = generate_storyboard(tiny_pipe, story, seed=4, window=4, context=1, **SMALL)
+    np.testing.assert_array_equal(a, b)
+    assert len(a) == 7 and not np.array_equal(a, c)
+    # the first window is a plain generation with the storyboard's seed
+    plain = tiny_pipe(
+        "a blue square moving left",
+        num_frames=4,
+        num_inference_steps=1,
+        height=16,
+        width=16,
+        generator=torch.Generator("cpu").manual_seed(3),
+    ).frames[0]
+    np.testing.assert_array_equal(a[:4], to_uint8(plain))
+
+
+def test_bad_requests_fail_before_any_window(tiny_pipe):
+    rec = Recorder(tiny_pipe)
+    max_frames = tiny_pipe.transformer.config.max_frames
+    with pytest.raises(ValueError, match="height must be a positive multiple"):
+        generate_storyboard(rec, STORY, steps=1, height=15, width=16)
+    with pytest.raises(ValueError, match=f"max_frames {max_frames}"):
+        generate_storyboard(rec, STORY, window=max_frames + 1, **SMALL)
+    with pytest.raises(ValueError, match="prompt must be a non-empty string"):
+        generate_storyboard(rec, [STORY[0], _unchecked_scene("  ", 2)], **SMALL)
+    with pytest.raises(ValueError, match="empty"):
+        generate_storyboard(rec, [], **SMALL)
+    assert rec.calls == []
+
+
+def _unchecked_scene(prompt: str, frames: int) -> Scene:
+    """A Scene that skipped its own checks (e.g. mutated after creation)."""
+    scene = Scene("x", frames)
+    scene.prompt = prompt
+    return scene
+
+
+# ------------------------------------------------------------------------------- CLI
+
+
+@pytest.fixture
+def cli(capsys):
+    def run(*argv) -> tuple[int, str, str]:
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as exc:
+            code = exc.code
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+@pytest.fixture
+def small_cli(tiny_pipeline_dir):
+    return ["--model", tiny_pipeline_dir, "--height", 16, "--width", 16, "--steps", 1,
+            "--window", 6, "--context", 2, "--quiet"]  # fmt: skip
+
+
+STORY_YAML = (
+    "fps: 4\n"
+    "scenes:\n"
+    "  - {prompt: a red square moving right on a black background, frames: 3}\n"
+    "  - {prompt: a red square moving up on a black background, seconds: 1.25}\n"
+)
+
+
+def test_cli_writes_video_sidecar_and_scene_files(cli, small_cli, tmp_path, tiny_pipeline_dir):
+    story = tmp_path / "story.yaml"
+    story.write_text(STORY_YAML)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = out_dir / "film.mp4"
+    code, stdout, err = cli(
+        "storyboard", story, "--out", out, "--seed", 5, "--per-scene", *small_cli
+    )
+    assert code == 0, err
+    assert f"wrote {out} (8 frames, 2 scenes" in stdout
+    assert sorted(p.name for p in out_dir.iterdir()) == [
+        "film-scene1.mp4", "film-scene2.mp4", "film.json", "film.mp4"
+    ]  # fmt: skip
+    frames, fps = read_video(out)
+    assert frames.shape == (8, 16, 16, 3) and fps == pytest.approx(4)
+    assert read_video(out_dir / "film-scene1.mp4")[0].shape[0] == 3
+    assert read_video(out_dir / "film-scene2.mp4")[0].shape[0] == 5
+
+    record = json.loads((out_dir / "film.json").read_text())
+    assert record["kind"] == "storyboard" and record["output"] == "film.mp4"
+    assert [(s["prompt"], s["start"], s["end"]) for s in record["scenes"]] == [
+        ("a red square moving right on a black background", 0, 3),
+        ("a red square moving up on a black background", 3, 8),
+    ]
+    assert record["scenes"][1]["file"] == "film-scene2.mp4"
+    assert record["story"] == load_storyboard(story).to_dict()
+    assert (record["seed"], record["steps"], record["context"], record["window"]) == (5, 1, 2, 6)
+    assert record["guidance"] == 4.0 and record["model"] == str(tiny_pipeline_dir)
+    assert len(record["weights_hash"]) == 16
+    assert {"python", "torch", "diffusers"} <= set(record["versions"])
+    assert record["timings"]["generate_s"] >= 0 and record["frames"] == 8
+
+
+BAD_STORIES = [
+    ("[]\n", r"empty"),
+    ("- {prompt: a red circle, frames: 0}\n", r"scene 1: frames must be an integer >= 1, got 0"),
+    ("- {prompt: a red circle, frames: 2, colour: red}\n", r"scene 1: unknown key 'colour'"),
+    ("- prompt: a\n  frames: 3\n - prompt: b\n", r"malformed YAML at line 3"),
+    ("- {prompt: a, frames: 2, references: [gone.png]}\n", r"reference 'gone.png' does not exist"),
+]
+
+
+@pytest.mark.parametrize(("text", "pattern"), BAD_STORIES)
+def test_cli_bad_story_exits_2_without_files(cli, small_cli, tmp_path, text, pattern):
+    story = tmp_path / "story.yaml"
+    story.write_text(text)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    code, _, err = cli("storyboard", story, "--out", out_dir / "film.mp4", *small_cli)
+    _assert_one_line_error(code, err, pattern)
+    assert list(out_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "pattern"),
+    [
+        (["--out", "{out}/film.txt"], r"unknown output extension '.txt'"),
+        (["--out", "{out}/nope/film.mp4"], r"output folder does not exist"),
+        (
+            ["--out", "{out}/film.mp4", "--context", "6"],
+            r"context must be an integer in 1..window-1",
+        ),
+        (["--out", "{out}/film.mp4", "--steps", "0"], r"num_inference_steps"),
+        (["--out", "{out}/film.mp4", "--model", "{out}/no_model"], r"no model at"),
+    ],
+)
+def test_cli_bad_options_exit_2_without_files(cli, small_cli, tmp_path, args, pattern):
+    story = tmp_path / "story.yaml"
+    story.write_text(STORY_YAML)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    args = [a.replace("{out}", str(out_dir)) for a in args]
+    code, _, err = cli("storyboard", story, *small_cli, *args)  # later options win
+    _assert_one_line_error(code, err, pattern)
+    assert list(out_dir.iterdir()) == []
+
+
+def test_cli_missing_story_exits_2(cli, small_cli, tmp_path):
+    code, _, err = cli(
+        "storyboard", tmp_path / "absent.yaml", "--out", tmp_path / "f.mp4", *small_cli
+    )
+    _assert_one_line_error(code, err, r"storyboard file not found")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_failure_midway_leaves_nothing(cli, small_cli, tmp_path, monkeypatch):
+    import pipelines.video_io as video_io
+    from pipelines.text_to_video import ShapesVideoPipeline
+
+    story = tmp_path / "story.yaml"
+    story.write_text(STORY_YAML)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+
+    # a crash in the second window: no file at all
+    calls = []
+    real_call = ShapesVideoPipeline.__call__
+
+    def flaky(self, *a, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("device lost")
+        return real_call(self, *a, **kw)
+
+    monkeypatch.setattr(ShapesVideoPipeline, "__call__", flaky)
+    with pytest.raises(RuntimeError, match="device lost"):
+        main([str(a) for a in ("storyboard", story, "--out", out_dir / "film.mp4", *small_cli)])
+    assert list(out_dir.iterdir()) == []
+    monkeypatch.setattr(ShapesVideoPipeline, "__call__", real_call)
+
+    # a failed write of a scene file: the whole video written before it is removed too
+    real_write = video_io.write_video
+
+    def failing_write(path, frames, fps):
+        if "scene2" in str(path):
+            raise OSError("disk full")
+        return real_write(path, frames, fps)
+
+    monkeypatch.setattr(video_io, "write_video", failing_write)
+    with pytest.raises(OSError, match="disk full"):
+        main([str(a) for a in ("storyboard", story, "--out", out_dir / "film.mp4", "--per-scene", *small_cli)])  # fmt: skip
+    assert list(out_dir.iterdir()) == []
+
+
+def test_cli_help(cli):
+    code, out, _ = cli("storyboard", "--help")
+    assert code == 0 and "--per-scene" in out and "--context" in out
+    code, out, _ = cli("eval", "storyboards", "--help")
+    assert code == 0 and "DIR" in out.upper()
+
+
+def _assert_one_line_error(code: int, err: str, pattern: str) -> None:
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+# ------------------------------------------------------------------------------- evaluation
+
+RIGHT = "a small red square moving right on a black background"
+UP = "a small red square moving up on a black background"
+
+
+def _obj(color="red", motion="right", x=8.0, y=40.0, after=None, shape="square", size="small"):
+    return sw.ObjectSpec(shape, color, size, motion, x, y, motion_after=after)
+
+
+def _switch_clip(objects, frames=16, switch=8) -> np.ndarray:
+    spec = sw.ClipSpec(objects, "black", frames=frames, switch_frame=switch)
+    assert sw.layout_ok(spec)
+    return sw.render(spec)
+
+
+def test_judge_is_perfect_on_a_rendered_scene_change():
+    frames = _switch_clip([_obj(after="up")])
+    result = se.evaluate_storyboard(frames, [(RIGHT, 0, 8), (UP, 8, 16)])
+    s = result["summary"]
+    assert (s["scene_motion"], s["identity_kept"], s["jump_ok"]) == (1.0, 1.0, 1.0)
+    assert all(s["passes"].values())
+    assert result["boundaries"][0]["jump_px"] == pytest.approx(2.0, abs=0.5)  # one step
+
+
+def test_judge_is_perfect_on_chained_renders_with_two_objects(tmp_path):
+    # three scenes from two switch renders: the second starts one step after the first ends
+    yellow = "a small yellow circle"
+    objects = [_obj(after="up"), _obj("yellow", "still", 46, 4, "down", "circle")]
+    first = _switch_clip(objects)
+    end = sw.trajectory(sw.ClipSpec(objects, "black", 16, switch_frame=8))[-1]  # (2, 2) x, y
+    second = sw.render(
+        sw.ClipSpec(
+            [_obj(motion="left", x=end[0, 0] - 2, y=end[0, 1]),
+             _obj("yellow", "left", end[1, 0] - 2, end[1, 1], shape="circle")],
+            "black", frames=8,
+        )
+    )  # fmt: skip
+    frames = np.concatenate([first, second])
+    scenes = [
+        (
+            f"{RIGHT.replace(' on a black background', '')} and {yellow} staying still on black",
+            0,
+            8,
+        ),
+        (f"{UP.replace(' on a black background', '')} and {yellow} moving down on black", 8, 16),
+        (f"a small red square moving left and {yellow} moving left on black", 16, 24),
+    ]
+    result = se.evaluate_storyboard(frames, scenes)
+    s = result["summary"]
+    assert (s["scene_motion"], s["identity_kept"], s["jump_ok"]) == (1.0, 1.0, 1.0), result
+    assert s["n_boundaries"] == 2 and s["max_jump_px"] <= 3
+
+    # after an H.264 round trip through the files `studio storyboard` writes
+    _write_storyboard(tmp_path, "chain", frames, scenes)
+    report = se.evaluate_storyboard_dir(tmp_path)
+    o = report["overall"]
+    assert (o["scene_motion"], o["identity_kept"], o["jump_ok"]) == (1.0, 1.0, 1.0), report
+
+
+def test_teleport_and_colour_change_are_flagged():
+    before = sw.render(sw.ClipSpec([_obj()], "black", frames=8))
+    x_end = 8 + 7 * 2  # where the square is in the last frame of `before`
+    teleport = sw.render(sw.ClipSpec([_obj(motion="up", x=46, y=38)], "black", frames=8))
+    recolour = sw.render(sw.ClipSpec([_obj("blue", "up", x_end, 38)], "black", frames=8))
+    scenes = [(RIGHT, 0, 8), (UP, 8, 16)]
+
+    jumped = se.evaluate_storyboard(np.concatenate([before, teleport]), scenes)
+    b = jumped["boundaries"][0]
+    assert b["identity_kept"] and not b["jump_ok"] and b["jump_px"] > 20
+    assert jumped["summary"]["scene_motion"] == 1.0 and not jumped["summary"]["passes"]["jump_ok"]
+
+    changed = se.evaluate_storyboard(np.concatenate([before, recolour]), scenes)
+    b = changed["boundaries"][0]
+    assert not b["identity_kept"] and not b["colour_kept"] and b["shape_kept"] and b["jump_ok"]
+    assert changed["scenes"][1]["motion"] and not changed["scenes"][1]["colour"]
+
+
+def test_dir_pools_storyboards_and_counts_broken_ones_wrong(tmp_path, cli):
+    good = _switch_clip([_obj(after="up")])
+    bad = np.concatenate(  # teleports at the boundary
+        [good[:8], sw.render(sw.ClipSpec([_obj(motion="up", x=46, y=38)], "black", frames=8))]
+    )
+    scenes = [(RIGHT, 0, 8), (UP, 8, 16)]
+    _write_storyboard(tmp_path, "good", good, scenes)
+    _write_storyboard(tmp_path, "bad", bad, scenes)
+    _write_storyboard(tmp_path, "gone", good, scenes)
+    (tmp_path / "gone.mp4").unlink()
+    (tmp_path / "other.json").write_text('{"prompt": "not a storyboard"}')
+    report = se.evaluate_storyboard_dir(tmp_path)
+    o = report["overall"]
+    assert (o["n_storyboards"], o["n_failed"], o["n_scenes"], o["n_boundaries"]) == (3, 1, 6, 3)
+    assert o["scene_motion"] == pytest.approx(4 / 6, abs=1e-4)
+    assert o["identity_kept"] == pytest.approx(2 / 3, abs=1e-4)
+    assert o["jump_ok"] == pytest.approx(1 / 3, abs=1e-4)
+
+    code, out, err = cli("eval", "storyboards", tmp_path, "--out", tmp_path / "report")
+    assert code == 0, err
+    assert "| scene motion correct | 67 % | ≥ 80 % | no |" in out
+    assert json.loads((tmp_path / "report" / "storyboard_eval.json").read_text())["overall"] == o
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = cli("eval", "storyboards", empty)
+    _assert_one_line_error(code, err, r"no storyboard sidecars in")
+
+
+def test_bad_scene_ranges_are_rejected():
+    frames = _switch_clip([_obj(after="up")])
+    with pytest.raises(ValueError, match=r"scene 2: frame range \[6, 20\)"):
+        se.evaluate_storyboard(frames, [(RIGHT, 0, 8), (UP, 6, 20)])
+
+
+def _write_storyboard(folder: Path, name: str, frames: np.ndarray, scenes) -> None:
+    """The mp4 and sidecar `studio storyboard` would write (only the fields the judge reads)."""
+    write_video(folder / f"{name}.mp4", frames, fps=8)
+    record = {
+        "kind": "storyboard",
+        "output": f"{name}.mp4",
+        "scenes": [{"prompt": p, "start": a, "end": b} for p, a, b in scenes],
+    }
+    (folder / f"{name}.json").write_text(json.dumps(record))
+
+
+# ------------------------------------------------------------------------------- benchmark
+
+
+def test_scaling_benchmark_smoke(tiny_pipeline_dir, capsys):
+    spec = importlib.util.spec_from_file_location(
+        "storyboard_scaling", REPO / "benchmarks" / "storyboard_scaling.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = module.main(
+        [str(tiny_pipeline_dir), "--lengths", "32", "16", "--steps", "1", "--height", "16",
+         "--width", "16", "--window", "8", "--context", "2", "--device", "cpu"]
+    )  # fmt: skip
+    assert [r["frames"] for r in rows] == [16, 32]
+    assert [r["windows"] for r in rows] == [3, 5]
+    for r in rows:
+        for key in ("seconds", "seconds_per_frame", "peak_mib", "time_ratio", "memory_ratio"):
+            assert isinstance(r[key], float) and r[key] > 0, (key, r)
+    assert rows[0]["time_ratio"] == 1.0
+    assert "| 32 | 5 |" in capsys.readouterr().out
