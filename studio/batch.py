@@ -24,7 +24,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .generate import GenerateRequest, StudioError, generate, load_pipeline
+from .generate import GenerateRequest, StudioError, ensure_output_dir, generate, load_pipeline
 
 _FORBIDDEN = re.compile(r'[/\\:*?"<>|\x00-\x1f\x7f]')
 MAX_NAME_BYTES = 200
@@ -130,12 +130,7 @@ def run_batch(options: BatchOptions, progress: bool = True, pipe=None) -> dict:
     for p in problems:
         tqdm.write(f"warning: {p}")
     out = options.out_dir
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StudioError(f"cannot create output folder {out}: {exc.strerror}") from None
-    if not os.access(out, os.W_OK):
-        raise StudioError(f"output folder is not writable: {out}")
+    ensure_output_dir(out)
     manifest = out / "manifest.jsonl"
     previous = _load_manifest(manifest)
 

@@ -267,12 +267,9 @@ def cmd_eval_storyboards(args: argparse.Namespace) -> int:
 def cmd_data_shapes(args: argparse.Namespace) -> int:
     from train.shards import write_shapes_shards
 
-    try:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StudioError(f"cannot create output folder {args.out}: {exc.strerror}") from None
-    if not os.access(args.out, os.W_OK):
-        raise StudioError(f"output folder is not writable: {args.out}")
+    from .generate import ensure_output_dir
+
+    ensure_output_dir(args.out)
     summary = write_shapes_shards(
         args.out,
         clips=args.clips,
@@ -458,7 +455,9 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)
     try:
         return args.func(args)
-    except (StudioError, ValueError, FileNotFoundError) as exc:
+    except (StudioError, ValueError, OSError) as exc:
+        if os.environ.get("STUDIO_DEBUG"):
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

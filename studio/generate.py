@@ -108,6 +108,18 @@ def check_output_path(out: str | Path) -> Path:
     return out
 
 
+def ensure_output_dir(path: str | Path) -> Path:
+    """Create ``path`` if needed and check it is writable; StudioError otherwise."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StudioError(f"cannot create output folder {path}: {exc.strerror}") from None
+    if not os.access(path, os.W_OK):
+        raise StudioError(f"output folder is not writable: {path}")
+    return path
+
+
 def package_versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for name in ("shapes-video-studio", "torch", "diffusers", "transformers", "numpy"):
@@ -192,6 +204,16 @@ def sidecar_model(path: str | Path) -> str | None:
 
 def request_from_sidecar(path: str | Path) -> GenerateRequest:
     """Rebuild the request recorded in a sidecar (same sidecar, same machine → same frames)."""
-    data = json.loads(Path(path).read_text())
+    path = Path(path)
+    if not path.is_file():
+        raise StudioError(f"sidecar not found: {path}")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise StudioError(f"{path} is not valid JSON (line {exc.lineno}): {exc.msg}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("prompt"), str):
+        kind = data.get("kind") if isinstance(data, dict) else None
+        hint = " (a storyboard sidecar: use `studio storyboard`)" if kind == "storyboard" else ""
+        raise StudioError(f"{path} has no prompt to regenerate{hint}")
     fields_ = GenerateRequest.__dataclass_fields__
     return GenerateRequest(**{k: v for k, v in data.items() if k in fields_})
