@@ -392,7 +392,7 @@ def test_cli_missing_story_exits_2(cli, small_cli, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_cli_failure_midway_leaves_nothing(cli, small_cli, tmp_path, monkeypatch):
+def test_cli_failure_midway_leaves_nothing(cli, small_cli, tmp_path, monkeypatch, capsys):
     import pipelines.video_io as video_io
     from pipelines.text_to_video import ShapesVideoPipeline
 
@@ -426,8 +426,10 @@ def test_cli_failure_midway_leaves_nothing(cli, small_cli, tmp_path, monkeypatch
         return real_write(path, frames, fps)
 
     monkeypatch.setattr(video_io, "write_video", failing_write)
-    with pytest.raises(OSError, match="disk full"):
-        main([str(a) for a in ("storyboard", story, "--out", out_dir / "film.mp4", "--per-scene", *small_cli)])  # fmt: skip
+    # an OS error is a one-line error with exit code 2, like every other user-facing failure
+    code = main([str(a) for a in ("storyboard", story, "--out", out_dir / "film.mp4", "--per-scene", *small_cli)])  # fmt: skip
+    assert code == 2
+    assert "disk full" in capsys.readouterr().err
     assert list(out_dir.iterdir()) == []
 
 
