@@ -113,3 +113,19 @@ def tiny_pipeline_dir(tiny_pipe, tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny_pipeline")
     tiny_pipe.save_pretrained(path, save_text_encoder=False)
     return path
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run ``studio ARGS``; → (exit code, stdout, stderr). argparse exits are codes too."""
+    from studio.cli import main
+
+    def run(*argv) -> tuple[int, str, str]:
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as exc:
+            code = exc.code
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

@@ -12,7 +12,6 @@ import pytest
 
 from pipelines.video_io import read_video
 from studio import generate as generate_mod
-from studio.cli import main
 from studio.generate import (
     GenerateRequest,
     generate,
@@ -37,20 +36,6 @@ SIDECAR_FIELDS = {
     "timings",
 }
 
-
-@pytest.fixture
-def cli(capsys):
-    """Run ``studio ARGS``; → (exit code, stdout, stderr). argparse exits are codes too."""
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        try:
-            code = main([str(a) for a in argv])
-        except SystemExit as exc:
-            code = exc.code
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 @pytest.fixture

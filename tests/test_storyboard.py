@@ -279,18 +279,6 @@ def _unchecked_scene(prompt: str, frames: int) -> Scene:
 # ------------------------------------------------------------------------------- CLI
 
 
-@pytest.fixture
-def cli(capsys):
-    def run(*argv) -> tuple[int, str, str]:
-        try:
-            code = main([str(a) for a in argv])
-        except SystemExit as exc:
-            code = exc.code
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
-
 
 @pytest.fixture
 def small_cli(tiny_pipeline_dir):
