@@ -266,7 +266,7 @@ class ShapesVideoPipeline(DiffusionPipeline):
             raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
         # a copy: the given frames are written into it, and a caller's tensor must not change
         latents = latents.to(device, torch.float32, copy=True)
-        frame_mask = None
+        frame_mask = pixels = None
         if conditioning_frames is not None:
             pixels = self._to_pixels(conditioning_frames)
             if tuple(pixels.shape[-2:]) != (height, width):
@@ -298,8 +298,11 @@ class ShapesVideoPipeline(DiffusionPipeline):
                 velocity = uncond + guidance_scale * (cond - uncond)
             latents = self.scheduler.step(velocity, t, latents, return_dict=False)[0]
             if callback_on_step_end is not None:
-                local = {name: {"latents": latents}[name] for name in tensor_inputs}
-                out = callback_on_step_end(self, i, t, local) or {}
+                step_tensors = {"latents": latents}
+                out = (
+                    callback_on_step_end(self, i, t, {k: step_tensors[k] for k in tensor_inputs})
+                    or {}
+                )
                 latents = out.get("latents", latents)
 
         # 6. Decode
@@ -307,9 +310,9 @@ class ShapesVideoPipeline(DiffusionPipeline):
             frames = latents
         else:
             video = self.decode_latents(latents)  # (B, F, 3, H, W) in [0, 1]
-            if frame_mask is not None and conditioning_frames is not None:
+            if pixels is not None:
                 # Given frames are returned as given, not as their VAE reconstruction.
-                given_px = (self._to_pixels(conditioning_frames).to(video) + 1) / 2
+                given_px = (pixels.to(video) + 1) / 2
                 video[:, : given_px.shape[0]] = given_px.clamp(0, 1)
             if output_type == "pt":
                 frames = video

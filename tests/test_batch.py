@@ -9,7 +9,6 @@ import pytest
 
 from studio import batch as batch_mod
 from studio.batch import BatchOptions, read_prompts, run_batch, video_stem
-from studio.cli import main
 from studio.generate import StudioError
 
 FAST = dict(steps=1, frames=2)  # 64×64 (the generate default), 2 frames, 1 step
@@ -202,16 +201,9 @@ def test_read_prompts_errors(tmp_path):
 
 # -------------------------------------------------------------------------- CLI
 @pytest.fixture
-def cli(capsys, tiny_pipeline_dir):
-    def run(*argv) -> tuple[int, str, str]:
-        try:
-            code = main(["batch", *map(str, argv), "--quiet"])
-        except SystemExit as exc:
-            code = exc.code
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
+def cli(cli):
+    """The shared ``studio`` runner (conftest), bound to ``studio batch … --quiet``."""
+    return lambda *argv: cli("batch", *argv, "--quiet")
 
 
 def test_cli_batch_and_resume(cli, tmp_path, tiny_pipeline_dir):
