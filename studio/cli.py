@@ -6,6 +6,7 @@ User errors print one line ``error: …`` and exit with code 2, without a traceb
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import warnings
@@ -92,34 +93,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_storyboard(args: argparse.Namespace) -> int:
     """``studio storyboard``: validate everything, generate all windows, then write the files
     (a failure at any point leaves no output behind)."""
-    import time
-
     from tqdm.auto import tqdm
 
-    from pipelines.storyboard import generate_storyboard, load_storyboard
-    from pipelines.video_io import write_video
+    from pipelines.storyboard import load_storyboard
 
-    from .generate import (
-        check_output_path,
-        default_model_path,
-        load_pipeline,
-        package_versions,
-        weights_hash,
-        write_json_atomic,
-    )
+    from .generate import StoryboardOptions, check_output_path, render_storyboard
 
-    # 1. Check inputs: output path, story, model (the windows check the rest up front)
-    t0 = time.time()
     out = check_output_path(args.out)
     story = load_storyboard(Path(args.story))
-    model = Path(args.model) if args.model else default_model_path()
-    pipe = load_pipeline(model)
-    scene_paths = [
-        out.with_name(f"{out.stem}-scene{i}{out.suffix}") for i in range(1, len(story.scenes) + 1)
-    ]
-    t_load = time.time() - t0
-
-    # 2. Generate every window (nothing is written yet)
     bar = None
 
     def progress(done: int, total: int) -> None:
@@ -128,70 +109,26 @@ def cmd_storyboard(args: argparse.Namespace) -> int:
             bar = tqdm(total=total, desc="windows", unit="window", disable=args.quiet)
         bar.update(1)
 
-    t1 = time.time()
+    options = StoryboardOptions(
+        seed=args.seed,
+        steps=args.steps,
+        guidance=args.guidance,
+        window=args.window,
+        context=args.context,
+        height=args.height,
+        width=args.width,
+        per_scene=args.per_scene,
+    )
     try:
-        frames, ranges = generate_storyboard(
-            pipe,
-            story,
-            seed=args.seed,
-            window=args.window,
-            context=args.context,
-            steps=args.steps,
-            guidance=args.guidance,
-            height=args.height,
-            width=args.width,
-            progress=progress,
-        )
+        result = render_storyboard(story, out, options, model=args.model, progress=progress)
     finally:
         if bar is not None:
             bar.close()
-    t_gen = time.time() - t1
-
-    # 3. Write the video, the per-scene files and the sidecar; undo all of them on failure
-    sidecar = out.with_suffix(".json")
-    written: list[Path] = []
-    try:
-        written.append(write_video(out, frames, fps=story.fps))
-        if args.per_scene:
-            for path, (start, end) in zip(scene_paths, ranges, strict=True):
-                written.append(write_video(path, frames[start:end], fps=story.fps))
-        record = {
-            "kind": "storyboard",
-            "story": story.to_dict(),
-            "scenes": [
-                {"prompt": s.prompt, "start": a, "end": b}  # [start, end) in frames
-                | ({"file": p.name} if args.per_scene else {})
-                for s, (a, b), p in zip(story.scenes, ranges, scene_paths, strict=True)
-            ],
-            "frames": len(frames),
-            "fps": story.fps,
-            "height": args.height,
-            "width": args.width,
-            "seed": args.seed,
-            "steps": args.steps,
-            "guidance": args.guidance,
-            "window": args.window,
-            "context": args.context,
-            "model": str(model),
-            "weights_hash": weights_hash(model) if model.is_dir() else None,
-            "scheduler": type(pipe.scheduler).__name__,
-            "device": str(pipe.device),
-            "versions": package_versions(),
-            "timings": {
-                "load_s": round(t_load, 3),
-                "generate_s": round(t_gen, 3),
-                "per_frame_s": round(t_gen / len(frames), 4),
-                "total_s": round(time.time() - t0, 3),
-            },
-            "output": out.name,
-        }
-        write_json_atomic(sidecar, record)
-    except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
-        raise
-    extra = f", {len(scene_paths)} scene files" if args.per_scene else ""
-    print(f"wrote {out} ({len(frames)} frames, {len(ranges)} scenes{extra}) and {sidecar}")
+    n_scenes = len(story.scenes)
+    extra = f", {n_scenes} scene files" if args.per_scene else ""
+    print(
+        f"wrote {out} ({len(result.frames)} frames, {n_scenes} scenes{extra}) and {result.sidecar}"
+    )
     return 0
 
 
@@ -303,6 +240,55 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------- parser
+def ui_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
+    """The streamlit command line and environment that ``studio ui`` runs."""
+    from .gallery import HOME_ENV
+    from .generate import MODEL_ENV
+    from .uploads import MAX_PIXELS_ENV, MAX_UPLOAD_MB_ENV
+
+    if args.max_upload_mb <= 0 or args.max_upload_pixels <= 0:
+        raise StudioError("--max-upload-mb and --max-upload-pixels must be positive")
+    app = Path(__file__).parent / "ui" / "app.py"
+    env = {MAX_UPLOAD_MB_ENV: str(args.max_upload_mb), MAX_PIXELS_ENV: str(args.max_upload_pixels)}
+    if args.home:
+        env[HOME_ENV] = str(Path(args.home).resolve())
+    if args.model:
+        env[MODEL_ENV] = str(Path(args.model).resolve())
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(app),
+        "--server.address",
+        args.host,
+        "--server.port",
+        str(args.port),
+        "--server.headless",
+        "true",
+        # streamlit's own cap (whole MB, at least 1) backs up the studio's finer check
+        "--server.maxUploadSize",
+        str(max(1, math.ceil(args.max_upload_mb))),
+        "--browser.gatherUsageStats",
+        "false",
+    ]
+    return cmd, env
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """``studio ui``: serve the Streamlit studio (localhost unless --host says otherwise)."""
+    import importlib.util
+
+    if importlib.util.find_spec("streamlit") is None:
+        raise StudioError("the studio UI needs streamlit: pip install 'shapes-video-studio[ui]'")
+    cmd, env = ui_command(args)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: listening on {args.host}: anyone who can reach it can use the studio")
+    print(f"studio UI on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
+    os.execve(cmd[0], cmd, {**os.environ, **env})  # replaces this process: signals go to it
+    return 0  # pragma: no cover
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="studio", description="Text-to-video studio (Shapes World default model)."
@@ -435,6 +421,25 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--quiet", action="store_true")
     ds.set_defaults(func=cmd_data_shapes)
 
+    u = sub.add_parser(
+        "ui",
+        help="the studio web UI (Streamlit)",
+        description="Serve the Streamlit studio: generate, storyboard, elements, gallery.",
+    )
+    u.add_argument("--host", default="127.0.0.1", help="address to listen on (default: localhost)")
+    u.add_argument("--port", type=_positive_int, default=8501)
+    u.add_argument(
+        "--home",
+        default=None,
+        help="gallery folder (default: $STUDIO_HOME or ~/.local/share/shapes-video-studio)",
+    )
+    u.add_argument("--model", default=None, help="pipeline folder (default: the shipped model)")
+    u.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted upload")
+    u.add_argument(
+        "--max-upload-pixels", type=int, default=4096 * 4096, help="most pixels in an upload"
+    )
+    u.set_defaults(func=cmd_ui)
+
     t = sub.add_parser(
         "train",
         help="train a component",
@@ -451,7 +456,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # `studio train dit --config X key=value`: argparse stops the positional overrides at the
+    # option, so key=value pairs after it come back unknown; they are overrides all the same.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if getattr(args, "func", None) is cmd_train and all(
+            "=" in e and not e.startswith("-") for e in extra
+        ):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     warnings.filterwarnings("ignore", category=FutureWarning)
     try:
         return args.func(args)

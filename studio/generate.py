@@ -197,6 +197,103 @@ def generate(
     return GenerateResult(path=out, sidecar=sidecar, frames=frames, record=record)
 
 
+@dataclass
+class StoryboardOptions:
+    """How a storyboard is rendered (the story itself says what happens)."""
+
+    seed: int = 0
+    steps: int = 25
+    guidance: float = 4.0
+    window: int = 16
+    context: int = 4
+    height: int = 64
+    width: int = 64
+    per_scene: bool = False  # also write NAME-sceneK.EXT for every scene
+
+
+def render_storyboard(
+    story,
+    out: str | Path,
+    options: StoryboardOptions,
+    model: str | Path | None = None,
+    pipe: ShapesVideoPipeline | None = None,
+    progress=None,
+    extra: dict | None = None,
+) -> GenerateResult:
+    """Generate a storyboard (``pipelines.storyboard``), then write the video, the per-scene
+    files if asked, and the sidecar; a failure at any point leaves none of them behind.
+
+    progress: optional callable ``(windows_done, windows_total)``.
+    """
+    from pipelines.storyboard import generate_storyboard
+
+    # 1. Check inputs (the windows check the rest before the first one runs)
+    t0 = time.time()
+    out = check_output_path(out)
+    model_path = Path(model) if model else default_model_path()
+    pipe = pipe or load_pipeline(model_path)
+    scene_paths = [
+        out.with_name(f"{out.stem}-scene{i}{out.suffix}") for i in range(1, len(story.scenes) + 1)
+    ]
+    t_load = time.time() - t0
+
+    # 2. Generate every window (nothing is written yet)
+    t1 = time.time()
+    frames, ranges = generate_storyboard(
+        pipe,
+        story,
+        seed=options.seed,
+        window=options.window,
+        context=options.context,
+        steps=options.steps,
+        guidance=options.guidance,
+        height=options.height,
+        width=options.width,
+        progress=progress,
+    )
+    t_gen = time.time() - t1
+
+    # 3. Write the video, the per-scene files and the sidecar; undo all of them on failure
+    sidecar = out.with_suffix(".json")
+    written: list[Path] = []
+    try:
+        written.append(write_video(out, frames, fps=story.fps))
+        if options.per_scene:
+            for path, (start, end) in zip(scene_paths, ranges, strict=True):
+                written.append(write_video(path, frames[start:end], fps=story.fps))
+        record = {
+            "kind": "storyboard",
+            "story": story.to_dict(),
+            "scenes": [
+                {"prompt": s.prompt, "start": a, "end": b}  # [start, end) in frames
+                | ({"file": p.name} if options.per_scene else {})
+                for s, (a, b), p in zip(story.scenes, ranges, scene_paths, strict=True)
+            ],
+            "frames": len(frames),
+            "fps": story.fps,
+            **{k: v for k, v in asdict(options).items() if k != "per_scene"},
+            "model": str(model_path),
+            "weights_hash": weights_hash(model_path) if model_path.is_dir() else None,
+            "scheduler": type(pipe.scheduler).__name__,
+            "device": str(pipe.device),
+            "versions": package_versions(),
+            "timings": {
+                "load_s": round(t_load, 3),
+                "generate_s": round(t_gen, 3),
+                "per_frame_s": round(t_gen / len(frames), 4),
+                "total_s": round(time.time() - t0, 3),
+            },
+            "output": out.name,
+            **(extra or {}),
+        }
+        write_json_atomic(sidecar, record)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    return GenerateResult(path=out, sidecar=sidecar, frames=frames, record=record)
+
+
 def sidecar_model(path: str | Path) -> str | None:
     """The model folder a sidecar was made with (None if it does not say)."""
     return json.loads(Path(path).read_text()).get("model")

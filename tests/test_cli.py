@@ -252,6 +252,14 @@ def test_train_wrong_type_names_the_key(cli, tmp_path):
     assert_one_line_error(code, err, r"\blr\b.*'fast'")
 
 
+def test_train_overrides_after_the_config_option(cli, tmp_path):
+    """The documented order `train dit --config X key=value` applies the override."""
+    good = tmp_path / "good.yaml"
+    good.write_text("lr: 1.0e-3\n")
+    code, _, err = cli("train", "vae", "--config", good, "steps=many")
+    assert_one_line_error(code, err, r"\bsteps\b.*'many'")
+
+
 def test_train_missing_config_file(cli, tmp_path):
     missing = tmp_path / "missing.yaml"
     code, _, err = cli("train", "dit", "--config", missing)

@@ -1,0 +1,287 @@
+"""The studio's job queue: requests go into the :class:`~studio.gallery.Gallery`, one worker
+per machine runs them one at a time.
+
+Any number of processes (UI servers, tabs, scripts) may enqueue. Each process starts a
+:class:`Worker` thread, but only the one that holds the machine's lock file runs jobs, so
+one model generates at a time however many servers share a store. A job left running by a
+worker that died is queued again when the next worker takes the lock.
+
+No streamlit here: the pages call these functions and so do the tests.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import traceback
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from pipelines.storyboard import Scene, Storyboard, load_storyboard
+
+from .gallery import Gallery, Job
+from .generate import (
+    GenerateRequest,
+    StoryboardOptions,
+    StudioError,
+    default_model_path,
+    generate,
+    load_pipeline,
+    render_storyboard,
+)
+
+try:  # POSIX; elsewhere every process runs its own worker
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+
+log = logging.getLogger(__name__)
+
+# What the UI accepts; the pipeline checks the model's own limits when the job runs.
+MAX_PROMPT_CHARS = 1000
+REF_PLACEHOLDER = re.compile(r"<ref\d+>")
+MAX_FRAMES = 64
+MAX_STEPS = 200
+MAX_STORY_FRAMES = 256
+THUMB_SCALE = 2  # thumbnails are the middle frame, enlarged without smoothing
+
+
+# A pipeline's scheduler keeps per-call state: one generation at a time per process, even if
+# something besides the worker (a script, a test) runs jobs in it too.
+_GENERATION_LOCK = threading.Lock()
+
+
+class JobCancelled(Exception):
+    """Raised inside a running job when its user asked to cancel it."""
+
+
+# ---------------------------------------------------------------------------- requests
+def check_generate_request(request: GenerateRequest, references: bool = False) -> GenerateRequest:
+    """Reject what no model can do, with a message a page can show as it is.
+
+    references: whether the model takes reference elements; without them a ``<refN>``
+    placeholder would be read as plain words, so it is refused instead.
+    """
+    prompt = (request.prompt or "").strip()
+    if not prompt:
+        raise StudioError("the prompt is empty: describe the video you want")
+    if not references and REF_PLACEHOLDER.search(prompt):
+        raise StudioError(
+            "the prompt uses a reference element (<refN>) but the loaded model has no "
+            "reference-element conditioning: remove the placeholder or load a model trained "
+            "with elements"
+        )
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise StudioError(f"the prompt is {len(prompt)} characters; at most {MAX_PROMPT_CHARS}")
+    _check_range("frames", request.frames, 1, MAX_FRAMES)
+    _check_range("steps", request.steps, 1, MAX_STEPS)
+    _check_range("guidance", request.guidance, 0.0, 50.0)
+    _check_range("fps", request.fps, 1, 60)
+    _check_range("seed", request.seed, 0, 2**63 - 1)
+    request.prompt = prompt
+    request.negative_prompt = (request.negative_prompt or "").strip() or None
+    return request
+
+
+def _check_range(name: str, value: Any, lo: float, hi: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
+        raise StudioError(f"{name} must be between {lo} and {hi}, got {value!r}")
+
+
+def check_storyboard_request(
+    scenes: list[dict[str, Any]], options: StoryboardOptions
+) -> Storyboard:
+    """Scenes as the page's table holds them (``prompt``, ``frames``) → a valid Storyboard."""
+    cleaned = []
+    for i, row in enumerate(scenes, start=1):
+        prompt = str(row.get("prompt") or "").strip()
+        if not prompt:
+            raise StudioError(f"scene {i} has no prompt")
+        frames = row.get("frames")
+        try:
+            frames = int(frames)
+        except (TypeError, ValueError):
+            raise StudioError(f"scene {i}: frames must be a whole number, got {frames!r}") from None
+        _check_range(f"scene {i} frames", frames, 1, MAX_FRAMES)
+        cleaned.append(Scene(prompt=prompt, frames=frames))
+    if not cleaned:
+        raise StudioError("the storyboard is empty: add at least one scene")
+    story = Storyboard(cleaned)
+    if story.total_frames > MAX_STORY_FRAMES:
+        raise StudioError(f"the film is {story.total_frames} frames; at most {MAX_STORY_FRAMES}")
+    _check_range("steps", options.steps, 1, MAX_STEPS)
+    _check_range("guidance", options.guidance, 0.0, 50.0)
+    return story
+
+
+def submit_generate(gallery: Gallery, request: GenerateRequest) -> Job:
+    request = check_generate_request(request)
+    return gallery.enqueue("generate", asdict(request), request.prompt, request.seed)
+
+
+def submit_storyboard(
+    gallery: Gallery, scenes: list[dict[str, Any]], options: StoryboardOptions
+) -> Job:
+    story = check_storyboard_request(scenes, options)
+    request = {"story": story.to_dict(), "options": asdict(options)}
+    prompt = " | ".join(s.prompt for s in story.scenes)
+    return gallery.enqueue("storyboard", request, prompt, options.seed)
+
+
+def rerun(gallery: Gallery, job_id: str) -> Job:
+    """Queue a job again with exactly the settings it was made with."""
+    job = gallery.get(job_id)
+    if job is None:
+        raise StudioError(f"no job {job_id}")
+    return gallery.enqueue(job.kind, job.request, job.prompt, job.seed)
+
+
+# ---------------------------------------------------------------------------- running
+def run_job(gallery: Gallery, job: Job, model: str | Path | None = None) -> Job:
+    """Run one claimed job to its end (done, failed or cancelled) and record it."""
+    videos = gallery.home / "videos"
+    out = videos / f"{job.id}.mp4"
+
+    def progress(done: int, total: int) -> None:
+        if gallery.set_progress(job.id, done, total):
+            raise JobCancelled()
+
+    try:
+        if gallery.cancel_requested(job.id):
+            raise JobCancelled()
+        pipe = load_pipeline(model or default_model_path())
+        extra = {"job": job.id}
+        with _GENERATION_LOCK:
+            if job.kind == "generate":
+                request = GenerateRequest(**job.request)
+                result = generate(
+                    request, out, model=model, pipe=pipe, progress=progress, extra=extra
+                )
+            else:
+                story = load_storyboard(json.dumps(job.request["story"]))
+                options = StoryboardOptions(**job.request["options"])
+                result = render_storyboard(
+                    story, out, options, model=model, pipe=pipe, progress=progress, extra=extra
+                )
+        thumb = gallery.home / "thumbs" / f"{job.id}.png"
+        write_thumbnail(result.frames, thumb)
+        gallery.finish(
+            job.id, "done", video=out.name, sidecar=result.sidecar.name, thumbnail=thumb.name
+        )
+    except JobCancelled:
+        gallery.finish(job.id, "cancelled")
+    except (StudioError, ValueError, OSError) as exc:
+        gallery.finish(job.id, "failed", error=str(exc).splitlines()[0] if str(exc) else "failed")
+    except Exception as exc:  # a bug: keep the worker alive, keep the trace in the log
+        log.error("job %s failed:\n%s", job.id, traceback.format_exc())
+        gallery.finish(job.id, "failed", error=f"{type(exc).__name__}: {exc}")
+    return gallery.get(job.id)
+
+
+def write_thumbnail(frames: np.ndarray, path: Path) -> None:
+    """The middle frame of ``frames`` (F, H, W, 3) uint8 as a PNG."""
+    frame = frames[len(frames) // 2]
+    img = Image.fromarray(frame)
+    img = img.resize((img.width * THUMB_SCALE, img.height * THUMB_SCALE), Image.NEAREST)
+    tmp = path.with_suffix(".tmp.png")
+    img.save(tmp)
+    tmp.replace(path)
+
+
+@dataclass
+class WorkerStatus:
+    running: bool
+    holds_lock: bool
+    current: str | None
+
+
+class Worker:
+    """Runs queued jobs one at a time in a daemon thread, while holding ``worker.lock``."""
+
+    def __init__(self, gallery: Gallery, model: str | Path | None = None, poll_s: float = 0.5):
+        self.gallery = gallery
+        self.model = model
+        self.poll_s = poll_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock_file = None
+        self.current: str | None = None
+
+    # The lock is taken by the thread that runs jobs and held for its life.
+    def _acquire(self, blocking: bool) -> bool:
+        if fcntl is None:
+            return True
+        fh = open(self.gallery.home / "worker.lock", "a+")  # noqa: SIM115 - held for the life
+        while not self._stop.is_set():
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._lock_file = fh
+                return True
+            except BlockingIOError:
+                if not blocking:
+                    break
+                self._stop.wait(self.poll_s * 4)
+        fh.close()
+        return False
+
+    def _release(self) -> None:
+        if self._lock_file is not None:
+            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            self._lock_file.close()
+            self._lock_file = None
+
+    def _drain(self) -> int:
+        n = 0
+        while not self._stop.is_set() and (job := self.gallery.claim_next()) is not None:
+            self.current = job.id
+            try:
+                run_job(self.gallery, job, self.model)
+            finally:
+                self.current = None
+            n += 1
+        return n
+
+    def run_pending(self) -> int:
+        """Run queued jobs until none is left, in the calling thread; returns how many ran
+        (0 at once when another worker holds the machine's lock)."""
+        if not self._acquire(blocking=False):
+            return 0
+        try:
+            self.gallery.requeue_interrupted()
+            return self._drain()
+        finally:
+            self._release()
+
+    def _loop(self) -> None:
+        if not self._acquire(blocking=True):
+            return
+        try:
+            self.gallery.requeue_interrupted()
+            while not self._stop.is_set():
+                if not self._drain():
+                    self._stop.wait(self.poll_s)
+        finally:
+            self._release()
+
+    def start(self) -> Worker:
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, name="studio-worker", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float | None = 30) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def status(self) -> WorkerStatus:
+        alive = self._thread is not None and self._thread.is_alive()
+        return WorkerStatus(alive, self._lock_file is not None, self.current)

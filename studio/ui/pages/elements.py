@@ -1,0 +1,54 @@
+"""Elements: upload up to three reference images and place them in the prompt."""
+
+import streamlit as st
+
+from studio.generate import StudioError
+from studio.ui.common import get_studio
+from studio.uploads import ALLOWED_FORMATS, MAX_ELEMENTS, check_image, store_element
+
+studio = get_studio()
+st.title("Elements")
+st.caption(
+    "A reference element is an object to put in the video: upload its image, then insert its "
+    "placeholder (`<ref1>`, `<ref2>`, `<ref3>`) into the prompt, e.g. "
+    "*<ref1> moving right on a gray background*. Generating with elements needs a model "
+    "trained with reference conditioning; the Generate page says if the loaded one is not."
+)
+st.session_state.setdefault("elements", [])
+st.session_state.setdefault("draft", "")
+
+uploads = st.file_uploader(
+    "Reference images",
+    type=[f.lower() for f in ALLOWED_FORMATS] + ["jpg"],
+    accept_multiple_files=True,
+)
+if uploads:
+    if len(uploads) > MAX_ELEMENTS:
+        st.error(f"{len(uploads)} images: at most {MAX_ELEMENTS}; only the first are used.")
+    names = []
+    for up in uploads[:MAX_ELEMENTS]:
+        try:
+            image = check_image(up.getvalue(), studio.limits, up.name)
+        except StudioError as exc:
+            st.error(str(exc))
+            continue
+        names.append(store_element(image, studio.gallery.home / "elements"))
+    st.session_state.elements = names
+
+
+def _insert(k: int) -> None:
+    draft = st.session_state.draft.rstrip()
+    st.session_state.draft = f"{draft} <ref{k}>".strip()
+
+
+if st.session_state.elements:
+    cols = st.columns(MAX_ELEMENTS)
+    for k, name in enumerate(st.session_state.elements, start=1):
+        with cols[k - 1]:
+            st.image(str(studio.gallery.home / "elements" / name), caption=f"<ref{k}>", width=160)
+            st.button(f"Insert <ref{k}>", key=f"insert-{k}", on_click=_insert, args=(k,))
+    st.text_area(
+        "Prompt (shared with the Generate page)", value=st.session_state.draft, disabled=True
+    )
+else:
+    st.info("No elements yet.")

@@ -1,0 +1,53 @@
+"""Generate: one prompt → one clip, through the job queue."""
+
+import random
+
+import streamlit as st
+
+from studio.generate import GenerateRequest, StudioError
+from studio.jobs import MAX_FRAMES, MAX_STEPS, submit_generate
+from studio.ui.common import follow, get_studio, show_job
+
+studio = get_studio()
+st.title("Generate")
+st.caption(
+    "Describe a Shapes World clip: colours, shapes (circle, square, triangle), sizes, "
+    "motions and a background, e.g. *a small red circle moving left on a black background*."
+)
+
+st.session_state.setdefault("draft", "")
+st.session_state.setdefault("seed", 0)
+
+
+def _randomise_seed() -> None:
+    st.session_state.seed = random.randrange(2**31)
+
+
+prompt = st.text_area("Prompt", value=st.session_state.draft, height=90)
+st.session_state.draft = prompt
+negative = st.text_input("Negative prompt (optional)", value="")
+c1, c2, c3, c4 = st.columns([3, 1, 3, 3])
+seed = c1.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, key="seed")
+c2.button("🎲", on_click=_randomise_seed, help="a random seed")
+frames = c3.number_input("Frames", min_value=1, max_value=MAX_FRAMES, value=16, step=1)
+fps = 8
+c3.caption(f"{frames / fps:.1f} s at {fps} fps")
+steps = c4.slider("Steps", min_value=1, max_value=MAX_STEPS, value=25)
+guidance = st.slider("Guidance", min_value=0.0, max_value=15.0, value=4.0, step=0.5)
+
+if st.button("Generate", type="primary", icon="🎬"):
+    request = GenerateRequest(
+        prompt=prompt,
+        negative_prompt=negative,
+        seed=int(seed),
+        steps=int(steps),
+        guidance=float(guidance),
+        frames=int(frames),
+        fps=fps,
+    )
+    try:
+        follow(submit_generate(studio.gallery, request))
+    except StudioError as exc:
+        st.error(str(exc))
+
+show_job(studio, st.query_params.get("job"))

@@ -1,0 +1,262 @@
+"""The studio's store, job queue and upload checks (no streamlit): tiny pipeline, temp home."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipelines.video_io import read_video
+from studio.gallery import Gallery
+from studio.generate import GenerateRequest, StoryboardOptions, StudioError
+from studio.jobs import (
+    Worker,
+    check_generate_request,
+    rerun,
+    submit_generate,
+    submit_storyboard,
+)
+from studio.uploads import UploadLimits, check_image, store_element
+
+PROMPT = "a red circle moving left on a black background"
+
+
+def request(prompt: str = PROMPT, **kw) -> GenerateRequest:
+    return GenerateRequest(**{"prompt": prompt, "steps": 2, "frames": 4, **kw})
+
+
+@pytest.fixture
+def gallery(tmp_path):
+    return Gallery(tmp_path / "home")
+
+
+@pytest.fixture
+def worker(gallery, tiny_pipeline_dir):
+    w = Worker(gallery, model=tiny_pipeline_dir, poll_s=0.05)
+    yield w
+    w.stop()
+
+
+# ---------------------------------------------------------------------------- queue
+def test_queue_runs_oldest_first_and_reports_positions(gallery):
+    a = submit_generate(gallery, request(seed=1))
+    b = submit_generate(gallery, request(seed=2))
+    assert (gallery.queue_position(a.id), gallery.queue_position(b.id)) == (1, 2)
+    claimed = gallery.claim_next()
+    assert claimed.id == a.id and claimed.status == "running"
+    assert gallery.queue_position(a.id) is None
+    assert gallery.queue_position(b.id) == 1
+    assert gallery.claim_next().id == b.id
+    assert gallery.claim_next() is None
+
+
+def test_two_jobs_both_finish_with_video_sidecar_and_thumbnail(gallery, worker):
+    a = submit_generate(gallery, request(seed=1))
+    b = submit_storyboard(
+        gallery,
+        [{"prompt": PROMPT, "frames": 3}, {"prompt": "a blue square moving up", "frames": 3}],
+        StoryboardOptions(steps=2, window=4, context=1),
+    )
+    assert worker.run_pending() == 2
+    for job, n_frames in ((gallery.get(a.id), 4), (gallery.get(b.id), 6)):
+        assert job.status == "done", job.error
+        frames, _ = read_video(gallery.path("videos", job.video))
+        assert frames.shape == (n_frames, 64, 64, 3)
+        sidecar = json.loads(gallery.path("videos", job.sidecar).read_text())
+        assert sidecar["job"] == job.id
+        assert Image.open(gallery.path("thumbs", job.thumbnail)).size == (128, 128)
+        assert job.done_steps == job.total_steps > 0
+
+
+def test_background_worker_thread_runs_what_is_queued(gallery, worker):
+    worker.start()
+    job = submit_generate(gallery, request())
+    deadline = time.time() + 60
+    while gallery.get(job.id).active and time.time() < deadline:
+        time.sleep(0.05)
+    assert gallery.get(job.id).status == "done"
+    assert worker.status().holds_lock
+
+
+def test_cancel_a_queued_job_never_runs_it(gallery, worker):
+    job = submit_generate(gallery, request())
+    assert gallery.cancel(job.id).status == "cancelled"
+    assert worker.run_pending() == 0
+    assert not any((gallery.home / "videos").iterdir())
+
+
+def test_cancel_a_running_job_stops_it_and_keeps_no_file(gallery, tiny_pipeline_dir):
+    class CancelAfterFirstStep(Gallery):
+        def set_progress(self, job_id, done, total):
+            if done == 1:
+                self.cancel(job_id)
+            return super().set_progress(job_id, done, total)
+
+    store = CancelAfterFirstStep(gallery.home)
+    job = submit_generate(store, request(steps=5))
+    Worker(store, model=tiny_pipeline_dir).run_pending()
+    job = store.get(job.id)
+    assert job.status == "cancelled" and job.done_steps == 1
+    assert not (store.home / "videos" / f"{job.id}.mp4").exists()
+
+
+def test_a_failing_job_is_recorded_and_the_next_one_still_runs(gallery, worker):
+    bad = submit_generate(gallery, request(height=30))  # not a multiple of the model's patch
+    good = submit_generate(gallery, request())
+    assert worker.run_pending() == 2
+    failed = gallery.get(bad.id)
+    assert failed.status == "failed" and "height" in failed.error
+    assert gallery.get(good.id).status == "done"
+
+
+def test_job_left_running_by_a_dead_worker_is_run_again(gallery, worker):
+    job = submit_generate(gallery, request())
+    gallery.claim_next()  # a worker took it, then its process died
+    assert gallery.get(job.id).status == "running"
+    assert worker.run_pending() == 1
+    assert Gallery(gallery.home).get(job.id).status == "done"  # a fresh store sees it too
+
+
+def test_one_worker_per_machine(gallery, tiny_pipeline_dir):
+    first = Worker(gallery, model=tiny_pipeline_dir, poll_s=0.05).start()
+    try:
+        deadline = time.time() + 10
+        while not first.status().holds_lock and time.time() < deadline:
+            time.sleep(0.02)
+        assert first.status().holds_lock
+        submit_generate(gallery, request())
+        second = Worker(Gallery(gallery.home), model=tiny_pipeline_dir)
+        # the lock is held by the other worker: this one refuses to run anything
+        assert second.run_pending() == 0
+    finally:
+        first.stop()
+
+
+def test_concurrent_submissions_from_many_threads_all_finish(gallery, worker):
+    ids: list[str] = []
+
+    def submit(seed):
+        ids.append(submit_generate(gallery, request(seed=seed)).id)
+
+    threads = [threading.Thread(target=submit, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert worker.run_pending() == 4
+    assert {gallery.get(i).status for i in ids} == {"done"}
+
+
+# ---------------------------------------------------------------------------- gallery
+def test_search_filters_and_escapes_wildcards(gallery):
+    submit_generate(gallery, request("a red circle moving left"))
+    submit_generate(gallery, request("100% blue square"))
+    submit_storyboard(gallery, [{"prompt": "a red square", "frames": 4}], StoryboardOptions())
+    found = lambda text, **kw: [j.prompt for j in gallery.search(text, status=None, **kw)]  # noqa: E731
+    assert found("RED") == ["a red square", "a red circle moving left"]
+    assert found("%") == ["100% blue square"]
+    assert found("red", kind="storyboard") == ["a red square"]
+    assert gallery.search("red") == []  # nothing is done yet
+
+
+def test_delete_removes_files_and_row_but_not_active_jobs(gallery, worker):
+    job = submit_generate(gallery, request())
+    pending = submit_generate(gallery, request(seed=3))
+    gallery.claim_next()
+    with pytest.raises(ValueError, match="cancel it"):
+        gallery.delete(job.id)  # running
+    gallery.finish(job.id, "failed", error="x")
+    assert worker.run_pending() == 1
+    done = gallery.get(pending.id)
+    files = [gallery.path("videos", done.video), gallery.path("thumbs", done.thumbnail)]
+    assert all(f.is_file() for f in files)
+    assert gallery.delete(done.id)
+    assert gallery.get(done.id) is None and not any(f.exists() for f in files)
+
+
+def test_rerun_queues_the_same_settings(gallery):
+    job = submit_generate(gallery, request(seed=7, guidance=2.5))
+    again = rerun(gallery, job.id)
+    assert again.id != job.id and again.request == job.request and again.kind == job.kind
+
+
+# ---------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    "kw, pattern",
+    [
+        ({"prompt": "   "}, "prompt is empty"),
+        ({"prompt": "x" * 1001}, "at most 1000"),
+        ({"frames": 0}, "frames must be between"),
+        ({"frames": 10_000}, "frames must be between"),
+        ({"steps": 100_000}, "steps must be between"),
+        ({"guidance": -1.0}, "guidance must be between"),
+        ({"prompt": "<ref1> moving right on a gray background"}, "reference element"),
+    ],
+)
+def test_absurd_requests_are_refused(kw, pattern):
+    with pytest.raises(StudioError, match=pattern):
+        check_generate_request(request(**kw))
+
+
+def test_storyboard_requests_are_checked(gallery):
+    with pytest.raises(StudioError, match="scene 2 has no prompt"):
+        submit_storyboard(
+            gallery,
+            [{"prompt": "a", "frames": 4}, {"prompt": " ", "frames": 4}],
+            StoryboardOptions(),
+        )
+    with pytest.raises(StudioError, match="whole number"):
+        submit_storyboard(gallery, [{"prompt": "a", "frames": "many"}], StoryboardOptions())
+    with pytest.raises(StudioError, match="empty"):
+        submit_storyboard(gallery, [], StoryboardOptions())
+    assert gallery.search(status=None) == []
+
+
+# ---------------------------------------------------------------------------- uploads
+def png_bytes(size=(20, 10), color=(200, 30, 30), noise: bool = False) -> bytes:
+    buf = io.BytesIO()
+    img = Image.new("RGB", size, color)
+    if noise:  # incompressible pixels: the file is long enough to cut in the middle
+        img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (*size[::-1], 3), np.uint8))
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+LIMITS = UploadLimits(max_bytes=10_000, max_pixels=1000)
+
+
+def test_upload_accepted_and_stored_under_its_hash(tmp_path):
+    image = check_image(png_bytes(), LIMITS, name="../../etc/passwd.png")
+    assert image.size == (20, 10) and image.mode == "RGB"
+    name = store_element(image, tmp_path)
+    assert list(tmp_path.iterdir()) == [tmp_path / name]
+    assert "passwd" not in name and name.endswith(".png")
+    assert np.asarray(Image.open(tmp_path / name))[0, 0].tolist() == [200, 30, 30]
+
+
+@pytest.mark.parametrize(
+    "data, pattern",
+    [
+        (b"", "empty"),
+        (b"GIF89a not really", "not an image"),
+        (b"hello, I am a text file", "not an image"),
+        (png_bytes(noise=True)[:300], "not an image"),  # truncated
+        (png_bytes(size=(40, 40)), "1,600 pixels"),
+        (b"\x89PNG" + bytes(20_000), "MB; the limit"),
+    ],
+)
+def test_bad_uploads_are_refused(data, pattern):
+    with pytest.raises(StudioError, match=pattern):
+        check_image(data, LIMITS, name="x.png")
+
+
+def test_gif_is_not_an_allowed_format():
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(buf, format="GIF")
+    with pytest.raises(StudioError, match="GIF; allowed"):
+        check_image(buf.getvalue(), LIMITS)
