@@ -271,6 +271,8 @@ def ui_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
         str(max(1, math.ceil(args.max_upload_mb))),
         "--browser.gatherUsageStats",
         "false",
+        "--client.toolbarMode",
+        "minimal",
     ]
     return cmd, env
 

@@ -37,7 +37,6 @@ SIDECAR_FIELDS = {
 }
 
 
-
 @pytest.fixture
 def small(tiny_pipeline_dir):
     """Options for a fast generation with the saved tiny pipeline."""

@@ -29,8 +29,19 @@ def test_shipped_weights_are_safetensors_and_small():
 
 def test_cli_generates_a_16_frame_clip(tmp_path):
     out = tmp_path / "clip.mp4"
-    code = main(["generate", "a red square moving right on a black background", "--out", str(out),
-                 "--steps", "12", "--seed", "0", "--quiet"])
+    code = main(
+        [
+            "generate",
+            "a red square moving right on a black background",
+            "--out",
+            str(out),
+            "--steps",
+            "12",
+            "--seed",
+            "0",
+            "--quiet",
+        ]
+    )
     assert code == 0
     from pipelines.video_io import read_video
 
@@ -46,14 +57,19 @@ def test_follows_the_background_colour():
     pipe = load_pipeline()
     found = []
     for bg in ("black", "white", "gray", "beige"):
-        video = pipe(f"a red circle moving left on a {bg} background", num_inference_steps=12,
-                     generator=torch.Generator().manual_seed(0)).frames[0]
+        video = pipe(
+            f"a red circle moving left on a {bg} background",
+            num_inference_steps=12,
+            generator=torch.Generator().manual_seed(0),
+        ).frames[0]
         found.append(detect((np.clip(video, 0, 1) * 255).round().astype(np.uint8)).background)
     assert found == ["black", "white", "gray", "beige"]
 
 
 def test_same_request_same_frames(tmp_path):
-    request = GenerateRequest(prompt="a blue square moving up on a gray background", steps=4, seed=3)
+    request = GenerateRequest(
+        prompt="a blue square moving up on a gray background", steps=4, seed=3
+    )
     a = generate(request, tmp_path / "a.mp4").frames
     b = generate(request, tmp_path / "b.mp4").frames
     assert np.array_equal(a, b)

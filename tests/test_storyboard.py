@@ -279,7 +279,6 @@ def _unchecked_scene(prompt: str, frames: int) -> Scene:
 # ------------------------------------------------------------------------------- CLI
 
 
-
 @pytest.fixture
 def small_cli(tiny_pipeline_dir):
     return ["--model", tiny_pipeline_dir, "--height", 16, "--width", 16, "--steps", 1,

@@ -5,9 +5,9 @@ import streamlit as st
 st.set_page_config(page_title="Shapes Video Studio", page_icon="🎬", layout="wide")
 
 pages = [
-    st.Page("pages/generate.py", title="Generate", icon="🎬", default=True),
-    st.Page("pages/storyboard.py", title="Storyboard", icon="🎞️"),
-    st.Page("pages/elements.py", title="Elements", icon="🧩"),
-    st.Page("pages/gallery.py", title="Gallery", icon="🖼️"),
+    st.Page("pages/generate.py", title="Generate", icon=":material/movie:", default=True),
+    st.Page("pages/storyboard.py", title="Storyboard", icon=":material/view_timeline:"),
+    st.Page("pages/elements.py", title="Elements", icon=":material/extension:"),
+    st.Page("pages/gallery.py", title="Gallery", icon=":material/photo_library:"),
 ]
 st.navigation(pages).run()

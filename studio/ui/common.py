@@ -61,12 +61,12 @@ def _live_job(studio: Studio, job_id: str) -> None:
         st.rerun()  # the whole page redraws with the result
     if job.status == "queued":
         pos = studio.gallery.queue_position(job_id)
-        st.info(f"Queued: position {pos} in the queue.", icon="⏳")
+        st.info(f"Queued: position {pos} in the queue.", icon=":material/hourglass_top:")
     else:
         unit = "windows" if job.kind == "storyboard" else "steps"
         text = f"Generating… {job.done_steps}/{job.total_steps or '?'} {unit}"
         st.progress(job.fraction, text=text)
-    if st.button("Cancel", key=f"cancel-{job_id}", icon="✖️"):
+    if st.button("Cancel", key=f"cancel-{job_id}", icon=":material/close:"):
         studio.gallery.cancel(job_id)
         st.rerun()
 
@@ -101,7 +101,7 @@ def show_result(studio: Studio, job: Job, key: str = "") -> None:
         file_name=f"{job.id}.mp4",
         mime="video/mp4",
         key=f"dl-mp4-{key}{job.id}",
-        icon="⬇️",
+        icon=":material/download:",
     )
     if sidecar is not None and sidecar.is_file():
         cols[1].download_button(
@@ -110,7 +110,7 @@ def show_result(studio: Studio, job: Job, key: str = "") -> None:
             file_name=f"{job.id}.json",
             mime="application/json",
             key=f"dl-json-{key}{job.id}",
-            icon="📄",
+            icon=":material/description:",
         )
 
 

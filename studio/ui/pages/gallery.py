@@ -34,10 +34,12 @@ for job in jobs:
         if job.error:
             right.error(job.error)
         b1, b2, b3 = right.columns(3)
-        if b1.button("Re-run", key=f"rerun-{job.id}", icon="🔁"):
+        if b1.button("Re-run", key=f"rerun-{job.id}", icon=":material/replay:"):
             follow(rerun(studio.gallery, job.id))
             st.switch_page("pages/generate.py")
-        if b2.button("Delete", key=f"delete-{job.id}", icon="🗑️", disabled=job.active):
+        if b2.button(
+            "Delete", key=f"delete-{job.id}", icon=":material/delete:", disabled=job.active
+        ):
             studio.gallery.delete(job.id)
             st.rerun()
         if job.status == "done":

@@ -55,7 +55,7 @@ if scenes:
     pick = c1.selectbox("Scene", range(len(scenes)), format_func=lambda i: labels[i])
     c2.button("↑", on_click=_move, args=(pick, -1), help="move the scene earlier")
     c3.button("↓", on_click=_move, args=(pick, 1), help="move the scene later")
-    preview = c4.button("Preview scene", icon="👁️")
+    preview = c4.button("Preview scene", icon=":material/visibility:")
 else:
     pick, preview = None, False
 
@@ -65,7 +65,7 @@ steps = c2.slider("Steps", min_value=1, max_value=MAX_STEPS, value=25)
 guidance = c3.slider("Guidance", min_value=0.0, max_value=15.0, value=4.0, step=0.5)
 total = sum(int(s["frames"] or 0) for s in scenes)
 st.caption(f"{len(scenes)} scenes, {total} frames ({total / 8:.1f} s at 8 fps)")
-render = st.button("Render film", type="primary", icon="🎞️")
+render = st.button("Render film", type="primary", icon=":material/movie:")
 
 try:
     if preview and pick is not None:
