@@ -12,7 +12,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from .generate import StudioError
+from .errors import StudioError
 
 EXIT_USAGE = 2
 
@@ -194,11 +194,47 @@ def cmd_eval_shapes(args: argparse.Namespace) -> int:
 def cmd_eval_storyboards(args: argparse.Namespace) -> int:
     from .shapes_eval import evaluate_storyboard_dir, write_storyboard_report
 
+    if args.generate:
+        render_storyboard_suite(args)
+
     report = evaluate_storyboard_dir(Path(args.dir))
     paths = write_storyboard_report(report, Path(args.out) if args.out else Path(args.dir))
     print(paths["markdown"].read_text())
     print(f"report: {paths['json']}, {paths['markdown']}")
     return 0
+
+
+def render_storyboard_suite(args: argparse.Namespace) -> None:
+    """Render every story of the suite into ``args.dir`` as NAME.mp4 + NAME.json."""
+    import json
+
+    from tqdm.auto import tqdm
+
+    from pipelines.storyboard import DEFAULT_CONTEXT, load_storyboard
+
+    from .generate import StoryboardOptions, ensure_output_dir, load_pipeline, render_storyboard
+    from .shapes_eval import STORYBOARD_SUITE_PATH
+
+    run_dir = ensure_output_dir(args.dir)
+    suite = Path(args.suite) if args.suite else STORYBOARD_SUITE_PATH
+    try:
+        stories = json.loads(suite.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise StudioError(f"cannot read the storyboard suite {suite}: {exc}") from None
+    options = StoryboardOptions(
+        seed=args.seed,
+        steps=args.steps,
+        guidance=args.guidance,
+        window=args.window,
+        context=args.context or DEFAULT_CONTEXT,
+    )
+    pipe = load_pipeline(args.model)
+    for entry in tqdm(stories, desc="storyboards", unit="story", disable=args.quiet):
+        out = run_dir / f"{entry['name']}.mp4"
+        if out.with_suffix(".json").is_file() and out.is_file():
+            continue  # resumable, like `studio batch`
+        story = load_storyboard(json.dumps({"fps": entry["fps"], "scenes": entry["scenes"]}))
+        render_storyboard(story, out, options, model=args.model, pipe=pipe)
 
 
 def cmd_data_shapes(args: argparse.Namespace) -> int:
@@ -404,6 +440,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     esb.add_argument("dir", help="a folder of `studio storyboard` outputs")
     esb.add_argument("--out", default=None, help="report folder (default: DIR)")
+    esb.add_argument(
+        "--generate",
+        action="store_true",
+        help="first render the held-out storyboard suite into DIR (finished stories are kept)",
+    )
+    esb.add_argument(
+        "--suite", default=None, help="storyboard suite JSON (default: the shipped one)"
+    )
+    esb.add_argument("--model", default=None)
+    esb.add_argument("--seed", type=_nonneg_int, default=0)
+    esb.add_argument("--steps", type=_positive_int, default=25)
+    esb.add_argument("--guidance", type=float, default=4.0)
+    esb.add_argument("--window", type=_positive_int, default=16)
+    esb.add_argument("--context", type=_positive_int, default=None, help="default: the pipeline's")
+    esb.add_argument("--quiet", action="store_true")
     esb.set_defaults(func=cmd_eval_storyboards)
 
     d = sub.add_parser("data", help="build training data")

@@ -21,12 +21,10 @@ import torch
 from pipelines.text_to_video import ShapesVideoPipeline, to_uint8
 from pipelines.video_io import SUPPORTED_EXTENSIONS, write_video
 
+from .errors import StudioError
+
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
 MODEL_ENV = "STUDIO_MODEL"
-
-
-class StudioError(Exception):
-    """A user error: printed as one line, exit code 2."""
 
 
 def default_model_path() -> Path:

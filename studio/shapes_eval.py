@@ -1181,6 +1181,59 @@ def write_suite(path: Path = SUITE_PATH, seed: int = 1234) -> Path:
     return path
 
 
+STORYBOARD_SUITE_PATH = SUITE_PATH.with_name("storyboard_suite.json")
+_STEP_PX = {"left": (-2, 0), "right": (2, 0), "up": (0, -2), "down": (0, 2), "still": (0, 0)}
+
+
+def build_storyboard_suite(n: int = 30, seed: int = 4321) -> list[dict]:
+    """Held-out storyboards: one object (size always named) on one background, 2–4 scenes of
+    8–16 frames, each scene a different motion from the one before, phrased with the suite's
+    held-out wording. Motions are drawn so that the object a renderer would draw stays on the
+    64×64 canvas (start centred, 2 px a frame), so every story is one the world allows.
+
+    Entries are ``{"name", "fps", "scenes": [{"prompt", "frames"}]}`` (loadable by
+    ``pipelines.storyboard.load_storyboard``).
+    """
+    rng = random.Random(seed)
+    video_colors = [c for c in OBJECT_COLORS if c != IMAGE_ONLY_COLOR]
+    pairs = _allowed_pairs(video_colors)
+    stories = []
+    for i, ((color, shape), bg) in enumerate(
+        zip(_balanced(pairs, n, rng), _balanced(list(BACKGROUNDS), n, rng), strict=True)
+    ):
+        size = rng.choice(["small", "large"])
+        side = 12 if size == "small" else 22
+        x = y = (64 - side) / 2
+        scenes, previous = [], None
+        for _ in range(rng.choice([2, 3, 4])):
+            # the longest allowed scenes first fail on the canvas edge; 8 frames always fit
+            for frames in (rng.choice([8, 12, 16]), 8):
+                options = []
+                for m in MOTIONS:
+                    dx, dy = _STEP_PX[m]
+                    nx, ny = x + dx * frames, y + dy * frames  # where the next scene starts
+                    if m != previous and 0 <= nx <= 64 - side and 0 <= ny <= 64 - side:
+                        options.append(m)
+                if options:
+                    break
+            motion = rng.choice(options)
+            dx, dy = _STEP_PX[motion]
+            x, y = x + dx * frames, y + dy * frames
+            entry = _single_entry(ExpectedObject(color, shape, size, motion), bg, "single", rng)
+            scenes.append({"prompt": entry["prompt"], "frames": frames})
+            previous = motion
+        stories.append({"name": f"story-{i:03d}", "fps": 8, "scenes": scenes})
+    return stories
+
+
+def write_storyboard_suite(path: Path = STORYBOARD_SUITE_PATH, seed: int = 4321) -> Path:
+    """Write ``build_storyboard_suite(seed=seed)`` (the committed storyboard_suite.json)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(build_storyboard_suite(seed=seed), indent=1) + "\n")
+    return path
+
+
 # ----------------------------------------------------------------------------------------------
 # Storyboards (``studio eval storyboards DIR``)
 # ----------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from .generate import StudioError
+from .errors import StudioError
 
 MAX_UPLOAD_MB_ENV = "STUDIO_MAX_UPLOAD_MB"
 MAX_PIXELS_ENV = "STUDIO_MAX_UPLOAD_PIXELS"

@@ -578,3 +578,56 @@ def test_scaling_benchmark_smoke(tiny_pipeline_dir, capsys):
             assert isinstance(r[key], float) and r[key] > 0, (key, r)
     assert rows[0]["time_ratio"] == 1.0
     assert "| 32 | 5 |" in capsys.readouterr().out
+
+
+# -------------------------------------------------------------------------- held-out suite
+def test_storyboard_suite_is_valid_held_out_and_stays_on_the_canvas():
+    stories = json.loads(se.STORYBOARD_SUITE_PATH.read_text())
+    assert stories == se.build_storyboard_suite()  # the committed file is the builder's output
+    assert len(stories) == 30 and {len(s["scenes"]) for s in stories} == {2, 3, 4}
+    for entry in stories:
+        story = load_storyboard(json.dumps({"fps": entry["fps"], "scenes": entry["scenes"]}))
+        expects = [se.parse_caption(s.prompt).objects for s in story.scenes]
+        assert all(len(objs) == 1 for objs in expects)
+        first = expects[0][0]
+        for (o,), prev in zip(expects[1:], expects[:-1], strict=True):
+            # one object keeps its look; the action changes at every boundary
+            assert (o.color, o.shape, o.size) == (first.color, first.shape, first.size)
+            assert o.motion != prev[0].motion
+            assert o.color != "purple" and (o.color, o.shape) not in se.UNSEEN_PAIRS
+        # a renderer starting centred keeps the box on the canvas through every scene
+        side = 12 if first.size == "small" else 22
+        x = y = (64 - side) / 2
+        for s, (o,) in zip(story.scenes, expects, strict=True):
+            dx, dy = se._STEP_PX[o.motion]
+            x, y = x + dx * s.frames, y + dy * s.frames
+            assert 0 <= x <= 64 - side and 0 <= y <= 64 - side, entry["name"]
+
+
+def test_eval_storyboards_generate_renders_the_suite_then_judges(cli, tmp_path, tiny_pipeline_dir):
+    suite = tmp_path / "suite.json"
+    stories = se.build_storyboard_suite(n=2, seed=5)
+    for s in stories:
+        for scene in s["scenes"]:
+            scene["frames"] = 3
+    suite.write_text(json.dumps(stories))
+    run = tmp_path / "run"
+    args = [
+        "eval",
+        "storyboards",
+        run,
+        "--generate",
+        "--suite",
+        suite,
+        "--model",
+        tiny_pipeline_dir,
+    ]
+    args += ["--steps", "2", "--window", "4", "--context", "1", "--quiet"]
+    code, out, err = cli(*args)
+    assert code == 0, err
+    assert sorted(p.name for p in run.glob("story-*.mp4")) == ["story-000.mp4", "story-001.mp4"]
+    report = json.loads((run / "storyboard_eval.json").read_text())
+    assert report["overall"]["n_storyboards"] == 2
+    mtime = (run / "story-000.mp4").stat().st_mtime
+    assert cli(*args)[0] == 0  # a second run keeps the finished stories
+    assert (run / "story-000.mp4").stat().st_mtime == mtime
