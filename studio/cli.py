@@ -237,6 +237,45 @@ def render_storyboard_suite(args: argparse.Namespace) -> None:
         render_storyboard(story, out, options, model=args.model, pipe=pipe)
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    """``studio score PAIRS.jsonl --out SCORES.jsonl`` or ``studio score BATCH_DIR``."""
+    from pipelines.scoring import load_scorer
+
+    from .score import pairs_from_batch_dir, read_pairs, score_pairs, summarise, write_jsonl
+    from .score import write_report as write_score_report
+
+    src = Path(args.input)
+    if args.scorer == "default":
+        raise StudioError(
+            "no default scorer ships yet (the Shapes World video-text model is still to be "
+            "trained): pass --scorer clip:PATH_OR_ID or --scorer xclip:PATH_OR_ID"
+        )
+    if src.is_dir():
+        pairs, problems, base = pairs_from_batch_dir(src), [], src
+        out = Path(args.out) if args.out else src / "scores.jsonl"
+    else:
+        if not args.out:
+            raise StudioError("--out SCORES.jsonl is required when scoring a pairs file")
+        pairs, problems = read_pairs(src)
+        base, out = src.parent, Path(args.out)
+    for p in problems:
+        print(f"warning: {p}", file=sys.stderr)
+    if not pairs:
+        raise StudioError(f"nothing to score in {src}")
+    scorer = load_scorer(args.scorer)
+    rows = score_pairs(scorer, pairs, base, progress=not args.quiet)
+    write_jsonl(out, rows)
+    summary = summarise(rows, args.scorer)
+    msg = (
+        f"scored {summary['scored']} of {summary['n']} videos (mean {summary['mean']:.4f}) → {out}"
+    )
+    if src.is_dir():
+        paths = write_score_report(summary, src)
+        msg += f"; report {paths['markdown']}, {paths['chart']}"
+    print(msg)
+    return 0 if summary["failed"] == 0 and not problems else 1
+
+
 def cmd_data_shapes(args: argparse.Namespace) -> int:
     from train.shards import write_shapes_shards
 
@@ -473,6 +512,26 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--frames", type=_positive_int, default=16)
     ds.add_argument("--quiet", action="store_true")
     ds.set_defaults(func=cmd_data_shapes)
+
+    sc = sub.add_parser(
+        "score",
+        help="text-video alignment scores (CLIPSIM / X-CLIP)",
+        description='Score videos against captions: PAIRS.jsonl lines {"video", "caption"} '
+        "→ the same lines with score (CLIP: CLIPSIM = mean per-frame cosine, frame_scores, "
+        "clipscore = mean 2.5·max(cos, 0)); or a `studio batch` folder through its manifest, "
+        "with a report (scores.json, scores.md, scores.png).",
+    )
+    sc.add_argument("input", help="PAIRS.jsonl, or a `studio batch` output folder")
+    sc.add_argument(
+        "--out", default=None, help="SCORES.jsonl (default for a folder: DIR/scores.jsonl)"
+    )
+    sc.add_argument(
+        "--scorer",
+        required=True,
+        help="clip:PATH_OR_ID (any transformers CLIPModel) or xclip:PATH_OR_ID (XCLIPModel)",
+    )
+    sc.add_argument("--quiet", action="store_true")
+    sc.set_defaults(func=cmd_score)
 
     u = sub.add_parser(
         "ui",

@@ -1,0 +1,167 @@
+"""Text–video alignment scores with any transformers CLIP or X-CLIP.
+
+- **CLIPSIM** (Wu et al., GODIVA 2021; NÜWA): the cosine between CLIP's image embedding of
+  each frame and its text embedding of the caption, averaged over frames. Reported as the raw
+  cosine (papers often print it ×100).
+- **CLIPScore** (Hessel et al. 2021): ``w · max(cos, 0)`` with ``w = 2.5``, per frame, averaged.
+- **X-CLIP** (Ni et al. 2022): one video embedding from frames sampled uniformly to the
+  model's frame count, against its video-conditioned text embedding; the score is their cosine.
+
+A per-frame average cannot tell "moving left" from "moving right" (the same frames reversed
+score the same); X-CLIP's temporal transformer can, in principle. Each scorer takes uint8
+frames ``(F, H, W, 3)`` and a caption; the processor does the resizing and normalisation the
+model was trained with.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+CLIPSCORE_W = 2.5
+
+
+@dataclass
+class ScoreResult:
+    score: float  # the scorer's number (CLIPSIM: mean cosine over frames)
+    frame_scores: list[float] = field(default_factory=list)  # per-frame cosines (CLIP scorers)
+    clipscore: float | None = None  # CLIPScore, w · max(cos, 0) averaged (CLIP scorers)
+
+
+def _check_frames(frames: np.ndarray) -> np.ndarray:
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
+        raise ValueError(f"frames must be (F > 0, H, W, 3), got shape {frames.shape}")
+    if frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8, got {frames.dtype}")
+    return frames
+
+
+def _load(path_or_id: str | Path, expected: tuple[str, ...]):
+    """Config first, so a folder holding another model type fails with a clear message."""
+    from transformers import AutoConfig, AutoModel, AutoProcessor
+
+    try:
+        config = AutoConfig.from_pretrained(str(path_or_id))
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"cannot load a scorer from {path_or_id}: {first}") from None
+    if config.model_type not in expected:
+        raise ValueError(
+            f"{path_or_id} is a {config.model_type!r} model; this scorer needs one of {expected}"
+        )
+    model = AutoModel.from_pretrained(str(path_or_id)).eval()
+    processor = AutoProcessor.from_pretrained(str(path_or_id))
+    return model, processor
+
+
+class _TextTruncation:
+    """Captions beyond the tokenizer's limit are cut, with a warning naming the caption."""
+
+    def _tokenize(self, captions: list[str]) -> dict[str, torch.Tensor]:
+        tok = self.processor.tokenizer
+        limit = self.max_text_tokens
+        for c in captions:
+            n = len(tok(c)["input_ids"])
+            if n > limit:
+                warnings.warn(
+                    f"caption of {n} tokens truncated to the tokenizer's limit {limit}: {c[:60]!r}…",
+                    stacklevel=3,
+                )
+        return tok(captions, padding=True, truncation=True, max_length=limit, return_tensors="pt")
+
+
+class ClipSimScorer(_TextTruncation):
+    """CLIPSIM and CLIPScore with a transformers ``CLIPModel`` (local folder or hub id)."""
+
+    name = "clipsim"
+
+    def __init__(self, model, processor, device: str = "cpu", batch_frames: int = 64):
+        self.model = model.to(device).eval()
+        self.processor = processor
+        self.device = device
+        self.batch_frames = batch_frames
+        self.max_text_tokens = model.config.text_config.max_position_embeddings
+
+    @classmethod
+    def from_pretrained(cls, path_or_id: str | Path, device: str = "cpu") -> ClipSimScorer:
+        return cls(*_load(path_or_id, ("clip",)), device=device)
+
+    @torch.no_grad()
+    def text_embeds(self, captions: list[str]) -> torch.Tensor:
+        inputs = {k: v.to(self.device) for k, v in self._tokenize(captions).items()}
+        out = self.model.get_text_features(**inputs)
+        out = getattr(out, "pooler_output", out)  # transformers 5 returns an output object
+        return torch.nn.functional.normalize(out.float(), dim=-1)
+
+    @torch.no_grad()
+    def frame_embeds(self, frames: np.ndarray) -> torch.Tensor:
+        frames = _check_frames(frames)
+        chunks = []
+        for i in range(0, len(frames), self.batch_frames):
+            pix = self.processor.image_processor(
+                images=list(frames[i : i + self.batch_frames]), return_tensors="pt"
+            )["pixel_values"].to(self.device)
+            out = self.model.get_image_features(pixel_values=pix)
+            chunks.append(getattr(out, "pooler_output", out).float())
+        return torch.nn.functional.normalize(torch.cat(chunks), dim=-1)
+
+    def score(self, frames: np.ndarray, caption: str) -> ScoreResult:
+        cos = (self.frame_embeds(frames) @ self.text_embeds([caption])[0]).tolist()
+        return ScoreResult(
+            score=float(np.mean(cos)),
+            frame_scores=[float(c) for c in cos],
+            clipscore=float(np.mean([CLIPSCORE_W * max(c, 0.0) for c in cos])),
+        )
+
+
+class XClipScorer(_TextTruncation):
+    """Video–text cosine with a transformers ``XCLIPModel`` (local folder or hub id)."""
+
+    name = "xclip"
+
+    def __init__(self, model, processor, device: str = "cpu"):
+        self.model = model.to(device).eval()
+        self.processor = processor
+        self.device = device
+        self.num_frames = model.config.vision_config.num_frames
+        self.max_text_tokens = model.config.text_config.max_position_embeddings
+
+    @classmethod
+    def from_pretrained(cls, path_or_id: str | Path, device: str = "cpu") -> XClipScorer:
+        return cls(*_load(path_or_id, ("xclip",)), device=device)
+
+    def sample_indices(self, n: int) -> np.ndarray:
+        """``num_frames`` indices spread evenly over ``n`` frames (repeats when n is short)."""
+        return np.linspace(0, n - 1, self.num_frames).round().astype(int)
+
+    @torch.no_grad()
+    def score(self, frames: np.ndarray, caption: str) -> ScoreResult:
+        frames = _check_frames(frames)
+        clip = list(frames[self.sample_indices(len(frames))])
+        pix = self.processor.image_processor(images=clip, return_tensors="pt")["pixel_values"]
+        if pix.ndim == 4:  # an image processor gives (F, 3, H, W); a video one (1, F, 3, H, W)
+            pix = pix[None]
+        text = self._tokenize([caption])
+        out = self.model(
+            pixel_values=pix.to(self.device),  # (1, F, 3, H, W)
+            input_ids=text["input_ids"].to(self.device),
+            attention_mask=text["attention_mask"].to(self.device),
+        )
+        cos = out.logits_per_video[0, 0] / self.model.logit_scale.exp()
+        return ScoreResult(score=float(cos))
+
+
+SCORER_KINDS = {"clip": ClipSimScorer, "xclip": XClipScorer}
+
+
+def load_scorer(spec: str, device: str = "cpu"):
+    """``clip:PATH_OR_ID`` or ``xclip:PATH_OR_ID`` → a scorer."""
+    kind, sep, where = spec.partition(":")
+    if not sep or kind not in SCORER_KINDS or not where:
+        raise ValueError(f"scorer spec must be clip:PATH_OR_ID or xclip:PATH_OR_ID, got {spec!r}")
+    return SCORER_KINDS[kind].from_pretrained(where, device=device)
