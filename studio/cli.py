@@ -78,11 +78,22 @@ def cmd_generate(args: argparse.Namespace) -> int:
     def progress(step: int, total: int) -> None:
         nonlocal bar
         if bar is None:
-            bar = tqdm(total=total, desc="denoising", unit="step", disable=args.quiet)
+            bar = tqdm(
+                total=total * args.best_of, desc="denoising", unit="step", disable=args.quiet
+            )
         bar.update(1)
 
+    scorer = None
+    if args.best_of > 1 or args.scorer:
+        if not args.scorer:
+            raise StudioError("--best-of N needs --scorer clip:PATH_OR_ID or xclip:PATH_OR_ID")
+        from pipelines.scoring import load_scorer
+
+        scorer = load_scorer(args.scorer)  # before any generation: a bad spec costs nothing
     try:
-        result = generate(request, args.out, model=model, progress=progress)
+        result = generate(
+            request, args.out, model=model, progress=progress, best_of=args.best_of, scorer=scorer
+        )
     finally:
         if bar is not None:
             bar.close()
@@ -394,6 +405,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--from-sidecar", default=None, help="re-run the settings recorded in a sidecar JSON"
+    )
+    g.add_argument(
+        "--best-of",
+        type=_positive_int,
+        default=1,
+        help="generate N candidates (seeds SEED..SEED+N-1), keep the one --scorer ranks highest",
+    )
+    g.add_argument(
+        "--scorer", default=None, help="for --best-of: clip:PATH_OR_ID or xclip:PATH_OR_ID"
     )
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=cmd_generate)

@@ -11,7 +11,7 @@ import os
 import platform
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -139,21 +139,8 @@ def write_json_atomic(path: Path, data: dict) -> None:
         raise
 
 
-def generate(
-    request: GenerateRequest,
-    out: str | Path,
-    model: str | Path | None = None,
-    pipe: ShapesVideoPipeline | None = None,
-    progress=None,
-    extra: dict | None = None,
-) -> GenerateResult:
-    """Generate one clip, write it (atomically) and its sidecar ``NAME.json``.
-
-    progress: optional callable ``(step, total)`` called after every denoising step.
-    """
-    out = check_output_path(out)
-    model_path = Path(model) if model else default_model_path()
-    pipe = pipe or load_pipeline(model_path)
+def sample(pipe: ShapesVideoPipeline, request: GenerateRequest, progress=None) -> np.ndarray:
+    """The request's frames as uint8 ``(F, H, W, 3)``; ``progress(step, total)`` per step."""
     total = request.steps
 
     def on_step(_pipe, i, _t, tensors):
@@ -161,7 +148,6 @@ def generate(
             progress(i + 1, total)
         return tensors
 
-    t0 = time.time()
     try:
         video = pipe(
             request.prompt,
@@ -176,11 +162,57 @@ def generate(
         ).frames[0]
     except ValueError as exc:
         raise StudioError(str(exc)) from None
+    return to_uint8(video)
+
+
+def generate(
+    request: GenerateRequest,
+    out: str | Path,
+    model: str | Path | None = None,
+    pipe: ShapesVideoPipeline | None = None,
+    progress=None,
+    extra: dict | None = None,
+    best_of: int = 1,
+    scorer=None,
+) -> GenerateResult:
+    """Generate one clip, write it (atomically) and its sidecar ``NAME.json``.
+
+    progress: optional callable ``(step, total)`` called after every denoising step.
+    best_of: with a ``scorer`` (``pipelines.scoring``), generate this many candidates with
+        seeds ``seed, seed + 1, …`` and keep the one it scores highest; the sidecar records
+        every candidate's seed and score, and its ``seed`` is the kept one, so
+        ``--from-sidecar`` gives the kept clip back.
+    """
+    out = check_output_path(out)
+    if best_of < 1 or (best_of > 1 and scorer is None):
+        raise StudioError("best-of needs N >= 1, and a scorer when N > 1")
+    model_path = Path(model) if model else default_model_path()
+    pipe = pipe or load_pipeline(model_path)
+
+    t0 = time.time()
+    if best_of == 1:
+        frames = sample(pipe, request, progress)
+        chosen = request
+    else:
+        candidates = []
+        for i in range(best_of):
+            req = replace(request, seed=request.seed + i)
+            clip = sample(pipe, req, progress)
+            candidates.append((scorer.score(clip, request.prompt).score, req, clip))
+        _, chosen, frames = max(candidates, key=lambda c: c[0])
+        extra = {
+            **(extra or {}),
+            "best_of": {
+                "n": best_of,
+                "scorer": getattr(scorer, "spec", type(scorer).__name__),
+                "candidates": [{"seed": r.seed, "score": sc} for sc, r, _ in candidates],
+                "chosen_seed": chosen.seed,
+            },
+        }
     t_gen = time.time() - t0
-    frames = to_uint8(video)
-    write_video(out, frames, fps=request.fps)
+    write_video(out, frames, fps=chosen.fps)
     record = {
-        **asdict(request),
+        **asdict(chosen),
         "model": str(model_path),
         "weights_hash": weights_hash(model_path) if model_path.is_dir() else None,
         "scheduler": type(pipe.scheduler).__name__,

@@ -235,3 +235,33 @@ def test_cli_bad_scorer_exits_2(cli, tmp_path, scorer, pattern):
     pairs.write_text(json.dumps({"video": "a.mp4", "caption": "a red circle"}) + "\n")
     code, _, err = cli("score", pairs, "--out", tmp_path / "s.jsonl", "--scorer", scorer)
     assert code == 2 and pattern in err and len(err.strip().splitlines()) == 1
+
+
+def test_generate_best_of_keeps_the_top_scored_candidate(
+    cli, clip_dir, tiny_pipeline_dir, tmp_path
+):
+    out = tmp_path / "best.mp4"
+    args = ["generate", "a red circle moving left", "--out", out, "--model", tiny_pipeline_dir]
+    args += ["--frames", "4", "--steps", "2", "--seed", "10", "--quiet"]
+    code, _, err = cli(*args, "--best-of", "3", "--scorer", f"clip:{clip_dir}")
+    assert code == 0, err
+    side = json.loads(out.with_suffix(".json").read_text())
+    cands = side["best_of"]["candidates"]
+    assert [c["seed"] for c in cands] == [10, 11, 12] and side["best_of"]["n"] == 3
+    best = max(cands, key=lambda c: c["score"])
+    assert side["seed"] == side["best_of"]["chosen_seed"] == best["seed"]
+    # the kept clip is the one its seed gives on its own
+    again = tmp_path / "again.mp4"
+    assert (
+        cli("generate", "--from-sidecar", out.with_suffix(".json"), "--out", again, "--quiet")[0]
+        == 0
+    )
+    from pipelines.video_io import read_video
+
+    np.testing.assert_array_equal(read_video(out)[0], read_video(again)[0])
+
+
+def test_best_of_without_a_scorer_exits_2(cli, tiny_pipeline_dir, tmp_path):
+    code, _, err = cli("generate", "a red circle", "--out", tmp_path / "x.mp4", "--best-of", "2")
+    assert code == 2 and "needs --scorer" in err
+    assert not (tmp_path / "x.mp4").exists()
