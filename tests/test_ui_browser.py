@@ -85,8 +85,12 @@ def live_ui(tmp_path):
     log.close()
 
 
+IMAGES_LOADED = "() => Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)"
+
+
 def _shot(page, name: str) -> None:
     if SHOTS:
+        page.wait_for_function(IMAGES_LOADED, timeout=30_000)
         Path(SHOTS).mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(Path(SHOTS) / f"ui-{name}.png"), full_page=True)
 

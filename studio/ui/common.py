@@ -16,6 +16,7 @@ from studio.jobs import Worker
 from studio.uploads import UploadLimits
 
 POLL_S = 1.0
+VIDEO_WIDTH = 384  # clips are small (64 px); shown enlarged, not stretched to the page
 
 
 class Studio:
@@ -93,6 +94,7 @@ def show_result(studio: Studio, job: Job, key: str = "") -> None:
         autoplay=True,
         muted=True,
         alt=f"{job.prompt[:200]} (job {job.id[:8]})",
+        width=VIDEO_WIDTH,
     )
     cols = st.columns(2)
     cols[0].download_button(

@@ -26,7 +26,7 @@ def _randomise_seed() -> None:
 prompt = st.text_area("Prompt", value=st.session_state.draft, height=90)
 st.session_state.draft = prompt
 negative = st.text_input("Negative prompt (optional)", value="")
-c1, c2, c3, c4 = st.columns([3, 1.4, 3, 3], vertical_alignment="bottom")
+c1, c2, c3, c4 = st.columns([3, 2, 3, 3], vertical_alignment="bottom")
 seed = c1.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, key="seed")
 c2.button("Random", icon=":material/casino:", on_click=_randomise_seed, help="a random seed")
 frames = c3.number_input("Frames", min_value=1, max_value=MAX_FRAMES, value=16, step=1)
