@@ -340,6 +340,12 @@ def ui_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
         env[HOME_ENV] = str(Path(args.home).resolve())
     if args.model:
         env[MODEL_ENV] = str(Path(args.model).resolve())
+    if args.scorer:
+        if args.scorer.partition(":")[0] not in ("clip", "xclip"):  # as pipelines.scoring
+            raise StudioError(
+                f"--scorer must be clip:PATH_OR_ID or xclip:PATH_OR_ID, got {args.scorer!r}"
+            )
+        env["STUDIO_SCORER"] = args.scorer
     cmd = [
         sys.executable,
         "-m",
@@ -566,6 +572,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="gallery folder (default: $STUDIO_HOME or ~/.local/share/shapes-video-studio)",
     )
     u.add_argument("--model", default=None, help="pipeline folder (default: the shipped model)")
+    u.add_argument(
+        "--scorer", default=None, help="clip:PATH_OR_ID or xclip:PATH_OR_ID: offers best-of-N"
+    )
     u.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted upload")
     u.add_argument(
         "--max-upload-pixels", type=int, default=4096 * 4096, help="most pixels in an upload"

@@ -49,6 +49,7 @@ REF_PLACEHOLDER = re.compile(r"<ref\d+>")
 MAX_FRAMES = 64
 MAX_STEPS = 200
 MAX_STORY_FRAMES = 256
+MAX_BEST_OF = 8
 THUMB_SCALE = 2  # thumbnails are the middle frame, enlarged without smoothing
 
 
@@ -120,9 +121,17 @@ def check_storyboard_request(
     return story
 
 
-def submit_generate(gallery: Gallery, request: GenerateRequest) -> Job:
+def submit_generate(
+    gallery: Gallery, request: GenerateRequest, best_of: int = 1, scorer: str | None = None
+) -> Job:
+    """Queue a clip; ``best_of`` > 1 keeps the candidate ``scorer`` (a ``clip:``/``xclip:``
+    spec) ranks highest."""
     request = check_generate_request(request)
-    return gallery.enqueue("generate", asdict(request), request.prompt, request.seed)
+    _check_range("best-of", best_of, 1, MAX_BEST_OF)
+    if best_of > 1 and not scorer:
+        raise StudioError("best-of needs a scorer: start the studio with --scorer SPEC")
+    data = asdict(request) | ({"best_of": best_of, "scorer": scorer} if best_of > 1 else {})
+    return gallery.enqueue("generate", data, request.prompt, request.seed)
 
 
 def submit_storyboard(
@@ -159,9 +168,17 @@ def run_job(gallery: Gallery, job: Job, model: str | Path | None = None) -> Job:
         extra = {"job": job.id}
         with _GENERATION_LOCK:
             if job.kind == "generate":
-                request = GenerateRequest(**job.request)
+                data = dict(job.request)
+                best_of, spec = data.pop("best_of", 1), data.pop("scorer", None)
                 result = generate(
-                    request, out, model=model, pipe=pipe, progress=progress, extra=extra
+                    GenerateRequest(**data),
+                    out,
+                    model=model,
+                    pipe=pipe,
+                    progress=progress,
+                    extra=extra,
+                    best_of=best_of,
+                    scorer=_scorer(spec) if best_of > 1 else None,
                 )
             else:
                 story = load_storyboard(json.dumps(job.request["story"]))
@@ -172,7 +189,12 @@ def run_job(gallery: Gallery, job: Job, model: str | Path | None = None) -> Job:
         thumb = gallery.home / "thumbs" / f"{job.id}.png"
         write_thumbnail(result.frames, thumb)
         gallery.finish(
-            job.id, "done", video=out.name, sidecar=result.sidecar.name, thumbnail=thumb.name
+            job.id,
+            "done",
+            video=out.name,
+            sidecar=result.sidecar.name,
+            thumbnail=thumb.name,
+            scores=result.record.get("best_of"),
         )
     except JobCancelled:
         gallery.finish(job.id, "cancelled")
@@ -182,6 +204,18 @@ def run_job(gallery: Gallery, job: Job, model: str | Path | None = None) -> Job:
         log.error("job %s failed:\n%s", job.id, traceback.format_exc())
         gallery.finish(job.id, "failed", error=f"{type(exc).__name__}: {exc}")
     return gallery.get(job.id)
+
+
+_SCORERS: dict[str, Any] = {}
+
+
+def _scorer(spec: str):
+    """A scorer per spec, loaded once per process (like the pipeline)."""
+    if spec not in _SCORERS:
+        from pipelines.scoring import load_scorer
+
+        _SCORERS[spec] = load_scorer(spec)
+    return _SCORERS[spec]
 
 
 def write_thumbnail(frames: np.ndarray, path: Path) -> None:

@@ -129,3 +129,11 @@ def cli(capsys):
         return code, out, err
 
     return run
+
+
+@pytest.fixture(scope="session")
+def clip_dir(tmp_path_factory):
+    """A tiny random CLIP (model + processor) saved to a folder, as users' CLIPs are."""
+    from tests.test_scoring import make_tiny_clip
+
+    return make_tiny_clip(tmp_path_factory.mktemp("tiny_clip"))

@@ -179,6 +179,22 @@ def test_delete_removes_files_and_row_but_not_active_jobs(gallery, worker):
     assert gallery.get(done.id) is None and not any(f.exists() for f in files)
 
 
+def test_best_of_job_keeps_the_top_candidate_and_records_scores(gallery, worker, clip_dir):
+    spec = f"clip:{clip_dir}"
+    job = submit_generate(gallery, request(seed=4), best_of=3, scorer=spec)
+    assert job.request["best_of"] == 3 and job.request["scorer"] == spec
+    assert worker.run_pending() == 1
+    job = gallery.get(job.id)
+    assert job.status == "done", job.error
+    assert [c["seed"] for c in job.scores["candidates"]] == [4, 5, 6]
+    sidecar = json.loads(gallery.path("videos", job.sidecar).read_text())
+    assert sidecar["seed"] == job.scores["chosen_seed"] == sidecar["best_of"]["chosen_seed"]
+    with pytest.raises(StudioError, match="needs a scorer"):
+        submit_generate(gallery, request(), best_of=2)
+    with pytest.raises(StudioError, match="best-of must be between"):
+        submit_generate(gallery, request(), best_of=99, scorer=spec)
+
+
 def test_rerun_queues_the_same_settings(gallery):
     job = submit_generate(gallery, request(seed=7, guidance=2.5))
     again = rerun(gallery, job.id)

@@ -53,11 +53,10 @@ VISION = dict(
 )
 
 
-@pytest.fixture(scope="module")
-def clip_dir(tmp_path_factory):
+def make_tiny_clip(folder):
+    """A tiny random CLIPModel + processor saved in ``folder`` (the `clip_dir` fixture)."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
-    folder = tmp_path_factory.mktemp("tiny_clip")
     tok = tiny_clip_tokenizer(folder)
     torch.manual_seed(0)
     config = CLIPConfig(text_config=text_cfg(len(tok)), vision_config=VISION, projection_dim=16)

@@ -414,7 +414,9 @@ def test_cli_failure_midway_leaves_nothing(cli, small_cli, tmp_path, monkeypatch
 
     import studio.generate
 
-    monkeypatch.setattr(studio.generate, "write_video", failing_write)  # where render_storyboard looks
+    monkeypatch.setattr(
+        studio.generate, "write_video", failing_write
+    )  # where render_storyboard looks
     # an OS error is a one-line error with exit code 2, like every other user-facing failure
     code = main([str(a) for a in ("storyboard", story, "--out", out_dir / "film.mp4", "--per-scene", *small_cli)])  # fmt: skip
     assert code == 2

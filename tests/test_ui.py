@@ -150,3 +150,12 @@ def test_gallery_lists_searches_reruns_and_deletes(home):
     at = app("gallery")
     button(at, "Delete").click().run()
     assert len(gallery.search(status=None)) == 2
+
+
+def test_best_of_is_offered_only_with_a_scorer(home, monkeypatch):
+    at = app()
+    assert not [n for n in at.number_input if n.label == "Best of N"]
+    monkeypatch.setenv("STUDIO_SCORER", "clip:/nowhere")  # read when the studio starts
+    monkeypatch.setenv("STUDIO_HOME", str(home.parent / "home2"))
+    at = app()
+    assert [n for n in at.number_input if n.label == "Best of N"]

@@ -15,6 +15,7 @@ from studio.generate import MODEL_ENV, default_model_path, load_pipeline
 from studio.jobs import Worker
 from studio.uploads import UploadLimits
 
+SCORER_ENV = "STUDIO_SCORER"
 POLL_S = 1.0
 VIDEO_WIDTH = 384  # clips are small (64 px); shown enlarged, not stretched to the page
 
@@ -25,6 +26,7 @@ class Studio:
     def __init__(self, home: Path, model: Path):
         self.gallery = Gallery(home)
         self.model = model
+        self.scorer = os.environ.get(SCORER_ENV) or None  # clip:/xclip: spec for best-of-N
         self.limits = UploadLimits.from_env()
         self.worker = Worker(self.gallery, model=model).start()
 
@@ -126,7 +128,10 @@ def describe(job: Job) -> str:
         parts.append(f"{r.get('frames')} frames")
     else:
         parts.append(f"{len(job.request['story']['scenes'])} scenes")
-    if job.scores:
+    if job.scores.get("candidates"):
+        scores = ", ".join(f"{c['score']:.3f}" for c in job.scores["candidates"])
+        parts.append(f"best of {job.scores['n']} (seed {job.scores['chosen_seed']}; {scores})")
+    elif job.scores:
         parts.append("scores " + json.dumps(job.scores))
     return " · ".join(parts)
 

@@ -5,7 +5,7 @@ import random
 import streamlit as st
 
 from studio.generate import GenerateRequest, StudioError
-from studio.jobs import MAX_FRAMES, MAX_STEPS, submit_generate
+from studio.jobs import MAX_BEST_OF, MAX_FRAMES, MAX_STEPS, submit_generate
 from studio.ui.common import follow, get_studio, show_job
 
 studio = get_studio()
@@ -34,6 +34,15 @@ fps = 8
 c3.caption(f"{frames / fps:.1f} s at {fps} fps")
 steps = c4.slider("Steps", min_value=1, max_value=MAX_STEPS, value=25)
 guidance = st.slider("Guidance", min_value=0.0, max_value=15.0, value=4.0, step=0.5)
+best_of = 1
+if studio.scorer:
+    best_of = st.number_input(
+        "Best of N",
+        min_value=1,
+        max_value=MAX_BEST_OF,
+        value=1,
+        help=f"generate N candidates and keep the one {studio.scorer} scores highest",
+    )
 
 if st.button("Generate", type="primary", icon=":material/movie:"):
     request = GenerateRequest(
@@ -46,7 +55,7 @@ if st.button("Generate", type="primary", icon=":material/movie:"):
         fps=fps,
     )
     try:
-        follow(submit_generate(studio.gallery, request))
+        follow(submit_generate(studio.gallery, request, int(best_of), studio.scorer))
     except StudioError as exc:
         st.error(str(exc))
 
