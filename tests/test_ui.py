@@ -66,6 +66,10 @@ def test_generate_page_runs_a_job_and_shows_the_video(home):
     job = Gallery(home).get(job_id)
     assert job.status == "done" and job.request["prompt"] == PROMPT and job.seed == 5
     assert at.get("video"), "the finished video is shown"
+    fresh = AppTest.from_file(APP, default_timeout=120)  # a refresh: new session, same URL
+    fresh.query_params["job"] = job_id
+    fresh.run()
+    assert fresh.text_area[0].value == PROMPT and fresh.get("video")
     assert [b.label for b in at.get("download_button")] == ["Download MP4", "Download sidecar"]
 
 

@@ -15,7 +15,11 @@ st.caption(
     "motions and a background, e.g. *a small red circle moving left on a black background*."
 )
 
-st.session_state.setdefault("draft", "")
+if "draft" not in st.session_state:  # a fresh tab or a refresh: show the followed job's prompt
+    followed = studio.gallery.get(st.query_params.get("job") or "")
+    st.session_state.draft = (
+        followed.request.get("prompt", "") if followed and followed.kind == "generate" else ""
+    )
 st.session_state.setdefault("seed", 0)
 
 
