@@ -16,15 +16,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .generate import GenerateRequest, StudioError, ensure_output_dir, generate, load_pipeline
+from .generate import (
+    GenerateRequest,
+    StudioError,
+    ensure_output_dir,
+    generate,
+    load_pipeline,
+    write_jsonl_atomic,
+)
 
 _FORBIDDEN = re.compile(r'[/\\:*?"<>|\x00-\x1f\x7f]')
 MAX_NAME_BYTES = 200
@@ -112,14 +117,6 @@ def _load_manifest(path: Path) -> dict[tuple[str, int], dict]:
             except (json.JSONDecodeError, KeyError, ValueError):
                 continue
     return done
-
-
-def _write_manifest(path: Path, records: list[dict]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".manifest.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        for rec in records:
-            fh.write(json.dumps(rec) + "\n")
-    os.replace(tmp, path)
 
 
 def run_batch(options: BatchOptions, progress: bool = True, pipe=None) -> dict:
@@ -217,10 +214,10 @@ def run_batch(options: BatchOptions, progress: bool = True, pipe=None) -> dict:
             counts["failed"] += 1
         records[(entry.prompt, i)] = rec
         # Rewrite the manifest after every video: an interruption loses at most the current one.
-        _write_manifest(
+        write_jsonl_atomic(
             manifest, [records[k] for k in ((e.prompt, j) for e, j in jobs) if k in records]
         )
-    _write_manifest(
+    write_jsonl_atomic(
         manifest, [records[k] for k in ((e.prompt, j) for e, j in jobs) if k in records]
     )
     return counts

@@ -252,7 +252,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     """``studio score PAIRS.jsonl --out SCORES.jsonl`` or ``studio score BATCH_DIR``."""
     from pipelines.scoring import load_scorer
 
-    from .score import pairs_from_batch_dir, read_pairs, score_pairs, summarise, write_jsonl
+    from .generate import write_jsonl_atomic
+    from .score import pairs_from_batch_dir, read_pairs, score_pairs, summarise
     from .score import write_report as write_score_report
 
     src = Path(args.input)
@@ -275,7 +276,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         raise StudioError(f"nothing to score in {src}")
     scorer = load_scorer(args.scorer)
     rows = score_pairs(scorer, pairs, base, progress=not args.quiet)
-    write_jsonl(out, rows)
+    write_jsonl_atomic(out, rows)
     summary = summarise(rows, args.scorer)
     msg = (
         f"scored {summary['scored']} of {summary['n']} videos (mean {summary['mean']:.4f}) → {out}"
@@ -329,7 +330,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def ui_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     """The streamlit command line and environment that ``studio ui`` runs."""
     from .gallery import HOME_ENV
-    from .generate import MODEL_ENV
+    from .generate import MODEL_ENV, SCORER_ENV
     from .uploads import MAX_PIXELS_ENV, MAX_UPLOAD_MB_ENV
 
     if args.max_upload_mb <= 0 or args.max_upload_pixels <= 0:
@@ -341,11 +342,13 @@ def ui_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     if args.model:
         env[MODEL_ENV] = str(Path(args.model).resolve())
     if args.scorer:
-        if args.scorer.partition(":")[0] not in ("clip", "xclip"):  # as pipelines.scoring
+        from pipelines.scoring import SCORER_KINDS
+
+        if args.scorer.partition(":")[0] not in SCORER_KINDS:
             raise StudioError(
                 f"--scorer must be clip:PATH_OR_ID or xclip:PATH_OR_ID, got {args.scorer!r}"
             )
-        env["STUDIO_SCORER"] = args.scorer
+        env[SCORER_ENV] = args.scorer
     cmd = [
         sys.executable,
         "-m",

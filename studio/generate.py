@@ -25,6 +25,7 @@ from .errors import StudioError
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
 MODEL_ENV = "STUDIO_MODEL"
+SCORER_ENV = "STUDIO_SCORER"  # the UI's scorer spec for best-of-N (``studio ui --scorer``)
 
 
 def default_model_path() -> Path:
@@ -163,6 +164,18 @@ def sample(pipe: ShapesVideoPipeline, request: GenerateRequest, progress=None) -
     except ValueError as exc:
         raise StudioError(str(exc)) from None
     return to_uint8(video)
+
+
+def write_jsonl_atomic(path: Path, records: list[dict]) -> None:
+    """One JSON object a line, written to a temporary sibling and renamed into place."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.writelines(json.dumps(r) + "\n" for r in records)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def generate(

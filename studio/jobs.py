@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from pipelines.storyboard import Scene, Storyboard, load_storyboard
+from pipelines.text_to_video import MAX_GUIDANCE
 
 from .gallery import Gallery, Job
 from .generate import (
@@ -82,7 +83,7 @@ def check_generate_request(request: GenerateRequest, references: bool = False) -
         raise StudioError(f"the prompt is {len(prompt)} characters; at most {MAX_PROMPT_CHARS}")
     _check_range("frames", request.frames, 1, MAX_FRAMES)
     _check_range("steps", request.steps, 1, MAX_STEPS)
-    _check_range("guidance", request.guidance, 0.0, 50.0)
+    _check_range("guidance", request.guidance, 0.0, MAX_GUIDANCE)
     _check_range("fps", request.fps, 1, 60)
     _check_range("seed", request.seed, 0, 2**63 - 1)
     request.prompt = prompt
@@ -117,7 +118,7 @@ def check_storyboard_request(
     if story.total_frames > MAX_STORY_FRAMES:
         raise StudioError(f"the film is {story.total_frames} frames; at most {MAX_STORY_FRAMES}")
     _check_range("steps", options.steps, 1, MAX_STEPS)
-    _check_range("guidance", options.guidance, 0.0, 50.0)
+    _check_range("guidance", options.guidance, 0.0, MAX_GUIDANCE)
     return story
 
 

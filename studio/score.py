@@ -86,12 +86,6 @@ def score_pairs(scorer, pairs: list[dict[str, Any]], base: Path, progress: bool 
     return rows
 
 
-def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp.replace(path)
-
-
 def summarise(rows: list[dict[str, Any]], scorer_name: str) -> dict[str, Any]:
     scored = [r for r in rows if "score" in r]
     by_prompt: dict[str, list[float]] = {}

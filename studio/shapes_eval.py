@@ -1182,7 +1182,12 @@ def write_suite(path: Path = SUITE_PATH, seed: int = 1234) -> Path:
 
 
 STORYBOARD_SUITE_PATH = SUITE_PATH.with_name("storyboard_suite.json")
-_STEP_PX = {"left": (-2, 0), "right": (2, 0), "up": (0, -2), "down": (0, 2), "still": (0, 0)}
+_UNIT_STEP = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1), "still": (0, 0)}
+_SUITE_SIDE = 64  # the suite's stories are planned on the default canvas
+_STEP_PX = {
+    m: (dx * _SUITE_SIDE * SPEED_FRAC, dy * _SUITE_SIDE * SPEED_FRAC)
+    for m, (dx, dy) in _UNIT_STEP.items()
+}
 
 
 def build_storyboard_suite(n: int = 30, seed: int = 4321) -> list[dict]:
@@ -1202,23 +1207,24 @@ def build_storyboard_suite(n: int = 30, seed: int = 4321) -> list[dict]:
         zip(_balanced(pairs, n, rng), _balanced(list(BACKGROUNDS), n, rng), strict=True)
     ):
         size = rng.choice(["small", "large"])
-        side = 12 if size == "small" else 22
-        x = y = (64 - side) / 2
+        side = _SUITE_SIDE * (SMALL_SIDE_FRAC if size == "small" else LARGE_SIDE_FRAC)
+        room = _SUITE_SIDE - side
+        x = y = room / 2
         scenes, previous = [], None
         for _ in range(rng.choice([2, 3, 4])):
             # the longest allowed scenes first fail on the canvas edge; 8 frames always fit
             for frames in (rng.choice([8, 12, 16]), 8):
-                options = []
-                for m in MOTIONS:
-                    dx, dy = _STEP_PX[m]
-                    nx, ny = x + dx * frames, y + dy * frames  # where the next scene starts
-                    if m != previous and 0 <= nx <= 64 - side and 0 <= ny <= 64 - side:
-                        options.append(m)
-                if options:
+                ends = {  # where the next scene starts, for each motion that keeps it on canvas
+                    m: (x + dx * frames, y + dy * frames)
+                    for m, (dx, dy) in _STEP_PX.items()
+                    if m != previous
+                    and 0 <= x + dx * frames <= room
+                    and 0 <= y + dy * frames <= room
+                }
+                if ends:
                     break
-            motion = rng.choice(options)
-            dx, dy = _STEP_PX[motion]
-            x, y = x + dx * frames, y + dy * frames
+            motion = rng.choice([m for m in MOTIONS if m in ends])
+            x, y = ends[motion]
             entry = _single_entry(ExpectedObject(color, shape, size, motion), bg, "single", rng)
             scenes.append({"prompt": entry["prompt"], "frames": frames})
             previous = motion

@@ -11,11 +11,10 @@ from pathlib import Path
 import streamlit as st
 
 from studio.gallery import Gallery, Job, default_home
-from studio.generate import MODEL_ENV, default_model_path, load_pipeline
+from studio.generate import MODEL_ENV, SCORER_ENV, default_model_path
 from studio.jobs import Worker
 from studio.uploads import UploadLimits
 
-SCORER_ENV = "STUDIO_SCORER"
 POLL_S = 1.0
 VIDEO_WIDTH = 384  # clips are small (64 px); shown enlarged, not stretched to the page
 
@@ -29,9 +28,6 @@ class Studio:
         self.scorer = os.environ.get(SCORER_ENV) or None  # clip:/xclip: spec for best-of-N
         self.limits = UploadLimits.from_env()
         self.worker = Worker(self.gallery, model=model).start()
-
-    def pipeline(self):
-        return load_pipeline(self.model)  # cached per process by studio.generate
 
 
 @st.cache_resource(show_spinner="Starting the studio…")
