@@ -31,13 +31,21 @@ from train.train_dit import main as train_dit
 
 def tiny_text_encoder(folder: Path) -> None:
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(
-        set("a small large red green blue yellow purple orange circle square triangle moving left right "
-            "up down still on black white gray beige background and".split())
+        set(
+            "a small large red green blue yellow purple orange circle square triangle moving left right "
+            "up down still on black white gray beige background and".split()
+        )
     )
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.txt").write_text("\n".join(vocab))
     BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        intermediate_size=64,
+    )
     BertModel(config, add_pooling_layer=False).save_pretrained(folder)
 
 
@@ -46,21 +54,36 @@ def main(out: Path) -> dict:
     tiny_text_encoder(out / "text")
     vae_tiny().save_pretrained(out / "vae")
     cfg = load_config(DiTTrainConfig, None, [])
-    cfg.output_dir, cfg.vae, cfg.text_encoder = str(out / "run"), str(out / "vae"), str(out / "text")
+    cfg.output_dir, cfg.vae, cfg.text_encoder = (
+        str(out / "run"),
+        str(out / "vae"),
+        str(out / "text"),
+    )
     cfg.model = ModelConfig(size="dit_tiny", patch_size=2, window=[4, 2, 2])
     cfg.data.cache_clips, cfg.data.cache_images, cfg.data.size = 16, 16, 32
-    cfg.stages = [StageConfig(name="i", steps=4, frames=1, image_batch_size=8),
-                  StageConfig(name="v", steps=6, frames=8, batch_size=4, image_every=2)]
+    cfg.stages = [
+        StageConfig(name="i", steps=4, frames=1, image_batch_size=8),
+        StageConfig(name="v", steps=6, frames=8, batch_size=4, image_every=2),
+    ]
     cfg.sample_every, cfg.log_every, cfg.save_every = 0, 2, 5
     final = train_dit(cfg)
     pipe = ShapesVideoPipeline.from_pretrained(final).to("cuda")
     pipe.transformer.set_default_attn_processor()
-    video = pipe("a red circle moving left on a black background", num_frames=8, height=32, width=32,
-                 num_inference_steps=4, generator=torch.Generator("cuda").manual_seed(0)).frames
+    video = pipe(
+        "a red circle moving left on a black background",
+        num_frames=8,
+        height=32,
+        width=32,
+        num_inference_steps=4,
+        generator=torch.Generator("cuda").manual_seed(0),
+    ).frames
     report = {
         "cuda": torch.cuda.get_device_name(0),
         "mixed_precision": resolve_mixed_precision("auto"),
-        "losses": [json.loads(line)["loss"] for line in (out / "run" / "log.jsonl").read_text().splitlines()],
+        "losses": [
+            json.loads(line)["loss"]
+            for line in (out / "run" / "log.jsonl").read_text().splitlines()
+        ],
         "video_shape": list(video.shape),
         "finite": bool(torch.isfinite(torch.from_numpy(video)).all()),
         "processors": sorted({type(p).__name__ for p in pipe.transformer.attn_processors.values()}),

@@ -29,7 +29,9 @@ def main(n: int = 1024) -> None:
     fp32, bf16 = gflops(torch.float32, n), gflops(torch.bfloat16, n, repeats=1)
     print(f"| matmul {n}³ | fp32 GFLOP/s | bf16 GFLOP/s | bf16/fp32 | fast bf16 detected |")
     print("|---|---|---|---|---|")
-    print(f"| {torch.get_num_threads()} threads | {fp32:.1f} | {bf16:.2f} | {bf16 / fp32:.4f} | {cpu_has_fast_bf16()} |")
+    print(
+        f"| {torch.get_num_threads()} threads | {fp32:.1f} | {bf16:.2f} | {bf16 / fp32:.4f} | {cpu_has_fast_bf16()} |"
+    )
 
 
 if __name__ == "__main__":

@@ -30,7 +30,10 @@ def main(model_dir: str, n: int = 40) -> dict[str, float]:
         with torch.no_grad():
             y = vae.decode(vae.encode(x).latent_dist.mean).sample
         frames = ((y.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
-        objects = [ExpectedObject(o["color"], o["shape"], o["size"], o["motion"]) for o in sample.meta["objects"]]
+        objects = [
+            ExpectedObject(o["color"], o["shape"], o["size"], o["motion"])
+            for o in sample.meta["objects"]
+        ]
         results.append(judge(frames, Expectation(objects, sample.meta["background"])))
     keys = ("colour", "shape", "motion", "background", "size", "all_correct")
     summary = {k: float(np.mean([bool(r[k]) for r in results])) for k in keys}
@@ -41,4 +44,7 @@ def main(model_dir: str, n: int = 40) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else str(default_model_path()), int(sys.argv[2]) if len(sys.argv) > 2 else 40)
+    main(
+        sys.argv[1] if len(sys.argv) > 1 else str(default_model_path()),
+        int(sys.argv[2]) if len(sys.argv) > 2 else 40,
+    )

@@ -15,6 +15,7 @@ model was trained with.
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,12 +157,113 @@ class XClipScorer(_TextTruncation):
         return ScoreResult(score=float(cos))
 
 
-SCORER_KINDS = {"clip": ClipSimScorer, "xclip": XClipScorer}
+def frames_to_tensor(frames: np.ndarray, num_frames: int, side: int) -> torch.Tensor:
+    """uint8 (F, H, W, 3) → (F', 3, side, side) in [-1, 1]: ``num_frames`` frames spread
+    evenly over the clip (a 1-frame input stays one frame: an image), area-resized."""
+    n = num_frames if len(frames) > 1 else 1
+    idx = np.linspace(0, len(frames) - 1, n).round().astype(int)
+    x = torch.from_numpy(np.ascontiguousarray(frames[idx])).permute(0, 3, 1, 2).float()
+    if x.shape[-2:] != (side, side):
+        x = torch.nn.functional.interpolate(x, size=(side, side), mode="area")
+    return x / 127.5 - 1.0
+
+
+class VideoTextScorer:
+    """The project's own video–text model (``models.video_text_scorer``) with its frozen
+    text encoder: the default scorer (``studio/default_scorer``), trained on Shapes World by
+    ``studio train scorer``. Unlike a per-frame average it reads the frames in order, so it
+    can tell "moving left" from "moving right"."""
+
+    name = "shapes"
+
+    def __init__(self, model, text_encoder, tokenizer, device: str = "cpu", batch: int = 64):
+        self.model = model.to(device).eval()
+        self.text_encoder = text_encoder.to(device).eval()
+        self.tokenizer = tokenizer
+        self.device = device
+        self.batch = batch
+        self.max_text_tokens = min(64, getattr(tokenizer, "model_max_length", 64) or 64)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str = "cpu") -> VideoTextScorer:
+        from models.video_text_scorer import VideoTextScorer as Model
+
+        from .components import load_text_encoder
+
+        path = Path(path)
+        config = path / "config.json"
+        if not config.is_file():
+            raise ValueError(f"cannot load a scorer from {path}: no config.json there")
+        name = json.loads(config.read_text()).get("_class_name")
+        if name != Model.__name__:
+            raise ValueError(f"{path} holds a {name!r}; this scorer needs a {Model.__name__!r}")
+        model = Model.from_pretrained(str(path))
+        text_encoder, tokenizer = load_text_encoder(model.config.text_encoder)
+        return cls(model, text_encoder, tokenizer, device=device)
+
+    # -- inputs --------------------------------------------------------------------------------
+    def frames_to_tensor(self, frames: np.ndarray) -> torch.Tensor:
+        c = self.model.config
+        return frames_to_tensor(_check_frames(frames), c.num_frames, c.image_size)
+
+    # -- embeddings ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def text_embeds(self, captions: list[str]) -> torch.Tensor:
+        from .components import encode_text
+
+        out = []
+        for i in range(0, len(captions), self.batch):
+            chunk = captions[i : i + self.batch]
+            for c in chunk:
+                n = len(self.tokenizer(c)["input_ids"])
+                if n > self.max_text_tokens:
+                    warnings.warn(
+                        f"caption of {n} tokens truncated to {self.max_text_tokens}: {c[:60]!r}…",
+                        stacklevel=2,
+                    )
+            states, mask = encode_text(
+                self.text_encoder, self.tokenizer, chunk, self.max_text_tokens, self.device
+            )
+            out.append(self.model.encode_text(states, mask).float())
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def video_embeds(self, videos: list[np.ndarray]) -> torch.Tensor:
+        """Clips of one length each (any lengths across the list) → (N, E)."""
+        out = []
+        for v in videos:  # lengths may differ; the tower is cheap per clip
+            out.append(self.model.encode_video(self.frames_to_tensor(v)[None].to(self.device)))
+        return torch.cat(out).float()
+
+    @torch.no_grad()
+    def frame_average_embeds(self, videos: list[np.ndarray]) -> torch.Tensor:
+        """Per-frame baseline: every sampled frame embedded as a 1-frame video (an image),
+        the embeddings averaged and renormalised — blind to frame order by construction."""
+        out = []
+        for v in videos:
+            x = self.frames_to_tensor(v).to(self.device)  # (F', 3, S, S)
+            z = self.model.encode_video(x[:, None]).mean(0)  # each frame alone
+            out.append(torch.nn.functional.normalize(z, dim=-1)[None])
+        return torch.cat(out).float()
+
+    def score(self, frames: np.ndarray, caption: str) -> ScoreResult:
+        cos = self.video_embeds([frames])[0] @ self.text_embeds([caption])[0]
+        return ScoreResult(score=float(cos))
+
+
+SCORER_KINDS = {"clip": ClipSimScorer, "xclip": XClipScorer, "shapes": VideoTextScorer}
+DEFAULT_SCORER_PATH = Path(__file__).resolve().parent.parent / "studio" / "default_scorer"
 
 
 def load_scorer(spec: str, device: str = "cpu"):
-    """``clip:PATH_OR_ID`` or ``xclip:PATH_OR_ID`` → a scorer."""
+    """``default`` (the shipped Shapes World scorer), ``shapes:PATH``, ``clip:PATH_OR_ID``
+    or ``xclip:PATH_OR_ID`` → a scorer."""
+    if spec == "default":
+        return VideoTextScorer.from_pretrained(DEFAULT_SCORER_PATH, device=device)
     kind, sep, where = spec.partition(":")
     if not sep or kind not in SCORER_KINDS or not where:
-        raise ValueError(f"scorer spec must be clip:PATH_OR_ID or xclip:PATH_OR_ID, got {spec!r}")
+        raise ValueError(
+            "scorer spec must be default, shapes:PATH, clip:PATH_OR_ID or xclip:PATH_OR_ID, "
+            f"got {spec!r}"
+        )
     return SCORER_KINDS[kind].from_pretrained(where, device=device)

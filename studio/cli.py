@@ -86,7 +86,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     scorer = None
     if args.best_of > 1 or args.scorer:
         if not args.scorer:
-            raise StudioError("--best-of N needs --scorer clip:PATH_OR_ID or xclip:PATH_OR_ID")
+            raise StudioError(
+                "--best-of N needs --scorer default, shapes:PATH, clip:PATH_OR_ID or xclip:PATH_OR_ID"
+            )
         from pipelines.scoring import load_scorer
 
         scorer = load_scorer(args.scorer)  # before any generation: a bad spec costs nothing
@@ -248,6 +250,20 @@ def render_storyboard_suite(args: argparse.Namespace) -> None:
         render_storyboard(story, out, options, model=args.model, pipe=pipe)
 
 
+def cmd_eval_scorer(args: argparse.Namespace) -> int:
+    from pipelines.scoring import DEFAULT_SCORER_PATH, VideoTextScorer
+    from train.train_scorer import evaluate, markdown, write_report
+
+    path = DEFAULT_SCORER_PATH if args.model == "default" else Path(args.model)
+    scorer = VideoTextScorer.from_pretrained(path)
+    report = evaluate(scorer, args.clips, args.seed, progress=not args.quiet)
+    out = Path(args.out) if args.out else Path("runs") / "eval_scorer"
+    paths = write_report(report, out)
+    print(markdown(report))
+    print(f"wrote {paths['json']} and {paths['md']}")
+    return 0
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     """``studio score PAIRS.jsonl --out SCORES.jsonl`` or ``studio score BATCH_DIR``."""
     from pipelines.scoring import load_scorer
@@ -257,11 +273,6 @@ def cmd_score(args: argparse.Namespace) -> int:
     from .score import write_report as write_score_report
 
     src = Path(args.input)
-    if args.scorer == "default":
-        raise StudioError(
-            "no default scorer ships yet (the Shapes World video-text model is still to be "
-            "trained): pass --scorer clip:PATH_OR_ID or --scorer xclip:PATH_OR_ID"
-        )
     if src.is_dir():
         pairs, problems, base = pairs_from_batch_dir(src), [], src
         out = Path(args.out) if args.out else src / "scores.jsonl"
@@ -311,12 +322,16 @@ def cmd_data_shapes(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from train.config import DiTTrainConfig, VAETrainConfig, load_config
+    from train.config import DiTTrainConfig, ScorerTrainConfig, VAETrainConfig, load_config
 
     if args.what == "vae":
         from train.train_vae import main
 
         cfg = load_config(VAETrainConfig, args.config, args.overrides)
+    elif args.what == "scorer":
+        from train.train_scorer import main
+
+        cfg = load_config(ScorerTrainConfig, args.config, args.overrides)
     else:
         from train.train_dit import main
 
@@ -344,9 +359,13 @@ def ui_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     if args.scorer:
         from pipelines.scoring import SCORER_KINDS
 
-        if args.scorer.partition(":")[0] not in SCORER_KINDS:
+        if (
+            args.scorer not in ("default", "none")
+            and args.scorer.partition(":")[0] not in SCORER_KINDS
+        ):
             raise StudioError(
-                f"--scorer must be clip:PATH_OR_ID or xclip:PATH_OR_ID, got {args.scorer!r}"
+                "--scorer must be default, shapes:PATH, clip:PATH_OR_ID or xclip:PATH_OR_ID, "
+                f"got {args.scorer!r}"
             )
         env[SCORER_ENV] = args.scorer
     cmd = [
@@ -422,7 +441,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="generate N candidates (seeds SEED..SEED+N-1), keep the one --scorer ranks highest",
     )
     g.add_argument(
-        "--scorer", default=None, help="for --best-of: clip:PATH_OR_ID or xclip:PATH_OR_ID"
+        "--scorer",
+        default=None,
+        help="for --best-of: default (the shipped Shapes World scorer), shapes:PATH, "
+        "clip:PATH_OR_ID or xclip:PATH_OR_ID",
     )
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=cmd_generate)
@@ -525,6 +547,22 @@ def build_parser() -> argparse.ArgumentParser:
     esb.add_argument("--quiet", action="store_true")
     esb.set_defaults(func=cmd_eval_storyboards)
 
+    ev = esub.add_parser(
+        "scorer",
+        help="retrieval and counterfactual accuracy of a video-text scorer on held-out clips",
+        description="Render held-out Shapes World clips (half one object, half two) and report "
+        "text→video / video→text R@1/5/10 and median rank, and how often the true caption "
+        "outscores one with a changed colour, a changed shape, a reversed direction, or "
+        "attributes swapped between two objects — for the scorer and for its per-frame "
+        "baseline (the same tower on single frames, averaged).",
+    )
+    ev.add_argument("--model", default="default", help="default, or a `studio train scorer` folder")
+    ev.add_argument("--clips", type=_positive_int, default=200)
+    ev.add_argument("--seed", type=_nonneg_int, default=9_000_001)
+    ev.add_argument("--out", default=None, help="report folder (default: runs/eval_scorer)")
+    ev.add_argument("--quiet", action="store_true")
+    ev.set_defaults(func=cmd_eval_scorer)
+
     d = sub.add_parser("data", help="build training data")
     dsub = d.add_subparsers(dest="what", required=True, metavar="WHAT")
     ds = dsub.add_parser(
@@ -556,8 +594,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sc.add_argument(
         "--scorer",
-        required=True,
-        help="clip:PATH_OR_ID (any transformers CLIPModel) or xclip:PATH_OR_ID (XCLIPModel)",
+        default="default",
+        help="default (the shipped Shapes World video-text scorer; reads frame order), "
+        "shapes:PATH (one trained by `studio train scorer`), clip:PATH_OR_ID (any transformers "
+        "CLIPModel: CLIPSIM) or xclip:PATH_OR_ID (XCLIPModel)",
     )
     sc.add_argument("--quiet", action="store_true")
     sc.set_defaults(func=cmd_score)
@@ -576,7 +616,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     u.add_argument("--model", default=None, help="pipeline folder (default: the shipped model)")
     u.add_argument(
-        "--scorer", default=None, help="clip:PATH_OR_ID or xclip:PATH_OR_ID: offers best-of-N"
+        "--scorer",
+        default=None,
+        help="scorer for best-of-N: default (the shipped one; used when this is not given), "
+        "shapes:PATH, clip:PATH_OR_ID, xclip:PATH_OR_ID, or none (no best-of-N)",
     )
     u.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted upload")
     u.add_argument(
@@ -589,7 +632,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a component",
         description="Train from a YAML config; extra key=value pairs override it.",
     )
-    t.add_argument("what", choices=["vae", "dit"])
+    t.add_argument("what", choices=["vae", "dit", "scorer"])
     t.add_argument("--config", default=None, help="YAML stating what differs from the defaults")
     t.add_argument(
         "overrides", nargs="*", help="key=value overrides, e.g. steps=100 data.cache_clips=500"

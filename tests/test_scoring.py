@@ -227,7 +227,7 @@ def test_cli_scores_a_batch_folder_with_a_report(cli, clip_dir, tmp_path):
 
 @pytest.mark.parametrize(
     "scorer, pattern",
-    [("default", "no default scorer ships yet"), ("blip:x", "scorer spec must be")],
+    [("shapes:/nonexistent/scorer", "cannot load a scorer"), ("blip:x", "scorer spec must be")],
 )
 def test_cli_bad_scorer_exits_2(cli, tmp_path, scorer, pattern):
     pairs = tmp_path / "pairs.jsonl"

@@ -321,3 +321,47 @@ def test_vae_training_exports_final_with_scaling_factor(tmp_path):
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [e["step"] for e in log] == [1, 2]
     assert checkpoint_step(latest_checkpoint(tmp_path)) == 2
+
+
+def test_timestep_samplings_cover_the_ends_differently():
+    from train.config import DiTTrainConfig
+    from train.train_dit import sample_timesteps
+
+    g = torch.Generator().manual_seed(0)
+    uniform = sample_timesteps(DiTTrainConfig(timestep_sampling="uniform"), 20000, g)
+    logit = sample_timesteps(DiTTrainConfig(), 20000, g)
+    assert 0 < uniform.min() and uniform.max() < 1
+    assert (uniform > 0.9).float().mean() == pytest.approx(0.1, abs=0.01)
+    assert (logit > 0.9).float().mean() == pytest.approx(0.014, abs=0.005)
+    with pytest.raises(ValueError, match="timestep_sampling must be one of"):
+        sample_timesteps(DiTTrainConfig(timestep_sampling="cosine"), 2, g)
+
+
+def test_foreground_mask_finds_the_object_and_its_edge():
+    from train.train_dit import foreground_mask
+
+    x0 = torch.zeros(1, 4, 2, 8, 8)
+    x0[0, :, 0, 2:4, 2:4] = 3.0  # a 2×2 object in frame 0; frame 1 is all background
+    fg = foreground_mask(x0, threshold=1.5)
+    assert fg.shape == (1, 1, 2, 8, 8)
+    assert fg[0, 0, 0, 1:5, 1:5].all() and fg[0, 0, 0].sum() == 16  # dilated by one pixel
+    assert fg[0, 0, 1].sum() == 0
+
+
+def test_foreground_weight_moves_the_loss_toward_object_errors():
+    from train.config import DiTTrainConfig
+    from train.train_dit import flow_loss
+
+    class Zero(torch.nn.Module):  # predicts v = 0: the error is (noise - x0)² everywhere
+        def forward(self, x, t, *a, **k):
+            return type("O", (), {"sample": torch.zeros_like(x)})()
+
+    x0 = torch.zeros(2, 4, 1, 8, 8)
+    x0[:, :, :, 2:4, 2:4] = 5.0  # objects: large error where x0 is large
+    text, mask = torch.zeros(2, 3, 384), torch.ones(2, 3)
+
+    def loss(weight):
+        cfg = DiTTrainConfig(foreground_weight=weight)
+        return flow_loss(Zero(), x0, text, mask, None, cfg, torch.Generator().manual_seed(1))
+
+    assert loss(4.0) > loss(1.0)

@@ -157,6 +157,7 @@ def test_gallery_lists_searches_reruns_and_deletes(home):
 
 
 def test_best_of_is_offered_only_with_a_scorer(home, monkeypatch):
+    monkeypatch.setenv("STUDIO_SCORER", "none")
     at = app()
     assert not [n for n in at.number_input if n.label == "Best of N"]
     monkeypatch.setenv("STUDIO_SCORER", "clip:/nowhere")  # read when the studio starts

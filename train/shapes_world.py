@@ -34,6 +34,8 @@ __all__ = [
     "ShapesWorld",
     "box_side",
     "caption",
+    "counterfactual",
+    "COUNTERFACTUALS",
     "is_excluded",
     "layout_ok",
     "pattern_cell",
@@ -404,6 +406,55 @@ def caption(
         prefix = _pick(rng, IMAGE_PREFIXES)
         text = f"{prefix} {text}" if prefix else text
     return text
+
+
+# --------------------------------------------------------------------------- counterfactuals
+# What a caption can get wrong about a clip (VideoComp / Feint6K-style hard negatives): one
+# object's colour or shape changed, its direction reversed, or — with two objects — their
+# colours or motions swapped between them (binding).
+COUNTERFACTUALS = ("color", "shape", "direction", "binding_color", "binding_motion")
+_REVERSE = {"left": "right", "right": "left", "up": "down", "down": "up"}
+
+
+def counterfactual(spec: ClipSpec, kind: str, rng: np.random.Generator) -> ClipSpec | None:
+    """``spec`` with one thing made false, or None where ``kind`` cannot apply (reversing a
+    still object, binding with one object or with equal attributes). Positions stay as they
+    are: only what the caption says changes, so ``caption(result, rng')`` with the same
+    ``rng'`` state as the true caption differs from it in exactly that attribute."""
+    _check_choice("counterfactual", kind, COUNTERFACTUALS)
+    objects = [ObjectSpec(**asdict(o)) for o in spec.objects]
+    if kind in ("color", "shape"):
+        obj = objects[int(rng.integers(len(objects)))]
+        if kind == "color":
+            taken = {o.color for o in objects}
+            obj.color = _pick(rng, [c for c in OBJECT_COLORS if c not in taken])
+        else:
+            obj.shape = _pick(rng, [sh for sh in SHAPES if sh != obj.shape])
+    elif kind == "direction":
+        moving = [o for o in objects if _REVERSE.get(o.motion)]
+        if not moving:
+            return None
+        obj = moving[int(rng.integers(len(moving)))]
+        obj.motion = _REVERSE[obj.motion]
+    else:
+        if len(objects) != 2:
+            return None
+        a, b = objects
+        attr = "color" if kind == "binding_color" else "motion"
+        if getattr(a, attr) == getattr(b, attr):
+            return None
+        va, vb = getattr(a, attr), getattr(b, attr)
+        setattr(a, attr, vb)
+        setattr(b, attr, va)
+    return ClipSpec(
+        objects,
+        spec.background,
+        spec.frames,
+        spec.size,
+        spec.fps,
+        spec.switch_frame,
+        spec.condition_frames,
+    )
 
 
 # --------------------------------------------------------------------------- sampling

@@ -3,7 +3,7 @@
     studio train dit --config configs/train/dit_shapes.yaml [key=value ...]
     accelerate launch -m studio.cli train dit --config ...      # same command, many processes
 
-Recipe: rectified flow (x_t = (1 - t)·x0 + t·ε, target ε - x0) with logit-normal t (SD3);
+Recipe: rectified flow (x_t = (1 - t)·x0 + t·ε, target ε - x0) with logit-normal (SD3) or uniform t;
 text dropout for classifier-free guidance; EMA weights for sampling; a curriculum of stages
 from images to clips of growing length (Frozen in Time), with image steps interleaved in the
 video stages so that image-only concepts keep being seen; random clean prefixes (the
@@ -118,6 +118,32 @@ def video_batch(
 
 
 # ---------------------------------------------------------------------------- helpers
+TIMESTEP_SAMPLINGS = ("logit_normal", "uniform")
+
+
+def sample_timesteps(cfg: DiTTrainConfig, b: int, generator: torch.Generator) -> torch.Tensor:
+    """(B,) flow times in (0, 1): logit-normal (SD3) or uniform (rectified flow)."""
+    if cfg.timestep_sampling == "uniform":
+        return torch.rand(b, generator=generator)
+    if cfg.timestep_sampling == "logit_normal":
+        return torch.sigmoid(torch.randn(b, generator=generator) * cfg.logit_std + cfg.logit_mean)
+    raise ValueError(
+        f"timestep_sampling must be one of {TIMESTEP_SAMPLINGS}, got {cfg.timestep_sampling!r}"
+    )
+
+
+def foreground_mask(x0: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Latents (B, C, F, h, w) → (B, 1, F, h, w) in {0, 1}: 1 where a latent pixel is farther
+    than ``threshold`` from its frame's median latent (the background: a solid colour covers
+    most of every frame), dilated by one pixel so that object edges count as object."""
+    b, c, f, h, w = x0.shape
+    frames = x0.permute(0, 2, 1, 3, 4).reshape(b * f, c, h * w)
+    background = frames.median(dim=-1, keepdim=True).values  # (B·F, C, 1)
+    far = (frames - background).norm(dim=1).reshape(b * f, 1, h, w) > threshold
+    fg = torch.nn.functional.max_pool2d(far.float(), 3, stride=1, padding=1)
+    return fg.reshape(b, f, 1, h, w).permute(0, 2, 1, 3, 4)
+
+
 def flow_loss(
     model,
     x0: torch.Tensor,
@@ -127,10 +153,10 @@ def flow_loss(
     cfg: DiTTrainConfig,
     generator: torch.Generator,
 ) -> torch.Tensor:
-    """Rectified-flow loss on the generated (not given) frames."""
+    """Rectified-flow loss on the generated (not given) frames, object latents weighted
+    ``cfg.foreground_weight`` times the background's."""
     b = x0.shape[0]
-    u = torch.randn(b, generator=generator) * cfg.logit_std + cfg.logit_mean
-    t = torch.sigmoid(u).to(x0.device)  # (B,) logit-normal (SD3)
+    t = sample_timesteps(cfg, b, generator).to(x0.device)  # (B,)
     noise = torch.randn(x0.shape, generator=generator).to(x0.device)
     tt = t[:, None, None, None, None]
     xt = (1 - tt) * x0 + tt * noise
@@ -139,9 +165,13 @@ def flow_loss(
         xt = torch.where(keep, x0, xt)
     pred = model(xt, t * 1000, text, text_mask, frame_mask=frame_mask).sample.float()
     err = (pred - (noise - x0)) ** 2
-    if frame_mask is None:
-        return err.mean()
-    weight = (~frame_mask)[:, None, :, None, None].to(err.dtype).expand_as(err)
+    weight = torch.ones_like(x0[:, :1])  # (B, 1, F, h, w)
+    if cfg.foreground_weight != 1.0:
+        fg = foreground_mask(x0, cfg.foreground_threshold)
+        weight = weight + (cfg.foreground_weight - 1.0) * fg
+    if frame_mask is not None:
+        weight = weight * (~frame_mask)[:, None, :, None, None].to(weight.dtype)
+    weight = weight.expand_as(err)
     return (err * weight).sum() / weight.sum().clamp_min(1.0)
 
 
@@ -217,6 +247,10 @@ def main(cfg: DiTTrainConfig) -> Path:
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
+    if cfg.timestep_sampling not in TIMESTEP_SAMPLINGS:
+        raise ValueError(
+            f"timestep_sampling must be one of {TIMESTEP_SAMPLINGS}, got {cfg.timestep_sampling!r}"
+        )
     if cfg.data.source != "shapes":
         raise ValueError(
             f"data.source {cfg.data.source!r} is not supported by this trainer yet; allowed: 'shapes'"

@@ -63,7 +63,9 @@ def foreground_weight(x: torch.Tensor, weight: float) -> torch.Tensor:
     the flat background and the VAE learns object colours late (yellow, orange and red blur into
     one). The background is the per-channel median of each frame's border ring.
     """
-    border = torch.cat([x[..., 0, :], x[..., -1, :], x[..., :, 0], x[..., :, -1]], dim=-1)  # (B, 3, 4S)
+    border = torch.cat(
+        [x[..., 0, :], x[..., -1, :], x[..., :, 0], x[..., :, -1]], dim=-1
+    )  # (B, 3, 4S)
     bg = border.median(dim=-1).values[..., None, None]  # (B, 3, 1, 1)
     fg = ((x - bg).abs().amax(dim=1, keepdim=True) > 0.05).to(x.dtype)
     return 1.0 + weight * fg

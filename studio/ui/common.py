@@ -10,6 +10,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from pipelines.scoring import DEFAULT_SCORER_PATH
 from studio.gallery import Gallery, Job, default_home
 from studio.generate import MODEL_ENV, SCORER_ENV, default_model_path
 from studio.jobs import Worker
@@ -19,13 +20,24 @@ POLL_S = 1.0
 VIDEO_WIDTH = 384  # clips are small (64 px); shown enlarged, not stretched to the page
 
 
+def scorer_spec() -> str | None:
+    """``$STUDIO_SCORER`` (``studio ui --scorer``); unset: the shipped default scorer when it
+    is installed; ``none``: best-of-N is not offered."""
+    spec = os.environ.get(SCORER_ENV)
+    if spec == "none":
+        return None
+    if spec:
+        return spec
+    return "default" if (DEFAULT_SCORER_PATH / "config.json").is_file() else None
+
+
 class Studio:
     """One per server process (``st.cache_resource``): every tab shares it."""
 
     def __init__(self, home: Path, model: Path):
         self.gallery = Gallery(home)
         self.model = model
-        self.scorer = os.environ.get(SCORER_ENV) or None  # clip:/xclip: spec for best-of-N
+        self.scorer = scorer_spec()  # for best-of-N; None: not offered
         self.limits = UploadLimits.from_env()
         self.worker = Worker(self.gallery, model=model).start()
 

@@ -1,0 +1,156 @@
+"""Video–text alignment model: a joint space-time video tower and a frozen-text head.
+
+Architecture (one file, Frozen in Time style, arXiv:2104.00650):
+
+* **Video tower** — frames are patchified (p × p) into tokens with 2-D sin-cos positions and
+  a 1-D sin-cos frame position; each block runs a *temporal* self-attention across frames at
+  each location (divided space-time attention, TimeSformer), a *spatial* self-attention
+  within each frame, and an MLP. An image is a 1-frame video: the temporal attention is the
+  identity there, so one tower embeds images and clips alike (joint image–video training).
+  A learned query attends over all tokens of the clip to pool it.
+* **Text head** — the token states of a frozen text encoder (MiniLM by default) go through
+  a projection and ``text_layers`` trainable self-attention blocks (so word order — which
+  colour goes with which shape — survives pooling), then a masked mean.
+* Both sides end in a linear projection to ``embed_dim`` and are L2-normalised; the score
+  of a (video, caption) pair is their cosine, and ``logit_scale`` is CLIP's learned
+  temperature for the contrastive loss.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+from .attention import Attention, mask_to_bias, masked_mean
+from .embeddings import spatial_pos_embed, temporal_pos_embed
+from .video_dit import FeedForward
+
+
+class _Block(nn.Module):
+    """Pre-norm self-attention + MLP over (batch, tokens, D), optional key-padding bias."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float):
+        super().__init__()
+        self.norm_a = nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads=heads, dim_head=dim // heads, bias=True)
+        self.norm_m = nn.LayerNorm(dim)
+        self.mlp = FeedForward(dim, mlp_ratio)
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.norm_a(x), attention_mask=bias)
+        return x + self.mlp(self.norm_m(x))
+
+
+class _SpaceTimeBlock(nn.Module):
+    """Divided space-time attention: temporal, then spatial, then MLP."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float):
+        super().__init__()
+        self.norm_t = nn.LayerNorm(dim)
+        self.temporal_attn = Attention(dim, heads=heads, dim_head=dim // heads, bias=True)
+        self.spatial = _Block(dim, heads, mlp_ratio)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, F, N, D) → (B, F, N, D)."""
+        b, f, n, d = x.shape
+        if f > 1:
+            h = self.norm_t(x).transpose(1, 2).reshape(b * n, f, d)  # (B·N, F, D)
+            x = x + self.temporal_attn(h).reshape(b, n, f, d).transpose(1, 2)
+        return self.spatial(x.reshape(b * f, n, d)).reshape(b, f, n, d)
+
+
+class VideoTextScorer(ModelMixin, ConfigMixin):
+    """Contrastive video–text model (the project's default scorer).
+
+    Args:
+        image_size: frame side the tower reads (frames are resized to it).
+        patch_size: pixels per token side.
+        num_frames: frames sampled evenly from a video before encoding.
+        width, depth, heads, mlp_ratio: the video tower.
+        text_dim: width of the frozen text encoder's token states.
+        text_layers: trainable self-attention blocks on top of the frozen token states.
+        embed_dim: width of the joint embedding space.
+        text_encoder: spec of the frozen text encoder (``pipelines.components``).
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        image_size: int = 64,
+        patch_size: int = 8,
+        num_frames: int = 8,
+        width: int = 128,
+        depth: int = 4,
+        heads: int = 4,
+        mlp_ratio: float = 4.0,
+        text_dim: int = 384,
+        text_layers: int = 1,
+        embed_dim: int = 128,
+        text_encoder: str = "minilm",
+    ):
+        super().__init__()
+        if image_size % patch_size:
+            raise ValueError(f"image_size {image_size} is not divisible by patch_size {patch_size}")
+        if width % heads or width % 4:
+            raise ValueError(f"width {width} must be divisible by heads ({heads}) and by 4")
+        self.patch = nn.Conv2d(3, width, kernel_size=patch_size, stride=patch_size)
+        self.blocks = nn.ModuleList(_SpaceTimeBlock(width, heads, mlp_ratio) for _ in range(depth))
+        self.pool_query = nn.Parameter(torch.randn(1, 1, width) * 0.02)
+        self.pool = Attention(width, heads=heads, dim_head=width // heads, bias=True)
+        self.video_norm = nn.LayerNorm(width)
+        self.video_proj = nn.Linear(width, embed_dim)
+        self.text_in = nn.Linear(text_dim, width)
+        self.text_blocks = nn.ModuleList(
+            _Block(width, heads, mlp_ratio) for _ in range(text_layers)
+        )
+        self.text_norm = nn.LayerNorm(width)
+        self.text_proj = nn.Linear(width, embed_dim)
+        self.logit_scale = nn.Parameter(torch.tensor(2.659))  # log(1 / 0.07), as CLIP
+
+    def encode_video(self, frames: torch.Tensor) -> torch.Tensor:
+        """frames (B, F, 3, H, W) in [-1, 1], H = W = image_size → unit embeddings (B, E)."""
+        b, f, c, h, w = frames.shape
+        p = self.config.patch_size
+        x = self.patch(frames.reshape(b * f, c, h, w).to(self.patch.weight.dtype))
+        x = x.flatten(2).transpose(1, 2)  # (B·F, N, D)
+        n, d = x.shape[1:]
+        x = x.reshape(b, f, n, d)
+        x = x + spatial_pos_embed(h // p, w // p, d).to(x)[None, None]
+        x = x + temporal_pos_embed(f, d).to(x)[None, :, None]
+        for block in self.blocks:
+            x = block(x)  # (B, F, N, D)
+        pooled = self.pool(
+            self.pool_query.expand(b, -1, -1).to(x), encoder_hidden_states=x.reshape(b, f * n, d)
+        )  # (B, 1, D)
+        z = self.video_proj(self.video_norm(pooled[:, 0]))
+        return nn.functional.normalize(z, dim=-1)
+
+    def encode_text(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Frozen token states (B, L, text_dim) and mask (B, L) → unit embeddings (B, E)."""
+        x = self.text_in(states.to(self.text_in.weight.dtype))  # (B, L, D)
+        bias = mask_to_bias(mask, x.dtype)  # (B, 1, L)
+        for block in self.text_blocks:
+            x = block(x, bias)
+        z = self.text_proj(self.text_norm(masked_mean(x, mask)))
+        return nn.functional.normalize(z, dim=-1)
+
+    def forward(
+        self, frames: torch.Tensor, states: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """→ (video embeddings (B, E), text embeddings (T, E))."""
+        return self.encode_video(frames), self.encode_text(states, mask)
+
+
+def scorer_tiny(**kw) -> VideoTextScorer:
+    """Test size."""
+    return VideoTextScorer(**{"width": 32, "depth": 1, "heads": 2, "embed_dim": 16, **kw})
+
+
+def scorer_s(**kw) -> VideoTextScorer:
+    """The shipped Shapes World scorer."""
+    return VideoTextScorer(**kw)
+
+
+SCORER_MODELS = {"scorer_tiny": scorer_tiny, "scorer_s": scorer_s}

@@ -1,0 +1,172 @@
+"""The Shapes World video–text scorer: model, counterfactual captions, contrastive training,
+held-out evaluation and loading by spec — all on a tiny random model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from models.video_text_scorer import scorer_tiny
+from pipelines.scoring import VideoTextScorer, frames_to_tensor, load_scorer
+from train.shapes_world import (
+    COUNTERFACTUALS,
+    ClipSpec,
+    ObjectSpec,
+    ShapesWorld,
+    caption,
+    counterfactual,
+    render,
+)
+from train.train_scorer import _retrieval, contrastive_loss, evaluate, negatives_for
+
+
+def _two_objects() -> ClipSpec:
+    return ClipSpec(
+        [
+            ObjectSpec("circle", "red", "small", "left", 40, 10),
+            ObjectSpec("square", "green", "large", "up", 5, 30),
+        ],
+        "gray",
+    )
+
+
+@pytest.fixture
+def tiny_scorer(text_encoder):
+    torch.manual_seed(0)
+    model = scorer_tiny(text_dim=384).eval()
+    return VideoTextScorer(model, *text_encoder)
+
+
+def test_counterfactuals_change_exactly_one_thing():
+    spec, rng = _two_objects(), np.random.default_rng(0)
+    true = caption(spec, np.random.default_rng(7))
+    for kind in COUNTERFACTUALS:
+        cf = counterfactual(spec, kind, rng)
+        other = caption(cf, np.random.default_rng(7))  # same phrasing choices
+        assert other != true, kind
+        a, b = spec.objects, cf.objects
+        if kind == "color":
+            assert sum(x.color != y.color for x, y in zip(a, b, strict=True)) == 1
+            assert {o.color for o in b} != {o.color for o in a}  # not just a swap
+        elif kind == "shape":
+            assert sum(x.shape != y.shape for x, y in zip(a, b, strict=True)) == 1
+        elif kind == "direction":
+            changed = [
+                (x.motion, y.motion) for x, y in zip(a, b, strict=True) if x.motion != y.motion
+            ]
+            assert changed in ([("left", "right")], [("up", "down")])
+        elif kind == "binding_color":
+            assert [o.color for o in b] == ["green", "red"] and [o.shape for o in b] == [
+                "circle",
+                "square",
+            ]
+        else:
+            assert [o.motion for o in b] == ["up", "left"]
+        assert [(o.x, o.y) for o in b] == [(o.x, o.y) for o in a]  # the clip is the same
+    assert spec.objects[0].color == "red"  # the input is not modified
+
+
+def test_counterfactuals_that_cannot_apply_are_none():
+    still = ClipSpec([ObjectSpec("circle", "red", "small", "still", 10, 10)], "black")
+    rng = np.random.default_rng(0)
+    assert counterfactual(still, "direction", rng) is None
+    assert counterfactual(still, "binding_color", rng) is None
+    with pytest.raises(ValueError, match="unknown counterfactual"):
+        counterfactual(still, "size", rng)
+    negs = negatives_for(still, 3, 5, rng, image=False)
+    assert len(negs) == 2  # colour and shape only
+
+
+def test_frames_to_tensor_samples_evenly_and_keeps_images_single():
+    frames = np.zeros((16, 32, 32, 3), np.uint8)
+    frames[:, 0, 0, 0] = np.arange(16) * 10
+    x = frames_to_tensor(frames, 8, 64)
+    assert x.shape == (8, 3, 64, 64)
+    firsts = ((x[:, 0, 0, 0] + 1) * 127.5).round().long().tolist()
+    assert firsts == [0, 20, 40, 60, 90, 110, 130, 150]
+    assert frames_to_tensor(frames[:1], 8, 64).shape == (1, 3, 64, 64)
+
+
+def test_video_embedding_reads_frame_order_and_the_baseline_does_not(tiny_scorer):
+    spec = ClipSpec([ObjectSpec("square", "red", "large", "right", 4, 20)], "black")
+    clip = render(spec)
+    rev = clip[::-1].copy()
+    v = tiny_scorer.video_embeds([clip, rev])
+    assert v.shape == (2, 16) and torch.allclose(v.norm(dim=-1), torch.ones(2), atol=1e-5)
+    assert (v[0] - v[1]).abs().max() > 1e-4  # temporal attention + frame positions
+    base = tiny_scorer.frame_average_embeds([clip, rev])
+    assert torch.allclose(base[0], base[1], atol=1e-5)  # order-blind by construction
+    image = tiny_scorer.video_embeds([clip[:1]])  # an image is a 1-frame video
+    assert image.shape == (1, 16)
+
+
+def test_contrastive_loss_prefers_aligned_pairs_and_hard_negatives_count():
+    e = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    scale = torch.tensor(np.log(10.0))
+    aligned = contrastive_loss(e, e, scale)
+    shuffled = contrastive_loss(e, e[[1, 2, 3, 0]], scale)
+    assert aligned < shuffled
+    with_negative = contrastive_loss(e, torch.cat([e, e[:1]]), scale)  # a copy of the truth
+    assert with_negative > aligned
+
+
+def test_retrieval_ranks():
+    sim = torch.tensor([[0.9, 0.1, 0.0], [0.2, 0.1, 0.5], [0.0, 0.3, 0.8]])
+    r = _retrieval(sim)
+    assert r["t2v_R@1"] == pytest.approx(2 / 3) and r["t2v_median_rank"] == 1.0
+    # video 1's true text (row 1) scores 0.1 < 0.3 (row 2): rank 2
+    assert r["v2t_R@1"] == pytest.approx(2 / 3) and r["v2t_R@5"] == 1.0
+
+
+def test_training_lowers_the_loss_exports_and_loads_by_spec(cli, tmp_path):
+    out = tmp_path / "scorer"
+    args = ["train", "scorer", f"output_dir={out}", "model.size=scorer_tiny", "steps=12"]
+    args += ["batch_size=6", "eval_clips=6", "log_every=4", "save_every=6", "image_every=3"]
+    args += ["lr=3e-3", "warmup=1"]
+    code, _, err = cli(*args)
+    assert code == 0, err
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log] == [4, 8, 12]
+    assert log[-1]["loss"] < log[0]["loss"]
+    report = json.loads((out / "model" / "eval.json").read_text())
+    assert set(report["methods"]) == {"scorer", "per_frame"}
+    assert report["methods"]["scorer"]["cf_color_n"] == 6
+    scorer = load_scorer(f"shapes:{out / 'model'}")
+    clip = ShapesWorld(seed=3).sample(0, kind="video1").frames
+    s = scorer.score(clip, "a red circle moving left on a black background").score
+    assert -1.0 <= s <= 1.0
+    code, stdout, err = cli("eval", "scorer", "--model", out / "model", "--clips", "4",
+                            "--out", tmp_path / "ev", "--quiet")  # fmt: skip
+    assert code == 0, err
+    assert "counterfactual: direction" in stdout
+    assert json.loads((tmp_path / "ev" / "eval.json").read_text())["clips"] == 4
+
+
+def test_loading_a_dit_folder_as_scorer_fails_clearly(tiny_pipeline_dir):
+    with pytest.raises(ValueError, match="this scorer needs a 'VideoTextScorer'"):
+        load_scorer(f"shapes:{tiny_pipeline_dir / 'transformer'}")
+
+
+def test_evaluate_is_deterministic(tiny_scorer):
+    a = evaluate(tiny_scorer, 6, seed=5)
+    b = evaluate(tiny_scorer, 6, seed=5)
+    assert a == b and a["methods"]["scorer"]["n"] == 6
+
+
+def test_r1_ceiling_counts_captions_that_fit_several_clips():
+    from train.train_scorer import r1_ceiling
+
+    small = ClipSpec([ObjectSpec("circle", "red", "small", "left", 40, 10)], "gray")
+    large = ClipSpec([ObjectSpec("circle", "red", "large", "left", 30, 10)], "gray")
+    sized = ["a small red circle moving left on a gray background"] * 2
+    assert (
+        r1_ceiling(
+            [small, large], sized[:1] + ["a large red circle going left on a gray background"]
+        )
+        == 1.0
+    )
+    unsized = "a red circle moving left on a gray background"
+    assert r1_ceiling([small, large], [unsized, unsized]) == 0.5
