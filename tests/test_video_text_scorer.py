@@ -170,3 +170,22 @@ def test_r1_ceiling_counts_captions_that_fit_several_clips():
     )
     unsized = "a red circle moving left on a gray background"
     assert r1_ceiling([small, large], [unsized, unsized]) == 0.5
+
+
+def test_scorer_training_resumes_exactly(cli, tmp_path):
+    base = ["train", "scorer", "model.size=scorer_tiny", "steps=6", "batch_size=4"]
+    base += ["eval_clips=0", "log_every=1", "save_every=3", "image_every=2"]
+    code, _, err = cli(*base, f"output_dir={tmp_path / 'a'}")
+    assert code == 0, err
+    code, _, err = cli(*base, f"output_dir={tmp_path / 'b'}", "max_steps=3")
+    assert code == 0, err
+    code, _, err = cli(*base, f"output_dir={tmp_path / 'b'}")  # resumes at step 3
+    assert code == 0, err
+
+    def losses(d):
+        return [
+            json.loads(x)["loss"] for x in (tmp_path / d / "log.jsonl").read_text().splitlines()
+        ]
+
+    assert len(losses("b")) == 6
+    assert losses("b") == pytest.approx(losses("a"), rel=1e-5)

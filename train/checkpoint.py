@@ -60,3 +60,15 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
 
 def checkpoint_step(path: Path) -> int:
     return int(json.loads((path / "meta.json").read_text())["step"])
+
+
+def resume(accelerator: Accelerator, output_dir: str | Path) -> int:
+    """Load the newest complete checkpoint of ``output_dir`` if there is one → its step (0
+    for a fresh run)."""
+    ckpt = latest_checkpoint(output_dir)
+    if ckpt is None:
+        return 0
+    accelerator.load_state(str(ckpt))
+    step = checkpoint_step(ckpt)
+    accelerator.print(f"resumed from {ckpt} at step {step}")
+    return step

@@ -39,7 +39,7 @@ from pipelines.components import (
 from pipelines.text_to_video import ShapesVideoPipeline, to_uint8
 from pipelines.video_io import write_video
 
-from .checkpoint import checkpoint_step, latest_checkpoint, save_checkpoint
+from .checkpoint import resume, save_checkpoint
 from .config import DiTTrainConfig, StageConfig, resolve_mixed_precision, save_config
 from .latent_cache import LatentCache, build_cache, cache_key, load_cache, save_cache
 from .shapes_world import ClipSpec, caption
@@ -315,12 +315,7 @@ def main(cfg: DiTTrainConfig) -> Path:
     accelerator.register_for_checkpointing(ema)
 
     # ======================================================== resume
-    start = 0
-    ckpt = latest_checkpoint(out)
-    if ckpt is not None:
-        accelerator.load_state(str(ckpt))
-        start = checkpoint_step(ckpt)
-        accelerator.print(f"resumed from {ckpt} at step {start}")
+    start = resume(accelerator, out)
     total = min(cfg.total_steps, cfg.max_steps or cfg.total_steps)
 
     # ======================================================== train

@@ -35,7 +35,7 @@ from pipelines.components import encode_text, load_text_encoder, text_hidden_siz
 from pipelines.scoring import VideoTextScorer as Scorer
 from pipelines.scoring import frames_to_tensor
 
-from .checkpoint import checkpoint_step, latest_checkpoint, save_checkpoint
+from .checkpoint import resume, save_checkpoint
 from .config import ScorerTrainConfig, resolve_mixed_precision, save_config
 from .shapes_world import COUNTERFACTUALS, ClipSpec, ShapesWorld, caption, counterfactual, render
 from .train_dit import drop_log_after
@@ -134,12 +134,7 @@ def main(cfg: ScorerTrainConfig) -> Path:
     model, optimizer, schedule = accelerator.prepare(model, optimizer, schedule)
 
     # ======================================================== resume
-    start = 0
-    ckpt = latest_checkpoint(out)
-    if ckpt is not None:
-        accelerator.load_state(str(ckpt))
-        start = checkpoint_step(ckpt)
-        accelerator.print(f"resumed from {ckpt} at step {start}")
+    start = resume(accelerator, out)
     total = min(cfg.steps, cfg.max_steps or cfg.steps)
 
     # ======================================================== train

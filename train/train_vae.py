@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from pipelines.components import VAE_MODELS
 
-from .checkpoint import checkpoint_step, latest_checkpoint, save_checkpoint
+from .checkpoint import resume, save_checkpoint
 from .config import VAETrainConfig, resolve_mixed_precision, save_config
 from .shapes_world import ShapesWorld
 
@@ -98,12 +98,7 @@ def main(cfg: VAETrainConfig) -> Path:
     model, optimizer, schedule = accelerator.prepare(model, optimizer, schedule)
 
     # ---------------------------------------------------------------- resume
-    start = 0
-    ckpt = latest_checkpoint(out)
-    if ckpt is not None:
-        accelerator.load_state(str(ckpt))
-        start = checkpoint_step(ckpt)
-        accelerator.print(f"resumed from {ckpt} at step {start}")
+    start = resume(accelerator, out)
 
     # ---------------------------------------------------------------- train
     log = (out / "log.jsonl").open("a") if accelerator.is_main_process else None
