@@ -152,6 +152,11 @@ class VideoDiT(ModelMixin, ConfigMixin):
         mlp_ratio: MLP hidden width / D.
         max_frames: longest clip the model is meant for (used by the pipeline's checks).
         sample_size: latent side the model was trained on (informative; any multiple of p works).
+        prediction_type: what the output is — ``"velocity"`` (the flow's ε − x0) or
+            ``"sample"`` (x0 itself; JiT, arXiv:2511.13720: with large patches a network
+            that must pass the noise through to predict a velocity has it easier predicting
+            the clean sample). :meth:`to_velocity` turns either into the sampler's velocity.
+        min_sigma: ``"sample"`` only: the velocity is (x_t − x0) / max(σ, min_sigma).
     """
 
     _supports_gradient_checkpointing = True
@@ -170,8 +175,14 @@ class VideoDiT(ModelMixin, ConfigMixin):
         mlp_ratio: float = 4.0,
         max_frames: int = 64,
         sample_size: int = 16,
+        prediction_type: str = "velocity",
+        min_sigma: float = 0.05,
     ):
         super().__init__()
+        if prediction_type not in PREDICTION_TYPES:
+            raise ValueError(
+                f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}"
+            )
         if width % heads:
             raise ValueError(f"width ({width}) must be divisible by heads ({heads})")
         if width % 4:
@@ -284,7 +295,8 @@ class VideoDiT(ModelMixin, ConfigMixin):
             frame_mask: (B, F) bool, True for conditioning frames given clean.
 
         Returns:
-            velocity (B, C, F, H, W); exactly 0 on conditioning frames.
+            velocity (B, C, F, H, W), exactly 0 on conditioning frames; or, with
+            ``prediction_type="sample"``, the clean sample, equal to the input there.
         """
         b, c, f, h, w = hidden_states.shape
         p = self.config.patch_size
@@ -331,10 +343,28 @@ class VideoDiT(ModelMixin, ConfigMixin):
         x = x.reshape(b, f, gh, gw, p, p, c).permute(0, 6, 1, 2, 4, 3, 5)  # (B, C, F, gh, p, gw, p)
         out = x.reshape(b, c, f, h, w)
         if frame_mask is not None:
-            out = out * (~frame_mask.bool()).to(out.dtype)[:, None, :, None, None]
+            given = frame_mask.bool()[:, None, :, None, None]
+            if self.config.prediction_type == "sample":
+                out = torch.where(given, hidden_states.to(out.dtype), out)
+            else:
+                out = out * (~given).to(out.dtype)
         if not return_dict:
             return (out,)
         return VideoDiTOutput(sample=out)
+
+    def to_velocity(
+        self, output: torch.Tensor, sample: torch.Tensor, sigma: torch.Tensor | float
+    ) -> torch.Tensor:
+        """The flow velocity ε − x0 from this model's ``output`` at noisy ``sample`` and flow
+        time ``sigma`` ∈ [0, 1] (scalar or (B,)): the output itself, or (x_t − x̂0) / σ."""
+        if self.config.prediction_type == "velocity":
+            return output
+        sigma = torch.as_tensor(sigma, dtype=output.dtype, device=output.device)
+        sigma = sigma.reshape(-1, *([1] * (output.ndim - 1))) if sigma.ndim else sigma
+        return (sample.to(output.dtype) - output) / sigma.clamp_min(self.config.min_sigma)
+
+
+PREDICTION_TYPES = ("velocity", "sample")
 
 
 def dit_tiny(**kw) -> VideoDiT:

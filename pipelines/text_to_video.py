@@ -286,13 +286,15 @@ class ShapesVideoPipeline(DiffusionPipeline):
             mask_in = None
             if frame_mask is not None:
                 mask_in = torch.cat([frame_mask, frame_mask]) if guided else frame_mask
-            velocity = self.transformer(
+            out = self.transformer(
                 model_in.to(self.transformer.dtype),
                 t.expand(model_in.shape[0]),
                 text,
                 text_mask,
                 frame_mask=mask_in,
             ).sample.float()
+            sigma = t / self.scheduler.config.num_train_timesteps
+            velocity = self.transformer.to_velocity(out, model_in, sigma)
             if guided:
                 uncond, cond = velocity.chunk(2)
                 velocity = uncond + guidance_scale * (cond - uncond)

@@ -260,3 +260,32 @@ def test_bad_inputs_raise_value_error(tiny_pipe, kwargs, message):
         kwargs["conditioning_frames"] = np.zeros((2, 8, 8, 3), dtype=np.uint8)
     with pytest.raises(ValueError, match=message):
         run(tiny_pipe, **kwargs)
+
+
+def test_sample_prediction_model_generates_and_keeps_given_frames(text_encoder):
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from pipelines.text_to_video import ShapesVideoPipeline
+
+    from .conftest import make_tiny_dit, make_tiny_vae
+
+    pipe = ShapesVideoPipeline(
+        transformer=make_tiny_dit(opened=True, prediction_type="sample"),
+        vae=make_tiny_vae(),
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        text_encoder=text_encoder[0],
+        tokenizer=text_encoder[1],
+    )
+    pipe.set_progress_bar_config(disable=True)
+    given = given_frames(2)
+    out = run(pipe, conditioning_frames=given).frames
+    np.testing.assert_array_equal(to_uint8(out[0, :2]), given)
+    latents = run(pipe, output_type="latent").frames
+    assert torch.isfinite(latents).all()
+    # one step from pure noise: σ = 1 → v = x − x̂0, so the Euler step lands on x̂0 exactly
+    noise = torch.randn(1, LATENT_CHANNELS, FRAMES, SIZE // 2, SIZE // 2)
+    one = run(pipe, latents=noise, num_inference_steps=1, guidance_scale=1.0, output_type="latent")
+    text, mask = pipe.encode_prompt([PROMPT], None, "cpu")
+    with torch.no_grad():
+        x0 = pipe.transformer(noise, torch.tensor([1000.0]), text, mask).sample
+    assert torch.allclose(one.frames, x0, atol=1e-5)

@@ -365,3 +365,19 @@ def test_foreground_weight_moves_the_loss_toward_object_errors():
         return flow_loss(Zero(), x0, text, mask, None, cfg, torch.Generator().manual_seed(1))
 
     assert loss(4.0) > loss(1.0)
+
+
+def test_sample_prediction_trains(cli, tmp_path):
+    """``model.prediction_type=sample``: the x0-predicting model trains through the same loss."""
+    from train.config import DiTTrainConfig, load_config
+    from train.train_dit import build_model, flow_loss
+
+    cfg = load_config(DiTTrainConfig, None, ["model.prediction_type=sample", "model.size=dit_tiny"])
+    model = build_model(cfg, latent_channels=4, text_dim=384, latent_size=8)
+    assert model.config.prediction_type == "sample"
+    x0 = torch.randn(2, 4, 3, 8, 8)
+    text, mask = torch.randn(2, 5, 384), torch.ones(2, 5)
+    frame_mask = torch.tensor([[True, False, False], [False, False, False]])
+    loss = flow_loss(model, x0, text, mask, frame_mask, cfg, torch.Generator().manual_seed(0))
+    loss.backward()
+    assert torch.isfinite(loss) and model.proj_out.weight.grad.abs().sum() > 0

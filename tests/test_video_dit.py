@@ -143,6 +143,29 @@ class ModelTesterMixin:
         assert (out[0, :, 2:].abs().amax(dim=(0, 2, 3)) > 0).all()
         assert (out[1, :, 1:].abs().amax(dim=(0, 2, 3)) > 0).all()
 
+    def test_sample_prediction_keeps_given_frames_and_converts_to_velocity(self):
+        model = self.make_model(prediction_type="sample")
+        inputs = self.make_inputs(frames=4)
+        mask = torch.zeros(2, 4, dtype=torch.bool)
+        mask[:, :2] = True
+        with torch.no_grad():
+            out = model(**inputs, frame_mask=mask).sample
+        x = inputs["hidden_states"]
+        assert torch.equal(out[:, :, :2], x[:, :, :2])  # given frames are their own x0
+        sigma = torch.tensor([0.5, 0.02])
+        v = model.to_velocity(out, x, sigma)
+        assert torch.equal(v[:, :, :2], torch.zeros_like(v[:, :, :2]))
+        assert torch.allclose(v[0], (x[0] - out[0]) / 0.5)
+        assert torch.allclose(v[1], (x[1] - out[1]) / 0.05)  # σ clamped at min_sigma
+        # an exact x0 gives the exact flow velocity: x_t = (1 − σ)·x0 + σ·ε → ε − x0
+        x0, eps = torch.randn(2, 3), torch.randn(2, 3)
+        xt = 0.7 * x0 + 0.3 * eps
+        assert torch.allclose(model.to_velocity(x0, xt, 0.3), eps - x0, atol=1e-6)
+        velocity_model = self.make_model()
+        assert velocity_model.to_velocity(out, x, sigma) is out
+        with pytest.raises(ValueError, match="prediction_type must be one of"):
+            self.make_model(prediction_type="epsilon")
+
     def test_gradient_checkpointing_matches(self):
         model = self.make_model()
         inputs = self.make_inputs(frames=3)

@@ -72,6 +72,7 @@ class ModelConfig:
     size: str = "dit_s"  # factory in models.video_dit.VIDEO_DIT_MODELS
     patch_size: int = 4
     window: list[int] = field(default_factory=lambda: [4, 2, 2])
+    prediction_type: str = "velocity"  # velocity | sample (x0; see models/video_dit.py)
 
 
 @dataclass
@@ -142,7 +143,7 @@ class ScorerTrainConfig:
     output_dir: str = "runs/scorer"
     text_encoder: str = "minilm"  # frozen
     model: ScorerModelConfig = field(default_factory=ScorerModelConfig)
-    steps: int = 1200
+    steps: int = 900
     batch_size: int = 32  # clips (or images) per step
     image_every: int = 5  # every k-th step is an image batch (joint training); 0 = never
     two_object_prob: float = 0.5

@@ -144,6 +144,11 @@ def foreground_mask(x0: torch.Tensor, threshold: float) -> torch.Tensor:
     return fg.reshape(b, f, 1, h, w).permute(0, 2, 1, 3, 4)
 
 
+def _unwrap(model):
+    """The VideoDiT under a DDP/accelerate wrapper."""
+    return getattr(model, "module", model)
+
+
 def flow_loss(
     model,
     x0: torch.Tensor,
@@ -163,7 +168,8 @@ def flow_loss(
     if frame_mask is not None:
         keep = frame_mask[:, None, :, None, None]
         xt = torch.where(keep, x0, xt)
-    pred = model(xt, t * 1000, text, text_mask, frame_mask=frame_mask).sample.float()
+    out = model(xt, t * 1000, text, text_mask, frame_mask=frame_mask).sample.float()
+    pred = _unwrap(model).to_velocity(out, xt, t)  # the loss is on the velocity either way
     err = (pred - (noise - x0)) ** 2
     weight = torch.ones_like(x0[:, :1])  # (B, 1, F, h, w)
     if cfg.foreground_weight != 1.0:
@@ -186,6 +192,7 @@ def build_model(
     return factory(
         in_channels=latent_channels,
         patch_size=cfg.model.patch_size,
+        prediction_type=cfg.model.prediction_type,
         window=tuple(cfg.model.window),
         text_dim=text_dim,
         sample_size=latent_size,
