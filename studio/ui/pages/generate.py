@@ -45,7 +45,9 @@ if studio.scorer:
         min_value=1,
         max_value=MAX_BEST_OF,
         value=1,
-        help=f"generate N candidates and keep the one {studio.scorer} scores highest",
+        help="generate N candidates and keep the one "
+        + ("the shipped Shapes World scorer" if studio.scorer == "default" else studio.scorer)
+        + " scores highest",
     )
 
 if st.button("Generate", type="primary", icon=":material/movie:"):
