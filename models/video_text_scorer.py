@@ -73,6 +73,10 @@ class VideoTextScorer(ModelMixin, ConfigMixin):
         text_layers: trainable self-attention blocks on top of the frozen token states.
         embed_dim: width of the joint embedding space.
         text_encoder: spec of the frozen text encoder (``pipelines.components``).
+        motion_channels: also feed each frame's difference from the previous one (zero for
+            the first frame and for images) as 3 extra input channels: the two-stream cue
+            that puts an object's leading and trailing edge — its direction — inside one
+            patch, where a plain temporal attention sees only a patch changing.
     """
 
     @register_to_config
@@ -89,13 +93,15 @@ class VideoTextScorer(ModelMixin, ConfigMixin):
         text_layers: int = 1,
         embed_dim: int = 128,
         text_encoder: str = "minilm",
+        motion_channels: bool = False,
     ):
         super().__init__()
         if image_size % patch_size:
             raise ValueError(f"image_size {image_size} is not divisible by patch_size {patch_size}")
         if width % heads or width % 4:
             raise ValueError(f"width {width} must be divisible by heads ({heads}) and by 4")
-        self.patch = nn.Conv2d(3, width, kernel_size=patch_size, stride=patch_size)
+        in_channels = 6 if motion_channels else 3
+        self.patch = nn.Conv2d(in_channels, width, kernel_size=patch_size, stride=patch_size)
         self.blocks = nn.ModuleList(_SpaceTimeBlock(width, heads, mlp_ratio) for _ in range(depth))
         self.pool_query = nn.Parameter(torch.randn(1, 1, width) * 0.02)
         self.pool = Attention(width, heads=heads, dim_head=width // heads, bias=True)
@@ -111,6 +117,10 @@ class VideoTextScorer(ModelMixin, ConfigMixin):
 
     def encode_video(self, frames: torch.Tensor) -> torch.Tensor:
         """frames (B, F, 3, H, W) in [-1, 1], H = W = image_size → unit embeddings (B, E)."""
+        if self.config.motion_channels:
+            diff = torch.zeros_like(frames)
+            diff[:, 1:] = frames[:, 1:] - frames[:, :-1]
+            frames = torch.cat([frames, diff], dim=2)  # (B, F, 6, H, W)
         b, f, c, h, w = frames.shape
         p = self.config.patch_size
         x = self.patch(frames.reshape(b * f, c, h, w).to(self.patch.weight.dtype))
@@ -151,7 +161,7 @@ def scorer_tiny(**kw) -> VideoTextScorer:
 def scorer_s(**kw) -> VideoTextScorer:
     """The shipped Shapes World scorer: width 96, 3 blocks (~1.3 s a 32-clip training step with its text
     on 2 CPU cores)."""
-    return VideoTextScorer(**{"width": 96, "depth": 3, "heads": 4, **kw})
+    return VideoTextScorer(**{"width": 96, "depth": 3, "heads": 4, "motion_channels": True, **kw})
 
 
 SCORER_MODELS = {"scorer_tiny": scorer_tiny, "scorer_s": scorer_s}

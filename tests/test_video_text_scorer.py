@@ -33,10 +33,10 @@ def _two_objects() -> ClipSpec:
     )
 
 
-@pytest.fixture
-def tiny_scorer(text_encoder):
+@pytest.fixture(params=[False, True], ids=["frames", "frames+motion"])
+def tiny_scorer(text_encoder, request):
     torch.manual_seed(0)
-    model = scorer_tiny(text_dim=384).eval()
+    model = scorer_tiny(text_dim=384, motion_channels=request.param).eval()
     return VideoTextScorer(model, *text_encoder)
 
 
