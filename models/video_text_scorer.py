@@ -161,7 +161,7 @@ def scorer_tiny(**kw) -> VideoTextScorer:
 def scorer_s(**kw) -> VideoTextScorer:
     """The shipped Shapes World scorer: width 96, 3 blocks (~1.3 s a 32-clip training step with its text
     on 2 CPU cores)."""
-    return VideoTextScorer(**{"width": 96, "depth": 3, "heads": 4, "motion_channels": True, **kw})
+    return VideoTextScorer(**{"width": 96, "depth": 3, "heads": 4, **kw})
 
 
 SCORER_MODELS = {"scorer_tiny": scorer_tiny, "scorer_s": scorer_s}

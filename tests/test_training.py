@@ -356,6 +356,9 @@ def test_foreground_weight_moves_the_loss_toward_object_errors():
         def forward(self, x, t, *a, **k):
             return type("O", (), {"sample": torch.zeros_like(x)})()
 
+        def to_velocity(self, out, sample, sigma):
+            return out
+
     x0 = torch.zeros(2, 4, 1, 8, 8)
     x0[:, :, :, 2:4, 2:4] = 5.0  # objects: large error where x0 is large
     text, mask = torch.zeros(2, 3, 384), torch.ones(2, 3)
