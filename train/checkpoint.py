@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 from accelerate import Accelerator
+from accelerate.utils import set_seed
 
 
 def checkpoint_root(output_dir: str | Path) -> Path:
@@ -72,3 +73,17 @@ def resume(accelerator: Accelerator, output_dir: str | Path) -> int:
     step = checkpoint_step(ckpt)
     accelerator.print(f"resumed from {ckpt} at step {step}")
     return step
+
+
+def start_run(cfg, mixed_precision: str) -> tuple[Accelerator, Path]:
+    """The start every trainer shares: an accelerator with ``mixed_precision`` (already
+    resolved), the global seed, and the output folder holding the run's ``config.yaml``."""
+    from .config import save_config
+
+    accelerator = Accelerator(mixed_precision=mixed_precision)
+    set_seed(cfg.seed)
+    out = Path(cfg.output_dir)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+    return accelerator, out

@@ -22,8 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import Accelerator
-from accelerate.utils import set_seed
 from diffusers import FlowMatchEulerDiscreteScheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
@@ -39,8 +37,8 @@ from pipelines.components import (
 from pipelines.text_to_video import ShapesVideoPipeline, to_uint8
 from pipelines.video_io import write_video
 
-from .checkpoint import resume, save_checkpoint
-from .config import DiTTrainConfig, StageConfig, resolve_mixed_precision, save_config
+from .checkpoint import resume, save_checkpoint, start_run
+from .config import DiTTrainConfig, StageConfig, resolve_mixed_precision
 from .latent_cache import LatentCache, build_cache, cache_key, load_cache, save_cache
 from .shapes_world import ClipSpec, caption
 
@@ -247,13 +245,8 @@ def lr_lambda(cfg: DiTTrainConfig):
 # ---------------------------------------------------------------------------- main
 def main(cfg: DiTTrainConfig) -> Path:
     # ======================================================== setup
-    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision))
-    set_seed(cfg.seed)
-    out = Path(cfg.output_dir)
+    accelerator, out = start_run(cfg, resolve_mixed_precision(cfg.mixed_precision))
     rank = accelerator.process_index
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
     if cfg.timestep_sampling not in TIMESTEP_SAMPLINGS:
         raise ValueError(
             f"timestep_sampling must be one of {TIMESTEP_SAMPLINGS}, got {cfg.timestep_sampling!r}"

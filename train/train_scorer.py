@@ -26,8 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import Accelerator
-from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from models.video_text_scorer import SCORER_MODELS, VideoTextScorer
@@ -35,8 +33,8 @@ from pipelines.components import encode_text, load_text_encoder, text_hidden_siz
 from pipelines.scoring import VideoTextScorer as Scorer
 from pipelines.scoring import frames_to_tensor
 
-from .checkpoint import resume, save_checkpoint
-from .config import ScorerTrainConfig, resolve_mixed_precision, save_config
+from .checkpoint import resume, save_checkpoint, start_run
+from .config import ScorerTrainConfig, resolve_mixed_precision
 from .shapes_world import COUNTERFACTUALS, ClipSpec, ShapesWorld, caption, counterfactual, render
 from .train_dit import drop_log_after
 
@@ -108,13 +106,8 @@ def build_model(cfg: ScorerTrainConfig, text_dim: int) -> VideoTextScorer:
 # ---------------------------------------------------------------------------- main
 def main(cfg: ScorerTrainConfig) -> Path:
     # ======================================================== setup
-    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision))
-    set_seed(cfg.seed)
-    out = Path(cfg.output_dir)
+    accelerator, out = start_run(cfg, resolve_mixed_precision(cfg.mixed_precision))
     rank = accelerator.process_index
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
     text_encoder, tokenizer = load_text_encoder(cfg.text_encoder)
     text_encoder.to(accelerator.device)
     world = ShapesWorld(size=cfg.model.image_size, frames=16, exclusions=cfg.exclusions)
