@@ -63,16 +63,20 @@ def _load(path_or_id: str | Path, expected: tuple[str, ...]):
 class _TextTruncation:
     """Captions beyond the tokenizer's limit are cut, with a warning naming the caption."""
 
-    def _tokenize(self, captions: list[str]) -> dict[str, torch.Tensor]:
-        tok = self.processor.tokenizer
+    def _warn_long(self, captions: list[str], tok) -> None:
         limit = self.max_text_tokens
         for c in captions:
             n = len(tok(c)["input_ids"])
             if n > limit:
                 warnings.warn(
                     f"caption of {n} tokens truncated to the tokenizer's limit {limit}: {c[:60]!r}…",
-                    stacklevel=3,
+                    stacklevel=4,
                 )
+
+    def _tokenize(self, captions: list[str]) -> dict[str, torch.Tensor]:
+        tok = self.processor.tokenizer
+        self._warn_long(captions, tok)
+        limit = self.max_text_tokens
         return tok(captions, padding=True, truncation=True, max_length=limit, return_tensors="pt")
 
 
@@ -168,7 +172,7 @@ def frames_to_tensor(frames: np.ndarray, num_frames: int, side: int) -> torch.Te
     return x / 127.5 - 1.0
 
 
-class VideoTextScorer:
+class VideoTextScorer(_TextTruncation):
     """The project's own video–text model (``models.video_text_scorer``) with its frozen
     text encoder: the default scorer (``studio/default_scorer``), trained on Shapes World by
     ``studio train scorer``. Unlike a per-frame average it reads the frames in order, so it
@@ -214,13 +218,7 @@ class VideoTextScorer:
         out = []
         for i in range(0, len(captions), self.batch):
             chunk = captions[i : i + self.batch]
-            for c in chunk:
-                n = len(self.tokenizer(c)["input_ids"])
-                if n > self.max_text_tokens:
-                    warnings.warn(
-                        f"caption of {n} tokens truncated to {self.max_text_tokens}: {c[:60]!r}…",
-                        stacklevel=2,
-                    )
+            self._warn_long(chunk, self.tokenizer)
             states, mask = encode_text(
                 self.text_encoder, self.tokenizer, chunk, self.max_text_tokens, self.device
             )

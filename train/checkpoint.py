@@ -87,3 +87,14 @@ def start_run(cfg, mixed_precision: str) -> tuple[Accelerator, Path]:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
     return accelerator, out
+
+
+def optimizer_step(accelerator: Accelerator, model, optimizer, schedule, loss, grad_clip: float):
+    """Backward, clip the gradient norm (where gradients are synchronised), step the optimizer
+    and the LR schedule, clear the gradients."""
+    accelerator.backward(loss)
+    if accelerator.sync_gradients:
+        accelerator.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    schedule.step()
+    optimizer.zero_grad(set_to_none=True)

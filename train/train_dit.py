@@ -37,7 +37,7 @@ from pipelines.components import (
 from pipelines.text_to_video import ShapesVideoPipeline, to_uint8
 from pipelines.video_io import write_video
 
-from .checkpoint import resume, save_checkpoint, start_run
+from .checkpoint import optimizer_step, resume, save_checkpoint, start_run
 from .config import DiTTrainConfig, StageConfig, resolve_mixed_precision
 from .latent_cache import LatentCache, build_cache, cache_key, load_cache, save_cache
 from .shapes_world import ClipSpec, caption
@@ -347,12 +347,7 @@ def main(cfg: DiTTrainConfig) -> Path:
             loss = flow_loss(
                 model, x0.to(accelerator.device), text, text_mask, frame_mask, cfg, generator
             )
-        accelerator.backward(loss)
-        if accelerator.sync_gradients:
-            accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer_step(accelerator, model, optimizer, schedule, loss, cfg.grad_clip)
         ema.step(accelerator.unwrap_model(model).parameters())
 
         loss_sum += accelerator.reduce(loss.detach(), reduction="mean").item()

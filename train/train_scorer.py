@@ -33,7 +33,7 @@ from pipelines.components import encode_text, load_text_encoder, text_hidden_siz
 from pipelines.scoring import VideoTextScorer as Scorer
 from pipelines.scoring import frames_to_tensor
 
-from .checkpoint import resume, save_checkpoint, start_run
+from .checkpoint import optimizer_step, resume, save_checkpoint, start_run
 from .config import ScorerTrainConfig, resolve_mixed_precision
 from .shapes_world import COUNTERFACTUALS, ClipSpec, ShapesWorld, caption, counterfactual, render
 from .train_dit import drop_log_after
@@ -150,12 +150,7 @@ def main(cfg: ScorerTrainConfig) -> Path:
             loss = contrastive_loss(
                 video.float(), text.float(), accelerator.unwrap_model(model).logit_scale
             )
-        accelerator.backward(loss)
-        if accelerator.sync_gradients:
-            accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer_step(accelerator, model, optimizer, schedule, loss, cfg.grad_clip)
 
         loss_sum += accelerator.reduce(loss.detach(), reduction="mean").item()
         loss_n += 1
