@@ -10,6 +10,12 @@
   paths, seed and any extra fields of the prompt's JSONL line (e.g. ``category``, ``expect``).
 * Resumable: re-running the same command skips videos already written (file and sidecar
   present), so an interrupted run continues where it stopped.
+* Distributed: under ``torchrun`` / ``accelerate launch`` (see docs/scale.md) the unfinished
+  jobs are dealt round-robin to the processes (:func:`assign_jobs`); each appends its
+  records to ``manifest.rank{R}.jsonl`` as it goes, and at the end the main process folds
+  the parts into the one ``manifest.jsonl`` (:func:`merge_manifests`). Parts left by a
+  crashed run are folded in when the next run starts. Seeds depend only on the sample, so
+  any number of processes makes the same videos.
 """
 
 from __future__ import annotations
@@ -18,8 +24,12 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
+from typing import TypeVar
 
+from accelerate import PartialState
+from accelerate.utils import DistributedType, gather_object, get_int_from_env
 from tqdm.auto import tqdm
 
 from .generate import (
@@ -33,6 +43,15 @@ from .generate import (
 
 _FORBIDDEN = re.compile(r'[/\\:*?"<>|\x00-\x1f\x7f]')
 MAX_NAME_BYTES = 200
+MANIFEST = "manifest.jsonl"
+PART_GLOB = "manifest.rank*.jsonl"
+# The closing barrier waits for the slowest process's share, which can lag the others by many
+# videos (failures are fast, GPUs differ); torch's default (30 min gloo, 10 min NCCL) would
+# kill a finished run there. A crashed process still ends the run at once: the launcher
+# tears the others down.
+BARRIER_TIMEOUT = timedelta(hours=24)
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -107,31 +126,129 @@ def read_prompts(path: Path) -> tuple[list[PromptEntry], list[str]]:
     return entries, problems
 
 
-def _load_manifest(path: Path) -> dict[tuple[str, int], dict]:
-    done = {}
+def _read_records(path: Path) -> list[dict]:
+    """The manifest lines of ``path`` that name a (prompt, sample); others are skipped (a
+    crash can cut a part's last line in half)."""
+    records = []
     if path.is_file():
-        for line in path.read_text().splitlines():
+        for line in path.read_text(encoding="utf-8").splitlines():
             try:
                 rec = json.loads(line)
-                done[(rec["prompt"], int(rec["sample"]))] = rec
-            except (json.JSONDecodeError, KeyError, ValueError):
+                rec["sample"] = int(rec["sample"])
+                if isinstance(rec["prompt"], str):
+                    records.append(rec)
+            except (json.JSONDecodeError, KeyError, ValueError, TypeError):
                 continue
-    return done
+    return records
+
+
+def _load_manifest(path: Path) -> dict[tuple[str, int], dict]:
+    return {(rec["prompt"], rec["sample"]): rec for rec in _read_records(path)}
+
+
+def part_path(out_dir: Path, rank: int) -> Path:
+    """Where process ``rank`` of a distributed run appends its manifest lines."""
+    return Path(out_dir) / f"manifest.rank{rank}.jsonl"
+
+
+def _part_rank(path: Path) -> int:
+    try:
+        return int(path.name[len("manifest.rank") : -len(".jsonl")])
+    except ValueError:
+        return -1  # a stray name matched by the glob: read it first, so real parts win
+
+
+def assign_jobs(jobs: list[T], rank: int, world: int) -> list[T]:
+    """Process ``rank``'s share of ``jobs`` among ``world`` processes: every world-th job
+    from its rank on (round-robin), so neighbouring prompts spread over the processes and
+    the shares differ by at most one job. Deterministic: every process computes every share
+    from the same list."""
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"need 0 <= rank < world, got rank={rank}, world={world}")
+    return jobs[rank::world]
+
+
+def merge_manifests(out_dir: Path, order: list[tuple[str, int]] | None = None) -> list[dict] | None:
+    """Fold the parts ``manifest.rank*.jsonl`` of ``out_dir`` into its ``manifest.jsonl``,
+    then remove them; returns the records written.
+
+    One line per (prompt, sample): ``manifest.jsonl`` is read first, then the parts by rank,
+    and a later line replaces an earlier one. Parts are always newer than the manifest (they
+    are folded in at the end of every run and at the start of the next), so a retried
+    failure's success replaces the failure, and a failed retry replaces a stale success.
+
+    ``order``: the run's (prompt, sample) keys in prompt order, then sample. The manifest then
+    holds exactly those keys that have a record, in that order, as a one-process run writes
+    it. Without ``order`` every key is kept, in order of first appearance; with neither
+    ``order`` nor parts nothing is written and None is returned.
+    """
+    out_dir = Path(out_dir)
+    manifest = out_dir / MANIFEST
+    parts = sorted(out_dir.glob(PART_GLOB), key=_part_rank)
+    if order is None and not parts:
+        return None
+    merged: dict[tuple[str, int], dict] = {}
+    for path in [manifest, *parts]:
+        for rec in _read_records(path):
+            merged[(rec["prompt"], rec["sample"])] = rec  # a dict keeps first-insertion order
+    keys = list(merged) if order is None else [k for k in order if k in merged]
+    records = [merged[k] for k in keys]
+    # The parts go only once the manifest that holds them is in place: a crash in between
+    # leaves both, and folding them in again gives the same result.
+    write_jsonl_atomic(manifest, records)
+    for path in parts:
+        path.unlink(missing_ok=True)
+    return records
+
+
+def process_state() -> PartialState:
+    """This process's place in the run: accelerate's ``PartialState``.
+
+    accelerate gives processes started by a launcher (``torchrun``, ``accelerate launch``) on
+    a machine without GPUs one single-process state each unless it is told ``cpu=True``:
+    every process would then make every video. So when the launcher's ``WORLD_SIZE`` says
+    several processes but accelerate found no distributed setup, the state is made again on
+    the CPU (gloo), which is what such a launch means.
+    """
+    state = PartialState(timeout=BARRIER_TIMEOUT)
+    if state.distributed_type == DistributedType.NO and get_int_from_env(["WORLD_SIZE"], 1) > 1:
+        PartialState._reset_state()
+        state = PartialState(cpu=True, timeout=BARRIER_TIMEOUT)
+    return state
+
+
+def _append_jsonl(path: Path, record: dict) -> None:
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
 
 
 def run_batch(options: BatchOptions, progress: bool = True, pipe=None) -> dict:
-    """Generate every missing (prompt, sample); returns counts {done, skipped, failed, total}."""
+    """Generate every missing (prompt, sample); returns counts {done, skipped, failed, total}.
+
+    Under a distributed launcher each process generates its share (:func:`assign_jobs`) on
+    its own device, and every process returns the counts of the whole run. With one process
+    this is the plain single-process batch.
+    """
     if options.samples < 1:
         raise StudioError(f"--samples must be >= 1, got {options.samples}")
+    state = process_state()
+    rank, world = state.process_index, state.num_processes
     entries, problems = read_prompts(options.prompts)
-    for p in problems:
-        tqdm.write(f"warning: {p}")
+    if state.is_main_process:
+        for p in problems:
+            tqdm.write(f"warning: {p}")
     out = options.out_dir
     ensure_output_dir(out)
-    manifest = out / "manifest.jsonl"
+    manifest = out / MANIFEST
+    # Parts left by a crashed distributed run hold finished videos: fold them in before
+    # deciding what is left to do, and let no process read the manifest before that.
+    if state.is_main_process:
+        merge_manifests(out)
+    state.wait_for_everyone()
     previous = _load_manifest(manifest)
 
     jobs = [(e, i) for e in entries for i in range(options.samples)]
+    order = [(e.prompt, j) for e, j in jobs]
     records: dict[tuple[str, int], dict] = {}
     counts = {
         "done": 0,
@@ -154,9 +271,13 @@ def run_batch(options: BatchOptions, progress: bool = True, pipe=None) -> dict:
             counts["skipped"] += 1
         else:
             todo.append((entry, i, stem))
+    # Every process saw the same manifest and files, so every process deals the same todo.
+    mine = assign_jobs(todo, rank, world)
 
     if todo and pipe is None:
-        pipe = load_pipeline(options.model)
+        # Loaded even by a process with no share, so that a bad setting below fails on every
+        # process alike. One process keeps load_pipeline's own device choice.
+        pipe = load_pipeline(options.model, device=str(state.device) if world > 1 else None)
     if todo:
         # The settings are shared by every video: a bad one is a usage error (exit 2), not
         # a batch of identical failures.
@@ -180,9 +301,10 @@ def run_batch(options: BatchOptions, progress: bool = True, pipe=None) -> dict:
             )
         except ValueError as exc:
             raise StudioError(str(exc)) from None
-    bar = tqdm(todo, desc="batch", unit="video", disable=not progress)
+    desc = "batch" if world == 1 else f"batch (process 0's share of {len(todo)}, {world} procs)"
+    bar = tqdm(mine, desc=desc, unit="video", disable=not (progress and state.is_main_process))
     for entry, i, stem in bar:
-        seed = options.seed + i
+        seed = options.seed + i  # the sample alone sets it: any process count, same video
         rec = {
             "prompt": entry.prompt,
             "sample": i,
@@ -212,12 +334,25 @@ def run_batch(options: BatchOptions, progress: bool = True, pipe=None) -> dict:
         except Exception as exc:  # one failing prompt must not stop the batch
             rec.update(status="error", error=f"{type(exc).__name__}: {exc}")
             counts["failed"] += 1
+        if world > 1:
+            # Each process appends to its own part after every video: no process waits for
+            # another, and a crash loses at most the video in hand.
+            _append_jsonl(part_path(out, rank), {**rec, "rank": rank})
+            continue
         records[(entry.prompt, i)] = rec
         # Rewrite the manifest after every video: an interruption loses at most the current one.
-        write_jsonl_atomic(
-            manifest, [records[k] for k in ((e.prompt, j) for e, j in jobs) if k in records]
-        )
-    write_jsonl_atomic(
-        manifest, [records[k] for k in ((e.prompt, j) for e, j in jobs) if k in records]
-    )
-    return counts
+        write_jsonl_atomic(manifest, [records[k] for k in order if k in records])
+    if world == 1:
+        write_jsonl_atomic(manifest, [records[k] for k in order if k in records])
+        return counts
+
+    state.wait_for_everyone()
+    if state.is_main_process:
+        merge_manifests(out, order)
+    # A collective, so also a barrier: no process returns before the manifest is merged.
+    shares = gather_object([counts])
+    return {
+        **counts,
+        "done": sum(c["done"] for c in shares),
+        "failed": sum(c["failed"] for c in shares),
+    }

@@ -146,7 +146,8 @@ def cmd_storyboard(args: argparse.Namespace) -> int:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    from .batch import BatchOptions, run_batch
+    # Under torchrun / accelerate launch every process runs this; see docs/scale.md.
+    from .batch import BatchOptions, process_state, run_batch
 
     summary = run_batch(
         BatchOptions(
@@ -162,10 +163,11 @@ def cmd_batch(args: argparse.Namespace) -> int:
         ),
         progress=not args.quiet,
     )
-    print(
-        f"{summary['done']} videos written, {summary['skipped']} already done, {summary['failed']} failed "
-        f"→ {Path(args.out_dir) / 'manifest.jsonl'}"
-    )
+    if process_state().is_main_process:  # every process has the whole run's counts
+        print(
+            f"{summary['done']} videos written, {summary['skipped']} already done, {summary['failed']} failed "
+            f"→ {Path(args.out_dir) / 'manifest.jsonl'}"
+        )
     return 0 if summary["failed"] == 0 else 1
 
 
@@ -318,6 +320,29 @@ def cmd_data_shapes(args: argparse.Namespace) -> int:
     print(
         f"wrote {len(summary.get('shards', []))} shards to {args.out}: {summary.get('counts', summary)}"
     )
+    return 0
+
+
+def cmd_data_pack(args: argparse.Namespace) -> int:
+    if args.shard_size < 1:
+        raise StudioError(f"--shard-size must be >= 1, got {args.shard_size}")
+    manifest = Path(args.manifest)
+    if not manifest.is_file():  # before importing torch: a typo fails at once
+        raise StudioError(f"manifest not found: {manifest}")
+    from train.pack import pack_manifest
+
+    report = pack_manifest(
+        manifest, args.out, args.shard_size, prefix=args.prefix, progress=not args.quiet
+    )
+    print(
+        f"written {report.written}, failed {report.failed}, shards {len(report.shards)} "
+        f"in {args.out}; report {report.report_path}"
+    )
+    if report.written == 0:
+        raise StudioError(
+            f"nothing could be packed from {manifest}: all {report.failed} rows failed "
+            f"(reasons in {report.report_path})"
+        )
     return 0
 
 
@@ -479,7 +504,9 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser(
         "batch",
         help="generate many prompts (VBench-style names, resumable)",
-        description="One video per (prompt, sample) named {prompt}-{i}.mp4, plus manifest.jsonl. Re-running resumes.",
+        description="One video per (prompt, sample) named {prompt}-{i}.mp4, plus manifest.jsonl. "
+        "Re-running resumes. Under `torchrun --nproc_per_node N -m studio.cli batch ...` or "
+        "`accelerate launch` the videos are shared among the processes (docs/scale.md).",
     )
     b.add_argument(
         "prompts", help='a .txt file (one prompt a line) or .jsonl ({"prompt": ...} a line)'
@@ -579,6 +606,22 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--frames", type=_positive_int, default=16)
     ds.add_argument("--quiet", action="store_true")
     ds.set_defaults(func=cmd_data_shapes)
+    dp = dsub.add_parser(
+        "pack",
+        help="pack your videos and images with captions into WebDataset shards",
+        description="Pack the files of a manifest (CSV with a header row, or JSONL) into "
+        "WebDataset tar shards: columns path (relative to the manifest's folder), caption, "
+        "and for videos optional start, end in seconds. Unreadable files are skipped and "
+        "listed in OUT/pack_report.json.",
+    )
+    dp.add_argument("manifest", help="MANIFEST.csv or MANIFEST.jsonl")
+    dp.add_argument(
+        "--out", required=True, help="shard folder (best empty: a folder is read whole)"
+    )
+    dp.add_argument("--shard-size", type=int, default=1000, help="samples per shard")
+    dp.add_argument("--prefix", default="data", help="shard and key prefix (default: data)")
+    dp.add_argument("--quiet", action="store_true")
+    dp.set_defaults(func=cmd_data_pack)
 
     sc = sub.add_parser(
         "score",

@@ -1,15 +1,32 @@
 """studio.batch: VBench names, manifest, resume after deletion or interruption, failures that
-do not stop the batch, and CLI usage errors."""
+do not stop the batch, CLI usage errors, and batches shared among processes (torchrun)."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from studio import batch as batch_mod
-from studio.batch import BatchOptions, read_prompts, run_batch, video_stem
+from studio.batch import (
+    BatchOptions,
+    assign_jobs,
+    merge_manifests,
+    part_path,
+    read_prompts,
+    run_batch,
+    video_stem,
+)
 from studio.generate import StudioError
+
+REPO = Path(__file__).resolve().parents[1]
 
 FAST = dict(steps=1, frames=2)  # 64×64 (the generate default), 2 frames, 1 step
 
@@ -278,3 +295,158 @@ def test_cli_failures_exit_1(cli, tmp_path, tiny_pipeline_dir, monkeypatch):
     monkeypatch.setattr(batch_mod, "generate", broken)
     code, stdout, _ = cli(prompts, "--out-dir", tmp_path / "out", "--model", tiny_pipeline_dir)
     assert code == 1 and "1 failed" in stdout
+
+
+# -------------------------------------------------------------------------- distributed
+def rec(prompt: str, sample: int, status: str = "ok", **kw) -> dict:
+    return {"prompt": prompt, "sample": sample, "status": status, **kw}
+
+
+def write_lines(path, records: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def keys(records: list[dict]) -> list[tuple]:
+    return [(r["prompt"], r["sample"], r["status"]) for r in records]
+
+
+def test_assign_jobs_is_round_robin_and_covers_every_job_once():
+    jobs = list(range(7))
+    shares = [assign_jobs(jobs, rank, 3) for rank in range(3)]
+    assert shares == [[0, 3, 6], [1, 4], [2, 5]]
+    assert sorted(sum(shares, [])) == jobs
+    assert assign_jobs(jobs, 0, 1) == jobs  # one process: everything, in order
+    assert assign_jobs(["only"], 1, 2) == []  # more processes than jobs
+    with pytest.raises(ValueError, match="rank=2, world=2"):
+        assign_jobs(jobs, 2, 2)
+
+
+def test_merge_manifests_folds_parts_of_a_crashed_run_then_orders_a_finished_one(tmp_path):
+    write_lines(
+        tmp_path / "manifest.jsonl",
+        [rec("a", 0), rec("b", 0, "error", error="RuntimeError: boom"), rec("gone", 0)],
+    )
+    # A 2-process run that crashed: rank 1 retried b-0 (now a success) and was cut mid-line.
+    write_lines(part_path(tmp_path, 0), [rec("b", 1, rank=0)])
+    write_lines(part_path(tmp_path, 1), [rec("b", 0, rank=1), rec("c", 0, rank=1)])
+    with open(part_path(tmp_path, 1), "a") as fh:
+        fh.write('{"prompt": "c", "samp')
+
+    # At the start of the next run: every key kept, in order of first appearance.
+    merged = merge_manifests(tmp_path)
+    assert [k[:2] for k in keys(merged)] == [("a", 0), ("b", 0), ("gone", 0), ("b", 1), ("c", 0)]
+    assert all(r["status"] == "ok" for r in merged)
+    assert merged[1]["rank"] == 1 and "error" not in merged[1]  # the success replaced it
+    assert manifest(tmp_path) == merged
+    assert not list(tmp_path.glob("manifest.rank*"))
+    assert merge_manifests(tmp_path) is None  # no parts, no order: nothing written
+
+    # At the end of a run: exactly the run's keys that have a record, in prompt order, then
+    # sample, as a one-process run writes them; a failed retry replaces a stale success.
+    write_lines(part_path(tmp_path, 0), [rec("c", 1, "error", error="x", rank=0)])
+    write_lines(part_path(tmp_path, 1), [rec("a", 0, "error", error="y", rank=1)])
+    order = [("c", 0), ("c", 1), ("a", 0), ("b", 0), ("b", 1), ("never", 0)]
+    merged = merge_manifests(tmp_path, order)
+    expected = [
+        ("c", 0, "ok"),
+        ("c", 1, "error"),
+        ("a", 0, "error"),
+        ("b", 0, "ok"),
+        ("b", 1, "ok"),
+    ]
+    assert keys(merged) == expected
+    assert manifest(tmp_path) == merged and not list(tmp_path.glob("manifest.rank*"))
+
+
+def test_one_process_run_picks_up_parts_of_a_crashed_run(options, pipe):
+    opts = options("one\ntwo\n")
+    assert run_batch(opts, progress=False, pipe=pipe)["done"] == 2
+    # As a crashed 2-process run leaves it: "two" is done, but recorded only in rank 1's part.
+    first, second = manifest(opts.out_dir)
+    write_lines(opts.out_dir / "manifest.jsonl", [first])
+    write_lines(part_path(opts.out_dir, 1), [{**second, "rank": 1}])
+    counts = run_batch(opts, progress=False, pipe=pipe)
+    assert (counts["done"], counts["skipped"], counts["failed"]) == (0, 2, 0)
+    assert [r.get("rank") for r in manifest(opts.out_dir)] == [None, 1]
+    assert not list(opts.out_dir.glob("manifest.rank*"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def torchrun_batch(prompts, out, model, nproc: int = 2) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node NPROC -m studio.cli batch …`` (3 prompts × 2 samples)."""
+    argv = ["--nproc_per_node", str(nproc), "--master_port", str(free_port())]
+    argv += ["-m", "studio.cli", "batch", str(prompts), "--out-dir", str(out)]
+    argv += ["--model", str(model), "--steps", "1", "--frames", "2", "--samples", "2", "--quiet"]
+    # No GPU even where there is one: two ranks on one GPU would ask for cuda:0 and cuda:1.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", *argv],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory, tiny_pipeline_dir):
+    """One 2-process batch shared by the tests below (each launch costs ~20 s here)."""
+    root = tmp_path_factory.mktemp("torchrun")
+    prompts = root / "prompts.txt"
+    prompts.write_text("one\ntwo\nthree\n")
+    result = torchrun_batch(prompts, root / "out", tiny_pipeline_dir)
+    return result, prompts, root / "out"
+
+
+def test_two_processes_share_the_batch_and_write_one_manifest(two_process_run, options, pipe):
+    result, prompts, out = two_process_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("videos written") == 1  # the main process reports
+    assert "6 videos written, 0 already done, 0 failed" in result.stdout
+    assert len(videos(out)) == 6
+    records = manifest(out)
+    assert [(r["prompt"], r["sample"]) for r in records] == [
+        (p, i) for p in ("one", "two", "three") for i in (0, 1)
+    ]
+    assert all(r["status"] == "ok" for r in records)
+    assert [r["rank"] for r in records] == [0, 1] * 3  # round-robin over the 6 jobs
+    assert not list(out.glob("manifest.rank*")) and not list(out.glob(".*.tmp"))
+
+    # One process makes the very same videos: seeds depend on the sample alone.
+    from pipelines.video_io import read_video
+
+    single = options(prompts.read_text(), samples=2)
+    assert run_batch(single, progress=False, pipe=pipe)["done"] == 6
+    for r in records:
+        frames_2, _ = read_video(out / r["video"])
+        frames_1, _ = read_video(single.out_dir / r["video"])
+        assert np.array_equal(frames_1, frames_2), r["video"]
+
+
+def test_two_process_resume_regenerates_only_the_missing_video(
+    two_process_run, tmp_path, tiny_pipeline_dir
+):
+    result, prompts, first_out = two_process_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "out"
+    shutil.copytree(first_out, out)  # copy2 keeps the mtimes
+    (out / "two-1.mp4").unlink()
+    write_lines(out / "manifest.jsonl", [r for r in manifest(out) if r["video"] != "two-1.mp4"])
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.suffix in (".mp4", ".json")}
+
+    again = torchrun_batch(prompts, out, tiny_pipeline_dir)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "1 videos written, 5 already done, 0 failed" in again.stdout
+    after = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.suffix in (".mp4", ".json")}
+    changed = sorted(name for name in after if after[name] != before.get(name))
+    assert changed == ["two-1.json", "two-1.mp4"]
+    records = manifest(out)
+    assert len(records) == 6 and all(r["status"] == "ok" for r in records)
+    assert records[3]["video"] == "two-1.mp4"  # back in its place in the order
+    assert not list(out.glob("manifest.rank*"))

@@ -12,8 +12,9 @@ import os
 import shutil
 from pathlib import Path
 
+import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedDataParallelKwargs, set_seed
 
 
 def checkpoint_root(output_dir: str | Path) -> Path:
@@ -75,12 +76,21 @@ def resume(accelerator: Accelerator, output_dir: str | Path) -> int:
     return step
 
 
-def start_run(cfg, mixed_precision: str) -> tuple[Accelerator, Path]:
+def start_run(
+    cfg, mixed_precision: str, find_unused_parameters: bool = False
+) -> tuple[Accelerator, Path]:
     """The start every trainer shares: an accelerator with ``mixed_precision`` (already
-    resolved), the global seed, and the output folder holding the run's ``config.yaml``."""
+    resolved), the global seed, and the output folder holding the run's ``config.yaml``.
+
+    ``find_unused_parameters``: for DDP, a model some of whose parameters sit out some steps
+    (the DiT's temporal and swap paths on image batches)."""
     from .config import save_config
 
-    accelerator = Accelerator(mixed_precision=mixed_precision)
+    # Under torchrun/accelerate launch on a machine without GPUs, accelerate makes each
+    # process a single-process run unless told cpu=True: then it is a MULTI_CPU run (gloo).
+    on_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)
+    accelerator = Accelerator(mixed_precision=mixed_precision, cpu=on_cpu, kwargs_handlers=[ddp])
     set_seed(cfg.seed)
     out = Path(cfg.output_dir)
     if accelerator.is_main_process:

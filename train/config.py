@@ -54,9 +54,30 @@ class StageConfig:
 
 
 @dataclass
+class BucketConfig:
+    """One (frames, height, width) target of real-data batches with its batch size (pixels)."""
+
+    frames: int = 16
+    height: int = 64
+    width: int = 64
+    batch_size: int = 8
+
+
+@dataclass
 class DataConfig:
     source: str = "shapes"  # shapes (procedural Shapes World) | shards (WebDataset tars)
+    # source=shards: local paths, globs, brace patterns, directories or URLs of tars
+    # (``studio data pack`` / ``studio data shapes`` write them); frames are VAE-encoded on
+    # the fly. Batches come from ``buckets`` (train/buckets.py); none given → one video
+    # bucket per stage (stage.frames, size, size, stage.batch_size) and one image bucket
+    # (1, size, size, stage.image_batch_size). A stage uses the buckets with ≤ its frames.
     shards: list[str] = field(default_factory=list)
+    buckets: list[BucketConfig] = field(default_factory=list)
+    shuffle: int = 256  # shuffle buffer (samples); 0 = shard order
+    num_workers: int = 0  # DataLoader workers decoding shards
+    # How ranks × workers share the shards: "shards" (each reads its own shards) or
+    # "samples" (each reads all, keeps every n-th: use it when few shards hold the images)
+    split_by: str = "shards"
     seed: int = 0
     size: int = 64
     clip_frames: int = 16  # length of the cached clips

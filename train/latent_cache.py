@@ -57,9 +57,22 @@ def cache_key(
 @torch.no_grad()
 def encode(vae, frames: np.ndarray) -> torch.Tensor:
     """uint8 (N, S, S, 3) → scaled latents (N, C, h, w) float32 (posterior means)."""
-    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(127.5).sub(1.0).to(vae.device)
-    z = vae.encode(x).latent_dist.mean
+    return encode_pixels(vae, torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1.0)
+
+
+@torch.no_grad()
+def encode_pixels(vae, x: torch.Tensor) -> torch.Tensor:
+    """Pixels (N, 3, H, W) in [-1, 1] → scaled latents (N, C, h, w) float32 (posterior means)."""
+    z = vae.encode(x.to(vae.device, vae.dtype)).latent_dist.mean.float()
     return (z - (vae.config.shift_factor or 0.0)) * vae.config.scaling_factor
+
+
+@torch.no_grad()
+def encode_videos(vae, videos: torch.Tensor) -> torch.Tensor:
+    """Pixels (B, F, 3, H, W) in [-1, 1] → latents (B, C, F, h, w), frame by frame."""
+    b, f = videos.shape[:2]
+    z = encode_pixels(vae, videos.flatten(0, 1))  # (B·F, C, h, w)
+    return z.reshape(b, f, *z.shape[1:]).permute(0, 2, 1, 3, 4)
 
 
 def build_cache(

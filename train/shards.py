@@ -14,6 +14,7 @@ webdataset opens, and never lets one bad sample stop training.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import io
 import json
@@ -34,13 +35,20 @@ from tqdm.auto import tqdm
 from pipelines.video_io import encode_video_bytes, read_video
 from train.shapes_world import Sample, ShapesWorld
 
-__all__ = ["ShardDataset", "collate_videos", "write_shapes_shards", "write_shards"]
+__all__ = [
+    "ShardDataset",
+    "collate_videos",
+    "write_records",
+    "write_shapes_shards",
+    "write_shards",
+]
 
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "webp")
 VIDEO_EXTENSIONS = ("mp4", "webm", "gif")
 FRAME_SAMPLING = ("random", "first", "uniform")
+SPLIT_BY = ("shards", "samples")
 # A fixed mtime (2024-01-01) makes tar bytes depend on content only.
 _TAR_MTIME = 1_704_067_200
 
@@ -66,6 +74,65 @@ def _encode_sample(sample: Sample) -> dict[str, bytes | str]:
     return record
 
 
+def write_records(
+    records: Iterable[dict[str, bytes | str]],
+    out_dir: str | os.PathLike,
+    shard_size: int = 1000,
+    prefix: str = "shapes",
+    total: int | None = None,
+    progress: bool = True,
+) -> list[Path]:
+    """Write encoded records into ``out_dir/{prefix}-000000.tar``, ... with ``shard_size`` each.
+
+    A record is ``{"__key__": KEY, EXT: bytes, ...}``; each ``EXT`` becomes the tar member
+    ``KEY.EXT``. Tar headers carry a fixed mtime and owner, so equal records give
+    byte-identical shards. Each shard is written to a hidden temporary sibling and renamed
+    into place when complete, so an interrupted run never leaves a half-written shard under
+    its final name. No records, no shard.
+
+    Returns:
+        The shard paths, in order.
+    """
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    stream, writer, tmp, count = None, None, None, 0
+    try:
+        for record in tqdm(
+            records, total=total, disable=not progress, desc="shards", unit="sample"
+        ):
+            if writer is None:
+                final = out / f"{prefix}-{len(paths):06d}.tar"
+                tmp = final.with_name(f".{final.name}.tmp")
+                stream = open(tmp, "wb")  # closed when the shard is full, or on error
+                writer = wds.TarWriter(
+                    stream, mtime=_TAR_MTIME, user="shapes", group="shapes", encoder=False
+                )
+            writer.write(record)
+            count += 1
+            if count == shard_size:
+                writer.close()
+                stream.close()
+                os.replace(tmp, final)
+                paths.append(final)
+                stream, writer, count = None, None, 0
+        if writer is not None:
+            writer.close()
+            stream.close()
+            os.replace(tmp, final)
+            paths.append(final)
+            stream, writer = None, None
+    finally:
+        if stream is not None:  # an error mid-shard: drop the partial file
+            with contextlib.suppress(Exception):
+                writer.close()  # else tarfile flushes into the closed file when collected
+            stream.close()
+            tmp.unlink(missing_ok=True)
+    return paths
+
+
 def write_shards(
     samples: Iterable[Sample],
     out_dir: str | os.PathLike,
@@ -78,36 +145,13 @@ def write_shards(
 
     Multi-frame samples become ``KEY.mp4`` (lossless H.264), images ``KEY.png``; meta goes
     to ``KEY.json`` and references to ``KEY.ref1.png``, ... Tar headers carry a fixed
-    mtime and owner, so equal samples give byte-identical shards.
+    mtime and owner, so equal samples give byte-identical shards (see ``write_records``).
 
     Returns:
         The shard paths, in order.
     """
-    if shard_size < 1:
-        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths: list[Path] = []
-    pattern = str(out / f"{prefix}-%06d.tar")
-    writer = wds.ShardWriter(
-        pattern,
-        maxcount=shard_size,
-        maxsize=float("inf"),
-        post=lambda name: paths.append(Path(name)),
-        verbose=0,
-        mtime=_TAR_MTIME,
-        user="shapes",
-        group="shapes",
-        encoder=False,
-    )
-    try:
-        for sample in tqdm(
-            samples, total=total, disable=not progress, desc="shards", unit="sample"
-        ):
-            writer.write(_encode_sample(sample))
-    finally:
-        writer.close()
-    return paths
+    records = (_encode_sample(sample) for sample in samples)
+    return write_records(records, out_dir, shard_size, prefix, total=total, progress=progress)
 
 
 def write_shapes_shards(
@@ -223,8 +267,10 @@ class ShardDataset(torch.utils.data.IterableDataset):
     (images/videos turned off) and ``shard_errors`` (unreadable tar streams). With
     DataLoader workers each worker counts in its own copy.
 
-    Shards are split across distributed ranks and DataLoader workers; when there are
-    fewer shards than readers, every reader reads all shards and keeps every n-th sample.
+    Shards are split across distributed ranks and DataLoader workers (``split_by="shards"``);
+    with ``split_by="samples"``, or when there are fewer shards than readers, every reader
+    reads all shards and keeps every n-th sample (more reading, but no reader goes without a
+    kind of sample that only a few shards hold).
     """
 
     def __init__(
@@ -237,8 +283,11 @@ class ShardDataset(torch.utils.data.IterableDataset):
         seed: int = 0,
         images: bool = True,
         videos: bool = True,
+        split_by: str = "shards",
     ) -> None:
         super().__init__()
+        if split_by not in SPLIT_BY:
+            raise ValueError(f"unknown split_by {split_by!r}; allowed: {SPLIT_BY}")
         if frame_sampling not in FRAME_SAMPLING:
             raise ValueError(
                 f"unknown frame_sampling {frame_sampling!r}; allowed: {FRAME_SAMPLING}"
@@ -254,6 +303,7 @@ class ShardDataset(torch.utils.data.IterableDataset):
         self.urls = _expand_urls(urls)
         self.frames, self.size, self.frame_sampling = frames, size, frame_sampling
         self.shuffle, self.seed, self.images, self.videos = shuffle, seed, images, videos
+        self.split_by = split_by
         self.epoch = 0
         self.stats = dict.fromkeys(
             ("ok", "skipped_corrupt", "skipped_short", "skipped_filtered", "shard_errors"), 0
@@ -283,7 +333,7 @@ class ShardDataset(torch.utils.data.IterableDataset):
         urls = list(self.urls)
         if self.shuffle:
             random.Random(f"{self.seed}-{self.epoch}").shuffle(urls)
-        split_samples = len(urls) < readers
+        split_samples = self.split_by == "samples" or len(urls) < readers
         if not split_samples:
             urls = urls[slot::readers]
         stream = wds.tariterators.tarfile_samples(

@@ -9,8 +9,13 @@ from images to clips of growing length (Frozen in Time), with image steps interl
 video stages so that image-only concepts keep being seen; random clean prefixes (the
 conditioning-frame mask) so the model learns continuation.
 
+Data: ``data.source: shapes`` draws Shapes World latents from a cache encoded once;
+``data.source: shards`` streams real clips and images from WebDataset shards in buckets
+(train/buckets.py) and encodes them with the VAE on the fly.
+
 Every batch, its noise and its timesteps are a pure function of (seed, step, rank): the
-data position *is* the step, so resuming from a checkpoint reproduces the uninterrupted run.
+data position *is* the step (a shard stream is replayed to it on resume), so resuming from a
+checkpoint with the same number of processes reproduces the uninterrupted run.
 """
 
 from __future__ import annotations
@@ -37,10 +42,19 @@ from pipelines.components import (
 from pipelines.text_to_video import ShapesVideoPipeline, to_uint8
 from pipelines.video_io import write_video
 
+from .buckets import Bucket, BucketBatches
 from .checkpoint import optimizer_step, resume, save_checkpoint, start_run
 from .config import DiTTrainConfig, StageConfig, resolve_mixed_precision
-from .latent_cache import LatentCache, build_cache, cache_key, load_cache, save_cache
+from .latent_cache import (
+    LatentCache,
+    build_cache,
+    cache_key,
+    encode_videos,
+    load_cache,
+    save_cache,
+)
 from .shapes_world import ClipSpec, caption
+from .shards import ShardDataset
 
 REVERSED = {"left": "right", "right": "left", "up": "down", "down": "up", "still": "still"}
 
@@ -115,8 +129,120 @@ def video_batch(
     return torch.stack(latents), captions, mask
 
 
+# ------------------------------------------------------------------- batches from shards
+def stage_buckets(cfg: DiTTrainConfig, stage: StageConfig, images: bool) -> list[Bucket]:
+    """The buckets a stage draws its image (or video) batches from."""
+    if cfg.data.buckets:
+        chosen = [
+            Bucket(b.frames, b.height, b.width, b.batch_size)
+            for b in cfg.data.buckets
+            if (b.frames == 1) == images and b.frames <= stage.frames
+        ]
+    else:
+        s = cfg.data.size
+        chosen = [
+            Bucket(1, s, s, stage.image_batch_size)
+            if images
+            else Bucket(stage.frames, s, s, stage.batch_size)
+        ]
+    if not chosen:
+        kind = "1-frame (image)" if images else f"multi-frame bucket with ≤ {stage.frames} frames"
+        raise ValueError(f"stage {stage.name!r} needs a {kind} in data.buckets")
+    return chosen
+
+
+def steps_before(cfg: DiTTrainConfig, stage_idx: int, step: int, images: bool) -> int:
+    """How many image (``images``) or video steps of stage ``stage_idx`` precede ``step``:
+    the number of batches that stage's stream has given this rank by then."""
+    begin = sum(s.steps for s in cfg.stages[:stage_idx])
+    stage = cfg.stages[stage_idx]
+    return sum(1 for s in range(begin, step) if is_image_step(stage, s) == images)
+
+
+class ShardBatchStream:
+    """An endless, deterministic stream of bucketed batches for one stage and one kind
+    (images or videos) of this rank: epoch after epoch of ``data.shards``, replayed to
+    ``skip`` batches on resume. ``stats()`` sums the readers' counts (ok, skipped_corrupt, …)."""
+
+    def __init__(self, cfg: DiTTrainConfig, stage_idx: int, images: bool, skip: int = 0):
+        stage = cfg.stages[stage_idx]
+        self.kind = "image" if images else "video"
+        dataset = ShardDataset(
+            cfg.data.shards,
+            frames=None,
+            size=None,
+            shuffle=cfg.data.shuffle,
+            seed=cfg.data.seed * 1000 + 2 * stage_idx + int(images),
+            images=images,
+            videos=not images,
+            split_by=cfg.data.split_by,
+        )
+        self.batches = BucketBatches(
+            dataset, stage_buckets(cfg, stage, images), max_frames=stage.frames
+        )
+        self.num_workers = cfg.data.num_workers
+        self.epoch, self.iterator, self.given = 0, None, 0
+        self.counts: dict[tuple, dict[str, int]] = {}
+        for _ in range(skip):
+            next(self)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        while True:
+            if self.iterator is None:
+                self.batches.set_epoch(self.epoch)
+                loader = torch.utils.data.DataLoader(
+                    self.batches, batch_size=None, num_workers=self.num_workers
+                )
+                self.iterator, self.given = iter(loader), 0
+            try:
+                batch = next(self.iterator)
+            except StopIteration:
+                if self.given == 0:
+                    raise RuntimeError(
+                        f"the shards gave no {self.kind} batch in a whole epoch "
+                        f"(this reader's counts: {self.batches.stats()}); check data.shards and the "
+                        "batch sizes of data.buckets (a bucket larger than the samples it gets in "
+                        "an epoch never fills), set data.split_by: samples when only a few shards hold "
+                        "this kind (each process reads its own shards), or image_every: 0 when "
+                        "the shards hold no images"
+                    ) from None
+                self.epoch, self.iterator = self.epoch + 1, None
+                continue
+            self.given += 1
+            self.counts[tuple(batch["reader"])] = batch["stats"]
+            return batch
+
+    def stats(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for counts in self.counts.values():
+            for k, v in counts.items():
+                total[k] = total.get(k, 0) + int(v)
+        return total
+
+
+def shard_batch(
+    batch: dict, vae, cfg: DiTTrainConfig, rng: np.random.Generator
+) -> tuple[torch.Tensor, list[str], torch.Tensor | None]:
+    """A bucketed pixel batch → latents (B, C, F, h, w), captions, frame_mask (B, F) or None."""
+    x0 = encode_videos(vae, batch["video"])
+    b, f = x0.shape[0], x0.shape[2]
+    mask = torch.zeros(b, f, dtype=torch.bool)
+    if f > 1:
+        for j, meta in enumerate(batch["meta"]):
+            given = meta.get("condition_frames")
+            if given is None and rng.random() < cfg.data.cond_prob:
+                given = int(rng.integers(1, f // 2 + 1))
+            if given:
+                mask[j, :given] = True
+    return x0, list(batch["caption"]), mask
+
+
 # ---------------------------------------------------------------------------- helpers
 TIMESTEP_SAMPLINGS = ("logit_normal", "uniform")
+DATA_SOURCES = ("shapes", "shards")
 
 
 def sample_timesteps(cfg: DiTTrainConfig, b: int, generator: torch.Generator) -> torch.Tensor:
@@ -243,25 +369,8 @@ def lr_lambda(cfg: DiTTrainConfig):
 
 
 # ---------------------------------------------------------------------------- main
-def main(cfg: DiTTrainConfig) -> Path:
-    # ======================================================== setup
-    accelerator, out = start_run(cfg, resolve_mixed_precision(cfg.mixed_precision))
-    rank = accelerator.process_index
-    if cfg.timestep_sampling not in TIMESTEP_SAMPLINGS:
-        raise ValueError(
-            f"timestep_sampling must be one of {TIMESTEP_SAMPLINGS}, got {cfg.timestep_sampling!r}"
-        )
-    if cfg.data.source != "shapes":
-        raise ValueError(
-            f"data.source {cfg.data.source!r} is not supported by this trainer yet; allowed: 'shapes'"
-        )
-
-    vae = load_vae(cfg.vae).to(accelerator.device).eval().requires_grad_(False)
-    text_encoder, tokenizer = load_text_encoder(cfg.text_encoder)
-    text_encoder.to(accelerator.device)
-    latent_size = cfg.data.size // vae_downscale(vae)
-
-    # ======================================================== data: latent cache
+def _shapes_cache(cfg: DiTTrainConfig, vae, out: Path, accelerator) -> LatentCache:
+    """The Shapes World latent cache of this config: built by the main process if missing."""
     key = cache_key(
         dict(vae.config),
         cfg.data.size,
@@ -288,6 +397,34 @@ def main(cfg: DiTTrainConfig) -> Path:
     accelerator.print(
         f"latent cache {cache_dir}: {len(cache.clips)} clips, {len(cache.images)} images"
     )
+    return cache
+
+
+def main(cfg: DiTTrainConfig) -> Path:
+    # ======================================================== setup
+    # image batches (F = 1) leave the temporal and swap paths unused
+    accelerator, out = start_run(
+        cfg, resolve_mixed_precision(cfg.mixed_precision), find_unused_parameters=True
+    )
+    rank = accelerator.process_index
+    if cfg.timestep_sampling not in TIMESTEP_SAMPLINGS:
+        raise ValueError(
+            f"timestep_sampling must be one of {TIMESTEP_SAMPLINGS}, got {cfg.timestep_sampling!r}"
+        )
+    if cfg.data.source not in DATA_SOURCES:
+        raise ValueError(f"data.source must be one of {DATA_SOURCES}, got {cfg.data.source!r}")
+    if cfg.data.source == "shards" and not cfg.data.shards:
+        raise ValueError("data.source is 'shards' but data.shards is empty")
+
+    vae = load_vae(cfg.vae).to(accelerator.device).eval().requires_grad_(False)
+    text_encoder, tokenizer = load_text_encoder(cfg.text_encoder)
+    text_encoder.to(accelerator.device)
+    latent_size = cfg.data.size // vae_downscale(vae)
+
+    # ======================================================== data: latent cache (Shapes World)
+    cache = None
+    if cfg.data.source == "shapes":
+        cache = _shapes_cache(cfg, vae, out, accelerator)
 
     # ======================================================== model, optimiser, EMA
     model = build_model(
@@ -331,15 +468,25 @@ def main(cfg: DiTTrainConfig) -> Path:
     )
     t_last, samples_since, loss_sum, loss_n = time.time(), 0, 0.0, 0
     model.train()
+    streams: dict[tuple[int, bool], ShardBatchStream] = {}
     for step in bar:
         stage_idx, stage = stage_at(cfg, step)
         rng = np.random.default_rng([cfg.seed, step, rank])
         generator = torch.Generator().manual_seed(int(rng.integers(1 << 62)))
-        if is_image_step(stage, step):
+        images = is_image_step(stage, step)
+        if cache is not None and images:
             x0, captions = image_batch(cache, stage.image_batch_size, rng)
             frame_mask = None
-        else:
+        elif cache is not None:
             x0, captions, frame_mask = video_batch(cache, stage, cfg, rng)
+        else:
+            if (stage_idx, images) not in streams:  # replayed to this step's position
+                skip = steps_before(cfg, stage_idx, step, images)
+                streams[(stage_idx, images)] = ShardBatchStream(cfg, stage_idx, images, skip)
+            x0, captions, frame_mask = shard_batch(
+                next(streams[(stage_idx, images)]), vae, cfg, rng
+            )
+        if frame_mask is not None:
             frame_mask = frame_mask.to(accelerator.device) if frame_mask.any() else None
         captions = ["" if rng.random() < cfg.text_dropout else c for c in captions]
         text, text_mask = encode_text(text_encoder, tokenizer, captions, device=accelerator.device)
@@ -361,6 +508,7 @@ def main(cfg: DiTTrainConfig) -> Path:
                 "loss": loss_sum / loss_n,
                 "samples_per_s": samples_since / elapsed,
                 "lr": schedule.get_last_lr()[0],
+                "processes": accelerator.num_processes,
             }
             bar.set_postfix(
                 stage=stage.name, loss=f"{entry['loss']:.4f}", sps=f"{entry['samples_per_s']:.1f}"
@@ -382,6 +530,10 @@ def main(cfg: DiTTrainConfig) -> Path:
                 out / "samples" / f"step-{step + 1:07d}",
             )
 
+    # ======================================================== data report (shards)
+    if streams:
+        report_data(accelerator, streams, out)
+
     # ======================================================== export (EMA weights)
     accelerator.wait_for_everyone()
     final = out / "pipeline"
@@ -394,6 +546,25 @@ def main(cfg: DiTTrainConfig) -> Path:
         ema.restore(unwrapped.parameters())
         accelerator.print(f"saved pipeline with EMA weights to {final}")
     return final
+
+
+def report_data(accelerator, streams: dict, out: Path) -> dict[str, int]:
+    """Sum every rank's shard counts (this run of the process, not the whole training) →
+    ``data_stats.json`` and one line on the console."""
+    from accelerate.utils import gather_object
+
+    mine: dict[str, int] = {}
+    for stream in streams.values():
+        for k, v in stream.stats().items():
+            mine[k] = mine.get(k, 0) + v
+    total: dict[str, int] = {}
+    for counts in gather_object([mine]):
+        for k, v in counts.items():
+            total[k] = total.get(k, 0) + v
+    if accelerator.is_main_process:
+        (out / "data_stats.json").write_text(json.dumps(total, indent=1, sort_keys=True))
+        accelerator.print("data: " + ", ".join(f"{k} {v}" for k, v in sorted(total.items())))
+    return total
 
 
 @torch.no_grad()
