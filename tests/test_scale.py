@@ -6,6 +6,7 @@ The multi-process and kill -9 tests run ``studio.cli`` in subprocesses on a widt
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -19,17 +20,21 @@ import pytest
 import torch
 import webdataset as wds
 from accelerate.state import AcceleratorState, GradientState, PartialState
+from PIL import Image
 
 import train.train_dit as train_dit
 from pipelines.components import vae_tiny
+from pipelines.video_io import write_video
 from train.buckets import Bucket, BucketBatches, assign_bucket, resize_crop
 from train.checkpoint import checkpoint_step, latest_checkpoint
 from train.config import DiTTrainConfig, load_config
-from train.shards import ShardDataset, write_shapes_shards
+from train.pack import pack_manifest
+from train.shapes_world import ShapesWorld
+from train.shards import ShardDataset
 
 ROOT = Path(__file__).resolve().parents[1]
 TOTAL_STEPS = 8
-N_CLIPS, N_CORRUPT = 18, 2  # 10 % of the video samples are corrupt
+N_CLIPS, N_CORRUPT, N_IMAGES = 18, 2, 8  # 10 % of the video samples are corrupt
 
 SHARD_RUN = """\
 model: {size: dit_tiny, patch_size: 2}
@@ -60,12 +65,31 @@ def fresh_accelerate_state():
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> Path:
-    """Shapes World shards (8-frame 16-px mp4 clips and png images) plus one shard of
-    corrupt clips: N_CORRUPT of N_CLIPS + N_CORRUPT video samples cannot be decoded."""
-    out = tmp_path_factory.mktemp("shards")
-    write_shapes_shards(
-        out, clips=N_CLIPS, images=8, size=16, frames=8, shard_size=7, progress=False
-    )
+    """Real MP4 files (8-frame 16-px Shapes World clips) and PNG images packed by
+    ``studio data pack`` (two images in every shard of 7), plus one shard of corrupt clips:
+    N_CORRUPT of N_CLIPS + N_CORRUPT video samples cannot be decoded."""
+    root = tmp_path_factory.mktemp("data")
+    world = ShapesWorld(size=16, frames=8, seed=0)
+    clips, images = [], []
+    for i in range(N_CLIPS):
+        sample = world.sample(i, kind="video1")
+        write_video(root / f"clip{i}.mp4", sample.frames, fps=8)
+        clips.append((f"clip{i}.mp4", sample.meta["caption"]))
+    for i in range(N_IMAGES):
+        sample = world.sample(1000 + i, kind="image")
+        Image.fromarray(sample.frames[0]).save(root / f"image{i}.png")
+        images.append((f"image{i}.png", sample.meta["caption"]))
+    rows = []
+    while clips or images:  # blocks of 5 clips and 2 images
+        rows += [clips.pop(0) for _ in range(min(5, len(clips)))]
+        rows += [images.pop(0) for _ in range(min(2, len(images)))]
+    manifest = root / "manifest.csv"
+    with manifest.open("w", newline="") as fh:
+        csv.writer(fh).writerows([("path", "caption"), *rows])
+
+    out = root / "shards"
+    report = pack_manifest(manifest, out, shard_size=7, prefix="real", progress=False)
+    assert (report.written, report.failed) == (N_CLIPS + N_IMAGES, 0)
     with wds.TarWriter(str(out / "corrupt-000000.tar")) as sink:
         for i in range(N_CORRUPT):
             meta = {"caption": "a red square moving left", "fps": 8, "frames": 8}
@@ -176,6 +200,54 @@ def test_bucket_batches_are_uniform_and_deterministic(shards):
     assert first != keys(0, 1)  # a new epoch, a new order
 
 
+def test_shards_stream_from_http_and_fsspec_urls(shards):
+    """The same shards over HTTP (webdataset's curl) and from an fsspec filesystem (memory://)
+    read back the same samples as from disk."""
+    import functools
+    import http.server
+    import shutil
+    import threading
+
+    import fsspec
+
+    names = sorted(p.name for p in shards.glob("real-*.tar"))
+    local = sorted(s["key"] for s in ShardDataset(shards / "real-*.tar", frames=None, size=None))
+    assert len(local) == N_CLIPS + N_IMAGES
+
+    memory = fsspec.filesystem("memory")
+    for name in names:
+        memory.pipe(f"/scale-test/{name}", (shards / name).read_bytes())
+    urls = [f"memory://scale-test/{name}" for name in names]
+    assert sorted(s["key"] for s in ShardDataset(urls, frames=None, size=None)) == local
+
+    if shutil.which("curl") is None:
+        pytest.skip("webdataset reads http:// shards with curl, which this machine lacks")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(shards))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        urls = [f"http://127.0.0.1:{port}/{name}" for name in names]
+        dataset = ShardDataset(urls, frames=None, size=None)
+        assert sorted(s["key"] for s in dataset) == local
+        missing = ShardDataset(f"http://127.0.0.1:{port}/nope.tar", frames=None, size=None)
+        assert list(missing) == [] and missing.stats["shard_errors"] == 1
+    finally:
+        server.shutdown()
+
+
+def test_split_by_samples_gives_each_reader_every_nth_sample(shards, monkeypatch):
+    everything = sorted(s["key"] for s in ShardDataset(shards, frames=None, size=None))
+    parts = []
+    for slot in (0, 1):
+        dataset = ShardDataset(shards, frames=None, size=None, split_by="samples")
+        monkeypatch.setattr(dataset, "_reader_slot", lambda slot=slot: (slot, 2))
+        parts.append([s["key"] for s in dataset])
+    assert abs(len(parts[0]) - len(parts[1])) <= 1 and not set(parts[0]) & set(parts[1])
+    assert sorted(parts[0] + parts[1]) == everything
+
+
 # ------------------------------------------------------------------- training from shards
 def test_shard_training_resumes_exactly_and_reports_corrupt_samples(
     run_yaml, tmp_path, text_encoder, monkeypatch
@@ -247,26 +319,75 @@ def test_kill_9_mid_training_then_resume_continues_the_loss_sequence(run_yaml, t
         assert resumed[step] == pytest.approx(straight[step], rel=1e-4, abs=1e-6), step
 
 
-def test_two_process_ddp_run_then_resume_with_one_process(run_yaml, tmp_path):
-    """torchrun with 2 processes (gloo, CPU) trains from the shards; the same run then resumes
-    in one process from the 2-process checkpoint and finishes."""
+def test_two_process_ddp_run_resumes_with_one_process_and_back(run_yaml, tmp_path):
+    """torchrun with 2 processes (gloo, CPU) trains from packed shards of real MP4 files, each
+    process reading its own shards; the run resumes in one process from the 2-process
+    checkpoint, then in two processes again from the 1-process one, and finishes."""
     out = tmp_path / "ddp"
-    # the images sit in the last shards: with 2 readers each reads all and keeps every 2nd
-    split = "data.split_by=samples"
-    train(run_yaml, out, "max_steps=6", "save_every=3", split, procs=2)
-    entries = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    assert {e["processes"] for e in entries} == {2}
-    two = losses(out)
-    assert sorted(two) == list(range(1, 7))
-    assert checkpoint_step(latest_checkpoint(out)) == 6
-    # both ranks' samples are counted (the report gathers every rank)
-    stats = json.loads((out / "data_stats.json").read_text())
-    assert stats["ok"] > 0
+    train(run_yaml, out, "max_steps=3", procs=2)
+    assert checkpoint_step(latest_checkpoint(out)) == 3
+    # every rank's samples are counted (the report gathers them)
+    assert json.loads((out / "data_stats.json").read_text())["ok"] > 0
 
-    train(run_yaml, out, split, procs=1)  # a different number of processes
+    train(run_yaml, out, "max_steps=6", procs=1)  # a different number of processes
+    train(run_yaml, out, procs=2)  # and back
     entries = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    assert [e["processes"] for e in entries] == [2] * 6 + [1] * (TOTAL_STEPS - 6)
-    one = losses(out)
-    assert sorted(one) == list(range(1, TOTAL_STEPS + 1))
-    assert all(0 < v < 10 for v in one.values())
+    assert [e["processes"] for e in entries] == [2, 2, 2, 1, 1, 1, 2, 2]
+    log = losses(out)
+    assert sorted(log) == list(range(1, TOTAL_STEPS + 1))
+    assert all(0 < v < 10 for v in log.values())
     assert (out / "pipeline" / "model_index.json").is_file()
+
+
+# ------------------------------------------------------- large components by config
+def test_training_takes_a_t5_encoder_and_an_sd_family_vae_from_config(run_yaml, tmp_path):
+    """The trainer loads whatever ``text_encoder:`` and ``vae:`` name: here a tiny random T5
+    (encoder kept, MiniLM's tokenizer files beside it) and a tiny VAE shaped like Stable
+    Diffusion's (4 levels: 8× down, scaling 0.18215), with gradient checkpointing on."""
+    from diffusers import AutoencoderKL
+    from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
+
+    from pipelines.components import minilm_path
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    t5_dir, vae_dir = tmp_path / "t5", tmp_path / "sd_vae"
+    torch.manual_seed(0)
+    t5 = T5ForConditionalGeneration(
+        T5Config(vocab_size=tokenizer.vocab_size, d_model=24, d_kv=8, d_ff=32, num_layers=1,
+                 num_decoder_layers=1, num_heads=3, decoder_start_token_id=0)
+    )  # fmt: skip
+    t5.save_pretrained(t5_dir)
+    tokenizer.save_pretrained(t5_dir)
+    AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 8, 16, 16),
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=32,
+        scaling_factor=0.18215,
+    ).save_pretrained(vae_dir)
+
+    out = tmp_path / "run"
+    train(
+        run_yaml, out, f"text_encoder={t5_dir}", f"vae={vae_dir}", "data.size=32",
+        "gradient_checkpointing=true", "max_steps=4",
+    )  # fmt: skip
+    model = json.loads((out / "pipeline" / "transformer" / "config.json").read_text())
+    assert model["text_dim"] == 24 and model["sample_size"] == 4  # T5's width, 32 px / 8
+    assert sorted(losses(out)) == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("name", ["multi_gpu", "fsdp", "multi_node"])
+def test_accelerate_configs_load_and_fsdp_wraps_our_block(name):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    import models.video_dit
+
+    config = load_config_from_file(str(ROOT / "configs" / "accelerate" / f"{name}.yaml"))
+    assert config.num_processes >= 8 and config.mixed_precision == "bf16"
+    if name == "fsdp":  # the wrap class must exist, or FSDP would shard the model as one unit
+        block = config.fsdp_config["fsdp_transformer_layer_cls_to_wrap"]
+        assert isinstance(getattr(models.video_dit, block), type)
+    if name == "multi_node":
+        assert config.num_machines == 2 and config.main_process_port

@@ -49,6 +49,8 @@ IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "webp")
 VIDEO_EXTENSIONS = ("mp4", "webm", "gif")
 FRAME_SAMPLING = ("random", "first", "uniform")
 SPLIT_BY = ("shards", "samples")
+# URL schemes webdataset opens itself (curl for http, gsutil for gs, …); the rest: fsspec
+WDS_SCHEMES = ("file", "http", "https", "pipe", "ais", "sftp", "ftps", "scp", "htgs", "hf")
 # A fixed mtime (2024-01-01) makes tar bytes depend on content only.
 _TAR_MTIME = 1_704_067_200
 
@@ -336,12 +338,31 @@ class ShardDataset(torch.utils.data.IterableDataset):
         split_samples = self.split_by == "samples" or len(urls) < readers
         if not split_samples:
             urls = urls[slot::readers]
-        stream = wds.tariterators.tarfile_samples(
-            ({"url": url} for url in urls), handler=self._shard_error
-        )
+        opened = self._open_streams(urls)
+        files = wds.tariterators.tar_file_expander(opened, handler=self._shard_error)
+        stream = wds.tariterators.group_by_keys(files, handler=self._shard_error)
         for count, raw in enumerate(stream):
             if not split_samples or count % readers == slot:
                 yield raw
+
+    def _open_streams(self, urls: list[str]) -> Iterator[dict]:
+        """``{"url", "stream"}`` per shard: local paths, ``http(s)://`` (curl), ``pipe:``
+        and the other schemes webdataset's gopen knows go through it; any other
+        ``scheme://`` (``s3://``, ``gs://``, ``memory://`` …) through fsspec. A shard that
+        cannot be opened is counted in ``shard_errors`` and skipped."""
+        for url in urls:
+            scheme = url.split("://", 1)[0] if "://" in url else ""
+            try:
+                if scheme and scheme not in WDS_SCHEMES:
+                    import fsspec
+
+                    stream = fsspec.open(url, "rb").open()
+                else:
+                    stream = wds.gopen(url)
+            except Exception as exn:
+                self._shard_error(exn)
+                continue
+            yield {"url": url, "stream": stream}
 
     def __iter__(self) -> Iterator[dict]:
         samples = (s for s in map(self._decode, self._raw_samples()) if s is not None)
