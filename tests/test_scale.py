@@ -277,6 +277,20 @@ def test_shard_training_resumes_exactly_and_reports_corrupt_samples(
         assert b[step] == pytest.approx(a[step], rel=1e-4, abs=1e-6), step
 
 
+def test_shard_stream_with_workers_runs_epochs_and_counts_corrupt_samples(run_yaml):
+    """Two DataLoader workers decoding mixed shards (images, clips, corrupt clips): the video
+    stream runs past an epoch, no worker dies, every worker's counts are summed."""
+    cfg = load_config(DiTTrainConfig, run_yaml, ["data.num_workers=2"])
+    stream = train_dit.ShardBatchStream(cfg, stage_idx=1, images=False)
+    per_epoch = N_CLIPS // cfg.stages[1].batch_size  # at most; partial buckets are dropped
+    batches = [next(stream) for _ in range(per_epoch + 2)]
+    assert stream.epoch >= 1  # it went round
+    assert {tuple(b["video"].shape[1:]) for b in batches} == {(4, 3, 16, 16)}
+    assert {b["reader"][1] for b in batches} == {0, 1}  # both workers gave batches
+    stats = stream.stats()
+    assert stats["skipped_corrupt"] >= N_CORRUPT and stats["ok"] >= len(batches) * 2
+
+
 def test_shards_source_needs_shards(tmp_path):
     cfg = load_config(
         DiTTrainConfig, None, ["data.source=shards", f"output_dir={tmp_path}", "mixed_precision=no"]
