@@ -1,0 +1,232 @@
+"""Speed of the video DiT on this machine, side by side in one run (issue 9).
+
+    python benchmarks/perf.py [--repeats 7] [--train-log runs/dit/log.jsonl] [--skip-e2e]
+
+Prints Markdown tables for BENCHMARKS.md:
+
+1. one denoising step (batch 2 = classifier-free guidance, 16 frames, 16×16 latent, text of
+   16 tokens) of our transformer vs diffusers' ``LatteTransformer3DModel`` with the same
+   width, patch, token count and dtype and the closest parameter count; the two are timed
+   alternately, median of ``--repeats``;
+2. model FLOPs utilisation: FLOPs of that step (``torch.utils.flop_counter``) per second,
+   over the FLOP/s of a large matrix product measured in the same run, for fp32 and — where
+   the CPU has fast bf16 (AMX / AVX512-BF16) — bf16 autocast;
+3. end-to-end default generation (shipped model, 16 frames at 8 fps, 25 steps, guidance 4)
+   in a fresh subprocess: wall seconds per second of video and peak resident memory;
+4. training throughput per curriculum stage from a training log, with its MFU
+   (3 × forward FLOPs per sample).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from models.video_dit import dit_s
+from train.config import cpu_has_fast_bf16
+
+ROOT = Path(__file__).resolve().parents[1]
+TEXT_DIM, TEXT_LEN, FRAMES, LATENT, CHANNELS, PATCH = 384, 16, 16, 16, 8, 4
+
+
+def ours() -> torch.nn.Module:
+    return dit_s(in_channels=CHANNELS, patch_size=PATCH, text_dim=TEXT_DIM, sample_size=LATENT)
+
+
+def latte(layers: int) -> torch.nn.Module:
+    from diffusers import LatteTransformer3DModel
+
+    return LatteTransformer3DModel(
+        num_attention_heads=6,
+        attention_head_dim=32,  # width 192, as ours
+        in_channels=CHANNELS,
+        out_channels=CHANNELS,
+        num_layers=layers,
+        cross_attention_dim=192,
+        sample_size=LATENT,
+        patch_size=PATCH,
+        activation_fn="gelu-approximate",
+        num_embeds_ada_norm=1000,
+        norm_type="ada_norm_single",
+        norm_elementwise_affine=False,
+        norm_eps=1e-6,
+        caption_channels=TEXT_DIM,
+        video_length=FRAMES,
+    )
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def matched_latte(target: int) -> tuple[torch.nn.Module, int]:
+    """Latte with the layer count whose parameter count is closest to ``target``."""
+    best = min(range(1, 13), key=lambda n: abs(n_params(latte(n)) - target))
+    return latte(best).eval(), best
+
+
+def inputs(b: int = 2):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(b, CHANNELS, FRAMES, LATENT, LATENT, generator=g)
+    text = torch.randn(b, TEXT_LEN, TEXT_DIM, generator=g)
+    mask = torch.ones(b, TEXT_LEN, dtype=torch.long)
+    t = torch.full((b,), 500.0)
+    return x, t, text, mask
+
+
+def step_ours(model, x, t, text, mask):
+    return model(x, t, text, mask).sample
+
+
+def step_latte(model, x, t, text, mask):
+    return model(x, t.long(), encoder_hidden_states=text, encoder_attention_mask=mask).sample
+
+
+def timed(fn, dtype: torch.dtype | None) -> float:
+    with torch.inference_mode(), torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+        start = time.perf_counter()
+        fn()
+        return time.perf_counter() - start
+
+
+def forward_flops(fn) -> int:
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def matmul_flops_per_s(dtype: torch.dtype, n: int = 2048, repeats: int = 3) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - start)
+
+
+def end_to_end() -> dict:
+    """Run in a fresh process (``--part e2e``): the shipped pipeline, timed after a warm-up."""
+    from studio.generate import load_pipeline
+
+    pipe = load_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    kwargs = dict(num_frames=16, num_inference_steps=25, guidance_scale=4.0, height=64, width=64)
+    prompt = "a small red circle moving left on a black background"
+    pipe(prompt, **{**kwargs, "num_inference_steps": 2}, generator=torch.Generator().manual_seed(0))
+    times = []
+    for seed in range(3):
+        start = time.perf_counter()
+        pipe(prompt, **kwargs, generator=torch.Generator().manual_seed(seed))
+        times.append(time.perf_counter() - start)
+    return {
+        "seconds": statistics.median(times),
+        "video_seconds": 16 / 8,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def training_table(log: Path, flops_per_sample: dict[int, float], peak: float) -> list[str]:
+    entries = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    stages: dict[str, list[float]] = {}
+    for e in entries:
+        stages.setdefault(e["stage"], []).append(e["samples_per_s"])
+    rows = [
+        "| stage | samples/s (median of log) | forward GFLOP/sample | MFU (3× forward) |",
+        "|---|---:|---:|---:|",
+    ]
+    for stage, sps in stages.items():
+        frames = 1 if stage == "images" else int("".join(c for c in stage if c.isdigit()) or 16)
+        f = flops_per_sample.get(frames)
+        if f is None:
+            continue
+        rate = statistics.median(sps)
+        rows.append(f"| {stage} | {rate:.1f} | {f / 1e9:.2f} | {3 * f * rate / peak:.3f} |")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--train-log", type=Path, default=ROOT / "runs/dit/log.jsonl")
+    parser.add_argument("--skip-e2e", action="store_true")
+    parser.add_argument("--part", choices=["e2e"], default=None)
+    args = parser.parse_args()
+    if args.part == "e2e":
+        print(json.dumps(end_to_end()))
+        return
+
+    torch.manual_seed(0)
+    a = ours().eval()
+    b, layers = matched_latte(n_params(a))
+    x, t, text, mask = inputs()
+    dtypes = [("fp32", None)] + ([("bf16", torch.bfloat16)] if cpu_has_fast_bf16() else [])
+
+    print(f"threads {torch.get_num_threads()}, fast bf16: {cpu_has_fast_bf16()}\n")
+    print("| dtype | ours (s/step) | Latte (s/step) | ours/Latte | params ours / Latte |")
+    print("|---|---:|---:|---:|---|")
+    results = {}
+    for name, dtype in dtypes:
+        run_a = lambda: step_ours(a, x, t, text, mask)  # noqa: E731
+        run_b = lambda: step_latte(b, x, t, text, mask)  # noqa: E731
+        timed(run_a, dtype), timed(run_b, dtype)  # warm-up
+        ta, tb = [], []
+        for _ in range(args.repeats):  # alternate, so drift hits both alike
+            ta.append(timed(run_a, dtype))
+            tb.append(timed(run_b, dtype))
+        ma, mb = statistics.median(ta), statistics.median(tb)
+        results[name] = ma
+        print(
+            f"| {name} | {ma:.4f} | {mb:.4f} | {ma / mb:.2f} | "
+            f"{n_params(a) / 1e6:.2f} M / {n_params(b) / 1e6:.2f} M ({layers} Latte layers) |"
+        )
+
+    flops = forward_flops(lambda: step_ours(a, x, t, text, mask))
+    print("\n| dtype | step GFLOP | achieved GFLOP/s | matmul 2048³ GFLOP/s | MFU |")
+    print("|---|---:|---:|---:|---:|")
+    peaks = {}
+    for name, dtype in dtypes:
+        peak = matmul_flops_per_s(dtype or torch.float32)
+        peaks[name] = peak
+        achieved = flops / results[name]
+        print(
+            f"| {name} | {flops / 1e9:.2f} | {achieved / 1e9:.1f} | {peak / 1e9:.1f} | "
+            f"{achieved / peak:.3f} |"
+        )
+
+    if args.train_log.is_file():
+        per_sample = {}
+        for frames in (1, 8, 16):
+            xs = torch.randn(1, CHANNELS, frames, LATENT, LATENT)
+            per_sample[frames] = forward_flops(
+                lambda xs=xs: step_ours(a, xs, t[:1], text[:1], mask[:1])
+            )
+        print(f"\nTraining throughput from `{args.train_log}` (fp32):\n")
+        print("\n".join(training_table(args.train_log, per_sample, peaks["fp32"])))
+
+    if not args.skip_e2e:
+        done = subprocess.run(
+            [sys.executable, __file__, "--part", "e2e"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+        )
+        e2e = json.loads(done.stdout.strip().splitlines()[-1])
+        print("\n| end to end (shipped model, 16 frames @ 8 fps, 25 steps, guidance 4) | value |")
+        print("|---|---:|")
+        print(f"| wall time per clip (median of 3) | {e2e['seconds']:.2f} s |")
+        print(f"| wall seconds per second of video | {e2e['seconds'] / e2e['video_seconds']:.2f} |")
+        print(f"| peak resident memory | {e2e['peak_rss_mb']:.0f} MB |")
+
+
+if __name__ == "__main__":
+    main()
