@@ -137,3 +137,20 @@ def clip_dir(tmp_path_factory):
     from tests.test_scoring import make_tiny_clip
 
     return make_tiny_clip(tmp_path_factory.mktemp("tiny_clip"))
+
+
+def reset_accelerate() -> None:
+    """accelerate's state is process-wide: clear it so the next Accelerator starts afresh."""
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    PartialState._reset_state()
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """Every test of a module that asks for it (``pytestmark``) starts and leaves clean."""
+    reset_accelerate()
+    yield
+    reset_accelerate()

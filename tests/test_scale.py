@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 import torch
 import webdataset as wds
-from accelerate.state import AcceleratorState, GradientState, PartialState
 from PIL import Image
 
 import train.train_dit as train_dit
 from pipelines.components import vae_tiny
 from pipelines.video_io import write_video
+from tests.conftest import reset_accelerate
 from train.buckets import Bucket, BucketBatches, assign_bucket, resize_crop
 from train.checkpoint import checkpoint_step, latest_checkpoint
 from train.config import DiTTrainConfig, load_config
@@ -50,17 +50,7 @@ mixed_precision: "no"
 """
 
 
-def reset_accelerate() -> None:
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    PartialState._reset_state()
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    reset_accelerate()
-    yield
-    reset_accelerate()
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState, GradientState, PartialState
 
 import train.train_dit as train_dit
 from pipelines.components import vae_tiny
 from pipelines.text_to_video import ShapesVideoPipeline
+from tests.conftest import reset_accelerate
 from train import config as config_mod
 from train.checkpoint import checkpoint_step, latest_checkpoint, save_checkpoint
 from train.config import (
@@ -41,18 +41,7 @@ mixed_precision: "no"
 TOTAL_STEPS = 6
 
 
-def reset_accelerate() -> None:
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    PartialState._reset_state()
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    """Accelerator state is process-wide; every test starts (and leaves) it clean."""
-    reset_accelerate()
-    yield
-    reset_accelerate()
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
 
 @pytest.fixture(scope="module")
