@@ -88,7 +88,8 @@ def step_ours(model, x, t, text, mask):
 
 
 def step_latte(model, x, t, text, mask):
-    return model(x, t.long(), encoder_hidden_states=text, encoder_attention_mask=mask).sample
+    # Latte repeats the text per frame but not its mask; the mask is all ones here anyway
+    return model(x, t.long(), encoder_hidden_states=text).sample
 
 
 def timed(fn, dtype: torch.dtype | None) -> float:
@@ -135,21 +136,35 @@ def end_to_end() -> dict:
 
 
 def training_table(log: Path, flops_per_sample: dict[int, float], peak: float) -> list[str]:
+    """Per stage: logged samples/s (clips and the interleaved images together) × the mean
+    forward FLOPs of that stage's sample mix (from the run's config.yaml) × 3 / peak."""
+    from train.config import DiTTrainConfig, load_config
+
+    cfg = load_config(DiTTrainConfig, log.parent / "config.yaml")
     entries = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    stages: dict[str, list[float]] = {}
-    for e in entries:
-        stages.setdefault(e["stage"], []).append(e["samples_per_s"])
     rows = [
-        "| stage | samples/s (median of log) | forward GFLOP/sample | MFU (3× forward) |",
+        "| stage | samples/s (median of log) | mean forward GFLOP/sample | MFU (3× forward) |",
         "|---|---:|---:|---:|",
     ]
-    for stage, sps in stages.items():
-        frames = 1 if stage == "images" else int("".join(c for c in stage if c.isdigit()) or 16)
-        f = flops_per_sample.get(frames)
-        if f is None:
+    for stage in cfg.stages:
+        sps = [e["samples_per_s"] for e in entries if e["stage"] == stage.name]
+        if not sps or stage.frames not in flops_per_sample:
             continue
+        if stage.frames == 1:
+            mean = flops_per_sample[1]
+        else:  # per image_every steps: image_every - 1 clip batches and one image batch
+            k = stage.image_every or 1
+            clips, images = (
+                (k - 1 if stage.image_every else 1) * stage.batch_size,
+                (stage.image_batch_size if stage.image_every else 0),
+            )
+            mean = (clips * flops_per_sample[stage.frames] + images * flops_per_sample[1]) / (
+                clips + images
+            )
         rate = statistics.median(sps)
-        rows.append(f"| {stage} | {rate:.1f} | {f / 1e9:.2f} | {3 * f * rate / peak:.3f} |")
+        rows.append(
+            f"| {stage.name} | {rate:.1f} | {mean / 1e9:.2f} | {3 * mean * rate / peak:.3f} |"
+        )
     return rows
 
 
