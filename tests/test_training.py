@@ -373,3 +373,23 @@ def test_sample_prediction_trains(cli, tmp_path):
     loss = flow_loss(model, x0, text, mask, frame_mask, cfg, torch.Generator().manual_seed(0))
     loss.backward()
     assert torch.isfinite(loss) and model.proj_out.weight.grad.abs().sum() > 0
+
+
+def test_gate_learning_rate_multiplier_gets_its_own_group():
+    from models.video_dit import dit_tiny
+    from train.train_dit import param_groups
+
+    cfg = load_config(DiTTrainConfig, None, ["gate_lr_multiplier=10", "lr=0.001"])
+    model = dit_tiny(in_channels=4, patch_size=2, text_dim=384)
+    rest, gates = param_groups(model, cfg)
+    assert gates["lr"] == pytest.approx(0.01) and rest["lr"] == pytest.approx(0.001)
+    assert len(gates["params"]) == 2 * len(model.blocks)  # temporal and swap gate per block
+    n_all = sum(1 for _ in model.parameters())
+    assert len(rest["params"]) + len(gates["params"]) == n_all
+    # the schedule scales both groups alike
+    optimizer = torch.optim.AdamW(param_groups(model, cfg))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, train_dit.lr_lambda(cfg))
+    optimizer.step()  # no gradients: nothing moves
+    schedule.step()
+    lrs = schedule.get_last_lr()
+    assert lrs[1] / lrs[0] == pytest.approx(10.0)

@@ -355,6 +355,22 @@ def drop_log_after(path: Path, step: int) -> None:
         path.write_text("".join(line + "\n" for line in kept))
 
 
+GATE_NAMES = ("gate_temporal", "gate_swap")
+
+
+def param_groups(model: torch.nn.Module, cfg: DiTTrainConfig) -> list[dict]:
+    """AdamW groups: the temporal and swap gates at ``cfg.gate_lr_multiplier`` × the base
+    learning rate (they start at zero and, with Adam's ~lr-sized steps, open slowly), the rest
+    at the base rate. The schedule scales both alike."""
+    gates, rest = [], []
+    for name, p in model.named_parameters():
+        (gates if name.rsplit(".", 1)[-1] in GATE_NAMES else rest).append(p)
+    groups = [{"params": rest, "lr": cfg.lr}]
+    if gates:
+        groups.append({"params": gates, "lr": cfg.lr * cfg.gate_lr_multiplier})
+    return groups
+
+
 def lr_lambda(cfg: DiTTrainConfig):
     total = cfg.total_steps
 
@@ -444,7 +460,7 @@ def main(cfg: DiTTrainConfig) -> Path:
         model_config=model.config,
     )
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99)
+        param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99)
     )
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     model, optimizer, schedule = accelerator.prepare(model, optimizer, schedule)
