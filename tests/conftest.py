@@ -154,3 +154,25 @@ def fresh_accelerate_state():
     reset_accelerate()
     yield
     reset_accelerate()
+
+
+def losses(output_dir) -> dict[int, float]:
+    """step → loss from a training run's log.jsonl; every step is logged exactly once
+    (log_every = 1), in order."""
+    import json
+    from pathlib import Path
+
+    lines = (Path(output_dir) / "log.jsonl").read_text().splitlines()
+    entries = [json.loads(line) for line in lines]
+    steps = [e["step"] for e in entries]
+    assert steps == list(range(1, len(steps) + 1)), steps  # no step logged twice or skipped
+    return {e["step"]: e["loss"] for e in entries}
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for torchrun's --master_port)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

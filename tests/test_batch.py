@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +24,7 @@ from studio.batch import (
     video_stem,
 )
 from studio.generate import StudioError
+from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -369,12 +369,6 @@ def test_one_process_run_picks_up_parts_of_a_crashed_run(options, pipe):
     assert (counts["done"], counts["skipped"], counts["failed"]) == (0, 2, 0)
     assert [r.get("rank") for r in manifest(opts.out_dir)] == [None, 1]
     assert not list(opts.out_dir.glob("manifest.rank*"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def torchrun_batch(prompts, out, model, nproc: int = 2) -> subprocess.CompletedProcess:

@@ -10,7 +10,6 @@ import csv
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from PIL import Image
 import train.train_dit as train_dit
 from pipelines.components import vae_tiny
 from pipelines.video_io import write_video
-from tests.conftest import reset_accelerate
+from tests.conftest import free_port, losses, reset_accelerate
 from train.buckets import Bucket, BucketBatches, assign_bucket, resize_crop
 from train.checkpoint import checkpoint_step, latest_checkpoint
 from train.config import DiTTrainConfig, load_config
@@ -102,19 +101,6 @@ def run_yaml(tmp_path_factory, shards, vae_dir) -> Path:
     yaml = tmp_path_factory.mktemp("configs") / "shards.yaml"
     yaml.write_text(SHARD_RUN.replace("SHARDS", str(shards)) + f"vae: {vae_dir}\n")
     return yaml
-
-
-def losses(output_dir: Path) -> dict[int, float]:
-    entries = [json.loads(line) for line in (output_dir / "log.jsonl").read_text().splitlines()]
-    steps = [e["step"] for e in entries]
-    assert steps == list(range(1, len(steps) + 1)), steps  # each step logged once, in order
-    return {e["step"]: e["loss"] for e in entries}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def studio_cmd(*args, procs: int = 1) -> list[str]:

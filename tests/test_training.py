@@ -16,7 +16,7 @@ from accelerate import Accelerator
 import train.train_dit as train_dit
 from pipelines.components import vae_tiny
 from pipelines.text_to_video import ShapesVideoPipeline
-from tests.conftest import reset_accelerate
+from tests.conftest import losses, reset_accelerate
 from train import config as config_mod
 from train.checkpoint import checkpoint_step, latest_checkpoint, save_checkpoint
 from train.config import (
@@ -91,14 +91,6 @@ def straight_run(tiny_yaml, runs_dir, text_encoder):
         final = train_dit.main(cfg)
         reset_accelerate()
     return cfg, final
-
-
-def losses(output_dir) -> dict[int, float]:
-    """step → loss from log.jsonl; every step is logged exactly once (log_every = 1)."""
-    entries = [json.loads(line) for line in (output_dir / "log.jsonl").read_text().splitlines()]
-    steps = [e["step"] for e in entries]
-    assert steps == list(range(1, len(steps) + 1)), steps  # no step logged twice or skipped
-    return {e["step"]: e["loss"] for e in entries}
 
 
 # -------------------------------------------------------------------------- DiT trainer
