@@ -351,6 +351,9 @@ def run_batch(options: BatchOptions, progress: bool = True, pipe=None) -> dict:
         merge_manifests(out, order)
     # A collective, so also a barrier: no process returns before the manifest is merged.
     shares = gather_object([counts])
+    # Tear the process group down before exit: gloo's threads left to the interpreter's
+    # shutdown can abort the process ("terminate called without an active exception").
+    state.destroy_process_group()
     return {
         **counts,
         "done": sum(c["done"] for c in shares),

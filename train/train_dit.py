@@ -561,6 +561,8 @@ def main(cfg: DiTTrainConfig) -> Path:
         pipe.save_pretrained(final, save_text_encoder=False)
         ema.restore(unwrapped.parameters())
         accelerator.print(f"saved pipeline with EMA weights to {final}")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()  # destroys the process group (see studio/batch.py)
     return final
 
 

@@ -182,6 +182,8 @@ def main(cfg: ScorerTrainConfig) -> Path:
             write_report(report, final)
             accelerator.print(markdown(report))
         accelerator.print(f"saved scorer to {final}")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()  # destroys the process group (see studio/batch.py)
     return final
 
 

@@ -150,4 +150,6 @@ def main(cfg: VAETrainConfig) -> Path:
         vae.register_to_config(shift_factor=mean, scaling_factor=1.0 / std)
         vae.save_pretrained(final)
         accelerator.print(f"saved VAE to {final} (latent mean {mean:.3f}, std {std:.3f})")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()  # destroys the process group (see studio/batch.py)
     return final
