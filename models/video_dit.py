@@ -16,6 +16,13 @@ Architecture (one file, DiT style):
 * **Conditioning frames** — a per-frame mask marks frames given clean (Open-Sora): their
   timestep is forced to 0 and their predicted velocity is 0, so an Euler step of any flow
   sampler leaves them exactly as given.
+* **Reference elements** (SkyReels-A2, arXiv:2504.02436) — with ``max_references > 0`` each
+  reference image's latent becomes tokens by a small :class:`ReferenceEncoder` (semantic
+  path), which every block reads through its own zero-initialised cross-attention beside the
+  text (IP-Adapter's decoupled keys/values); and the reference latents are also put before
+  the clip as clean in-context frames (spatial path). A learned slot embedding ``N`` is added
+  both to reference ``N``'s tokens and frame and to the text tokens of the ``<refN>``
+  placeholder, which binds each placeholder to its image.
 """
 
 from __future__ import annotations
@@ -58,6 +65,7 @@ class SwapBlock(nn.Module):
         swap_query: str,
         window: tuple[int, int, int],
         mlp_ratio: float,
+        references: bool = False,
     ):
         super().__init__()
         if swap_query not in ("spatial", "temporal"):
@@ -78,6 +86,13 @@ class SwapBlock(nn.Module):
         self.cross_attn = Attention(
             dim, cross_attention_dim=dim, heads=heads, dim_head=head_dim, bias=True
         )
+        # Reference cross-attention (decoupled from the text's; absent without references).
+        self.norm_r = nn.LayerNorm(dim, eps=1e-6) if references else None
+        self.ref_attn = (
+            Attention(dim, cross_attention_dim=dim, heads=heads, dim_head=head_dim, bias=True)
+            if references
+            else None
+        )
         self.norm_m = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.mlp = FeedForward(dim, mlp_ratio)
         self.adaLN = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
@@ -91,8 +106,11 @@ class SwapBlock(nn.Module):
         grid: tuple[int, int],
         text: torch.Tensor,
         text_bias: torch.Tensor,
+        refs: torch.Tensor | None = None,
+        ref_bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """x (B, F, N, D), cond (B, F, D), text (B, L, D), text_bias (B, 1, L) → (B, F, N, D)."""
+        """x (B, F, N, D), cond (B, F, D), text (B, L, D), text_bias (B, 1, L),
+        refs (B, K, D) reference tokens, ref_bias (B, 1, K) → (B, F, N, D)."""
         b, f, n, d = x.shape
         shift_s, scale_s, gate_s, shift_m, scale_m, gate_m = self.adaLN(cond).chunk(6, dim=-1)
 
@@ -127,8 +145,68 @@ class SwapBlock(nn.Module):
         )
         x = x + h.reshape(b, f, n, d)
 
+        # Reference cross-attention: the same queries read the reference tokens.
+        if self.ref_attn is not None and refs is not None:
+            h = self.ref_attn(
+                self.norm_r(x).reshape(b, f * n, d),
+                encoder_hidden_states=refs,
+                attention_mask=ref_bias,
+            )
+            x = x + h.reshape(b, f, n, d)
+
         h = modulate(self.norm_m(x), shift_m, scale_m)
         return x + gate_m.unsqueeze(2) * self.mlp(h)
+
+
+class ReferenceEncoder(nn.Module):
+    """Reference latents → tokens (SkyReels-A2's semantic branch, on the VAE latent).
+
+    Each reference latent (C, h, w) is patchified (``patch_size``), given 2-D positions and
+    its slot embedding, and refined by ``depth`` pre-norm transformer layers in which the
+    tokens of all references of a sample attend to each other. A learned null token is
+    always appended, so a sample without references still has one key to attend to.
+    """
+
+    def __init__(self, in_channels: int, dim: int, heads: int, patch_size: int, depth: int):
+        super().__init__()
+        self.patch_size = patch_size
+        self.patch = nn.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size)
+        self.layers = nn.ModuleList(
+            nn.TransformerEncoderLayer(
+                dim,
+                heads,
+                int(dim * 4),
+                dropout=0.0,
+                activation="gelu",
+                batch_first=True,
+                norm_first=True,
+            )
+            for _ in range(depth)
+        )
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.null = nn.Parameter(torch.zeros(1, 1, dim))
+
+    def forward(
+        self, latents: torch.Tensor, present: torch.Tensor, slots: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """latents (B, R, C, h, w), present (B, R) bool, slots (R, D) →
+        tokens (B, R·T + 1, D) and key mask (B, R·T + 1) of 1 = attend."""
+        b, r, c, h, w = latents.shape
+        x = self.patch(latents.reshape(b * r, c, h, w).to(self.patch.weight.dtype))
+        gh, gw = x.shape[-2:]
+        x = x.flatten(2).transpose(1, 2)  # (B·R, T, D)
+        d = x.shape[-1]
+        x = x + spatial_pos_embed(gh, gw, d).to(x)[None]
+        x = x.reshape(b, r, gh * gw, d) + slots[None, :, None].to(x)  # (B, R, T, D)
+        x = x.reshape(b, r * gh * gw, d)
+        keep = present.bool()[:, :, None].expand(b, r, gh * gw).reshape(b, -1)  # (B, R·T)
+        for layer in self.layers:
+            # an all-padded row would give NaN: such rows attend to themselves and are dropped
+            pad = ~keep & keep.any(dim=1, keepdim=True)
+            x = layer(x, src_key_padding_mask=pad)
+        x = torch.cat([self.norm(x), self.null.to(x).expand(b, 1, d)], dim=1)
+        mask = torch.cat([keep, torch.ones(b, 1, dtype=torch.bool, device=keep.device)], dim=1)
+        return x, mask.to(x.dtype)
 
 
 @dataclass
@@ -157,6 +235,13 @@ class VideoDiT(ModelMixin, ConfigMixin):
             that must pass the noise through to predict a velocity has it easier predicting
             the clean sample). :meth:`to_velocity` turns either into the sampler's velocity.
         min_sigma: ``"sample"`` only: the velocity is (x_t − x0) / max(σ, min_sigma).
+        max_references: reference images a prompt may bind (``<ref1>`` …); 0 = no reference
+            path (the text-to-video model).
+        reference_patch_size: patch side of the reference encoder (finer than the clip's,
+            since a sprite's pattern is what must be copied).
+        reference_depth: transformer layers of the reference encoder.
+        reference_in_context: also put the reference latents before the clip as clean
+            frames (SkyReels-A2's spatial path).
     """
 
     _supports_gradient_checkpointing = True
@@ -177,8 +262,14 @@ class VideoDiT(ModelMixin, ConfigMixin):
         sample_size: int = 16,
         prediction_type: str = "velocity",
         min_sigma: float = 0.05,
+        max_references: int = 0,
+        reference_patch_size: int = 2,
+        reference_depth: int = 2,
+        reference_in_context: bool = True,
     ):
         super().__init__()
+        if max_references < 0:
+            raise ValueError(f"max_references must be >= 0, got {max_references}")
         if prediction_type not in PREDICTION_TYPES:
             raise ValueError(
                 f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}"
@@ -206,9 +297,19 @@ class VideoDiT(ModelMixin, ConfigMixin):
                 swap_query="spatial" if i % 2 == 0 else "temporal",
                 window=tuple(window),
                 mlp_ratio=mlp_ratio,
+                references=max_references > 0,
             )
             for i in range(depth)
         )
+        if max_references > 0:
+            # slot 0 = "no reference" (text tokens outside any placeholder)
+            self.ref_slots = nn.Embedding(max_references + 1, width, padding_idx=0)
+            self.ref_encoder = ReferenceEncoder(
+                in_channels, width, heads, reference_patch_size, reference_depth
+            )
+            self.ref_frame_embed = nn.Parameter(torch.zeros(width))
+        else:
+            self.ref_slots = self.ref_encoder = self.ref_frame_embed = None
         self.norm_out = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         self.adaLN_out = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
         self.proj_out = nn.Linear(width, patch_size * patch_size * in_channels)
@@ -237,9 +338,17 @@ class VideoDiT(ModelMixin, ConfigMixin):
             # Zero gates on the temporal and swap paths: the model starts as an image model.
             nn.init.zeros_(block.gate_temporal)
             nn.init.zeros_(block.gate_swap)
-            # Text cross-attention output starts at zero so early training is stable.
-            nn.init.zeros_(block.cross_attn.to_out[0].weight)
-            nn.init.zeros_(block.cross_attn.to_out[0].bias)
+            # Text (and reference) cross-attention output starts at zero: stable early
+            # training, and a text-to-video model given a reference path is unchanged by it.
+            for attn in (block.cross_attn, block.ref_attn):
+                if attn is not None:
+                    nn.init.zeros_(attn.to_out[0].weight)
+                    nn.init.zeros_(attn.to_out[0].bias)
+        if self.ref_slots is not None:
+            nn.init.normal_(self.ref_slots.weight, std=0.02)
+            with torch.no_grad():
+                self.ref_slots.weight[0].zero_()
+            nn.init.normal_(self.ref_frame_embed, std=0.02)
         nn.init.zeros_(self.adaLN_out[-1].weight)
         nn.init.zeros_(self.adaLN_out[-1].bias)
         # Zero output layer: the first prediction is v = 0.
@@ -284,6 +393,9 @@ class VideoDiT(ModelMixin, ConfigMixin):
         encoder_attention_mask: torch.Tensor | None = None,
         frame_mask: torch.Tensor | None = None,
         return_dict: bool = True,
+        reference_latents: torch.Tensor | None = None,
+        reference_mask: torch.Tensor | None = None,
+        text_reference_ids: torch.Tensor | None = None,
     ) -> VideoDiTOutput | tuple[torch.Tensor]:
         """Predict the flow velocity.
 
@@ -293,6 +405,12 @@ class VideoDiT(ModelMixin, ConfigMixin):
             encoder_hidden_states: text token states (B, L, text_dim).
             encoder_attention_mask: (B, L), 1 for real tokens, 0 for padding.
             frame_mask: (B, F) bool, True for conditioning frames given clean.
+            reference_latents: (B, R, C, H, W) clean latents of reference images, R ≤
+                ``max_references`` (the in-context path needs the clip's H × W).
+            reference_mask: (B, R) bool, False where a sample has no R-th reference (or it
+                was dropped for guidance); default all True.
+            text_reference_ids: (B, L) long, N on the tokens of a ``<refN>`` placeholder,
+                0 elsewhere (:func:`pipelines.components.reference_token_ids`).
 
         Returns:
             velocity (B, C, F, H, W), exactly 0 on conditioning frames; or, with
@@ -314,7 +432,7 @@ class VideoDiT(ModelMixin, ConfigMixin):
         tpos = temporal_pos_embed(f, d).to(x)[None, :, None]  # (1, F, 1, D)
         x = x + pos + tpos
 
-        # 2. Per-frame conditioning: timestep (0 on given frames) + pooled text.
+        # 2. Per-frame conditioning: timestep (0 on given frames) + pooled text; text tokens.
         if timestep.ndim == 0:
             timestep = timestep.expand(b)
         if timestep.ndim == 1:
@@ -323,21 +441,60 @@ class VideoDiT(ModelMixin, ConfigMixin):
             timestep = timestep.masked_fill(frame_mask.bool(), 0)
         if encoder_attention_mask is None:
             encoder_attention_mask = torch.ones(encoder_hidden_states.shape[:2], device=x.device)
-        t_emb = self.time_embed(self.time_proj(timestep.reshape(-1)).to(dtype)).reshape(b, f, d)
         text_in = encoder_hidden_states.to(dtype)
         pooled = self.pooled_proj(masked_mean(text_in, encoder_attention_mask))  # (B, D)
-        cond = t_emb + pooled[:, None]  # (B, F, D)
         text = self.text_proj(text_in)  # (B, L, D)
+        if text_reference_ids is not None and self.ref_slots is not None:
+            ids = text_reference_ids.long().clamp(0, self.config.max_references)
+            text = text + self.ref_slots(ids).to(dtype)  # binds <refN> to slot N
         text_bias = mask_to_bias(encoder_attention_mask, dtype)  # (B, 1, L)
 
-        # 3. Blocks.
-        for block in self.blocks:
-            if self.gradient_checkpointing and torch.is_grad_enabled():
-                x = self._gradient_checkpointing_func(block, x, cond, (gh, gw), text, text_bias)
-            else:
-                x = block(x, cond, (gh, gw), text, text_bias)
+        # 3. References: tokens for the reference cross-attention, and clean frames put
+        #    before the clip (their timestep is 0; their outputs are dropped in step 5).
+        refs = ref_bias = None
+        r_ctx = 0
+        if reference_latents is not None:
+            if self.ref_encoder is None:
+                raise ValueError("this model has no reference path (max_references = 0)")
+            r = reference_latents.shape[1]
+            if r > self.config.max_references:
+                raise ValueError(
+                    f"{r} references given; this model takes at most {self.config.max_references}"
+                )
+            present = (
+                torch.ones(b, r, dtype=torch.bool, device=x.device)
+                if reference_mask is None
+                else reference_mask.bool().to(x.device)
+            )
+            slots = self.ref_slots.weight[1 : r + 1]  # (R, D)
+            refs, ref_keep = self.ref_encoder(reference_latents, present, slots)  # (B, K, D)
+            ref_bias = mask_to_bias(ref_keep, dtype)  # (B, 1, K)
+            if self.config.reference_in_context:
+                if tuple(reference_latents.shape[-2:]) != (h, w):
+                    raise ValueError(
+                        f"reference latents are {tuple(reference_latents.shape[-2:])}, the clip's "
+                        f"are {(h, w)}; in-context references need the clip's size"
+                    )
+                z = reference_latents.reshape(b * r, c, h, w).to(dtype)
+                ctx = self.patch(z).flatten(2).transpose(1, 2).reshape(b, r, gh * gw, d)
+                ctx = ctx * present[:, :, None, None].to(dtype)  # an absent reference: empty
+                ctx = ctx + pos + (self.ref_frame_embed + slots)[None, :, None].to(dtype)
+                x = torch.cat([ctx, x], dim=1)  # (B, R + F, N, D)
+                timestep = torch.cat([timestep.new_zeros(b, r), timestep], dim=1)
+                r_ctx = r
+        t_emb = self.time_embed(self.time_proj(timestep.reshape(-1)).to(dtype))
+        cond = t_emb.reshape(b, r_ctx + f, d) + pooled[:, None]  # (B, R + F, D)
 
-        # 4. Final adaLN and un-patchify.
+        # 4. Blocks.
+        for block in self.blocks:
+            args = (x, cond, (gh, gw), text, text_bias, refs, ref_bias)
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                x = self._gradient_checkpointing_func(block, *args)
+            else:
+                x = block(*args)
+        x, cond = x[:, r_ctx:], cond[:, r_ctx:]  # (B, F, N, D): the clip's frames
+
+        # 5. Final adaLN and un-patchify.
         shift, scale = self.adaLN_out(cond).chunk(2, dim=-1)
         x = self.proj_out(modulate(self.norm_out(x), shift, scale))  # (B, F, N, p·p·C)
         x = x.reshape(b, f, gh, gw, p, p, c).permute(0, 6, 1, 2, 4, 3, 5)  # (B, C, F, gh, p, gw, p)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -98,6 +99,32 @@ def encode_text(
     mask = batch["attention_mask"].to(device)
     states = model(input_ids=ids, attention_mask=mask).last_hidden_state
     return states, mask
+
+
+_PLACEHOLDER = re.compile(r"<ref([1-9][0-9]*)>")
+
+
+def reference_token_ids(
+    tokenizer: PreTrainedTokenizerBase, prompts: list[str], max_length: int = 64
+) -> torch.Tensor:
+    """(B, L) long: N on the tokens that spell a ``<refN>`` placeholder, 0 elsewhere.
+
+    Tokenised exactly as :func:`encode_text` does, so ``L`` matches its states. Needs a fast
+    tokenizer (character offsets); with a slow one every id is 0 (no binding).
+    """
+    limit = min(max_length, getattr(tokenizer, "model_max_length", max_length) or max_length)
+    kwargs = dict(padding=True, truncation=True, max_length=limit, return_tensors="pt")
+    if not getattr(tokenizer, "is_fast", False):
+        return torch.zeros_like(tokenizer(prompts, **kwargs)["input_ids"])
+    batch = tokenizer(prompts, return_offsets_mapping=True, **kwargs)
+    offsets = batch["offset_mapping"]  # (B, L, 2)
+    ids = torch.zeros(offsets.shape[:2], dtype=torch.long)
+    for i, prompt in enumerate(prompts):
+        for m in _PLACEHOLDER.finditer(prompt):
+            start, end = offsets[i, :, 0], offsets[i, :, 1]
+            inside = (start < m.end()) & (end > m.start()) & (end > start)
+            ids[i, inside] = int(m.group(1))
+    return ids
 
 
 def vae_shapes(**kw) -> AutoencoderKL:

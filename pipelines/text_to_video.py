@@ -16,7 +16,13 @@ from PIL import Image
 
 from models import VideoDiT
 
-from .components import DEFAULT_TEXT_ENCODER, encode_text, load_text_encoder, vae_downscale
+from .components import (
+    DEFAULT_TEXT_ENCODER,
+    encode_text,
+    load_text_encoder,
+    reference_token_ids,
+    vae_downscale,
+)
 
 MAX_STEPS = 1000
 MAX_GUIDANCE = 50.0
@@ -95,6 +101,11 @@ class ShapesVideoPipeline(DiffusionPipeline):
         return vae_downscale(self.vae)
 
     @property
+    def max_references(self) -> int:
+        """Reference images a prompt may bind with ``<refN>`` (0: a text-to-video model)."""
+        return int(self.transformer.config.get("max_references", 0) or 0)
+
+    @property
     def latent_multiple(self) -> int:
         """Height and width must be multiples of this (VAE downscale × patch size)."""
         return self.vae_scale * self.transformer.config.patch_size
@@ -110,6 +121,7 @@ class ShapesVideoPipeline(DiffusionPipeline):
         guidance_scale: float,
         output_type: str,
         conditioning_frames,
+        reference_images=None,
     ) -> list[str]:
         prompts = [prompt] if isinstance(prompt, str) else list(prompt or [])
         if not prompts or any(not isinstance(p, str) or not p.strip() for p in prompts):
@@ -146,7 +158,48 @@ class ShapesVideoPipeline(DiffusionPipeline):
                 f"{len(conditioning_frames)} conditioning frames leave nothing to generate in a "
                 f"{num_frames}-frame clip"
             )
+        self.check_references(prompts, reference_images)
         return prompts
+
+    def check_references(self, prompts: list[str], reference_images) -> None:
+        """Every ``<refN>`` has its image and every image its placeholder, within the model's
+        limit (:func:`pipelines.elements.check_placeholders`)."""
+        from .elements import check_placeholders, placeholders
+
+        n = len(reference_images or [])
+        if self.max_references == 0 and (n or any(placeholders(p) for p in prompts)):
+            raise ValueError(
+                "this model was not trained with reference elements (<refN> / reference "
+                "images); use a model with max_references > 0"
+            )
+        if n > self.max_references:
+            raise ValueError(
+                f"{n} reference images given; this model takes at most {self.max_references}"
+            )
+        for p in prompts:
+            check_placeholders(p, n)
+
+    @torch.no_grad()
+    def encode_references(self, images: list, height: int, width: int) -> torch.Tensor:
+        """Reference images (any size or mode) → latents (1, R, C, h, w) at the clip's size.
+
+        Each image becomes a (height × height) square on the reference white
+        (:func:`pipelines.elements.prepare_reference`), padded with that white to the
+        clip's width (or height) when the clip is not square.
+        """
+        from .elements import REFERENCE_BACKGROUND, prepare_reference
+
+        side = min(height, width)
+        pixels = []
+        for image in images:
+            square = prepare_reference(image, size=side)  # (side, side, 3) uint8
+            canvas = np.empty((height, width, 3), dtype=np.uint8)
+            canvas[:] = REFERENCE_BACKGROUND
+            top, left = (height - side) // 2, (width - side) // 2
+            canvas[top : top + side, left : left + side] = square
+            pixels.append(canvas)
+        x = self._to_pixels(np.stack(pixels))  # (R, 3, H, W) in [-1, 1]
+        return self.encode_frames(x[None]).permute(0, 2, 1, 3, 4)  # (1, R, C, h, w)
 
     def encode_prompt(
         self, prompts: list[str], negative: list[str] | None, device: torch.device
@@ -206,6 +259,7 @@ class ShapesVideoPipeline(DiffusionPipeline):
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
         conditioning_frames: np.ndarray | torch.Tensor | None = None,
+        reference_images: list | None = None,
         output_type: str = "np",
         return_dict: bool = True,
         callback_on_step_end: Callable[[DiffusionPipeline, int, torch.Tensor, dict], dict]
@@ -218,6 +272,9 @@ class ShapesVideoPipeline(DiffusionPipeline):
             conditioning_frames: frames given clean at the start of the clip (uint8
                 (Fc, H, W, 3) or float (Fc, 3, H, W) in [-1, 1]); they are kept exactly and the
                 rest is generated to continue them (continuation, image-to-video, storyboards).
+            reference_images: up to ``max_references`` images (PIL or uint8/float arrays, any
+                size or mode), the same for every prompt; ``<refN>`` in a prompt names the
+                N-th. The unconditional half of guidance sees neither text nor references.
             callback_on_step_end: ``fn(pipe, step, timestep, kwargs) -> dict`` after each step;
                 returned tensors (e.g. ``latents``) replace the pipeline's.
         """
@@ -232,6 +289,7 @@ class ShapesVideoPipeline(DiffusionPipeline):
             guidance_scale,
             output_type,
             conditioning_frames,
+            reference_images,
         )
         tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
         for name in tensor_inputs:
@@ -252,6 +310,20 @@ class ShapesVideoPipeline(DiffusionPipeline):
                 else list(negative_prompt)
             )
         text, text_mask = self.encode_prompt(prompts, negatives, device)
+        ref_kwargs = {}
+        if reference_images:
+            refs = self.encode_references(list(reference_images), height, width)
+            rows = text.shape[0]
+            present = torch.ones(rows, refs.shape[1], dtype=torch.bool, device=device)
+            if guided:
+                present[: len(negatives)] = False  # unconditional rows: no references
+            ref_kwargs = dict(
+                reference_latents=refs.expand(rows, *refs.shape[1:]).to(self.transformer.dtype),
+                reference_mask=present,
+                text_reference_ids=reference_token_ids(
+                    self.tokenizer, (negatives or []) + prompts
+                ).to(device),
+            )
 
         # 3. Timesteps
         self.scheduler.set_timesteps(num_inference_steps, device=device)
@@ -292,6 +364,7 @@ class ShapesVideoPipeline(DiffusionPipeline):
                 text,
                 text_mask,
                 frame_mask=mask_in,
+                **ref_kwargs,
             ).sample.float()
             sigma = t / self.scheduler.config.num_train_timesteps
             velocity = self.transformer.to_velocity(out, model_in, sigma)

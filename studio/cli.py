@@ -43,14 +43,24 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     from .generate import (
         GenerateRequest,
+        check_model_takes_references,
         check_output_path,
+        check_prompt_references,
+        default_model_path,
         generate,
+        max_references,
+        read_references,
+        reference_size,
         request_from_sidecar,
         sidecar_model,
     )
 
     model = args.model
     if args.from_sidecar:
+        if args.ref:
+            raise StudioError(
+                "--ref cannot be combined with --from-sidecar: the sidecar names its references"
+            )
         request = request_from_sidecar(args.from_sidecar)
         if model is None:  # the sidecar's model, so that the same sidecar gives the same frames
             model = sidecar_model(args.from_sidecar)
@@ -69,8 +79,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
             fps=args.fps,
             height=args.height,
             width=args.width,
+            references=list(args.ref or []),
         )
+    # Every input is checked before the scorer or the model loads: a bad one fails at once.
+    request.references = read_references(request.references, size=reference_size(request))
+    check_prompt_references(request.prompt, len(request.references))
     check_output_path(args.out)
+    model_path = Path(model) if model else default_model_path()
+    check_model_takes_references(len(request.references), max_references(model_path), model_path)
     # The bar opens at the first finished step, once the model has loaded and accepted the
     # inputs: a rejected request then prints only its one-line error.
     bar = None
@@ -455,6 +471,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--negative", default=None, help="negative prompt")
     g.add_argument(
         "--model", default=None, help="model folder (default: the shipped model, or $STUDIO_MODEL)"
+    )
+    g.add_argument(
+        "--ref",
+        action="append",
+        metavar="PATH",
+        help="a reference element image (PNG, JPEG, WebP, BMP), repeatable up to 3 times: the "
+        "K-th --ref is <refK> in the prompt, e.g. '<ref1> moving left on a gray background'",
     )
     g.add_argument(
         "--from-sidecar", default=None, help="re-run the settings recorded in a sidecar JSON"

@@ -17,11 +17,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
+from pipelines.elements import (
+    MAX_REFERENCES,
+    REFERENCE_SIZE,
+    check_placeholders,
+    prepare_reference,
+    to_rgb,
+)
 from pipelines.text_to_video import ShapesVideoPipeline, to_uint8
 from pipelines.video_io import SUPPORTED_EXTENSIONS, write_video
 
 from .errors import StudioError
+from .uploads import UploadLimits, check_image, read_image_file
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
 MODEL_ENV = "STUDIO_MODEL"
@@ -83,6 +92,106 @@ class GenerateRequest:
     fps: int = 8
     height: int = 64
     width: int = 64
+    # reference elements: ``<refK>`` in the prompt is the K-th; file paths, PIL images,
+    # (H, W[, C]) arrays, or ReferenceImages already read by read_references
+    references: list[str | Path | Image.Image | np.ndarray | ReferenceImage] = field(
+        default_factory=list
+    )
+
+
+@dataclass(frozen=True)
+class ReferenceImage:
+    """A reference element read and checked: the pixels the pipeline takes and what the
+    sidecar records of it."""
+
+    pixels: np.ndarray  # (S, S, 3) uint8, from pipelines.elements.prepare_reference
+    record: dict  # file (as given), path, sha256 (of the file's bytes), size [w, h], bytes
+
+
+def reference_size(request: GenerateRequest) -> int:
+    """The side references are prepared at: 64 px, or the clip's shorter side when larger
+    (the pipeline brings them to that side itself; this only avoids shrinking them first)."""
+    return max(REFERENCE_SIZE, min(request.height, request.width))
+
+
+def read_references(
+    items: list, limits: UploadLimits | None = None, size: int = REFERENCE_SIZE
+) -> list[ReferenceImage]:
+    """Read, check and prepare (at ``size`` px) every reference of a request; StudioError
+    (one line, naming the reference) for too many, a missing file, a folder, a file too
+    large or declaring too many pixels, or anything Pillow cannot decode. Files are checked
+    like uploads (:mod:`studio.uploads`); transparency is composited over the reference
+    background."""
+    if len(items) > MAX_REFERENCES:
+        raise StudioError(f"{len(items)} reference images were given; at most {MAX_REFERENCES}")
+    limits = limits or UploadLimits.from_env()
+    out = []
+    for k, item in enumerate(items, start=1):
+        if isinstance(item, ReferenceImage):  # already read (the CLI reads before loading)
+            out.append(item)
+            continue
+        try:
+            if isinstance(item, str | os.PathLike):
+                path = Path(item)
+                data = read_image_file(path, limits, what=f"reference image {k}")
+                try:
+                    image = check_image(data, limits, name=str(path), mode=None)
+                except StudioError as exc:
+                    raise StudioError(f"reference image {k}: {exc}") from None
+                record = {
+                    "file": str(item),
+                    "path": str(path.resolve()),
+                    "sha256": hashlib.sha256(data).hexdigest(),
+                    "size": [image.width, image.height],
+                    "bytes": len(data),
+                }
+            else:  # pixels from a caller, not a file: recorded, but not re-made from a sidecar
+                image = to_rgb(item)
+                record = {
+                    "file": None,
+                    "pixels_sha256": hashlib.sha256(image.tobytes()).hexdigest(),
+                    "size": [image.shape[1], image.shape[0]],
+                }
+            out.append(ReferenceImage(prepare_reference(image, size), record))
+        except ValueError as exc:
+            raise StudioError(f"reference image {k}: {exc}") from None
+    return out
+
+
+def check_prompt_references(prompt: str, n_references: int) -> None:
+    """``<ref1>`` … ``<refN>`` in the prompt match the N reference images; StudioError if not."""
+    try:
+        check_placeholders(prompt, n_references)
+    except ValueError as exc:
+        raise StudioError(str(exc)) from None
+
+
+def max_references(model: str | Path | ShapesVideoPipeline) -> int | None:
+    """How many reference images the model takes (0: none, a text-to-video model), read from
+    a loaded pipeline or from a model folder's ``transformer/config.json`` without loading
+    it; None when the folder has no readable config (loading it will say why)."""
+    if isinstance(model, ShapesVideoPipeline):
+        return int(model.transformer.config.get("max_references", 0) or 0)
+    try:
+        config = json.loads((Path(model) / "transformer" / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return int(config.get("max_references", 0) or 0) if isinstance(config, dict) else None
+
+
+def check_model_takes_references(n_references: int, model_max: int | None, model: object) -> None:
+    """StudioError when ``n_references`` images are more than the model takes."""
+    if n_references == 0 or model_max is None or n_references <= model_max:
+        return
+    if model_max == 0:
+        raise StudioError(
+            f"the model at {model} has no reference-element conditioning, so it cannot use "
+            "reference images: load a model trained with elements"
+        )
+    raise StudioError(
+        f"{n_references} reference images were given; the model at {model} takes at most "
+        f"{model_max}"
+    )
 
 
 @dataclass
@@ -140,9 +249,19 @@ def write_json_atomic(path: Path, data: dict) -> None:
         raise
 
 
-def sample(pipe: ShapesVideoPipeline, request: GenerateRequest, progress=None) -> np.ndarray:
-    """The request's frames as uint8 ``(F, H, W, 3)``; ``progress(step, total)`` per step."""
+def sample(
+    pipe: ShapesVideoPipeline,
+    request: GenerateRequest,
+    progress=None,
+    references: list[np.ndarray] | None = None,
+) -> np.ndarray:
+    """The request's frames as uint8 ``(F, H, W, 3)``; ``progress(step, total)`` per step.
+
+    references: the prepared reference images (``ReferenceImage.pixels``); None or empty:
+    text-to-video, and the pipeline is called as before reference elements existed.
+    """
     total = request.steps
+    extra = {"reference_images": list(references)} if references else {}
 
     def on_step(_pipe, i, _t, tensors):
         if progress is not None:
@@ -160,6 +279,7 @@ def sample(pipe: ShapesVideoPipeline, request: GenerateRequest, progress=None) -
             guidance_scale=request.guidance,
             generator=torch.Generator("cpu").manual_seed(request.seed),
             callback_on_step_end=on_step,
+            **extra,
         ).frames[0]
     except ValueError as exc:
         raise StudioError(str(exc)) from None
@@ -199,18 +319,24 @@ def generate(
     out = check_output_path(out)
     if best_of < 1 or (best_of > 1 and scorer is None):
         raise StudioError("best-of needs N >= 1, and a scorer when N > 1")
+    references = read_references(request.references, size=reference_size(request))
+    check_prompt_references(request.prompt, len(references))
     model_path = Path(model) if model else default_model_path()
-    pipe = pipe or load_pipeline(model_path)
+    if pipe is None:
+        check_model_takes_references(len(references), max_references(model_path), model_path)
+        pipe = load_pipeline(model_path)
+    check_model_takes_references(len(references), max_references(pipe), model_path)
+    pixels = [r.pixels for r in references]
 
     t0 = time.time()
     if best_of == 1:
-        frames = sample(pipe, request, progress)
+        frames = sample(pipe, request, progress, pixels)
         chosen = request
     else:
         candidates = []
         for i in range(best_of):
             req = replace(request, seed=request.seed + i)
-            clip = sample(pipe, req, progress)
+            clip = sample(pipe, req, progress, pixels)
             candidates.append((scorer.score(clip, request.prompt).score, req, clip))
         _, chosen, frames = max(candidates, key=lambda c: c[0])
         extra = {
@@ -224,8 +350,11 @@ def generate(
         }
     t_gen = time.time() - t0
     write_video(out, frames, fps=chosen.fps)
+    settings = asdict(replace(chosen, references=[]))
+    del settings["references"]  # the images as read, below; text-only sidecars are unchanged
     record = {
-        **asdict(chosen),
+        **settings,
+        **({"references": [r.record for r in references]} if references else {}),
         "model": str(model_path),
         "weights_hash": weights_hash(model_path) if model_path.is_dir() else None,
         "scheduler": type(pipe.scheduler).__name__,
@@ -356,4 +485,43 @@ def request_from_sidecar(path: str | Path) -> GenerateRequest:
         hint = " (a storyboard sidecar: use `studio storyboard`)" if kind == "storyboard" else ""
         raise StudioError(f"{path} has no prompt to regenerate{hint}")
     fields_ = GenerateRequest.__dataclass_fields__
-    return GenerateRequest(**{k: v for k, v in data.items() if k in fields_})
+    request = GenerateRequest(
+        **{k: v for k, v in data.items() if k in fields_ and k != "references"}
+    )
+    request.references = references_from_sidecar(data.get("references") or [], path)
+    return request
+
+
+def references_from_sidecar(entries: list, sidecar: Path) -> list[str]:
+    """The files a sidecar's references were read from, checked to hold the same bytes.
+
+    Each is looked for where it was (its absolute ``path``), then beside the sidecar (a
+    folder moved whole); the first whose SHA-256 matches is used. StudioError when a
+    reference is missing, changed, or was given as pixels rather than a file.
+    """
+    paths = []
+    for k, entry in enumerate(entries, start=1):
+        if not isinstance(entry, dict) or not entry.get("file") or not entry.get("sha256"):
+            raise StudioError(
+                f"{sidecar.name}: reference image {k} was not given as a file, so the sidecar "
+                "cannot make the video again"
+            )
+        name = entry["file"]
+        candidates = [Path(entry["path"])] if entry.get("path") else []
+        candidates.append(sidecar.parent / Path(name).name)
+        existing = [c for c in dict.fromkeys(candidates) if c.is_file()]
+        for candidate in existing:
+            if hashlib.sha256(candidate.read_bytes()).hexdigest() == entry["sha256"]:
+                paths.append(str(candidate))
+                break
+        else:
+            if existing:
+                raise StudioError(
+                    f"reference image {k} ({name}) has changed since {sidecar.name} was "
+                    f"written: {existing[0]} no longer has SHA-256 {entry['sha256'][:16]}…"
+                )
+            raise StudioError(
+                f"reference image {k} ({name}) of {sidecar.name} is missing: looked for "
+                + " and ".join(str(c) for c in dict.fromkeys(candidates))
+            )
+    return paths

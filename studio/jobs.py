@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from pipelines.elements import placeholders
 from pipelines.storyboard import Scene, Storyboard, load_storyboard
 from pipelines.text_to_video import MAX_GUIDANCE
 
@@ -31,9 +32,13 @@ from .generate import (
     GenerateRequest,
     StoryboardOptions,
     StudioError,
+    check_model_takes_references,
+    check_prompt_references,
     default_model_path,
     generate,
     load_pipeline,
+    max_references,
+    read_references,
     render_storyboard,
 )
 
@@ -122,12 +127,54 @@ def check_storyboard_request(
     return story
 
 
+def element_references(gallery: Gallery, prompt: str, elements: list[str] | None) -> list[str]:
+    """The files of the stored elements (``store_element`` names, in upload order) that
+    ``prompt`` binds: ``<ref1>`` … ``<refN>`` take the first N; a prompt without
+    placeholders takes none, so uploaded elements never change a plain prompt. StudioError
+    for a placeholder without its element, a gap (``<ref1>``, ``<ref3>``), or a missing or
+    unreadable file; every file is read now, so a bad one fails here, not in the queue."""
+    try:
+        used = placeholders(prompt)
+    except ValueError as exc:
+        raise StudioError(str(exc)) from None
+    if not used:
+        return []
+    names = list(elements or [])[: max(used)]
+    if any(Path(name).name != name for name in names):  # names come from the store
+        raise StudioError("an element name is not a file name of the studio's store")
+    if len(names) < max(used):
+        have = f"only {len(names)} element{'s are' if len(names) != 1 else ' is'} uploaded"
+        raise StudioError(
+            f"the prompt uses <ref{max(used)}> but {have}: add it on the Elements page"
+        )
+    paths = [str(gallery.path("elements", name)) for name in names]
+    check_prompt_references(prompt, len(paths))
+    read_references(paths)
+    return paths
+
+
 def submit_generate(
-    gallery: Gallery, request: GenerateRequest, best_of: int = 1, scorer: str | None = None
+    gallery: Gallery,
+    request: GenerateRequest,
+    best_of: int = 1,
+    scorer: str | None = None,
+    elements: list[str] | None = None,
+    model: str | Path | None = None,
 ) -> Job:
     """Queue a clip; ``best_of`` > 1 keeps the candidate ``scorer`` (a ``clip:``/``xclip:``
-    spec) ranks highest."""
-    request = check_generate_request(request)
+    spec) ranks highest.
+
+    elements: the Elements page's stored elements; the prompt's placeholders pick which
+        (:func:`element_references`), when ``model`` (the worker's, default the shipped
+        one; only its config is read) takes reference elements. Without such a model a
+        ``<refN>`` prompt is refused as before.
+    """
+    model = model or default_model_path()
+    model_max = max_references(model)
+    request = check_generate_request(request, references=bool(model_max))
+    if model_max:
+        request.references = element_references(gallery, request.prompt, elements)
+        check_model_takes_references(len(request.references), model_max, model)
     _check_range("best-of", best_of, 1, MAX_BEST_OF)
     if best_of > 1 and not scorer:
         raise StudioError("best-of needs a scorer: start the studio with --scorer SPEC")

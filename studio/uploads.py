@@ -12,10 +12,13 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
+
+from pipelines.elements import to_rgb
 
 from .errors import StudioError
 
@@ -39,8 +42,17 @@ class UploadLimits:
         return cls(max_bytes=int(mb * 1024 * 1024), max_pixels=px)
 
 
-def check_image(data: bytes, limits: UploadLimits, name: str = "upload") -> Image.Image:
-    """The decoded RGB image, or StudioError saying what is wrong with ``data``."""
+def check_image(
+    data: bytes, limits: UploadLimits, name: str = "upload", mode: str | None = "RGB"
+) -> Image.Image:
+    """The decoded image converted to ``mode``, or StudioError saying what is wrong with
+    ``data``.
+
+    mode: ``None`` returns the image in the mode it was decoded in (alpha, 16-bit gray,
+        palette kept), for callers that handle those themselves: reference elements go
+        through ``pipelines.elements.prepare_reference``, which composites transparency over
+        the reference background instead of turning it black as ``convert("RGB")`` does.
+    """
     label = os.path.basename(str(name))[:80] or "upload"
     if len(data) == 0:
         raise StudioError(f"{label} is empty")
@@ -49,7 +61,11 @@ def check_image(data: bytes, limits: UploadLimits, name: str = "upload") -> Imag
             f"{label} is {len(data) / 1e6:.1f} MB; the limit is {limits.max_bytes / 1e6:.1f} MB"
         )
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with warnings.catch_warnings():
+            # between Pillow's warning and error sizes our own pixel check below decides
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+        with img:
             fmt = img.format
             w, h = img.size
             if fmt not in ALLOWED_FORMATS:
@@ -61,11 +77,37 @@ def check_image(data: bytes, limits: UploadLimits, name: str = "upload") -> Imag
                     f"{label} is {w}×{h} = {w * h:,} pixels; the limit is {limits.max_pixels:,}"
                 )
             img.load()  # decode now: a truncated or corrupt file fails here, not later
-            return img.convert("RGB")
+            return img.copy() if mode is None else img.convert(mode)  # outlives the file
     except StudioError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+    except Image.DecompressionBombError:  # Pillow's own cap, far above ours, hit in open()
+        raise StudioError(
+            f"{label} declares more pixels than Pillow will decode (a possible decompression "
+            f"bomb); the limit is {limits.max_pixels:,} pixels"
+        ) from None
+    except (UnidentifiedImageError, OSError, ValueError):
         raise StudioError(f"{label} is not an image Pillow can read") from None
+
+
+def read_image_file(path: str | Path, limits: UploadLimits, what: str = "image") -> bytes:
+    """The bytes of the image file ``path`` (a user's path: the CLI's), checked for being a
+    file within ``limits.max_bytes`` before it is read; StudioError otherwise. What the
+    bytes hold is for :func:`check_image` to say."""
+    path = Path(path)
+    if not path.exists():
+        raise StudioError(f"{what} not found: {path}")
+    if not path.is_file():
+        kind = "a folder" if path.is_dir() else "not a regular file"
+        raise StudioError(f"{what} is {kind}, not an image: {path}")
+    size = path.stat().st_size
+    if size > limits.max_bytes:
+        raise StudioError(
+            f"{what} is {size / 1e6:.1f} MB; the limit is {limits.max_bytes / 1e6:.1f} MB: {path}"
+        )
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise StudioError(f"cannot read {what} {path}: {exc.strerror}") from None
 
 
 def store_element(image: Image.Image, folder: Path) -> str:
@@ -80,3 +122,15 @@ def store_element(image: Image.Image, folder: Path) -> str:
         tmp.write_bytes(data)
         tmp.replace(path)
     return name
+
+
+def accept_element(data: bytes, limits: UploadLimits, name: str, folder: Path) -> str:
+    """Check an uploaded reference element and store it (:func:`store_element`) as RGB, its
+    transparency composited over the reference background (a sprite cut out on a
+    transparent canvas is then on white, as the model's references are, not on black)."""
+    image = check_image(data, limits, name, mode=None)
+    try:
+        rgb = to_rgb(image)
+    except ValueError as exc:
+        raise StudioError(f"{os.path.basename(str(name))[:80]}: {exc}") from None
+    return store_element(Image.fromarray(rgb), folder)

@@ -38,6 +38,12 @@ class VAETrainConfig:
     log_every: int = 50
     save_every: int = 500
     mixed_precision: str = "auto"  # auto | no | bf16 | fp16
+    # Fine-tuning: start from this saved VAE (a diffusers folder) and keep its latent scaling;
+    # ``anchor_weight`` keeps the encoder's latents of plain (non-sprite) frames where they
+    # were, so a diffusion model trained on the old latents stays valid.
+    init: str | None = None
+    anchor_weight: float = 0.0
+    mix: dict[str, float] | None = None  # ShapesWorld kind weights (None: its default mix)
 
 
 @dataclass
@@ -51,6 +57,9 @@ class StageConfig:
     image_batch_size: int = 64  # images per image step
     image_every: int = 0  # every k-th step is an image step (joint training); 0 = never
     lr: float | None = None  # None: keep the base learning rate
+    # share of a video batch drawn from reference-element clips (needs data.cache_references
+    # and model.max_references > 0); the rest stays text-to-video
+    reference_prob: float = 0.0
 
 
 @dataclass
@@ -83,6 +92,7 @@ class DataConfig:
     clip_frames: int = 16  # length of the cached clips
     cache_clips: int = 4000  # clips encoded once into the latent cache
     cache_images: int = 8000
+    cache_references: int = 0  # reference-element clips (sprites, <refN> captions) cached
     cache_dir: str | None = None  # default: <output_dir>/latents
     cond_prob: float = 0.25  # chance a clip gets a random clean prefix (conditioning frames)
     reverse_prob: float = 0.25  # time-reversed clips (motion flipped in the caption)
@@ -94,6 +104,7 @@ class ModelConfig:
     patch_size: int = 4
     window: list[int] = field(default_factory=lambda: [4, 2, 2])
     prediction_type: str = "velocity"  # velocity | sample (x0; see models/video_dit.py)
+    max_references: int = 0  # reference images per prompt (0: text-to-video only)
 
 
 @dataclass
@@ -102,6 +113,10 @@ class DiTTrainConfig:
     vae: str = "runs/vae/final"  # any diffusers AutoencoderKL folder
     text_encoder: str = "minilm"
     model: ModelConfig = field(default_factory=ModelConfig)
+    # Fine-tuning: start the transformer from this saved pipeline (its ``transformer``
+    # folder) or transformer folder; parameters the saved model lacks (e.g. a new reference
+    # path) keep their fresh initialisation. The architecture keys of ``model`` must match.
+    init_from: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
     stages: list[StageConfig] = field(
         default_factory=lambda: [
@@ -119,6 +134,9 @@ class DiTTrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     text_dropout: float = 0.1
+    # extra chance that a reference clip loses its references (guidance learns the
+    # unconditional; a dropped caption always drops its references too)
+    reference_dropout: float = 0.1
     # Timestep density: "logit_normal" (SD3; mean/std below) concentrates training on
     # mid noise; "uniform" (rectified flow) trains both ends as much as the middle — on a
     # 16×16 latent with small objects the layout is decided above t = 0.9 and the edges

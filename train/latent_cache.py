@@ -33,13 +33,28 @@ class LatentCache:
     images: torch.Tensor  # (M, C, h, w) float16
     clip_specs: list[dict]  # ClipSpec dicts (+ "kind")
     image_specs: list[dict]
+    # reference-element clips (patterned sprites captioned <refN>) and their reference images
+    ref_clips: torch.Tensor | None = None  # (K, C, F, h, w) float16
+    ref_images: torch.Tensor | None = None  # (K, MAX_SPRITES, C, h, w) float16, zero-padded
+    ref_specs: list[dict] | None = None
+
+
+MAX_SPRITES = 2  # objects per reference clip (shapes_world.md: 1 or 2)
 
 
 def cache_key(
-    vae_config: dict, size: int, frames: int, n_clips: int, n_images: int, seed: int
+    vae_config: dict,
+    size: int,
+    frames: int,
+    n_clips: int,
+    n_images: int,
+    seed: int,
+    n_references: int = 0,
 ) -> str:
+    extra = {"references": n_references} if n_references else {}  # old keys stay valid
     blob = json.dumps(
         {
+            **extra,
             "vae": {k: v for k, v in vae_config.items() if not k.startswith("_")},
             "size": size,
             "frames": frames,
@@ -84,8 +99,12 @@ def build_cache(
     seed: int = 0,
     batch_frames: int = 256,
     progress: bool = True,
+    n_references: int = 0,
 ) -> LatentCache:
-    """Render and encode; deterministic for a seed (sample i of each part uses index i)."""
+    """Render and encode; deterministic for a seed (sample i of each part uses index i).
+
+    ``n_references`` reference-element clips are added with their reference images (the
+    training exclusions hold: no held-out sprite is rendered)."""
     world = ShapesWorld(
         size=size, frames=frames, seed=seed, mix=VIDEO_WEIGHTS | {"image": 0.0, "reference": 0.0}
     )
@@ -114,6 +133,30 @@ def build_cache(
         image_lat.append(encode(vae, np.concatenate([s.frames for s in samples])).half().cpu())
         image_specs += [ClipSpec.from_dict(s.meta).to_dict() | {"kind": "image"} for s in samples]
         bar.update(len(samples))
+    ref_clips = ref_images = ref_specs = None
+    if n_references:
+        ref_world = ShapesWorld(size=size, frames=frames, seed=seed, mix={"reference": 1.0})
+        ref_clips, ref_images, ref_specs = [], [], []
+        for start in range(0, n_references, per_batch):
+            samples = [
+                ref_world.sample(2 * 10**8 + j)
+                for j in range(start, min(n_references, start + per_batch))
+            ]
+            z = encode(vae, np.concatenate([s.frames for s in samples]))
+            ref_clips.append(
+                z.reshape(len(samples), frames, *z.shape[1:]).permute(0, 2, 1, 3, 4).half().cpu()
+            )
+            refs = encode(vae, np.concatenate([np.stack(s.references) for s in samples]))
+            padded = torch.zeros(len(samples), MAX_SPRITES, *refs.shape[1:])
+            k = 0
+            for i, s in enumerate(samples):
+                padded[i, : len(s.references)] = refs[k : k + len(s.references)]
+                k += len(s.references)
+            ref_images.append(padded.half().cpu())
+            ref_specs += [
+                {**ClipSpec.from_dict(s.meta).to_dict(), "kind": "reference"} for s in samples
+            ]
+        ref_clips, ref_images = torch.cat(ref_clips), torch.cat(ref_images)
     bar.close()
     c, h = vae.config.latent_channels, size // 2 ** (len(vae.config.block_out_channels) - 1)
     return LatentCache(
@@ -123,6 +166,9 @@ def build_cache(
         images=torch.cat(image_lat) if image_lat else torch.zeros(0, c, h, h, dtype=torch.float16),
         clip_specs=clip_specs,
         image_specs=image_specs,
+        ref_clips=ref_clips,
+        ref_images=ref_images,
+        ref_specs=ref_specs,
     )
 
 
@@ -130,9 +176,16 @@ def save_cache(cache: LatentCache, path: Path) -> None:
     """Atomic: tensors and specs go to temporary names, then are renamed."""
     path.mkdir(parents=True, exist_ok=True)
     tmp = path / "latents.safetensors.tmp"
-    save_file({"clips": cache.clips.contiguous(), "images": cache.images.contiguous()}, str(tmp))
+    tensors = {"clips": cache.clips.contiguous(), "images": cache.images.contiguous()}
+    specs = {"clips": cache.clip_specs, "images": cache.image_specs}
+    if cache.ref_clips is not None:
+        tensors.update(
+            ref_clips=cache.ref_clips.contiguous(), ref_images=cache.ref_images.contiguous()
+        )
+        specs["references"] = cache.ref_specs
+    save_file(tensors, str(tmp))
     specs_tmp = path / "specs.json.tmp"
-    specs_tmp.write_text(json.dumps({"clips": cache.clip_specs, "images": cache.image_specs}))
+    specs_tmp.write_text(json.dumps(specs))
     os.replace(specs_tmp, path / "specs.json")
     os.replace(tmp, path / "latents.safetensors")
 
@@ -142,4 +195,12 @@ def load_cache(path: Path) -> LatentCache | None:
         return None
     tensors = load_file(str(path / "latents.safetensors"))
     specs = json.loads((path / "specs.json").read_text())
-    return LatentCache(tensors["clips"], tensors["images"], specs["clips"], specs["images"])
+    return LatentCache(
+        tensors["clips"],
+        tensors["images"],
+        specs["clips"],
+        specs["images"],
+        ref_clips=tensors.get("ref_clips"),
+        ref_images=tensors.get("ref_images"),
+        ref_specs=specs.get("references"),
+    )

@@ -21,6 +21,8 @@ import numpy as np
 __all__ = [
     "BACKGROUNDS",
     "EXCLUDED_PAIRS",
+    "HELDOUT_SPRITE_PAIRS",
+    "HELDOUT_SPRITE_PATTERN_SHAPES",
     "IMAGE_ONLY_COLORS",
     "MOTIONS",
     "OBJECT_COLORS",
@@ -37,6 +39,7 @@ __all__ = [
     "counterfactual",
     "COUNTERFACTUALS",
     "is_excluded",
+    "is_heldout_sprite",
     "layout_ok",
     "pattern_cell",
     "render",
@@ -70,6 +73,11 @@ PATTERNS = ("hstripes", "vstripes", "checker")
 
 EXCLUDED_PAIRS = {("orange", "triangle"), ("blue", "circle")}  # (colour, shape)
 IMAGE_ONLY_COLORS = {"purple"}
+# Our own held-out split for reference elements (not part of the contract): these sprites
+# never appear in training, so evaluation measures identity transfer, not memory. Two colour
+# pairs that never form a sprite, and one pattern never drawn on one shape.
+HELDOUT_SPRITE_PAIRS = {frozenset(("red", "blue")), frozenset(("green", "yellow"))}
+HELDOUT_SPRITE_PATTERN_SHAPES = {("checker", "triangle")}  # (pattern, shape)
 
 # unit screen direction (dx, dy) per motion; y grows downwards
 _DIRECTIONS: dict[str, tuple[int, int]] = {
@@ -126,6 +134,14 @@ def is_excluded(shape: str, color: str, color2: str | None = None) -> bool:
     """True when a shape in ``color`` (or a sprite with either pattern colour) is an unseen pair."""
     return (color, shape) in EXCLUDED_PAIRS or (
         color2 is not None and (color2, shape) in EXCLUDED_PAIRS
+    )
+
+
+def is_heldout_sprite(shape: str, pattern: str, color: str, color2: str) -> bool:
+    """True for the sprites kept out of training for the elements evaluation."""
+    return (
+        frozenset((color, color2)) in HELDOUT_SPRITE_PAIRS
+        or (pattern, shape) in HELDOUT_SPRITE_PATTERN_SHAPES
     )
 
 
@@ -486,8 +502,9 @@ class ShapesWorld:
     first k frames condition; in about half, motion switches at frame k).
 
     ``exclusions=True`` applies the training-set exclusions: no purple in any multi-frame
-    clip and no orange triangle / blue circle anywhere. ``False`` lifts both (ground truth
-    for evaluation).
+    clip and no orange triangle / blue circle anywhere, and no held-out sprite
+    (:func:`is_heldout_sprite`) in reference samples. ``False`` lifts all of them (ground
+    truth for evaluation).
     """
 
     KINDS = ("image", "video1", "video2", "reference", "continuation")
@@ -558,8 +575,13 @@ class ShapesWorld:
             if sprite:
                 look["pattern"] = _pick(rng, PATTERNS)
                 look["color2"] = _pick(rng, [c for c in colors if c != look["color"]])
-            if self._allowed(look["shape"], look["color"], look.get("color2")):
-                return look
+            if not self._allowed(look["shape"], look["color"], look.get("color2")):
+                continue
+            if sprite and self.exclusions and is_heldout_sprite(
+                look["shape"], look["pattern"], look["color"], look["color2"]
+            ):
+                continue
+            return look
 
     def _sample_looks(
         self, rng: np.random.Generator, n: int, colors: list[str], sprite: bool

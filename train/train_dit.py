@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 from diffusers.training_utils import EMAModel
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from models.video_dit import VIDEO_DIT_MODELS, VideoDiT
@@ -36,6 +37,7 @@ from pipelines.components import (
     encode_text,
     load_text_encoder,
     load_vae,
+    reference_token_ids,
     text_hidden_size,
     vae_downscale,
 )
@@ -76,11 +78,13 @@ def is_image_step(stage: StageConfig, step: int) -> bool:
     )
 
 
-def _spec_caption(spec: dict, rng: np.random.Generator, image: bool, reverse: bool = False) -> str:
+def _spec_caption(
+    spec: dict, rng: np.random.Generator, image: bool, reverse: bool = False, refs: bool = False
+) -> str:
     spec = dict(spec)
     if reverse:
         spec["objects"] = [dict(o, motion=REVERSED[o["motion"]]) for o in spec["objects"]]
-    return caption(ClipSpec.from_dict(spec), rng, image=image)
+    return caption(ClipSpec.from_dict(spec), rng, image=image, refs=refs)
 
 
 def image_batch(
@@ -95,20 +99,47 @@ def image_batch(
 
 def video_batch(
     cache: LatentCache, stage: StageConfig, cfg: DiTTrainConfig, rng: np.random.Generator
-) -> tuple[torch.Tensor, list[str], torch.Tensor]:
-    """→ latents (B, C, F, h, w), captions, frame_mask (B, F) bool (True = given clean)."""
+) -> tuple[torch.Tensor, list[str], torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+    """→ latents (B, C, F, h, w), captions, frame_mask (B, F) bool (True = given clean), and
+    references: None, or (reference latents (B, R, C, h, w), present (B, R) bool) when the
+    stage draws ``reference_prob`` of its clips from the cache's reference-element clips."""
     full = cache.clips.shape[2]
     f = stage.frames
     if f > full:
         raise ValueError(f"stage {stage.name!r} wants {f} frames but cached clips have {full}")
+    with_refs = stage.reference_prob > 0
+    if with_refs and (cache.ref_clips is None or len(cache.ref_clips) == 0):
+        raise ValueError(
+            f"stage {stage.name!r} has reference_prob > 0 but the latent cache has no "
+            "reference clips (set data.cache_references)"
+        )
     # A window of a scene-change clip would mislabel its motion: those clips only whole.
     eligible = [
         i for i, s in enumerate(cache.clip_specs) if f == full or s.get("switch_frame") is None
     ]
     idx = rng.choice(eligible, size=stage.batch_size)
+    is_ref = (rng.random(stage.batch_size) < stage.reference_prob) if with_refs else None
     latents, captions = [], []
     mask = torch.zeros(stage.batch_size, f, dtype=torch.bool)
+    refs = present = None
+    if with_refs:
+        refs = torch.zeros(stage.batch_size, *cache.ref_images.shape[1:])
+        present = torch.zeros(stage.batch_size, cache.ref_images.shape[1], dtype=torch.bool)
     for j, i in enumerate(idx):
+        if with_refs and is_ref[j]:
+            k = int(rng.integers(len(cache.ref_clips)))
+            spec = cache.ref_specs[k]
+            start = int(rng.integers(full - f + 1))
+            z = cache.ref_clips[k, :, start : start + f].float()
+            n = len(spec["objects"])
+            refs[j, :n] = cache.ref_images[k, :n].float()
+            present[j, :n] = True
+            reverse = rng.random() < cfg.data.reverse_prob
+            if reverse:
+                z = z.flip(1)
+            latents.append(z)
+            captions.append(_spec_caption(spec, rng, image=False, reverse=reverse, refs=True))
+            continue
         spec = cache.clip_specs[i]
         start = int(rng.integers(full - f + 1))
         z = cache.clips[i, :, start : start + f].float()
@@ -126,7 +157,8 @@ def video_batch(
             mask[j, :given] = True
         latents.append(z)
         captions.append(_spec_caption(spec, rng, image=False, reverse=reverse))
-    return torch.stack(latents), captions, mask
+    references = (refs, present) if with_refs and present.any() else None
+    return torch.stack(latents), captions, mask, references
 
 
 # ------------------------------------------------------------------- batches from shards
@@ -281,9 +313,11 @@ def flow_loss(
     frame_mask: torch.Tensor | None,
     cfg: DiTTrainConfig,
     generator: torch.Generator,
+    **conditions,
 ) -> torch.Tensor:
     """Rectified-flow loss on the generated (not given) frames, object latents weighted
-    ``cfg.foreground_weight`` times the background's."""
+    ``cfg.foreground_weight`` times the background's. ``conditions``: reference keywords
+    of :meth:`VideoDiT.forward`."""
     b = x0.shape[0]
     t = sample_timesteps(cfg, b, generator).to(x0.device)  # (B,)
     noise = torch.randn(x0.shape, generator=generator).to(x0.device)
@@ -292,7 +326,7 @@ def flow_loss(
     if frame_mask is not None:
         keep = frame_mask[:, None, :, None, None]
         xt = torch.where(keep, x0, xt)
-    out = model(xt, t * 1000, text, text_mask, frame_mask=frame_mask).sample.float()
+    out = model(xt, t * 1000, text, text_mask, frame_mask=frame_mask, **conditions).sample.float()
     pred = _unwrap(model).to_velocity(out, xt, t)  # the loss is on the velocity either way
     err = (pred - (noise - x0)) ** 2
     weight = torch.ones_like(x0[:, :1])  # (B, 1, F, h, w)
@@ -321,7 +355,33 @@ def build_model(
         text_dim=text_dim,
         sample_size=latent_size,
         max_frames=max(64, max(s.frames for s in cfg.stages)),
+        max_references=cfg.model.max_references,
     )
+
+
+def init_weights_from(model: VideoDiT, path: str) -> list[str]:
+    """Load a saved transformer's weights (a pipeline folder or a transformer folder) into
+    ``model``; → the names of parameters it lacked (left as initialised). Weights the model
+    has no place for, or of another shape, are an error: the architectures must match."""
+    folder = Path(path)
+    if (folder / "transformer").is_dir():
+        folder = folder / "transformer"
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"init_from: no safetensors weights in {folder}")
+    state = {}
+    for file in files:
+        state.update(load_file(str(file)))
+    own = model.state_dict()
+    unexpected = sorted(set(state) - set(own))
+    mismatched = sorted(k for k in state if k in own and state[k].shape != own[k].shape)
+    if unexpected or mismatched:
+        raise ValueError(
+            f"init_from {folder}: architecture differs (unexpected {unexpected[:5]}, "
+            f"shape mismatch {mismatched[:5]}); match the model config to the saved one"
+        )
+    result = model.load_state_dict(state, strict=False)
+    return list(result.missing_keys)
 
 
 def make_pipeline(model, vae, text_encoder, tokenizer, spec: str) -> ShapesVideoPipeline:
@@ -394,6 +454,7 @@ def _shapes_cache(cfg: DiTTrainConfig, vae, out: Path, accelerator) -> LatentCac
         cfg.data.cache_clips,
         cfg.data.cache_images,
         cfg.data.seed,
+        cfg.data.cache_references,
     )
     cache_dir = Path(cfg.data.cache_dir or out / "latents") / key
     if accelerator.is_main_process and load_cache(cache_dir) is None:
@@ -405,6 +466,7 @@ def _shapes_cache(cfg: DiTTrainConfig, vae, out: Path, accelerator) -> LatentCac
                 cfg.data.size,
                 cfg.data.clip_frames,
                 cfg.data.seed,
+                n_references=cfg.data.cache_references,
             ),
             cache_dir,
         )
@@ -446,6 +508,9 @@ def main(cfg: DiTTrainConfig) -> Path:
     model = build_model(
         cfg, vae.config.latent_channels, text_hidden_size(text_encoder), latent_size
     )
+    if cfg.init_from:
+        fresh = init_weights_from(model, cfg.init_from)
+        accelerator.print(f"initialised from {cfg.init_from}; {len(fresh)} new tensors")
     if cfg.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     accelerator.print(
@@ -490,11 +555,12 @@ def main(cfg: DiTTrainConfig) -> Path:
         rng = np.random.default_rng([cfg.seed, step, rank])
         generator = torch.Generator().manual_seed(int(rng.integers(1 << 62)))
         images = is_image_step(stage, step)
+        references = None
         if cache is not None and images:
             x0, captions = image_batch(cache, stage.image_batch_size, rng)
             frame_mask = None
         elif cache is not None:
-            x0, captions, frame_mask = video_batch(cache, stage, cfg, rng)
+            x0, captions, frame_mask, references = video_batch(cache, stage, cfg, rng)
         else:
             if (stage_idx, images) not in streams:  # replayed to this step's position
                 skip = steps_before(cfg, stage_idx, step, images)
@@ -504,11 +570,29 @@ def main(cfg: DiTTrainConfig) -> Path:
             )
         if frame_mask is not None:
             frame_mask = frame_mask.to(accelerator.device) if frame_mask.any() else None
-        captions = ["" if rng.random() < cfg.text_dropout else c for c in captions]
+        dropped = rng.random(len(captions)) < cfg.text_dropout
+        captions = ["" if d else c for c, d in zip(captions, dropped, strict=True)]
         text, text_mask = encode_text(text_encoder, tokenizer, captions, device=accelerator.device)
+        conditions = {}
+        if references is not None:
+            ref_latents, present = references
+            # unconditional rows: no caption → no references; plus reference-only dropout
+            keep = ~torch.from_numpy(dropped | (rng.random(len(captions)) < cfg.reference_dropout))
+            conditions = dict(
+                reference_latents=ref_latents.to(accelerator.device),
+                reference_mask=(present & keep[:, None]).to(accelerator.device),
+                text_reference_ids=reference_token_ids(tokenizer, captions).to(accelerator.device),
+            )
         with accelerator.autocast():
             loss = flow_loss(
-                model, x0.to(accelerator.device), text, text_mask, frame_mask, cfg, generator
+                model,
+                x0.to(accelerator.device),
+                text,
+                text_mask,
+                frame_mask,
+                cfg,
+                generator,
+                **conditions,
             )
         optimizer_step(accelerator, model, optimizer, schedule, loss, cfg.grad_clip)
         ema.step(accelerator.unwrap_model(model).parameters())

@@ -10,6 +10,7 @@ latents, and the model is saved in diffusers layout to ``<output_dir>/final``.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from diffusers import AutoencoderKL
 from tqdm.auto import tqdm
 
 from pipelines.components import VAE_MODELS
@@ -29,16 +31,23 @@ from .shapes_world import ShapesWorld
 
 
 def frame_batch(
-    world: ShapesWorld, step: int, batch_size: int, rank: int, seed: int
-) -> torch.Tensor:
-    """Deterministic batch for (seed, step, rank): (B, 3, S, S) in [-1, 1]."""
+    world: ShapesWorld, step: int, batch_size: int, rank: int, seed: int, kinds: bool = False
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Deterministic batch for (seed, step, rank): (B, 3, S, S) in [-1, 1]; with ``kinds``
+    also (B,) bool, True for frames of reference samples (patterned sprites) — half of
+    those are the reference image itself rather than a clip frame."""
     rng = np.random.default_rng([seed, step, rank])
-    frames = []
+    frames, sprite = [], []
     for _ in range(batch_size):
         sample = world.sample(int(rng.integers(1 << 62)))
-        frames.append(sample.frames[rng.integers(len(sample.frames))])
-    x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float()
-    return x / 127.5 - 1.0
+        is_ref = bool(sample.references)
+        if is_ref and rng.random() < 0.5:
+            frames.append(sample.references[rng.integers(len(sample.references))])
+        else:
+            frames.append(sample.frames[rng.integers(len(sample.frames))])
+        sprite.append(is_ref)
+    x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return (x, torch.tensor(sprite)) if kinds else x
 
 
 class ReconstructionModel(torch.nn.Module):
@@ -86,8 +95,18 @@ def main(cfg: VAETrainConfig) -> Path:
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
-    world = ShapesWorld(size=cfg.size, seed=cfg.seed)
-    model = ReconstructionModel(VAE_MODELS[cfg.model](sample_size=cfg.size))
+    world = ShapesWorld(size=cfg.size, seed=cfg.seed, mix=cfg.mix)
+    if cfg.init:
+        vae = AutoencoderKL.from_pretrained(cfg.init)
+        # frozen copy of the starting encoder: the anchor for plain frames' latents
+        anchor = (
+            copy.deepcopy(vae).requires_grad_(False).eval().to(accelerator.device)
+            if cfg.anchor_weight
+            else None
+        )
+    else:
+        vae, anchor = VAE_MODELS[cfg.model](sample_size=cfg.size), None
+    model = ReconstructionModel(vae)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
@@ -111,9 +130,10 @@ def main(cfg: VAETrainConfig) -> Path:
     )
     t0, seen = time.time(), 0
     for step in bar:
-        x = frame_batch(world, step, cfg.batch_size, accelerator.process_index, cfg.seed).to(
-            accelerator.device
+        x, sprite = frame_batch(
+            world, step, cfg.batch_size, accelerator.process_index, cfg.seed, kinds=True
         )
+        x = x.to(accelerator.device)
         generator = torch.Generator(x.device).manual_seed(cfg.seed * 7919 + step)
         with accelerator.autocast():
             recon, kl = model(x, generator)
@@ -123,6 +143,13 @@ def main(cfg: VAETrainConfig) -> Path:
         loss_rec = (err * w).mean() / w.mean()
         loss_kl = kl.float().mean() / x[0].numel()
         loss = loss_rec + cfg.kl_weight * loss_kl
+        plain = (~sprite).to(x.device)
+        if anchor is not None and plain.any():
+            # the encoder's means of plain frames stay where the diffusion model knows them
+            with torch.no_grad():
+                target = anchor.encode(x[plain]).latent_dist.mean
+            mean = accelerator.unwrap_model(model).vae.encode(x[plain]).latent_dist.mean
+            loss = loss + cfg.anchor_weight * torch.nn.functional.mse_loss(mean.float(), target)
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -146,8 +173,11 @@ def main(cfg: VAETrainConfig) -> Path:
     final = out / "final"
     if accelerator.is_main_process:
         vae = accelerator.unwrap_model(model).vae.eval()
-        mean, std = latent_stats(vae, world, 256, cfg.seed)
-        vae.register_to_config(shift_factor=mean, scaling_factor=1.0 / std)
+        if cfg.init:  # fine-tuned: the starting VAE's scaling, which the DiT was trained with
+            mean, std = vae.config.shift_factor, 1.0 / vae.config.scaling_factor
+        else:
+            mean, std = latent_stats(vae, world, 256, cfg.seed)
+            vae.register_to_config(shift_factor=mean, scaling_factor=1.0 / std)
         vae.save_pretrained(final)
         accelerator.print(f"saved VAE to {final} (latent mean {mean:.3f}, std {std:.3f})")
     accelerator.wait_for_everyone()

@@ -4,7 +4,7 @@ import streamlit as st
 
 from studio.generate import StudioError
 from studio.ui.common import get_studio
-from studio.uploads import ALLOWED_FORMATS, MAX_ELEMENTS, check_image, store_element
+from studio.uploads import ALLOWED_FORMATS, MAX_ELEMENTS, accept_element
 
 studio = get_studio()
 st.title("Elements")
@@ -28,11 +28,13 @@ if uploads:
     names = []
     for up in uploads[:MAX_ELEMENTS]:
         try:
-            image = check_image(up.getvalue(), studio.limits, up.name)
+            names.append(
+                accept_element(
+                    up.getvalue(), studio.limits, up.name, studio.gallery.home / "elements"
+                )
+            )
         except StudioError as exc:
             st.error(str(exc))
-            continue
-        names.append(store_element(image, studio.gallery.home / "elements"))
     st.session_state.elements = names
 
 

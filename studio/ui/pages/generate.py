@@ -29,6 +29,9 @@ def _randomise_seed() -> None:
 
 prompt = st.text_area("Prompt", value=st.session_state.draft, height=90)
 st.session_state.draft = prompt
+if st.session_state.get("elements"):
+    refs = ", ".join(f"<ref{k}>" for k in range(1, len(st.session_state.elements) + 1))
+    st.caption(f"Elements from the Elements page: {refs} in the prompt uses them.")
 negative = st.text_input("Negative prompt (optional)", value="")
 c1, c2, c3, c4 = st.columns([3, 2, 3, 3], vertical_alignment="bottom")
 seed = c1.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, key="seed")
@@ -61,7 +64,11 @@ if st.button("Generate", type="primary", icon=":material/movie:"):
         fps=fps,
     )
     try:
-        follow(submit_generate(studio.gallery, request, int(best_of), studio.scorer))
+        elements = st.session_state.get("elements", [])
+        job = submit_generate(
+            studio.gallery, request, int(best_of), studio.scorer, elements, studio.model
+        )
+        follow(job)
     except StudioError as exc:
         st.error(str(exc))
 
