@@ -222,6 +222,61 @@ def cmd_eval_shapes(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_elements(args: argparse.Namespace) -> int:
+    """``studio eval elements DIR``: identity and motion of reference sprites; ``--generate``
+    first fills DIR with the model's videos of the held-out suite, ``--ground-truth`` with
+    the renderer's (what a perfect model would score)."""
+    from .elements_eval import (
+        ELEMENTS_SUITE_PATH,
+        evaluate_elements_dir,
+        generate_elements_run,
+        load_elements_suite,
+        render_ground_truth_run,
+        write_elements_report,
+    )
+
+    run_dir = Path(args.dir)
+    if args.generate or args.ground_truth:
+        try:
+            suite = load_elements_suite(Path(args.suite) if args.suite else ELEMENTS_SUITE_PATH)
+        except ValueError as exc:
+            raise StudioError(str(exc)) from None
+        if args.ground_truth:
+            counts = render_ground_truth_run(
+                suite, run_dir, samples=args.samples, seed=args.seed, progress=not args.quiet
+            )
+        else:
+            from .generate import default_model_path, load_pipeline
+
+            model = Path(args.model) if args.model else default_model_path()
+            try:
+                counts = generate_elements_run(
+                    load_pipeline(model),
+                    suite,
+                    run_dir,
+                    samples=args.samples,
+                    seed=args.seed,
+                    steps=args.steps,
+                    guidance=args.guidance,
+                    model=str(model),
+                    progress=not args.quiet,
+                )
+            except ValueError as exc:  # a pipeline that takes no reference images
+                raise StudioError(str(exc)) from None
+        print(
+            f"{counts['done']} videos written, {counts['skipped']} already done, "
+            f"{counts['failed']} failed → {run_dir / 'manifest.jsonl'}"
+        )
+    try:
+        report = evaluate_elements_dir(run_dir)
+    except ValueError as exc:
+        raise StudioError(str(exc)) from None
+    paths = write_elements_report(report, Path(args.out) if args.out else run_dir)
+    print(paths["markdown"].read_text())
+    print(f"report: {paths['json']}, {paths['markdown']}")
+    return 0
+
+
 def cmd_eval_storyboards(args: argparse.Namespace) -> int:
     from .shapes_eval import evaluate_storyboard_dir, write_storyboard_report
 
@@ -570,6 +625,38 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--guidance", type=float, default=4.0)
     es.add_argument("--quiet", action="store_true")
     es.set_defaults(func=cmd_eval_shapes)
+
+    eel = esub.add_parser(
+        "elements",
+        help="judge elements-to-video: identity and motion of reference sprites",
+        description="Judge every video in DIR/manifest.jsonl against its reference sprites and "
+        "prompt: identity (shape and both pattern colours) and motion per reference, with one "
+        "reference and with two. --generate first renders the held-out suite (sprites never "
+        "seen in training) with the model; --ground-truth with the Shapes World renderer.",
+    )
+    eel.add_argument("dir", help="an elements run folder (or where to fill one)")
+    eel.add_argument("--out", default=None, help="report folder (default: DIR)")
+    fill = eel.add_mutually_exclusive_group()
+    fill.add_argument(
+        "--generate",
+        action="store_true",
+        help="first generate the suite with the model into DIR (finished videos are kept)",
+    )
+    fill.add_argument(
+        "--ground-truth",
+        action="store_true",
+        help="first render the suite with the renderer into DIR: the judge's own check",
+    )
+    eel.add_argument(
+        "--suite", default=None, help="suite JSONL (default: configs/eval/elements_suite.jsonl)"
+    )
+    eel.add_argument("--samples", type=_positive_int, default=1, help="videos per entry")
+    eel.add_argument("--seed", type=_nonneg_int, default=1000, help="sample i uses SEED + i")
+    eel.add_argument("--model", default=None)
+    eel.add_argument("--steps", type=_positive_int, default=25)
+    eel.add_argument("--guidance", type=float, default=4.0)
+    eel.add_argument("--quiet", action="store_true")
+    eel.set_defaults(func=cmd_eval_elements)
 
     esb = esub.add_parser(
         "storyboards",

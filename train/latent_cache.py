@@ -49,12 +49,9 @@ def cache_key(
     n_clips: int,
     n_images: int,
     seed: int,
-    n_references: int = 0,
 ) -> str:
-    extra = {"references": n_references} if n_references else {}  # old keys stay valid
     blob = json.dumps(
         {
-            **extra,
             "vae": {k: v for k, v in vae_config.items() if not k.startswith("_")},
             "size": size,
             "frames": frames,
@@ -109,7 +106,7 @@ def build_cache(
         size=size, frames=frames, seed=seed, mix=VIDEO_WEIGHTS | {"image": 0.0, "reference": 0.0}
     )
     clip_lat, clip_specs, pending, pending_specs = [], [], [], []
-    bar = tqdm(total=n_clips + n_images, desc="latent cache", disable=not progress)
+    bar = tqdm(total=n_clips + n_images + n_references, desc="latent cache", disable=not progress)
     per_batch = max(1, batch_frames // frames)
     for i in range(n_clips):
         sample = world.sample(i)
@@ -156,6 +153,7 @@ def build_cache(
             ref_specs += [
                 {**ClipSpec.from_dict(s.meta).to_dict(), "kind": "reference"} for s in samples
             ]
+            bar.update(len(samples))
         ref_clips, ref_images = torch.cat(ref_clips), torch.cat(ref_images)
     bar.close()
     c, h = vae.config.latent_channels, size // 2 ** (len(vae.config.block_out_channels) - 1)

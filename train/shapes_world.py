@@ -577,8 +577,10 @@ class ShapesWorld:
                 look["color2"] = _pick(rng, [c for c in colors if c != look["color"]])
             if not self._allowed(look["shape"], look["color"], look.get("color2")):
                 continue
-            if sprite and self.exclusions and is_heldout_sprite(
-                look["shape"], look["pattern"], look["color"], look["color2"]
+            if (
+                sprite
+                and self.exclusions
+                and is_heldout_sprite(look["shape"], look["pattern"], look["color"], look["color2"])
             ):
                 continue
             return look

@@ -446,7 +446,11 @@ def lr_lambda(cfg: DiTTrainConfig):
 
 # ---------------------------------------------------------------------------- main
 def _shapes_cache(cfg: DiTTrainConfig, vae, out: Path, accelerator) -> LatentCache:
-    """The Shapes World latent cache of this config: built by the main process if missing."""
+    """The Shapes World latent cache of this config: built by the main process if missing.
+
+    Reference-element clips live in a cache of their own beside the text-to-video one
+    (``<key>-references-<n>``), so adding them reuses an existing text-to-video cache.
+    """
     key = cache_key(
         dict(vae.config),
         cfg.data.size,
@@ -454,26 +458,37 @@ def _shapes_cache(cfg: DiTTrainConfig, vae, out: Path, accelerator) -> LatentCac
         cfg.data.cache_clips,
         cfg.data.cache_images,
         cfg.data.seed,
-        cfg.data.cache_references,
     )
-    cache_dir = Path(cfg.data.cache_dir or out / "latents") / key
-    if accelerator.is_main_process and load_cache(cache_dir) is None:
-        save_cache(
-            build_cache(
-                vae,
-                cfg.data.cache_clips,
-                cfg.data.cache_images,
-                cfg.data.size,
-                cfg.data.clip_frames,
-                cfg.data.seed,
-                n_references=cfg.data.cache_references,
-            ),
-            cache_dir,
-        )
+    root = Path(cfg.data.cache_dir or out / "latents")
+    n_refs = cfg.data.cache_references
+    parts = {root / key: (cfg.data.cache_clips, cfg.data.cache_images, 0)}
+    if n_refs:
+        parts[root / f"{key}-references-{n_refs}"] = (0, 0, n_refs)
+    if accelerator.is_main_process:
+        for path, (clips, images, refs) in parts.items():
+            if load_cache(path) is None:
+                built = build_cache(
+                    vae,
+                    clips,
+                    images,
+                    cfg.data.size,
+                    cfg.data.clip_frames,
+                    cfg.data.seed,
+                    n_references=refs,
+                )
+                save_cache(built, path)
     accelerator.wait_for_everyone()
-    cache = load_cache(cache_dir)
+    cache = load_cache(root / key)
+    if n_refs:
+        refs = load_cache(root / f"{key}-references-{n_refs}")
+        cache.ref_clips, cache.ref_images, cache.ref_specs = (
+            refs.ref_clips,
+            refs.ref_images,
+            refs.ref_specs,
+        )
     accelerator.print(
-        f"latent cache {cache_dir}: {len(cache.clips)} clips, {len(cache.images)} images"
+        f"latent cache {root / key}: {len(cache.clips)} clips, {len(cache.images)} images, "
+        f"{n_refs} reference clips"
     )
     return cache
 
