@@ -274,6 +274,7 @@ def test_train_missing_config_file(cli, tmp_path):
         ["batch", "--help"],
         ["eval", "--help"],
         ["eval", "shapes", "--help"],
+        ["eval", "elements", "--help"],
         ["data", "--help"],
         ["data", "shapes", "--help"],
         ["train", "--help"],
