@@ -81,6 +81,13 @@ def text_hidden_size(model: PreTrainedModel) -> int:
 
 
 @torch.no_grad()
+def _token_kwargs(tokenizer: PreTrainedTokenizerBase, max_length: int) -> dict:
+    """The one tokenisation of prompts (padding, truncation at ``max_length`` or the
+    tokenizer's limit): :func:`encode_text` and :func:`reference_token_ids` must agree."""
+    limit = min(max_length, getattr(tokenizer, "model_max_length", max_length) or max_length)
+    return dict(padding=True, truncation=True, max_length=limit, return_tensors="pt")
+
+
 def encode_text(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -92,8 +99,7 @@ def encode_text(
 
     Prompts longer than ``max_length`` tokens are truncated (the tokenizer's limit too).
     """
-    limit = min(max_length, getattr(tokenizer, "model_max_length", max_length) or max_length)
-    batch = tokenizer(prompts, padding=True, truncation=True, max_length=limit, return_tensors="pt")
+    batch = tokenizer(prompts, **_token_kwargs(tokenizer, max_length))
     device = device or model.device
     ids = batch["input_ids"].to(device)
     mask = batch["attention_mask"].to(device)
@@ -112,8 +118,7 @@ def reference_token_ids(
     Tokenised exactly as :func:`encode_text` does, so ``L`` matches its states. Needs a fast
     tokenizer (character offsets); with a slow one every id is 0 (no binding).
     """
-    limit = min(max_length, getattr(tokenizer, "model_max_length", max_length) or max_length)
-    kwargs = dict(padding=True, truncation=True, max_length=limit, return_tensors="pt")
+    kwargs = _token_kwargs(tokenizer, max_length)
     if not getattr(tokenizer, "is_fast", False):
         return torch.zeros_like(tokenizer(prompts, **kwargs)["input_ids"])
     batch = tokenizer(prompts, return_offsets_mapping=True, **kwargs)

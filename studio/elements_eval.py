@@ -92,6 +92,7 @@ from .shapes_eval import (
     _soft_features,
     _summarise_track,
     _track,
+    best_assignment,
 )
 
 # ----------------------------------------------------------------------------------------------
@@ -632,16 +633,7 @@ def judge_elements(
     found = det.sprites[:_MAX_MATCHED]
 
     # 1. Best assignment by brute force (≤ 8P2 cases for two references; None = missing)
-    slots: list[int | None] = list(range(len(found))) + [None] * len(exp)
-    best: tuple[int | None, ...] = tuple([None] * len(exp))
-    best_score = -1
-    for perm in itertools.permutations(slots, len(exp)):
-        score = sum(
-            _pair_score(e, found[k] if k is not None else None)
-            for e, k in zip(exp, perm, strict=True)
-        )
-        if score > best_score:
-            best, best_score = perm, score
+    best = best_assignment(exp, found, _pair_score)
 
     # 2. Per-reference verdicts
     refs: list[dict[str, Any]] = []

@@ -171,7 +171,7 @@ def max_references(model: str | Path | ShapesVideoPipeline) -> int | None:
     a loaded pipeline or from a model folder's ``transformer/config.json`` without loading
     it; None when the folder has no readable config (loading it will say why)."""
     if isinstance(model, ShapesVideoPipeline):
-        return int(model.transformer.config.get("max_references", 0) or 0)
+        return model.max_references
     try:
         config = json.loads((Path(model) / "transformer" / "config.json").read_text())
     except (OSError, json.JSONDecodeError):

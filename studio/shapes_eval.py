@@ -37,6 +37,7 @@ import json
 import math
 import random
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -685,6 +686,25 @@ def _pair_score(e: ExpectedObject, d: DetectedObject | None) -> int:
     )
 
 
+def best_assignment(
+    expected: list[Any], found: list[Any], score: Callable[[Any, Any | None], int]
+) -> tuple[int | None, ...]:
+    """For each expected item, the index in ``found`` it is matched to (None: missing), by
+    brute force over all assignments, maximising the summed ``score(expected, found or
+    None)``; the first best in permutation order wins ties."""
+    slots: list[int | None] = list(range(len(found))) + [None] * len(expected)
+    best: tuple[int | None, ...] = tuple([None] * len(expected))
+    best_score = -1
+    for perm in itertools.permutations(slots, len(expected)):
+        total = sum(
+            score(e, found[k] if k is not None else None)
+            for e, k in zip(expected, perm, strict=True)
+        )
+        if total > best_score:
+            best, best_score = perm, total
+    return best
+
+
 def judge(
     frames: np.ndarray, expectation: Expectation, detection: Detection | None = None
 ) -> dict[str, Any]:
@@ -708,16 +728,7 @@ def judge(
     found = det.objects[:_MAX_MATCHED_DETECTIONS]
 
     # Best assignment by brute force (≤ 10P4 = 5040 cases); None stands for "missing".
-    slots: list[int | None] = list(range(len(found))) + [None] * len(exp)
-    best: tuple[int | None, ...] = tuple([None] * len(exp))
-    best_score = -1
-    for perm in itertools.permutations(slots, len(exp)):
-        score = sum(
-            _pair_score(e, found[k] if k is not None else None)
-            for e, k in zip(exp, perm, strict=True)
-        )
-        if score > best_score:
-            best, best_score = perm, score
+    best = best_assignment(exp, found, _pair_score)
     matched = [found[k] if k is not None else None for k in best]
 
     def all_of(pred) -> bool:

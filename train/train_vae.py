@@ -51,7 +51,8 @@ def frame_batch(
 
 
 class ReconstructionModel(torch.nn.Module):
-    """Wraps the VAE so one ``forward`` gives reconstruction and KL (DDP syncs on forward)."""
+    """Wraps the VAE so one ``forward`` gives reconstruction, KL and the posterior mean (the
+    anchor loss's input) from one encoding (DDP syncs on forward)."""
 
     def __init__(self, vae):
         super().__init__()
@@ -59,10 +60,10 @@ class ReconstructionModel(torch.nn.Module):
 
     def forward(
         self, x: torch.Tensor, generator: torch.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         posterior = self.vae.encode(x).latent_dist
         recon = self.vae.decode(posterior.sample(generator=generator)).sample
-        return recon, posterior.kl()
+        return recon, posterior.kl(), posterior.mean
 
 
 def foreground_weight(x: torch.Tensor, weight: float) -> torch.Tensor:
@@ -136,7 +137,7 @@ def main(cfg: VAETrainConfig) -> Path:
         x = x.to(accelerator.device)
         generator = torch.Generator(x.device).manual_seed(cfg.seed * 7919 + step)
         with accelerator.autocast():
-            recon, kl = model(x, generator)
+            recon, kl, mean = model(x, generator)
         recon = recon.float()
         w = foreground_weight(x, cfg.foreground_weight)
         err = (recon - x) ** 2 + cfg.l1_weight * (recon - x).abs()
@@ -148,8 +149,9 @@ def main(cfg: VAETrainConfig) -> Path:
             # the encoder's means of plain frames stay where the diffusion model knows them
             with torch.no_grad():
                 target = anchor.encode(x[plain]).latent_dist.mean
-            mean = accelerator.unwrap_model(model).vae.encode(x[plain]).latent_dist.mean
-            loss = loss + cfg.anchor_weight * torch.nn.functional.mse_loss(mean.float(), target)
+            loss = loss + cfg.anchor_weight * torch.nn.functional.mse_loss(
+                mean[plain].float(), target
+            )
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
