@@ -1,13 +1,15 @@
 """Speed of the video DiT on this machine, side by side in one run (issue 9).
 
     python benchmarks/perf.py [--repeats 7] [--train-log runs/dit/log.jsonl] [--skip-e2e]
+                              [--compile]
 
 Prints Markdown tables for BENCHMARKS.md:
 
 1. one denoising step (batch 2 = classifier-free guidance, 16 frames, 16×16 latent, text of
    16 tokens) of our transformer vs diffusers' ``LatteTransformer3DModel`` with the same
-   width, patch, token count and dtype and the closest parameter count; the two are timed
-   alternately, median of ``--repeats``;
+   width, patch, token count and dtype and the closest parameter count — ours as trained,
+   with fused QKV projections (what ``studio generate`` runs) and, with ``--compile``,
+   compiled by ``torch.compile`` — all timed alternately, median of ``--repeats``;
 2. model FLOPs utilisation: FLOPs of that step (``torch.utils.flop_counter``) per second,
    over the FLOP/s of a large matrix product measured in the same run, for fp32 and — where
    the CPU has fast bf16 (AMX / AVX512-BF16) — bf16 autocast;
@@ -174,6 +176,9 @@ def main() -> None:
     parser.add_argument("--train-log", type=Path, default=ROOT / "runs/dit/log.jsonl")
     parser.add_argument("--skip-e2e", action="store_true")
     parser.add_argument("--part", choices=["e2e"], default=None)
+    parser.add_argument(
+        "--compile", action="store_true", help="also time torch.compile (inductor) of ours"
+    )
     args = parser.parse_args()
     if args.part == "e2e":
         print(json.dumps(end_to_end()))
@@ -185,24 +190,35 @@ def main() -> None:
     x, t, text, mask = inputs()
     dtypes = [("fp32", None)] + ([("bf16", torch.bfloat16)] if cpu_has_fast_bf16() else [])
 
+    fused = ours().eval()
+    fused.load_state_dict(a.state_dict())
+    fused.fuse_qkv_projections()
+    variants = {"ours": a, "ours, fused QKV": fused}
+    if args.compile:
+        variants["ours, fused QKV + torch.compile"] = torch.compile(fused)
+
     print(f"threads {torch.get_num_threads()}, fast bf16: {cpu_has_fast_bf16()}\n")
-    print("| dtype | ours (s/step) | Latte (s/step) | ours/Latte | params ours / Latte |")
-    print("|---|---:|---:|---:|---|")
+    print("| dtype | variant | s/step | Latte s/step | variant/Latte | params ours / Latte |")
+    print("|---|---|---:|---:|---:|---|")
     results = {}
     for name, dtype in dtypes:
-        run_a = lambda: step_ours(a, x, t, text, mask)  # noqa: E731
-        run_b = lambda: step_latte(b, x, t, text, mask)  # noqa: E731
-        timed(run_a, dtype), timed(run_b, dtype)  # warm-up
-        ta, tb = [], []
-        for _ in range(args.repeats):  # alternate, so drift hits both alike
-            ta.append(timed(run_a, dtype))
-            tb.append(timed(run_b, dtype))
-        ma, mb = statistics.median(ta), statistics.median(tb)
-        results[name] = ma
-        print(
-            f"| {name} | {ma:.4f} | {mb:.4f} | {ma / mb:.2f} | "
-            f"{n_params(a) / 1e6:.2f} M / {n_params(b) / 1e6:.2f} M ({layers} Latte layers) |"
-        )
+        runs = {k: (lambda m=m: step_ours(m, x, t, text, mask)) for k, m in variants.items()}
+        runs["Latte"] = lambda: step_latte(b, x, t, text, mask)
+        for fn in runs.values():  # warm-up (and compilation)
+            timed(fn, dtype), timed(fn, dtype)
+        times = {k: [] for k in runs}
+        for _ in range(args.repeats):  # alternate, so drift hits all alike
+            for k, fn in runs.items():
+                times[k].append(timed(fn, dtype))
+        med = {k: statistics.median(v) for k, v in times.items()}
+        results[name] = med["ours"]
+        for k in variants:
+            print(
+                f"| {name} | {k} | {med[k]:.4f} | {med['Latte']:.4f} | "
+                f"{med[k] / med['Latte']:.2f} | "
+                f"{n_params(a) / 1e6:.2f} M / {n_params(b) / 1e6:.2f} M ({layers} Latte layers) |"
+            )
+        print(f"| {name} | fused / plain | | | {med['ours, fused QKV'] / med['ours']:.2f} | |")
 
     flops = forward_flops(lambda: step_ours(a, x, t, text, mask))
     print("\n| dtype | step GFLOP | achieved GFLOP/s | matmul 2048³ GFLOP/s | MFU |")

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
-from diffusers.models.attention_processor import AttentionProcessor
+from diffusers.models.attention_processor import AttentionProcessor, FusedAttnProcessor2_0
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
@@ -383,6 +383,33 @@ class VideoDiT(ModelMixin, ConfigMixin):
                 if isinstance(module, Attention)
             }
         )
+
+    def fuse_qkv_projections(self) -> None:
+        """Inference: one matrix product for q, k, v (self-attention) or k, v (cross-attention)
+        in every attention module (diffusers' ``fuse_projections`` + ``FusedAttnProcessor2_0``),
+        the same function with fewer, larger kernels. Training keeps updating the unfused
+        weights, so fuse only a model that is done training; undo with
+        :meth:`unfuse_qkv_projections` (e.g. before ``save_pretrained``)."""
+        if getattr(self, "original_attn_processors", None) is not None:
+            return  # already fused
+        self.original_attn_processors = self.attn_processors
+        for module in self.modules():
+            if isinstance(module, Attention):
+                module.fuse_projections(fuse=True)
+        self.set_attn_processor(FusedAttnProcessor2_0())
+
+    def unfuse_qkv_projections(self) -> None:
+        """Back to separate projections and the processors used before fusing."""
+        if getattr(self, "original_attn_processors", None) is None:
+            return
+        self.set_attn_processor(self.original_attn_processors)
+        self.original_attn_processors = None
+        for module in self.modules():
+            if isinstance(module, Attention):
+                for name in ("to_qkv", "to_kv"):
+                    if hasattr(module, name):
+                        delattr(module, name)
+                module.fused_projections = False
 
     # -- forward ----------------------------------------------------------------------------
     def forward(

@@ -58,6 +58,7 @@ class ShapesVideoPipeline(DiffusionPipeline):
         tokenizer=None,
         text_encoder_spec: str = DEFAULT_TEXT_ENCODER,
         default_fps: int = 8,
+        image_first: bool = False,
     ):
         super().__init__()
         self.register_modules(
@@ -67,7 +68,9 @@ class ShapesVideoPipeline(DiffusionPipeline):
             text_encoder=text_encoder,
             tokenizer=tokenizer,
         )
-        self.register_to_config(text_encoder_spec=text_encoder_spec, default_fps=default_fps)
+        self.register_to_config(
+            text_encoder_spec=text_encoder_spec, default_fps=default_fps, image_first=image_first
+        )
 
     # -- saving / loading -------------------------------------------------------------------
     def save_pretrained(self, save_directory, save_text_encoder: bool = True, **kwargs):
@@ -260,6 +263,7 @@ class ShapesVideoPipeline(DiffusionPipeline):
         latents: torch.Tensor | None = None,
         conditioning_frames: np.ndarray | torch.Tensor | None = None,
         reference_images: list | None = None,
+        image_first: bool | None = None,
         output_type: str = "np",
         return_dict: bool = True,
         callback_on_step_end: Callable[[DiffusionPipeline, int, torch.Tensor, dict], dict]
@@ -272,6 +276,10 @@ class ShapesVideoPipeline(DiffusionPipeline):
             conditioning_frames: frames given clean at the start of the clip (uint8
                 (Fc, H, W, 3) or float (Fc, 3, H, W) in [-1, 1]); they are kept exactly and the
                 rest is generated to continue them (continuation, image-to-video, storyboards).
+            image_first: generate the first frame as an image from the prompt, then the clip
+                as its continuation (Emu Video's factorised text-to-video); None = the
+                pipeline's ``image_first`` config. Ignored with ``conditioning_frames`` or for
+                a single frame.
             reference_images: up to ``max_references`` images (PIL or uint8/float arrays, any
                 size or mode), the same for every prompt; ``<refN>`` in a prompt names the
                 N-th. The unconditional half of guidance sees neither text nor references.
@@ -350,6 +358,27 @@ class ShapesVideoPipeline(DiffusionPipeline):
             latents[:, :, :k] = given
             frame_mask = torch.zeros(batch, num_frames, dtype=torch.bool, device=device)
             frame_mask[:, :k] = True
+        elif num_frames > 1 and (self.config.image_first if image_first is None else image_first):
+            # Factorised (Emu Video): the first frame as an image, kept clean while the rest
+            # of the clip is generated to continue it.
+            first = self(
+                prompts,
+                negative_prompt,
+                num_frames=1,
+                height=height,
+                width=width,
+                num_inference_steps=num_inference_steps,
+                guidance_scale=guidance_scale,
+                generator=generator,
+                reference_images=reference_images,
+                image_first=False,
+                output_type="latent",
+            ).frames  # (B, C, 1, h, w)
+            latents[:, :, :1] = first.to(latents)
+            frame_mask = torch.zeros(batch, num_frames, dtype=torch.bool, device=device)
+            frame_mask[:, :1] = True
+            self.scheduler.set_timesteps(num_inference_steps, device=device)  # the image used it
+            timesteps = self.scheduler.timesteps
 
         # 5. Denoising loop (only the scheduler advances latents; given frames get v = 0)
         self._num_timesteps = len(timesteps)

@@ -195,6 +195,33 @@ def test_conditioning_float_frames_and_given_latents(tiny_pipe):
     np.testing.assert_array_equal(a, c)  # same seed → same noise as the generator path
 
 
+def test_image_first_generates_frame_zero_as_an_image_then_continues_it(tiny_pipe):
+    from diffusers.utils.torch_utils import randn_tensor
+
+    clip = run(tiny_pipe, image_first=True, output_type="latent").frames
+    # the same draws by hand: the clip's noise, then a one-frame generation of the prompt
+    g = torch.Generator("cpu").manual_seed(0)
+    randn_tensor((1, LATENT_CHANNELS, FRAMES, 8, 8), generator=g)
+    image = tiny_pipe(
+        PROMPT,
+        num_frames=1,
+        height=SIZE,
+        width=SIZE,
+        num_inference_steps=STEPS,
+        generator=g,
+        output_type="latent",
+    ).frames
+    torch.testing.assert_close(clip[:, :, :1], image)
+    joint = run(tiny_pipe, output_type="latent").frames
+    assert not torch.allclose(clip[:, :, 1:], joint[:, :, 1:])
+    # the default comes from the pipeline's config and survives save / load
+    tiny_pipe.register_to_config(image_first=True)
+    try:
+        torch.testing.assert_close(run(tiny_pipe, output_type="latent").frames, clip)
+    finally:
+        tiny_pipe.register_to_config(image_first=False)
+
+
 # -------------------------------------------------------------------------- save / load
 def test_save_load_round_trip_without_text_encoder(tiny_pipe, tmp_path):
     tiny_pipe.save_pretrained(tmp_path, save_text_encoder=False)
@@ -202,6 +229,7 @@ def test_save_load_round_trip_without_text_encoder(tiny_pipe, tmp_path):
     assert index["text_encoder"] == [None, None]
     assert index["tokenizer"] == [None, None]
     assert index["text_encoder_spec"] == "minilm"
+    assert index["image_first"] is False
     assert index["transformer"] == ["models.video_dit", "VideoDiT"]
     assert not (tmp_path / "text_encoder").exists()
     for sub in ("transformer", "vae"):

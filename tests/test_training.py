@@ -111,6 +111,7 @@ def test_dit_training_exports_a_loadable_pipeline(straight_run, text_encoder):
     pipe = ShapesVideoPipeline.from_pretrained(final, text_encoder=encoder, tokenizer=tokenizer)
     pipe.set_progress_bar_config(disable=True)
     assert pipe.transformer.config.width == 32 and pipe.transformer.config.depth == 2
+    assert pipe.scheduler.config.shift == cfg.timestep_shift  # sampled as it was trained
     assert any(b.gate_temporal.abs().sum() > 0 for b in pipe.transformer.blocks)  # it trained
     video = pipe(
         "a red square",
@@ -316,6 +317,49 @@ def test_timestep_samplings_cover_the_ends_differently():
     assert (logit > 0.9).float().mean() == pytest.approx(0.014, abs=0.005)
     with pytest.raises(ValueError, match="timestep_sampling must be one of"):
         sample_timesteps(DiTTrainConfig(timestep_sampling="cosine"), 2, g)
+
+
+def test_timestep_shift_moves_training_to_noise_as_the_sampler_does():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from train.config import DiTTrainConfig
+    from train.train_dit import sample_timesteps, shift_timesteps
+
+    base = sample_timesteps(DiTTrainConfig(), 20000, torch.Generator().manual_seed(0))
+    shifted = sample_timesteps(
+        DiTTrainConfig(timestep_shift=3.0), 20000, torch.Generator().manual_seed(0)
+    )
+    torch.testing.assert_close(shifted, shift_timesteps(base, 3.0))
+    assert (shifted > 0.95).float().mean() > 5 * (base > 0.95).float().mean()
+    assert shift_timesteps(torch.tensor(0.5), 3.0).item() == pytest.approx(0.75)
+    torch.testing.assert_close(shift_timesteps(base, 1.0), base)
+    # the training shift is the one diffusers' sampler applies to its sigmas
+    plain, moved = FlowMatchEulerDiscreteScheduler(), FlowMatchEulerDiscreteScheduler(shift=3.0)
+    plain.set_timesteps(10)
+    moved.set_timesteps(10)
+    # (up to diffusers' sigma_min, itself shifted: 0.003 instead of 0.001)
+    torch.testing.assert_close(
+        moved.sigmas[:-1], shift_timesteps(plain.sigmas[:-1], 3.0), atol=0.01, rtol=0
+    )
+
+
+def test_first_frame_prob_gives_exactly_the_first_frame():
+    import numpy as np
+
+    from train.config import DataConfig, DiTTrainConfig
+    from train.train_dit import conditioning_prefix
+
+    rng = np.random.default_rng(0)
+    i2v = DiTTrainConfig(data=DataConfig(first_frame_prob=1.0))
+    assert {conditioning_prefix(i2v, 16, rng) for _ in range(50)} == {1}
+    assert conditioning_prefix(i2v, 1, rng) == 0  # an image has nothing to continue
+    none = DiTTrainConfig(data=DataConfig(first_frame_prob=0.0, cond_prob=0.0))
+    assert {conditioning_prefix(none, 16, rng) for _ in range(50)} == {0}
+    half = DiTTrainConfig(data=DataConfig(first_frame_prob=0.5, cond_prob=1.0))
+    drawn = [conditioning_prefix(half, 16, rng) for _ in range(2000)]
+    ones = np.mean([d == 1 for d in drawn])
+    assert 0.5 < ones < 0.6  # 0.5 first-frame + 1/8 of the random 1..8 prefixes
+    assert max(drawn) == 8 and min(drawn) == 1
 
 
 def test_foreground_mask_finds_the_object_and_its_edge():

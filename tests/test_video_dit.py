@@ -499,3 +499,32 @@ class TestConfigAndProcessors:
             classic = model(*args).sample
         torch.testing.assert_close(classic, sdpa, rtol=1e-4, atol=1e-5)
         assert sdpa.abs().amax() > 0
+
+
+def test_fused_qkv_projections_compute_the_same_and_unfuse_cleanly():
+    """Fusing (inference speed-up) changes kernels, not the function; unfusing restores the
+    processors and the state dict, so a fused model can still be saved as before."""
+    torch.manual_seed(0)
+    model = open_zero_inits(dit_tiny(patch_size=2, text_dim=8, window=(2, 2, 2))).eval()
+    keys = set(model.state_dict())
+    g = torch.Generator().manual_seed(0)
+    args = (
+        torch.randn(2, 4, 3, 6, 6, generator=g),
+        torch.tensor([500.0, 20.0]),
+        torch.randn(2, 3, 8, generator=g),
+        torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]]),  # a padded prompt
+    )
+    with torch.no_grad():
+        plain = model(*args).sample
+        model.fuse_qkv_projections()
+        kinds = {type(p).__name__ for p in model.attn_processors.values()}
+        assert kinds == {"FusedAttnProcessor2_0"}
+        assert model.blocks[0].spatial_attn.to_qkv.out_features == 3 * 32
+        assert model.blocks[0].cross_attn.to_kv.out_features == 2 * 32
+        fused = model(*args).sample
+        model.unfuse_qkv_projections()
+        back = model(*args).sample
+    torch.testing.assert_close(fused, plain, rtol=1e-4, atol=1e-5)
+    assert torch.equal(back, plain)
+    assert set(model.state_dict()) == keys
+    assert {type(p).__name__ for p in model.attn_processors.values()} == {"AttnProcessor2_0"}

@@ -151,8 +151,8 @@ def video_batch(
         )
         if reverse:  # a frame-wise VAE makes time reversal exact in latent space
             z = z.flip(1)
-        if given is None and f > 1 and rng.random() < cfg.data.cond_prob:
-            given = int(rng.integers(1, f // 2 + 1))
+        if given is None:
+            given = conditioning_prefix(cfg, f, rng)
         if given:
             mask[j, :given] = True
         latents.append(z)
@@ -255,6 +255,19 @@ class ShardBatchStream:
         return total
 
 
+def conditioning_prefix(cfg: DiTTrainConfig, f: int, rng: np.random.Generator) -> int:
+    """Frames given clean at the start of an f-frame clip that has no prefix of its own:
+    exactly the first with ``data.first_frame_prob`` (image-to-video: only the caption says
+    where the object goes next), else 1..f/2 with ``data.cond_prob``, else none."""
+    if f < 2:
+        return 0
+    if cfg.data.first_frame_prob > 0 and rng.random() < cfg.data.first_frame_prob:
+        return 1
+    if rng.random() < cfg.data.cond_prob:
+        return int(rng.integers(1, f // 2 + 1))
+    return 0
+
+
 def shard_batch(
     batch: dict, vae, cfg: DiTTrainConfig, rng: np.random.Generator
 ) -> tuple[torch.Tensor, list[str], torch.Tensor | None]:
@@ -265,8 +278,8 @@ def shard_batch(
     if f > 1:
         for j, meta in enumerate(batch["meta"]):
             given = meta.get("condition_frames")
-            if given is None and rng.random() < cfg.data.cond_prob:
-                given = int(rng.integers(1, f // 2 + 1))
+            if given is None:
+                given = conditioning_prefix(cfg, f, rng)
             if given:
                 mask[j, :given] = True
     return x0, list(batch["caption"]), mask
@@ -278,14 +291,22 @@ DATA_SOURCES = ("shapes", "shards")
 
 
 def sample_timesteps(cfg: DiTTrainConfig, b: int, generator: torch.Generator) -> torch.Tensor:
-    """(B,) flow times in (0, 1): logit-normal (SD3) or uniform (rectified flow)."""
+    """(B,) flow times in (0, 1): logit-normal (SD3) or uniform (rectified flow), then
+    shifted towards noise by ``cfg.timestep_shift`` (1 = unchanged)."""
     if cfg.timestep_sampling == "uniform":
-        return torch.rand(b, generator=generator)
-    if cfg.timestep_sampling == "logit_normal":
-        return torch.sigmoid(torch.randn(b, generator=generator) * cfg.logit_std + cfg.logit_mean)
-    raise ValueError(
-        f"timestep_sampling must be one of {TIMESTEP_SAMPLINGS}, got {cfg.timestep_sampling!r}"
-    )
+        t = torch.rand(b, generator=generator)
+    elif cfg.timestep_sampling == "logit_normal":
+        t = torch.sigmoid(torch.randn(b, generator=generator) * cfg.logit_std + cfg.logit_mean)
+    else:
+        raise ValueError(
+            f"timestep_sampling must be one of {TIMESTEP_SAMPLINGS}, got {cfg.timestep_sampling!r}"
+        )
+    return shift_timesteps(t, cfg.timestep_shift)
+
+
+def shift_timesteps(t: torch.Tensor, shift: float) -> torch.Tensor:
+    """SD3's shift s·t / (1 + (s − 1)·t), as diffusers' flow-matching scheduler applies it."""
+    return shift * t / (1 + (shift - 1) * t)
 
 
 def foreground_mask(x0: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -384,11 +405,13 @@ def init_weights_from(model: VideoDiT, path: str) -> list[str]:
     return list(result.missing_keys)
 
 
-def make_pipeline(model, vae, text_encoder, tokenizer, spec: str) -> ShapesVideoPipeline:
+def make_pipeline(
+    model, vae, text_encoder, tokenizer, spec: str, shift: float = 1.0
+) -> ShapesVideoPipeline:
     pipe = ShapesVideoPipeline(
         transformer=model,
         vae=vae,
-        scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0),
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=shift),
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         text_encoder_spec=spec,
@@ -504,6 +527,8 @@ def main(cfg: DiTTrainConfig) -> Path:
         raise ValueError(
             f"timestep_sampling must be one of {TIMESTEP_SAMPLINGS}, got {cfg.timestep_sampling!r}"
         )
+    if not cfg.timestep_shift > 0:
+        raise ValueError(f"timestep_shift must be > 0, got {cfg.timestep_shift}")
     if cfg.data.source not in DATA_SOURCES:
         raise ValueError(f"data.source must be one of {DATA_SOURCES}, got {cfg.data.source!r}")
     if cfg.data.source == "shards" and not cfg.data.shards:
@@ -656,7 +681,9 @@ def main(cfg: DiTTrainConfig) -> Path:
         unwrapped = accelerator.unwrap_model(model)
         ema.store(unwrapped.parameters())
         ema.copy_to(unwrapped.parameters())
-        pipe = make_pipeline(unwrapped.eval(), vae, text_encoder, tokenizer, cfg.text_encoder)
+        pipe = make_pipeline(
+            unwrapped.eval(), vae, text_encoder, tokenizer, cfg.text_encoder, cfg.timestep_shift
+        )
         pipe.save_pretrained(final, save_text_encoder=False)
         ema.restore(unwrapped.parameters())
         accelerator.print(f"saved pipeline with EMA weights to {final}")
@@ -694,7 +721,9 @@ def write_samples(
     ema.copy_to(model.parameters())
     model.eval()
     try:
-        pipe = make_pipeline(model, vae, text_encoder, tokenizer, cfg.text_encoder)
+        pipe = make_pipeline(
+            model, vae, text_encoder, tokenizer, cfg.text_encoder, cfg.timestep_shift
+        )
         frames = cfg.stages[-1].frames if cfg.stages[-1].frames > 1 else 16
         for i, prompt in enumerate(cfg.sample_prompts):
             video = pipe(
