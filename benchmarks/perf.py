@@ -116,15 +116,18 @@ def matmul_flops_per_s(dtype: torch.dtype, n: int = 2048, repeats: int = 3) -> f
     return 2 * n**3 * repeats / (time.perf_counter() - start)
 
 
-def end_to_end() -> dict:
-    """Run in a fresh process (``--part e2e``): the shipped pipeline, timed after a warm-up."""
+def end_to_end(compile: bool = False, steps: int = 25) -> dict:
+    """Run in a fresh process (``--part e2e``): the shipped pipeline, timed after a warm-up
+    (which, with ``compile``, includes compiling the transformer: reported apart)."""
     from studio.generate import load_pipeline
 
-    pipe = load_pipeline()
+    pipe = load_pipeline(compile=compile)
     pipe.set_progress_bar_config(disable=True)
-    kwargs = dict(num_frames=16, num_inference_steps=25, guidance_scale=4.0, height=64, width=64)
+    kwargs = dict(num_frames=16, num_inference_steps=steps, guidance_scale=4.0, height=64, width=64)
     prompt = "a small red circle moving left on a black background"
+    start = time.perf_counter()
     pipe(prompt, **{**kwargs, "num_inference_steps": 2}, generator=torch.Generator().manual_seed(0))
+    warmup = time.perf_counter() - start
     times = []
     for seed in range(3):
         start = time.perf_counter()
@@ -134,6 +137,7 @@ def end_to_end() -> dict:
         "seconds": statistics.median(times),
         "video_seconds": 16 / 8,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "warmup_seconds": warmup,
     }
 
 
@@ -177,11 +181,12 @@ def main() -> None:
     parser.add_argument("--skip-e2e", action="store_true")
     parser.add_argument("--part", choices=["e2e"], default=None)
     parser.add_argument(
-        "--compile", action="store_true", help="also time torch.compile (inductor) of ours"
+        "--compile", action="store_true", help="also time torch.compile (inductor) of both"
     )
+    parser.add_argument("--steps", type=int, default=25, help="sampling steps end to end")
     args = parser.parse_args()
     if args.part == "e2e":
-        print(json.dumps(end_to_end()))
+        print(json.dumps(end_to_end(args.compile, args.steps)))
         return
 
     torch.manual_seed(0)
@@ -194,16 +199,21 @@ def main() -> None:
     fused.load_state_dict(a.state_dict())
     fused.fuse_qkv_projections()
     variants = {"ours": a, "ours, fused QKV": fused}
+    latte_variants = {"Latte": b}
     if args.compile:
-        variants["ours, fused QKV + torch.compile"] = torch.compile(fused)
+        twin = ours().eval()
+        twin.load_state_dict(a.state_dict())
+        variants["ours + torch.compile"] = torch.compile(twin)
+        latte_variants["Latte + torch.compile"] = torch.compile(b)
 
     print(f"threads {torch.get_num_threads()}, fast bf16: {cpu_has_fast_bf16()}\n")
     print("| dtype | variant | s/step | Latte s/step | variant/Latte | params ours / Latte |")
     print("|---|---|---:|---:|---:|---|")
-    results = {}
+    results, compiled = {}, {}
     for name, dtype in dtypes:
         runs = {k: (lambda m=m: step_ours(m, x, t, text, mask)) for k, m in variants.items()}
-        runs["Latte"] = lambda: step_latte(b, x, t, text, mask)
+        for k, m in latte_variants.items():
+            runs[k] = lambda m=m: step_latte(m, x, t, text, mask)
         for fn in runs.values():  # warm-up (and compilation)
             timed(fn, dtype), timed(fn, dtype)
         times = {k: [] for k in runs}
@@ -219,6 +229,13 @@ def main() -> None:
                 f"{n_params(a) / 1e6:.2f} M / {n_params(b) / 1e6:.2f} M ({layers} Latte layers) |"
             )
         print(f"| {name} | fused / plain | | | {med['ours, fused QKV'] / med['ours']:.2f} | |")
+        if args.compile:
+            ratio = med["ours + torch.compile"] / med["Latte + torch.compile"]
+            print(
+                f"| {name} | both compiled | {med['ours + torch.compile']:.4f} | "
+                f"{med['Latte + torch.compile']:.4f} | {ratio:.2f} | |"
+            )
+            compiled[name] = med["ours + torch.compile"]
 
     flops = forward_flops(lambda: step_ours(a, x, t, text, mask))
     print("\n| dtype | step GFLOP | achieved GFLOP/s | matmul 2048³ GFLOP/s | MFU |")
@@ -227,11 +244,14 @@ def main() -> None:
     for name, dtype in dtypes:
         peak = matmul_flops_per_s(dtype or torch.float32)
         peaks[name] = peak
-        achieved = flops / results[name]
-        print(
-            f"| {name} | {flops / 1e9:.2f} | {achieved / 1e9:.1f} | {peak / 1e9:.1f} | "
-            f"{achieved / peak:.3f} |"
-        )
+        for label, seconds in (("", results[name]), (" compiled", compiled.get(name))):
+            if seconds is None:
+                continue
+            achieved = flops / seconds
+            print(
+                f"| {name}{label} | {flops / 1e9:.2f} | {achieved / 1e9:.1f} | "
+                f"{peak / 1e9:.1f} | {achieved / peak:.3f} |"
+            )
 
     if args.train_log.is_file():
         per_sample = {}
@@ -244,19 +264,26 @@ def main() -> None:
         print("\n".join(training_table(args.train_log, per_sample, peaks["fp32"])))
 
     if not args.skip_e2e:
-        done = subprocess.run(
-            [sys.executable, __file__, "--part", "e2e"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=ROOT,
+        print(
+            f"\n| end to end (shipped model, 16 frames @ 8 fps, {args.steps} steps, guidance 4)"
+            " | per clip (median of 3) | per second of video | warm-up | peak memory |"
         )
-        e2e = json.loads(done.stdout.strip().splitlines()[-1])
-        print("\n| end to end (shipped model, 16 frames @ 8 fps, 25 steps, guidance 4) | value |")
-        print("|---|---:|")
-        print(f"| wall time per clip (median of 3) | {e2e['seconds']:.2f} s |")
-        print(f"| wall seconds per second of video | {e2e['seconds'] / e2e['video_seconds']:.2f} |")
-        print(f"| peak resident memory | {e2e['peak_rss_mb']:.0f} MB |")
+        print("|---|---:|---:|---:|---:|")
+        for compile in (False, True) if args.compile else (False,):
+            command = [sys.executable, __file__, "--part", "e2e", "--steps", str(args.steps)]
+            done = subprocess.run(
+                command + (["--compile"] if compile else []),
+                capture_output=True,
+                text=True,
+                check=True,
+                cwd=ROOT,
+            )
+            e2e = json.loads(done.stdout.strip().splitlines()[-1])
+            print(
+                f"| {'torch.compile' if compile else 'eager'} | {e2e['seconds']:.2f} s | "
+                f"{e2e['seconds'] / e2e['video_seconds']:.2f} | {e2e['warmup_seconds']:.1f} s | "
+                f"{e2e['peak_rss_mb']:.0f} MB |"
+            )
 
 
 if __name__ == "__main__":

@@ -65,6 +65,9 @@ class BatchOptions:
     guidance: float = 4.0
     frames: int = 16
     fps: int = 8
+    # torch.compile the transformer: ~50 s of compiling before the first video, ~15 % faster
+    # after (BENCHMARKS.md, issue 9), so it pays from a few dozen videos on
+    compile: bool = False
 
 
 @dataclass
@@ -277,7 +280,11 @@ def run_batch(options: BatchOptions, progress: bool = True, pipe=None) -> dict:
     if todo and pipe is None:
         # Loaded even by a process with no share, so that a bad setting below fails on every
         # process alike. One process keeps load_pipeline's own device choice.
-        pipe = load_pipeline(options.model, device=str(state.device) if world > 1 else None)
+        pipe = load_pipeline(
+            options.model,
+            device=str(state.device) if world > 1 else None,
+            compile=options.compile,
+        )
     if todo:
         # The settings are shared by every video: a bad one is a usage error (exit 2), not
         # a batch of identical failures.

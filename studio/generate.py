@@ -55,11 +55,15 @@ _PIPELINES: dict[str, ShapesVideoPipeline] = {}
 
 
 def load_pipeline(
-    model: str | Path | None = None, device: str | None = None
+    model: str | Path | None = None, device: str | None = None, compile: bool = False
 ) -> ShapesVideoPipeline:
-    """Load (once per process) a saved pipeline; clear errors for missing or corrupt weights."""
+    """Load (once per process) a saved pipeline; clear errors for missing or corrupt weights.
+
+    ``compile``: ``torch.compile`` the transformer — the first clip waits for compilation,
+    later ones run faster (benchmarks/perf.py), so it pays for batches, not for one clip.
+    """
     path = Path(model) if model else default_model_path()
-    key = f"{path.resolve()}|{device}"
+    key = f"{path.resolve()}|{device}|{compile}"
     if key in _PIPELINES:
         return _PIPELINES[key]
     if not (path / "model_index.json").is_file():
@@ -77,6 +81,8 @@ def load_pipeline(
         raise StudioError(f"could not load the model at {path}: {first}") from None
     pipe.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     pipe.set_progress_bar_config(disable=True)
+    if compile:
+        pipe.transformer.compile()
     _PIPELINES[key] = pipe
     return pipe
 
