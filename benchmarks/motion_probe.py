@@ -37,7 +37,7 @@ from pipelines.components import encode_text
 from pipelines.text_to_video import ShapesVideoPipeline, to_uint8
 from studio.shapes_eval import _detect_background, _frame_candidates, detect, judge, parse_caption
 from train.latent_cache import LatentCache, load_cache
-from train.train_dit import REVERSED, _spec_caption
+from train.train_dit import REVERSED, _spec_caption, shift_timesteps
 
 DEFAULT_MODEL = "studio/default_model"
 DEFAULT_CACHE = "runs/dit/latents/2e27032d45b2165d"
@@ -155,8 +155,7 @@ def shifted_sigmas(t0: float, steps: int, shift: float) -> torch.Tensor:
     is the count for the whole range), with the scheduler's time shift s·σ / (1 + (s − 1)·σ)
     (SD3, Esser et al. 2024) applied. t0 is the unshifted start: the clip starts at noise
     level shift(t0), e.g. 0.983 for t0 = 0.95 and s = 3."""
-    sigmas = torch.linspace(t0, 0, int(round(steps * t0)) + 1)
-    return shift * sigmas / (1 + (shift - 1) * sigmas)
+    return shift_timesteps(torch.linspace(t0, 0, int(round(steps * t0)) + 1), shift)
 
 
 def guided_velocity(

@@ -7,14 +7,15 @@ Prints Markdown tables for BENCHMARKS.md:
 
 1. one denoising step (batch 2 = classifier-free guidance, 16 frames, 16×16 latent, text of
    16 tokens) of our transformer vs diffusers' ``LatteTransformer3DModel`` with the same
-   width, patch, token count and dtype and the closest parameter count — ours as trained,
-   with fused QKV projections (what ``studio generate`` runs) and, with ``--compile``,
-   compiled by ``torch.compile`` — all timed alternately, median of ``--repeats``;
+   width, patch, token count and dtype and the closest parameter count — ours as trained
+   (what ``studio generate`` runs), with fused QKV projections, and, with ``--compile``,
+   both models compiled by ``torch.compile`` — all timed alternately, median of ``--repeats``;
 2. model FLOPs utilisation: FLOPs of that step (``torch.utils.flop_counter``) per second,
    over the FLOP/s of a large matrix product measured in the same run, for fp32 and — where
    the CPU has fast bf16 (AMX / AVX512-BF16) — bf16 autocast;
-3. end-to-end default generation (shipped model, 16 frames at 8 fps, 25 steps, guidance 4)
-   in a fresh subprocess: wall seconds per second of video and peak resident memory;
+3. end-to-end default generation (shipped model, 16 frames at 8 fps, ``--steps`` steps,
+   guidance 4) in a fresh subprocess, eager and (``--compile``) compiled: wall seconds per
+   second of video, the warm-up (compilation) time and peak resident memory;
 4. training throughput per curriculum stage from a training log, with its MFU
    (3 × forward FLOPs per sample).
 """
