@@ -84,7 +84,7 @@ def dit_config(tiny_yaml, runs_dir, text_encoder, monkeypatch):
 @pytest.fixture(scope="module")
 def straight_run(tiny_yaml, runs_dir, text_encoder):
     """Run A: all N steps without interruption → (config, exported pipeline folder)."""
-    cfg = _make_config(tiny_yaml, runs_dir, "A", "save_every=100")
+    cfg = _make_config(tiny_yaml, runs_dir, "A", "save_every=100", "sample_image_first=true")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(train_dit, "load_text_encoder", lambda spec, dtype=None: text_encoder)
         reset_accelerate()
@@ -112,6 +112,7 @@ def test_dit_training_exports_a_loadable_pipeline(straight_run, text_encoder):
     pipe.set_progress_bar_config(disable=True)
     assert pipe.transformer.config.width == 32 and pipe.transformer.config.depth == 2
     assert pipe.scheduler.config.shift == cfg.timestep_shift  # sampled as it was trained
+    assert pipe.config.image_first is True  # sample_image_first is the saved default
     assert any(b.gate_temporal.abs().sum() > 0 for b in pipe.transformer.blocks)  # it trained
     video = pipe(
         "a red square",
@@ -411,21 +412,52 @@ def test_sample_prediction_trains(cli, tmp_path):
     assert torch.isfinite(loss) and model.proj_out.weight.grad.abs().sum() > 0
 
 
-def test_gate_learning_rate_multiplier_gets_its_own_group():
+def test_gate_and_text_learning_rate_multipliers_get_their_own_groups():
     from models.video_dit import dit_tiny
     from train.train_dit import param_groups
 
-    cfg = load_config(DiTTrainConfig, None, ["gate_lr_multiplier=10", "lr=0.001"])
+    cfg = load_config(
+        DiTTrainConfig, None, ["gate_lr_multiplier=10", "text_lr_multiplier=3", "lr=0.001"]
+    )
     model = dit_tiny(in_channels=4, patch_size=2, text_dim=384)
-    rest, gates = param_groups(model, cfg)
+    rest, text, gates = param_groups(model, cfg)
     assert gates["lr"] == pytest.approx(0.01) and rest["lr"] == pytest.approx(0.001)
+    assert text["lr"] == pytest.approx(0.003)
     assert len(gates["params"]) == 2 * len(model.blocks)  # temporal and swap gate per block
+    names = {id(p): n for n, p in model.named_parameters()}
+    text_names = [names[id(p)] for p in text["params"]]
+    assert all(
+        n.startswith(("text_proj.", "pooled_proj.")) or ".cross_attn." in n for n in text_names
+    )
+    assert sum(".cross_attn." in n for n in text_names) == 8 * len(model.blocks)  # q k v out
     n_all = sum(1 for _ in model.parameters())
-    assert len(rest["params"]) + len(gates["params"]) == n_all
-    # the schedule scales both groups alike
+    assert len(rest["params"]) + len(text["params"]) + len(gates["params"]) == n_all
+    # the schedule scales every group alike
     optimizer = torch.optim.AdamW(param_groups(model, cfg))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, train_dit.lr_lambda(cfg))
     optimizer.step()  # no gradients: nothing moves
     schedule.step()
     lrs = schedule.get_last_lr()
-    assert lrs[1] / lrs[0] == pytest.approx(10.0)
+    assert lrs[2] / lrs[0] == pytest.approx(10.0) and lrs[1] / lrs[0] == pytest.approx(3.0)
+
+
+def test_sample_space_loss_is_the_plain_x0_error():
+    """``loss_space=sample``: |x0 − x̂0|², where the velocity loss is the same error / t²."""
+    from train.train_dit import flow_loss
+
+    class Const(torch.nn.Module):  # x0-prediction of a constant 1
+        def forward(self, x, t, *a, **k):
+            return type("O", (), {"sample": torch.ones_like(x)})()
+
+        def to_velocity(self, out, sample, sigma):
+            sigma = sigma.reshape(-1, 1, 1, 1, 1)
+            return (sample - out) / sigma
+
+    x0 = torch.zeros(3, 4, 2, 8, 8)
+    text, mask = torch.zeros(3, 2, 384), torch.ones(3, 2)
+    gen = lambda: torch.Generator().manual_seed(2)  # noqa: E731
+    sample = flow_loss(Const(), x0, text, mask, None, DiTTrainConfig(loss_space="sample"), gen())
+    assert sample.item() == pytest.approx(1.0)
+    t = train_dit.sample_timesteps(DiTTrainConfig(), 3, gen())
+    velocity = flow_loss(Const(), x0, text, mask, None, DiTTrainConfig(), gen())
+    assert velocity.item() == pytest.approx((1 / t**2).mean().item(), rel=1e-4)

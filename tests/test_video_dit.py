@@ -19,6 +19,7 @@ from models.attention import (
     window_partition,
     window_reverse,
 )
+from models.embeddings import temporal_pos_embed
 from models.video_dit import SwapBlock, VideoDiT, dit_tiny
 
 from .conftest import open_zero_inits
@@ -324,6 +325,55 @@ class TestVideoDiT(ModelTesterMixin):
         assert torch.equal(swap_only[2:], torch.zeros(2))  # would fail if it were global
         temporal = changed(1.0, 0.0)
         assert (temporal[1:] > 1e-4).all()  # temporal attention spans the whole clip
+
+
+class TestVideoDiTFrameText(ModelTesterMixin):
+    """The per-frame text condition: the shared tests, plus its own contract."""
+
+    model_class = VideoDiT
+    text_dim = 16
+    init_kwargs = {**TestVideoDiT.init_kwargs, "frame_text_conditioning": True}
+
+    def test_starts_as_the_model_without_it(self):
+        """Zero-initialised: given the same other weights, the output is unchanged."""
+        with_it = self.make_model(opened=False)
+        open_zero_inits(with_it, 0)  # opens the blocks and its zero output layer too
+        with torch.no_grad():
+            with_it.frame_text.mlp[-1].weight.zero_()
+            with_it.frame_text.mlp[-1].bias.zero_()
+        without = VideoDiT(**TestVideoDiT.init_kwargs).eval()
+        missing = without.load_state_dict(with_it.state_dict(), strict=False).missing_keys
+        assert missing == []
+        inputs = self.make_inputs()
+        with torch.no_grad():
+            torch.testing.assert_close(with_it(**inputs).sample, without(**inputs).sample)
+
+    def test_steers_frames_differently_and_learns(self):
+        """Opened, it gives each frame its own condition from the caption; gradients reach
+        its queries, attention and MLP."""
+        model = self.make_model()
+        inputs = self.make_inputs(frames=4)
+        text = model.text_proj(inputs["encoder_hidden_states"])
+        bias = torch.zeros(2, 1, 5)
+        tpos = temporal_pos_embed(4, 32)
+        per_frame = model.frame_text(text, bias, tpos)  # (B, F, D)
+        assert per_frame.shape == (2, 4, 32)
+        assert not torch.allclose(per_frame[:, 0], per_frame[:, 1])  # frames differ
+        assert not torch.allclose(per_frame[0], per_frame[1])  # captions differ
+        model.train()
+        model(**inputs).sample.square().mean().backward()
+        for name in ("queries", "attn.to_q.weight", "attn.to_k.weight", "mlp.0.weight"):
+            grad = model.frame_text.get_parameter(name).grad
+            assert grad is not None and grad.abs().sum() > 0, name
+
+    def test_with_in_context_references(self):
+        """Reference frames put before the clip get no per-frame text condition."""
+        model = self.make_model(max_references=1)
+        inputs = self.make_inputs(frames=3)
+        refs = torch.randn(2, 1, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+        with torch.no_grad():
+            out = model(**inputs, reference_latents=refs).sample
+        assert out.shape == inputs["hidden_states"].shape and torch.isfinite(out).all()
 
 
 def test_factory_model_fits_the_tiny_vae_and_minilm(tiny_dit, tiny_vae):

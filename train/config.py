@@ -110,6 +110,8 @@ class ModelConfig:
     window: list[int] = field(default_factory=lambda: [4, 2, 2])
     prediction_type: str = "velocity"  # velocity | sample (x0; see models/video_dit.py)
     max_references: int = 0  # reference images per prompt (0: text-to-video only)
+    # per-frame adaLN condition read from the caption (models.video_dit.FrameTextConditioning)
+    frame_text_conditioning: bool = False
 
 
 @dataclass
@@ -134,6 +136,8 @@ class DiTTrainConfig:
     # Learning rate of the zero-initialised temporal and swap gates, × lr: after 4000 clip
     # steps at 1× they reached only 0.04–0.08 and the shipped model's objects barely move.
     gate_lr_multiplier: float = 1.0
+    # Learning rate of the text path (text_proj, pooled_proj, every cross_attn), × lr.
+    text_lr_multiplier: float = 1.0
     weight_decay: float = 0.0
     warmup: int = 200
     grad_clip: float = 1.0
@@ -155,11 +159,19 @@ class DiTTrainConfig:
     # decided above t = 0.95 (sampling from a real clip noised to 0.95 keeps its motion,
     # from 0.98 loses it), where logit-normal(0.8, 0.8) puts 0.4 % of its samples.
     timestep_shift: float = 1.0
+    # The saved pipeline's default sampling: the first frame as an image, then the clip
+    # continuing it (Emu Video); for models trained with data.first_frame_prob > 0.
+    sample_image_first: bool = False
     # Extra loss weight on object latents (found as latents far from their frame's median,
     # the background), dilated by one latent pixel; 1 = plain mean. Small objects cover
     # ~5 % of a frame, so without it the loss is mostly background.
     foreground_weight: float = 1.0
     foreground_threshold: float = 1.5
+    # Where the loss is taken: "velocity" (ε − x0; with x0-prediction that is |x0 − x̂0|²/t²,
+    # so low-noise samples dominate) or "sample" (|x0 − x̂0|², x0-prediction only: every noise
+    # level alike, so the high-noise samples, where the caption alone decides the layout and
+    # the motion, carry their share).
+    loss_space: str = "velocity"
     seed: int = 0
     log_every: int = 25
     save_every: int = 250

@@ -288,6 +288,7 @@ def shard_batch(
 # ---------------------------------------------------------------------------- helpers
 TIMESTEP_SAMPLINGS = ("logit_normal", "uniform")
 DATA_SOURCES = ("shapes", "shards")
+LOSS_SPACES = ("velocity", "sample")
 
 
 def sample_timesteps(cfg: DiTTrainConfig, b: int, generator: torch.Generator) -> torch.Tensor:
@@ -348,8 +349,11 @@ def flow_loss(
         keep = frame_mask[:, None, :, None, None]
         xt = torch.where(keep, x0, xt)
     out = model(xt, t * 1000, text, text_mask, frame_mask=frame_mask, **conditions).sample.float()
-    pred = _unwrap(model).to_velocity(out, xt, t)  # the loss is on the velocity either way
-    err = (pred - (noise - x0)) ** 2
+    if cfg.loss_space == "sample":
+        err = (out - x0) ** 2
+    else:
+        pred = _unwrap(model).to_velocity(out, xt, t)
+        err = (pred - (noise - x0)) ** 2
     weight = torch.ones_like(x0[:, :1])  # (B, 1, F, h, w)
     if cfg.foreground_weight != 1.0:
         fg = foreground_mask(x0, cfg.foreground_threshold)
@@ -377,6 +381,7 @@ def build_model(
         sample_size=latent_size,
         max_frames=max(64, max(s.frames for s in cfg.stages)),
         max_references=cfg.model.max_references,
+        frame_text_conditioning=cfg.model.frame_text_conditioning,
     )
 
 
@@ -406,7 +411,13 @@ def init_weights_from(model: VideoDiT, path: str) -> list[str]:
 
 
 def make_pipeline(
-    model, vae, text_encoder, tokenizer, spec: str, shift: float = 1.0
+    model,
+    vae,
+    text_encoder,
+    tokenizer,
+    spec: str,
+    shift: float = 1.0,
+    image_first: bool = False,
 ) -> ShapesVideoPipeline:
     pipe = ShapesVideoPipeline(
         transformer=model,
@@ -415,6 +426,7 @@ def make_pipeline(
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         text_encoder_spec=spec,
+        image_first=image_first,
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -438,17 +450,26 @@ def drop_log_after(path: Path, step: int) -> None:
         path.write_text("".join(line + "\n" for line in kept))
 
 
+TEXT_MODULES = ("text_proj", "pooled_proj")  # with every block's cross_attn
 GATE_NAMES = ("gate_temporal", "gate_swap")
 
 
 def param_groups(model: torch.nn.Module, cfg: DiTTrainConfig) -> list[dict]:
     """AdamW groups: the temporal and swap gates at ``cfg.gate_lr_multiplier`` × the base
-    learning rate (they start at zero and, with Adam's ~lr-sized steps, open slowly), the rest
-    at the base rate. The schedule scales both alike."""
-    gates, rest = [], []
+    learning rate (they start at zero and, with Adam's ~lr-sized steps, open slowly), the text
+    path (token and pooled projections, text cross-attention) at ``cfg.text_lr_multiplier`` ×,
+    the rest at the base rate. The schedule scales all alike."""
+    gates, text, rest = [], [], []
     for name, p in model.named_parameters():
-        (gates if name.rsplit(".", 1)[-1] in GATE_NAMES else rest).append(p)
+        if name.rsplit(".", 1)[-1] in GATE_NAMES:
+            gates.append(p)
+        elif name.split(".", 1)[0] in TEXT_MODULES or ".cross_attn." in name:
+            text.append(p)
+        else:
+            rest.append(p)
     groups = [{"params": rest, "lr": cfg.lr}]
+    if text:
+        groups.append({"params": text, "lr": cfg.lr * cfg.text_lr_multiplier})
     if gates:
         groups.append({"params": gates, "lr": cfg.lr * cfg.gate_lr_multiplier})
     return groups
@@ -529,6 +550,13 @@ def main(cfg: DiTTrainConfig) -> Path:
         )
     if not cfg.timestep_shift > 0:
         raise ValueError(f"timestep_shift must be > 0, got {cfg.timestep_shift}")
+    if cfg.loss_space not in LOSS_SPACES:
+        raise ValueError(f"loss_space must be one of {LOSS_SPACES}, got {cfg.loss_space!r}")
+    if cfg.loss_space == "sample" and cfg.model.prediction_type != "sample":
+        raise ValueError(
+            "loss_space 'sample' needs model.prediction_type 'sample' (x0-prediction), got "
+            f"{cfg.model.prediction_type!r}"
+        )
     if cfg.data.source not in DATA_SOURCES:
         raise ValueError(f"data.source must be one of {DATA_SOURCES}, got {cfg.data.source!r}")
     if cfg.data.source == "shards" and not cfg.data.shards:
@@ -682,7 +710,13 @@ def main(cfg: DiTTrainConfig) -> Path:
         ema.store(unwrapped.parameters())
         ema.copy_to(unwrapped.parameters())
         pipe = make_pipeline(
-            unwrapped.eval(), vae, text_encoder, tokenizer, cfg.text_encoder, cfg.timestep_shift
+            unwrapped.eval(),
+            vae,
+            text_encoder,
+            tokenizer,
+            cfg.text_encoder,
+            cfg.timestep_shift,
+            cfg.sample_image_first,
         )
         pipe.save_pretrained(final, save_text_encoder=False)
         ema.restore(unwrapped.parameters())
@@ -722,7 +756,13 @@ def write_samples(
     model.eval()
     try:
         pipe = make_pipeline(
-            model, vae, text_encoder, tokenizer, cfg.text_encoder, cfg.timestep_shift
+            model,
+            vae,
+            text_encoder,
+            tokenizer,
+            cfg.text_encoder,
+            cfg.timestep_shift,
+            cfg.sample_image_first,
         )
         frames = cfg.stages[-1].frames if cfg.stages[-1].frames > 1 else 16
         for i, prompt in enumerate(cfg.sample_prompts):
