@@ -8,7 +8,10 @@ generated in overlapping windows of at most ``window`` frames (the model's clip 
   frames produced so far as clean conditioning frames (the pipeline's conditioning-frame
   mask) and generates ``window - context`` new frames with its own scene's prompt;
 * the last window of a scene generates only the frames still missing, so a scene (and the
-  whole video) can have any number of frames, not only multiples of the window.
+  whole video) can have any number of frames, not only multiples of the window;
+* every window of a scene with ``references`` passes that scene's images to the pipeline as
+  ``reference_images`` (``<ref1>``, ``<ref2>``… in its prompt bind them, as in
+  ``studio generate --ref``); windows of other scenes pass none.
 
 This is Phenaki's prefix conditioning (Villegas et al. 2022, "Phenaki: Variable length video
 generation from open domain textual descriptions"): the clean prefix carries the object's
@@ -23,7 +26,9 @@ File format (YAML or JSON), either a list of scenes or a mapping::
         frames: 20
       - prompt: a red circle moving up on a black background
         seconds: 1.5            # = 12 frames at 8 fps
-        references: [ref.png]   # optional; checked to exist, not used yet (see Scene)
+      - prompt: <ref1> moving left on a black background
+        frames: 16
+        references: [ref.png]   # optional; <refK> is the K-th (needs a model with references)
 """
 
 from __future__ import annotations
@@ -59,8 +64,9 @@ DEFAULT_CONTEXT = 4
 class Scene:
     """One scene: ``frames`` frames following ``prompt``.
 
-    ``references`` (image paths) are validated to exist when a story is loaded but are not
-    used by generation yet: conditioning on reference elements is a separate feature.
+    ``references`` are image paths as the story gives them (relative to the story file's
+    folder, see :meth:`Storyboard.reference_paths`); ``<refK>`` in ``prompt`` is the K-th.
+    Every window of the scene is conditioned on them (:func:`generate_storyboard`).
     """
 
     prompt: str
@@ -84,6 +90,9 @@ class Storyboard:
 
     scenes: list[Scene]
     fps: int = DEFAULT_FPS
+    # the folder relative references are resolved against (the story file's; None: the
+    # working directory); where a story was read from is not part of what it says
+    base: Path | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.scenes:
@@ -103,9 +112,18 @@ class Storyboard:
             start += s.frames
         return out
 
+    def reference_paths(self) -> list[list[Path]]:
+        """Each scene's references as files, resolved against :attr:`base`."""
+        return [[_resolve(ref, self.base) for ref in s.references] for s in self.scenes]
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-able; ``load_storyboard(json.dumps(story.to_dict()))`` gives it back."""
         return {"fps": self.fps, "scenes": [asdict(s) for s in self.scenes]}
+
+
+def _resolve(ref: str, base: Path | None) -> Path:
+    path = Path(ref)
+    return path if path.is_absolute() else (base or Path.cwd()) / path
 
 
 def _is_path(source: str | Path) -> bool:
@@ -167,7 +185,7 @@ def _scene(data: Any, fps: int, base: Path) -> Scene:
         refs = [refs]
     scene = Scene(prompt=data["prompt"], frames=frames, references=refs)
     for ref in scene.references:
-        path = Path(ref) if Path(ref).is_absolute() else base / ref
+        path = _resolve(ref, base)
         if not path.is_file():
             raise ValueError(f"reference {ref!r} does not exist (looked for {path})")
     return scene
@@ -230,7 +248,7 @@ def load_storyboard(source: str | Path) -> Storyboard:
             scenes.append(_scene(item, fps, base))
         except ValueError as exc:
             raise ValueError(f"{where}scene {i}: {exc}") from None
-    return Storyboard(scenes=scenes, fps=fps)
+    return Storyboard(scenes=scenes, fps=fps, base=base)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -301,6 +319,56 @@ def window_seed(seed: int, index: int) -> int:
 # ----------------------------------------------------------------------------------------------
 
 
+def check_scene_references(scenes: Sequence[Scene], model_max: int | None) -> None:
+    """ValueError, naming the first scene at fault, when a scene has more reference images
+    than the model takes (``model_max``: its transformer's ``max_references``; 0 for a
+    text-to-video model; None: unknown, nothing is checked).
+
+    Needs only the scenes' paths, so a front end can run it before reading any image or
+    loading the model.
+    """
+    if model_max is None:
+        return
+    for i, s in enumerate(scenes, 1):
+        n = len(s.references)
+        if n and model_max == 0:
+            raise ValueError(
+                f"scene {i} has {n} reference image{'s' * (n > 1)} but the model takes no "
+                "reference images (max_references = 0): remove the scene's references or "
+                "use a model trained with reference elements"
+            )
+        if n > model_max:
+            raise ValueError(
+                f"scene {i} has {n} reference images but the model takes at most {model_max}"
+            )
+
+
+def _scene_images(scenes: list[Scene], reference_images: Sequence | None) -> list[list]:
+    """Each scene's images (``[]`` for a scene without references), one per reference."""
+    if reference_images is None:
+        for i, s in enumerate(scenes, 1):
+            if s.references:
+                raise ValueError(
+                    f"scene {i} has references but no images were given for them: pass each "
+                    "scene's images as reference_images (studio.generate.read_story_references "
+                    "reads a story's files)"
+                )
+        return [[] for _ in scenes]
+    images = [list(refs or []) for refs in reference_images]
+    if len(images) != len(scenes):
+        raise ValueError(
+            f"reference_images has {len(images)} entries for {len(scenes)} scenes: give one "
+            "list per scene ([] for a scene without references)"
+        )
+    for i, (s, refs) in enumerate(zip(scenes, images, strict=True), 1):
+        if len(refs) != len(s.references):
+            raise ValueError(
+                f"scene {i}: {len(refs)} reference images were given for its "
+                f"{len(s.references)} references"
+            )
+    return images
+
+
 def generate_storyboard(
     pipe: ShapesVideoPipeline,
     story: Storyboard | Sequence[Scene],
@@ -313,15 +381,21 @@ def generate_storyboard(
     width: int = 64,
     negative_prompt: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    reference_images: Sequence[Sequence[Any] | None] | None = None,
 ) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """Generate a storyboard window by window (see the module docstring).
 
-    Scene ``references`` are not used yet (reference-element conditioning is a separate
-    feature); they are only validated when the story is loaded.
+    Every window of a scene with references is called with ``reference_images=`` that
+    scene's images, so ``<ref1>``, ``<ref2>``… in its prompt bind them exactly as in
+    ``studio generate --ref``; windows of scenes without references are called without.
 
     Args:
         pipe: any :class:`ShapesVideoPipeline`; it is only called, never modified.
         story: the scenes (a :class:`Storyboard` or a list of :class:`Scene`).
+        reference_images: one list per scene, the images of its ``references`` in order
+            (anything the pipeline's ``reference_images`` takes: PIL images or arrays;
+            ``[]`` or None for a scene without); ``studio.generate.read_story_references``
+            reads them from a story's files. Needed when any scene has references.
         seed: window ``i`` draws its noise from ``window_seed(seed, i)``: same seed, same video.
         window: frames per pipeline call (the model's clip length), ≤ the model's max_frames.
         context: frames of the video so far given to each later window; 1..window-1.
@@ -330,21 +404,43 @@ def generate_storyboard(
     Returns:
         frames: uint8 (T, H, W, 3), T = the sum of the scenes' frames.
         scene_ranges: each scene's ``(start, end)`` (end exclusive) in ``frames``.
+
+    Raises:
+        ValueError: before the first window, for anything the pipeline would refuse; the
+            reference checks (a model without references, ``<refK>`` without its image, an
+            image without its ``<refK>``) name the scene.
     """
     # 1. Check inputs, all before the first window, so a bad request costs no generation
     scenes = list(story.scenes if isinstance(story, Storyboard) else story)
     if not scenes:
         raise ValueError("the storyboard is empty: give at least one scene")
+    check_scene_references(scenes, pipe.max_references)
+    images = _scene_images(scenes, reference_images)
     max_frames = pipe.transformer.config.max_frames
     if isinstance(window, int) and window > max_frames:
         raise ValueError(
             f"window must be at most the model's max_frames {max_frames}, got {window}"
         )
     windows = plan_windows([s.frames for s in scenes], window, context)
-    for s in scenes:
-        # the pipeline's own checks (prompt, size, steps, guidance), once per prompt
+    for i, (s, refs) in enumerate(zip(scenes, images, strict=True), 1):
+        # the pipeline's own checks, once per scene: its references and placeholders (named
+        # by scene), then prompt, size, steps, guidance
+        if isinstance(s.prompt, str):
+            try:
+                pipe.check_references([s.prompt], refs)
+            except ValueError as exc:
+                raise ValueError(f"scene {i}: {exc}") from None
         pipe.check_inputs(
-            s.prompt, negative_prompt, window, height, width, steps, guidance, "np", None
+            s.prompt,
+            negative_prompt,
+            window,
+            height,
+            width,
+            steps,
+            guidance,
+            "np",
+            None,
+            reference_images=refs,
         )
 
     # 2. Windows: only the current window is on the model; the video so far is uint8 on CPU
@@ -352,6 +448,7 @@ def generate_storyboard(
     video = np.zeros((total, height, width, 3), dtype=np.uint8)
     for w in windows:
         given = video[w.start - w.cond : w.start].copy() if w.cond else None
+        refs = images[w.scene]
         clip = pipe(
             scenes[w.scene].prompt,
             negative_prompt=negative_prompt,
@@ -363,6 +460,7 @@ def generate_storyboard(
             generator=torch.Generator("cpu").manual_seed(window_seed(seed, w.index)),
             conditioning_frames=given,
             output_type="np",
+            **({"reference_images": refs} if refs else {}),
         ).frames[0]  # (cond + new, H, W, 3) float in [0, 1]; the first cond are the given
         video[w.start : w.start + w.new] = to_uint8(clip[w.cond :])
         if progress is not None:

@@ -117,7 +117,12 @@ class ReferenceImage:
 def reference_size(request: GenerateRequest) -> int:
     """The side references are prepared at: 64 px, or the clip's shorter side when larger
     (the pipeline brings them to that side itself; this only avoids shrinking them first)."""
-    return max(REFERENCE_SIZE, min(request.height, request.width))
+    return reference_side(request.height, request.width)
+
+
+def reference_side(height: int, width: int) -> int:
+    """:func:`reference_size` for a clip of ``height`` × ``width``."""
+    return max(REFERENCE_SIZE, min(height, width))
 
 
 def read_references(
@@ -161,6 +166,23 @@ def read_references(
             out.append(ReferenceImage(prepare_reference(image, size), record))
         except ValueError as exc:
             raise StudioError(f"reference image {k}: {exc}") from None
+    return out
+
+
+def read_story_references(
+    story, limits: UploadLimits | None = None, size: int = REFERENCE_SIZE
+) -> list[list[ReferenceImage]]:
+    """Each scene's references read as ``studio generate --ref`` reads them
+    (:func:`read_references`), the paths resolved against the story file's folder, and
+    checked against the scene's ``<refK>`` placeholders; StudioError naming the scene."""
+    out = []
+    for i, (scene, paths) in enumerate(zip(story.scenes, story.reference_paths(), strict=True), 1):
+        try:
+            refs = read_references(paths, limits, size)
+            check_prompt_references(scene.prompt, len(refs))
+        except StudioError as exc:
+            raise StudioError(f"scene {i}: {exc}") from None
+        out.append(refs)
     return out
 
 
@@ -401,14 +423,19 @@ def render_storyboard(
     """Generate a storyboard (``pipelines.storyboard``), then write the video, the per-scene
     files if asked, and the sidecar; a failure at any point leaves none of them behind.
 
+    Scene references are checked against the model (from its config, before it loads) and
+    read like ``studio generate --ref`` (:func:`read_story_references`) before anything runs.
+
     progress: optional callable ``(windows_done, windows_total)``.
     """
-    from pipelines.storyboard import generate_storyboard
+    from pipelines.storyboard import check_scene_references, generate_storyboard
 
     # 1. Check inputs (the windows check the rest before the first one runs)
     t0 = time.time()
     out = check_output_path(out)
     model_path = Path(model) if model else default_model_path()
+    check_scene_references(story.scenes, max_references(pipe if pipe is not None else model_path))
+    references = read_story_references(story, size=reference_side(options.height, options.width))
     pipe = pipe or load_pipeline(model_path)
     scene_paths = [
         out.with_name(f"{out.stem}-scene{i}{out.suffix}") for i in range(1, len(story.scenes) + 1)
@@ -428,6 +455,7 @@ def render_storyboard(
         height=options.height,
         width=options.width,
         progress=progress,
+        reference_images=[[r.pixels for r in refs] for refs in references],
     )
     t_gen = time.time() - t1
 
@@ -444,8 +472,19 @@ def render_storyboard(
             "story": story.to_dict(),
             "scenes": [
                 {"prompt": s.prompt, "start": a, "end": b}  # [start, end) in frames
+                # paths as the story gives them, and what the files held
+                | (
+                    {
+                        "references": list(s.references),
+                        "reference_sha256": [r.record["sha256"] for r in refs],
+                    }
+                    if s.references
+                    else {}
+                )
                 | ({"file": p.name} if options.per_scene else {})
-                for s, (a, b), p in zip(story.scenes, ranges, scene_paths, strict=True)
+                for s, (a, b), p, refs in zip(
+                    story.scenes, ranges, scene_paths, references, strict=True
+                )
             ],
             "frames": len(frames),
             "fps": story.fps,

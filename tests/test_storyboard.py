@@ -424,6 +424,209 @@ def test_cli_failure_midway_leaves_nothing(cli, small_cli, tmp_path, monkeypatch
     assert list(out_dir.iterdir()) == []
 
 
+# ------------------------------------------------------------------------------- references
+
+
+@pytest.fixture(scope="module")
+def ref_pipe(text_encoder):
+    """A tiny pipeline whose transformer takes one reference image (an "opened" one)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from pipelines.text_to_video import ShapesVideoPipeline
+    from tests.conftest import make_tiny_dit, make_tiny_vae
+
+    encoder, tokenizer = text_encoder
+    pipe = ShapesVideoPipeline(
+        transformer=make_tiny_dit(0, opened=True, max_references=1),
+        vae=make_tiny_vae(0),
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        text_encoder=encoder,
+        tokenizer=tokenizer,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def ref_pipeline_dir(ref_pipe, tmp_path_factory):
+    path = tmp_path_factory.mktemp("ref_pipeline")
+    ref_pipe.save_pretrained(path, save_text_encoder=False)
+    return path
+
+
+def _sprite(color) -> np.ndarray:
+    """A square sprite on the reference background, (20, 30, 3) uint8 (not yet square)."""
+    img = np.full((20, 30, 3), 240, dtype=np.uint8)
+    img[5:15, 10:20] = color
+    return img
+
+
+REF_STORY = [
+    Scene("a red circle moving right", 3),
+    Scene("<ref1> moving up", 9, references=["sprite.png"]),
+]
+
+
+def test_scene_references_reach_every_window_of_their_scene_only(ref_pipe):
+    red, blue = _sprite((220, 40, 40)), _sprite((40, 60, 230))
+    rec = Recorder(ref_pipe)
+    kw = {"seed": 1, "window": 6, "context": 2, **SMALL}
+    video, _ = generate_storyboard(rec, REF_STORY, reference_images=[[], [red]], **kw)
+    windows = plan_windows([3, 9], 6, 2)
+    assert len(rec.calls) == len(windows) == 4
+    for call, w in zip(rec.calls, windows, strict=True):
+        if w.scene == 0:
+            assert "reference_images" not in call
+        else:
+            assert len(call["reference_images"]) == 1 and call["reference_images"][0] is red
+    # the image reaches the model: another sprite changes scene 2 and leaves scene 1 alone
+    other, _ = generate_storyboard(ref_pipe, REF_STORY, reference_images=[[], [blue]], **kw)
+    np.testing.assert_array_equal(video[:3], other[:3])
+    assert not np.array_equal(video[3:], other[3:])
+
+
+def test_reference_errors_name_the_scene_before_any_window(ref_pipe, tiny_pipe):
+    sprite = _sprite((220, 40, 40))
+    # a model without a reference path
+    rec = Recorder(tiny_pipe)
+    for images in (None, [[], [sprite]]):
+        with pytest.raises(ValueError, match=r"^scene 2 has 1 reference image but the model "
+                           r"takes no reference images"):  # fmt: skip
+            generate_storyboard(rec, REF_STORY, reference_images=images, **SMALL)
+    # the pipeline's own checks, per scene
+    rec = Recorder(ref_pipe)
+    no_placeholder = [REF_STORY[0], Scene("a blue square moving up", 9, ["sprite.png"])]
+    cases = [
+        (no_placeholder, [[], [sprite]], r"^scene 2: reference image 1 is given but the prompt "
+         r"has no <ref1>"),
+        ([Scene("<ref1> moving up", 3)], None, r"^scene 1: the prompt uses <ref1> but no "
+         r"reference image was given"),
+        (REF_STORY, None, r"^scene 2 has references but no images were given"),
+        (REF_STORY, [[], []], r"^scene 2: 0 reference images were given for its 1 references"),
+    ]  # fmt: skip
+    for story, images, pattern in cases:
+        with pytest.raises(ValueError, match=pattern):
+            generate_storyboard(rec, story, reference_images=images, **SMALL)
+    assert rec.calls == []
+
+
+def _ref_story_file(folder: Path, scene2: str) -> Path:
+    from PIL import Image
+
+    folder.mkdir()
+    Image.fromarray(_sprite((220, 40, 40))).save(folder / "sprite.png")
+    story = folder / "story.yaml"
+    story.write_text(
+        "fps: 4\n"
+        "scenes:\n"
+        "  - {prompt: a red square moving right on a black background, frames: 3}\n"
+        f"  - {{{scene2}, seconds: 1.25}}\n"
+    )
+    return story
+
+
+def _spy_pipeline_calls(monkeypatch) -> list[tuple[str, int]]:
+    """Patch the pipeline class: every call's (prompt, number of reference images)."""
+    from pipelines.text_to_video import ShapesVideoPipeline
+
+    calls, real_call = [], ShapesVideoPipeline.__call__
+
+    def spy(self, prompt, *a, **kw):
+        calls.append((prompt, len(kw.get("reference_images") or [])))
+        return real_call(self, prompt, *a, **kw)
+
+    monkeypatch.setattr(ShapesVideoPipeline, "__call__", spy)
+    return calls
+
+
+def test_cli_story_with_references_uses_and_records_them(
+    cli, small_cli, tmp_path, ref_pipeline_dir, monkeypatch
+):
+    import hashlib
+
+    story = _ref_story_file(
+        tmp_path / "story", "prompt: <ref1> moving up on a black background, references: sprite.png"
+    )
+    monkeypatch.chdir(tmp_path)  # the reference is found beside the story, not in the cwd
+    calls = _spy_pipeline_calls(monkeypatch)
+    out = tmp_path / "film.mp4"
+    code, _, err = cli("storyboard", story, "--out", out, *small_cli, "--model", ref_pipeline_dir)
+    assert code == 0, err
+    assert set(calls) == {
+        ("a red square moving right on a black background", 0),
+        ("<ref1> moving up on a black background", 1),
+    }
+    record = json.loads(out.with_suffix(".json").read_text())
+    first, second = record["scenes"]
+    assert "references" not in first and (first["start"], first["end"]) == (0, 3)
+    assert second["references"] == ["sprite.png"]  # as the story gives it
+    assert (second["start"], second["end"]) == (3, 8)
+    sha = hashlib.sha256((tmp_path / "story" / "sprite.png").read_bytes()).hexdigest()
+    assert second["reference_sha256"] == [sha]
+    assert record["story"]["scenes"][1]["references"] == ["sprite.png"]
+
+
+@pytest.mark.parametrize("model", ["tiny", "shipped"])
+def test_cli_references_on_a_model_without_them_exit_2_before_loading(
+    cli, small_cli, tmp_path, tiny_pipeline_dir, monkeypatch, model
+):
+    import studio.generate
+
+    story = _ref_story_file(
+        tmp_path / "story", "prompt: <ref1> moving up on a black background, references: sprite.png"
+    )
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    args = list(small_cli)
+    if model == "shipped":  # the model inside the package: no reference path
+        monkeypatch.delenv("STUDIO_MODEL", raising=False)
+        i = args.index("--model")
+        del args[i : i + 2]
+    loads = []
+    monkeypatch.setattr(studio.generate, "load_pipeline", lambda *a, **k: loads.append(a))
+    calls = _spy_pipeline_calls(monkeypatch)
+    code, _, err = cli("storyboard", story, "--out", out_dir / "film.mp4", *args)
+    _assert_one_line_error(
+        code, err, r"scene 2 has 1 reference image but the model takes no reference images"
+    )
+    assert list(out_dir.iterdir()) == [] and loads == [] and calls == []
+
+
+@pytest.mark.parametrize(
+    ("scene2", "pattern"),
+    [
+        (
+            "prompt: <ref1> moving up on a black background",
+            r"scene 2: the prompt uses <ref1> but no reference image was given",
+        ),
+        (
+            "prompt: a red square moving up on a black background, references: sprite.png",
+            r"scene 2: reference image 1 is given but the prompt has no <ref1>",
+        ),
+        (
+            "prompt: <ref1> and <ref2> moving up, references: [sprite.png, sprite.png]",
+            r"scene 2 has 2 reference images but the model takes at most 1",
+        ),
+        (
+            "prompt: <ref1> moving up on a black background, references: story.yaml",
+            r"scene 2: reference image 1",  # not an image
+        ),
+    ],
+)
+def test_cli_bad_scene_references_exit_2_without_files(
+    cli, small_cli, tmp_path, ref_pipeline_dir, monkeypatch, scene2, pattern
+):
+    story = _ref_story_file(tmp_path / "story", scene2)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    calls = _spy_pipeline_calls(monkeypatch)
+    code, _, err = cli(
+        "storyboard", story, "--out", out_dir / "film.mp4", *small_cli, "--model", ref_pipeline_dir
+    )
+    _assert_one_line_error(code, err, pattern)
+    assert list(out_dir.iterdir()) == [] and calls == []
+
+
 def test_cli_help(cli):
     code, out, _ = cli("storyboard", "--help")
     assert code == 0 and "--per-scene" in out and "--context" in out

@@ -450,14 +450,14 @@ def drop_log_after(path: Path, step: int) -> None:
         path.write_text("".join(line + "\n" for line in kept))
 
 
-TEXT_MODULES = ("text_proj", "pooled_proj")  # with every block's cross_attn
+TEXT_MODULES = ("text_proj", "pooled_proj", "frame_text")  # + every block's cross_attn
 GATE_NAMES = ("gate_temporal", "gate_swap")
 
 
 def param_groups(model: torch.nn.Module, cfg: DiTTrainConfig) -> list[dict]:
     """AdamW groups: the temporal and swap gates at ``cfg.gate_lr_multiplier`` × the base
     learning rate (they start at zero and, with Adam's ~lr-sized steps, open slowly), the text
-    path (token and pooled projections, text cross-attention) at ``cfg.text_lr_multiplier`` ×,
+    path (token and pooled projections, per-frame text condition, text cross-attention) at ``cfg.text_lr_multiplier`` ×,
     the rest at the base rate. The schedule scales all alike."""
     gates, text, rest = [], [], []
     for name, p in model.named_parameters():
