@@ -5,6 +5,7 @@
     python benchmarks/motion_probe.py direction-sensitivity [--model PATH] [--n 12]
         [--t 0.99 0.97 0.95 0.9 0.7] [--given K]
     python benchmarks/motion_probe.py direction [--model PATH] [--prompts 6] [--negative-reversed]
+    python benchmarks/motion_probe.py text-attention [--model PATH] [--caption TEXT] [--t 0.99 0.5]
     python benchmarks/motion_probe.py carry [--model PATH] [--given-frames 1 4] [--t 0.99 0.9 0.7]
 
 Every part also takes ``--weights FILE.safetensors`` (a raw transformer state dict, e.g. a
@@ -20,6 +21,8 @@ fine-tunes that changed it), and ``--device``.
 * ``direction-sensitivity``: left/right-moving clips noised to t, one model call each with
   the true caption, the reversed direction and a changed colour: the error of x̂0 against the
   truth, and how much x̂0 moves when the direction vs the colour of the caption is swapped.
+* ``text-attention``: the share of each block's text cross-attention that each word of a
+  caption gets (averaged over heads and all video tokens of a random latent).
 * ``carry``: still and left/right-moving clips with their first K frames given clean, the
   rest noised to t: the x̂0 error on the generated frames, beside the background alone and the
   last given frame repeated. A model that carries the given object forward beats the
@@ -419,6 +422,45 @@ def run_carry(pipe: ShapesVideoPipeline, args: argparse.Namespace) -> None:
     )
 
 
+def run_text_attention(pipe: ShapesVideoPipeline, args: argparse.Namespace) -> None:
+    """How much of each block's text cross-attention goes to each token of one caption: the
+    softmax weights averaged over heads and over every video token of a random latent."""
+    tr = pipe.transformer
+    text = encode(pipe, [args.caption])
+    tokens = pipe.tokenizer.convert_ids_to_tokens(pipe.tokenizer(args.caption)["input_ids"])
+    inputs: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def keep(i: int):
+        def hook(module, a, kw):
+            inputs[i] = (a[0] if a else kw["hidden_states"], kw["encoder_hidden_states"])
+
+        return hook
+
+    hooks = [
+        b.cross_attn.register_forward_pre_hook(keep(i), with_kwargs=True)
+        for i, b in enumerate(tr.blocks)
+    ]
+    c, size = tr.config.in_channels, tr.config.sample_size
+    x = torch.randn(1, c, args.frames, size, size, generator=torch.Generator().manual_seed(0))
+    rows = []
+    try:
+        for t in args.t:
+            predict_x0(pipe, x.to(pipe.device), t, text, None)
+            for i, (h, e) in sorted(inputs.items()):
+                a = tr.blocks[i].cross_attn
+                q, k = a.to_q(h), a.to_k(e)  # (1, N, D), (1, L, D)
+                q = q.unflatten(-1, (a.heads, -1)).transpose(1, 2)  # (1, H, N, d)
+                k = k.unflatten(-1, (a.heads, -1)).transpose(1, 2)  # (1, H, L, d)
+                with torch.no_grad():
+                    w = (q @ k.transpose(-1, -2) * a.scale).softmax(-1).mean(dim=(0, 1, 2))
+                rows.append([f"{t:g}", str(i)] + [f"{v:.3f}" for v in w.tolist()])
+    finally:
+        for hk in hooks:
+            hk.remove()
+    print(f"caption: {args.caption!r}; random latent, {args.frames} frames\n")
+    table(["t", "block", *tokens], rows)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--model", default=DEFAULT_MODEL, help="pipeline directory")
@@ -456,6 +498,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--first", type=int, default=0, help="first eligible clip")
     p.add_argument("--t", type=flow_time, nargs="+", default=[0.99, 0.9, 0.7])
     p.set_defaults(run=run_carry)
+    p = parts.add_parser("text-attention", parents=[common], help="cross-attention per word")
+    p.add_argument("--caption", default="a red circle moving left on a black background")
+    p.add_argument("--frames", type=positive_int, default=16)
+    p.add_argument("--t", type=flow_time, nargs="+", default=[0.99, 0.5])
+    p.set_defaults(run=run_text_attention)
     p = parts.add_parser("direction", parents=[common], help="generated motion per direction")
     p.add_argument(
         "--prompts", type=positive_int, default=len(PROBE_PROMPTS), help="use the first N"
