@@ -10,11 +10,13 @@ from __future__ import annotations
 import importlib.util
 
 import torch
+import torch.nn.functional as F
 from diffusers.models.attention_processor import (
     Attention,
     AttnProcessor2_0,
     XFormersAttnProcessor,
 )
+from diffusers.models.embeddings import apply_rotary_emb, get_1d_rotary_pos_embed
 
 __all__ = [
     "Attention",
@@ -23,6 +25,8 @@ __all__ = [
     "window_partition",
     "window_reverse",
     "WindowCrossAttention",
+    "RotaryAttnProcessor",
+    "rotary_3d",
 ]
 
 
@@ -42,6 +46,61 @@ def default_processor(device: torch.device | str | None = None, qk_norm: bool = 
     if device is not None and torch.device(device).type == "cuda" and xformers_available():
         return XFormersAttnProcessor()
     return AttnProcessor2_0()
+
+
+class RotaryAttnProcessor:
+    """SDPA self-attention with rotary positions (RoPE, Su et al. 2021) on queries and keys,
+    after their norms: ``rotary_emb`` = (cos, sin), each (S, head_dim), from
+    :func:`rotary_3d`. The score of two tokens then depends on their relative position, so a
+    query can ask for "the token k frames back and j columns left" whatever its own place."""
+
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        if encoder_hidden_states is not None:
+            raise ValueError("RotaryAttnProcessor is for self-attention")
+        q, k, v = (
+            proj(hidden_states).unflatten(-1, (attn.heads, -1)).transpose(1, 2)
+            for proj in (attn.to_q, attn.to_k, attn.to_v)
+        )  # (B, heads, S, head_dim)
+        if attn.norm_q is not None:
+            q, k = attn.norm_q(q), attn.norm_k(k)
+        if rotary_emb is not None:
+            q, k = apply_rotary_emb(q, rotary_emb), apply_rotary_emb(k, rotary_emb)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask)
+        out = out.transpose(1, 2).flatten(2).to(q.dtype)  # (B, S, D)
+        return attn.to_out[1](attn.to_out[0](out))
+
+
+def rotary_3d(
+    frames: int, height: int, width: int, head_dim: int, theta: float = 10000.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cos, sin), each (frames·height·width, head_dim), for tokens in (frame, row, column)
+    order: the head's channels split between time (a quarter) and the two spatial axes (the
+    rest, half each), each axis a 1-D RoPE of its integer coordinate (diffusers' helper)."""
+    t_dim = 2 * (head_dim // 8)
+    s_dim = 2 * ((head_dim - t_dim) // 4)
+    t_dim = head_dim - 2 * s_dim
+    if min(t_dim, s_dim) < 2:
+        raise ValueError(f"head_dim {head_dim} is too small for 3-D rotary positions")
+    axes = [
+        get_1d_rotary_pos_embed(dim, n, theta=theta, use_real=True, repeat_interleave_real=True)
+        for dim, n in ((t_dim, frames), (s_dim, height), (s_dim, width))
+    ]  # each (cos, sin) of (n, dim)
+    grid = torch.stack(
+        torch.meshgrid(
+            torch.arange(frames), torch.arange(height), torch.arange(width), indexing="ij"
+        ),
+        dim=-1,
+    ).reshape(-1, 3)  # (S, 3)
+    cos = torch.cat([axes[a][0][grid[:, a]] for a in range(3)], dim=-1)
+    sin = torch.cat([axes[a][1][grid[:, a]] for a in range(3)], dim=-1)
+    return cos, sin
 
 
 def _pad_to(x: torch.Tensor, dim: int, multiple: int) -> torch.Tensor:

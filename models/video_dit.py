@@ -17,6 +17,10 @@ Architecture (one file, DiT style):
   caption and an MLP combines the read-out with each frame's position into that frame's
   adaLN condition, so a word can steer frames differently (where a moving object is at
   frame f). Zero-initialised; off in the shipped model.
+* **Space-time attention with rotary positions** (``space_time_rope``) — an extra
+  zero-gated self-attention over all tokens of the clip, with 3-D RoPE, in every block: the
+  score depends on relative (frame, row, column) offsets, so one hop can fetch an object
+  from where it was k frames earlier. Off in the shipped model.
 * **Conditioning frames** — a per-frame mask marks frames given clean (Open-Sora): their
   timestep is forced to 0 and their predicted velocity is 0, so an Euler step of any flow
   sampler leaves them exactly as given.
@@ -41,7 +45,15 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
-from .attention import Attention, WindowCrossAttention, default_processor, mask_to_bias, masked_mean
+from .attention import (
+    Attention,
+    RotaryAttnProcessor,
+    WindowCrossAttention,
+    default_processor,
+    mask_to_bias,
+    masked_mean,
+    rotary_3d,
+)
 from .embeddings import spatial_pos_embed, temporal_pos_embed
 
 
@@ -70,6 +82,7 @@ class SwapBlock(nn.Module):
         window: tuple[int, int, int],
         mlp_ratio: float,
         references: bool = False,
+        space_time_rope: bool = False,
     ):
         super().__init__()
         if swap_query not in ("spatial", "temporal"):
@@ -86,6 +99,17 @@ class SwapBlock(nn.Module):
         self.norm_q = nn.LayerNorm(dim, eps=1e-6)
         self.norm_kv = nn.LayerNorm(dim, eps=1e-6)
         self.swap_attn = WindowCrossAttention(dim, heads, head_dim, window)
+        # Optional zero-gated self-attention over every token of the clip with 3-D rotary
+        # positions: one hop from (frame k, place p) to (frame 0, place p − v·k).
+        self.norm_st = self.st_attn = self.gate_st = None
+        if space_time_rope:
+            self.norm_st = nn.LayerNorm(dim, eps=1e-6)
+            self.st_attn = Attention(
+                dim, heads=heads, dim_head=head_dim, bias=True, qk_norm="rms_norm"
+            )
+            self.st_attn.rotary = True  # keeps RotaryAttnProcessor (set_default_attn_processor)
+            self.st_attn.set_processor(RotaryAttnProcessor())
+            self.gate_st = nn.Parameter(torch.zeros(dim))
         self.norm_c = nn.LayerNorm(dim, eps=1e-6)
         self.cross_attn = Attention(
             dim, cross_attention_dim=dim, heads=heads, dim_head=head_dim, bias=True
@@ -112,9 +136,11 @@ class SwapBlock(nn.Module):
         text_bias: torch.Tensor,
         refs: torch.Tensor | None = None,
         ref_bias: torch.Tensor | None = None,
+        rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """x (B, F, N, D), cond (B, F, D), text (B, L, D), text_bias (B, 1, L),
-        refs (B, K, D) reference tokens, ref_bias (B, 1, K) → (B, F, N, D)."""
+        refs (B, K, D) reference tokens, ref_bias (B, 1, K), rotary (cos, sin) each
+        (F·N, head_dim) for the space-time attention → (B, F, N, D)."""
         b, f, n, d = x.shape
         shift_s, scale_s, gate_s, shift_m, scale_m, gate_m = self.adaLN(cond).chunk(6, dim=-1)
 
@@ -140,6 +166,11 @@ class SwapBlock(nn.Module):
             self.norm_kv(kv_branch).reshape(b, f, gh, gw, d),
         ).reshape(b, f, n, d)
         x = s + t - x + self.gate_swap * swap  # both branches' residual updates, plus the swap
+
+        # Space-time attention with rotary positions (only with space_time_rope; clips only).
+        if self.st_attn is not None and f > 1:
+            h = self.st_attn(self.norm_st(x).reshape(b, f * n, d), rotary_emb=rotary)
+            x = x + self.gate_st * h.reshape(b, f, n, d)
 
         # Text cross-attention over all tokens of the clip.
         h = self.cross_attn(
@@ -304,6 +335,7 @@ class VideoDiT(ModelMixin, ConfigMixin):
         reference_depth: int = 2,
         reference_in_context: bool = True,
         frame_text_conditioning: bool = False,
+        space_time_rope: bool = False,
     ):
         super().__init__()
         if max_references < 0:
@@ -336,6 +368,7 @@ class VideoDiT(ModelMixin, ConfigMixin):
                 window=tuple(window),
                 mlp_ratio=mlp_ratio,
                 references=max_references > 0,
+                space_time_rope=space_time_rope,
             )
             for i in range(depth)
         )
@@ -379,6 +412,8 @@ class VideoDiT(ModelMixin, ConfigMixin):
             # Zero gates on the temporal and swap paths: the model starts as an image model.
             nn.init.zeros_(block.gate_temporal)
             nn.init.zeros_(block.gate_swap)
+            if block.gate_st is not None:
+                nn.init.zeros_(block.gate_st)
             # Text (and reference) cross-attention output starts at zero: stable early
             # training, and a text-to-video model given a reference path is unchanged by it.
             for attn in (block.cross_attn, block.ref_attn):
@@ -421,7 +456,9 @@ class VideoDiT(ModelMixin, ConfigMixin):
         attention, which xformers' processor would compute without its norms)."""
         self.set_attn_processor(
             {
-                f"{name}.processor": default_processor(
+                f"{name}.processor": RotaryAttnProcessor()
+                if getattr(module, "rotary", False)
+                else default_processor(
                     self.device, qk_norm=getattr(module, "norm_q", None) is not None
                 )
                 for name, module in self.named_modules()
@@ -437,6 +474,8 @@ class VideoDiT(ModelMixin, ConfigMixin):
         :meth:`unfuse_qkv_projections` (e.g. before ``save_pretrained``)."""
         if getattr(self, "original_attn_processors", None) is not None:
             return  # already fused
+        if self.config.space_time_rope:
+            raise ValueError("fused projections would drop the rotary positions (space_time_rope)")
         self.original_attn_processors = self.attn_processors
         for module in self.modules():
             if isinstance(module, Attention):
@@ -561,8 +600,12 @@ class VideoDiT(ModelMixin, ConfigMixin):
             cond = cond + torch.cat([per_frame.new_zeros(b, r_ctx, d), per_frame], dim=1)
 
         # 4. Blocks.
+        rotary = None
+        if self.config.space_time_rope:
+            head_dim = self.config.width // self.config.heads
+            rotary = tuple(r.to(x) for r in rotary_3d(x.shape[1], gh, gw, head_dim))
         for block in self.blocks:
-            args = (x, cond, (gh, gw), text, text_bias, refs, ref_bias)
+            args = (x, cond, (gh, gw), text, text_bias, refs, ref_bias, rotary)
             if self.gradient_checkpointing and torch.is_grad_enabled():
                 x = self._gradient_checkpointing_func(block, *args)
             else:

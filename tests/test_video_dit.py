@@ -376,6 +376,89 @@ class TestVideoDiTFrameText(ModelTesterMixin):
         assert out.shape == inputs["hidden_states"].shape and torch.isfinite(out).all()
 
 
+class TestVideoDiTSpaceTimeRope(ModelTesterMixin):
+    """The zero-gated space-time attention with 3-D rotary positions."""
+
+    model_class = VideoDiT
+    text_dim = 16
+    init_kwargs = {**TestVideoDiT.init_kwargs, "space_time_rope": True}
+
+    def test_starts_as_the_model_without_it(self):
+        with_it = self.make_model(opened=False)
+        open_zero_inits(with_it, 0)
+        with torch.no_grad():
+            for block in with_it.blocks:
+                block.gate_st.zero_()
+        without = VideoDiT(**TestVideoDiT.init_kwargs).eval()
+        assert without.load_state_dict(with_it.state_dict(), strict=False).missing_keys == []
+        inputs = self.make_inputs()
+        with torch.no_grad():
+            torch.testing.assert_close(with_it(**inputs).sample, without(**inputs).sample)
+
+    def test_open_gate_mixes_frames_and_places_and_learns(self):
+        """Perturbing one token of frame 0 changes the output at another place of a later
+        frame; gradients reach the attention's weights and its gate."""
+        model = self.make_model()
+        for block in model.blocks:  # only the space-time path links frames and places
+            block.gate_temporal.data.zero_()
+            block.gate_swap.data.zero_()
+        inputs = self.make_inputs(frames=3, batch=1)
+        with torch.no_grad():
+            base = model(**inputs).sample
+            x = inputs["hidden_states"].clone()
+            x[:, :, 0, :2, :2] += 3.0  # frame 0, the top-left token (patch 2)
+            moved = model(**{**inputs, "hidden_states": x}).sample
+        diff = (moved - base).abs()
+        assert diff[:, :, 2, 4:, 4:].amax() > 1e-4  # frame 2, bottom-right
+        model.train()
+        model(**inputs).sample.square().mean().backward()
+        block = model.blocks[0]
+        assert block.st_attn.to_q.weight.grad.abs().sum() > 0
+        assert block.gate_st.grad.abs().sum() > 0
+
+    def test_processor_survives_set_default_and_fusing_is_refused(self):
+        model = self.make_model()
+        model.set_default_attn_processor()
+        kinds = {
+            name: type(p).__name__
+            for name, p in model.attn_processors.items()
+            if ".st_attn." in name
+        }
+        assert kinds and set(kinds.values()) == {"RotaryAttnProcessor"}
+        with pytest.raises(ValueError, match="rotary"):
+            model.fuse_qkv_projections()
+
+
+def test_rotary_scores_depend_on_relative_offsets_only():
+    """Same query and key content everywhere: after 3-D RoPE the score of two tokens depends
+    on their (frame, row, column) offset, not on where they are."""
+    from diffusers.models.embeddings import apply_rotary_emb
+
+    from models.attention import rotary_3d
+
+    f, h, w, d = 4, 3, 3, 16
+    cos, sin = rotary_3d(f, h, w, d)
+    assert cos.shape == sin.shape == (f * h * w, d)
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(d, generator=g).expand(1, 1, f * h * w, d)
+    k = torch.randn(d, generator=g).expand(1, 1, f * h * w, d)
+    score = (apply_rotary_emb(q, (cos, sin)) @ apply_rotary_emb(k, (cos, sin)).transpose(-1, -2))[
+        0, 0
+    ]
+
+    def idx(t, r, c):
+        return (t * h + r) * w + c
+
+    # offset (1 frame, 1 row, 0 columns) at two different places
+    a = score[idx(1, 1, 0), idx(0, 0, 0)]
+    b = score[idx(3, 2, 2), idx(2, 1, 2)]
+    torch.testing.assert_close(a, b)
+    # and a different offset scores differently
+    assert not torch.allclose(a, score[idx(2, 1, 0), idx(0, 0, 0)])
+    with pytest.raises(ValueError, match="too small"):
+        rotary_3d(2, 2, 2, 4)
+
+
 def test_factory_model_fits_the_tiny_vae_and_minilm(tiny_dit, tiny_vae):
     """The conftest components fit together: latent channels, text width, zero output."""
     from .conftest import TEXT_DIM

@@ -382,6 +382,7 @@ def build_model(
         max_frames=max(64, max(s.frames for s in cfg.stages)),
         max_references=cfg.model.max_references,
         frame_text_conditioning=cfg.model.frame_text_conditioning,
+        space_time_rope=cfg.model.space_time_rope,
     )
 
 
@@ -451,7 +452,7 @@ def drop_log_after(path: Path, step: int) -> None:
 
 
 TEXT_MODULES = ("text_proj", "pooled_proj", "frame_text")  # + every block's cross_attn
-GATE_NAMES = ("gate_temporal", "gate_swap")
+GATE_NAMES = ("gate_temporal", "gate_swap", "gate_st")
 
 
 def param_groups(model: torch.nn.Module, cfg: DiTTrainConfig) -> list[dict]:
