@@ -18,7 +18,7 @@ Architecture (one file, DiT style):
   adaLN condition, so a word can steer frames differently (where a moving object is at
   frame f). Zero-initialised; off in the shipped model.
 * **Space-time attention with rotary positions** (``space_time_rope``) — an extra
-  zero-gated self-attention over all tokens of the clip, with 3-D RoPE, in every block: the
+  zero-initialised self-attention over all tokens of the clip, with 3-D RoPE, in every block: the
   score depends on relative (frame, row, column) offsets, so one hop can fetch an object
   from where it was k frames earlier. Off in the shipped model.
 * **Conditioning frames** — a per-frame mask marks frames given clean (Open-Sora): their
@@ -99,7 +99,7 @@ class SwapBlock(nn.Module):
         self.norm_q = nn.LayerNorm(dim, eps=1e-6)
         self.norm_kv = nn.LayerNorm(dim, eps=1e-6)
         self.swap_attn = WindowCrossAttention(dim, heads, head_dim, window)
-        # Optional zero-gated self-attention over every token of the clip with 3-D rotary
+        # Optional zero-initialised self-attention over every token of the clip with 3-D rotary
         # positions: one hop from (frame k, place p) to (frame 0, place p − v·k).
         self.norm_st = self.st_attn = self.gate_st = None
         if space_time_rope:
@@ -412,8 +412,13 @@ class VideoDiT(ModelMixin, ConfigMixin):
             # Zero gates on the temporal and swap paths: the model starts as an image model.
             nn.init.zeros_(block.gate_temporal)
             nn.init.zeros_(block.gate_swap)
-            if block.gate_st is not None:
-                nn.init.zeros_(block.gate_st)
+            if block.st_attn is not None:
+                # Zero output projection and an open gate (not a zero gate): the projection's
+                # many weights learn a read-out at once, where a zero gate over a random
+                # attention barely opens (300 steps at 10× lr: 0.01).
+                nn.init.ones_(block.gate_st)
+                nn.init.zeros_(block.st_attn.to_out[0].weight)
+                nn.init.zeros_(block.st_attn.to_out[0].bias)
             # Text (and reference) cross-attention output starts at zero: stable early
             # training, and a text-to-video model given a reference path is unchanged by it.
             for attn in (block.cross_attn, block.ref_attn):

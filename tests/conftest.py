@@ -81,14 +81,15 @@ def tiny_vae():
     return make_tiny_vae()
 
 
-def build_tiny_pipeline(text_encoder, seed: int = 0):
+def build_tiny_pipeline(text_encoder, seed: int = 0, **dit_kw):
+    """A tiny pipeline over an "opened" tiny DiT (``dit_kw``: e.g. ``max_references=1``)."""
     from diffusers import FlowMatchEulerDiscreteScheduler
 
     from pipelines.text_to_video import ShapesVideoPipeline
 
     encoder, tokenizer = text_encoder
     pipe = ShapesVideoPipeline(
-        transformer=make_tiny_dit(seed, opened=True),
+        transformer=make_tiny_dit(seed, opened=True, **dit_kw),
         vae=make_tiny_vae(seed),
         scheduler=FlowMatchEulerDiscreteScheduler(),
         text_encoder=encoder,

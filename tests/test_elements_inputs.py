@@ -571,19 +571,9 @@ def test_submit_generate_passes_elements_only_to_a_model_that_takes_them(tmp_pat
 @pytest.fixture(scope="module")
 def ref_pipeline_dir(text_encoder, tmp_path_factory):
     """A tiny pipeline whose transformer takes 2 references, saved like the CLI's models."""
-    from diffusers import FlowMatchEulerDiscreteScheduler
+    from tests.conftest import build_tiny_pipeline
 
-    from pipelines.text_to_video import ShapesVideoPipeline
-    from tests.conftest import make_tiny_dit, make_tiny_vae
-
-    encoder, tokenizer = text_encoder
-    pipe = ShapesVideoPipeline(
-        transformer=make_tiny_dit(0, opened=True, max_references=2),
-        vae=make_tiny_vae(0),
-        scheduler=FlowMatchEulerDiscreteScheduler(),
-        text_encoder=encoder,
-        tokenizer=tokenizer,
-    )
+    pipe = build_tiny_pipeline(text_encoder, 0, max_references=2)
     path = tmp_path_factory.mktemp("ref_pipeline")
     pipe.save_pretrained(path, save_text_encoder=False)
     return path

@@ -430,21 +430,9 @@ def test_cli_failure_midway_leaves_nothing(cli, small_cli, tmp_path, monkeypatch
 @pytest.fixture(scope="module")
 def ref_pipe(text_encoder):
     """A tiny pipeline whose transformer takes one reference image (an "opened" one)."""
-    from diffusers import FlowMatchEulerDiscreteScheduler
+    from tests.conftest import build_tiny_pipeline
 
-    from pipelines.text_to_video import ShapesVideoPipeline
-    from tests.conftest import make_tiny_dit, make_tiny_vae
-
-    encoder, tokenizer = text_encoder
-    pipe = ShapesVideoPipeline(
-        transformer=make_tiny_dit(0, opened=True, max_references=1),
-        vae=make_tiny_vae(0),
-        scheduler=FlowMatchEulerDiscreteScheduler(),
-        text_encoder=encoder,
-        tokenizer=tokenizer,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return build_tiny_pipeline(text_encoder, 0, max_references=1)
 
 
 @pytest.fixture(scope="module")

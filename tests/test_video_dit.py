@@ -327,6 +327,20 @@ class TestVideoDiT(ModelTesterMixin):
         assert (temporal[1:] > 1e-4).all()  # temporal attention spans the whole clip
 
 
+def assert_closed_path_changes_nothing(tester: ModelTesterMixin, close) -> None:
+    """A model with an optional zero-initialised path, opened everywhere and then with that
+    path closed again by ``close(model)``, computes what the model without it computes."""
+    with_it = tester.make_model(opened=False)
+    open_zero_inits(with_it, 0)  # opens the blocks and the path's zero layers too
+    with torch.no_grad():
+        close(with_it)
+    without = VideoDiT(**TestVideoDiT.init_kwargs).eval()
+    assert without.load_state_dict(with_it.state_dict(), strict=False).missing_keys == []
+    inputs = tester.make_inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(with_it(**inputs).sample, without(**inputs).sample)
+
+
 class TestVideoDiTFrameText(ModelTesterMixin):
     """The per-frame text condition: the shared tests, plus its own contract."""
 
@@ -336,17 +350,12 @@ class TestVideoDiTFrameText(ModelTesterMixin):
 
     def test_starts_as_the_model_without_it(self):
         """Zero-initialised: given the same other weights, the output is unchanged."""
-        with_it = self.make_model(opened=False)
-        open_zero_inits(with_it, 0)  # opens the blocks and its zero output layer too
-        with torch.no_grad():
-            with_it.frame_text.mlp[-1].weight.zero_()
-            with_it.frame_text.mlp[-1].bias.zero_()
-        without = VideoDiT(**TestVideoDiT.init_kwargs).eval()
-        missing = without.load_state_dict(with_it.state_dict(), strict=False).missing_keys
-        assert missing == []
-        inputs = self.make_inputs()
-        with torch.no_grad():
-            torch.testing.assert_close(with_it(**inputs).sample, without(**inputs).sample)
+
+        def close(model):
+            model.frame_text.mlp[-1].weight.zero_()
+            model.frame_text.mlp[-1].bias.zero_()
+
+        assert_closed_path_changes_nothing(self, close)
 
     def test_steers_frames_differently_and_learns(self):
         """Opened, it gives each frame its own condition from the caption; gradients reach
@@ -377,23 +386,19 @@ class TestVideoDiTFrameText(ModelTesterMixin):
 
 
 class TestVideoDiTSpaceTimeRope(ModelTesterMixin):
-    """The zero-gated space-time attention with 3-D rotary positions."""
+    """The zero-initialised space-time attention with 3-D rotary positions."""
 
     model_class = VideoDiT
     text_dim = 16
     init_kwargs = {**TestVideoDiT.init_kwargs, "space_time_rope": True}
 
     def test_starts_as_the_model_without_it(self):
-        with_it = self.make_model(opened=False)
-        open_zero_inits(with_it, 0)
-        with torch.no_grad():
-            for block in with_it.blocks:
-                block.gate_st.zero_()
-        without = VideoDiT(**TestVideoDiT.init_kwargs).eval()
-        assert without.load_state_dict(with_it.state_dict(), strict=False).missing_keys == []
-        inputs = self.make_inputs()
-        with torch.no_grad():
-            torch.testing.assert_close(with_it(**inputs).sample, without(**inputs).sample)
+        def close(model):
+            for block in model.blocks:
+                block.st_attn.to_out[0].weight.zero_()
+                block.st_attn.to_out[0].bias.zero_()
+
+        assert_closed_path_changes_nothing(self, close)
 
     def test_open_gate_mixes_frames_and_places_and_learns(self):
         """Perturbing one token of frame 0 changes the output at another place of a later

@@ -112,7 +112,7 @@ class ModelConfig:
     max_references: int = 0  # reference images per prompt (0: text-to-video only)
     # per-frame adaLN condition read from the caption (models.video_dit.FrameTextConditioning)
     frame_text_conditioning: bool = False
-    # zero-gated space-time self-attention with 3-D rotary positions in every block
+    # zero-initialised space-time self-attention with 3-D rotary positions in every block
     space_time_rope: bool = False
 
 

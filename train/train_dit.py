@@ -433,6 +433,20 @@ def make_pipeline(
     return pipe
 
 
+def run_pipeline(cfg: DiTTrainConfig, model, vae, text_encoder, tokenizer) -> ShapesVideoPipeline:
+    """The pipeline a run saves and previews: sampled with the run's time shift, and
+    image-first when ``cfg.sample_image_first``."""
+    return make_pipeline(
+        model,
+        vae,
+        text_encoder,
+        tokenizer,
+        cfg.text_encoder,
+        cfg.timestep_shift,
+        cfg.sample_image_first,
+    )
+
+
 def drop_log_after(path: Path, step: int) -> None:
     """Forget log lines past ``step``: a run that stopped after its last checkpoint repeats
     those steps on resume, and each step should appear in the log once."""
@@ -710,15 +724,7 @@ def main(cfg: DiTTrainConfig) -> Path:
         unwrapped = accelerator.unwrap_model(model)
         ema.store(unwrapped.parameters())
         ema.copy_to(unwrapped.parameters())
-        pipe = make_pipeline(
-            unwrapped.eval(),
-            vae,
-            text_encoder,
-            tokenizer,
-            cfg.text_encoder,
-            cfg.timestep_shift,
-            cfg.sample_image_first,
-        )
+        pipe = run_pipeline(cfg, unwrapped.eval(), vae, text_encoder, tokenizer)
         pipe.save_pretrained(final, save_text_encoder=False)
         ema.restore(unwrapped.parameters())
         accelerator.print(f"saved pipeline with EMA weights to {final}")
@@ -756,15 +762,7 @@ def write_samples(
     ema.copy_to(model.parameters())
     model.eval()
     try:
-        pipe = make_pipeline(
-            model,
-            vae,
-            text_encoder,
-            tokenizer,
-            cfg.text_encoder,
-            cfg.timestep_shift,
-            cfg.sample_image_first,
-        )
+        pipe = run_pipeline(cfg, model, vae, text_encoder, tokenizer)
         frames = cfg.stages[-1].frames if cfg.stages[-1].frames > 1 else 16
         for i, prompt in enumerate(cfg.sample_prompts):
             video = pipe(
