@@ -448,11 +448,11 @@ def run_text_attention(pipe: ShapesVideoPipeline, args: argparse.Namespace) -> N
             predict_x0(pipe, x.to(pipe.device), t, text, None)
             for i, (h, e) in sorted(inputs.items()):
                 a = tr.blocks[i].cross_attn
-                q, k = a.to_q(h), a.to_k(e)  # (1, N, D), (1, L, D)
+                with torch.no_grad():
+                    q, k = a.to_q(h), a.to_k(e)  # (1, N, D), (1, L, D)
                 q = q.unflatten(-1, (a.heads, -1)).transpose(1, 2)  # (1, H, N, d)
                 k = k.unflatten(-1, (a.heads, -1)).transpose(1, 2)  # (1, H, L, d)
-                with torch.no_grad():
-                    w = (q @ k.transpose(-1, -2) * a.scale).softmax(-1).mean(dim=(0, 1, 2))
+                w = (q @ k.transpose(-1, -2) * a.scale).softmax(-1).mean(dim=(0, 1, 2))
                 rows.append([f"{t:g}", str(i)] + [f"{v:.3f}" for v in w.tolist()])
     finally:
         for hk in hooks:

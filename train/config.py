@@ -138,7 +138,7 @@ class DiTTrainConfig:
     # Learning rate of the zero-initialised temporal and swap gates, × lr: after 4000 clip
     # steps at 1× they reached only 0.04–0.08 and the shipped model's objects barely move.
     gate_lr_multiplier: float = 1.0
-    # Learning rate of the text path (text_proj, pooled_proj, every cross_attn), × lr.
+    # Learning rate of the text path (text_proj, pooled_proj, frame_text, every cross_attn), × lr.
     text_lr_multiplier: float = 1.0
     weight_decay: float = 0.0
     warmup: int = 200

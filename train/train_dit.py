@@ -411,40 +411,20 @@ def init_weights_from(model: VideoDiT, path: str) -> list[str]:
     return list(result.missing_keys)
 
 
-def make_pipeline(
-    model,
-    vae,
-    text_encoder,
-    tokenizer,
-    spec: str,
-    shift: float = 1.0,
-    image_first: bool = False,
-) -> ShapesVideoPipeline:
+def make_pipeline(cfg: DiTTrainConfig, model, vae, text_encoder, tokenizer) -> ShapesVideoPipeline:
+    """The pipeline a run saves and previews: sampled with the run's time shift (scheduler
+    ``shift``), and image-first when ``cfg.sample_image_first``."""
     pipe = ShapesVideoPipeline(
         transformer=model,
         vae=vae,
-        scheduler=FlowMatchEulerDiscreteScheduler(shift=shift),
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=cfg.timestep_shift),
         text_encoder=text_encoder,
         tokenizer=tokenizer,
-        text_encoder_spec=spec,
-        image_first=image_first,
+        text_encoder_spec=cfg.text_encoder,
+        image_first=cfg.sample_image_first,
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
-
-
-def run_pipeline(cfg: DiTTrainConfig, model, vae, text_encoder, tokenizer) -> ShapesVideoPipeline:
-    """The pipeline a run saves and previews: sampled with the run's time shift, and
-    image-first when ``cfg.sample_image_first``."""
-    return make_pipeline(
-        model,
-        vae,
-        text_encoder,
-        tokenizer,
-        cfg.text_encoder,
-        cfg.timestep_shift,
-        cfg.sample_image_first,
-    )
 
 
 def drop_log_after(path: Path, step: int) -> None:
@@ -470,10 +450,11 @@ GATE_NAMES = ("gate_temporal", "gate_swap", "gate_st")
 
 
 def param_groups(model: torch.nn.Module, cfg: DiTTrainConfig) -> list[dict]:
-    """AdamW groups: the temporal and swap gates at ``cfg.gate_lr_multiplier`` × the base
-    learning rate (they start at zero and, with Adam's ~lr-sized steps, open slowly), the text
-    path (token and pooled projections, per-frame text condition, text cross-attention) at ``cfg.text_lr_multiplier`` ×,
-    the rest at the base rate. The schedule scales all alike."""
+    """AdamW groups: the gates (temporal, swap, space-time) at ``cfg.gate_lr_multiplier`` × the
+    base learning rate (they start at zero and, with Adam's ~lr-sized steps, open slowly); the
+    text path (token and pooled projections, per-frame text condition, every text
+    cross-attention) at ``cfg.text_lr_multiplier`` ×; the rest at the base rate. The schedule
+    scales all alike."""
     gates, text, rest = [], [], []
     for name, p in model.named_parameters():
         if name.rsplit(".", 1)[-1] in GATE_NAMES:
@@ -724,7 +705,7 @@ def main(cfg: DiTTrainConfig) -> Path:
         unwrapped = accelerator.unwrap_model(model)
         ema.store(unwrapped.parameters())
         ema.copy_to(unwrapped.parameters())
-        pipe = run_pipeline(cfg, unwrapped.eval(), vae, text_encoder, tokenizer)
+        pipe = make_pipeline(cfg, unwrapped.eval(), vae, text_encoder, tokenizer)
         pipe.save_pretrained(final, save_text_encoder=False)
         ema.restore(unwrapped.parameters())
         accelerator.print(f"saved pipeline with EMA weights to {final}")
@@ -762,7 +743,7 @@ def write_samples(
     ema.copy_to(model.parameters())
     model.eval()
     try:
-        pipe = run_pipeline(cfg, model, vae, text_encoder, tokenizer)
+        pipe = make_pipeline(cfg, model, vae, text_encoder, tokenizer)
         frames = cfg.stages[-1].frames if cfg.stages[-1].frames > 1 else 16
         for i, prompt in enumerate(cfg.sample_prompts):
             video = pipe(
