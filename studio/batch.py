@@ -65,6 +65,7 @@ class BatchOptions:
     guidance: float = 4.0
     frames: int = 16
     fps: int = 8
+    image_first: bool | None = None  # None: the model's own setting
     # torch.compile the transformer: ~50 s of compiling before the first video, ~15 % faster
     # after (BENCHMARKS.md, issue 9), so it pays from a few dozen videos on
     compile: bool = False
@@ -327,6 +328,7 @@ def run_batch(options: BatchOptions, progress: bool = True, pipe=None) -> dict:
             guidance=options.guidance,
             frames=options.frames,
             fps=options.fps,
+            image_first=options.image_first,
         )
         try:
             generate(

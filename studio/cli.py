@@ -79,6 +79,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             fps=args.fps,
             height=args.height,
             width=args.width,
+            image_first=args.image_first,
             references=list(args.ref or []),
         )
     # Every input is checked before the scorer or the model loads: a bad one fails at once.
@@ -176,6 +177,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
             guidance=args.guidance,
             frames=args.frames,
             fps=args.fps,
+            image_first=args.image_first,
             compile=args.compile,
         ),
         progress=not args.quiet,
@@ -526,6 +528,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--width", type=int, default=64)
     g.add_argument("--negative", default=None, help="negative prompt")
     g.add_argument(
+        "--image-first",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="generate frame 0 as an image, then the clip continuing it (default: the model's "
+        "own setting, image_first in its model_index.json)",
+    )
+    g.add_argument(
         "--model", default=None, help="model folder (default: the shipped model, or $STUDIO_MODEL)"
     )
     g.add_argument(
@@ -598,6 +607,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--guidance", type=float, default=4.0)
     b.add_argument("--frames", type=int, default=16)
     b.add_argument("--fps", type=_positive_int, default=8)
+    b.add_argument(
+        "--image-first",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="generate frame 0 as an image, then the clip continuing it (default: the model's "
+        "own setting, image_first in its model_index.json)",
+    )
     b.add_argument(
         "--compile",
         action="store_true",

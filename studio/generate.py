@@ -98,6 +98,9 @@ class GenerateRequest:
     fps: int = 8
     height: int = 64
     width: int = 64
+    # generate frame 0 as an image, then the clip continuing it; None: the model's own
+    # setting (``image_first`` in its model_index.json)
+    image_first: bool | None = None
     # reference elements: ``<refK>`` in the prompt is the K-th; file paths, PIL images,
     # (H, W[, C]) arrays, or ReferenceImages already read by read_references
     references: list[str | Path | Image.Image | np.ndarray | ReferenceImage] = field(
@@ -290,6 +293,8 @@ def sample(
     """
     total = request.steps
     extra = {"reference_images": list(references)} if references else {}
+    if request.image_first is not None:  # else the pipeline's config decides
+        extra["image_first"] = request.image_first
 
     def on_step(_pipe, i, _t, tensors):
         if progress is not None:
@@ -380,6 +385,8 @@ def generate(
     write_video(out, frames, fps=chosen.fps)
     settings = asdict(replace(chosen, references=[]))
     del settings["references"]  # the images as read, below; text-only sidecars are unchanged
+    if settings["image_first"] is None:  # record what the model did, so a rerun does the same
+        settings["image_first"] = bool(getattr(pipe.config, "image_first", False))
     record = {
         **settings,
         **({"references": [r.record for r in references]} if references else {}),

@@ -22,6 +22,7 @@ from studio.generate import (
 
 SIDECAR_FIELDS = {
     "prompt",
+    "image_first",
     "negative_prompt",
     "seed",
     "steps",
@@ -123,7 +124,8 @@ def test_sidecar_regenerates_identical_frames(cli, small, tmp_path, tiny_pipelin
     # and the uint8 frames themselves, before encoding
     request = request_from_sidecar(tmp_path / "first.json")
     assert request == GenerateRequest(
-        prompt="a green triangle", seed=5, steps=2, frames=4, height=16, width=16
+        prompt="a green triangle", seed=5, steps=2, frames=4, height=16, width=16,
+        image_first=False,  # the tiny model's own setting, recorded as used
     )
     pipe = load_pipeline(tiny_pipeline_dir)
     x = generate(request, tmp_path / "x.mp4", model=tiny_pipeline_dir, pipe=pipe).frames
@@ -225,6 +227,29 @@ def test_generate_corrupt_weights(cli, tmp_path, tiny_pipeline_dir):
     code, _, err = cli("generate", "a square", "--out", out / "c.mp4", "--model", broken, "--quiet")
     assert_one_line_error(code, err, f"could not load the model at {broken}")
     assert list(out.iterdir()) == []
+
+
+def test_image_first_flag_overrides_the_model_and_is_recorded(cli, small, tmp_path):
+    clips = {}
+    for flag in ("--image-first", "--no-image-first"):
+        out = tmp_path / f"{flag.strip('-')}.mp4"
+        code, _, err = cli("generate", "a red square moving right", "--out", out, *small, flag)
+        assert code == 0, err
+        record = json.loads(out.with_suffix(".json").read_text())
+        assert record["image_first"] is (flag == "--image-first")
+        clips[flag] = read_video(out)[0]
+    # frame 0 drawn as an image first changes the clip
+    assert not np.array_equal(clips["--image-first"], clips["--no-image-first"])
+    # without the flag the model's own setting (off for the tiny model) is used and recorded
+    plain = tmp_path / "plain.mp4"
+    assert cli("generate", "a red square moving right", "--out", plain, *small)[0] == 0
+    assert json.loads(plain.with_suffix(".json").read_text())["image_first"] is False
+    np.testing.assert_array_equal(read_video(plain)[0], clips["--no-image-first"])
+    # a sidecar reruns image-first even on a model whose default is not
+    again = tmp_path / "again.mp4"
+    sidecar = tmp_path / "image-first.json"
+    assert cli("generate", "--from-sidecar", sidecar, "--out", again, "--quiet")[0] == 0
+    np.testing.assert_array_equal(read_video(again)[0], clips["--image-first"])
 
 
 def test_generate_missing_sidecar(cli, tmp_path):

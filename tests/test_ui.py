@@ -54,6 +54,7 @@ def test_generate_page_runs_a_job_and_shows_the_video(home):
     at.text_area[0].input(PROMPT)
     at.slider[0].set_value(2)  # steps
     at.number_input(key="seed").set_value(5)
+    at.radio[0].set_value("image first")
     button(at, "Generate").click().run()
     assert not at.exception and not at.error
     job_id = (
@@ -65,6 +66,7 @@ def test_generate_page_runs_a_job_and_shows_the_video(home):
     at.run()
     job = Gallery(home).get(job_id)
     assert job.status == "done" and job.request["prompt"] == PROMPT and job.seed == 5
+    assert job.request["image_first"] is True
     assert at.get("video"), "the finished video is shown"
     fresh = AppTest.from_file(APP, default_timeout=120)  # a refresh: new session, same URL
     fresh.query_params["job"] = job_id

@@ -40,7 +40,16 @@ frames = c3.number_input("Frames", min_value=1, max_value=MAX_FRAMES, value=16, 
 fps = 8
 c3.caption(f"{frames / fps:.1f} s at {fps} fps")
 steps = c4.slider("Steps", min_value=1, max_value=MAX_STEPS, value=25)
-guidance = st.slider("Guidance", min_value=0.0, max_value=15.0, value=4.0, step=0.5)
+c5, c6 = st.columns([3, 2], vertical_alignment="bottom")
+guidance = c5.slider("Guidance", min_value=0.0, max_value=15.0, value=4.0, step=0.5)
+FIRST_FRAME = {"model's default": None, "image first": True, "with the clip": False}
+first_frame = c6.radio(
+    "First frame",
+    list(FIRST_FRAME),
+    horizontal=True,
+    help="image first: draw frame 0 as an image from the prompt, then generate the clip "
+    "continuing it; with the clip: all frames at once",
+)
 best_of = 1
 if studio.scorer:
     best_of = st.number_input(
@@ -62,6 +71,7 @@ if st.button("Generate", type="primary", icon=":material/movie:"):
         guidance=float(guidance),
         frames=int(frames),
         fps=fps,
+        image_first=FIRST_FRAME[first_frame],
     )
     try:
         elements = st.session_state.get("elements", [])
