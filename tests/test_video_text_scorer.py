@@ -172,8 +172,37 @@ def test_r1_ceiling_counts_captions_that_fit_several_clips():
     assert r1_ceiling([small, large], [unsized, unsized]) == 0.5
 
 
-def test_scorer_training_resumes_exactly(cli, tmp_path):
+def test_motion_targets_are_the_motions_shown():
+    from train.shapes_world import MOTIONS, ClipSpec, ObjectSpec
+    from train.train_scorer import motion_targets
+
+    def obj(motion, after=None):
+        return ObjectSpec("circle", "red", "small", motion, 0.0, 0.0, motion_after=after)
+
+    two = ClipSpec([obj("left"), obj("up", after="down")], "black", switch_frame=8)
+    hot = dict(zip(MOTIONS, motion_targets(two)))
+    assert hot == {"left": 1.0, "right": 0.0, "up": 1.0, "down": 1.0, "still": 0.0}
+    assert dict(zip(MOTIONS, motion_targets(ClipSpec([obj("still")], "gray"))))["still"] == 1.0
+
+
+def test_motion_aux_loss_rewards_embeddings_that_carry_the_motion():
+    from train.train_scorer import motion_aux_loss
+
+    head = torch.nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        head.weight.copy_(torch.eye(2) * 5)  # axis 0 reads "left", axis 1 "right"
+    targets = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    carry = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    blind = torch.tensor([[0.7071, 0.7071], [0.7071, 0.7071]])
+    assert motion_aux_loss(head, carry, carry, targets) < motion_aux_loss(head, blind, blind, targets)
+    # both sides count: a blind caption embedding costs even when the video carries it
+    assert motion_aux_loss(head, carry, carry, targets) < motion_aux_loss(head, carry, blind, targets)
+
+
+@pytest.mark.parametrize("aux", ["0", "1.0"])
+def test_scorer_training_resumes_exactly(cli, tmp_path, aux):
     base = ["train", "scorer", "model.size=scorer_tiny", "steps=6", "batch_size=4"]
+    base += [f"motion_aux_weight={aux}"]  # the auxiliary head is checkpointed too
     base += ["eval_clips=0", "log_every=1", "save_every=3", "image_every=2"]
     code, _, err = cli(*base, f"output_dir={tmp_path / 'a'}")
     assert code == 0, err

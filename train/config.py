@@ -217,6 +217,9 @@ class ScorerTrainConfig:
     # Counterfactual captions per sample added to the text side of the contrastive loss
     # (hard negatives: a changed colour or shape, a reversed direction, swapped bindings).
     hard_negatives: int = 2
+    # Weight of an auxiliary loss: a linear head (training only) reads the clip's motions
+    # from the video embedding and from the caption's (train_scorer.motion_aux_loss). 0 = off.
+    motion_aux_weight: float = 0.0
     # The scorer judges every concept, so by default it sees the whole world; the
     # generator's training exclusions (purple clips, orange triangles, blue circles) are
     # about the generator's data.

@@ -35,7 +35,15 @@ from pipelines.scoring import frames_to_tensor
 
 from .checkpoint import optimizer_step, resume, save_checkpoint, start_run
 from .config import ScorerTrainConfig, resolve_mixed_precision
-from .shapes_world import COUNTERFACTUALS, ClipSpec, ShapesWorld, caption, counterfactual, render
+from .shapes_world import (
+    COUNTERFACTUALS,
+    MOTIONS,
+    ClipSpec,
+    ShapesWorld,
+    caption,
+    counterfactual,
+    render,
+)
 from .train_dit import drop_log_after
 
 IMAGE_COUNTERFACTUALS = ("color", "shape", "binding_color")
@@ -59,11 +67,21 @@ def negatives_for(
     return out
 
 
+def motion_targets(spec: ClipSpec) -> list[float]:
+    """Multi-hot over ``MOTIONS``: which motions the clip shows (order-free, so two objects
+    need no matching). A motion that changes mid-clip counts both."""
+    shown = {o.motion for o in spec.objects} | {
+        o.motion_after for o in spec.objects if o.motion_after
+    }
+    return [float(m in shown) for m in MOTIONS]
+
+
 def make_batch(
     world: ShapesWorld, cfg: ScorerTrainConfig, rng: np.random.Generator, image: bool
-) -> tuple[torch.Tensor, list[str], list[str]]:
-    """→ frames (B, F, 3, S, S) in [-1, 1], true captions (B), hard-negative captions."""
-    frames, captions, negatives = [], [], []
+) -> tuple[torch.Tensor, list[str], list[str], torch.Tensor]:
+    """→ frames (B, F, 3, S, S) in [-1, 1], true captions (B), hard-negative captions,
+    motion targets (B, len(MOTIONS))."""
+    frames, captions, negatives, motions = [], [], [], []
     m = cfg.model
     for _ in range(cfg.batch_size):
         kind = "image" if image else ("video2" if rng.random() < cfg.two_object_prob else "video1")
@@ -72,7 +90,20 @@ def make_batch(
         captions.append(caption(spec, np.random.default_rng(seed), image=image))
         negatives += negatives_for(spec, seed, cfg.hard_negatives, rng, image)
         frames.append(frames_to_tensor(render(spec), m.num_frames, m.image_size))
-    return torch.stack(frames), captions, negatives
+        motions.append(motion_targets(spec))
+    return torch.stack(frames), captions, negatives, torch.tensor(motions)
+
+
+def motion_aux_loss(
+    head: torch.nn.Module, video: torch.Tensor, text: torch.Tensor, targets: torch.Tensor
+) -> torch.Tensor:
+    """One linear head reads the clip's motions from the video embedding and from its true
+    caption's embedding (BCE). Contrastive training alone leaves both embeddings blind to
+    direction (BENCHMARKS.md: a clip and its time-reversal embed at cosine 0.99997, "left" and
+    "right" captions at 0.997), since neither side carries it for the other to match; the
+    shared head makes both carry it, along the same axes. video (B, E), text (B, E)."""
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    return (bce(head(video), targets) + bce(head(text), targets)) / 2
 
 
 def contrastive_loss(
@@ -117,14 +148,24 @@ def main(cfg: ScorerTrainConfig) -> Path:
         f"VideoTextScorer {cfg.model.size}: "
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters"
     )
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # the auxiliary motion head (training only, not exported): see motion_aux_loss
+    motion_head = (
+        torch.nn.Linear(model.config.embed_dim, len(MOTIONS)) if cfg.motion_aux_weight > 0 else None
+    )
+    params = list(model.parameters()) + (list(motion_head.parameters()) if motion_head else [])
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     def lr_at(step: int) -> float:
         warm = min(1.0, (step + 1) / max(1, cfg.warmup))
         return warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(step / cfg.steps, 1.0))))
 
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
-    model, optimizer, schedule = accelerator.prepare(model, optimizer, schedule)
+    if motion_head is None:
+        model, optimizer, schedule = accelerator.prepare(model, optimizer, schedule)
+    else:
+        model, motion_head, optimizer, schedule = accelerator.prepare(
+            model, motion_head, optimizer, schedule
+        )
 
     # ======================================================== resume
     start = resume(accelerator, out)
@@ -141,7 +182,7 @@ def main(cfg: ScorerTrainConfig) -> Path:
     for step in bar:
         rng = np.random.default_rng([cfg.seed, step, rank])
         image = cfg.image_every > 0 and step % cfg.image_every == cfg.image_every - 1
-        frames, captions, negatives = make_batch(world, cfg, rng, image)
+        frames, captions, negatives, motions = make_batch(world, cfg, rng, image)
         states, mask = encode_text(
             text_encoder, tokenizer, captions + negatives, device=accelerator.device
         )
@@ -150,6 +191,12 @@ def main(cfg: ScorerTrainConfig) -> Path:
             loss = contrastive_loss(
                 video.float(), text.float(), accelerator.unwrap_model(model).logit_scale
             )
+            if motion_head is not None and not image:  # images show no motion
+                b = video.shape[0]
+                aux = motion_aux_loss(
+                    motion_head, video.float(), text[:b].float(), motions.to(video.device)
+                )
+                loss = loss + cfg.motion_aux_weight * aux
         optimizer_step(accelerator, model, optimizer, schedule, loss, cfg.grad_clip)
 
         loss_sum += accelerator.reduce(loss.detach(), reduction="mean").item()
