@@ -20,7 +20,7 @@ Architecture (one file, DiT style):
 * **Space-time attention with rotary positions** (``space_time_rope``) — an extra
   zero-initialised self-attention over all tokens of the clip, with 3-D RoPE, in every block: the
   score depends on relative (frame, row, column) offsets, so one hop can fetch an object
-  from where it was k frames earlier. Off in the shipped model.
+  from where it was k frames earlier. On in the shipped model (its motion fine-tune).
 * **Conditioning frames** — a per-frame mask marks frames given clean (Open-Sora): their
   timestep is forced to 0 and their predicted velocity is 0, so an Euler step of any flow
   sampler leaves them exactly as given.

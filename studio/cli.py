@@ -504,6 +504,16 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return 0  # pragma: no cover
 
 
+def _add_image_first(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--image-first",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="generate frame 0 as an image, then the clip continuing it (default: the model's "
+        "own setting, image_first in its model_index.json)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="studio", description="Text-to-video studio (Shapes World default model)."
@@ -527,13 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--height", type=int, default=64)
     g.add_argument("--width", type=int, default=64)
     g.add_argument("--negative", default=None, help="negative prompt")
-    g.add_argument(
-        "--image-first",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="generate frame 0 as an image, then the clip continuing it (default: the model's "
-        "own setting, image_first in its model_index.json)",
-    )
+    _add_image_first(g)
     g.add_argument(
         "--model", default=None, help="model folder (default: the shipped model, or $STUDIO_MODEL)"
     )
@@ -607,13 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--guidance", type=float, default=4.0)
     b.add_argument("--frames", type=int, default=16)
     b.add_argument("--fps", type=_positive_int, default=8)
-    b.add_argument(
-        "--image-first",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="generate frame 0 as an image, then the clip continuing it (default: the model's "
-        "own setting, image_first in its model_index.json)",
-    )
+    _add_image_first(b)
     b.add_argument(
         "--compile",
         action="store_true",
