@@ -7,7 +7,11 @@ Architecture (one file, Frozen in Time style, arXiv:2104.00650):
   each location (divided space-time attention, TimeSformer), a *spatial* self-attention
   within each frame, and an MLP. An image is a 1-frame video: the temporal attention is the
   identity there, so one tower embeds images and clips alike (joint image–video training).
-  A learned query attends over all tokens of the clip to pool it.
+  The clip is pooled by a max over all its tokens (``pooling="max"``, the default for new
+  models): an object covers a few of the 512 tokens, and an attention pool — a learned query
+  over all tokens (``pooling="query"``, the scorer shipped before 2026-11-26) — starts as a
+  near-uniform mean in which the background drowns it; trained so, the tower learnt colour
+  but never motion, even with motion labels (BENCHMARKS.md, "Default scorer").
 * **Text head** — the token states of a frozen text encoder (MiniLM by default) go through
   a projection and ``text_layers`` trainable self-attention blocks (so word order — which
   colour goes with which shape — survives pooling), then a masked mean.
@@ -26,6 +30,9 @@ from torch import nn
 from .attention import Attention, mask_to_bias, masked_mean
 from .embeddings import spatial_pos_embed, temporal_pos_embed
 from .video_dit import FeedForward
+
+
+POOLINGS = ("max", "query")
 
 
 class _Block(nn.Module):
@@ -77,6 +84,10 @@ class VideoTextScorer(ModelMixin, ConfigMixin):
             the first frame and for images) as 3 extra input channels: the two-stream cue
             that puts an object's leading and trailing edge — its direction — inside one
             patch, where a plain temporal attention sees only a patch changing.
+        pooling: how the clip's tokens become one vector: ``"max"`` (per channel, over all
+            tokens of all frames) or ``"query"`` (a learned query attends over them). The
+            default stays ``"query"`` so that saved configs without the key load as trained;
+            the factories and ``studio train scorer`` use ``"max"``.
     """
 
     @register_to_config
@@ -94,8 +105,11 @@ class VideoTextScorer(ModelMixin, ConfigMixin):
         embed_dim: int = 128,
         text_encoder: str = "minilm",
         motion_channels: bool = False,
+        pooling: str = "query",
     ):
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         if image_size % patch_size:
             raise ValueError(f"image_size {image_size} is not divisible by patch_size {patch_size}")
         if width % heads or width % 4:
@@ -103,8 +117,9 @@ class VideoTextScorer(ModelMixin, ConfigMixin):
         in_channels = 6 if motion_channels else 3
         self.patch = nn.Conv2d(in_channels, width, kernel_size=patch_size, stride=patch_size)
         self.blocks = nn.ModuleList(_SpaceTimeBlock(width, heads, mlp_ratio) for _ in range(depth))
-        self.pool_query = nn.Parameter(torch.randn(1, 1, width) * 0.02)
-        self.pool = Attention(width, heads=heads, dim_head=width // heads, bias=True)
+        if pooling == "query":
+            self.pool_query = nn.Parameter(torch.randn(1, 1, width) * 0.02)
+            self.pool = Attention(width, heads=heads, dim_head=width // heads, bias=True)
         self.video_norm = nn.LayerNorm(width)
         self.video_proj = nn.Linear(width, embed_dim)
         self.text_in = nn.Linear(text_dim, width)
@@ -131,10 +146,13 @@ class VideoTextScorer(ModelMixin, ConfigMixin):
         x = x + temporal_pos_embed(f, d).to(x)[None, :, None]
         for block in self.blocks:
             x = block(x)  # (B, F, N, D)
-        pooled = self.pool(
-            self.pool_query.expand(b, -1, -1).to(x), encoder_hidden_states=x.reshape(b, f * n, d)
-        )  # (B, 1, D)
-        z = self.video_proj(self.video_norm(pooled[:, 0]))
+        x = x.reshape(b, f * n, d)
+        if self.config.pooling == "max":
+            pooled = x.amax(dim=1)  # (B, D)
+        else:
+            pooled = self.pool(self.pool_query.expand(b, -1, -1).to(x), encoder_hidden_states=x)
+            pooled = pooled[:, 0]  # (B, D)
+        z = self.video_proj(self.video_norm(pooled))
         return nn.functional.normalize(z, dim=-1)
 
     def encode_text(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -155,13 +173,15 @@ class VideoTextScorer(ModelMixin, ConfigMixin):
 
 def scorer_tiny(**kw) -> VideoTextScorer:
     """Test size."""
-    return VideoTextScorer(**{"width": 32, "depth": 1, "heads": 2, "embed_dim": 16, **kw})
+    return VideoTextScorer(
+        **{"width": 32, "depth": 1, "heads": 2, "embed_dim": 16, "pooling": "max", **kw}
+    )
 
 
 def scorer_s(**kw) -> VideoTextScorer:
     """The shipped Shapes World scorer: width 96, 3 blocks (~1.3 s a 32-clip training step with its text
     on 2 CPU cores)."""
-    return VideoTextScorer(**{"width": 96, "depth": 3, "heads": 4, **kw})
+    return VideoTextScorer(**{"width": 96, "depth": 3, "heads": 4, "pooling": "max", **kw})
 
 
 SCORER_MODELS = {"scorer_tiny": scorer_tiny, "scorer_s": scorer_s}

@@ -33,11 +33,30 @@ def _two_objects() -> ClipSpec:
     )
 
 
-@pytest.fixture(params=[False, True], ids=["frames", "frames+motion"])
+@pytest.fixture(
+    params=[(False, "max"), (True, "max"), (False, "query")],
+    ids=["frames", "frames+motion", "query-pool"],
+)
 def tiny_scorer(text_encoder, request):
     torch.manual_seed(0)
-    model = scorer_tiny(text_dim=384, motion_channels=request.param).eval()
+    motion, pooling = request.param
+    model = scorer_tiny(text_dim=384, motion_channels=motion, pooling=pooling).eval()
     return VideoTextScorer(model, *text_encoder)
+
+
+def test_pooling_is_checked_and_old_configs_load_as_query_pooling(tmp_path):
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        scorer_tiny(pooling="mean")
+    assert scorer_tiny().config.pooling == "max"
+    model = scorer_tiny(pooling="query")
+    model.save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    del cfg["pooling"]  # a scorer saved before the option existed
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    loaded = type(model).from_pretrained(tmp_path)
+    assert loaded.config.pooling == "query"
+    for name, p in model.state_dict().items():
+        assert torch.equal(p, loaded.state_dict()[name]), name
 
 
 def test_counterfactuals_change_exactly_one_thing():
