@@ -101,10 +101,12 @@ def start_run(
 
 def optimizer_step(accelerator: Accelerator, model, optimizer, schedule, loss, grad_clip: float):
     """Backward, clip the gradient norm (where gradients are synchronised), step the optimizer
-    and the LR schedule, clear the gradients."""
+    and the LR schedule, clear the gradients. ``model``: a module, or a list of the
+    parameters to clip together (e.g. a model and a training-only head)."""
     accelerator.backward(loss)
     if accelerator.sync_gradients:
-        accelerator.clip_grad_norm_(model.parameters(), grad_clip)
+        params = model.parameters() if isinstance(model, torch.nn.Module) else model
+        accelerator.clip_grad_norm_(params, grad_clip)
     optimizer.step()
     schedule.step()
     optimizer.zero_grad(set_to_none=True)

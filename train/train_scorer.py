@@ -197,7 +197,8 @@ def main(cfg: ScorerTrainConfig) -> Path:
                     motion_head, video.float(), text[:b].float(), motions.to(video.device)
                 )
                 loss = loss + cfg.motion_aux_weight * aux
-        optimizer_step(accelerator, model, optimizer, schedule, loss, cfg.grad_clip)
+        clipped = model if motion_head is None else [*model.parameters(), *motion_head.parameters()]
+        optimizer_step(accelerator, clipped, optimizer, schedule, loss, cfg.grad_clip)
 
         loss_sum += accelerator.reduce(loss.detach(), reduction="mean").item()
         loss_n += 1
