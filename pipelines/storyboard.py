@@ -382,6 +382,7 @@ def generate_storyboard(
     negative_prompt: str | None = None,
     progress: Callable[[int, int], None] | None = None,
     reference_images: Sequence[Sequence[Any] | None] | None = None,
+    image_first: bool | None = None,
 ) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """Generate a storyboard window by window (see the module docstring).
 
@@ -392,6 +393,9 @@ def generate_storyboard(
     Args:
         pipe: any :class:`ShapesVideoPipeline`; it is only called, never modified.
         story: the scenes (a :class:`Storyboard` or a list of :class:`Scene`).
+        image_first: draw the first window's frame 0 as an image, then continue it (the
+            pipeline's ``image_first``; None: the pipeline's own setting). Later windows
+            continue the video so far, so it concerns the first window only.
         reference_images: one list per scene, the images of its ``references`` in order
             (anything the pipeline's ``reference_images`` takes: PIL images or arrays;
             ``[]`` or None for a scene without); ``studio.generate.read_story_references``
@@ -461,6 +465,7 @@ def generate_storyboard(
             conditioning_frames=given,
             output_type="np",
             **({"reference_images": refs} if refs else {}),
+            **({"image_first": image_first} if image_first is not None and given is None else {}),
         ).frames[0]  # (cond + new, H, W, 3) float in [0, 1]; the first cond are the given
         video[w.start : w.start + w.new] = to_uint8(clip[w.cond :])
         if progress is not None:

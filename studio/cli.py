@@ -148,6 +148,7 @@ def cmd_storyboard(args: argparse.Namespace) -> int:
         height=args.height,
         width=args.width,
         per_scene=args.per_scene,
+        image_first=args.image_first,
     )
     try:
         result = render_storyboard(story, out, options, model=args.model, progress=progress)
@@ -590,6 +591,7 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument(
         "--per-scene", action="store_true", help="also write OUT-scene1.mp4, OUT-scene2.mp4, …"
     )
+    _add_image_first(sb)
     sb.add_argument("--quiet", action="store_true", help="no progress bar")
     sb.set_defaults(func=cmd_storyboard)
 

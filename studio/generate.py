@@ -416,6 +416,8 @@ class StoryboardOptions:
     height: int = 64
     width: int = 64
     per_scene: bool = False  # also write NAME-sceneK.EXT for every scene
+    # the first window's frame 0 drawn as an image first; None: the model's own setting
+    image_first: bool | None = None
 
 
 def render_storyboard(
@@ -463,6 +465,7 @@ def render_storyboard(
         width=options.width,
         progress=progress,
         reference_images=[[r.pixels for r in refs] for refs in references],
+        image_first=options.image_first,
     )
     t_gen = time.time() - t1
 
@@ -496,6 +499,12 @@ def render_storyboard(
             "frames": len(frames),
             "fps": story.fps,
             **{k: v for k, v in asdict(options).items() if k != "per_scene"},
+            # what the model did (its own setting when not asked), so a rerun does the same
+            "image_first": (
+                bool(getattr(pipe.config, "image_first", False))
+                if options.image_first is None
+                else options.image_first
+            ),
             "model": str(model_path),
             "weights_hash": weights_hash(model_path) if model_path.is_dir() else None,
             "scheduler": type(pipe.scheduler).__name__,

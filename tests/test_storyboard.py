@@ -327,6 +327,22 @@ def test_cli_writes_video_sidecar_and_scene_files(cli, small_cli, tmp_path, tiny
     assert record["timings"]["generate_s"] >= 0 and record["frames"] == 8
 
 
+def test_cli_image_first_flag_is_used_and_recorded(cli, small_cli, tmp_path):
+    story = tmp_path / "story.yaml"
+    story.write_text(STORY_YAML)
+    films = {}
+    for flag in ("--image-first", "--no-image-first", None):
+        out = tmp_path / f"{flag or 'plain'}.mp4"
+        code, _, err = cli("storyboard", story, "--out", out, *small_cli, *([flag] if flag else []))
+        assert code == 0, err
+        record = json.loads(out.with_suffix(".json").read_text())
+        # the flag, or else the tiny model's own setting (off), as used
+        assert record["image_first"] is (flag == "--image-first")
+        films[flag] = read_video(out)[0]
+    assert not np.array_equal(films["--image-first"], films["--no-image-first"])
+    np.testing.assert_array_equal(films[None], films["--no-image-first"])
+
+
 BAD_STORIES = [
     ("[]\n", r"empty"),
     ("- {prompt: a red circle, frames: 0}\n", r"scene 1: frames must be an integer >= 1, got 0"),
