@@ -52,7 +52,9 @@ def main(scorer_dir: str = "studio/default_scorer", n: int = 300) -> dict[str, f
     w = np.linalg.solve(x[:cut].T @ x[:cut] + 1e-2 * np.eye(x.shape[1]), x[:cut].T @ y[:cut])
     out = {
         "video cos(clip, time-reversed clip)": float(np.mean(cos_rev)),
-        "video linear probe left/right, test accuracy": float(np.mean((x[cut:] @ w > 0) == (y[cut:] > 0))),
+        "video linear probe left/right, test accuracy": float(
+            np.mean((x[cut:] @ w > 0) == (y[cut:] > 0))
+        ),
         "text cos(caption, reversed-direction caption)": float(np.mean(cos_text)),
         "true-caption margin, mean": float(np.mean(margins)),
         "true caption wins (clip and reversed copy)": float(np.mean(np.array(margins) > 0)),

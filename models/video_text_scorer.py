@@ -31,7 +31,6 @@ from .attention import Attention, mask_to_bias, masked_mean
 from .embeddings import spatial_pos_embed, temporal_pos_embed
 from .video_dit import FeedForward
 
-
 POOLINGS = ("max", "query")
 
 

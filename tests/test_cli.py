@@ -124,7 +124,12 @@ def test_sidecar_regenerates_identical_frames(cli, small, tmp_path, tiny_pipelin
     # and the uint8 frames themselves, before encoding
     request = request_from_sidecar(tmp_path / "first.json")
     assert request == GenerateRequest(
-        prompt="a green triangle", seed=5, steps=2, frames=4, height=16, width=16,
+        prompt="a green triangle",
+        seed=5,
+        steps=2,
+        frames=4,
+        height=16,
+        width=16,
         image_first=False,  # the tiny model's own setting, recorded as used
     )
     pipe = load_pipeline(tiny_pipeline_dir)

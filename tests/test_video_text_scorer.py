@@ -199,9 +199,10 @@ def test_motion_targets_are_the_motions_shown():
         return ObjectSpec("circle", "red", "small", motion, 0.0, 0.0, motion_after=after)
 
     two = ClipSpec([obj("left"), obj("up", after="down")], "black", switch_frame=8)
-    hot = dict(zip(MOTIONS, motion_targets(two)))
+    hot = dict(zip(MOTIONS, motion_targets(two), strict=True))
     assert hot == {"left": 1.0, "right": 0.0, "up": 1.0, "down": 1.0, "still": 0.0}
-    assert dict(zip(MOTIONS, motion_targets(ClipSpec([obj("still")], "gray"))))["still"] == 1.0
+    still = motion_targets(ClipSpec([obj("still")], "gray"))
+    assert dict(zip(MOTIONS, still, strict=True))["still"] == 1.0
 
 
 def test_motion_aux_loss_rewards_embeddings_that_carry_the_motion():
@@ -213,9 +214,13 @@ def test_motion_aux_loss_rewards_embeddings_that_carry_the_motion():
     targets = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     carry = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     blind = torch.tensor([[0.7071, 0.7071], [0.7071, 0.7071]])
-    assert motion_aux_loss(head, carry, carry, targets) < motion_aux_loss(head, blind, blind, targets)
+    assert motion_aux_loss(head, carry, carry, targets) < motion_aux_loss(
+        head, blind, blind, targets
+    )
     # both sides count: a blind caption embedding costs even when the video carries it
-    assert motion_aux_loss(head, carry, carry, targets) < motion_aux_loss(head, carry, blind, targets)
+    assert motion_aux_loss(head, carry, carry, targets) < motion_aux_loss(
+        head, carry, blind, targets
+    )
 
 
 @pytest.mark.parametrize("aux", ["0", "1.0"])

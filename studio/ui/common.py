@@ -20,6 +20,21 @@ POLL_S = 1.0
 VIDEO_WIDTH = 384  # clips are small (64 px); shown enlarged, not stretched to the page
 
 
+FIRST_FRAME = {"model's default": None, "image first": True, "with the clip": False}
+
+
+def first_frame_choice(container, help_extra: str = "") -> bool | None:
+    """The *First frame* radio → ``image_first`` (None: the model's own setting)."""
+    label = container.radio(
+        "First frame",
+        list(FIRST_FRAME),
+        horizontal=True,
+        help="image first: draw frame 0 as an image from the prompt, then generate the clip "
+        "continuing it; with the clip: all frames at once" + help_extra,
+    )
+    return FIRST_FRAME[label]
+
+
 def scorer_spec() -> str | None:
     """``$STUDIO_SCORER`` (``studio ui --scorer``); unset: the shipped default scorer when it
     is installed; ``none``: best-of-N is not offered."""

@@ -6,7 +6,7 @@ import streamlit as st
 
 from studio.generate import GenerateRequest, StudioError
 from studio.jobs import MAX_BEST_OF, MAX_FRAMES, MAX_STEPS, submit_generate
-from studio.ui.common import follow, get_studio, show_job
+from studio.ui.common import first_frame_choice, follow, get_studio, show_job
 
 studio = get_studio()
 st.title("Generate")
@@ -42,14 +42,7 @@ c3.caption(f"{frames / fps:.1f} s at {fps} fps")
 steps = c4.slider("Steps", min_value=1, max_value=MAX_STEPS, value=25)
 c5, c6 = st.columns([3, 2], vertical_alignment="bottom")
 guidance = c5.slider("Guidance", min_value=0.0, max_value=15.0, value=4.0, step=0.5)
-FIRST_FRAME = {"model's default": None, "image first": True, "with the clip": False}
-first_frame = c6.radio(
-    "First frame",
-    list(FIRST_FRAME),
-    horizontal=True,
-    help="image first: draw frame 0 as an image from the prompt, then generate the clip "
-    "continuing it; with the clip: all frames at once",
-)
+image_first = first_frame_choice(c6)
 best_of = 1
 if studio.scorer:
     best_of = st.number_input(
@@ -71,7 +64,7 @@ if st.button("Generate", type="primary", icon=":material/movie:"):
         guidance=float(guidance),
         frames=int(frames),
         fps=fps,
-        image_first=FIRST_FRAME[first_frame],
+        image_first=image_first,
     )
     try:
         elements = st.session_state.get("elements", [])
