@@ -133,6 +133,8 @@ def test_two_tabs_generate_at_once_and_both_play(live_ui):
             for name in ("storyboard", "elements", "gallery"):
                 tabs[1].goto(f"{live_ui}/{name}")
                 tabs[1].get_by_role("heading", name=name.capitalize()).wait_for(timeout=30_000)
+                if name == "storyboard":  # the page is drawn down to its last control
+                    tabs[1].get_by_text("Render film").wait_for(timeout=30_000)
                 if name == "gallery":
                     tabs[1].get_by_text(prompts[0]).wait_for(timeout=30_000)
                     tabs[1].get_by_text(prompts[1]).wait_for(timeout=30_000)
