@@ -465,7 +465,7 @@ def generate_storyboard(
             conditioning_frames=given,
             output_type="np",
             **({"reference_images": refs} if refs else {}),
-            **({"image_first": image_first} if image_first is not None and given is None else {}),
+            **({"image_first": image_first} if image_first is not None else {}),
         ).frames[0]  # (cond + new, H, W, 3) float in [0, 1]; the first cond are the given
         video[w.start : w.start + w.new] = to_uint8(clip[w.cond :])
         if progress is not None:

@@ -385,8 +385,7 @@ def generate(
     write_video(out, frames, fps=chosen.fps)
     settings = asdict(replace(chosen, references=[]))
     del settings["references"]  # the images as read, below; text-only sidecars are unchanged
-    if settings["image_first"] is None:  # record what the model did, so a rerun does the same
-        settings["image_first"] = bool(getattr(pipe.config, "image_first", False))
+    settings["image_first"] = image_first_used(pipe, settings["image_first"])
     record = {
         **settings,
         **({"references": [r.record for r in references]} if references else {}),
@@ -418,6 +417,12 @@ class StoryboardOptions:
     per_scene: bool = False  # also write NAME-sceneK.EXT for every scene
     # the first window's frame 0 drawn as an image first; None: the model's own setting
     image_first: bool | None = None
+
+
+def image_first_used(pipe: ShapesVideoPipeline, asked: bool | None) -> bool:
+    """What a sidecar records for ``image_first``: the value asked for, or else the model's own
+    setting — what the model did, so a rerun from the sidecar does the same."""
+    return bool(getattr(pipe.config, "image_first", False)) if asked is None else asked
 
 
 def render_storyboard(
@@ -499,12 +504,7 @@ def render_storyboard(
             "frames": len(frames),
             "fps": story.fps,
             **{k: v for k, v in asdict(options).items() if k != "per_scene"},
-            # what the model did (its own setting when not asked), so a rerun does the same
-            "image_first": (
-                bool(getattr(pipe.config, "image_first", False))
-                if options.image_first is None
-                else options.image_first
-            ),
+            "image_first": image_first_used(pipe, options.image_first),
             "model": str(model_path),
             "weights_hash": weights_hash(model_path) if model_path.is_dir() else None,
             "scheduler": type(pipe.scheduler).__name__,
