@@ -317,6 +317,7 @@ def render_storyboard_suite(args: argparse.Namespace) -> None:
         guidance=args.guidance,
         window=args.window,
         context=args.context or DEFAULT_CONTEXT,
+        image_first=args.image_first,
     )
     pipe = load_pipeline(args.model)
     for entry in tqdm(stories, desc="storyboards", unit="story", disable=args.quiet):
@@ -704,6 +705,7 @@ def build_parser() -> argparse.ArgumentParser:
     esb.add_argument("--guidance", type=float, default=4.0)
     esb.add_argument("--window", type=_positive_int, default=16)
     esb.add_argument("--context", type=_positive_int, default=None, help="default: the pipeline's")
+    _add_image_first(esb)
     esb.add_argument("--quiet", action="store_true")
     esb.set_defaults(func=cmd_eval_storyboards)
 

@@ -11,10 +11,10 @@ from pipelines.components import reference_token_ids, vae_tiny
 from pipelines.text_to_video import ShapesVideoPipeline
 from tests.conftest import make_tiny_dit, make_tiny_vae, open_zero_inits, reset_accelerate
 from train import train_dit
+from train.checkpoint import init_weights_from
 from train.config import DiTTrainConfig, load_config
 from train.latent_cache import build_cache
 from train.shapes_world import ShapesWorld, is_heldout_sprite
-from train.train_dit import init_weights_from
 
 C = 4  # tests/conftest.py LATENT_CHANNELS
 

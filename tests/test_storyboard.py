@@ -833,10 +833,17 @@ def test_eval_storyboards_generate_renders_the_suite_then_judges(cli, tmp_path, 
         "--model",
         tiny_pipeline_dir,
     ]
-    args += ["--steps", "2", "--window", "4", "--context", "1", "--quiet"]
+    args += ["--steps", "2", "--window", "4", "--context", "1", "--quiet", "--image-first"]
     code, out, err = cli(*args)
     assert code == 0, err
     assert sorted(p.name for p in run.glob("story-*.mp4")) == ["story-000.mp4", "story-001.mp4"]
+    # the tiny model's own setting is off: the flag reached every story's first window
+    assert not json.loads((Path(tiny_pipeline_dir) / "model_index.json").read_text()).get(
+        "image_first"
+    )
+    for name in ("story-000", "story-001"):
+        sidecar = json.loads((run / f"{name}.json").read_text())
+        assert sidecar["image_first"] is True, sidecar
     report = json.loads((run / "storyboard_eval.json").read_text())
     assert report["overall"]["n_storyboards"] == 2
     mtime = (run / "story-000.mp4").stat().st_mtime

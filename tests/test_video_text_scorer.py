@@ -34,14 +34,35 @@ def _two_objects() -> ClipSpec:
 
 
 @pytest.fixture(
-    params=[(False, "max"), (True, "max"), (False, "query")],
-    ids=["frames", "frames+motion", "query-pool"],
+    params=[
+        {},
+        {"motion_channels": True},
+        {"pooling": "query"},
+        {"stem": "conv", "pool_dim": 48},
+    ],
+    ids=["frames", "frames+motion", "query-pool", "conv-stem+pool-dim"],
 )
 def tiny_scorer(text_encoder, request):
     torch.manual_seed(0)
-    motion, pooling = request.param
-    model = scorer_tiny(text_dim=384, motion_channels=motion, pooling=pooling).eval()
+    model = scorer_tiny(text_dim=384, **request.param).eval()
     return VideoTextScorer(model, *text_encoder)
+
+
+def test_stem_and_pool_dim_are_checked_and_default_to_the_old_tower():
+    with pytest.raises(ValueError, match="stem must be one of"):
+        scorer_tiny(stem="resnet")
+    with pytest.raises(ValueError, match="even patch_size"):
+        scorer_tiny(stem="conv", patch_size=5, image_size=60)
+    with pytest.raises(ValueError, match="pool_dim needs pooling='max'"):
+        scorer_tiny(pooling="query", pool_dim=64)
+    old = scorer_tiny()
+    assert (old.config.stem, old.config.pool_dim) == ("patch", 0)
+    assert not hasattr(old, "conv_stem") and not hasattr(old, "pool_in")
+    new = scorer_tiny(stem="conv", pool_dim=48)
+    assert new.video_proj.in_features == 48
+    # the conv stem lands on the same token grid as the patch stem
+    x = torch.zeros(2, 3, 64, 64)
+    assert new.conv_stem(x).shape == old.patch(x).shape == (2, 32, 8, 8)
 
 
 def test_pooling_is_checked_and_old_configs_load_as_query_pooling(tmp_path):
@@ -242,3 +263,24 @@ def test_scorer_training_resumes_exactly(cli, tmp_path, aux):
 
     assert len(losses("b")) == 6
     assert losses("b") == pytest.approx(losses("a"), rel=1e-5)
+
+
+def test_scorer_fine_tune_starts_from_the_saved_weights(cli, tmp_path):
+    from safetensors.torch import load_file
+
+    from train.checkpoint import init_weights_from
+
+    base = ["train", "scorer", "model.size=scorer_tiny", "batch_size=4", "eval_clips=0"]
+    code, _, err = cli(*base, "steps=2", f"output_dir={tmp_path / 'a'}")
+    assert code == 0, err
+    saved = tmp_path / "a" / "model"
+    # a fine-tune step at learning rate 0: the exported model is the one it started from
+    code, _, err = cli(*base, "steps=1", "lr=0", f"init_from={saved}",
+                       f"output_dir={tmp_path / 'b'}")  # fmt: skip
+    assert code == 0, err
+    a = load_file(str(saved / "diffusion_pytorch_model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "model" / "diffusion_pytorch_model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # another architecture is refused, naming the mismatch
+    with pytest.raises(ValueError, match="architecture differs"):
+        init_weights_from(scorer_tiny(text_dim=384, stem="conv"), saved)

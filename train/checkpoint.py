@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from safetensors.torch import load_file
 
 
 def checkpoint_root(output_dir: str | Path) -> Path:
@@ -110,3 +111,30 @@ def optimizer_step(accelerator: Accelerator, model, optimizer, schedule, loss, g
     optimizer.step()
     schedule.step()
     optimizer.zero_grad(set_to_none=True)
+
+
+def init_weights_from(model: torch.nn.Module, path: str | Path) -> list[str]:
+    """Load a saved model's weights into ``model`` — a model folder (``save_pretrained``), or a
+    pipeline folder, whose ``transformer`` is taken; → the names of parameters it lacked
+    (left as initialised). Weights the model has no place for, or of another shape, are an
+    error: the architectures must match. (Fine-tuning: ``init_from`` of the DiT and scorer
+    trainers.)"""
+    folder = Path(path)
+    if (folder / "transformer").is_dir():
+        folder = folder / "transformer"
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"init_from: no safetensors weights in {folder}")
+    state = {}
+    for file in files:
+        state.update(load_file(str(file)))
+    own = model.state_dict()
+    unexpected = sorted(set(state) - set(own))
+    mismatched = sorted(k for k in state if k in own and state[k].shape != own[k].shape)
+    if unexpected or mismatched:
+        raise ValueError(
+            f"init_from {folder}: architecture differs (unexpected {unexpected[:5]}, "
+            f"shape mismatch {mismatched[:5]}); match the model config to the saved one"
+        )
+    result = model.load_state_dict(state, strict=False)
+    return list(result.missing_keys)

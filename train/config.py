@@ -201,6 +201,9 @@ class ScorerModelConfig:
     image_size: int = 64
     patch_size: int = 8
     num_frames: int = 8  # frames sampled evenly from a clip
+    stem: str = "patch"  # "patch" | "conv" (models.video_text_scorer.VideoTextScorer)
+    pool_dim: int = 0  # token-wise expansion before the max pool (0 = none)
+    text_layers: int = 1  # trainable blocks over the frozen text encoder's token states
 
 
 @dataclass
@@ -210,6 +213,9 @@ class ScorerTrainConfig:
     output_dir: str = "runs/scorer"
     text_encoder: str = "minilm"  # frozen
     model: ScorerModelConfig = field(default_factory=ScorerModelConfig)
+    # Fine-tuning: start from this saved scorer folder (e.g. studio/default_scorer); the
+    # ``model`` keys must match its architecture. The schedule (warmup, cosine) starts afresh.
+    init_from: str | None = None
     steps: int = 900
     batch_size: int = 32  # clips (or images) per step
     image_every: int = 5  # every k-th step is an image batch (joint training); 0 = never

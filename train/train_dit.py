@@ -29,7 +29,6 @@ import numpy as np
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 from diffusers.training_utils import EMAModel
-from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from models.video_dit import VIDEO_DIT_MODELS, VideoDiT
@@ -45,7 +44,7 @@ from pipelines.text_to_video import ShapesVideoPipeline, to_uint8
 from pipelines.video_io import write_video
 
 from .buckets import Bucket, BucketBatches
-from .checkpoint import optimizer_step, resume, save_checkpoint, start_run
+from .checkpoint import init_weights_from, optimizer_step, resume, save_checkpoint, start_run
 from .config import DiTTrainConfig, StageConfig, resolve_mixed_precision
 from .latent_cache import (
     LatentCache,
@@ -384,31 +383,6 @@ def build_model(
         frame_text_conditioning=cfg.model.frame_text_conditioning,
         space_time_rope=cfg.model.space_time_rope,
     )
-
-
-def init_weights_from(model: VideoDiT, path: str) -> list[str]:
-    """Load a saved transformer's weights (a pipeline folder or a transformer folder) into
-    ``model``; → the names of parameters it lacked (left as initialised). Weights the model
-    has no place for, or of another shape, are an error: the architectures must match."""
-    folder = Path(path)
-    if (folder / "transformer").is_dir():
-        folder = folder / "transformer"
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        raise FileNotFoundError(f"init_from: no safetensors weights in {folder}")
-    state = {}
-    for file in files:
-        state.update(load_file(str(file)))
-    own = model.state_dict()
-    unexpected = sorted(set(state) - set(own))
-    mismatched = sorted(k for k in state if k in own and state[k].shape != own[k].shape)
-    if unexpected or mismatched:
-        raise ValueError(
-            f"init_from {folder}: architecture differs (unexpected {unexpected[:5]}, "
-            f"shape mismatch {mismatched[:5]}); match the model config to the saved one"
-        )
-    result = model.load_state_dict(state, strict=False)
-    return list(result.missing_keys)
 
 
 def make_pipeline(cfg: DiTTrainConfig, model, vae, text_encoder, tokenizer) -> ShapesVideoPipeline:

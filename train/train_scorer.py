@@ -33,7 +33,7 @@ from pipelines.components import encode_text, load_text_encoder, text_hidden_siz
 from pipelines.scoring import VideoTextScorer as Scorer
 from pipelines.scoring import frames_to_tensor
 
-from .checkpoint import optimizer_step, resume, save_checkpoint, start_run
+from .checkpoint import init_weights_from, optimizer_step, resume, save_checkpoint, start_run
 from .config import ScorerTrainConfig, resolve_mixed_precision
 from .shapes_world import (
     COUNTERFACTUALS,
@@ -129,6 +129,9 @@ def build_model(cfg: ScorerTrainConfig, text_dim: int) -> VideoTextScorer:
         image_size=cfg.model.image_size,
         patch_size=cfg.model.patch_size,
         num_frames=cfg.model.num_frames,
+        stem=cfg.model.stem,
+        pool_dim=cfg.model.pool_dim,
+        text_layers=cfg.model.text_layers,
         text_dim=text_dim,
         text_encoder=cfg.text_encoder,
     )
@@ -144,6 +147,9 @@ def main(cfg: ScorerTrainConfig) -> Path:
     world = ShapesWorld(size=cfg.model.image_size, frames=16, exclusions=cfg.exclusions)
 
     model = build_model(cfg, text_hidden_size(text_encoder))
+    if cfg.init_from:
+        fresh = init_weights_from(model, cfg.init_from)
+        accelerator.print(f"initialised from {cfg.init_from}; {len(fresh)} new tensors")
     accelerator.print(
         f"VideoTextScorer {cfg.model.size}: "
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters"
