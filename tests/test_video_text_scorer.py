@@ -161,6 +161,14 @@ def test_retrieval_ranks():
     assert r["v2t_R@1"] == pytest.approx(2 / 3) and r["v2t_R@5"] == 1.0
 
 
+def test_rates_are_exact_fractions_so_a_bar_reached_reads_met():
+    # 19 of 20 right is 0.95 exactly (in float32 it was 0.9499999881, and a 0.95 bar read
+    # "not met" for 190 of 200 clips)
+    sim = torch.eye(20)
+    sim[0, 1] = 2.0  # text 0 ranks video 1 first
+    assert _retrieval(sim)["t2v_R@1"] == 0.95
+
+
 def test_training_lowers_the_loss_exports_and_loads_by_spec(cli, tmp_path):
     out = tmp_path / "scorer"
     args = ["train", "scorer", f"output_dir={out}", "model.size=scorer_tiny", "steps=12"]

@@ -290,7 +290,7 @@ def _retrieval(sim: torch.Tensor) -> dict[str, float]:
     out: dict[str, float] = {"n": n}
     for name, ranks in (("t2v", t2v), ("v2t", v2t)):
         for k in (1, 5, 10):
-            out[f"{name}_R@{k}"] = float((ranks <= k).float().mean())
+            out[f"{name}_R@{k}"] = float((ranks <= k).double().mean())
         out[f"{name}_median_rank"] = float(ranks.float().median())
     return out
 
@@ -329,7 +329,7 @@ def evaluate(scorer: Scorer, n_clips: int = 200, seed: int = 9_000_001, progress
                 continue
             idx = torch.tensor([i for i, _ in pairs])
             cf_score = (cf_text[kind] * v[idx]).sum(-1)
-            result[f"cf_{kind}"] = float((true[idx] > cf_score).float().mean())
+            result[f"cf_{kind}"] = float((true[idx] > cf_score).double().mean())
             result[f"cf_{kind}_n"] = len(pairs)
         bind = [result.get("cf_binding_color"), result.get("cf_binding_motion")]
         ns = [result.get("cf_binding_color_n", 0), result.get("cf_binding_motion_n", 0)]
