@@ -488,6 +488,16 @@ def ui_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
         "false",
         "--client.toolbarMode",
         "minimal",
+        # The generating thread shares this process's GIL with streamlit's script runs (a
+        # fragment per open tab polls every second). After each run streamlit by default
+        # rescans every imported module's source for edits and runs a full gc.collect(2):
+        # with torch and transformers loaded that held the GIL almost all the time, and two
+        # open tabs made a 4 s generation take minutes (streamlit 1.67). A served studio does
+        # not reload on edits, and python's own collector is enough.
+        "--server.fileWatcherType",
+        "none",
+        "--runner.postScriptGC",
+        "false",
     ]
     return cmd, env
 

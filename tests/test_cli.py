@@ -327,3 +327,20 @@ def test_no_command_is_a_usage_error(cli):
 def test_cached_pipeline_is_reused(tiny_pipeline_dir):
     assert load_pipeline(tiny_pipeline_dir) is load_pipeline(tiny_pipeline_dir)
     assert generate_mod.default_model_path().name  # a path even without $STUDIO_MODEL
+
+
+def test_ui_command_serves_without_a_file_watcher_or_forced_gc_and_passes_limits():
+    """After each script run streamlit rescans imported modules and runs gc.collect(2) by
+    default: with two tabs polling, that took the GIL from the generating thread (a 4 s job
+    took minutes)."""
+    from studio.cli import build_parser, ui_command
+
+    args = build_parser().parse_args(["ui", "--port", "8601", "--max-upload-mb", "2.5"])
+    cmd, env = ui_command(args)
+    options = dict(zip(cmd[5::2], cmd[6::2], strict=True))
+    assert options["--server.fileWatcherType"] == "none"
+    assert options["--runner.postScriptGC"] == "false"
+    assert options["--server.port"] == "8601"
+    assert options["--server.address"] == "127.0.0.1"
+    assert options["--server.maxUploadSize"] == "3"  # whole MB, rounded up
+    assert float(env["STUDIO_MAX_UPLOAD_MB"]) == 2.5
