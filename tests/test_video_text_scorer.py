@@ -204,6 +204,16 @@ def test_evaluate_is_deterministic(tiny_scorer):
     assert a == b and a["methods"]["scorer"]["n"] == 6
 
 
+def test_evaluate_splits_counterfactuals_by_object_count(tiny_scorer):
+    """Held-out clips alternate one and two objects; each kind's rate is the clip-weighted
+    mean of its two halves (a colour or shape change always applies, so halves are equal)."""
+    m = evaluate(tiny_scorer, 8, seed=5)["methods"]["scorer"]
+    for kind in ("color", "shape"):
+        assert m[f"cf_{kind}_n"] == 8
+        assert m[f"cf_{kind}"] == pytest.approx((m[f"cf_{kind}_one"] + m[f"cf_{kind}_two"]) / 2)
+    assert "cf_binding_color_one" not in m  # binding needs two objects
+
+
 def test_r1_ceiling_counts_captions_that_fit_several_clips():
     from train.train_scorer import r1_ceiling
 

@@ -329,8 +329,14 @@ def evaluate(scorer: Scorer, n_clips: int = 200, seed: int = 9_000_001, progress
                 continue
             idx = torch.tensor([i for i, _ in pairs])
             cf_score = (cf_text[kind] * v[idx]).sum(-1)
-            result[f"cf_{kind}"] = float((true[idx] > cf_score).double().mean())
+            wins = (true[idx] > cf_score).double()
+            result[f"cf_{kind}"] = float(wins.mean())
             result[f"cf_{kind}_n"] = len(pairs)
+            if not kind.startswith("binding"):  # split by the clip's number of objects
+                objects = torch.tensor([len(clips[i][0].objects) for i, _ in pairs])
+                for k, name in ((1, "one"), (2, "two")):
+                    if (objects == k).any():
+                        result[f"cf_{kind}_{name}"] = float(wins[objects == k].mean())
         bind = [result.get("cf_binding_color"), result.get("cf_binding_motion")]
         ns = [result.get("cf_binding_color_n", 0), result.get("cf_binding_motion_n", 0)]
         if sum(ns):
@@ -357,6 +363,7 @@ def markdown(report: dict) -> str:
         ("video→text R@1", "v2t_R@1"), ("video→text R@5", "v2t_R@5"),
         ("video→text R@10", "v2t_R@10"), ("video→text median rank", "v2t_median_rank"),
         ("counterfactual: colour", "cf_color"), ("counterfactual: shape", "cf_shape"),
+        ("  shape: one object", "cf_shape_one"), ("  shape: two objects", "cf_shape_two"),
         ("counterfactual: direction", "cf_direction"),
         ("counterfactual: binding (both kinds)", "cf_binding"),
         ("  binding: colours swapped", "cf_binding_color"),
