@@ -1,0 +1,141 @@
+"""How good is the first frame an image-first model starts from? (issue 3)
+
+    python benchmarks/first_frame.py [MODEL] [--samples 2] [--guidance 4 2] [--shift 20 3]
+                                     [--rerank K] [--prompts configs/eval/shapes_val.jsonl]
+
+An image-first pipeline (``image_first`` in its ``model_index.json``) draws frame 0 as an image
+and then continues it, so a clip can be no better than its first frame. This generates only
+frame 0 for every prompt of a suite (validation prompts by default, never the held-out suite)
+and judges it as an image with ``studio.shapes_eval``: colour, shape, size and count, motion
+ignored ("right" = all four). One row per (guidance, scheduler shift) setting.
+
+``--rerank K`` draws K first frames per prompt instead, scores each against the prompt with the
+shipped scorer (``pipelines.scoring``, as ``--best-of`` does for whole clips) and reports the
+first candidate, the scorer's pick and the oracle (a right frame whenever one of the K is).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
+
+from pipelines.text_to_video import to_uint8
+from studio.generate import default_model_path, load_pipeline
+from studio.shapes_eval import Expectation, judge
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def frame_right(frame: np.ndarray, expect: dict) -> dict[str, bool]:
+    """Judge one uint8 (1, H, W, 3) frame against an entry's expectation, motion ignored."""
+    exp = copy.deepcopy(expect)
+    for o in exp["objects"]:
+        o["motion"] = None
+    r = judge(frame, Expectation.from_dict(exp))
+    size = r["size"] is not False
+    right = r["colour"] and r["shape"] and r["count"] and size
+    return {
+        "colour": r["colour"],
+        "shape": r["shape"],
+        "size": size,
+        "count": r["count"],
+        "right": right,
+    }
+
+
+def first_frames(pipe, prompts: list[str], seeds: list[int], guidance: float, batch: int = 26):
+    """Frame 0 of every prompt, as an image-first pipeline draws it → list of (1, H, W, 3) uint8."""
+    out = []
+    for b in range(0, len(prompts), batch):
+        gens = [torch.Generator().manual_seed(s) for s in seeds[b : b + batch]]
+        frames = pipe(
+            prompts[b : b + batch],
+            num_frames=1,
+            guidance_scale=guidance,
+            generator=gens,
+            image_first=False,
+        ).frames
+        out += [to_uint8(f) for f in frames]
+    return out
+
+
+def table(rows: list[tuple[str, dict[str, list[dict]]]], keys: tuple[str, ...]) -> str:
+    cats = sorted({c for _, by_cat in rows for c in by_cat})
+    head = (
+        "| setting | " + " | ".join(keys) + " | " + " | ".join(f"right: {c}" for c in cats) + " |"
+    )
+    lines = [head, "|" + "---|" * (1 + len(keys) + len(cats))]
+    for name, by_cat in rows:
+        every = [v for vs in by_cat.values() for v in vs]
+        cells = [f"{np.mean([v[k] for v in every]):.0%}" for k in keys]
+        cells += [f"{sum(v['right'] for v in by_cat[c])}/{len(by_cat[c])}" for c in cats]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model", nargs="?", default=str(default_model_path()))
+    ap.add_argument("--prompts", default=str(ROOT / "configs/eval/shapes_val.jsonl"))
+    ap.add_argument("--samples", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=500)
+    ap.add_argument("--guidance", type=float, nargs="+", default=[4.0])
+    ap.add_argument("--shift", type=float, nargs="+", default=[None])
+    ap.add_argument("--rerank", type=int, default=0, help="K first frames per prompt, scorer picks")
+    ap.add_argument("--scorer", default="default")
+    args = ap.parse_args()
+
+    pipe = load_pipeline(args.model)
+    entries = [json.loads(line) for line in Path(args.prompts).read_text().splitlines() if line]
+    prompts = [e["prompt"] for e in entries]
+    base = dict(pipe.scheduler.config)
+    rows = []
+    for shift in args.shift:
+        shift = base["shift"] if shift is None else shift
+        pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(base, shift=shift)
+        for g in args.guidance:
+            n = max(args.samples, args.rerank)
+            verdicts = np.empty((len(prompts), n), dtype=object)
+            frames = []
+            for k in range(n):
+                seeds = [args.seed + 1000 * k + i for i in range(len(prompts))]
+                frames.append(first_frames(pipe, prompts, seeds, g))
+                for i, e in enumerate(entries):
+                    verdicts[i, k] = frame_right(frames[-1][i], e["expect"])
+            name = f"guidance {g:g}, shift {shift:g}"
+            if not args.rerank:
+                by_cat = defaultdict(list)
+                for i, e in enumerate(entries):
+                    by_cat[e["category"]] += list(verdicts[i])
+                rows.append((name, by_cat))
+                continue
+            from pipelines.scoring import load_scorer
+
+            scorer = load_scorer(args.scorer)
+            text = scorer.text_embeds(prompts)
+            scores = np.stack([(scorer.video_embeds(f) * text).sum(-1).numpy() for f in frames], 1)
+            picks = {
+                "candidate 0": np.zeros(len(prompts), int),
+                f"scorer's pick of {n}": scores.argmax(1),
+                f"oracle of {n}": np.array(
+                    [int(np.argmax([v["right"] for v in r])) for r in verdicts]
+                ),
+            }
+            for label, idx in picks.items():
+                by_cat = defaultdict(list)
+                for i, e in enumerate(entries):
+                    by_cat[e["category"]].append(verdicts[i, idx[i]])
+                rows.append((f"{name}: {label}", by_cat))
+    print(f"model {args.model}, prompts {args.prompts}, seed {args.seed}")
+    print(table(rows, ("colour", "shape", "size", "count", "right")))
+
+
+if __name__ == "__main__":
+    main()
