@@ -12,6 +12,10 @@ ignored ("right" = all four). One row per (guidance, scheduler shift) setting.
 ``--rerank K`` draws K first frames per prompt instead, scores each against the prompt with the
 shipped scorer (``pipelines.scoring``, as ``--best-of`` does for whole clips) and reports the
 first candidate, the scorer's pick and the oracle (a right frame whenever one of the K is).
+
+``--from-run DIR`` generates nothing: for a judged run (``studio eval shapes DIR``, its
+``eval.json``) it judges frame 0 of every video as above and counts how the clips' all-correct
+verdicts split by whether their first frame was right.
 """
 
 from __future__ import annotations
@@ -80,6 +84,24 @@ def table(rows: list[tuple[str, dict[str, list[dict]]]], keys: tuple[str, ...]) 
     return "\n".join(lines)
 
 
+def from_run(run_dir: Path) -> str:
+    """Cross-tabulate a judged run's clip verdicts (all-correct) by first-frame verdicts."""
+    from pipelines.video_io import read_video
+
+    items = json.loads((run_dir / "eval.json").read_text())["items"]
+    counts: dict[tuple[bool, bool], int] = defaultdict(int)
+    for item in items:
+        if item.get("status") != "ok":
+            continue
+        frame = read_video(run_dir / item["video"])[0][:1]
+        counts[frame_right(frame, item["expect"])["right"], bool(item["all_correct"])] += 1
+    lines = ["| first frame | clips | clip all-correct |", "|---|---:|---:|"]
+    for right in (True, False):
+        n = counts[right, True] + counts[right, False]
+        lines.append(f"| {'right' if right else 'wrong'} | {n} | {counts[right, True]} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model", nargs="?", default=str(default_model_path()))
@@ -90,7 +112,11 @@ def main() -> None:
     ap.add_argument("--shift", type=float, nargs="+", default=[None])
     ap.add_argument("--rerank", type=int, default=0, help="K first frames per prompt, scorer picks")
     ap.add_argument("--scorer", default="default")
+    ap.add_argument("--from-run", help="judged run directory: frame-0 vs clip verdicts")
     args = ap.parse_args()
+    if args.from_run:
+        print(from_run(Path(args.from_run)))
+        return
 
     pipe = load_pipeline(args.model)
     entries = [json.loads(line) for line in Path(args.prompts).read_text().splitlines() if line]
