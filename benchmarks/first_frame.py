@@ -122,6 +122,12 @@ def main() -> None:
     entries = [json.loads(line) for line in Path(args.prompts).read_text().splitlines() if line]
     prompts = [e["prompt"] for e in entries]
     base = dict(pipe.scheduler.config)
+    scorer = text = None
+    if args.rerank:
+        from pipelines.scoring import load_scorer
+
+        scorer = load_scorer(args.scorer)
+        text = scorer.text_embeds(prompts)
     rows = []
     for shift in args.shift:
         shift = base["shift"] if shift is None else shift
@@ -142,10 +148,6 @@ def main() -> None:
                     by_cat[e["category"]] += list(verdicts[i])
                 rows.append((name, by_cat))
                 continue
-            from pipelines.scoring import load_scorer
-
-            scorer = load_scorer(args.scorer)
-            text = scorer.text_embeds(prompts)
             scores = np.stack([(scorer.video_embeds(f) * text).sum(-1).numpy() for f in frames], 1)
             picks = {
                 "candidate 0": np.zeros(len(prompts), int),
