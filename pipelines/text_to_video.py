@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,9 +45,17 @@ class ShapesVideoPipeline(DiffusionPipeline):
     ``text_encoder_spec`` names the text encoder (see :mod:`pipelines.components`); a saved
     pipeline may omit the encoder's weights (``save_text_encoder=False``) and have them loaded
     from the spec, which keeps the shipped default model small.
+
+    ``image_transformer`` (optional) is a text-to-image model of its own (Emu Video's
+    factorisation): it draws every single frame generated from text alone — the first frame
+    of an image-first clip, and ``num_frames=1`` — while ``transformer`` continues it. It may
+    use another patch size and its own sampling shift (``image_shift``; None: the
+    scheduler's). With reference images the first frame comes from ``transformer``, the one
+    that reads them.
     """
 
-    model_cpu_offload_seq = "text_encoder->transformer->vae"
+    model_cpu_offload_seq = "text_encoder->image_transformer->transformer->vae"
+    _optional_components = ["image_transformer", "text_encoder", "tokenizer"]
     _callback_tensor_inputs = ["latents"]
 
     def __init__(
@@ -59,6 +68,8 @@ class ShapesVideoPipeline(DiffusionPipeline):
         text_encoder_spec: str = DEFAULT_TEXT_ENCODER,
         default_fps: int = 8,
         image_first: bool = False,
+        image_transformer: VideoDiT | None = None,
+        image_shift: float | None = None,
     ):
         super().__init__()
         self.register_modules(
@@ -67,9 +78,13 @@ class ShapesVideoPipeline(DiffusionPipeline):
             scheduler=scheduler,
             text_encoder=text_encoder,
             tokenizer=tokenizer,
+            image_transformer=image_transformer,
         )
         self.register_to_config(
-            text_encoder_spec=text_encoder_spec, default_fps=default_fps, image_first=image_first
+            text_encoder_spec=text_encoder_spec,
+            default_fps=default_fps,
+            image_first=image_first,
+            image_shift=image_shift,
         )
 
     # -- saving / loading -------------------------------------------------------------------
@@ -96,7 +111,12 @@ class ShapesVideoPipeline(DiffusionPipeline):
                     index.get("text_encoder_spec", DEFAULT_TEXT_ENCODER), dtype=dtype
                 )
                 kwargs.update(text_encoder=encoder, tokenizer=tokenizer)
-        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        image_model = getattr(pipe, "image_transformer", None)
+        if image_model is not None and image_model.dtype != pipe.transformer.dtype:
+            # an image model stored in half precision (small weights) runs at the pipeline's
+            image_model.to(pipe.transformer.dtype)
+        return pipe
 
     # -- helpers ----------------------------------------------------------------------------
     @property
@@ -111,7 +131,19 @@ class ShapesVideoPipeline(DiffusionPipeline):
     @property
     def latent_multiple(self) -> int:
         """Height and width must be multiples of this (VAE downscale × patch size)."""
-        return self.vae_scale * self.transformer.config.patch_size
+        patch = self.transformer.config.patch_size
+        if getattr(self, "image_transformer", None) is not None:
+            patch = math.lcm(patch, self.image_transformer.config.patch_size)
+        return self.vae_scale * patch
+
+    def _uses_image_model(self, num_frames: int, conditioning_frames, reference_images) -> bool:
+        """Whether ``image_transformer`` draws this request: one frame from text alone."""
+        return (
+            getattr(self, "image_transformer", None) is not None
+            and num_frames == 1
+            and conditioning_frames is None
+            and not reference_images
+        )
 
     def check_inputs(
         self,
@@ -145,8 +177,8 @@ class ShapesVideoPipeline(DiffusionPipeline):
         for name, value in (("height", height), ("width", width)):
             if not isinstance(value, int) or value < m or value % m or value > 1024:
                 raise ValueError(
-                    f"{name} must be a positive multiple of {m} (VAE ×{self.vae_scale}, patch "
-                    f"{self.transformer.config.patch_size}) up to 1024, got {value!r}"
+                    f"{name} must be a positive multiple of {m} (VAE ×{self.vae_scale} × patch "
+                    f"{m // self.vae_scale}) up to 1024, got {value!r}"
                 )
         if not isinstance(num_inference_steps, int) or not 1 <= num_inference_steps <= MAX_STEPS:
             raise ValueError(
@@ -333,9 +365,16 @@ class ShapesVideoPipeline(DiffusionPipeline):
                 ).to(device),
             )
 
-        # 3. Timesteps
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = self.scheduler.timesteps
+        # 3. Model and timesteps (a single frame from text alone: the image model, if any)
+        model, scheduler = self.transformer, self.scheduler
+        if self._uses_image_model(num_frames, conditioning_frames, reference_images):
+            model = self.image_transformer
+            if self.config.get("image_shift") is not None:
+                scheduler = FlowMatchEulerDiscreteScheduler.from_config(
+                    scheduler.config, shift=self.config.image_shift
+                )
+        scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = scheduler.timesteps
 
         # 4. Initial noise, conditioning frames placed clean at the start
         c = self.transformer.config.in_channels
@@ -377,8 +416,8 @@ class ShapesVideoPipeline(DiffusionPipeline):
             latents[:, :, :1] = first.to(latents)
             frame_mask = torch.zeros(batch, num_frames, dtype=torch.bool, device=device)
             frame_mask[:, :1] = True
-            self.scheduler.set_timesteps(num_inference_steps, device=device)  # the image used it
-            timesteps = self.scheduler.timesteps
+            scheduler.set_timesteps(num_inference_steps, device=device)  # the image used it
+            timesteps = scheduler.timesteps
 
         # 5. Denoising loop (only the scheduler advances latents; given frames get v = 0)
         self._num_timesteps = len(timesteps)
@@ -387,20 +426,20 @@ class ShapesVideoPipeline(DiffusionPipeline):
             mask_in = None
             if frame_mask is not None:
                 mask_in = torch.cat([frame_mask, frame_mask]) if guided else frame_mask
-            out = self.transformer(
-                model_in.to(self.transformer.dtype),
+            out = model(
+                model_in.to(model.dtype),
                 t.expand(model_in.shape[0]),
                 text,
                 text_mask,
                 frame_mask=mask_in,
                 **ref_kwargs,
             ).sample.float()
-            sigma = t / self.scheduler.config.num_train_timesteps
-            velocity = self.transformer.to_velocity(out, model_in, sigma)
+            sigma = t / scheduler.config.num_train_timesteps
+            velocity = model.to_velocity(out, model_in, sigma)
             if guided:
                 uncond, cond = velocity.chunk(2)
                 velocity = uncond + guidance_scale * (cond - uncond)
-            latents = self.scheduler.step(velocity, t, latents, return_dict=False)[0]
+            latents = scheduler.step(velocity, t, latents, return_dict=False)[0]
             if callback_on_step_end is not None:
                 step_tensors = {"latents": latents}
                 out = (

@@ -11,7 +11,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from diffusers import AutoencoderKL
+from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
 from PIL import Image
 
 from models.video_dit import VideoDiT
@@ -220,6 +220,99 @@ def test_image_first_generates_frame_zero_as_an_image_then_continues_it(tiny_pip
         torch.testing.assert_close(run(tiny_pipe, output_type="latent").frames, clip)
     finally:
         tiny_pipe.register_to_config(image_first=False)
+
+
+def image_model_pipeline(text_encoder, shift: float | None = 3.0):
+    """A tiny pipeline with a first-frame image model of its own (patch 1, another seed)."""
+    from .conftest import build_tiny_pipeline, make_tiny_dit
+
+    pipe = build_tiny_pipeline(text_encoder)
+    pipe.register_modules(image_transformer=make_tiny_dit(seed=7, opened=True, patch_size=1))
+    pipe.register_to_config(image_shift=shift)
+    return pipe
+
+
+def test_image_model_draws_single_frames_and_the_first_frame_of_image_first_clips(
+    text_encoder, tiny_pipe
+):
+    from diffusers.utils.torch_utils import randn_tensor
+
+    pipe = image_model_pipeline(text_encoder)
+    calls = []
+    hook = pipe.image_transformer.register_forward_hook(
+        lambda module, args, output: calls.append(args[1][0].item())
+    )
+    try:
+        image = run(pipe, num_frames=1, output_type="latent").frames
+    finally:
+        hook.remove()
+    # the image model drew it, with the image shift's timesteps (not the scheduler's own)
+    assert len(calls) == STEPS
+    shifted = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    shifted.set_timesteps(STEPS)
+    np.testing.assert_allclose(calls, shifted.timesteps.numpy(), rtol=1e-5)
+    plain = run(tiny_pipe, num_frames=1, output_type="latent").frames
+    assert not torch.allclose(image, plain)
+
+    # image-first: frame 0 is the image model's, the rest the video model's continuation
+    clip = run(pipe, image_first=True, output_type="latent").frames
+    g = torch.Generator("cpu").manual_seed(0)
+    randn_tensor((1, LATENT_CHANNELS, FRAMES, 8, 8), generator=g)
+    first = pipe(
+        PROMPT,
+        num_frames=1,
+        height=SIZE,
+        width=SIZE,
+        num_inference_steps=STEPS,
+        generator=g,
+        output_type="latent",
+    ).frames
+    torch.testing.assert_close(clip[:, :, :1], first)
+    # a clip without image-first never touches the image model
+    calls.clear()
+    hook = pipe.image_transformer.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        run(pipe, output_type="latent")
+        run(pipe, num_frames=4, conditioning_frames=given_frames(1), output_type="latent")
+    finally:
+        hook.remove()
+    assert calls == []
+
+
+def test_image_model_saved_in_half_precision_loads_at_the_pipelines_dtype(text_encoder, tmp_path):
+    pipe = image_model_pipeline(text_encoder)
+    before = run(pipe, num_frames=1).frames
+    pipe.image_transformer.to(torch.float16)
+    pipe.save_pretrained(tmp_path, save_text_encoder=False)
+    pipe.image_transformer.to(torch.float32)
+    index = json.loads((tmp_path / "model_index.json").read_text())
+    assert index["image_transformer"] == ["models.video_dit", "VideoDiT"]
+    assert index["image_shift"] == 3.0
+    weights = tmp_path / "image_transformer" / "diffusion_pytorch_model.safetensors"
+    from safetensors.torch import load_file
+
+    assert {t.dtype for t in load_file(str(weights)).values()} == {torch.float16}
+    loaded = ShapesVideoPipeline.from_pretrained(tmp_path)
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.image_transformer.dtype == torch.float32
+    np.testing.assert_allclose(run(loaded, num_frames=1).frames, before, atol=2e-2)
+    # a pipeline saved without one loads without one
+    plain_dir = tmp_path / "plain"
+    from .conftest import build_tiny_pipeline
+
+    build_tiny_pipeline(text_encoder).save_pretrained(plain_dir, save_text_encoder=False)
+    assert ShapesVideoPipeline.from_pretrained(plain_dir).image_transformer is None
+
+
+def test_latent_multiple_covers_both_patch_sizes(text_encoder):
+    from .conftest import build_tiny_pipeline, make_tiny_dit
+
+    pipe = build_tiny_pipeline(text_encoder, patch_size=1)
+    assert pipe.latent_multiple == 2
+    pipe.register_modules(image_transformer=make_tiny_dit(patch_size=2))
+    assert pipe.latent_multiple == 4
+    with pytest.raises(ValueError, match=r"height must be a positive multiple of 4 .*got 6\b"):
+        run(pipe, height=6, num_frames=1)
 
 
 # -------------------------------------------------------------------------- save / load

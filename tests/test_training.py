@@ -461,3 +461,143 @@ def test_sample_space_loss_is_the_plain_x0_error():
     t = train_dit.sample_timesteps(DiTTrainConfig(), 3, gen())
     velocity = flow_loss(Const(), x0, text, mask, None, DiTTrainConfig(), gen())
     assert velocity.item() == pytest.approx((1 / t**2).mean().item(), rel=1e-4)
+
+
+# -------------------------------------------------------------------------- first-frame image model
+def test_end_frame_cache_holds_the_first_and_last_frames_of_plain_clips(tmp_path):
+    from train.latent_cache import build_cache, encode, load_cache, save_cache
+    from train.shapes_world import ShapesWorld
+
+    torch.manual_seed(0)
+    vae = vae_tiny(sample_size=16).eval()
+    cache = build_cache(vae, 0, 0, size=16, frames=4, n_end_frames=3, progress=False)
+    assert cache.end_frames.shape == (3, 2, vae.config.latent_channels, 8, 8)
+    assert {s["kind"] for s in cache.end_specs} <= {"video1", "video2"}
+    world = ShapesWorld(size=16, frames=4, seed=0, mix={"video1": 0.4, "video2": 0.45})
+    clip = world.sample(3 * 10**8 + 1)
+    assert cache.end_specs[1]["objects"][0]["shape"] == clip.meta["objects"][0]["shape"]
+    expected = encode(vae, clip.frames[[0, -1]]).half()
+    torch.testing.assert_close(cache.end_frames[1], expected, atol=1e-3, rtol=0)
+    save_cache(cache, tmp_path / "c")
+    loaded = load_cache(tmp_path / "c")
+    assert torch.equal(loaded.end_frames, cache.end_frames) and loaded.end_specs == cache.end_specs
+
+
+def _toy_cache():
+    """Clips numbered by value: clip i's frame f holds 10·i + f; images hold 100 + i."""
+    from train.latent_cache import LatentCache
+    from train.shapes_world import ShapesWorld
+
+    world = ShapesWorld(size=16, frames=4, seed=0)
+    kinds = ["video1", "continuation", "video2"]
+    specs = [{**world.sample(i, kind=k).meta, "kind": k} for i, k in enumerate(kinds)]
+    for s in specs:
+        s.pop("caption", None)
+    clips = (
+        torch.arange(3)[:, None, None, None, None] * 10.0
+        + torch.arange(4)[None, None, :, None, None]
+    )
+    clips = clips.expand(3, 2, 4, 2, 2).half()
+    images = (100.0 + torch.arange(2)[:, None, None, None]).expand(2, 2, 2, 2).half()
+    image_specs = [{**world.sample(10 + i, kind="image").meta, "kind": "image"} for i in range(2)]
+    return LatentCache(clips, images, specs, image_specs)
+
+
+def test_clip_end_frames_skip_continuations_and_image_batches_caption_them_as_clips():
+    import numpy as np
+
+    from train.train_dit import clip_end_frames, image_batch
+
+    cache = _toy_cache()
+    frames, specs = clip_end_frames(cache)
+    assert frames.shape == (2, 2, 2, 2, 2)  # clips 0 and 2 (not the continuation), first + last
+    assert frames[:, :, 0, 0, 0].tolist() == [[0.0, 3.0], [20.0, 23.0]]
+    assert [s["kind"] for s in specs] == ["video1", "video2"]
+
+    rng = np.random.default_rng(0)
+    latents, captions = image_batch(cache, 64, rng, (frames, specs), clip_frame_prob=1.0)
+    assert latents.shape == (64, 2, 1, 2, 2)
+    values = set(latents[:, 0, 0, 0, 0].tolist())
+    assert values == {0.0, 3.0, 20.0, 23.0}  # every one a clip's first or last frame
+    # a clip's caption names its background and, for a moving object, its motion
+    for value, text in zip(latents[:, 0, 0, 0, 0].tolist(), captions, strict=True):
+        spec = specs[int(value) // 20]
+        assert spec["background"] in text
+    latents, _ = image_batch(cache, 64, rng, (frames, specs), clip_frame_prob=0.0)
+    assert set(latents[:, 0, 0, 0, 0].tolist()) == {100.0, 101.0}
+    latents, _ = image_batch(cache, 400, rng, (frames, specs), clip_frame_prob=0.5)
+    share = (latents[:, 0, 0, 0, 0] < 100).float().mean().item()
+    assert 0.4 < share < 0.6
+
+
+def test_init_partial_keeps_fresh_tensors_of_another_shape(tmp_path):
+    from models.video_dit import dit_tiny
+    from train.checkpoint import init_weights_from
+
+    torch.manual_seed(0)
+    dit_tiny(in_channels=4, patch_size=2, text_dim=384).save_pretrained(tmp_path / "p2")
+    from safetensors.torch import load_file
+
+    torch.manual_seed(1)
+    model = dit_tiny(in_channels=4, patch_size=1, text_dim=384)
+    fresh_embed = model.patch.weight.clone()
+    with pytest.raises(ValueError, match="shape mismatch"):
+        init_weights_from(model, tmp_path / "p2")
+    fresh = init_weights_from(model, tmp_path / "p2", partial=True)
+    assert sorted(fresh) == ["patch.weight", "proj_out.bias", "proj_out.weight"]
+    theirs = load_file(str(tmp_path / "p2" / "diffusion_pytorch_model.safetensors"))
+    for k, v in model.state_dict().items():
+        if k not in fresh:
+            assert torch.equal(v, theirs[k]), k
+    assert torch.equal(model.patch.weight, fresh_embed)
+
+
+def test_image_model_run_exports_the_video_pipeline_with_it(dit_config, straight_run):
+    from safetensors.torch import load_file
+
+    _, video_dir = straight_run
+    cfg = dit_config(
+        "IMG",
+        f"image_model_for={video_dir}",
+        f"init_from={video_dir}",
+        "init_partial=true",
+        "model.patch_size=1",
+        "data.clip_frame_prob=0.5",
+        "data.cache_end_frames=3",
+        "timestep_shift=2.5",
+        "export_dtype=float16",
+        "stages=[{name: first_frames, steps: 3, frames: 1, image_batch_size: 2}]",
+    )
+    reset_accelerate()
+    final = train_dit.main(cfg)
+    reset_accelerate()
+    assert sorted(losses(Path(cfg.output_dir))) == [1, 2, 3]
+    weights = load_file(str(final / "image_transformer" / "diffusion_pytorch_model.safetensors"))
+    assert {t.dtype for t in weights.values()} == {torch.float16}
+    pipe = ShapesVideoPipeline.from_pretrained(final)
+    video = ShapesVideoPipeline.from_pretrained(video_dir)
+    assert pipe.image_transformer.config.patch_size == 1
+    assert pipe.config.image_shift == 2.5 and pipe.config.image_first is True
+    assert pipe.scheduler.config.shift == video.scheduler.config.shift  # the clip's, unchanged
+    for a, b in zip(pipe.transformer.parameters(), video.transformer.parameters(), strict=True):
+        assert torch.equal(a, b)  # the video model is the one it was trained for
+    assert pipe.image_transformer.patch.weight.shape[-1] == 1  # the new patch size
+    # it draws single frames; the video model still draws clips
+    frame = pipe(
+        "a red square",
+        num_frames=1,
+        height=16,
+        width=16,
+        num_inference_steps=1,
+        generator=torch.Generator().manual_seed(0),
+    ).frames
+    assert frame.shape == (1, 1, 16, 16, 3)
+
+
+def test_image_model_run_rejects_clip_stages(dit_config, straight_run):
+    _, video_dir = straight_run
+    cfg = dit_config("IMG_BAD", f"image_model_for={video_dir}")
+    reset_accelerate()
+    with pytest.raises(ValueError, match="every stage needs frames: 1"):
+        train_dit.main(cfg)
+    reset_accelerate()

@@ -113,12 +113,14 @@ def optimizer_step(accelerator: Accelerator, model, optimizer, schedule, loss, g
     optimizer.zero_grad(set_to_none=True)
 
 
-def init_weights_from(model: torch.nn.Module, path: str | Path) -> list[str]:
+def init_weights_from(model: torch.nn.Module, path: str | Path, partial: bool = False) -> list[str]:
     """Load a saved model's weights into ``model`` — a model folder (``save_pretrained``), or a
     pipeline folder, whose ``transformer`` is taken; → the names of parameters it lacked
     (left as initialised). Weights the model has no place for, or of another shape, are an
-    error: the architectures must match. (Fine-tuning: ``init_from`` of the DiT and scorer
-    trainers.)"""
+    error: the architectures must match — unless ``partial``, where tensors of another shape
+    (e.g. the patch embedding and output of a model with a new patch size) keep their fresh
+    initialisation and are listed with the missing ones. (Fine-tuning: ``init_from`` of the
+    DiT and scorer trainers.)"""
     folder = Path(path)
     if (folder / "transformer").is_dir():
         folder = folder / "transformer"
@@ -131,6 +133,9 @@ def init_weights_from(model: torch.nn.Module, path: str | Path) -> list[str]:
     own = model.state_dict()
     unexpected = sorted(set(state) - set(own))
     mismatched = sorted(k for k in state if k in own and state[k].shape != own[k].shape)
+    if partial:
+        state = {k: v for k, v in state.items() if k not in mismatched}
+        mismatched = []
     if unexpected or mismatched:
         raise ValueError(
             f"init_from {folder}: architecture differs (unexpected {unexpected[:5]}, "

@@ -101,6 +101,14 @@ class DataConfig:
     # position blurs left and right alike).
     first_frame_prob: float = 0.0
     reverse_prob: float = 0.25  # time-reversed clips (motion flipped in the caption)
+    # Share of an image batch drawn from the end frames of clips, captioned as their clip
+    # (the first frame with the clip's caption, the last with the time-reversed caption): a
+    # first-frame image model (``image_model_for``) learns where a clip's objects start from
+    # the words a video prompt has. The rest are images with image captions.
+    clip_frame_prob: float = 0.0
+    # extra single- and two-object clips of which only the first and last frames are encoded
+    # for clip_frame_prob (cached beside the clips; the cached clips' own ends count too)
+    cache_end_frames: int = 0
 
 
 @dataclass
@@ -126,6 +134,17 @@ class DiTTrainConfig:
     # folder) or transformer folder; parameters the saved model lacks (e.g. a new reference
     # path) keep their fresh initialisation. The architecture keys of ``model`` must match.
     init_from: str | None = None
+    # with init_from: tensors of another shape (a new patch size's patch embedding and output)
+    # keep their fresh initialisation instead of being an error
+    init_partial: bool = False
+    # Train a first-frame image model for this saved pipeline (Emu Video's factorisation):
+    # the run saves that pipeline with the trained model as its ``image_transformer``,
+    # sampled with this run's ``timestep_shift`` (its ``image_shift``). Stages must be
+    # images only (frames: 1).
+    image_model_for: str | None = None
+    # dtype the exported trained model is stored in ("float32" | "float16": half the bytes;
+    # it is loaded back at the pipeline's dtype)
+    export_dtype: str = "float32"
     data: DataConfig = field(default_factory=DataConfig)
     stages: list[StageConfig] = field(
         default_factory=lambda: [

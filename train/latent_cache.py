@@ -25,6 +25,7 @@ from .shapes_world import ClipSpec, ShapesWorld
 
 VIDEO_KINDS = ("video1", "video2", "continuation")
 VIDEO_WEIGHTS = {"video1": 0.4, "video2": 0.45, "continuation": 0.15}
+END_KINDS = ("video1", "video2")  # clips whose first frame fits their whole caption
 
 
 @dataclass
@@ -37,6 +38,9 @@ class LatentCache:
     ref_clips: torch.Tensor | None = None  # (K, C, F, h, w) float16
     ref_images: torch.Tensor | None = None  # (K, MAX_SPRITES, C, h, w) float16, zero-padded
     ref_specs: list[dict] | None = None
+    # first and last frames of single- and two-object clips (first-frame image models)
+    end_frames: torch.Tensor | None = None  # (E, 2, C, h, w) float16
+    end_specs: list[dict] | None = None
 
 
 MAX_SPRITES = 2  # objects per reference clip (shapes_world.md: 1 or 2)
@@ -97,16 +101,23 @@ def build_cache(
     batch_frames: int = 256,
     progress: bool = True,
     n_references: int = 0,
+    n_end_frames: int = 0,
 ) -> LatentCache:
     """Render and encode; deterministic for a seed (sample i of each part uses index i).
 
     ``n_references`` reference-element clips are added with their reference images (the
-    training exclusions hold: no held-out sprite is rendered)."""
+    training exclusions hold: no held-out sprite is rendered). ``n_end_frames`` single- and
+    two-object clips are rendered whole (their objects' start depends on their motion) and
+    only their first and last frames encoded."""
     world = ShapesWorld(
         size=size, frames=frames, seed=seed, mix=VIDEO_WEIGHTS | {"image": 0.0, "reference": 0.0}
     )
     clip_lat, clip_specs, pending, pending_specs = [], [], [], []
-    bar = tqdm(total=n_clips + n_images + n_references, desc="latent cache", disable=not progress)
+    bar = tqdm(
+        total=n_clips + n_images + n_references + n_end_frames,
+        desc="latent cache",
+        disable=not progress,
+    )
     per_batch = max(1, batch_frames // frames)
     for i in range(n_clips):
         sample = world.sample(i)
@@ -155,6 +166,24 @@ def build_cache(
             ]
             bar.update(len(samples))
         ref_clips, ref_images = torch.cat(ref_clips), torch.cat(ref_images)
+    end_frames = end_specs = None
+    if n_end_frames:
+        end_world = ShapesWorld(
+            size=size, frames=frames, seed=seed, mix={k: VIDEO_WEIGHTS[k] for k in END_KINDS}
+        )
+        end_frames, end_specs = [], []
+        for start in range(0, n_end_frames, batch_frames // 2):
+            samples = [
+                end_world.sample(3 * 10**8 + j)
+                for j in range(start, min(n_end_frames, start + batch_frames // 2))
+            ]
+            z = encode(vae, np.concatenate([s.frames[[0, -1]] for s in samples]))
+            end_frames.append(z.reshape(len(samples), 2, *z.shape[1:]).half().cpu())
+            end_specs += [
+                {**ClipSpec.from_dict(s.meta).to_dict(), "kind": s.meta["kind"]} for s in samples
+            ]
+            bar.update(len(samples))
+        end_frames = torch.cat(end_frames)
     bar.close()
     c, h = vae.config.latent_channels, size // 2 ** (len(vae.config.block_out_channels) - 1)
     return LatentCache(
@@ -167,6 +196,8 @@ def build_cache(
         ref_clips=ref_clips,
         ref_images=ref_images,
         ref_specs=ref_specs,
+        end_frames=end_frames,
+        end_specs=end_specs,
     )
 
 
@@ -181,6 +212,9 @@ def save_cache(cache: LatentCache, path: Path) -> None:
             ref_clips=cache.ref_clips.contiguous(), ref_images=cache.ref_images.contiguous()
         )
         specs["references"] = cache.ref_specs
+    if cache.end_frames is not None:
+        tensors["end_frames"] = cache.end_frames.contiguous()
+        specs["end_frames"] = cache.end_specs
     save_file(tensors, str(tmp))
     specs_tmp = path / "specs.json.tmp"
     specs_tmp.write_text(json.dumps(specs))
@@ -201,4 +235,6 @@ def load_cache(path: Path) -> LatentCache | None:
         ref_clips=tensors.get("ref_clips"),
         ref_images=tensors.get("ref_images"),
         ref_specs=specs.get("references"),
+        end_frames=tensors.get("end_frames"),
+        end_specs=specs.get("end_frames"),
     )

@@ -20,6 +20,7 @@ checkpoint with the same number of processes reproduces the uninterrupted run.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -47,6 +48,7 @@ from .buckets import Bucket, BucketBatches
 from .checkpoint import init_weights_from, optimizer_step, resume, save_checkpoint, start_run
 from .config import DiTTrainConfig, StageConfig, resolve_mixed_precision
 from .latent_cache import (
+    END_KINDS,
     LatentCache,
     build_cache,
     cache_key,
@@ -61,6 +63,9 @@ REVERSED = {"left": "right", "right": "left", "up": "down", "down": "up", "still
 
 
 # ---------------------------------------------------------------------------- batches
+EXPORT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
 def stage_at(cfg: DiTTrainConfig, step: int) -> tuple[int, StageConfig]:
     """Curriculum stage of a global step."""
     end = 0
@@ -87,13 +92,41 @@ def _spec_caption(
 
 
 def image_batch(
-    cache: LatentCache, size: int, rng: np.random.Generator
+    cache: LatentCache,
+    size: int,
+    rng: np.random.Generator,
+    ends: tuple[torch.Tensor, list[dict]] | None = None,
+    clip_frame_prob: float = 0.0,
 ) -> tuple[torch.Tensor, list[str]]:
-    """→ latents (B, C, 1, h, w), captions."""
-    idx = rng.integers(len(cache.images), size=size)
-    latents = cache.images[idx].float().unsqueeze(2)
-    captions = [_spec_caption(cache.image_specs[i], rng, image=True) for i in idx]
-    return latents, captions
+    """→ latents (B, C, 1, h, w), captions. With ``ends`` (:func:`clip_end_frames`), each
+    sample is with chance ``clip_frame_prob`` a clip's first frame with the clip's caption or
+    its last frame with the time-reversed caption, else an image with an image caption."""
+    from_clips = (
+        rng.random(size) < clip_frame_prob if ends is not None else np.zeros(size, dtype=bool)
+    )
+    latents, captions = [], []
+    for j in range(size):
+        if from_clips[j]:
+            k, last = int(rng.integers(len(ends[1]))), bool(rng.random() < 0.5)
+            latents.append(ends[0][k, int(last)])
+            captions.append(_spec_caption(ends[1][k], rng, image=False, reverse=last))
+        else:
+            i = int(rng.integers(len(cache.images)))
+            latents.append(cache.images[i])
+            captions.append(_spec_caption(cache.image_specs[i], rng, image=True))
+    return torch.stack(latents).float().unsqueeze(2), captions
+
+
+def clip_end_frames(cache: LatentCache) -> tuple[torch.Tensor, list[dict]] | None:
+    """First and last frames (E, 2, C, h, w) of the cache's single- and two-object clips and
+    of its end-frame part, with their specs; None when there are none."""
+    keep = [i for i, s in enumerate(cache.clip_specs) if s.get("kind") in END_KINDS]
+    parts = [cache.clips[keep][:, :, [0, -1]].permute(0, 2, 1, 3, 4)] if keep else []
+    specs = [cache.clip_specs[i] for i in keep]
+    if cache.end_frames is not None and len(cache.end_frames):
+        parts.append(cache.end_frames)
+        specs += cache.end_specs
+    return (torch.cat(parts), specs) if parts else None
 
 
 def video_batch(
@@ -401,6 +434,25 @@ def make_pipeline(cfg: DiTTrainConfig, model, vae, text_encoder, tokenizer) -> S
     return pipe
 
 
+def image_model_pipeline(
+    cfg: DiTTrainConfig, model: VideoDiT, text_encoder, tokenizer
+) -> ShapesVideoPipeline:
+    """The pipeline ``cfg.image_model_for`` with ``model`` as its first-frame image model,
+    sampled with the run's time shift (``image_shift``)."""
+    pipe = ShapesVideoPipeline.from_pretrained(
+        cfg.image_model_for, text_encoder=text_encoder, tokenizer=tokenizer
+    )
+    if pipe.config.text_encoder_spec != cfg.text_encoder:
+        raise ValueError(
+            f"image_model_for: the pipeline's text encoder is {pipe.config.text_encoder_spec!r}, "
+            f"this run's is {cfg.text_encoder!r}; they must be the same"
+        )
+    pipe.register_modules(image_transformer=model)
+    pipe.register_to_config(image_shift=cfg.timestep_shift)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def drop_log_after(path: Path, step: int) -> None:
     """Forget log lines past ``step``: a run that stopped after its last checkpoint repeats
     those steps on resume, and each step should appear in the log once."""
@@ -474,12 +526,14 @@ def _shapes_cache(cfg: DiTTrainConfig, vae, out: Path, accelerator) -> LatentCac
         cfg.data.seed,
     )
     root = Path(cfg.data.cache_dir or out / "latents")
-    n_refs = cfg.data.cache_references
-    parts = {root / key: (cfg.data.cache_clips, cfg.data.cache_images, 0)}
+    n_refs, n_ends = cfg.data.cache_references, cfg.data.cache_end_frames
+    parts = {root / key: (cfg.data.cache_clips, cfg.data.cache_images, 0, 0)}
     if n_refs:
-        parts[root / f"{key}-references-{n_refs}"] = (0, 0, n_refs)
+        parts[root / f"{key}-references-{n_refs}"] = (0, 0, n_refs, 0)
+    if n_ends:
+        parts[root / f"{key}-end-frames-{n_ends}"] = (0, 0, 0, n_ends)
     if accelerator.is_main_process:
-        for path, (clips, images, refs) in parts.items():
+        for path, (clips, images, refs, ends) in parts.items():
             if load_cache(path) is None:
                 built = build_cache(
                     vae,
@@ -489,6 +543,7 @@ def _shapes_cache(cfg: DiTTrainConfig, vae, out: Path, accelerator) -> LatentCac
                     cfg.data.clip_frames,
                     cfg.data.seed,
                     n_references=refs,
+                    n_end_frames=ends,
                 )
                 save_cache(built, path)
     accelerator.wait_for_everyone()
@@ -500,9 +555,12 @@ def _shapes_cache(cfg: DiTTrainConfig, vae, out: Path, accelerator) -> LatentCac
             refs.ref_images,
             refs.ref_specs,
         )
+    if n_ends:
+        ends = load_cache(root / f"{key}-end-frames-{n_ends}")
+        cache.end_frames, cache.end_specs = ends.end_frames, ends.end_specs
     accelerator.print(
         f"latent cache {root / key}: {len(cache.clips)} clips, {len(cache.images)} images, "
-        f"{n_refs} reference clips"
+        f"{n_refs} reference clips, {n_ends} extra clip end frames"
     )
     return cache
 
@@ -531,6 +589,17 @@ def main(cfg: DiTTrainConfig) -> Path:
         raise ValueError(f"data.source must be one of {DATA_SOURCES}, got {cfg.data.source!r}")
     if cfg.data.source == "shards" and not cfg.data.shards:
         raise ValueError("data.source is 'shards' but data.shards is empty")
+    if not 0.0 <= cfg.data.clip_frame_prob <= 1.0:
+        raise ValueError(f"data.clip_frame_prob must be in [0, 1], got {cfg.data.clip_frame_prob}")
+    if cfg.export_dtype not in EXPORT_DTYPES:
+        raise ValueError(
+            f"export_dtype must be one of {sorted(EXPORT_DTYPES)}, got {cfg.export_dtype!r}"
+        )
+    if cfg.image_model_for is not None:
+        if any(s.frames != 1 for s in cfg.stages):
+            raise ValueError("image_model_for trains an image model: every stage needs frames: 1")
+        if not (Path(cfg.image_model_for) / "model_index.json").is_file():
+            raise ValueError(f"image_model_for: no saved pipeline at {cfg.image_model_for}")
 
     vae = load_vae(cfg.vae).to(accelerator.device).eval().requires_grad_(False)
     text_encoder, tokenizer = load_text_encoder(cfg.text_encoder)
@@ -538,16 +607,24 @@ def main(cfg: DiTTrainConfig) -> Path:
     latent_size = cfg.data.size // vae_downscale(vae)
 
     # ======================================================== data: latent cache (Shapes World)
-    cache = None
+    cache = ends = None
     if cfg.data.source == "shapes":
         cache = _shapes_cache(cfg, vae, out, accelerator)
+        if cfg.data.clip_frame_prob > 0:
+            ends = clip_end_frames(cache)
+            if ends is None:
+                raise ValueError(
+                    "data.clip_frame_prob > 0 but the cache has no single- or two-object clips "
+                    "(set data.cache_clips or data.cache_end_frames)"
+                )
+            accelerator.print(f"clip end frames: {len(ends[1])} clips")
 
     # ======================================================== model, optimiser, EMA
     model = build_model(
         cfg, vae.config.latent_channels, text_hidden_size(text_encoder), latent_size
     )
     if cfg.init_from:
-        fresh = init_weights_from(model, cfg.init_from)
+        fresh = init_weights_from(model, cfg.init_from, partial=cfg.init_partial)
         accelerator.print(f"initialised from {cfg.init_from}; {len(fresh)} new tensors")
     if cfg.gradient_checkpointing:
         model.enable_gradient_checkpointing()
@@ -595,7 +672,9 @@ def main(cfg: DiTTrainConfig) -> Path:
         images = is_image_step(stage, step)
         references = None
         if cache is not None and images:
-            x0, captions = image_batch(cache, stage.image_batch_size, rng)
+            x0, captions = image_batch(
+                cache, stage.image_batch_size, rng, ends, cfg.data.clip_frame_prob
+            )
             frame_mask = None
         elif cache is not None:
             x0, captions, frame_mask, references = video_batch(cache, stage, cfg, rng)
@@ -679,7 +758,13 @@ def main(cfg: DiTTrainConfig) -> Path:
         unwrapped = accelerator.unwrap_model(model)
         ema.store(unwrapped.parameters())
         ema.copy_to(unwrapped.parameters())
-        pipe = make_pipeline(cfg, unwrapped.eval(), vae, text_encoder, tokenizer)
+        exported = unwrapped.eval()
+        if cfg.export_dtype != "float32":
+            exported = copy.deepcopy(exported).to(EXPORT_DTYPES[cfg.export_dtype])
+        if cfg.image_model_for is not None:
+            pipe = image_model_pipeline(cfg, exported, text_encoder, tokenizer)
+        else:
+            pipe = make_pipeline(cfg, exported, vae, text_encoder, tokenizer)
         pipe.save_pretrained(final, save_text_encoder=False)
         ema.restore(unwrapped.parameters())
         accelerator.print(f"saved pipeline with EMA weights to {final}")
@@ -717,8 +802,11 @@ def write_samples(
     ema.copy_to(model.parameters())
     model.eval()
     try:
-        pipe = make_pipeline(cfg, model, vae, text_encoder, tokenizer)
-        frames = cfg.stages[-1].frames if cfg.stages[-1].frames > 1 else 16
+        if cfg.image_model_for is not None:  # first frames of the video pipeline it is for
+            pipe, frames = image_model_pipeline(cfg, model, text_encoder, tokenizer), 1
+        else:
+            pipe = make_pipeline(cfg, model, vae, text_encoder, tokenizer)
+            frames = cfg.stages[-1].frames if cfg.stages[-1].frames > 1 else 16
         for i, prompt in enumerate(cfg.sample_prompts):
             video = pipe(
                 prompt,
