@@ -7,7 +7,8 @@ An image-first pipeline (``image_first`` in its ``model_index.json``) draws fram
 and then continues it, so a clip can be no better than its first frame. This generates only
 frame 0 for every prompt of a suite (validation prompts by default, never the held-out suite)
 and judges it as an image with ``studio.shapes_eval``: colour, shape, size and count, motion
-ignored ("right" = all four). One row per (guidance, scheduler shift) setting.
+ignored ("right" = all four). One row per (guidance, scheduler shift) setting. A pipeline with a
+first-frame image model (``image_transformer``) draws frame 0 with it, at its ``image_shift``.
 
 ``--rerank K`` draws K first frames per prompt instead, scores each against the prompt with the
 shipped scorer (``pipelines.scoring``, as ``--best-of`` does for whole clips) and reports the
@@ -129,9 +130,13 @@ def main() -> None:
         scorer = load_scorer(args.scorer)
         text = scorer.text_embeds(prompts)
     rows = []
+    # a pipeline with a first-frame image model draws frame 0 with its own shift (image_shift)
+    image_shift = pipe.config.get("image_shift")
     for shift in args.shift:
-        shift = base["shift"] if shift is None else shift
+        shift = (image_shift or base["shift"]) if shift is None else shift
         pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(base, shift=shift)
+        if image_shift is not None:
+            pipe.register_to_config(image_shift=shift)
         for g in args.guidance:
             n = max(args.samples, args.rerank)
             verdicts = np.empty((len(prompts), n), dtype=object)

@@ -83,6 +83,8 @@ def load_pipeline(
     pipe.set_progress_bar_config(disable=True)
     if compile:
         pipe.transformer.compile()
+        if pipe.image_transformer is not None:
+            pipe.image_transformer.compile()
     _PIPELINES[key] = pipe
     return pipe
 
