@@ -591,6 +591,10 @@ def main(cfg: DiTTrainConfig) -> Path:
         raise ValueError("data.source is 'shards' but data.shards is empty")
     if not 0.0 <= cfg.data.clip_frame_prob <= 1.0:
         raise ValueError(f"data.clip_frame_prob must be in [0, 1], got {cfg.data.clip_frame_prob}")
+    if cfg.data.clip_frame_prob > 0 and cfg.data.source != "shapes":
+        raise ValueError(
+            "data.clip_frame_prob needs data.source 'shapes' (the latent cache's clips)"
+        )
     if cfg.export_dtype not in EXPORT_DTYPES:
         raise ValueError(
             f"export_dtype must be one of {sorted(EXPORT_DTYPES)}, got {cfg.export_dtype!r}"
