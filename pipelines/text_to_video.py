@@ -28,6 +28,7 @@ from .components import (
 MAX_STEPS = 1000
 MAX_GUIDANCE = 50.0
 OUTPUT_TYPES = ("np", "pt", "pil", "latent")
+IMAGE_SPACES = ("latent", "pixels")
 
 
 @dataclass
@@ -50,8 +51,10 @@ class ShapesVideoPipeline(DiffusionPipeline):
     factorisation): it draws every single frame generated from text alone — the first frame
     of an image-first clip, and ``num_frames=1`` — while ``transformer`` continues it. It may
     use another patch size and its own sampling shift (``image_shift``; None: the
-    scheduler's). With reference images the first frame comes from ``transformer``, the one
-    that reads them.
+    scheduler's), and may work on pixels rather than latents (``image_space="pixels"``: 3
+    channels in [-1, 1] at full resolution; its frame is then encoded by the VAE for the clip
+    to continue, and returned exactly as drawn). With reference images the first frame comes
+    from ``transformer``, the one that reads them.
     """
 
     model_cpu_offload_seq = "text_encoder->image_transformer->transformer->vae"
@@ -70,6 +73,7 @@ class ShapesVideoPipeline(DiffusionPipeline):
         image_first: bool = False,
         image_transformer: VideoDiT | None = None,
         image_shift: float | None = None,
+        image_space: str = "latent",
     ):
         super().__init__()
         self.register_modules(
@@ -85,7 +89,10 @@ class ShapesVideoPipeline(DiffusionPipeline):
             default_fps=default_fps,
             image_first=image_first,
             image_shift=image_shift,
+            image_space=image_space,
         )
+        if image_space not in IMAGE_SPACES:
+            raise ValueError(f"image_space must be one of {IMAGE_SPACES}, got {image_space!r}")
 
     # -- saving / loading -------------------------------------------------------------------
     def save_pretrained(self, save_directory, save_text_encoder: bool = True, **kwargs):
@@ -131,10 +138,15 @@ class ShapesVideoPipeline(DiffusionPipeline):
     @property
     def latent_multiple(self) -> int:
         """Height and width must be multiples of this (VAE downscale × patch size)."""
-        patch = self.transformer.config.patch_size
+        multiple = self.vae_scale * self.transformer.config.patch_size
         if getattr(self, "image_transformer", None) is not None:
-            patch = math.lcm(patch, self.image_transformer.config.patch_size)
-        return self.vae_scale * patch
+            scale = 1 if self._pixel_image_model else self.vae_scale
+            multiple = math.lcm(multiple, scale * self.image_transformer.config.patch_size)
+        return multiple
+
+    @property
+    def _pixel_image_model(self) -> bool:
+        return self.config.get("image_space", "latent") == "pixels"
 
     def _uses_image_model(self, num_frames: int, conditioning_frames, reference_images) -> bool:
         """Whether ``image_transformer`` draws this request: one frame from text alone."""
@@ -177,8 +189,8 @@ class ShapesVideoPipeline(DiffusionPipeline):
         for name, value in (("height", height), ("width", width)):
             if not isinstance(value, int) or value < m or value % m or value > 1024:
                 raise ValueError(
-                    f"{name} must be a positive multiple of {m} (VAE ×{self.vae_scale} × patch "
-                    f"{m // self.vae_scale}) up to 1024, got {value!r}"
+                    f"{name} must be a positive multiple of {m} (VAE scale × patch size) up "
+                    f"to 1024, got {value!r}"
                 )
         if not isinstance(num_inference_steps, int) or not 1 <= num_inference_steps <= MAX_STEPS:
             raise ValueError(
@@ -366,9 +378,11 @@ class ShapesVideoPipeline(DiffusionPipeline):
             )
 
         # 3. Model and timesteps (a single frame from text alone: the image model, if any)
-        model, scheduler = self.transformer, self.scheduler
+        model, scheduler, scale = self.transformer, self.scheduler, self.vae_scale
+        on_pixels = False
         if self._uses_image_model(num_frames, conditioning_frames, reference_images):
-            model = self.image_transformer
+            model, on_pixels = self.image_transformer, self._pixel_image_model
+            scale = 1 if on_pixels else scale
             if self.config.get("image_shift") is not None:
                 scheduler = FlowMatchEulerDiscreteScheduler.from_config(
                     scheduler.config, shift=self.config.image_shift
@@ -377,22 +391,22 @@ class ShapesVideoPipeline(DiffusionPipeline):
         timesteps = scheduler.timesteps
 
         # 4. Initial noise, conditioning frames placed clean at the start
-        c = self.transformer.config.in_channels
-        shape = (batch, c, num_frames, height // self.vae_scale, width // self.vae_scale)
+        c = model.config.in_channels
+        shape = (batch, c, num_frames, height // scale, width // scale)
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
         elif tuple(latents.shape) != shape:
             raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
         # a copy: the given frames are written into it, and a caller's tensor must not change
         latents = latents.to(device, torch.float32, copy=True)
-        frame_mask = pixels = None
+        frame_mask = pixels = None  # pixels: given frames (1 or B, Fc, 3, H, W) in [-1, 1]
         if conditioning_frames is not None:
-            pixels = self._to_pixels(conditioning_frames)
+            pixels = self._to_pixels(conditioning_frames)[None]
             if tuple(pixels.shape[-2:]) != (height, width):
                 raise ValueError(
                     f"conditioning frames are {tuple(pixels.shape[-2:])}, the clip is {(height, width)}"
                 )
-            given = self.encode_frames(pixels[None].expand(batch, *pixels.shape)).float()
+            given = self.encode_frames(pixels.expand(batch, *pixels.shape[1:])).float()
             k = given.shape[2]
             latents[:, :, :k] = given
             frame_mask = torch.zeros(batch, num_frames, dtype=torch.bool, device=device)
@@ -412,7 +426,10 @@ class ShapesVideoPipeline(DiffusionPipeline):
                 reference_images=reference_images,
                 image_first=False,
                 output_type="latent",
-            ).frames  # (B, C, 1, h, w)
+            ).frames  # (B, C, 1, h, w); pixels (B, 3, 1, H, W) from a pixel-space image model
+            if self._pixel_image_model and not reference_images:
+                pixels = first.permute(0, 2, 1, 3, 4).float().clamp(-1, 1)  # (B, 1, 3, H, W)
+                first = self.encode_frames(pixels)
             latents[:, :, :1] = first.to(latents)
             frame_mask = torch.zeros(batch, num_frames, dtype=torch.bool, device=device)
             frame_mask[:, :1] = True
@@ -450,13 +467,16 @@ class ShapesVideoPipeline(DiffusionPipeline):
 
         # 6. Decode
         if output_type == "latent":
-            frames = latents
+            frames = latents  # a pixel-space image model's: pixels (B, 3, F, H, W) in [-1, 1]
         else:
-            video = self.decode_latents(latents)  # (B, F, 3, H, W) in [0, 1]
+            if on_pixels:
+                video = ((latents.permute(0, 2, 1, 3, 4) + 1) / 2).clamp(0, 1)
+            else:
+                video = self.decode_latents(latents)  # (B, F, 3, H, W) in [0, 1]
             if pixels is not None:
                 # Given frames are returned as given, not as their VAE reconstruction.
                 given_px = (pixels.to(video) + 1) / 2
-                video[:, : given_px.shape[0]] = given_px.clamp(0, 1)
+                video[:, : given_px.shape[1]] = given_px.clamp(0, 1)
             if output_type == "pt":
                 frames = video
             else:

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from models.video_dit import VIDEO_DIT_MODELS, VideoDiT
 from pipelines.components import (
+    PIXELS,
     encode_text,
     load_text_encoder,
     load_vae,
@@ -448,7 +449,9 @@ def image_model_pipeline(
             f"this run's is {cfg.text_encoder!r}; they must be the same"
         )
     pipe.register_modules(image_transformer=model)
-    pipe.register_to_config(image_shift=cfg.timestep_shift)
+    pipe.register_to_config(
+        image_shift=cfg.timestep_shift, image_space="pixels" if cfg.vae == PIXELS else "latent"
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -599,6 +602,8 @@ def main(cfg: DiTTrainConfig) -> Path:
         raise ValueError(
             f"export_dtype must be one of {sorted(EXPORT_DTYPES)}, got {cfg.export_dtype!r}"
         )
+    if cfg.vae == PIXELS and cfg.image_model_for is None:
+        raise ValueError("vae: pixels trains a pixel-space image model: set image_model_for")
     if cfg.image_model_for is not None:
         if any(s.frames != 1 for s in cfg.stages):
             raise ValueError("image_model_for trains an image model: every stage needs frames: 1")
