@@ -195,23 +195,27 @@ def test_conditioning_float_frames_and_given_latents(tiny_pipe):
     np.testing.assert_array_equal(a, c)  # same seed → same noise as the generator path
 
 
-def test_image_first_generates_frame_zero_as_an_image_then_continues_it(tiny_pipe):
+def first_frame_by_hand(pipe, seed: int = 0, output_type: str = "latent"):
+    """What an image-first clip's frame 0 should be: the same generator draws the clip's noise,
+    then a one-frame generation of the prompt."""
     from diffusers.utils.torch_utils import randn_tensor
 
-    clip = run(tiny_pipe, image_first=True, output_type="latent").frames
-    # the same draws by hand: the clip's noise, then a one-frame generation of the prompt
-    g = torch.Generator("cpu").manual_seed(0)
+    g = torch.Generator("cpu").manual_seed(seed)
     randn_tensor((1, LATENT_CHANNELS, FRAMES, 8, 8), generator=g)
-    image = tiny_pipe(
+    return pipe(
         PROMPT,
         num_frames=1,
         height=SIZE,
         width=SIZE,
         num_inference_steps=STEPS,
         generator=g,
-        output_type="latent",
+        output_type=output_type,
     ).frames
-    torch.testing.assert_close(clip[:, :, :1], image)
+
+
+def test_image_first_generates_frame_zero_as_an_image_then_continues_it(tiny_pipe):
+    clip = run(tiny_pipe, image_first=True, output_type="latent").frames
+    torch.testing.assert_close(clip[:, :, :1], first_frame_by_hand(tiny_pipe))
     joint = run(tiny_pipe, output_type="latent").frames
     assert not torch.allclose(clip[:, :, 1:], joint[:, :, 1:])
     # the default comes from the pipeline's config and survives save / load
@@ -235,8 +239,6 @@ def image_model_pipeline(text_encoder, shift: float | None = 3.0):
 def test_image_model_draws_single_frames_and_the_first_frame_of_image_first_clips(
     text_encoder, tiny_pipe
 ):
-    from diffusers.utils.torch_utils import randn_tensor
-
     pipe = image_model_pipeline(text_encoder)
     calls = []
     hook = pipe.image_transformer.register_forward_hook(
@@ -256,18 +258,7 @@ def test_image_model_draws_single_frames_and_the_first_frame_of_image_first_clip
 
     # image-first: frame 0 is the image model's, the rest the video model's continuation
     clip = run(pipe, image_first=True, output_type="latent").frames
-    g = torch.Generator("cpu").manual_seed(0)
-    randn_tensor((1, LATENT_CHANNELS, FRAMES, 8, 8), generator=g)
-    first = pipe(
-        PROMPT,
-        num_frames=1,
-        height=SIZE,
-        width=SIZE,
-        num_inference_steps=STEPS,
-        generator=g,
-        output_type="latent",
-    ).frames
-    torch.testing.assert_close(clip[:, :, :1], first)
+    torch.testing.assert_close(clip[:, :, :1], first_frame_by_hand(pipe))
     # a clip without image-first never touches the image model
     calls.clear()
     hook = pipe.image_transformer.register_forward_hook(lambda *a: calls.append(1))
@@ -318,23 +309,11 @@ def test_pixel_space_image_model_draws_pixels_and_the_clip_continues_them(text_e
     raw = run(pipe, num_frames=1, output_type="latent").frames
     assert raw.shape == (1, 3, 1, SIZE, SIZE)  # pixels, not latents
     image = run(pipe, num_frames=1, output_type="pt").frames
-    torch.testing.assert_close(image[:, :, :], ((raw.permute(0, 2, 1, 3, 4) + 1) / 2).clamp(0, 1))
+    torch.testing.assert_close(image, ((raw.permute(0, 2, 1, 3, 4) + 1) / 2).clamp(0, 1))
 
     clip = run(pipe, image_first=True, output_type="pt", seed=5).frames
     # frame 0 is the image model's drawing with the same generator draws
-    from diffusers.utils.torch_utils import randn_tensor
-
-    g = torch.Generator("cpu").manual_seed(5)
-    randn_tensor((1, LATENT_CHANNELS, FRAMES, 8, 8), generator=g)
-    first = pipe(
-        PROMPT,
-        num_frames=1,
-        height=SIZE,
-        width=SIZE,
-        num_inference_steps=STEPS,
-        generator=g,
-        output_type="pt",
-    ).frames
+    first = first_frame_by_hand(pipe, seed=5, output_type="pt")
     torch.testing.assert_close(clip[:, :1], first)
     # and the clip's latent frame 0 is the VAE encoding of that drawing
     latents = run(pipe, image_first=True, output_type="latent", seed=5).frames
