@@ -16,6 +16,7 @@ import importlib.util
 import os
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from diffusers import AutoencoderKL
@@ -196,14 +197,10 @@ class PixelSpace(torch.nn.Module):
     def dtype(self) -> torch.dtype:
         return torch.float32
 
-    def encode(self, x: torch.Tensor):
-        from types import SimpleNamespace
+    def encode(self, x: torch.Tensor) -> SimpleNamespace:
+        return SimpleNamespace(latent_dist=SimpleNamespace(mean=x))
 
-        return SimpleNamespace(latent_dist=SimpleNamespace(mean=x, mode=lambda: x))
-
-    def decode(self, z: torch.Tensor):
-        from types import SimpleNamespace
-
+    def decode(self, z: torch.Tensor) -> SimpleNamespace:
         return SimpleNamespace(sample=z)
 
 

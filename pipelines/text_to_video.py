@@ -146,7 +146,11 @@ class ShapesVideoPipeline(DiffusionPipeline):
 
     @property
     def _pixel_image_model(self) -> bool:
-        return self.config.get("image_space", "latent") == "pixels"
+        """Whether the pipeline has an image model and it works on pixels."""
+        return (
+            getattr(self, "image_transformer", None) is not None
+            and self.config.get("image_space", "latent") == "pixels"
+        )
 
     def _uses_image_model(self, num_frames: int, conditioning_frames, reference_images) -> bool:
         """Whether ``image_transformer`` draws this request: one frame from text alone."""

@@ -319,6 +319,11 @@ def test_pixel_space_image_model_draws_pixels_and_the_clip_continues_them(text_e
     latents = run(pipe, image_first=True, output_type="latent", seed=5).frames
     encoded = pipe.encode_frames(first * 2 - 1)
     torch.testing.assert_close(latents[:, :, :1], encoded, atol=1e-5, rtol=1e-4)
+    # image_space alone, without an image model, changes nothing: the video model draws frame 0
+    plain = build_tiny_pipeline(text_encoder)
+    expected = run(plain, image_first=True, output_type="latent").frames
+    plain.register_to_config(image_space="pixels")
+    torch.testing.assert_close(run(plain, image_first=True, output_type="latent").frames, expected)
     with pytest.raises(ValueError, match="image_space must be one of"):
         type(pipe)(
             transformer=pipe.transformer,

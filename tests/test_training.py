@@ -525,6 +525,12 @@ def test_clip_end_frames_skip_continuations_and_image_batches_caption_them_as_cl
         assert spec["background"] in text
     latents, _ = image_batch(cache, 64, rng, (frames, specs), clip_frame_prob=0.0)
     assert set(latents[:, 0, 0, 0, 0].tolist()) == {100.0, 101.0}
+    # without clip frames the images are drawn all at once, as before clip frames existed
+    state = np.random.default_rng(3)
+    latents, _ = image_batch(cache, 16, np.random.default_rng(3))
+    torch.testing.assert_close(
+        latents, cache.images[state.integers(2, size=16)].float()[:, :, None]
+    )
     latents, _ = image_batch(cache, 400, rng, (frames, specs), clip_frame_prob=0.5)
     share = (latents[:, 0, 0, 0, 0] < 100).float().mean().item()
     assert 0.4 < share < 0.6

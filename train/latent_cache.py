@@ -171,11 +171,11 @@ def build_cache(
         end_world = ShapesWorld(
             size=size, frames=frames, seed=seed, mix={k: VIDEO_WEIGHTS[k] for k in END_KINDS}
         )
-        end_frames, end_specs = [], []
-        for start in range(0, n_end_frames, batch_frames // 2):
+        end_frames, end_specs, per_batch_ends = [], [], batch_frames // 2  # 2 frames a clip
+        for start in range(0, n_end_frames, per_batch_ends):
             samples = [
                 end_world.sample(3 * 10**8 + j)
-                for j in range(start, min(n_end_frames, start + batch_frames // 2))
+                for j in range(start, min(n_end_frames, start + per_batch_ends))
             ]
             z = encode(vae, np.concatenate([s.frames[[0, -1]] for s in samples]))
             end_frames.append(z.reshape(len(samples), 2, *z.shape[1:]).half().cpu())

@@ -102,9 +102,12 @@ def image_batch(
     """→ latents (B, C, 1, h, w), captions. With ``ends`` (:func:`clip_end_frames`), each
     sample is with chance ``clip_frame_prob`` a clip's first frame with the clip's caption or
     its last frame with the time-reversed caption, else an image with an image caption."""
-    from_clips = (
-        rng.random(size) < clip_frame_prob if ends is not None else np.zeros(size, dtype=bool)
-    )
+    if ends is None:  # images only: indices drawn at once, as before clip frames existed
+        idx = rng.integers(len(cache.images), size=size)
+        latents = cache.images[idx].float().unsqueeze(2)
+        captions = [_spec_caption(cache.image_specs[i], rng, image=True) for i in idx]
+        return latents, captions
+    from_clips = rng.random(size) < clip_frame_prob
     latents, captions = [], []
     for j in range(size):
         if from_clips[j]:
