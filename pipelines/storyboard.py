@@ -52,7 +52,12 @@ STORY_KEYS: tuple[str, ...] = ("fps", "scenes")
 STORY_SUFFIXES: tuple[str, ...] = (".yaml", ".yml", ".json")
 DEFAULT_FPS = 8
 DEFAULT_WINDOW = 16  # the default model's training clip length
-DEFAULT_CONTEXT = 4
+# Frames carried into each later window. The default model was trained mostly image-to-video
+# (one given frame) and continues 2 given frames more faithfully than 4: on the validation
+# storyboards (configs/eval/storyboard_val.json) context 4 / 1 / 2 kept colour and shape at
+# 52 / 55 / 60 % of boundaries and jumped <= 4 px at 55 / 72 / 70 % (BENCHMARKS.md); 2 also
+# recomputes fewer frames (per-frame cost 1.13x a single clip's at 256 frames, not 1.22x).
+DEFAULT_CONTEXT = 2
 
 
 # ----------------------------------------------------------------------------------------------

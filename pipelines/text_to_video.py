@@ -50,10 +50,12 @@ class ShapesVideoPipeline(DiffusionPipeline):
     ``image_transformer`` (optional) is a text-to-image model of its own (Emu Video's
     factorisation): it draws every single frame generated from text alone — the first frame
     of an image-first clip, and ``num_frames=1`` — while ``transformer`` continues it. It may
-    use another patch size and its own sampling shift (``image_shift``; None: the
-    scheduler's), and may work on pixels rather than latents (``image_space="pixels"``: 3
-    channels in [-1, 1] at full resolution; its frame is then encoded by the VAE for the clip
-    to continue, and returned exactly as drawn). With reference images the first frame comes
+    use another patch size, its own sampling shift (``image_shift``; None: the scheduler's)
+    and its own sampler (``image_stochastic``: True = diffusers' ``stochastic_sampling``, each
+    step re-noised from the predicted clean frame; None: the scheduler's setting), and may work
+    on pixels rather than latents (``image_space="pixels"``: 3 channels in [-1, 1] at full
+    resolution; its frame is then encoded by the VAE for the clip to continue, and returned
+    exactly as drawn). With reference images the first frame comes
     from ``transformer``, the one that reads them.
     """
 
@@ -74,6 +76,7 @@ class ShapesVideoPipeline(DiffusionPipeline):
         image_transformer: VideoDiT | None = None,
         image_shift: float | None = None,
         image_space: str = "latent",
+        image_stochastic: bool | None = None,
     ):
         super().__init__()
         self.register_modules(
@@ -90,6 +93,7 @@ class ShapesVideoPipeline(DiffusionPipeline):
             image_first=image_first,
             image_shift=image_shift,
             image_space=image_space,
+            image_stochastic=image_stochastic,
         )
         if image_space not in IMAGE_SPACES:
             raise ValueError(f"image_space must be one of {IMAGE_SPACES}, got {image_space!r}")
@@ -387,9 +391,14 @@ class ShapesVideoPipeline(DiffusionPipeline):
         if self._uses_image_model(num_frames, conditioning_frames, reference_images):
             model, on_pixels = self.image_transformer, self._pixel_image_model
             scale = 1 if on_pixels else scale
-            if self.config.get("image_shift") is not None:
+            overrides = {
+                "shift": self.config.get("image_shift"),
+                "stochastic_sampling": self.config.get("image_stochastic"),
+            }
+            overrides = {k: v for k, v in overrides.items() if v is not None}
+            if overrides:
                 scheduler = FlowMatchEulerDiscreteScheduler.from_config(
-                    scheduler.config, shift=self.config.image_shift
+                    scheduler.config, **overrides
                 )
         scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = scheduler.timesteps
@@ -441,6 +450,7 @@ class ShapesVideoPipeline(DiffusionPipeline):
             timesteps = scheduler.timesteps
 
         # 5. Denoising loop (only the scheduler advances latents; given frames get v = 0)
+        given_latents = latents.clone() if frame_mask is not None else None
         self._num_timesteps = len(timesteps)
         for i, t in enumerate(self.progress_bar(timesteps)):
             model_in = torch.cat([latents, latents]) if guided else latents
@@ -460,7 +470,13 @@ class ShapesVideoPipeline(DiffusionPipeline):
             if guided:
                 uncond, cond = velocity.chunk(2)
                 velocity = uncond + guidance_scale * (cond - uncond)
-            latents = scheduler.step(velocity, t, latents, return_dict=False)[0]
+            latents = scheduler.step(velocity, t, latents, generator=generator, return_dict=False)[
+                0
+            ]
+            if frame_mask is not None and scheduler.config.get("stochastic_sampling"):
+                # a stochastic step re-noises every frame: the given ones stay as given
+                keep = frame_mask[:, None, :, None, None]
+                latents = torch.where(keep, given_latents, latents)
             if callback_on_step_end is not None:
                 step_tensors = {"latents": latents}
                 out = (

@@ -125,7 +125,7 @@ def cmd_storyboard(args: argparse.Namespace) -> int:
     (a failure at any point leaves no output behind)."""
     from tqdm.auto import tqdm
 
-    from pipelines.storyboard import load_storyboard
+    from pipelines.storyboard import DEFAULT_CONTEXT, load_storyboard
 
     from .generate import StoryboardOptions, check_output_path, render_storyboard
 
@@ -144,7 +144,7 @@ def cmd_storyboard(args: argparse.Namespace) -> int:
         steps=args.steps,
         guidance=args.guidance,
         window=args.window,
-        context=args.context,
+        context=args.context or DEFAULT_CONTEXT,
         height=args.height,
         width=args.width,
         per_scene=args.per_scene,
@@ -591,7 +591,10 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--steps", type=int, default=25, help="denoising steps per window (1..1000)")
     sb.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale")
     sb.add_argument(
-        "--context", type=_positive_int, default=4, help="frames carried into each window"
+        "--context",
+        type=_positive_int,
+        default=None,
+        help="frames carried into each window (default: 2, pipelines.storyboard.DEFAULT_CONTEXT)",
     )
     sb.add_argument("--window", type=_positive_int, default=16, help="frames per model call")
     sb.add_argument("--height", type=int, default=64)

@@ -26,6 +26,7 @@ from pipelines.elements import (
     prepare_reference,
     to_rgb,
 )
+from pipelines.storyboard import DEFAULT_CONTEXT, DEFAULT_WINDOW
 from pipelines.text_to_video import ShapesVideoPipeline, to_uint8
 from pipelines.video_io import SUPPORTED_EXTENSIONS, write_video
 
@@ -412,8 +413,8 @@ class StoryboardOptions:
     seed: int = 0
     steps: int = 25
     guidance: float = 4.0
-    window: int = 16
-    context: int = 4
+    window: int = DEFAULT_WINDOW
+    context: int = DEFAULT_CONTEXT
     height: int = 64
     width: int = 64
     per_scene: bool = False  # also write NAME-sceneK.EXT for every scene

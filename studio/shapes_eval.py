@@ -1193,6 +1193,10 @@ def write_suite(path: Path = SUITE_PATH, seed: int = 1234) -> Path:
 
 
 STORYBOARD_SUITE_PATH = SUITE_PATH.with_name("storyboard_suite.json")
+#: Validation storyboards for choosing storyboard settings (never the held-out suite above):
+#: ``build_storyboard_suite(**STORYBOARD_VAL_ARGS)``, no prompt shared with the suite.
+STORYBOARD_VAL_PATH = SUITE_PATH.with_name("storyboard_val.json")
+STORYBOARD_VAL_ARGS = {"n": 20, "seed": 8765}
 _UNIT_STEP = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1), "still": (0, 0)}
 _SUITE_SIDE = 64  # the suite's stories are planned on the default canvas
 _STEP_PX = {

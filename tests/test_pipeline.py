@@ -295,6 +295,53 @@ def test_image_model_saved_in_half_precision_loads_at_the_pipelines_dtype(text_e
     assert ShapesVideoPipeline.from_pretrained(plain_dir).image_transformer is None
 
 
+def stochastic(pipe):
+    """The pipeline with diffusers' stochastic flow sampler (re-noised from x̂0 each step)."""
+    pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(
+        pipe.scheduler.config, stochastic_sampling=True
+    )
+    return pipe
+
+
+def test_stochastic_sampler_is_seeded_and_keeps_given_frames(text_encoder):
+    from .conftest import build_tiny_pipeline
+
+    pipe = build_tiny_pipeline(text_encoder)
+    ode = run(pipe, output_type="latent").frames
+    stochastic(pipe)
+    a = run(pipe, output_type="latent").frames
+    torch.testing.assert_close(run(pipe, output_type="latent").frames, a)  # the generator's noise
+    assert not torch.allclose(a, ode)
+    assert not torch.allclose(run(pipe, seed=1, output_type="latent").frames, a)
+    # every step re-noises the whole clip, yet given frames stay exactly as encoded
+    given = given_frames(2, seed=3)
+    out = run(pipe, conditioning_frames=given, output_type="latent").frames
+    pixels = torch.from_numpy(given).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    assert torch.equal(out[:, :, :2], pipe.encode_frames(pixels[None]).float())
+
+
+def test_image_stochastic_samples_only_the_image_model_stochastically(text_encoder, tmp_path):
+    pipe = image_model_pipeline(text_encoder)
+    ode_image = run(pipe, num_frames=1, output_type="latent").frames
+    ode_video = run(pipe, conditioning_frames=given_frames(1), output_type="latent").frames
+    pipe.register_to_config(image_stochastic=True)
+    image = run(pipe, num_frames=1, output_type="latent").frames
+    assert not torch.allclose(image, ode_image)
+    torch.testing.assert_close(run(pipe, num_frames=1, output_type="latent").frames, image)
+    # the video model's sampler is untouched
+    video = run(pipe, conditioning_frames=given_frames(1), output_type="latent").frames
+    torch.testing.assert_close(video, ode_video)
+    # image-first: frame 0 is the stochastic image
+    clip = run(pipe, image_first=True, output_type="latent").frames
+    torch.testing.assert_close(clip[:, :, :1], first_frame_by_hand(pipe))
+    # the setting is saved with the pipeline
+    pipe.save_pretrained(tmp_path, save_text_encoder=False)
+    loaded = ShapesVideoPipeline.from_pretrained(tmp_path)
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.config.image_stochastic is True
+    torch.testing.assert_close(run(loaded, num_frames=1, output_type="latent").frames, image)
+
+
 def test_pixel_space_image_model_draws_pixels_and_the_clip_continues_them(text_encoder):
     """``image_space="pixels"``: the image model draws (3, H, W) in [-1, 1]; an image-first clip
     starts from that frame exactly, encoded by the VAE for the video model."""

@@ -815,6 +815,14 @@ def test_storyboard_suite_is_valid_held_out_and_stays_on_the_canvas():
             assert 0 <= x <= 64 - side and 0 <= y <= 64 - side, entry["name"]
 
 
+def test_storyboard_validation_set_is_the_builders_and_disjoint_from_the_suite():
+    val = json.loads(se.STORYBOARD_VAL_PATH.read_text())
+    assert val == se.build_storyboard_suite(**se.STORYBOARD_VAL_ARGS)
+    held_out = json.loads(se.STORYBOARD_SUITE_PATH.read_text())
+    prompts = lambda stories: {sc["prompt"] for st in stories for sc in st["scenes"]}  # noqa: E731
+    assert len(prompts(val)) >= 40 and not prompts(val) & prompts(held_out)
+
+
 def test_eval_storyboards_generate_renders_the_suite_then_judges(cli, tmp_path, tiny_pipeline_dir):
     suite = tmp_path / "suite.json"
     stories = se.build_storyboard_suite(n=2, seed=5)
