@@ -1,13 +1,15 @@
 """How good is the first frame an image-first model starts from? (issue 3)
 
     python benchmarks/first_frame.py [MODEL] [--samples 2] [--guidance 4 2] [--shift 20 3]
-                                     [--rerank K] [--prompts configs/eval/shapes_val.jsonl]
+                                     [--rerank K] [--stochastic]
+                                     [--prompts configs/eval/shapes_val.jsonl]
 
 An image-first pipeline (``image_first`` in its ``model_index.json``) draws frame 0 as an image
 and then continues it, so a clip can be no better than its first frame. This generates only
 frame 0 for every prompt of a suite (validation prompts by default, never the held-out suite)
 and judges it as an image with ``studio.shapes_eval``: colour, shape, size and count, motion
-ignored ("right" = all four). One row per (guidance, scheduler shift) setting. A pipeline with a
+ignored ("right" = all four), and for single-object prompts how often the named shape is
+drawn, per shape. One row per (guidance, scheduler shift) setting. A pipeline with a
 first-frame image model (``image_transformer``) draws frame 0 with it, at its ``image_shift``.
 
 ``--rerank K`` draws K first frames per prompt instead, scores each against the prompt with the
@@ -46,12 +48,14 @@ def frame_right(frame: np.ndarray, expect: dict) -> dict[str, bool]:
     r = judge(frame, Expectation.from_dict(exp))
     size = r["size"] is not False
     right = r["colour"] and r["shape"] and r["count"] and size
+    objects = expect["objects"]
     return {
         "colour": r["colour"],
         "shape": r["shape"],
         "size": size,
         "count": r["count"],
         "right": right,
+        "named_shape": objects[0]["shape"] if len(objects) == 1 else None,
     }
 
 
@@ -73,14 +77,24 @@ def first_frames(pipe, prompts: list[str], seeds: list[int], guidance: float, ba
 
 def table(rows: list[tuple[str, dict[str, list[dict]]]], keys: tuple[str, ...]) -> str:
     cats = sorted({c for _, by_cat in rows for c in by_cat})
+    shapes = ("circle", "square", "triangle")
     head = (
-        "| setting | " + " | ".join(keys) + " | " + " | ".join(f"right: {c}" for c in cats) + " |"
+        "| setting | "
+        + " | ".join(keys)
+        + " | "
+        + " | ".join(f"right: {c}" for c in cats)
+        + " | "
+        + " | ".join(f"shape, one {s}" for s in shapes)
+        + " |"
     )
-    lines = [head, "|" + "---|" * (1 + len(keys) + len(cats))]
+    lines = [head, "|" + "---|" * (1 + len(keys) + len(cats) + len(shapes))]
     for name, by_cat in rows:
         every = [v for vs in by_cat.values() for v in vs]
         cells = [f"{np.mean([v[k] for v in every]):.0%}" for k in keys]
         cells += [f"{sum(v['right'] for v in by_cat[c])}/{len(by_cat[c])}" for c in cats]
+        for shape in shapes:  # single-object prompts naming this shape: shape judged right
+            named = [v["shape"] for v in every if v.get("named_shape") == shape]
+            cells.append(f"{sum(named)}/{len(named)}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -112,6 +126,11 @@ def main() -> None:
     ap.add_argument("--guidance", type=float, nargs="+", default=[4.0])
     ap.add_argument("--shift", type=float, nargs="+", default=[None])
     ap.add_argument("--rerank", type=int, default=0, help="K first frames per prompt, scorer picks")
+    ap.add_argument(
+        "--stochastic",
+        action="store_true",
+        help="diffusers' stochastic flow sampler for the frame (image_stochastic)",
+    )
     ap.add_argument("--scorer", default="default")
     ap.add_argument("--from-run", help="judged run directory: frame-0 vs clip verdicts")
     args = ap.parse_args()
@@ -134,9 +153,11 @@ def main() -> None:
     image_shift = pipe.config.get("image_shift")
     for shift in args.shift:
         shift = (image_shift or base["shift"]) if shift is None else shift
-        pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(base, shift=shift)
+        pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(
+            base, shift=shift, stochastic_sampling=args.stochastic
+        )
         if image_shift is not None:
-            pipe.register_to_config(image_shift=shift)
+            pipe.register_to_config(image_shift=shift, image_stochastic=args.stochastic or None)
         for g in args.guidance:
             n = max(args.samples, args.rerank)
             verdicts = np.empty((len(prompts), n), dtype=object)
