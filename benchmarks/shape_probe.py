@@ -2,6 +2,7 @@
 
     python benchmarks/shape_probe.py confusion runs/eval_img   # a judged run's single objects
     python benchmarks/shape_probe.py denoise [MODEL]            # rendered shapes, noised, denoised
+    python benchmarks/shape_probe.py continue [MODEL]           # clips continuing a rendered frame
 
 ``confusion`` reads a judged run (``studio eval shapes DIR``, its ``eval.json``): for every
 one-object prompt where the judge found exactly one object, the named shape against the one
@@ -14,6 +15,12 @@ backgrounds), encodes them with the model's VAE, noises them to σ, and decodes 
 model (the image model and the video model, one frame) with the true caption: the fill of
 the result says whether the model can keep a square's corners once the object is there. The
 first rows are the renders and their VAE reconstructions.
+
+``continue`` gives the video model a rendered first frame (a perfect square, circle or
+triangle, 8 of each: both sizes, four colours, backgrounds and directions, starting centred)
+and lets it generate the other 15 frames of the clip from the true caption (seeds 0–7): the
+judge's shape verdict and the median fill of the generated frames say whether the video model
+keeps a shape it is given.
 """
 
 from __future__ import annotations
@@ -124,6 +131,33 @@ def denoise(model_dir: str, sigmas: list[float]) -> None:
             print(f"| {name} x̂0 | {s:g} | {fills(decoded(x0))} | {mse:.4f} |")
 
 
+@torch.no_grad()
+def continue_given(model_dir: str) -> None:
+    pipe = load_pipeline(model_dir)
+    print(f"model {model_dir}: 15 frames continuing a rendered frame 0")
+    print("| shape | shape right | median fill of the generated frames |\n|---|---:|---|")
+    for shape in se.SHAPES:
+        right, fills = 0, []
+        for i in range(8):
+            size, color = ("small", "large")[i % 2], ("red", "green", "blue", "yellow")[i % 4]
+            bg = ("black", "white", "gray", "beige")[(i // 2) % 4]
+            motion = ("left", "right", "up", "down")[i % 4]
+            corner = 32 - box_side(size) / 2
+            spec = ClipSpec([ObjectSpec(shape, color, size, motion, corner, corner)], bg)
+            prompt = f"a {size} {color} {shape} moving {motion} on a {bg} background"
+            out = pipe(
+                prompt,
+                num_frames=16,
+                conditioning_frames=render(spec)[:1],
+                generator=torch.Generator().manual_seed(i),
+            ).frames[0]
+            video = (out * 255).round().astype(np.uint8)
+            seen = [f for f in frame_fills(video)[1:] if f is not None]
+            fills.append(f"{np.median(seen):.2f}" if seen else "-")
+            right += bool(se.judge(video, se.parse_caption(prompt))["shape"])
+        print(f"| {shape} | {right}/8 | {' '.join(fills)} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -132,11 +166,15 @@ def main() -> None:
     d = sub.add_parser("denoise")
     d.add_argument("model", nargs="?", default=str(default_model_path()))
     d.add_argument("--sigma", type=float, nargs="+", default=[0.05, 0.15, 0.3, 0.5, 0.7])
+    g = sub.add_parser("continue")
+    g.add_argument("model", nargs="?", default=str(default_model_path()))
     args = ap.parse_args()
     if args.cmd == "confusion":
         confusion(Path(args.run_dir))
-    else:
+    elif args.cmd == "denoise":
         denoise(args.model, args.sigma)
+    else:
+        continue_given(args.model)
 
 
 if __name__ == "__main__":
