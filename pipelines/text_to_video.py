@@ -450,7 +450,10 @@ class ShapesVideoPipeline(DiffusionPipeline):
             timesteps = scheduler.timesteps
 
         # 5. Denoising loop (only the scheduler advances latents; given frames get v = 0)
-        given_latents = latents.clone() if frame_mask is not None else None
+        # a stochastic step re-noises every frame: given ones are put back after each step
+        keep = given_latents = None
+        if frame_mask is not None and scheduler.config.get("stochastic_sampling"):
+            keep, given_latents = frame_mask[:, None, :, None, None], latents.clone()
         self._num_timesteps = len(timesteps)
         for i, t in enumerate(self.progress_bar(timesteps)):
             model_in = torch.cat([latents, latents]) if guided else latents
@@ -473,9 +476,7 @@ class ShapesVideoPipeline(DiffusionPipeline):
             latents = scheduler.step(velocity, t, latents, generator=generator, return_dict=False)[
                 0
             ]
-            if frame_mask is not None and scheduler.config.get("stochastic_sampling"):
-                # a stochastic step re-noises every frame: the given ones stay as given
-                keep = frame_mask[:, None, :, None, None]
+            if keep is not None:
                 latents = torch.where(keep, given_latents, latents)
             if callback_on_step_end is not None:
                 step_tensors = {"latents": latents}

@@ -717,7 +717,12 @@ def build_parser() -> argparse.ArgumentParser:
     esb.add_argument("--steps", type=_positive_int, default=25)
     esb.add_argument("--guidance", type=float, default=4.0)
     esb.add_argument("--window", type=_positive_int, default=16)
-    esb.add_argument("--context", type=_positive_int, default=None, help="default: the pipeline's")
+    esb.add_argument(
+        "--context",
+        type=_positive_int,
+        default=None,
+        help="frames carried into each window (default: 2, pipelines.storyboard.DEFAULT_CONTEXT)",
+    )
     _add_image_first(esb)
     esb.add_argument("--quiet", action="store_true")
     esb.set_defaults(func=cmd_eval_storyboards)
