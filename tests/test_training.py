@@ -600,6 +600,61 @@ def test_image_model_run_exports_the_video_pipeline_with_it(dit_config, straight
     assert frame.shape == (1, 1, 16, 16, 3)
 
 
+def test_video_run_keeps_the_image_model_it_is_for(dit_config, straight_run, tmp_path):
+    """image_model_from: a new video model is saved with another pipeline's first-frame
+    image model, its settings and its stored dtype."""
+    from safetensors.torch import load_file
+
+    from models.video_dit import dit_tiny
+
+    _, video_dir = straight_run
+    source = ShapesVideoPipeline.from_pretrained(video_dir)
+    torch.manual_seed(5)
+    channels = source.transformer.config.in_channels
+    image_model = dit_tiny(in_channels=channels, patch_size=1, text_dim=384).to(torch.float16)
+    source.register_modules(image_transformer=image_model)
+    source.register_to_config(image_shift=2.5, image_space="latent")
+    source.save_pretrained(tmp_path / "source", save_text_encoder=False)
+
+    cfg = dit_config(
+        "VID_FOR_IMG",
+        f"image_model_from={tmp_path / 'source'}",
+        "sample_image_first=true",
+        "timestep_shift=7.0",
+        "stages=[{name: clips, steps: 2, frames: 4, batch_size: 2}]",
+    )
+    reset_accelerate()
+    final = train_dit.main(cfg)
+    reset_accelerate()
+    weights = load_file(str(final / "image_transformer" / "diffusion_pytorch_model.safetensors"))
+    assert {t.dtype for t in weights.values()} == {torch.float16}  # as the source stored it
+    for k, v in image_model.state_dict().items():
+        assert torch.equal(weights[k], v), k
+    pipe = ShapesVideoPipeline.from_pretrained(final)
+    assert pipe.config.image_shift == 2.5 and pipe.config.image_first is True
+    assert pipe.scheduler.config.shift == 7.0  # the new video model's own
+    assert pipe.transformer.config.patch_size == 2  # the video model trained here
+    video = pipe(
+        "a red square moving left",
+        num_frames=4,
+        height=16,
+        width=16,
+        num_inference_steps=1,
+        output_type="latent",
+        generator=torch.Generator().manual_seed(0),
+    ).frames
+    assert video.shape == (1, channels, 4, 8, 8)
+
+
+def test_image_model_from_needs_an_image_model(dit_config, straight_run):
+    _, video_dir = straight_run
+    cfg = dit_config("VID_BAD", f"image_model_from={video_dir}")
+    reset_accelerate()
+    with pytest.raises(ValueError, match="no saved pipeline with an image_transformer"):
+        train_dit.main(cfg)
+    reset_accelerate()
+
+
 def test_image_model_run_rejects_clip_stages(dit_config, straight_run):
     _, video_dir = straight_run
     cfg = dit_config("IMG_BAD", f"image_model_for={video_dir}")

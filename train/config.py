@@ -142,6 +142,10 @@ class DiTTrainConfig:
     # sampled with this run's ``timestep_shift`` (its ``image_shift``). Stages must be
     # images only (frames: 1).
     image_model_for: str | None = None
+    # The other way round: train a video model for the first-frame image model of this saved
+    # pipeline; the run saves (and previews) its pipeline with that ``image_transformer``,
+    # ``image_shift``, ``image_space`` and ``image_stochastic`` kept. Video runs only.
+    image_model_from: str | None = None
     # dtype the exported trained model is stored in ("float32" | "float16": half the bytes;
     # it is loaded back at the pipeline's dtype)
     export_dtype: str = "float32"

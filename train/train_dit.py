@@ -434,8 +434,32 @@ def make_pipeline(cfg: DiTTrainConfig, model, vae, text_encoder, tokenizer) -> S
         text_encoder_spec=cfg.text_encoder,
         image_first=cfg.sample_image_first,
     )
+    if cfg.image_model_from is not None:
+        source = ShapesVideoPipeline.from_pretrained(
+            cfg.image_model_from, text_encoder=text_encoder, tokenizer=tokenizer
+        )
+        if source.image_transformer is None:
+            raise ValueError(f"image_model_from: {cfg.image_model_from} has no image_transformer")
+        image_model = source.image_transformer.to(device=model.device, dtype=model.dtype)
+        pipe.register_modules(image_transformer=image_model)
+        pipe.image_model_dtype = stored_dtype(Path(cfg.image_model_from) / "image_transformer")
+        pipe.register_to_config(
+            **{k: source.config[k] for k in IMAGE_MODEL_KEYS if k in source.config}
+        )
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+# pipeline settings that belong to its first-frame image model (kept by ``image_model_from``)
+IMAGE_MODEL_KEYS = ("image_shift", "image_space", "image_stochastic")
+
+
+def stored_dtype(folder: Path) -> torch.dtype:
+    """The dtype a saved model's weights are stored in (its first safetensors tensor's)."""
+    from safetensors import safe_open
+
+    with safe_open(str(sorted(folder.glob("*.safetensors"))[0]), framework="pt") as f:
+        return f.get_tensor(next(iter(f.keys()))).dtype
 
 
 def image_model_pipeline(
@@ -607,6 +631,14 @@ def main(cfg: DiTTrainConfig) -> Path:
         )
     if cfg.vae == PIXELS and cfg.image_model_for is None:
         raise ValueError("vae: pixels trains a pixel-space image model: set image_model_for")
+    if cfg.image_model_from is not None:
+        if cfg.image_model_for is not None:
+            raise ValueError("image_model_from and image_model_for exclude each other")
+        if not (Path(cfg.image_model_from) / "image_transformer").is_dir():
+            raise ValueError(
+                f"image_model_from: no saved pipeline with an image_transformer at "
+                f"{cfg.image_model_from}"
+            )
     if cfg.image_model_for is not None:
         if any(s.frames != 1 for s in cfg.stages):
             raise ValueError("image_model_for trains an image model: every stage needs frames: 1")
@@ -777,6 +809,8 @@ def main(cfg: DiTTrainConfig) -> Path:
             pipe = image_model_pipeline(cfg, exported, text_encoder, tokenizer)
         else:
             pipe = make_pipeline(cfg, exported, vae, text_encoder, tokenizer)
+            if cfg.image_model_from is not None:  # saved as the source stored it
+                pipe.image_transformer.to(pipe.image_model_dtype)
         pipe.save_pretrained(final, save_text_encoder=False)
         ema.restore(unwrapped.parameters())
         accelerator.print(f"saved pipeline with EMA weights to {final}")
