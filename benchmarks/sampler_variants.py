@@ -1,6 +1,6 @@
 """Whole clips of the validation prompts under sampler variants, judged (issue 3).
 
-    python benchmarks/sampler_variants.py OUT_ROOT [--model MODEL] [--variants base term05 s50 stoch imgstoch]
+    python benchmarks/sampler_variants.py OUT_ROOT [--model MODEL] [--variants base term05 s50 stoch imgstoch g2 g3 imgstoch_g2_g3]
 
 Each variant renders ``configs/eval/shapes_val.jsonl`` (52 prompts, 1 sample, seed 500 — never
 the held-out suite) into ``OUT_ROOT/<variant>`` with ``studio batch``'s code, judges it with
@@ -13,7 +13,10 @@ the held-out suite) into ``OUT_ROOT/<variant>`` with ``studio batch``'s code, ju
 * ``stoch``: diffusers' stochastic flow sampler (``stochastic_sampling``: every step re-noised
   from the predicted clean sample) for both models;
 * ``imgstoch``: the stochastic sampler for the first-frame image model only
-  (``image_stochastic``).
+  (``image_stochastic``);
+* ``g2``, ``g3``: the clip sampled at guidance 2 or 3, its first frame at 4
+  (``first_frame_guidance``);
+* ``imgstoch_g2_g3``: the first frame by the stochastic sampler at guidance 2, the clip at 3.
 
 Finished videos are kept, so an interrupted run resumes.
 """
@@ -37,6 +40,11 @@ VARIANTS = {
     "s50": ({}, {}, 50),
     "stoch": ({"stochastic_sampling": True}, {}, 25),
     "imgstoch": ({}, {"image_stochastic": True}, 25),
+    # the clip guided less than its first frame (guidance 4): CFG rounds squares' corners
+    "g2": ({}, {"first_frame_guidance": 4.0}, 25, 2.0),
+    "g3": ({}, {"first_frame_guidance": 4.0}, 25, 3.0),
+    # frame 0 by the stochastic sampler at guidance 2 (first_frame.py's best), the clip at 3
+    "imgstoch_g2_g3": ({}, {"image_stochastic": True, "first_frame_guidance": 2.0}, 25, 3.0),
 }
 KEYS = ("colour", "shape", "motion", "background", "count", "all_correct")
 
@@ -50,7 +58,7 @@ def main() -> None:
     args = ap.parse_args()
     rows = []
     for name in args.variants:
-        scheduler_kw, pipe_kw, steps = VARIANTS[name]
+        scheduler_kw, pipe_kw, steps, *guidance = VARIANTS[name]
         pipe = load_pipeline(args.model)
         saved = (pipe.scheduler, dict(pipe.config))
         pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(
@@ -61,7 +69,12 @@ def main() -> None:
         start = time.time()
         try:
             options = BatchOptions(
-                prompts=Path(args.prompts), out_dir=out, samples=1, seed=500, steps=steps
+                prompts=Path(args.prompts),
+                out_dir=out,
+                samples=1,
+                seed=500,
+                steps=steps,
+                guidance=guidance[0] if guidance else 4.0,
             )
             run_batch(options, progress=False, pipe=pipe)
         finally:  # the loaded pipeline is cached: put it back as it was

@@ -2,7 +2,7 @@
 
     python benchmarks/shape_probe.py confusion runs/eval_img   # a judged run's single objects
     python benchmarks/shape_probe.py denoise [MODEL]            # rendered shapes, noised, denoised
-    python benchmarks/shape_probe.py continue [MODEL]           # clips continuing a rendered frame
+    python benchmarks/shape_probe.py continue [MODEL] [--motion still] [--shift S] [--guidance G]  # clips continuing a rendered frame
 
 ``confusion`` reads a judged run (``studio eval shapes DIR``, its ``eval.json``): for every
 one-object prompt where the judge found exactly one object, the named shape against the one
@@ -20,7 +20,9 @@ first rows are the renders and their VAE reconstructions.
 triangle, 8 of each: both sizes, four colours, backgrounds and directions, starting centred)
 and lets it generate the other 15 frames of the clip from the true caption (seeds 0–7): the
 judge's shape verdict and the median fill of the generated frames say whether the video model
-keeps a shape it is given.
+keeps a shape it is given; the fill at frames 1, 2, 4, 8 and 15 says whether it is lost at
+once or drifts away frame by frame. ``--motion still`` asks for objects staying still (the
+same frame 16 times) instead of moving.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
 
 from studio import shapes_eval as se
 from studio.generate import default_model_path, load_pipeline
@@ -132,30 +135,53 @@ def denoise(model_dir: str, sigmas: list[float]) -> None:
 
 
 @torch.no_grad()
-def continue_given(model_dir: str) -> None:
+def continue_given(
+    model_dir: str, motion_kind: str = "moving", shift: float | None = None, guidance: float = 4.0
+) -> None:
+    """``motion_kind``: "moving" (left, right, up, down in turn) or "still"; ``shift``: the
+    video sampler's time shift instead of the pipeline's; ``guidance``: its guidance scale."""
     pipe = load_pipeline(model_dir)
-    print(f"model {model_dir}: 15 frames continuing a rendered frame 0")
-    print("| shape | shape right | median fill of the generated frames |\n|---|---:|---|")
+    if shift is not None:
+        pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(
+            pipe.scheduler.config, shift=shift
+        )
+    shift_used = pipe.scheduler.config.shift
+    print(
+        f"model {model_dir}: 15 frames continuing a rendered frame 0 ({motion_kind}, "
+        f"shift {shift_used:g}, guidance {guidance:g})"
+    )
+    print(
+        "| shape | shape right | median fill of the generated frames "
+        "| median fill at frames 1 / 2 / 4 / 8 / 15 |\n|---|---:|---|---|"
+    )
     for shape in se.SHAPES:
-        right, fills = 0, []
+        right, fills, by_frame = 0, [], []
         for i in range(8):
             size, color = ("small", "large")[i % 2], ("red", "green", "blue", "yellow")[i % 4]
             bg = ("black", "white", "gray", "beige")[(i // 2) % 4]
-            motion = ("left", "right", "up", "down")[i % 4]
+            motion = ("left", "right", "up", "down")[i % 4] if motion_kind == "moving" else "still"
             corner = 32 - box_side(size) / 2
             spec = ClipSpec([ObjectSpec(shape, color, size, motion, corner, corner)], bg)
-            prompt = f"a {size} {color} {shape} moving {motion} on a {bg} background"
+            phrase = "staying still" if motion == "still" else f"moving {motion}"
+            prompt = f"a {size} {color} {shape} {phrase} on a {bg} background"
             out = pipe(
                 prompt,
                 num_frames=16,
                 conditioning_frames=render(spec)[:1],
+                guidance_scale=guidance,
                 generator=torch.Generator().manual_seed(i),
             ).frames[0]
             video = (out * 255).round().astype(np.uint8)
-            seen = [f for f in frame_fills(video)[1:] if f is not None]
+            per_frame = frame_fills(video)
+            by_frame.append(per_frame)
+            seen = [f for f in per_frame[1:] if f is not None]
             fills.append(f"{np.median(seen):.2f}" if seen else "-")
             right += bool(se.judge(video, se.parse_caption(prompt))["shape"])
-        print(f"| {shape} | {right}/8 | {' '.join(fills)} |")
+        profile = []
+        for k in (1, 2, 4, 8, 15):
+            at_k = [clip[k] for clip in by_frame if clip[k] is not None]
+            profile.append(f"{np.median(at_k):.2f}" if at_k else "-")
+        print(f"| {shape} | {right}/8 | {' '.join(fills)} | {' / '.join(profile)} |")
 
 
 def main() -> None:
@@ -168,13 +194,16 @@ def main() -> None:
     d.add_argument("--sigma", type=float, nargs="+", default=[0.05, 0.15, 0.3, 0.5, 0.7])
     g = sub.add_parser("continue")
     g.add_argument("model", nargs="?", default=str(default_model_path()))
+    g.add_argument("--motion", choices=("moving", "still"), default="moving")
+    g.add_argument("--shift", type=float, default=None, help="video sampler time shift")
+    g.add_argument("--guidance", type=float, default=4.0)
     args = ap.parse_args()
     if args.cmd == "confusion":
         confusion(Path(args.run_dir))
     elif args.cmd == "denoise":
         denoise(args.model, args.sigma)
     else:
-        continue_given(args.model)
+        continue_given(args.model, args.motion, args.shift, args.guidance)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,10 @@ class ShapesVideoPipeline(DiffusionPipeline):
     resolution; its frame is then encoded by the VAE for the clip to continue, and returned
     exactly as drawn). With reference images the first frame comes
     from ``transformer``, the one that reads them.
+
+    ``first_frame_guidance`` (None: the call's ``guidance_scale``) is the guidance scale of the
+    first frame of an image-first clip, so the clip's continuation can be guided less (or more)
+    than the frame it continues.
     """
 
     model_cpu_offload_seq = "text_encoder->image_transformer->transformer->vae"
@@ -77,6 +81,7 @@ class ShapesVideoPipeline(DiffusionPipeline):
         image_shift: float | None = None,
         image_space: str = "latent",
         image_stochastic: bool | None = None,
+        first_frame_guidance: float | None = None,
     ):
         super().__init__()
         self.register_modules(
@@ -94,6 +99,7 @@ class ShapesVideoPipeline(DiffusionPipeline):
             image_shift=image_shift,
             image_space=image_space,
             image_stochastic=image_stochastic,
+            first_frame_guidance=first_frame_guidance,
         )
         if image_space not in IMAGE_SPACES:
             raise ValueError(f"image_space must be one of {IMAGE_SPACES}, got {image_space!r}")
@@ -427,6 +433,8 @@ class ShapesVideoPipeline(DiffusionPipeline):
         elif num_frames > 1 and (self.config.image_first if image_first is None else image_first):
             # Factorised (Emu Video): the first frame as an image, kept clean while the rest
             # of the clip is generated to continue it.
+            first_guidance = self.config.get("first_frame_guidance")
+            first_guidance = guidance_scale if first_guidance is None else first_guidance
             first = self(
                 prompts,
                 negative_prompt,
@@ -434,7 +442,7 @@ class ShapesVideoPipeline(DiffusionPipeline):
                 height=height,
                 width=width,
                 num_inference_steps=num_inference_steps,
-                guidance_scale=guidance_scale,
+                guidance_scale=first_guidance,
                 generator=generator,
                 reference_images=reference_images,
                 image_first=False,

@@ -195,7 +195,7 @@ def test_conditioning_float_frames_and_given_latents(tiny_pipe):
     np.testing.assert_array_equal(a, c)  # same seed → same noise as the generator path
 
 
-def first_frame_by_hand(pipe, seed: int = 0, output_type: str = "latent"):
+def first_frame_by_hand(pipe, seed: int = 0, output_type: str = "latent", **kw):
     """What an image-first clip's frame 0 should be: the same generator draws the clip's noise,
     then a one-frame generation of the prompt."""
     from diffusers.utils.torch_utils import randn_tensor
@@ -210,6 +210,7 @@ def first_frame_by_hand(pipe, seed: int = 0, output_type: str = "latent"):
         num_inference_steps=STEPS,
         generator=g,
         output_type=output_type,
+        **kw,
     ).frames
 
 
@@ -340,6 +341,31 @@ def test_image_stochastic_samples_only_the_image_model_stochastically(text_encod
     loaded.set_progress_bar_config(disable=True)
     assert loaded.config.image_stochastic is True
     torch.testing.assert_close(run(loaded, num_frames=1, output_type="latent").frames, image)
+
+
+def test_first_frame_guidance_guides_frame_zero_apart_from_the_clip(text_encoder, tmp_path):
+    pipe = image_model_pipeline(text_encoder)
+    pipe.register_to_config(first_frame_guidance=4.0)
+    clip = run(pipe, image_first=True, guidance_scale=1.5, output_type="latent").frames
+    # frame 0 is drawn at the pipeline's first-frame guidance, not at the call's
+    torch.testing.assert_close(clip[:, :, :1], first_frame_by_hand(pipe, guidance_scale=4.0))
+    assert not torch.allclose(clip[:, :, :1], first_frame_by_hand(pipe, guidance_scale=1.5))
+    # the continuation is guided at the call's: unset, guidance 4 throughout changes frames 1..
+    pipe.register_to_config(first_frame_guidance=None)
+    both_at_4 = run(pipe, image_first=True, guidance_scale=4.0, output_type="latent").frames
+    torch.testing.assert_close(both_at_4[:, :, :1], clip[:, :, :1])
+    assert not torch.allclose(both_at_4[:, :, 1:], clip[:, :, 1:])
+    # a single frame asked for directly keeps the call's guidance
+    pipe.register_to_config(first_frame_guidance=4.0)
+    image = run(pipe, num_frames=1, guidance_scale=1.5, output_type="latent").frames
+    plain = image_model_pipeline(text_encoder)
+    torch.testing.assert_close(
+        image, run(plain, num_frames=1, guidance_scale=1.5, output_type="latent").frames
+    )
+    # the setting is saved with the pipeline
+    pipe.save_pretrained(tmp_path, save_text_encoder=False)
+    loaded = ShapesVideoPipeline.from_pretrained(tmp_path)
+    assert loaded.config.first_frame_guidance == 4.0
 
 
 def test_pixel_space_image_model_draws_pixels_and_the_clip_continues_them(text_encoder):
