@@ -144,7 +144,7 @@ class DiTTrainConfig:
     image_model_for: str | None = None
     # The other way round: train a video model for the first-frame image model of this saved
     # pipeline; the run saves (and previews) its pipeline with that ``image_transformer``,
-    # ``image_shift``, ``image_space`` and ``image_stochastic`` kept. Video runs only.
+    # ``image_shift``, ``image_space``, ``image_stochastic`` and ``first_frame_guidance`` kept.
     image_model_from: str | None = None
     # dtype the exported trained model is stored in ("float32" | "float16": half the bytes;
     # it is loaded back at the pipeline's dtype)

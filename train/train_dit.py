@@ -451,7 +451,7 @@ def make_pipeline(cfg: DiTTrainConfig, model, vae, text_encoder, tokenizer) -> S
 
 
 # pipeline settings that belong to its first-frame image model (kept by ``image_model_from``)
-IMAGE_MODEL_KEYS = ("image_shift", "image_space", "image_stochastic")
+IMAGE_MODEL_KEYS = ("image_shift", "image_space", "image_stochastic", "first_frame_guidance")
 
 
 def stored_dtype(folder: Path) -> torch.dtype:
