@@ -45,7 +45,7 @@ import numpy as np
 import torch
 import yaml
 
-from .text_to_video import ShapesVideoPipeline, to_uint8
+from .text_to_video import DEFAULT_GUIDANCE, ShapesVideoPipeline, to_uint8
 
 SCENE_KEYS: tuple[str, ...] = ("prompt", "frames", "seconds", "references")
 STORY_KEYS: tuple[str, ...] = ("fps", "scenes")
@@ -381,7 +381,7 @@ def generate_storyboard(
     window: int = DEFAULT_WINDOW,
     context: int = DEFAULT_CONTEXT,
     steps: int = 25,
-    guidance: float = 4.0,
+    guidance: float = DEFAULT_GUIDANCE,
     height: int = 64,
     width: int = 64,
     negative_prompt: str | None = None,

@@ -27,6 +27,8 @@ from .components import (
 
 MAX_STEPS = 1000
 MAX_GUIDANCE = 50.0
+# chosen on the validation prompts for the shipped model (BENCHMARKS.md, issue 3)
+DEFAULT_GUIDANCE = 3.0
 OUTPUT_TYPES = ("np", "pt", "pil", "latent")
 IMAGE_SPACES = ("latent", "pixels")
 
@@ -316,7 +318,7 @@ class ShapesVideoPipeline(DiffusionPipeline):
         height: int = 64,
         width: int = 64,
         num_inference_steps: int = 25,
-        guidance_scale: float = 4.0,
+        guidance_scale: float = DEFAULT_GUIDANCE,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
         conditioning_frames: np.ndarray | torch.Tensor | None = None,

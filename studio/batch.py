@@ -32,6 +32,8 @@ from accelerate import PartialState
 from accelerate.utils import DistributedType, gather_object, get_int_from_env
 from tqdm.auto import tqdm
 
+from pipelines.text_to_video import DEFAULT_GUIDANCE
+
 from .generate import (
     GenerateRequest,
     StudioError,
@@ -62,7 +64,7 @@ class BatchOptions:
     seed: int = 0
     model: str | None = None
     steps: int = 25
-    guidance: float = 4.0
+    guidance: float = DEFAULT_GUIDANCE
     frames: int = 16
     fps: int = 8
     image_first: bool | None = None  # None: the model's own setting

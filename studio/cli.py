@@ -14,6 +14,11 @@ from pathlib import Path
 
 from .errors import StudioError
 
+# pipelines.text_to_video.DEFAULT_GUIDANCE, repeated so that `studio --help` does not import torch
+# (tests/test_cli.py checks that the two agree)
+DEFAULT_GUIDANCE = 3.0
+GUIDANCE_HELP = f"classifier-free guidance scale (default {DEFAULT_GUIDANCE})"
+
 EXIT_USAGE = 2
 
 
@@ -543,7 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", required=True, help="output file: .mp4 (H.264), .gif or .webm")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--steps", type=int, default=25, help="denoising steps (1..1000)")
-    g.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale")
+    g.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, help=GUIDANCE_HELP)
     g.add_argument("--frames", type=int, default=16)
     g.add_argument("--fps", type=_positive_int, default=8)
     g.add_argument("--height", type=int, default=64)
@@ -589,7 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--out", required=True, help="output file: .mp4 (H.264), .gif or .webm")
     sb.add_argument("--seed", type=int, default=0)
     sb.add_argument("--steps", type=int, default=25, help="denoising steps per window (1..1000)")
-    sb.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale")
+    sb.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, help=GUIDANCE_HELP)
     sb.add_argument(
         "--context",
         type=_positive_int,
@@ -624,7 +629,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--model", default=None)
     b.add_argument("--steps", type=int, default=25)
-    b.add_argument("--guidance", type=float, default=4.0)
+    b.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, help=GUIDANCE_HELP)
     b.add_argument("--frames", type=int, default=16)
     b.add_argument("--fps", type=_positive_int, default=8)
     _add_image_first(b)
@@ -659,7 +664,7 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--seed", type=int, default=1000)
     es.add_argument("--model", default=None)
     es.add_argument("--steps", type=int, default=25)
-    es.add_argument("--guidance", type=float, default=4.0)
+    es.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, help=GUIDANCE_HELP)
     es.add_argument("--quiet", action="store_true")
     es.set_defaults(func=cmd_eval_shapes)
 
@@ -691,7 +696,9 @@ def build_parser() -> argparse.ArgumentParser:
     eel.add_argument("--seed", type=_nonneg_int, default=1000, help="sample i uses SEED + i")
     eel.add_argument("--model", default=None)
     eel.add_argument("--steps", type=_positive_int, default=25)
-    eel.add_argument("--guidance", type=float, default=4.0)
+    eel.add_argument(
+        "--guidance", type=float, default=4.0, help="guidance scale (default 4.0, as measured)"
+    )
     eel.add_argument("--quiet", action="store_true")
     eel.set_defaults(func=cmd_eval_elements)
 
@@ -715,7 +722,7 @@ def build_parser() -> argparse.ArgumentParser:
     esb.add_argument("--model", default=None)
     esb.add_argument("--seed", type=_nonneg_int, default=0)
     esb.add_argument("--steps", type=_positive_int, default=25)
-    esb.add_argument("--guidance", type=float, default=4.0)
+    esb.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, help=GUIDANCE_HELP)
     esb.add_argument("--window", type=_positive_int, default=16)
     esb.add_argument(
         "--context",

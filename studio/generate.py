@@ -27,7 +27,7 @@ from pipelines.elements import (
     to_rgb,
 )
 from pipelines.storyboard import DEFAULT_CONTEXT, DEFAULT_WINDOW
-from pipelines.text_to_video import ShapesVideoPipeline, to_uint8
+from pipelines.text_to_video import DEFAULT_GUIDANCE, ShapesVideoPipeline, to_uint8
 from pipelines.video_io import SUPPORTED_EXTENSIONS, write_video
 
 from .errors import StudioError
@@ -96,7 +96,7 @@ class GenerateRequest:
     negative_prompt: str | None = None
     seed: int = 0
     steps: int = 25
-    guidance: float = 4.0
+    guidance: float = DEFAULT_GUIDANCE
     frames: int = 16
     fps: int = 8
     height: int = 64
@@ -412,7 +412,7 @@ class StoryboardOptions:
 
     seed: int = 0
     steps: int = 25
-    guidance: float = 4.0
+    guidance: float = DEFAULT_GUIDANCE
     window: int = DEFAULT_WINDOW
     context: int = DEFAULT_CONTEXT
     height: int = 64

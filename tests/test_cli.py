@@ -10,6 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
+from pipelines.text_to_video import DEFAULT_GUIDANCE
 from pipelines.video_io import read_video
 from studio import generate as generate_mod
 from studio.generate import (
@@ -85,7 +86,7 @@ def test_generate_writes_mp4_and_sidecar(cli, small, tmp_path, tiny_pipeline_dir
     assert record["negative_prompt"] is None
     assert (record["seed"], record["steps"], record["frames"]) == (3, 2, 4)
     assert (record["height"], record["width"], record["fps"]) == (16, 16, 8)
-    assert record["guidance"] == 4.0
+    assert record["guidance"] == DEFAULT_GUIDANCE
     assert record["model"] == str(tiny_pipeline_dir)
     assert record["weights_hash"] == weights_hash(tiny_pipeline_dir)
     assert len(record["weights_hash"]) == 16
@@ -344,3 +345,22 @@ def test_ui_command_serves_without_a_file_watcher_or_forced_gc_and_passes_limits
     assert options["--server.address"] == "127.0.0.1"
     assert options["--server.maxUploadSize"] == "3"  # whole MB, rounded up
     assert float(env["STUDIO_MAX_UPLOAD_MB"]) == 2.5
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["generate", "p", "--out", "x.mp4"],
+        ["storyboard", "s.yaml", "--out", "x.mp4"],
+        ["batch", "p.txt", "--out-dir", "d"],
+        ["eval", "shapes", "d"],
+        ["eval", "storyboards", "d"],
+    ],
+)
+def test_cli_default_guidance_is_the_pipelines(argv):
+    """The CLI repeats the pipeline's default guidance (to keep torch out of --help): they agree."""
+    from studio.cli import DEFAULT_GUIDANCE as CLI_DEFAULT_GUIDANCE
+    from studio.cli import build_parser
+
+    assert CLI_DEFAULT_GUIDANCE == DEFAULT_GUIDANCE
+    assert build_parser().parse_args(argv).guidance == DEFAULT_GUIDANCE

@@ -23,7 +23,7 @@ from pipelines.storyboard import (
     plan_windows,
     window_seed,
 )
-from pipelines.text_to_video import to_uint8
+from pipelines.text_to_video import DEFAULT_GUIDANCE, to_uint8
 from pipelines.video_io import read_video, write_video
 from studio import shapes_eval as se
 from studio.cli import main
@@ -321,7 +321,7 @@ def test_cli_writes_video_sidecar_and_scene_files(cli, small_cli, tmp_path, tiny
     assert record["scenes"][1]["file"] == "film-scene2.mp4"
     assert record["story"] == load_storyboard(story).to_dict()
     assert (record["seed"], record["steps"], record["context"], record["window"]) == (5, 1, 2, 6)
-    assert record["guidance"] == 4.0 and record["model"] == str(tiny_pipeline_dir)
+    assert record["guidance"] == DEFAULT_GUIDANCE and record["model"] == str(tiny_pipeline_dir)
     assert len(record["weights_hash"]) == 16
     assert {"python", "torch", "diffusers"} <= set(record["versions"])
     assert record["timings"]["generate_s"] >= 0 and record["frames"] == 8

@@ -4,6 +4,7 @@ import random
 
 import streamlit as st
 
+from pipelines.text_to_video import DEFAULT_GUIDANCE
 from studio.generate import GenerateRequest, StudioError
 from studio.jobs import MAX_BEST_OF, MAX_FRAMES, MAX_STEPS, submit_generate
 from studio.ui.common import first_frame_choice, follow, get_studio, show_job
@@ -41,7 +42,7 @@ fps = 8
 c3.caption(f"{frames / fps:.1f} s at {fps} fps")
 steps = c4.slider("Steps", min_value=1, max_value=MAX_STEPS, value=25)
 c5, c6 = st.columns([3, 2], vertical_alignment="bottom")
-guidance = c5.slider("Guidance", min_value=0.0, max_value=15.0, value=4.0, step=0.5)
+guidance = c5.slider("Guidance", min_value=0.0, max_value=15.0, value=DEFAULT_GUIDANCE, step=0.5)
 image_first = first_frame_choice(c6)
 best_of = 1
 if studio.scorer:

@@ -3,6 +3,7 @@
 import pandas as pd
 import streamlit as st
 
+from pipelines.text_to_video import DEFAULT_GUIDANCE
 from studio.generate import GenerateRequest, StoryboardOptions, StudioError
 from studio.jobs import MAX_FRAMES, MAX_STEPS, submit_generate, submit_storyboard
 from studio.ui.common import first_frame_choice, follow, get_studio, show_job
@@ -62,7 +63,7 @@ else:
 c1, c2, c3 = st.columns(3)
 seed = c1.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1)
 steps = c2.slider("Steps", min_value=1, max_value=MAX_STEPS, value=25)
-guidance = c3.slider("Guidance", min_value=0.0, max_value=15.0, value=4.0, step=0.5)
+guidance = c3.slider("Guidance", min_value=0.0, max_value=15.0, value=DEFAULT_GUIDANCE, step=0.5)
 image_first = first_frame_choice(st, " (the first scene; later scenes continue the film)")
 total = sum(int(s["frames"] or 0) for s in scenes)
 st.caption(f"{len(scenes)} scenes, {total} frames ({total / 8:.1f} s at 8 fps)")
