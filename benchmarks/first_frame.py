@@ -1,7 +1,8 @@
 """How good is the first frame an image-first model starts from? (issue 3)
 
     python benchmarks/first_frame.py [MODEL] [--samples 2] [--guidance 4 2] [--shift 20 3]
-                                     [--rerank K] [--stochastic]
+                                     [--rerank K] [--stochastic] [--steps 25]
+                                     [--min-sigma S ...]
                                      [--prompts configs/eval/shapes_val.jsonl]
 
 An image-first pipeline (``image_first`` in its ``model_index.json``) draws frame 0 as an image
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -59,7 +61,9 @@ def frame_right(frame: np.ndarray, expect: dict) -> dict[str, bool]:
     }
 
 
-def first_frames(pipe, prompts: list[str], seeds: list[int], guidance: float, batch: int = 26):
+def first_frames(
+    pipe, prompts: list[str], seeds: list[int], guidance: float, steps: int = 25, batch: int = 26
+):
     """Frame 0 of every prompt, as an image-first pipeline draws it → list of (1, H, W, 3) uint8."""
     out = []
     for b in range(0, len(prompts), batch):
@@ -67,6 +71,7 @@ def first_frames(pipe, prompts: list[str], seeds: list[int], guidance: float, ba
         frames = pipe(
             prompts[b : b + batch],
             num_frames=1,
+            num_inference_steps=steps,
             guidance_scale=guidance,
             generator=gens,
             image_first=False,
@@ -125,6 +130,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=500)
     ap.add_argument("--guidance", type=float, nargs="+", default=[4.0])
     ap.add_argument("--shift", type=float, nargs="+", default=[None])
+    ap.add_argument("--steps", type=int, default=25, help="denoising steps for the frame")
+    ap.add_argument(
+        "--min-sigma", type=float, nargs="+", default=[None], help="guidance_min_sigma values"
+    )
     ap.add_argument("--rerank", type=int, default=0, help="K first frames per prompt, scorer picks")
     ap.add_argument(
         "--stochastic",
@@ -158,16 +167,19 @@ def main() -> None:
         )
         if image_shift is not None:
             pipe.register_to_config(image_shift=shift, image_stochastic=args.stochastic or None)
-        for g in args.guidance:
+        for g, min_sigma in itertools.product(args.guidance, args.min_sigma):
+            pipe.register_to_config(guidance_min_sigma=min_sigma)
             n = max(args.samples, args.rerank)
             verdicts = np.empty((len(prompts), n), dtype=object)
             frames = []
             for k in range(n):
                 seeds = [args.seed + 1000 * k + i for i in range(len(prompts))]
-                frames.append(first_frames(pipe, prompts, seeds, g))
+                frames.append(first_frames(pipe, prompts, seeds, g, args.steps))
                 for i, e in enumerate(entries):
                     verdicts[i, k] = frame_right(frames[-1][i], e["expect"])
-            name = f"guidance {g:g}, shift {shift:g}"
+            name = f"guidance {g:g}, shift {shift:g}, {args.steps} steps"
+            if min_sigma is not None:
+                name += f", guided above sigma {min_sigma:g}"
             if not args.rerank:
                 by_cat = defaultdict(list)
                 for i, e in enumerate(entries):

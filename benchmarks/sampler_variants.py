@@ -1,12 +1,13 @@
 """Whole clips of the validation prompts under sampler variants, judged (issue 3).
 
-    python benchmarks/sampler_variants.py OUT_ROOT [--model MODEL] [--variants base term05 s50 stoch imgstoch g2 g3 imgstoch_g2_g3]
+    python benchmarks/sampler_variants.py OUT_ROOT [--model MODEL] [--variants base ... gi05]
 
 Each variant renders ``configs/eval/shapes_val.jsonl`` (52 prompts, 1 sample, seed 500 — never
 the held-out suite) into ``OUT_ROOT/<variant>`` with ``studio batch``'s code, judges it with
 ``studio eval shapes``'s, and prints one row per variant:
 
-* ``base``: the pipeline as saved (25 Euler steps, guidance 4);
+* ``base``: the pipeline as saved (25 Euler steps, the default guidance: 4 until session 16,
+  3 since);
 * ``term05``: the scheduler's schedule stretched to end at σ = 0.05 (diffusers'
   ``shift_terminal``; with shift 20 the last step otherwise jumps from σ = 0.29 to 0);
 * ``s50``: 50 steps instead of 25;
@@ -16,7 +17,10 @@ the held-out suite) into ``OUT_ROOT/<variant>`` with ``studio batch``'s code, ju
   (``image_stochastic``);
 * ``g2``, ``g3``: the clip sampled at guidance 2 or 3, its first frame at 4
   (``first_frame_guidance``);
-* ``imgstoch_g2_g3``: the first frame by the stochastic sampler at guidance 2, the clip at 3.
+* ``imgstoch_g2_g3``: the first frame by the stochastic sampler at guidance 2, the clip at 3
+  (the shipped model's settings since session 16);
+* ``gi03``, ``gi05``, ``gi07``: the saved settings with a guidance interval
+  (``guidance_min_sigma`` 0.3, 0.5, 0.7): the steps at lower noise unguided.
 
 Finished videos are kept, so an interrupted run resumes.
 """
@@ -29,6 +33,7 @@ from pathlib import Path
 
 from diffusers import FlowMatchEulerDiscreteScheduler
 
+from pipelines.text_to_video import DEFAULT_GUIDANCE
 from studio.batch import BatchOptions, run_batch
 from studio.generate import load_pipeline
 from studio.shapes_eval import evaluate_dir
@@ -45,6 +50,10 @@ VARIANTS = {
     "g3": ({}, {"first_frame_guidance": 4.0}, 25, 3.0),
     # frame 0 by the stochastic sampler at guidance 2 (first_frame.py's best), the clip at 3
     "imgstoch_g2_g3": ({}, {"image_stochastic": True, "first_frame_guidance": 2.0}, 25, 3.0),
+    # a guidance interval on top of the saved settings: no guidance at sigma <= 0.3 / 0.5 / 0.7
+    "gi03": ({}, {"guidance_min_sigma": 0.3}, 25),
+    "gi05": ({}, {"guidance_min_sigma": 0.5}, 25),
+    "gi07": ({}, {"guidance_min_sigma": 0.7}, 25),
 }
 KEYS = ("colour", "shape", "motion", "background", "count", "all_correct")
 
@@ -74,7 +83,7 @@ def main() -> None:
                 samples=1,
                 seed=500,
                 steps=steps,
-                guidance=guidance[0] if guidance else 4.0,
+                guidance=guidance[0] if guidance else DEFAULT_GUIDANCE,
             )
             run_batch(options, progress=False, pipe=pipe)
         finally:  # the loaded pipeline is cached: put it back as it was
