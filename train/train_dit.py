@@ -24,6 +24,7 @@ import copy
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -422,9 +423,36 @@ def build_model(
     )
 
 
-def make_pipeline(cfg: DiTTrainConfig, model, vae, text_encoder, tokenizer) -> ShapesVideoPipeline:
+@dataclass
+class ImageModelSource:
+    """What ``image_model_from`` takes from a saved pipeline: its first-frame image model, the
+    settings that belong to it, and the dtype its weights are stored in."""
+
+    model: VideoDiT
+    settings: dict
+    stored_dtype: torch.dtype
+
+    @classmethod
+    def load(cls, folder: str | Path) -> ImageModelSource:
+        source = ShapesVideoPipeline.from_pretrained(folder, text_encoder=None, tokenizer=None)
+        if source.image_transformer is None:
+            raise ValueError(f"image_model_from: {folder} has no image_transformer")
+        settings = {k: source.config[k] for k in IMAGE_MODEL_KEYS if k in source.config}
+        model = source.image_transformer.eval().requires_grad_(False)
+        return cls(model, settings, stored_dtype(Path(folder) / "image_transformer"))
+
+
+def make_pipeline(
+    cfg: DiTTrainConfig,
+    model,
+    vae,
+    text_encoder,
+    tokenizer,
+    image_source: ImageModelSource | None = None,
+) -> ShapesVideoPipeline:
     """The pipeline a run saves and previews: sampled with the run's time shift (scheduler
-    ``shift``), and image-first when ``cfg.sample_image_first``."""
+    ``shift``), image-first when ``cfg.sample_image_first``, with ``image_source``'s image
+    model and its settings (``image_model_from``)."""
     pipe = ShapesVideoPipeline(
         transformer=model,
         vae=vae,
@@ -434,18 +462,10 @@ def make_pipeline(cfg: DiTTrainConfig, model, vae, text_encoder, tokenizer) -> S
         text_encoder_spec=cfg.text_encoder,
         image_first=cfg.sample_image_first,
     )
-    if cfg.image_model_from is not None:
-        source = ShapesVideoPipeline.from_pretrained(
-            cfg.image_model_from, text_encoder=text_encoder, tokenizer=tokenizer
-        )
-        if source.image_transformer is None:
-            raise ValueError(f"image_model_from: {cfg.image_model_from} has no image_transformer")
-        image_model = source.image_transformer.to(device=model.device, dtype=model.dtype)
+    if image_source is not None:
+        image_model = image_source.model.to(device=model.device, dtype=model.dtype)
         pipe.register_modules(image_transformer=image_model)
-        pipe.image_model_dtype = stored_dtype(Path(cfg.image_model_from) / "image_transformer")
-        pipe.register_to_config(
-            **{k: source.config[k] for k in IMAGE_MODEL_KEYS if k in source.config}
-        )
+        pipe.register_to_config(**image_source.settings)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -646,6 +666,9 @@ def main(cfg: DiTTrainConfig) -> Path:
             raise ValueError(f"image_model_for: no saved pipeline at {cfg.image_model_for}")
 
     vae = load_vae(cfg.vae).to(accelerator.device).eval().requires_grad_(False)
+    image_source = None  # loaded once: previews and the export share it
+    if cfg.image_model_from is not None:
+        image_source = ImageModelSource.load(cfg.image_model_from)
     text_encoder, tokenizer = load_text_encoder(cfg.text_encoder)
     text_encoder.to(accelerator.device)
     latent_size = cfg.data.size // vae_downscale(vae)
@@ -789,6 +812,7 @@ def main(cfg: DiTTrainConfig) -> Path:
                 tokenizer,
                 cfg,
                 out / "samples" / f"step-{step + 1:07d}",
+                image_source,
             )
 
     # ======================================================== data report (shards)
@@ -808,9 +832,9 @@ def main(cfg: DiTTrainConfig) -> Path:
         if cfg.image_model_for is not None:
             pipe = image_model_pipeline(cfg, exported, text_encoder, tokenizer)
         else:
-            pipe = make_pipeline(cfg, exported, vae, text_encoder, tokenizer)
-            if cfg.image_model_from is not None:  # saved as the source stored it
-                pipe.image_transformer.to(pipe.image_model_dtype)
+            pipe = make_pipeline(cfg, exported, vae, text_encoder, tokenizer, image_source)
+            if image_source is not None:  # saved as the source stored it
+                pipe.image_transformer.to(image_source.stored_dtype)
         pipe.save_pretrained(final, save_text_encoder=False)
         ema.restore(unwrapped.parameters())
         accelerator.print(f"saved pipeline with EMA weights to {final}")
@@ -840,7 +864,14 @@ def report_data(accelerator, streams: dict, out: Path) -> dict[str, int]:
 
 @torch.no_grad()
 def write_samples(
-    model, ema, vae, text_encoder, tokenizer, cfg: DiTTrainConfig, folder: Path
+    model,
+    ema,
+    vae,
+    text_encoder,
+    tokenizer,
+    cfg: DiTTrainConfig,
+    folder: Path,
+    image_source: ImageModelSource | None = None,
 ) -> None:
     """Preview videos with the EMA weights (the training weights are restored after)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -851,7 +882,7 @@ def write_samples(
         if cfg.image_model_for is not None:  # first frames of the video pipeline it is for
             pipe, frames = image_model_pipeline(cfg, model, text_encoder, tokenizer), 1
         else:
-            pipe = make_pipeline(cfg, model, vae, text_encoder, tokenizer)
+            pipe = make_pipeline(cfg, model, vae, text_encoder, tokenizer, image_source)
             frames = cfg.stages[-1].frames if cfg.stages[-1].frames > 1 else 16
         for i, prompt in enumerate(cfg.sample_prompts):
             video = pipe(
