@@ -62,7 +62,8 @@ class ShapesVideoPipeline(DiffusionPipeline):
 
     ``first_frame_guidance`` (None: the call's ``guidance_scale``) is the guidance scale of the
     first frame of an image-first clip, so the clip's continuation can be guided less (or more)
-    than the frame it continues.
+    than the frame it continues; ``first_frame_steps`` (None: the call's
+    ``num_inference_steps``) its number of denoising steps.
 
     ``guidance_min_sigma`` (None: guide every step) limits classifier-free guidance to the steps
     with noise level sigma above it (a guidance interval, Kynkäänniemi et al. 2024): the low-noise
@@ -88,6 +89,7 @@ class ShapesVideoPipeline(DiffusionPipeline):
         image_space: str = "latent",
         image_stochastic: bool | None = None,
         first_frame_guidance: float | None = None,
+        first_frame_steps: int | None = None,
         guidance_min_sigma: float | None = None,
     ):
         super().__init__()
@@ -107,6 +109,7 @@ class ShapesVideoPipeline(DiffusionPipeline):
             image_space=image_space,
             image_stochastic=image_stochastic,
             first_frame_guidance=first_frame_guidance,
+            first_frame_steps=first_frame_steps,
             guidance_min_sigma=guidance_min_sigma,
         )
         if image_space not in IMAGE_SPACES:
@@ -449,7 +452,7 @@ class ShapesVideoPipeline(DiffusionPipeline):
                 num_frames=1,
                 height=height,
                 width=width,
-                num_inference_steps=num_inference_steps,
+                num_inference_steps=self.config.get("first_frame_steps") or num_inference_steps,
                 guidance_scale=first_guidance,
                 generator=generator,
                 reference_images=reference_images,

@@ -203,15 +203,9 @@ def first_frame_by_hand(pipe, seed: int = 0, output_type: str = "latent", **kw):
 
     g = torch.Generator("cpu").manual_seed(seed)
     randn_tensor((1, LATENT_CHANNELS, FRAMES, 8, 8), generator=g)
+    kw.setdefault("num_inference_steps", STEPS)
     return pipe(
-        PROMPT,
-        num_frames=1,
-        height=SIZE,
-        width=SIZE,
-        num_inference_steps=STEPS,
-        generator=g,
-        output_type=output_type,
-        **kw,
+        PROMPT, num_frames=1, height=SIZE, width=SIZE, generator=g, output_type=output_type, **kw
     ).frames
 
 
@@ -367,6 +361,20 @@ def test_first_frame_guidance_guides_frame_zero_apart_from_the_clip(text_encoder
     pipe.save_pretrained(tmp_path, save_text_encoder=False)
     loaded = ShapesVideoPipeline.from_pretrained(tmp_path)
     assert loaded.config.first_frame_guidance == 4.0
+
+
+def test_first_frame_steps_draws_frame_zero_with_its_own_step_count(text_encoder, tmp_path):
+    pipe = image_model_pipeline(text_encoder)
+    pipe.register_to_config(first_frame_steps=5)
+    clip = run(pipe, image_first=True, output_type="latent").frames
+    torch.testing.assert_close(clip[:, :, :1], first_frame_by_hand(pipe, num_inference_steps=5))
+    assert not torch.allclose(clip[:, :, :1], first_frame_by_hand(pipe))  # the call's 2 steps
+    # a single frame asked for directly keeps the call's steps
+    image = run(pipe, num_frames=1, output_type="latent").frames
+    plain = image_model_pipeline(text_encoder)
+    torch.testing.assert_close(image, run(plain, num_frames=1, output_type="latent").frames)
+    pipe.save_pretrained(tmp_path, save_text_encoder=False)
+    assert ShapesVideoPipeline.from_pretrained(tmp_path).config.first_frame_steps == 5
 
 
 def test_pixel_space_image_model_draws_pixels_and_the_clip_continues_them(text_encoder):
