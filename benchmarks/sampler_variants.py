@@ -20,7 +20,9 @@ the held-out suite) into ``OUT_ROOT/<variant>`` with ``studio batch``'s code, ju
 * ``imgstoch_g2_g3``: the first frame by the stochastic sampler at guidance 2, the clip at 3
   (the shipped model's settings since session 16);
 * ``gi03``, ``gi05``, ``gi07``: the saved settings with a guidance interval
-  (``guidance_min_sigma`` 0.3, 0.5, 0.7): the steps at lower noise unguided.
+  (``guidance_min_sigma`` 0.3, 0.5, 0.7): the steps at lower noise unguided;
+* ``ff50``, ``ff100``: the saved settings with frame 0 drawn in 50 or 100 steps
+  (``first_frame_steps``).
 
 Finished videos are kept, so an interrupted run resumes.
 """
@@ -54,6 +56,9 @@ VARIANTS = {
     "gi03": ({}, {"guidance_min_sigma": 0.3}, 25),
     "gi05": ({}, {"guidance_min_sigma": 0.5}, 25),
     "gi07": ({}, {"guidance_min_sigma": 0.7}, 25),
+    # frame 0 with 50 / 100 denoising steps (first_frame_steps), the clip with 25
+    "ff50": ({}, {"first_frame_steps": 50}, 25),
+    "ff100": ({}, {"first_frame_steps": 100}, 25),
 }
 KEYS = ("colour", "shape", "motion", "background", "count", "all_correct")
 
