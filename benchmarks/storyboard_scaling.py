@@ -96,9 +96,11 @@ def measure(
     height: int = 64,
     width: int = 64,
     seed: int = 0,
+    full_windows: bool = True,
 ) -> list[dict]:
     """Time and peak memory of a one-scene storyboard per length → one row per length."""
     kw = dict(window=window, context=context, steps=steps, height=height, width=width, seed=seed)
+    kw["full_windows"] = full_windows
     generate_storyboard(pipe, [Scene(PROMPT, min(window, min(lengths)))], **kw)  # warm-up
     rows = []
     for n in lengths:
@@ -112,7 +114,10 @@ def measure(
             {
                 "frames": n,
                 "windows": len(windows),
-                "model_frames_per_frame": sum(w.num_frames for w in windows) / n,
+                "model_frames_per_frame": sum(
+                    window if full_windows else w.num_frames for w in windows
+                )
+                / n,
                 "seconds": seconds,
                 "seconds_per_frame": seconds / n,
                 "peak_mib": mem.peak / 2**20,
@@ -149,6 +154,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--window", type=int, default=16)
     parser.add_argument("--context", type=int, default=DEFAULT_CONTEXT)
+    parser.add_argument(
+        "--full-windows", action=argparse.BooleanOptionalAction, default=True
+    )  # as generate_storyboard: every window at --window frames, cut to what is needed
     parser.add_argument("--height", type=int, default=64)
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
@@ -165,6 +173,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         context=args.context,
         height=args.height,
         width=args.width,
+        full_windows=args.full_windows,
     )
     name = torch.cuda.get_device_name(0) if device.startswith("cuda") else f"CPU ({device})"
     print(markdown(rows, name))

@@ -7,8 +7,10 @@ generated in overlapping windows of at most ``window`` frames (the model's clip 
 * every later window, inside a scene or across a scene boundary, gets the last ``context``
   frames produced so far as clean conditioning frames (the pipeline's conditioning-frame
   mask) and generates ``window - context`` new frames with its own scene's prompt;
-* the last window of a scene generates only the frames still missing, so a scene (and the
-  whole video) can have any number of frames, not only multiples of the window;
+* the last window of a scene keeps only the frames still missing, so a scene (and the
+  whole video) can have any number of frames, not only multiples of the window; it is still
+  generated at the full window length (``full_windows``) and cut, because a model trained on
+  clips of that length moves objects as it learnt only at that length (BENCHMARKS.md);
 * every window of a scene with ``references`` passes that scene's images to the pipeline as
   ``reference_images`` (``<ref1>``, ``<ref2>``… in its prompt bind them, as in
   ``studio generate --ref``); windows of other scenes pass none.
@@ -388,6 +390,7 @@ def generate_storyboard(
     progress: Callable[[int, int], None] | None = None,
     reference_images: Sequence[Sequence[Any] | None] | None = None,
     image_first: bool | None = None,
+    full_windows: bool = True,
 ) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """Generate a storyboard window by window (see the module docstring).
 
@@ -409,6 +412,8 @@ def generate_storyboard(
         window: frames per pipeline call (the model's clip length), ≤ the model's max_frames.
         context: frames of the video so far given to each later window; 1..window-1.
         progress: ``fn(done, total)`` after each window.
+        full_windows: generate every window at ``window`` frames and keep the ones needed
+            (False: a window that needs fewer new frames generates only those).
 
     Returns:
         frames: uint8 (T, H, W, 3), T = the sum of the scenes' frames.
@@ -461,7 +466,7 @@ def generate_storyboard(
         clip = pipe(
             scenes[w.scene].prompt,
             negative_prompt=negative_prompt,
-            num_frames=w.num_frames,
+            num_frames=window if full_windows else w.num_frames,
             height=height,
             width=width,
             num_inference_steps=steps,
@@ -471,8 +476,8 @@ def generate_storyboard(
             output_type="np",
             **({"reference_images": refs} if refs else {}),
             **({"image_first": image_first} if image_first is not None else {}),
-        ).frames[0]  # (cond + new, H, W, 3) float in [0, 1]; the first cond are the given
-        video[w.start : w.start + w.new] = to_uint8(clip[w.cond :])
+        ).frames[0]  # (cond + new [+ cut], H, W, 3) in [0, 1]; the first cond are the given
+        video[w.start : w.start + w.new] = to_uint8(clip[w.cond : w.cond + w.new])
         if progress is not None:
             progress(w.index + 1, len(windows))
 

@@ -154,6 +154,7 @@ def cmd_storyboard(args: argparse.Namespace) -> int:
         width=args.width,
         per_scene=args.per_scene,
         image_first=args.image_first,
+        full_windows=args.full_windows,
     )
     try:
         result = render_storyboard(story, out, options, model=args.model, progress=progress)
@@ -323,6 +324,7 @@ def render_storyboard_suite(args: argparse.Namespace) -> None:
         window=args.window,
         context=args.context or DEFAULT_CONTEXT,
         image_first=args.image_first,
+        full_windows=args.full_windows,
     )
     pipe = load_pipeline(args.model)
     for entry in tqdm(stories, desc="storyboards", unit="story", disable=args.quiet):
@@ -531,6 +533,16 @@ def _add_image_first(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_full_windows(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--full-windows",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="generate every window at --window frames and keep the ones a scene needs "
+        "(default; --no-full-windows generates only those)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="studio", description="Text-to-video studio (Shapes World default model)."
@@ -602,6 +614,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="frames carried into each window (default: 2, pipelines.storyboard.DEFAULT_CONTEXT)",
     )
     sb.add_argument("--window", type=_positive_int, default=16, help="frames per model call")
+    _add_full_windows(sb)
     sb.add_argument("--height", type=int, default=64)
     sb.add_argument("--width", type=int, default=64)
     sb.add_argument(
@@ -724,6 +737,7 @@ def build_parser() -> argparse.ArgumentParser:
     esb.add_argument("--steps", type=_positive_int, default=25)
     esb.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, help=GUIDANCE_HELP)
     esb.add_argument("--window", type=_positive_int, default=16)
+    _add_full_windows(esb)
     esb.add_argument(
         "--context",
         type=_positive_int,

@@ -420,6 +420,8 @@ class StoryboardOptions:
     per_scene: bool = False  # also write NAME-sceneK.EXT for every scene
     # the first window's frame 0 drawn as an image first; None: the model's own setting
     image_first: bool | None = None
+    # every window generated at `window` frames, the ones a scene needs kept
+    full_windows: bool = True
 
 
 def image_first_used(pipe: ShapesVideoPipeline, asked: bool | None) -> bool:
@@ -474,6 +476,7 @@ def render_storyboard(
         progress=progress,
         reference_images=[[r.pixels for r in refs] for refs in references],
         image_first=options.image_first,
+        full_windows=options.full_windows,
     )
     t_gen = time.time() - t1
 

@@ -213,24 +213,36 @@ class Recorder:
 STORY = [Scene("a red circle moving right", 3), Scene("a red circle moving up", 9)]
 
 
-def test_generation_chains_windows_through_the_last_frames(tiny_pipe):
+@pytest.mark.parametrize(
+    "full_windows, sizes",
+    [(True, [6, 6, 6, 6]), (False, [3, 6, 6, 3])],  # cut from full windows, or made to size
+)
+def test_generation_chains_windows_through_the_last_frames(tiny_pipe, full_windows, sizes):
     rec = Recorder(tiny_pipe)
-    video, ranges = generate_storyboard(rec, STORY, seed=1, window=6, context=2, **SMALL)
+    video, ranges = generate_storyboard(
+        rec, STORY, seed=1, window=6, context=2, full_windows=full_windows, **SMALL
+    )
     assert video.shape == (12, 16, 16, 3) and video.dtype == np.uint8
     assert ranges == [(0, 3), (3, 12)]
     windows = plan_windows([3, 9], 6, 2)
     assert len(rec.calls) == len(windows) == 4
-    assert [c["num_frames"] for c in rec.calls] == [3, 6, 6, 3]  # the last makes 1 frame
+    assert [c["num_frames"] for c in rec.calls] == sizes
     assert [c["prompt"] for c in rec.calls] == [STORY[0].prompt] + [STORY[1].prompt] * 3
     assert rec.calls[0]["conditioning_frames"] is None
-    for prev, call, w in zip(rec.calls[:-1], rec.calls[1:], windows[1:], strict=True):
+    for w, call in zip(windows, rec.calls, strict=True):
+        assert len(call["output"]) == call["num_frames"]
+        # the window's new frames are what the video holds there (the rest, if any, is cut)
+        np.testing.assert_array_equal(
+            call["output"][w.cond : w.cond + w.new], video[w.start : w.start + w.new]
+        )
+    pairs = zip(windows[:-1], rec.calls[:-1], rec.calls[1:], windows[1:], strict=True)
+    for prev_w, prev, call, w in pairs:
         given = call["conditioning_frames"]
-        # exactly the previous window's last frames, and what the video holds there
-        np.testing.assert_array_equal(given, prev["output"][-w.cond :])
+        # exactly the previous window's last kept frames, and what the video holds there
+        kept_end = prev_w.cond + prev_w.new
+        np.testing.assert_array_equal(given, prev["output"][kept_end - w.cond : kept_end])
         np.testing.assert_array_equal(given, video[w.start - w.cond : w.start])
-        # the pipeline hands them back unchanged; the new frames follow them
-        np.testing.assert_array_equal(call["output"][: w.cond], given)
-        np.testing.assert_array_equal(call["output"][w.cond :], video[w.start : w.start + w.new])
+        np.testing.assert_array_equal(call["output"][: w.cond], given)  # handed back unchanged
     # window seeds differ, so the windows do not repeat one noise draw
     seeds = {c["generator"].initial_seed() for c in rec.calls}
     assert len(seeds) == 4
@@ -253,6 +265,19 @@ def test_generation_is_deterministic_for_a_seed(tiny_pipe):
         generator=torch.Generator("cpu").manual_seed(3),
     ).frames[0]
     np.testing.assert_array_equal(a[:4], to_uint8(plain))
+
+
+def test_a_scene_shorter_than_the_window_is_cut_from_a_full_window(tiny_pipe):
+    kw = dict(num_inference_steps=1, height=16, width=16)
+    story = [Scene("a blue square moving left", 3)]
+    video, _ = generate_storyboard(
+        tiny_pipe, story, seed=3, window=4, context=1, steps=1, height=16, width=16
+    )
+    plain = tiny_pipe(
+        story[0].prompt, num_frames=4, generator=torch.Generator().manual_seed(3), **kw
+    )
+    assert len(video) == 3
+    np.testing.assert_array_equal(video, to_uint8(plain.frames[0][:3]))
 
 
 def test_bad_requests_fail_before_any_window(tiny_pipe):
@@ -321,6 +346,7 @@ def test_cli_writes_video_sidecar_and_scene_files(cli, small_cli, tmp_path, tiny
     assert record["scenes"][1]["file"] == "film-scene2.mp4"
     assert record["story"] == load_storyboard(story).to_dict()
     assert (record["seed"], record["steps"], record["context"], record["window"]) == (5, 1, 2, 6)
+    assert record["full_windows"] is True
     assert record["guidance"] == DEFAULT_GUIDANCE and record["model"] == str(tiny_pipeline_dir)
     assert len(record["weights_hash"]) == 16
     assert {"python", "torch", "diffusers"} <= set(record["versions"])
