@@ -4,7 +4,7 @@
 
 Each variant renders ``configs/eval/shapes_val.jsonl`` (52 prompts, 1 sample, seed 500 — never
 the held-out suite) into ``OUT_ROOT/<variant>`` with ``studio batch``'s code, judges it with
-``studio eval shapes``'s, and prints one row per variant:
+``studio eval shapes``'s (its report written beside the videos), and prints one row per variant:
 
 * ``base``: the pipeline as saved (25 Euler steps, the default guidance: 4 until session 16,
   3 since);
@@ -38,7 +38,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 from pipelines.text_to_video import DEFAULT_GUIDANCE
 from studio.batch import BatchOptions, run_batch
 from studio.generate import load_pipeline
-from studio.shapes_eval import evaluate_dir
+from studio.shapes_eval import evaluate_dir, write_report
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = {
@@ -95,6 +95,7 @@ def main() -> None:
             pipe.scheduler = saved[0]
             pipe.register_to_config(**{k: saved[1].get(k) for k in pipe_kw})
         report = evaluate_dir(out)
+        write_report(report, out)  # eval.json, eval.md and the contact sheet, as `studio eval`
         cells = [f"{report['overall'][k]:.0%}" for k in KEYS]
         rows.append(f"| {name} | " + " | ".join(cells) + f" | {time.time() - start:.0f} s |")
         print(rows[-1], flush=True)
