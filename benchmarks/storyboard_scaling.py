@@ -114,9 +114,7 @@ def measure(
             {
                 "frames": n,
                 "windows": len(windows),
-                "model_frames_per_frame": sum(
-                    window if full_windows else w.num_frames for w in windows
-                )
+                "model_frames_per_frame": sum(w.call_frames(window, full_windows) for w in windows)
                 / n,
                 "seconds": seconds,
                 "seconds_per_frame": seconds / n,

@@ -9,8 +9,8 @@ generated in overlapping windows of at most ``window`` frames (the model's clip 
   mask) and generates ``window - context`` new frames with its own scene's prompt;
 * the last window of a scene keeps only the frames still missing, so a scene (and the
   whole video) can have any number of frames, not only multiples of the window; it is still
-  generated at the full window length (``full_windows``) and cut, because a model trained on
-  clips of that length moves objects as it learnt only at that length (BENCHMARKS.md);
+  generated at the full window length (``full_windows``) and cut, because shorter continued
+  windows moved objects less reliably on the validation storyboards (BENCHMARKS.md);
 * every window of a scene with ``references`` passes that scene's images to the pipeline as
   ``reference_images`` (``<ref1>``, ``<ref2>``… in its prompt bind them, as in
   ``studio generate --ref``); windows of other scenes pass none.
@@ -277,6 +277,11 @@ class Window:
     def num_frames(self) -> int:
         return self.cond + self.new
 
+    def call_frames(self, window: int, full_windows: bool) -> int:
+        """Frames the pipeline call generates: the whole ``window`` (cut to ``num_frames``
+        afterwards) with ``full_windows``, else just ``num_frames``."""
+        return window if full_windows else self.num_frames
+
 
 def check_windowing(window: int, context: int) -> None:
     if isinstance(window, bool) or not isinstance(window, int) or window < 2:
@@ -466,7 +471,7 @@ def generate_storyboard(
         clip = pipe(
             scenes[w.scene].prompt,
             negative_prompt=negative_prompt,
-            num_frames=window if full_windows else w.num_frames,
+            num_frames=w.call_frames(window, full_windows),
             height=height,
             width=width,
             num_inference_steps=steps,
