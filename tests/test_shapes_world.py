@@ -454,6 +454,29 @@ def test_continuation_switches_motion_at_k():
     assert 35 <= switched <= 85  # about half switch
 
 
+def test_continuation_frames_and_switch_share_are_settable():
+    """A storyboard continues a few given frames: the range of k and the share that switch
+    motion are constructor arguments; every k stays in range and the switch sits at k."""
+    narrow = ShapesWorld(seed=3, continuation_frames=(2, 3), switch_prob=1.0)
+    for index in range(40):
+        meta = narrow.sample(index, "continuation").meta
+        assert meta["condition_frames"] in (2, 3)
+        assert meta["switch_frame"] == meta["condition_frames"]
+    never = ShapesWorld(seed=3, continuation_frames=(4, 4), switch_prob=0.0)
+    metas = [never.sample(i, "continuation").meta for i in range(20)]
+    assert {m["condition_frames"] for m in metas} == {4}
+    assert not any("switch_frame" in m for m in metas)
+    for bad in [
+        {"continuation_frames": (0, 3)},
+        {"continuation_frames": (4, 2)},
+        {"switch_prob": 1.5},
+    ]:
+        with pytest.raises(ValueError, match="continuation_frames|switch_prob"):
+            ShapesWorld(**bad)
+    with pytest.raises(ValueError, match="frames >= 5"):
+        ShapesWorld(frames=4, continuation_frames=(4, 4)).sample(0, "continuation")
+
+
 def test_other_canvas_sizes():
     world = ShapesWorld(size=32, frames=8, seed=1)
     for index in range(50):

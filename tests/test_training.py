@@ -483,6 +483,52 @@ def test_end_frame_cache_holds_the_first_and_last_frames_of_plain_clips(tmp_path
     assert torch.equal(loaded.end_frames, cache.end_frames) and loaded.end_specs == cache.end_specs
 
 
+def test_continuation_cache_follows_the_clips(tmp_path):
+    """``n_continuations`` continuation clips with k in the given range come after the plain
+    clips, encoded as the sampler renders them."""
+    from train.latent_cache import build_cache, encode
+    from train.shapes_world import ShapesWorld
+
+    torch.manual_seed(0)
+    vae = vae_tiny(sample_size=16).eval()
+    cache = build_cache(
+        vae, 2, 0, size=16, frames=6, n_continuations=3, continuation_frames=(2, 3), progress=False
+    )
+    assert cache.clips.shape[:3] == (5, vae.config.latent_channels, 6)
+    assert [s["kind"] for s in cache.clip_specs[2:]] == ["continuation"] * 3
+    assert all(s["condition_frames"] in (2, 3) for s in cache.clip_specs[2:])
+    world = ShapesWorld(
+        size=16, frames=6, seed=0, mix={"continuation": 1.0}, continuation_frames=(2, 3)
+    )
+    clip = world.sample(4 * 10**8 + 1)
+    assert cache.clip_specs[3]["condition_frames"] == clip.meta["condition_frames"]
+    expected = encode(vae, clip.frames).half().permute(1, 0, 2, 3)  # (C, F, h, w)
+    torch.testing.assert_close(cache.clips[3], expected, atol=1e-3, rtol=0)
+
+
+def test_continuation_clips_join_the_training_cache(dit_config, cache_dir):
+    """data.cache_continuations: a run caches them in a part of their own and trains on them
+    with their given frames."""
+    cfg = dit_config(
+        "CONT",
+        "data.cache_continuations=3",
+        "data.continuation_frames=[2, 3]",
+        "stages=[{name: clips, steps: 2, frames: 8, batch_size: 2}]",
+    )
+    reset_accelerate()
+    train_dit.main(cfg)
+    reset_accelerate()
+    assert sorted(losses(Path(cfg.output_dir))) == [1, 2]
+    (part,) = Path(cache_dir).glob("*-continuations-3-k2-3")
+    specs = json.loads((part / "specs.json").read_text())["clips"]
+    assert len(specs) == 3 and all(s["condition_frames"] in (2, 3) for s in specs)
+    bad = dit_config("CONT_BAD", "data.continuation_frames=[2]")
+    reset_accelerate()
+    with pytest.raises(ValueError, match="continuation_frames"):
+        train_dit.main(bad)
+    reset_accelerate()
+
+
 def _toy_cache():
     """Clips numbered by value: clip i's frame f holds 10·i + f; images hold 100 + i."""
     from train.latent_cache import LatentCache

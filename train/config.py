@@ -109,6 +109,11 @@ class DataConfig:
     # extra single- and two-object clips of which only the first and last frames are encoded
     # for clip_frame_prob (cached beside the clips; the cached clips' own ends count too)
     cache_end_frames: int = 0
+    # extra continuation clips (shapes_world.md "Scene changes": the first k frames given, k
+    # in continuation_frames, half of them switching motion at k), cached beside the clips
+    # and drawn with them: storyboard windows continue a few given frames (their context)
+    cache_continuations: int = 0
+    continuation_frames: list[int] = field(default_factory=lambda: [2, 8])
 
 
 @dataclass

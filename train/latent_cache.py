@@ -102,19 +102,23 @@ def build_cache(
     progress: bool = True,
     n_references: int = 0,
     n_end_frames: int = 0,
+    n_continuations: int = 0,
+    continuation_frames: tuple[int, int] = (2, 8),
 ) -> LatentCache:
     """Render and encode; deterministic for a seed (sample i of each part uses index i).
 
     ``n_references`` reference-element clips are added with their reference images (the
     training exclusions hold: no held-out sprite is rendered). ``n_end_frames`` single- and
     two-object clips are rendered whole (their objects' start depends on their motion) and
-    only their first and last frames encoded."""
+    only their first and last frames encoded. ``n_continuations`` continuation clips (k in
+    ``continuation_frames`` given, half of them switching motion at k) follow the
+    ``n_clips`` clips in ``clips``."""
     world = ShapesWorld(
         size=size, frames=frames, seed=seed, mix=VIDEO_WEIGHTS | {"image": 0.0, "reference": 0.0}
     )
     clip_lat, clip_specs, pending, pending_specs = [], [], [], []
     bar = tqdm(
-        total=n_clips + n_images + n_references + n_end_frames,
+        total=n_clips + n_continuations + n_images + n_references + n_end_frames,
         desc="latent cache",
         disable=not progress,
     )
@@ -132,6 +136,27 @@ def build_cache(
             clip_specs += pending_specs
             bar.update(len(pending))
             pending, pending_specs = [], []
+    if n_continuations:
+        cont_world = ShapesWorld(
+            size=size,
+            frames=frames,
+            seed=seed,
+            mix={"continuation": 1.0},
+            continuation_frames=continuation_frames,
+        )
+        for start in range(0, n_continuations, per_batch):
+            samples = [
+                cont_world.sample(4 * 10**8 + j)
+                for j in range(start, min(n_continuations, start + per_batch))
+            ]
+            z = encode(vae, np.concatenate([s.frames for s in samples]))
+            clip_lat.append(
+                z.reshape(len(samples), frames, *z.shape[1:]).permute(0, 2, 1, 3, 4).half().cpu()
+            )
+            clip_specs += [
+                {**ClipSpec.from_dict(s.meta).to_dict(), "kind": "continuation"} for s in samples
+            ]
+            bar.update(len(samples))
     image_lat, image_specs = [], []
     for start in range(0, n_images, batch_frames):
         samples = [

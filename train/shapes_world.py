@@ -501,6 +501,12 @@ class ShapesWorld:
     ``reference`` (1-2 patterned sprites captioned ``<refN>``), ``continuation`` (the
     first k frames condition; in about half, motion switches at frame k).
 
+    ``continuation_frames`` = (lo, hi) bounds k for continuation samples (at most the clip's
+    frames - 2 when it has 4 or more) and ``switch_prob`` is the share of them that switch
+    motion at frame k; the defaults (2, 8) and 0.5 are the mix's own continuation samples.
+    A storyboard continues a fixed few frames (its ``context``), which a narrower range
+    trains on more often.
+
     ``exclusions=True`` applies the training-set exclusions: no purple in any multi-frame
     clip and no orange triangle / blue circle anywhere, and no held-out sprite
     (:func:`is_heldout_sprite`) in reference samples. ``False`` lifts all of them (ground
@@ -525,6 +531,8 @@ class ShapesWorld:
         seed: int = 0,
         exclusions: bool = True,
         mix: dict[str, float] | None = None,
+        continuation_frames: tuple[int, int] = (2, 8),
+        switch_prob: float = 0.5,
     ) -> None:
         if size < 16:
             raise ValueError(f"size must be >= 16 px so that shapes stay recognisable, got {size}")
@@ -543,6 +551,14 @@ class ShapesWorld:
             )
         total = sum(mix.values())
         self.mix = {k: mix.get(k, 0.0) / total for k in self.KINDS}
+        lo, hi = (int(v) for v in continuation_frames)
+        if len(tuple(continuation_frames)) != 2 or not 1 <= lo <= hi:
+            raise ValueError(
+                f"continuation_frames must be (lo, hi) with 1 <= lo <= hi, got {continuation_frames}"
+            )
+        if not 0.0 <= switch_prob <= 1.0:
+            raise ValueError(f"switch_prob must be in [0, 1], got {switch_prob}")
+        self.continuation_frames, self.switch_prob = (lo, hi), float(switch_prob)
 
     def _check_frames(self, frames: int) -> int:
         free = self.size - box_side("small", self.size)
@@ -620,13 +636,15 @@ class ShapesWorld:
         background = _pick(rng, tuple(BACKGROUNDS))
         switch_frame = condition = None
         if kind == "continuation":
-            if n_frames < 3:
+            lo, hi = self.continuation_frames
+            if n_frames < lo + 1:
                 raise ValueError(
-                    f"continuation needs frames >= 3 (2 given + 1 generated), got {n_frames}"
+                    f"continuation needs frames >= {lo + 1} ({lo} given + 1 generated), "
+                    f"got {n_frames}"
                 )
-            # k in 2..8, leaving at least 2 frames to generate when the clip has 4 or more
-            condition = int(rng.integers(2, max(2, min(8, n_frames - 2)) + 1))
-            if rng.random() < 0.5:
+            # k in lo..hi, leaving at least 2 frames to generate when the clip has 4 or more
+            condition = int(rng.integers(lo, max(lo, min(hi, n_frames - 2)) + 1))
+            if rng.random() < self.switch_prob:
                 switch_frame = condition
         step = speed(self.size)
         for _ in range(self.MAX_ATTEMPTS):

@@ -577,40 +577,50 @@ def _shapes_cache(cfg: DiTTrainConfig, vae, out: Path, accelerator) -> LatentCac
     )
     root = Path(cfg.data.cache_dir or out / "latents")
     n_refs, n_ends = cfg.data.cache_references, cfg.data.cache_end_frames
-    parts = {root / key: (cfg.data.cache_clips, cfg.data.cache_images, 0, 0)}
+    n_conts, (k_lo, k_hi) = cfg.data.cache_continuations, cfg.data.continuation_frames
+    parts = {root / key: {"n_clips": cfg.data.cache_clips, "n_images": cfg.data.cache_images}}
+    refs_path = root / f"{key}-references-{n_refs}"
+    ends_path = root / f"{key}-end-frames-{n_ends}"
+    conts_path = root / f"{key}-continuations-{n_conts}-k{k_lo}-{k_hi}"
     if n_refs:
-        parts[root / f"{key}-references-{n_refs}"] = (0, 0, n_refs, 0)
+        parts[refs_path] = {"n_references": n_refs}
     if n_ends:
-        parts[root / f"{key}-end-frames-{n_ends}"] = (0, 0, 0, n_ends)
+        parts[ends_path] = {"n_end_frames": n_ends}
+    if n_conts:
+        parts[conts_path] = {"n_continuations": n_conts, "continuation_frames": (k_lo, k_hi)}
     if accelerator.is_main_process:
-        for path, (clips, images, refs, ends) in parts.items():
+        for path, counts in parts.items():
             if load_cache(path) is None:
                 built = build_cache(
                     vae,
-                    clips,
-                    images,
+                    counts.pop("n_clips", 0),
+                    counts.pop("n_images", 0),
                     cfg.data.size,
                     cfg.data.clip_frames,
                     cfg.data.seed,
-                    n_references=refs,
-                    n_end_frames=ends,
+                    **counts,
                 )
                 save_cache(built, path)
     accelerator.wait_for_everyone()
     cache = load_cache(root / key)
     if n_refs:
-        refs = load_cache(root / f"{key}-references-{n_refs}")
+        refs = load_cache(refs_path)
         cache.ref_clips, cache.ref_images, cache.ref_specs = (
             refs.ref_clips,
             refs.ref_images,
             refs.ref_specs,
         )
     if n_ends:
-        ends = load_cache(root / f"{key}-end-frames-{n_ends}")
+        ends = load_cache(ends_path)
         cache.end_frames, cache.end_specs = ends.end_frames, ends.end_specs
+    if n_conts:  # drawn like the other clips: their share of video batches is their count's
+        conts = load_cache(conts_path)
+        cache.clips = torch.cat([cache.clips, conts.clips])
+        cache.clip_specs = cache.clip_specs + conts.clip_specs
     accelerator.print(
         f"latent cache {root / key}: {len(cache.clips)} clips, {len(cache.images)} images, "
-        f"{n_refs} reference clips, {n_ends} extra clip end frames"
+        f"{n_refs} reference clips, {n_ends} extra clip end frames "
+        f"({n_conts} of the clips are extra continuations, k in {k_lo}..{k_hi})"
     )
     return cache
 
@@ -644,6 +654,11 @@ def main(cfg: DiTTrainConfig) -> Path:
     if cfg.data.clip_frame_prob > 0 and cfg.data.source != "shapes":
         raise ValueError(
             "data.clip_frame_prob needs data.source 'shapes' (the latent cache's clips)"
+        )
+    if len(cfg.data.continuation_frames) != 2 or cfg.data.cache_continuations < 0:
+        raise ValueError(
+            "data.continuation_frames must be [lo, hi] and data.cache_continuations >= 0, got "
+            f"{list(cfg.data.continuation_frames)} and {cfg.data.cache_continuations}"
         )
     if cfg.export_dtype not in EXPORT_DTYPES:
         raise ValueError(
