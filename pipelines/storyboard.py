@@ -54,12 +54,13 @@ STORY_KEYS: tuple[str, ...] = ("fps", "scenes")
 STORY_SUFFIXES: tuple[str, ...] = (".yaml", ".yml", ".json")
 DEFAULT_FPS = 8
 DEFAULT_WINDOW = 16  # the default model's training clip length
-# Frames carried into each later window. The default model was trained mostly image-to-video
-# (one given frame) and continues 2 given frames more faithfully than 4: on the validation
-# storyboards (configs/eval/storyboard_val.json) context 4 / 1 / 2 kept colour and shape at
-# 52 / 55 / 60 % of boundaries and jumped <= 4 px at 55 / 72 / 70 % (BENCHMARKS.md); 2 also
-# recomputes fewer frames (per-frame cost 1.13x a single clip's at 256 frames, not 1.22x).
-DEFAULT_CONTEXT = 2
+# Frames carried into each later window. The default model's video transformer was
+# fine-tuned on continuations of 2..4 given frames (configs/train/dit_shapes_storyboard.yaml);
+# on the validation storyboards (configs/eval/storyboard_val.json) context 2 / 3 / 4 kept
+# colour and shape at 72 / 85 / 72 % of boundaries, jumped <= 4 px at 95 / 95 / 88 % and
+# moved as asked in 77 / 75 / 78 % of scenes (BENCHMARKS.md). Per-frame cost: see
+# benchmarks/storyboard_scaling.py.
+DEFAULT_CONTEXT = 3
 
 
 # ----------------------------------------------------------------------------------------------

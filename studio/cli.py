@@ -611,7 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--context",
         type=_positive_int,
         default=None,
-        help="frames carried into each window (default: 2, pipelines.storyboard.DEFAULT_CONTEXT)",
+        help="frames carried into each window (default: 3, pipelines.storyboard.DEFAULT_CONTEXT)",
     )
     sb.add_argument("--window", type=_positive_int, default=16, help="frames per model call")
     _add_full_windows(sb)
@@ -742,7 +742,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--context",
         type=_positive_int,
         default=None,
-        help="frames carried into each window (default: 2, pipelines.storyboard.DEFAULT_CONTEXT)",
+        help="frames carried into each window (default: 3, pipelines.storyboard.DEFAULT_CONTEXT)",
     )
     _add_image_first(esb)
     esb.add_argument("--quiet", action="store_true")
