@@ -116,69 +116,37 @@ def build_cache(
     world = ShapesWorld(
         size=size, frames=frames, seed=seed, mix=VIDEO_WEIGHTS | {"image": 0.0, "reference": 0.0}
     )
-    clip_lat, clip_specs, pending, pending_specs = [], [], [], []
+    clip_lat, clip_specs = [], []
     bar = tqdm(
         total=n_clips + n_continuations + n_images + n_references + n_end_frames,
         desc="latent cache",
         disable=not progress,
     )
     per_batch = max(1, batch_frames // frames)
-    for i in range(n_clips):
-        sample = world.sample(i)
-        pending.append(sample.frames)
-        pending_specs.append(
-            {**ClipSpec.from_dict(sample.meta).to_dict(), "kind": sample.meta["kind"]}
-        )
-        if len(pending) == per_batch or i == n_clips - 1:
-            z = encode(vae, np.concatenate(pending))  # (n·F, C, h, w)
-            z = z.reshape(len(pending), frames, *z.shape[1:]).permute(0, 2, 1, 3, 4)
-            clip_lat.append(z.half().cpu())
-            clip_specs += pending_specs
-            bar.update(len(pending))
-            pending, pending_specs = [], []
-    if n_continuations:
-        cont_world = ShapesWorld(
-            size=size,
-            frames=frames,
-            seed=seed,
-            mix={"continuation": 1.0},
-            continuation_frames=continuation_frames,
-        )
-        for start in range(0, n_continuations, per_batch):
-            samples = [
-                cont_world.sample(4 * 10**8 + j)
-                for j in range(start, min(n_continuations, start + per_batch))
-            ]
-            z = encode(vae, np.concatenate([s.frames for s in samples]))
-            clip_lat.append(
-                z.reshape(len(samples), frames, *z.shape[1:]).permute(0, 2, 1, 3, 4).half().cpu()
-            )
-            clip_specs += [
-                {**ClipSpec.from_dict(s.meta).to_dict(), "kind": "continuation"} for s in samples
-            ]
+    cont_world = ShapesWorld(
+        size=size,
+        frames=frames,
+        seed=seed,
+        mix={"continuation": 1.0},
+        continuation_frames=continuation_frames,
+    )
+    # the plain clips, then the extra continuations (their sample indices start at 4·10⁸)
+    for part_world, base, n in ((world, 0, n_clips), (cont_world, 4 * 10**8, n_continuations)):
+        for samples in _sample_batches(part_world, base, n, per_batch):
+            clip_lat.append(_encode_clips(vae, samples, frames))
+            clip_specs += [_spec(s) for s in samples]
             bar.update(len(samples))
     image_lat, image_specs = [], []
-    for start in range(0, n_images, batch_frames):
-        samples = [
-            world.sample(10**8 + j, kind="image")
-            for j in range(start, min(n_images, start + batch_frames))
-        ]
+    for samples in _sample_batches(world, 10**8, n_images, batch_frames, kind="image"):
         image_lat.append(encode(vae, np.concatenate([s.frames for s in samples])).half().cpu())
-        image_specs += [ClipSpec.from_dict(s.meta).to_dict() | {"kind": "image"} for s in samples]
+        image_specs += [_spec(s) for s in samples]
         bar.update(len(samples))
     ref_clips = ref_images = ref_specs = None
     if n_references:
         ref_world = ShapesWorld(size=size, frames=frames, seed=seed, mix={"reference": 1.0})
         ref_clips, ref_images, ref_specs = [], [], []
-        for start in range(0, n_references, per_batch):
-            samples = [
-                ref_world.sample(2 * 10**8 + j)
-                for j in range(start, min(n_references, start + per_batch))
-            ]
-            z = encode(vae, np.concatenate([s.frames for s in samples]))
-            ref_clips.append(
-                z.reshape(len(samples), frames, *z.shape[1:]).permute(0, 2, 1, 3, 4).half().cpu()
-            )
+        for samples in _sample_batches(ref_world, 2 * 10**8, n_references, per_batch):
+            ref_clips.append(_encode_clips(vae, samples, frames))
             refs = encode(vae, np.concatenate([np.stack(s.references) for s in samples]))
             padded = torch.zeros(len(samples), MAX_SPRITES, *refs.shape[1:])
             k = 0
@@ -186,9 +154,7 @@ def build_cache(
                 padded[i, : len(s.references)] = refs[k : k + len(s.references)]
                 k += len(s.references)
             ref_images.append(padded.half().cpu())
-            ref_specs += [
-                {**ClipSpec.from_dict(s.meta).to_dict(), "kind": "reference"} for s in samples
-            ]
+            ref_specs += [_spec(s) for s in samples]
             bar.update(len(samples))
         ref_clips, ref_images = torch.cat(ref_clips), torch.cat(ref_images)
     end_frames = end_specs = None
@@ -196,17 +162,11 @@ def build_cache(
         end_world = ShapesWorld(
             size=size, frames=frames, seed=seed, mix={k: VIDEO_WEIGHTS[k] for k in END_KINDS}
         )
-        end_frames, end_specs, per_batch_ends = [], [], batch_frames // 2  # 2 frames a clip
-        for start in range(0, n_end_frames, per_batch_ends):
-            samples = [
-                end_world.sample(3 * 10**8 + j)
-                for j in range(start, min(n_end_frames, start + per_batch_ends))
-            ]
-            z = encode(vae, np.concatenate([s.frames[[0, -1]] for s in samples]))
+        end_frames, end_specs = [], []
+        for samples in _sample_batches(end_world, 3 * 10**8, n_end_frames, batch_frames // 2):
+            z = encode(vae, np.concatenate([s.frames[[0, -1]] for s in samples]))  # 2 a clip
             end_frames.append(z.reshape(len(samples), 2, *z.shape[1:]).half().cpu())
-            end_specs += [
-                {**ClipSpec.from_dict(s.meta).to_dict(), "kind": s.meta["kind"]} for s in samples
-            ]
+            end_specs += [_spec(s) for s in samples]
             bar.update(len(samples))
         end_frames = torch.cat(end_frames)
     bar.close()
@@ -224,6 +184,23 @@ def build_cache(
         end_frames=end_frames,
         end_specs=end_specs,
     )
+
+
+def _sample_batches(world: ShapesWorld, base: int, n: int, per_batch: int, **kwargs):
+    """Samples ``base + 0 .. base + n - 1`` of ``world``, in lists of at most ``per_batch``."""
+    for start in range(0, n, per_batch):
+        yield [world.sample(base + j, **kwargs) for j in range(start, min(n, start + per_batch))]
+
+
+def _encode_clips(vae, samples: list, frames: int) -> torch.Tensor:
+    """Equal-length clips → latents (N, C, F, h, w) float16 on the CPU."""
+    z = encode(vae, np.concatenate([s.frames for s in samples]))  # (N·F, C, h, w)
+    return z.reshape(len(samples), frames, *z.shape[1:]).permute(0, 2, 1, 3, 4).half().cpu()
+
+
+def _spec(sample) -> dict:
+    """A sample's layout as cached: its ClipSpec dict and its kind."""
+    return {**ClipSpec.from_dict(sample.meta).to_dict(), "kind": sample.meta["kind"]}
 
 
 def save_cache(cache: LatentCache, path: Path) -> None:
