@@ -469,6 +469,7 @@ def test_continuation_frames_and_switch_share_are_settable():
     for bad in [
         {"continuation_frames": (0, 3)},
         {"continuation_frames": (4, 2)},
+        {"continuation_frames": (2, 3, 4)},
         {"switch_prob": 1.5},
     ]:
         with pytest.raises(ValueError, match="continuation_frames|switch_prob"):

@@ -551,14 +551,14 @@ class ShapesWorld:
             )
         total = sum(mix.values())
         self.mix = {k: mix.get(k, 0.0) / total for k in self.KINDS}
-        lo, hi = (int(v) for v in continuation_frames)
-        if len(tuple(continuation_frames)) != 2 or not 1 <= lo <= hi:
+        bounds = tuple(int(v) for v in continuation_frames)
+        if len(bounds) != 2 or not 1 <= bounds[0] <= bounds[1]:
             raise ValueError(
                 f"continuation_frames must be (lo, hi) with 1 <= lo <= hi, got {continuation_frames}"
             )
         if not 0.0 <= switch_prob <= 1.0:
             raise ValueError(f"switch_prob must be in [0, 1], got {switch_prob}")
-        self.continuation_frames, self.switch_prob = (lo, hi), float(switch_prob)
+        self.continuation_frames, self.switch_prob = bounds, float(switch_prob)
 
     def _check_frames(self, frames: int) -> int:
         free = self.size - box_side("small", self.size)

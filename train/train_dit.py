@@ -593,12 +593,10 @@ def _shapes_cache(cfg: DiTTrainConfig, vae, out: Path, accelerator) -> LatentCac
             if load_cache(path) is None:
                 built = build_cache(
                     vae,
-                    counts.pop("n_clips", 0),
-                    counts.pop("n_images", 0),
-                    cfg.data.size,
-                    cfg.data.clip_frames,
-                    cfg.data.seed,
-                    **counts,
+                    **({"n_clips": 0, "n_images": 0} | counts),
+                    size=cfg.data.size,
+                    frames=cfg.data.clip_frames,
+                    seed=cfg.data.seed,
                 )
                 save_cache(built, path)
     accelerator.wait_for_everyone()
