@@ -1,7 +1,7 @@
 """Does storyboard generation stay linear in time and flat in memory as videos get longer?
 
     python benchmarks/storyboard_scaling.py MODEL_DIR [--lengths 16 64 256] [--steps 25]
-        [--window 16] [--context 2] [--height 64] [--width 64] [--device cuda]
+        [--window 16] [--context 3] [--candidates 1] [--height 64] [--width 64] [--device cuda]
 
 Generates a one-scene storyboard of each length with ``pipelines.storyboard`` (after one
 untimed warm-up window) and prints a Markdown table: seconds per frame, peak memory, and
@@ -13,8 +13,9 @@ resident set size sampled every 5 ms during the run (both include the model's we
 
 Note on the time bar: overlapping windows regenerate ``context`` frames per later window,
 so per-frame cost tends to ``window / (window - context)`` times the one-window cost
-(16/14 ≈ 1.14 for the default context 2; ≈ 1.33 with ``--context 4``); the "windows" column shows
-the model frames computed per output frame.
+(16/13 ≈ 1.23 for the default context 3; ≈ 1.33 with ``--context 4``); the "model frames /
+frame" column shows the model frames computed per output frame. With ``--candidates N`` every
+later window is drawn N times (one batched call), the first once.
 """
 
 from __future__ import annotations
@@ -97,10 +98,11 @@ def measure(
     width: int = 64,
     seed: int = 0,
     full_windows: bool = True,
+    candidates: int = 1,
 ) -> list[dict]:
     """Time and peak memory of a one-scene storyboard per length → one row per length."""
     kw = dict(window=window, context=context, steps=steps, height=height, width=width, seed=seed)
-    kw["full_windows"] = full_windows
+    kw |= dict(full_windows=full_windows, candidates=candidates)
     generate_storyboard(pipe, [Scene(PROMPT, min(window, min(lengths)))], **kw)  # warm-up
     rows = []
     for n in lengths:
@@ -155,6 +157,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument(
         "--full-windows", action=argparse.BooleanOptionalAction, default=True
     )  # as generate_storyboard: every window at --window frames, cut to what is needed
+    parser.add_argument(
+        "--candidates", type=int, default=1, help="draws per later window (as --candidates)"
+    )
     parser.add_argument("--height", type=int, default=64)
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
@@ -172,6 +177,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         height=args.height,
         width=args.width,
         full_windows=args.full_windows,
+        candidates=args.candidates,
     )
     name = torch.cuda.get_device_name(0) if device.startswith("cuda") else f"CPU ({device})"
     print(markdown(rows, name))

@@ -13,7 +13,9 @@ generated in overlapping windows of at most ``window`` frames (the model's clip 
   windows moved objects less reliably on the validation storyboards (BENCHMARKS.md);
 * every window of a scene with ``references`` passes that scene's images to the pipeline as
   ``reference_images`` (``<ref1>``, ``<ref2>``… in its prompt bind them, as in
-  ``studio generate --ref``); windows of other scenes pass none.
+  ``studio generate --ref``); windows of other scenes pass none;
+* with ``candidates=N`` every later window is drawn N times in one batched call and the draw
+  that best continues its given frames (:func:`continuity_cost`) is kept.
 
 This is Phenaki's prefix conditioning (Villegas et al. 2022, "Phenaki: Variable length video
 generation from open domain textual descriptions"): the clean prefix carries the object's
@@ -61,6 +63,10 @@ DEFAULT_WINDOW = 16  # the default model's training clip length
 # moved as asked in 77 / 75 / 78 % of scenes (BENCHMARKS.md). Per-frame cost: see
 # benchmarks/storyboard_scaling.py.
 DEFAULT_CONTEXT = 3
+# Draws of each continued window, the most continuous kept (continuity_cost). One: three
+# did no better on the validation storyboards and cost ~2x the time, over the issue's time
+# bar (BENCHMARKS.md, "Several draws per later window").
+DEFAULT_CANDIDATES = 1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -318,13 +324,58 @@ def plan_windows(
     return windows
 
 
-def window_seed(seed: int, index: int) -> int:
+def window_seed(seed: int, index: int, candidate: int = 0) -> int:
     """Seed of window ``index``: the storyboard seed for the first window (so it matches
-    ``studio generate`` with the same seed), a hash of ``(seed, index)`` for the others."""
-    if index == 0:
+    ``studio generate`` with the same seed), a hash of ``(seed, index)`` for the others;
+    candidate ``c > 0`` of a window hashes ``(seed, index, c)`` (candidate 0 is the window's
+    own seed, so one candidate gives the same video as before candidates existed)."""
+    if index == 0 and candidate == 0:
         return seed
-    digest = hashlib.sha256(f"storyboard:{seed}:{index}".encode()).digest()
+    key = f"storyboard:{seed}:{index}" + (f":{candidate}" if candidate else "")
+    digest = hashlib.sha256(key.encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1  # < 2**63: any torch seed
+
+
+def _colour_histograms(frames: np.ndarray, levels: int) -> np.ndarray:
+    """(F, levels**3) colour histograms of uint8 (F, H, W, 3) frames, each summing to 1."""
+    q = frames.astype(np.int64) * levels // 256  # (F, H, W, 3) in 0..levels-1
+    index = (q[..., 0] * levels + q[..., 1]) * levels + q[..., 2]  # (F, H, W)
+    flat = index.reshape(len(frames), -1)
+    hist = np.stack([np.bincount(row, minlength=levels**3) for row in flat]).astype(np.float64)
+    return hist / flat.shape[1]
+
+
+def continuity_cost(given: np.ndarray, new: np.ndarray, levels: int = 8) -> float:
+    """How much ``new`` frames break from the ``given`` frames they continue; lower is better.
+
+    Generic pixel terms (no detector, nothing about the world's objects), each a fraction of
+    the frame:
+
+    * **appearance**: each new frame's colour histogram (``levels``³ bins) against the given
+      frames' mean histogram, half the L1 distance, averaged over the new frames. Motion
+      moves pixels without changing the histogram; a colour that changes, an object that
+      appears or vanishes, or a shape redrawn with another area all change it;
+    * **jump**: how much more the frame changes across the seam (last given → first new
+      frame) than between consecutive frames on either side of it (the larger of the two
+      medians, so that stopping or starting to move costs nothing): a step larger than the
+      motion's own.
+
+    Args:
+        given: uint8 (Fc, H, W, 3), Fc ≥ 1. new: uint8 (Fn, H, W, 3), Fn ≥ 1.
+    """
+    if len(given) < 1 or len(new) < 1:
+        raise ValueError("continuity_cost needs at least one given and one new frame")
+    # 1. Appearance: colour histograms, motion-invariant
+    ref = _colour_histograms(given, levels).mean(0)  # (levels**3,)
+    appearance = 0.5 * np.abs(_colour_histograms(new, levels) - ref).sum(1).mean()
+    # 2. Jump: the change across the seam beyond the motion's own frame-to-frame change
+    seq = np.concatenate([given, new]).astype(np.float32) / 255  # (Fc + Fn, H, W, 3)
+    steps = np.abs(np.diff(seq, axis=0)).mean(axis=(1, 2, 3))  # (Fc + Fn - 1,)
+    k = len(given) - 1  # steps[k]: last given -> first new
+    before, after = steps[:k], steps[k + 1 :]
+    motion = max(float(np.median(part)) if len(part) else 0.0 for part in (before, after))
+    jump = max(0.0, float(steps[k]) - motion)
+    return float(appearance + jump)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -397,6 +448,8 @@ def generate_storyboard(
     reference_images: Sequence[Sequence[Any] | None] | None = None,
     image_first: bool | None = None,
     full_windows: bool = True,
+    candidates: int = DEFAULT_CANDIDATES,
+    continuity: Callable[[np.ndarray, np.ndarray], float] | None = None,
 ) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """Generate a storyboard window by window (see the module docstring).
 
@@ -420,6 +473,12 @@ def generate_storyboard(
         progress: ``fn(done, total)`` after each window.
         full_windows: generate every window at ``window`` frames and keep the ones needed
             (False: a window that needs fewer new frames generates only those).
+        candidates: every continued window (all but the first) is drawn this many times in
+            one batched call (candidate ``c`` from ``window_seed(seed, i, c)``) and the one
+            with the lowest ``continuity`` cost against its given frames is kept; 1 draws
+            each window once.
+        continuity: ``fn(given, new) -> cost`` on uint8 (F, H, W, 3) frames, lower kept
+            (None: :func:`continuity_cost`); e.g. an embedding distance for real footage.
 
     Returns:
         frames: uint8 (T, H, W, 3), T = the sum of the scenes' frames.
@@ -436,6 +495,8 @@ def generate_storyboard(
         raise ValueError("the storyboard is empty: give at least one scene")
     check_scene_references(scenes, pipe.max_references)
     images = _scene_images(scenes, reference_images)
+    if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
+        raise ValueError(f"candidates must be an integer >= 1, got {candidates!r}")
     max_frames = pipe.transformer.config.max_frames
     if isinstance(window, int) and window > max_frames:
         raise ValueError(
@@ -469,21 +530,27 @@ def generate_storyboard(
     for w in windows:
         given = video[w.start - w.cond : w.start].copy() if w.cond else None
         refs = images[w.scene]
-        clip = pipe(
-            scenes[w.scene].prompt,
+        n = candidates if w.cond else 1
+        gens = [torch.Generator("cpu").manual_seed(window_seed(seed, w.index, c)) for c in range(n)]
+        prompt = scenes[w.scene].prompt
+        clips = pipe(
+            prompt if n == 1 else [prompt] * n,
             negative_prompt=negative_prompt,
             num_frames=w.call_frames(window, full_windows),
             height=height,
             width=width,
             num_inference_steps=steps,
             guidance_scale=guidance,
-            generator=torch.Generator("cpu").manual_seed(window_seed(seed, w.index)),
+            generator=gens[0] if n == 1 else gens,
             conditioning_frames=given,
             output_type="np",
             **({"reference_images": refs} if refs else {}),
             **({"image_first": image_first} if image_first is not None else {}),
-        ).frames[0]  # (cond + new [+ cut], H, W, 3) in [0, 1]; the first cond are the given
-        video[w.start : w.start + w.new] = to_uint8(clip[w.cond : w.cond + w.new])
+        ).frames  # (n, cond + new [+ cut], H, W, 3) in [0, 1]; the first cond are the given
+        made = [to_uint8(clip[w.cond : w.cond + w.new]) for clip in clips]
+        cost = continuity or continuity_cost
+        best = 0 if n == 1 else int(np.argmin([cost(given, m) for m in made]))
+        video[w.start : w.start + w.new] = made[best]
         if progress is not None:
             progress(w.index + 1, len(windows))
 

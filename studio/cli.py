@@ -130,7 +130,7 @@ def cmd_storyboard(args: argparse.Namespace) -> int:
     (a failure at any point leaves no output behind)."""
     from tqdm.auto import tqdm
 
-    from pipelines.storyboard import DEFAULT_CONTEXT, load_storyboard
+    from pipelines.storyboard import DEFAULT_CANDIDATES, DEFAULT_CONTEXT, load_storyboard
 
     from .generate import StoryboardOptions, check_output_path, render_storyboard
 
@@ -155,6 +155,7 @@ def cmd_storyboard(args: argparse.Namespace) -> int:
         per_scene=args.per_scene,
         image_first=args.image_first,
         full_windows=args.full_windows,
+        candidates=args.candidates or DEFAULT_CANDIDATES,
     )
     try:
         result = render_storyboard(story, out, options, model=args.model, progress=progress)
@@ -306,7 +307,7 @@ def render_storyboard_suite(args: argparse.Namespace) -> None:
 
     from tqdm.auto import tqdm
 
-    from pipelines.storyboard import DEFAULT_CONTEXT, load_storyboard
+    from pipelines.storyboard import DEFAULT_CANDIDATES, DEFAULT_CONTEXT, load_storyboard
 
     from .generate import StoryboardOptions, ensure_output_dir, load_pipeline, render_storyboard
     from .shapes_eval import STORYBOARD_SUITE_PATH
@@ -325,6 +326,7 @@ def render_storyboard_suite(args: argparse.Namespace) -> None:
         context=args.context or DEFAULT_CONTEXT,
         image_first=args.image_first,
         full_windows=args.full_windows,
+        candidates=args.candidates or DEFAULT_CANDIDATES,
     )
     pipe = load_pipeline(args.model)
     for entry in tqdm(stories, desc="storyboards", unit="story", disable=args.quiet):
@@ -533,7 +535,24 @@ def _add_image_first(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_full_windows(parser: argparse.ArgumentParser) -> None:
+def _add_window_options(parser: argparse.ArgumentParser) -> None:
+    """Storyboard windowing: --context, --candidates, --full-windows."""
+    from pipelines.storyboard import DEFAULT_CANDIDATES, DEFAULT_CONTEXT
+
+    parser.add_argument(
+        "--context",
+        type=_positive_int,
+        default=None,
+        help=f"frames carried into each window (default: {DEFAULT_CONTEXT}, "
+        "pipelines.storyboard.DEFAULT_CONTEXT)",
+    )
+    parser.add_argument(
+        "--candidates",
+        type=_positive_int,
+        default=None,
+        help="draws of each continued window, the most continuous kept (colour histogram and "
+        f"seam step against the given frames); time grows with it (default: {DEFAULT_CANDIDATES})",
+    )
     parser.add_argument(
         "--full-windows",
         action=argparse.BooleanOptionalAction,
@@ -607,14 +626,8 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--seed", type=int, default=0)
     sb.add_argument("--steps", type=int, default=25, help="denoising steps per window (1..1000)")
     sb.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, help=GUIDANCE_HELP)
-    sb.add_argument(
-        "--context",
-        type=_positive_int,
-        default=None,
-        help="frames carried into each window (default: 3, pipelines.storyboard.DEFAULT_CONTEXT)",
-    )
     sb.add_argument("--window", type=_positive_int, default=16, help="frames per model call")
-    _add_full_windows(sb)
+    _add_window_options(sb)
     sb.add_argument("--height", type=int, default=64)
     sb.add_argument("--width", type=int, default=64)
     sb.add_argument(
@@ -737,13 +750,7 @@ def build_parser() -> argparse.ArgumentParser:
     esb.add_argument("--steps", type=_positive_int, default=25)
     esb.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, help=GUIDANCE_HELP)
     esb.add_argument("--window", type=_positive_int, default=16)
-    _add_full_windows(esb)
-    esb.add_argument(
-        "--context",
-        type=_positive_int,
-        default=None,
-        help="frames carried into each window (default: 3, pipelines.storyboard.DEFAULT_CONTEXT)",
-    )
+    _add_window_options(esb)
     _add_image_first(esb)
     esb.add_argument("--quiet", action="store_true")
     esb.set_defaults(func=cmd_eval_storyboards)

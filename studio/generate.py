@@ -26,7 +26,7 @@ from pipelines.elements import (
     prepare_reference,
     to_rgb,
 )
-from pipelines.storyboard import DEFAULT_CONTEXT, DEFAULT_WINDOW
+from pipelines.storyboard import DEFAULT_CANDIDATES, DEFAULT_CONTEXT, DEFAULT_WINDOW
 from pipelines.text_to_video import DEFAULT_GUIDANCE, ShapesVideoPipeline, to_uint8
 from pipelines.video_io import SUPPORTED_EXTENSIONS, write_video
 
@@ -422,6 +422,8 @@ class StoryboardOptions:
     image_first: bool | None = None
     # every window generated at `window` frames, the ones a scene needs kept
     full_windows: bool = True
+    # draws per continued window, the most continuous kept (pipelines.storyboard)
+    candidates: int = DEFAULT_CANDIDATES
 
 
 def image_first_used(pipe: ShapesVideoPipeline, asked: bool | None) -> bool:
@@ -477,6 +479,7 @@ def render_storyboard(
         reference_images=[[r.pixels for r in refs] for refs in references],
         image_first=options.image_first,
         full_windows=options.full_windows,
+        candidates=options.candidates,
     )
     t_gen = time.time() - t1
 

@@ -56,6 +56,7 @@ MAX_FRAMES = 64
 MAX_STEPS = 200
 MAX_STORY_FRAMES = 256
 MAX_BEST_OF = 8
+MAX_CANDIDATES = 4  # draws per continued storyboard window (`studio storyboard --candidates`)
 THUMB_SCALE = 2  # thumbnails are the middle frame, enlarged without smoothing
 
 
@@ -124,6 +125,7 @@ def check_storyboard_request(
         raise StudioError(f"the film is {story.total_frames} frames; at most {MAX_STORY_FRAMES}")
     _check_range("steps", options.steps, 1, MAX_STEPS)
     _check_range("guidance", options.guidance, 0.0, MAX_GUIDANCE)
+    _check_range("draws per later window", options.candidates, 1, MAX_CANDIDATES)
     return story
 
 

@@ -60,7 +60,7 @@ def test_two_jobs_both_finish_with_video_sidecar_and_thumbnail(gallery, worker):
     b = submit_storyboard(
         gallery,
         [{"prompt": PROMPT, "frames": 3}, {"prompt": "a blue square moving up", "frames": 3}],
-        StoryboardOptions(steps=2, window=4, context=1),
+        StoryboardOptions(steps=2, window=4, context=1, candidates=2),
     )
     assert worker.run_pending() == 2
     for job, n_frames in ((gallery.get(a.id), 4), (gallery.get(b.id), 6)):
@@ -69,6 +69,8 @@ def test_two_jobs_both_finish_with_video_sidecar_and_thumbnail(gallery, worker):
         assert frames.shape == (n_frames, 64, 64, 3)
         sidecar = json.loads(gallery.path("videos", job.sidecar).read_text())
         assert sidecar["job"] == job.id
+        if job.kind == "storyboard":  # its draws per later window, as asked
+            assert sidecar["candidates"] == 2
         assert Image.open(gallery.path("thumbs", job.thumbnail)).size == (128, 128)
         assert job.done_steps == job.total_steps > 0
 
@@ -230,6 +232,13 @@ def test_storyboard_requests_are_checked(gallery):
         submit_storyboard(gallery, [{"prompt": "a", "frames": "many"}], StoryboardOptions())
     with pytest.raises(StudioError, match="empty"):
         submit_storyboard(gallery, [], StoryboardOptions())
+    for n in (0, 5):
+        with pytest.raises(
+            StudioError, match=f"draws per later window must be between 1 and 4, got {n}"
+        ):
+            submit_storyboard(
+                gallery, [{"prompt": "a", "frames": 4}], StoryboardOptions(candidates=n)
+            )
     assert gallery.search(status=None) == []
 
 

@@ -100,11 +100,13 @@ def test_storyboard_page_renders_the_film_and_reorders_scenes(home):
     assert "moving up" in at.selectbox[0].options[0]
     at.slider[0].set_value(2)
     at.radio[0].set_value("with the clip")
+    at.number_input(key="candidates").set_value(2)
     button(at, "Render film").click().run()
     assert not at.exception and not at.error
     jobs = Gallery(home).search(status=None)
     assert [j.kind for j in jobs] == ["storyboard"]
     assert jobs[0].request["options"]["image_first"] is False
+    assert jobs[0].request["options"]["candidates"] == 2
     assert [s["prompt"] for s in jobs[0].request["story"]["scenes"]][0].endswith(
         "moving up on a black background"
     )

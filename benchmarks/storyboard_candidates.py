@@ -1,0 +1,127 @@
+"""Several draws per storyboard window: how much could picking one help, and how much does
+``continuity_cost`` get? (issue 5)
+
+    python benchmarks/storyboard_candidates.py [MODEL] [--stories 20] [--candidates 3] [--seed 777]
+
+Storyboards come from the held-out suite's builder with another seed (``--seed``), minus any
+story that shares a prompt with the held-out suite or the validation set; never the suite
+itself. Each is generated with ``--candidates`` draws per continued window, the one with the
+lowest :func:`pipelines.storyboard.continuity_cost` kept (``studio storyboard --candidates``).
+Every draw of every continued window is judged as ``studio eval storyboards`` judges a scene
+boundary: the given frames against the draw's new frames (colour and shape kept, jump
+≤ 4 px), and the new frames' motion against the window's prompt. Reported per window: the
+failure rates of draw 0 (what one draw gives), of ``continuity_cost``'s pick, and of an
+oracle that takes the draw with the fewest failures (the ceiling of any picker).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.storyboard import (
+    DEFAULT_CONTEXT,
+    DEFAULT_WINDOW,
+    continuity_cost,
+    generate_storyboard,
+    load_storyboard,
+    plan_windows,
+)
+from studio import shapes_eval as se
+from studio.generate import load_pipeline
+
+KEYS = ("identity_kept", "jump_ok", "motion")
+
+
+def dev_stories(n: int, seed: int) -> list[dict]:
+    """``n`` builder stories sharing no prompt with the held-out suite or the validation set."""
+    taken = {
+        sc["prompt"]
+        for path in (se.STORYBOARD_SUITE_PATH, se.STORYBOARD_VAL_PATH)
+        for st in json.loads(path.read_text())
+        for sc in st["scenes"]
+    }
+    stories = se.build_storyboard_suite(n=3 * n, seed=seed)
+    return [st for st in stories if not {sc["prompt"] for sc in st["scenes"]} & taken][:n]
+
+
+def verdict(given: np.ndarray, new: np.ndarray, before: str, prompt: str) -> dict[str, bool]:
+    """The boundary judge on ``given`` → ``new`` (prompts: the given frames' and the window's)."""
+    k = len(given)
+    result = se.evaluate_storyboard(
+        np.concatenate([given, new]), [(before, 0, k), (prompt, k, k + len(new))]
+    )
+    boundary = result["boundaries"][0]
+    return {
+        "identity_kept": bool(boundary["identity_kept"]),
+        "jump_ok": bool(boundary["jump_ok"]),
+        "motion": bool(result["scenes"][1]["motion"]),
+    }
+
+
+def run(
+    pipe,
+    stories: list[dict],
+    candidates: int,
+    window: int = DEFAULT_WINDOW,
+    context: int = DEFAULT_CONTEXT,
+    **kw,
+) -> dict[str, dict[str, float]]:
+    """Generate ``stories`` with ``pipe`` (``kw``: more ``generate_storyboard`` arguments)
+    and tally each kept draw's verdicts per continued window."""
+    picks: dict[str, list[dict[str, bool]]] = {"draw 0": [], "continuity_cost": [], "oracle": []}
+    for entry in stories:
+        story = load_storyboard(json.dumps({"fps": entry["fps"], "scenes": entry["scenes"]}))
+        drawn: list[tuple[np.ndarray, np.ndarray, float]] = []
+
+        def cost(given: np.ndarray, new: np.ndarray, drawn=drawn) -> float:
+            drawn.append((given, new, continuity_cost(given, new)))
+            return drawn[-1][2]
+
+        generate_storyboard(
+            pipe, story, window=window, context=context, candidates=candidates,
+            continuity=cost, **kw,
+        )  # fmt: skip
+        prompts = [s.prompt for s in story.scenes for _ in range(s.frames)]  # per frame
+        windows = plan_windows([s.frames for s in story.scenes], window, context)
+        later = [w for w in windows if w.cond]
+        for i, w in enumerate(later):
+            group = drawn[i * candidates : (i + 1) * candidates]
+            before, prompt = prompts[w.start - 1], prompts[w.start]
+            vs = [verdict(g, n, before, prompt) for g, n, _ in group]
+            fails = [sum(not v[k] for k in KEYS) for v in vs]
+            picks["draw 0"].append(vs[0])
+            picks["continuity_cost"].append(vs[int(np.argmin([c for *_, c in group]))])
+            picks["oracle"].append(vs[int(np.argmin(fails))])
+    return {
+        name: {k: float(np.mean([v[k] for v in vs])) for k in KEYS} | {"windows": len(vs)}
+        for name, vs in picks.items()
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model", nargs="?", default=None)
+    ap.add_argument("--stories", type=int, default=20)
+    ap.add_argument("--candidates", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=777, help="the story builder's seed")
+    args = ap.parse_args()
+    stories = dev_stories(args.stories, args.seed)
+    pipe = load_pipeline(args.model)
+    pipe.set_progress_bar_config(disable=True)
+    table = run(pipe, stories, args.candidates)
+    n = table["draw 0"]["windows"]
+    print(f"{len(stories)} stories, {n} continued windows, {args.candidates} draws each")
+    print("| kept draw | " + " | ".join(KEYS) + " |\n|---|" + "---:|" * len(KEYS))
+    for name, row in table.items():
+        print(f"| {name} | " + " | ".join(f"{row[k]:.0%}" for k in KEYS) + " |")
+    out = Path("runs") / "storyboard_candidates.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(table, indent=1))
+
+
+if __name__ == "__main__":
+    main()
