@@ -940,6 +940,27 @@ def test_candidates_benchmark_smoke(tiny_pipe):
     assert passes["oracle"] >= max(passes["draw 0"], passes["continuity_cost"])
 
 
+def test_motion_wording_benchmark_smoke(tiny_pipe):
+    spec = importlib.util.spec_from_file_location(
+        "motion_wording", REPO / "benchmarks" / "motion_wording.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = module.training_phrasing(
+        tiny_pipe, 1, frames=4, num_inference_steps=1, height=16, width=16
+    )
+    assert set(out) == {"up", "down", "left", "right"} and all(len(v) == 1 for v in out.values())
+    items = [
+        {"prompt": "A red circle sinks on black", "motion": False, "expect": {"objects": [{}]}},
+        {"prompt": "a red circle sinking", "motion": True, "expect": {"objects": [{}]}},
+        {"prompt": "a red circle ascends", "motion": True, "expect": {"objects": [{}]}},
+        {"prompt": "two sink and ascend", "motion": True, "expect": {"objects": [{}, {}]}},
+        {"prompt": "a red circle moving up", "motion": True, "expect": {"objects": [{}]}},
+    ]
+    # phrases by their participle; two-object items and training phrasing are left out
+    assert module.per_phrase({"items": items}) == {"sinking": [False, True], "ascending": [True]}
+
+
 # -------------------------------------------------------------------------- held-out suite
 def test_storyboard_suite_is_valid_held_out_and_stays_on_the_canvas():
     stories = json.loads(se.STORYBOARD_SUITE_PATH.read_text())
