@@ -813,6 +813,30 @@ def _aggregate(items: list[dict[str, Any]]) -> dict[str, Any]:
     return agg
 
 
+def _motion_by_asked(pairs: list[tuple[str | None, Any]]) -> dict[str, dict[str, Any]]:
+    """(motion asked, motion verdict) pairs → ``{motion: {"n", "motion"}}`` in MOTIONS order
+    (pairs without a single asked motion are left out)."""
+    out: dict[str, dict[str, Any]] = {}
+    for m in MOTIONS:
+        vals = [bool(v) for asked, v in pairs if asked == m]
+        if vals:
+            out[m] = {"n": len(vals), "motion": round(sum(vals) / len(vals), 4)}
+    return out
+
+
+def _one_motion(expect: dict[str, Any] | None) -> str | None:
+    """The motion a one-object expectation asks for (None otherwise)."""
+    objects = (expect or {}).get("objects") or []
+    return objects[0].get("motion") if len(objects) == 1 else None
+
+
+def _motion_line(by_motion: dict[str, dict[str, Any]], what: str) -> list[str]:
+    if not by_motion:
+        return []
+    cells = ", ".join(f"{m} {_pct(v['motion'])} ({v['n']})" for m, v in by_motion.items())
+    return [f"Motion right by the motion asked ({what}): {cells}.", ""]
+
+
 def _judge_entry(entry: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """Judge one manifest line; anything that keeps it from being judged makes it wrong."""
     item: dict[str, Any] = {
@@ -852,7 +876,9 @@ def evaluate_dir(run_dir: Path) -> dict[str, Any]:
     to ``run_dir`` or absolute). The expectation comes from ``expect`` when present, else from
     ``parse_caption(prompt)``; the category from ``category`` (else ``"uncategorized"``).
     Error lines, unreadable videos and unparsable prompts count as wrong in every criterion.
-    Returns ``{"run_dir", "thresholds", "overall", "categories", "items"}``.
+    Returns ``{"run_dir", "thresholds", "overall", "categories", "motion_by_asked",
+    "items"}``; ``motion_by_asked`` is the motion accuracy of the one-object videos per
+    motion asked (``{motion: {"n", "motion"}}``), where a weak direction or wording shows.
     """
     run_dir = Path(run_dir)
     manifest = run_dir / "manifest.jsonl"
@@ -876,6 +902,9 @@ def evaluate_dir(run_dir: Path) -> dict[str, Any]:
         "thresholds": dict(THRESHOLDS),
         "overall": _aggregate(items),
         "categories": {c: _aggregate(v) for c, v in categories.items()},
+        "motion_by_asked": _motion_by_asked(
+            [(_one_motion(it.get("expect")), it.get("motion")) for it in items]
+        ),
         "items": items,
     }
 
@@ -904,6 +933,7 @@ def _markdown(report: dict[str, Any]) -> str:
         "all correct = every criterion at once.",
         "",
     ]
+    lines += _motion_line(report.get("motion_by_asked") or {}, "one-object videos")
     return "\n".join(lines)
 
 
@@ -1470,6 +1500,14 @@ def evaluate_storyboard_dir(run_dir: Path) -> dict[str, Any]:
         "n_storyboards": len(items),
         "n_failed": sum(it["status"] != "ok" for it in items),
     }
+    asked = []
+    for sc in scenes:
+        try:
+            expect = parse_caption(sc.get("prompt", "")).to_dict()
+        except ValueError:
+            continue  # an unparsable prompt is already counted wrong
+        asked.append((_one_motion(expect), sc.get("motion")))
+    overall["scene_motion_by_asked"] = _motion_by_asked(asked)
     return {
         "run_dir": str(run_dir),
         "bars": dict(STORYBOARD_BARS),
@@ -1501,6 +1539,7 @@ def _storyboard_markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {label} | {_pct(o[key])} | ≥ {_pct(report['bars'][key])} | {mark} |")
     worst = "–" if o["max_jump_px"] is None else f"{o['max_jump_px']:.1f} px"
     lines += ["", f"Largest measured jump: {worst}.", ""]
+    lines += _motion_line(o.get("scene_motion_by_asked") or {}, "one-object scenes")
     return "\n".join(lines)
 
 

@@ -603,6 +603,12 @@ def test_evaluate_dir_and_write_report(tmp_path):
     items = report["items"]
     assert [it["all_correct"] for it in items] == [True, False, False, True, False, True]
     assert items[2]["error"] == "CUDA OOM" and items[4]["status"] == "unreadable"
+    # one-object videos by the motion asked (the two-object ones are left out)
+    assert report["motion_by_asked"] == {
+        "left": {"n": 1, "motion": 0.0},
+        "right": {"n": 2, "motion": 0.5},
+        "down": {"n": 1, "motion": 1.0},
+    }
 
     paths = write_report(report, tmp_path / "out")
     assert set(paths) == {"json", "markdown", "contact_sheet"} and all(
@@ -611,6 +617,7 @@ def test_evaluate_dir_and_write_report(tmp_path):
     assert json.loads(paths["json"].read_text())["overall"]["n"] == 6
     md = paths["markdown"].read_text()
     assert "| single | 3 |" in md and "| **overall** | 6 |" in md
+    assert "(one-object videos): left 0 % (1), right 50 % (2), down 100 % (1)." in md
     from PIL import Image
 
     with Image.open(paths["contact_sheet"]) as sheet:

@@ -865,10 +865,16 @@ def test_dir_pools_storyboards_and_counts_broken_ones_wrong(tmp_path, cli):
     assert o["scene_motion"] == pytest.approx(4 / 6, abs=1e-4)
     assert o["identity_kept"] == pytest.approx(2 / 3, abs=1e-4)
     assert o["jump_ok"] == pytest.approx(1 / 3, abs=1e-4)
+    # the broken storyboard's scenes are wrong: 2 of 3 per motion asked
+    assert o["scene_motion_by_asked"] == {
+        "right": {"n": 3, "motion": 0.6667},
+        "up": {"n": 3, "motion": 0.6667},
+    }
 
     code, out, err = cli("eval", "storyboards", tmp_path, "--out", tmp_path / "report")
     assert code == 0, err
     assert "| scene motion correct | 67 % | ≥ 80 % | no |" in out
+    assert "(one-object scenes): right 67 % (3), up 67 % (3)." in out
     assert json.loads((tmp_path / "report" / "storyboard_eval.json").read_text())["overall"] == o
 
     empty = tmp_path / "empty"
