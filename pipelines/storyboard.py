@@ -525,6 +525,7 @@ def generate_storyboard(
         )
 
     # 2. Windows: only the current window is on the model; the video so far is uint8 on CPU
+    cost = continuity or continuity_cost
     total = sum(s.frames for s in scenes)
     video = np.zeros((total, height, width, 3), dtype=np.uint8)
     for w in windows:
@@ -548,7 +549,6 @@ def generate_storyboard(
             **({"image_first": image_first} if image_first is not None else {}),
         ).frames  # (n, cond + new [+ cut], H, W, 3) in [0, 1]; the first cond are the given
         made = [to_uint8(clip[w.cond : w.cond + w.new]) for clip in clips]
-        cost = continuity or continuity_cost
         best = 0 if n == 1 else int(np.argmin([cost(given, m) for m in made]))
         video[w.start : w.start + w.new] = made[best]
         if progress is not None:

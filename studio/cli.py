@@ -130,7 +130,7 @@ def cmd_storyboard(args: argparse.Namespace) -> int:
     (a failure at any point leaves no output behind)."""
     from tqdm.auto import tqdm
 
-    from pipelines.storyboard import DEFAULT_CANDIDATES, DEFAULT_CONTEXT, load_storyboard
+    from pipelines.storyboard import load_storyboard
 
     from .generate import StoryboardOptions, check_output_path, render_storyboard
 
@@ -149,13 +149,13 @@ def cmd_storyboard(args: argparse.Namespace) -> int:
         steps=args.steps,
         guidance=args.guidance,
         window=args.window,
-        context=args.context or DEFAULT_CONTEXT,
+        context=args.context,
         height=args.height,
         width=args.width,
         per_scene=args.per_scene,
         image_first=args.image_first,
         full_windows=args.full_windows,
-        candidates=args.candidates or DEFAULT_CANDIDATES,
+        candidates=args.candidates,
     )
     try:
         result = render_storyboard(story, out, options, model=args.model, progress=progress)
@@ -307,7 +307,7 @@ def render_storyboard_suite(args: argparse.Namespace) -> None:
 
     from tqdm.auto import tqdm
 
-    from pipelines.storyboard import DEFAULT_CANDIDATES, DEFAULT_CONTEXT, load_storyboard
+    from pipelines.storyboard import load_storyboard
 
     from .generate import StoryboardOptions, ensure_output_dir, load_pipeline, render_storyboard
     from .shapes_eval import STORYBOARD_SUITE_PATH
@@ -323,10 +323,10 @@ def render_storyboard_suite(args: argparse.Namespace) -> None:
         steps=args.steps,
         guidance=args.guidance,
         window=args.window,
-        context=args.context or DEFAULT_CONTEXT,
+        context=args.context,
         image_first=args.image_first,
         full_windows=args.full_windows,
-        candidates=args.candidates or DEFAULT_CANDIDATES,
+        candidates=args.candidates,
     )
     pipe = load_pipeline(args.model)
     for entry in tqdm(stories, desc="storyboards", unit="story", disable=args.quiet):
@@ -542,14 +542,14 @@ def _add_window_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--context",
         type=_positive_int,
-        default=None,
+        default=DEFAULT_CONTEXT,
         help=f"frames carried into each window (default: {DEFAULT_CONTEXT}, "
         "pipelines.storyboard.DEFAULT_CONTEXT)",
     )
     parser.add_argument(
         "--candidates",
         type=_positive_int,
-        default=None,
+        default=DEFAULT_CANDIDATES,
         help="draws of each continued window, the most continuous kept (colour histogram and "
         f"seam step against the given frames); time grows with it (default: {DEFAULT_CANDIDATES})",
     )
