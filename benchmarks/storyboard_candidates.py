@@ -2,6 +2,7 @@
 ``continuity_cost`` get? (issue 5)
 
     python benchmarks/storyboard_candidates.py [MODEL] [--stories 20] [--candidates 3] [--seed 777]
+        [--scorer default]
 
 Storyboards come from the held-out suite's builder with another seed (``--seed``), minus any
 story that shares a prompt with the held-out suite or the validation set; never the suite
@@ -11,7 +12,11 @@ Every draw of every continued window is judged as ``studio eval storyboards`` ju
 boundary: the given frames against the draw's new frames (colour and shape kept, jump
 ≤ 4 px), and the new frames' motion against the window's prompt. Reported per window: the
 failure rates of draw 0 (what one draw gives), of ``continuity_cost``'s pick, and of an
-oracle that takes the draw with the fewest failures (the ceiling of any picker).
+oracle that takes the draw with the fewest failures (the ceiling of any picker). With
+``--scorer SPEC`` (``studio score``'s specs), one more row: the draw whose new frames the
+scorer finds closest to the window's prompt (a text–video picker instead of a continuity one).
+The path through the story follows ``continuity_cost``'s picks either way, so every row judges
+the same draws.
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ import json
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from pipelines.scoring import load_scorer
 from pipelines.storyboard import (
     DEFAULT_CONTEXT,
     DEFAULT_WINDOW,
@@ -68,12 +75,15 @@ def run(
     candidates: int,
     window: int = DEFAULT_WINDOW,
     context: int = DEFAULT_CONTEXT,
+    scorer=None,
     **kw,
 ) -> dict[str, dict[str, float]]:
     """Generate ``stories`` with ``pipe`` (``kw``: more ``generate_storyboard`` arguments)
-    and tally each kept draw's verdicts per continued window."""
-    picks: dict[str, list[dict[str, bool]]] = {"draw 0": [], "continuity_cost": [], "oracle": []}
-    for entry in stories:
+    and tally each kept draw's verdicts per continued window (``scorer``: any
+    ``pipelines.scoring`` scorer, for a "scorer" row)."""
+    names = ["draw 0", "continuity_cost", *(["scorer"] if scorer is not None else []), "oracle"]
+    picks: dict[str, list[dict[str, bool]]] = {name: [] for name in names}
+    for entry in tqdm(stories, desc="stories", unit="story"):
         story = load_storyboard(json.dumps({"fps": entry["fps"], "scenes": entry["scenes"]}))
         drawn: list[tuple[np.ndarray, np.ndarray, float]] = []
 
@@ -95,6 +105,9 @@ def run(
             fails = [sum(not v[k] for k in KEYS) for v in vs]
             picks["draw 0"].append(vs[0])
             picks["continuity_cost"].append(vs[int(np.argmin([c for *_, c in group]))])
+            if scorer is not None:
+                scores = [scorer.score(n, prompt).score for _, n, _ in group]
+                picks["scorer"].append(vs[int(np.argmax(scores))])
             picks["oracle"].append(vs[int(np.argmin(fails))])
     return {
         name: {k: float(np.mean([v[k] for v in vs])) for k in KEYS} | {"windows": len(vs)}
@@ -108,11 +121,17 @@ def main() -> None:
     ap.add_argument("--stories", type=int, default=20)
     ap.add_argument("--candidates", type=int, default=3)
     ap.add_argument("--seed", type=int, default=777, help="the story builder's seed")
+    ap.add_argument(
+        "--scorer",
+        default=None,
+        help="also pick by this scorer (default, shapes:PATH, clip:PATH_OR_ID, xclip:PATH_OR_ID)",
+    )
     args = ap.parse_args()
     stories = dev_stories(args.stories, args.seed)
     pipe = load_pipeline(args.model)
     pipe.set_progress_bar_config(disable=True)
-    table = run(pipe, stories, args.candidates)
+    scorer = load_scorer(args.scorer) if args.scorer else None
+    table = run(pipe, stories, args.candidates, scorer=scorer)
     n = table["draw 0"]["windows"]
     print(f"{len(stories)} stories, {n} continued windows, {args.candidates} draws each")
     print("| kept draw | " + " | ".join(KEYS) + " |\n|---|" + "---:|" * len(KEYS))

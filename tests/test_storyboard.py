@@ -9,6 +9,7 @@ import json
 import random
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -933,14 +934,26 @@ def test_candidates_benchmark_smoke(tiny_pipe):
     taken += json.loads(se.STORYBOARD_VAL_PATH.read_text())
     prompts = lambda sts: {sc["prompt"] for st in sts for sc in st["scenes"]}  # noqa: E731
     assert len(stories) == 2 and not prompts(stories) & prompts(taken)
-    table = module.run(tiny_pipe, stories, 2, window=8, context=2, **SMALL)
+    calls: list[tuple[int, str]] = []
+
+    class FlatScorer:  # scores every draw alike, so its pick is draw 0
+        def score(self, frames, caption):
+            calls.append((len(frames), caption))
+            return SimpleNamespace(score=0.5)
+
+    table = module.run(tiny_pipe, stories, 2, window=8, context=2, scorer=FlatScorer(), **SMALL)
     later = sum(
         1
         for st in stories
         for w in plan_windows([sc["frames"] for sc in st["scenes"]], 8, 2)
         if w.cond
     )
+    assert list(table) == ["draw 0", "continuity_cost", "scorer", "oracle"]
     assert {row["windows"] for row in table.values()} == {later}
+    # every draw of every continued window is scored against a prompt of its story
+    assert len(calls) == 2 * later and all(n > 0 for n, _ in calls)
+    assert {c for _, c in calls} <= {sc["prompt"] for st in stories for sc in st["scenes"]}
+    assert table["scorer"] == table["draw 0"]
     # the oracle keeps the draw with the fewest failures, so it passes at least as often
     passes = {name: sum(row[k] for k in module.KEYS) for name, row in table.items()}
     assert passes["oracle"] >= max(passes["draw 0"], passes["continuity_cost"])
