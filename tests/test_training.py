@@ -506,6 +506,48 @@ def test_continuation_cache_follows_the_clips(tmp_path):
     torch.testing.assert_close(cache.clips[3], expected, atol=1e-3, rtol=0)
 
 
+def test_soften_frames_rounds_corners_alike_in_every_frame():
+    """Corners go to the background, the middle keeps its colour, no in-between colour is
+    made (without the edge blur), and a moving object keeps one softened look."""
+    import numpy as np
+
+    from train.latent_cache import soften_frames
+
+    bg, red = np.array([15, 15, 15], np.uint8), np.array([230, 40, 40], np.uint8)
+    clip = np.broadcast_to(bg, (3, 32, 32, 3)).copy()
+    for f in range(3):  # a 12 px square moving right by 2 px a frame
+        clip[f, 10:22, 8 + 2 * f : 20 + 2 * f] = red
+    out = soften_frames(clip, rounding=2.0, edge=0.0)
+    colours = {tuple(c) for c in out.reshape(-1, 3)}
+    assert colours == {tuple(bg), tuple(red)}
+    assert (out[0, 10, 8] == bg).all() and (out[0, 21, 19] == bg).all()  # corners rounded
+    assert (out[0, 16, 14] == red).all()  # the middle kept
+    assert (out[0, 16, 8] == red).all()  # an edge's middle kept
+    np.testing.assert_array_equal(out[1, :, 2:], out[0, :, :-2])  # the same look, moved
+    soft = soften_frames(clip, rounding=2.0)  # with the edge blur: in-between colours
+    assert len({tuple(c) for c in soft.reshape(-1, 3)}) > 2
+    many = np.random.default_rng(0).integers(0, 255, (2, 8, 8, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(soften_frames(many, 2.0), many)  # a patterned clip: as is
+    np.testing.assert_array_equal(soften_frames(clip, 0.0), clip)
+
+
+def test_softened_continuations_differ_only_where_drawn(tmp_path):
+    """continuation_soften = 1 softens every continuation clip and no plain clip; 0 is the
+    unsoftened cache; a share outside [0, 1] is refused."""
+    from train.latent_cache import build_cache
+
+    torch.manual_seed(0)
+    vae = vae_tiny(sample_size=16).eval()
+    kw = dict(size=16, frames=6, n_continuations=3, continuation_frames=(2, 3), progress=False)
+    plain = build_cache(vae, 2, 0, **kw)
+    soft = build_cache(vae, 2, 0, continuation_soften=1.0, **kw)
+    torch.testing.assert_close(soft.clips[:2], plain.clips[:2])
+    assert all(not torch.allclose(soft.clips[i], plain.clips[i]) for i in range(2, 5))
+    assert soft.clip_specs == plain.clip_specs
+    with pytest.raises(ValueError, match="continuation_soften"):
+        build_cache(vae, 0, 0, continuation_soften=1.5, **kw)
+
+
 def test_continuation_clips_join_the_training_cache(dit_config, cache_dir):
     """data.cache_continuations: a run caches them in a part of their own and trains on them
     with their given frames."""
@@ -522,9 +564,25 @@ def test_continuation_clips_join_the_training_cache(dit_config, cache_dir):
     (part,) = Path(cache_dir).glob("*-continuations-3-k2-3")
     specs = json.loads((part / "specs.json").read_text())["clips"]
     assert len(specs) == 3 and all(s["condition_frames"] in (2, 3) for s in specs)
+    soft = dit_config(
+        "CONT_SOFT",
+        "data.cache_continuations=3",
+        "data.continuation_frames=[2, 3]",
+        "data.continuation_soften=0.5",
+        "stages=[{name: clips, steps: 1, frames: 8, batch_size: 2}]",
+    )
+    reset_accelerate()
+    train_dit.main(soft)
+    reset_accelerate()
+    assert len(list(Path(cache_dir).glob("*-continuations-3-k2-3-soft0.5"))) == 1  # its own part
     bad = dit_config("CONT_BAD", "data.continuation_frames=[2]")
     reset_accelerate()
     with pytest.raises(ValueError, match="continuation_frames"):
+        train_dit.main(bad)
+    reset_accelerate()
+    bad = dit_config("CONT_SOFT_BAD", "data.continuation_soften=2")
+    reset_accelerate()
+    with pytest.raises(ValueError, match="continuation_soften"):
         train_dit.main(bad)
     reset_accelerate()
 

@@ -114,6 +114,11 @@ class DataConfig:
     # and drawn with them: storyboard windows continue a few given frames (their context)
     cache_continuations: int = 0
     continuation_frames: list[int] = field(default_factory=lambda: [2, 8])
+    # share of those continuation clips whose objects are drawn softened, as a generator
+    # draws them (corners and apexes rounded by 1-2.5 px at S = 64, soft edges; the same in
+    # every frame: train/latent_cache.py soften_frames). A storyboard's later windows are
+    # given generated frames; this teaches them to keep the look they are given
+    continuation_soften: float = 0.0
 
 
 @dataclass

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +105,7 @@ def build_cache(
     n_end_frames: int = 0,
     n_continuations: int = 0,
     continuation_frames: tuple[int, int] = (2, 8),
+    continuation_soften: float = 0.0,
 ) -> LatentCache:
     """Render and encode; deterministic for a seed (sample i of each part uses index i).
 
@@ -112,7 +114,10 @@ def build_cache(
     two-object clips are rendered whole (their objects' start depends on their motion) and
     only their first and last frames encoded. ``n_continuations`` continuation clips (k in
     ``continuation_frames`` given, half of them switching motion at k) follow the
-    ``n_clips`` clips in ``clips``."""
+    ``n_clips`` clips in ``clips``; a ``continuation_soften`` share of them (drawn per clip from
+    its index) is softened by :func:`soften_frames` with a rounding of 1-2.5 px at S = 64."""
+    if not 0.0 <= continuation_soften <= 1.0:
+        raise ValueError(f"continuation_soften must be in [0, 1], got {continuation_soften}")
     world = ShapesWorld(
         size=size, frames=frames, seed=seed, mix=VIDEO_WEIGHTS | {"image": 0.0, "reference": 0.0}
     )
@@ -132,7 +137,12 @@ def build_cache(
     )
     # the plain clips, then the extra continuations (their sample indices start at 4·10⁸)
     for part_world, base, n in ((world, 0, n_clips), (cont_world, 4 * 10**8, n_continuations)):
-        for samples in _sample_batches(part_world, base, n, per_batch):
+        for start, samples in enumerate(_sample_batches(part_world, base, n, per_batch)):
+            if part_world is cont_world and continuation_soften > 0:
+                for j, s in enumerate(samples):
+                    rng = np.random.default_rng([seed, start * per_batch + j])
+                    if rng.random() < continuation_soften:
+                        s.frames = soften_frames(s.frames, rng.uniform(1.0, 2.5) * size / 64)
             clip_lat.append(_encode_clips(vae, samples, frames))
             clip_specs += [_spec(s) for s in samples]
             bar.update(len(samples))
@@ -184,6 +194,38 @@ def build_cache(
         end_frames=end_frames,
         end_specs=end_specs,
     )
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of (N, C, H, W) float frames, edges replicated."""
+    radius = max(1, math.ceil(3 * sigma))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype)
+    kernel = torch.exp(-(t**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    c = x.shape[1]
+    x = torch.nn.functional.pad(x, (radius, radius, radius, radius), mode="replicate")
+    x = torch.nn.functional.conv2d(x, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return torch.nn.functional.conv2d(x, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def soften_frames(frames: np.ndarray, rounding: float, edge: float = 0.7) -> np.ndarray:
+    """Draw a rendered clip's objects as a generator tends to: corners and apexes rounded
+    by ``rounding`` px (each pixel takes the colour most of its blurred neighbourhood has)
+    and edges soft (a final ``edge`` px blur). The same in every frame, so an object keeps
+    one (softened) look for the whole clip. uint8 (F, H, W, 3) in and out; a clip with more
+    than 8 colours (patterned sprites) is returned unchanged."""
+    colours = np.unique(frames.reshape(-1, 3), axis=0)
+    if len(colours) > 8 or rounding <= 0:
+        return frames
+    # each pixel's colour index, one-hot (F, K, H, W), blurred: a majority vote of the
+    # neighbourhood, so corners round without fringes of in-between colours
+    index = (frames[..., None, :] == colours).all(-1).argmax(-1)  # (F, H, W)
+    onehot = torch.nn.functional.one_hot(torch.from_numpy(index), len(colours))
+    votes = _gaussian_blur(onehot.permute(0, 3, 1, 2).float(), rounding)
+    palette = torch.from_numpy(colours).float()  # (K, 3)
+    rounded = palette[votes.argmax(1)].permute(0, 3, 1, 2)  # (F, 3, H, W)
+    out = _gaussian_blur(rounded, edge) if edge > 0 else rounded
+    return out.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
 
 
 def _sample_batches(world: ShapesWorld, base: int, n: int, per_batch: int, **kwargs):

@@ -581,13 +581,20 @@ def _shapes_cache(cfg: DiTTrainConfig, vae, out: Path, accelerator) -> LatentCac
     parts = {root / key: {"n_clips": cfg.data.cache_clips, "n_images": cfg.data.cache_images}}
     refs_path = root / f"{key}-references-{n_refs}"
     ends_path = root / f"{key}-end-frames-{n_ends}"
-    conts_path = root / f"{key}-continuations-{n_conts}-k{k_lo}-{k_hi}"
+    soften = cfg.data.continuation_soften
+    conts_path = root / (
+        f"{key}-continuations-{n_conts}-k{k_lo}-{k_hi}" + (f"-soft{soften:g}" if soften else "")
+    )
     if n_refs:
         parts[refs_path] = {"n_references": n_refs}
     if n_ends:
         parts[ends_path] = {"n_end_frames": n_ends}
     if n_conts:
-        parts[conts_path] = {"n_continuations": n_conts, "continuation_frames": (k_lo, k_hi)}
+        parts[conts_path] = {
+            "n_continuations": n_conts,
+            "continuation_frames": (k_lo, k_hi),
+            "continuation_soften": soften,
+        }
     if accelerator.is_main_process:
         for path, counts in parts.items():
             if load_cache(path) is None:
@@ -618,7 +625,8 @@ def _shapes_cache(cfg: DiTTrainConfig, vae, out: Path, accelerator) -> LatentCac
     accelerator.print(
         f"latent cache {root / key}: {len(cache.clips)} clips, {len(cache.images)} images, "
         f"{n_refs} reference clips, {n_ends} extra clip end frames "
-        f"({n_conts} of the clips are extra continuations, k in {k_lo}..{k_hi})"
+        f"({n_conts} of the clips are extra continuations, k in {k_lo}..{k_hi}, "
+        f"{soften:.0%} of them softened)"
     )
     return cache
 
@@ -657,6 +665,10 @@ def main(cfg: DiTTrainConfig) -> Path:
         raise ValueError(
             "data.continuation_frames must be [lo, hi] and data.cache_continuations >= 0, got "
             f"{list(cfg.data.continuation_frames)} and {cfg.data.cache_continuations}"
+        )
+    if not 0.0 <= cfg.data.continuation_soften <= 1.0:
+        raise ValueError(
+            f"data.continuation_soften must be in [0, 1], got {cfg.data.continuation_soften}"
         )
     if cfg.export_dtype not in EXPORT_DTYPES:
         raise ValueError(
