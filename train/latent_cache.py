@@ -137,10 +137,10 @@ def build_cache(
     )
     # the plain clips, then the extra continuations (their sample indices start at 4·10⁸)
     for part_world, base, n in ((world, 0, n_clips), (cont_world, 4 * 10**8, n_continuations)):
-        for start, samples in enumerate(_sample_batches(part_world, base, n, per_batch)):
+        for b, samples in enumerate(_sample_batches(part_world, base, n, per_batch)):
             if part_world is cont_world and continuation_soften > 0:
-                for j, s in enumerate(samples):
-                    rng = np.random.default_rng([seed, start * per_batch + j])
+                for j, s in enumerate(samples):  # drawn from the clip's index in its part
+                    rng = np.random.default_rng([seed, b * per_batch + j])
                     if rng.random() < continuation_soften:
                         s.frames = soften_frames(s.frames, rng.uniform(1.0, 2.5) * size / 64)
             clip_lat.append(_encode_clips(vae, samples, frames))
