@@ -214,8 +214,10 @@ def soften_frames(frames: np.ndarray, rounding: float, edge: float = 0.7) -> np.
     and edges soft (a final ``edge`` px blur). The same in every frame, so an object keeps
     one (softened) look for the whole clip. uint8 (F, H, W, 3) in and out; a clip with more
     than 8 colours (patterned sprites) is returned unchanged."""
+    if rounding <= 0:
+        return frames
     colours = np.unique(frames.reshape(-1, 3), axis=0)
-    if len(colours) > 8 or rounding <= 0:
+    if len(colours) > 8:
         return frames
     # each pixel's colour index, one-hot (F, K, H, W), blurred: a majority vote of the
     # neighbourhood, so corners round without fringes of in-between colours
