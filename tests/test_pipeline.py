@@ -558,3 +558,73 @@ def test_guidance_min_sigma_limits_guidance_to_high_noise(tiny_pipe):
         hook.remove()
     assert batches == [2, 2, 1, 1]
     assert not torch.allclose(interval, guided) and not torch.allclose(interval, unguided)
+
+
+# ------------------------------------------------------------------------ change guidance
+def test_change_guidance_pushes_only_what_the_prompts_differ_in(tiny_pipe):
+    """With the previous prompt equal to the prompt the push is zero (the same sample); with
+    another one it changes the sample and runs a third model row; without given frames or at
+    scale 0 nothing changes."""
+    given = given_frames(2)
+    batches = []
+    hook = tiny_pipe.transformer.register_forward_hook(
+        lambda m, a, o: batches.append(a[0].shape[0])
+    )
+    try:
+        base = run(tiny_pipe, conditioning_frames=given, guidance_scale=3.0).frames
+        assert batches == [2] * STEPS
+        batches.clear()
+        same = run(
+            tiny_pipe,
+            conditioning_frames=given,
+            guidance_scale=3.0,
+            previous_prompt=PROMPT,
+            change_guidance=2.0,
+        ).frames
+        assert batches == [3] * STEPS
+        other = run(
+            tiny_pipe,
+            conditioning_frames=given,
+            guidance_scale=3.0,
+            previous_prompt="a red square moving up on a black background",
+            change_guidance=2.0,
+        ).frames
+        off = run(
+            tiny_pipe,
+            conditioning_frames=given,
+            guidance_scale=3.0,
+            previous_prompt="a red square moving up on a black background",
+        ).frames
+        batches.clear()
+        no_frames = run(tiny_pipe, previous_prompt="a blue circle", change_guidance=2.0).frames
+        assert batches == [2] * STEPS  # nothing was made with the previous prompt: no row
+        unguided = run(
+            tiny_pipe,
+            conditioning_frames=given,
+            guidance_scale=1.0,
+            previous_prompt="a red square moving up on a black background",
+            change_guidance=2.0,
+        ).frames
+    finally:
+        hook.remove()
+    np.testing.assert_allclose(same, base, atol=1e-5)
+    np.testing.assert_array_equal(off, base)
+    np.testing.assert_array_equal(no_frames, run(tiny_pipe).frames)
+    assert np.abs(other - base).max() > 1e-3
+    # unguided: the prompt row and the previous row only
+    assert batches[-STEPS:] == [2] * STEPS
+    plain = run(tiny_pipe, conditioning_frames=given, guidance_scale=1.0).frames
+    assert np.abs(unguided - plain).max() > 1e-3
+
+
+@pytest.mark.parametrize(
+    "kw, pattern",
+    [
+        (dict(change_guidance=2.0), "needs the previous_prompt"),
+        (dict(change_guidance=-1.0, previous_prompt="a"), "change_guidance must be in"),
+        (dict(change_guidance=1.0, previous_prompt=["a", "b"]), "one per prompt"),
+    ],
+)
+def test_change_guidance_bad_inputs(tiny_pipe, kw, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        run(tiny_pipe, conditioning_frames=given_frames(2), **kw)
