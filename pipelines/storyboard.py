@@ -68,9 +68,6 @@ DEFAULT_CONTEXT = 3
 # bar (BENCHMARKS.md, "Several draws per later window").
 DEFAULT_CANDIDATES = 1
 
-# Change guidance at the first window of each later scene (see generate_storyboard); 0 = off.
-DEFAULT_CHANGE_GUIDANCE = 0.0
-
 
 # ----------------------------------------------------------------------------------------------
 # Story
@@ -453,7 +450,6 @@ def generate_storyboard(
     full_windows: bool = True,
     candidates: int = DEFAULT_CANDIDATES,
     continuity: Callable[[np.ndarray, np.ndarray], float] | None = None,
-    change_guidance: float = DEFAULT_CHANGE_GUIDANCE,
 ) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """Generate a storyboard window by window (see the module docstring).
 
@@ -483,10 +479,6 @@ def generate_storyboard(
             each window once.
         continuity: ``fn(given, new) -> cost`` on uint8 (F, H, W, 3) frames, lower kept
             (None: :func:`continuity_cost`); e.g. an embedding distance for real footage.
-        change_guidance: the first window of each scene after the first is also guided away
-            from the previous scene's prompt by this scale (the pipeline's
-            ``change_guidance``), which pushes what the scene changes, not the object's look;
-            0 turns it off.
 
     Returns:
         frames: uint8 (T, H, W, 3), T = the sum of the scenes' frames.
@@ -536,19 +528,12 @@ def generate_storyboard(
     cost = continuity or continuity_cost
     total = sum(s.frames for s in scenes)
     video = np.zeros((total, height, width, 3), dtype=np.uint8)
-    ranges_start = np.cumsum([0] + [s.frames for s in scenes]).tolist()  # scene i starts here
     for w in windows:
         given = video[w.start - w.cond : w.start].copy() if w.cond else None
         refs = images[w.scene]
         n = candidates if w.cond else 1
         gens = [torch.Generator("cpu").manual_seed(window_seed(seed, w.index, c)) for c in range(n)]
         prompt = scenes[w.scene].prompt
-        change = {}
-        first_of_scene = w.scene > 0 and w.start == ranges_start[w.scene]
-        if change_guidance > 0 and first_of_scene and scenes[w.scene - 1].prompt != prompt:
-            change = dict(
-                previous_prompt=scenes[w.scene - 1].prompt, change_guidance=change_guidance
-            )
         clips = pipe(
             prompt if n == 1 else [prompt] * n,
             negative_prompt=negative_prompt,
@@ -562,7 +547,6 @@ def generate_storyboard(
             output_type="np",
             **({"reference_images": refs} if refs else {}),
             **({"image_first": image_first} if image_first is not None else {}),
-            **change,
         ).frames  # (n, cond + new [+ cut], H, W, 3) in [0, 1]; the first cond are the given
         made = [to_uint8(clip[w.cond : w.cond + w.new]) for clip in clips]
         best = 0 if n == 1 else int(np.argmin([cost(given, m) for m in made]))

@@ -333,8 +333,6 @@ class ShapesVideoPipeline(DiffusionPipeline):
         conditioning_frames: np.ndarray | torch.Tensor | None = None,
         reference_images: list | None = None,
         image_first: bool | None = None,
-        previous_prompt: str | list[str] | None = None,
-        change_guidance: float = 0.0,
         output_type: str = "np",
         return_dict: bool = True,
         callback_on_step_end: Callable[[DiffusionPipeline, int, torch.Tensor, dict], dict]
@@ -354,12 +352,6 @@ class ShapesVideoPipeline(DiffusionPipeline):
             reference_images: up to ``max_references`` images (PIL or uint8/float arrays, any
                 size or mode), the same for every prompt; ``<refN>`` in a prompt names the
                 N-th. The unconditional half of guidance sees neither text nor references.
-            previous_prompt: the prompt the conditioning frames were made with (a storyboard's
-                previous scene). With ``change_guidance`` > 0 every guided step adds
-                ``change_guidance × (v(prompt) − v(previous_prompt))``: only what the two
-                prompts differ in (a scene's new motion) is pushed, not what they share (the
-                object's look, which the given frames already show). One more model row.
-            change_guidance: the scale of that push; 0 (default) leaves guidance as it is.
             callback_on_step_end: ``fn(pipe, step, timestep, kwargs) -> dict`` after each step;
                 returned tensors (e.g. ``latents``) replace the pipeline's.
         """
@@ -382,28 +374,6 @@ class ShapesVideoPipeline(DiffusionPipeline):
                 raise ValueError(
                     f"callback tensor input {name!r} is not one of {self._callback_tensor_inputs}"
                 )
-        if not 0 <= change_guidance <= MAX_GUIDANCE:
-            raise ValueError(
-                f"change_guidance must be in 0..{MAX_GUIDANCE}, got {change_guidance!r}"
-            )
-        if change_guidance > 0 and previous_prompt is None:
-            raise ValueError(
-                "change_guidance needs the previous_prompt the given frames were made with"
-            )
-        if conditioning_frames is None:
-            previous_prompt = None  # nothing was made with it: no change to push
-        previous = None
-        if previous_prompt is not None and change_guidance > 0:
-            previous = (
-                [previous_prompt] * len(prompts)
-                if isinstance(previous_prompt, str)
-                else list(previous_prompt)
-            )
-            if len(previous) != len(prompts) or not all(isinstance(p, str) for p in previous):
-                raise ValueError(
-                    f"previous_prompt must be a string or one per prompt ({len(prompts)}), got "
-                    f"{previous_prompt!r}"
-                )
         device = self._execution_device
         batch = len(prompts)
         guided = guidance_scale > 1.0
@@ -416,10 +386,7 @@ class ShapesVideoPipeline(DiffusionPipeline):
                 if negative_prompt is None or isinstance(negative_prompt, str)
                 else list(negative_prompt)
             )
-        # rows: [negatives], prompts, [previous prompts], each ``batch`` long
-        text, text_mask = self.encode_prompt(prompts + (previous or []), negatives, device)
-        groups = text.shape[0] // batch
-        cond_rows = slice(batch * guided, batch * (guided + 1))
+        text, text_mask = self.encode_prompt(prompts, negatives, device)
         ref_kwargs = {}
         if reference_images:
             refs = self.encode_references(list(reference_images), height, width)
@@ -431,7 +398,7 @@ class ShapesVideoPipeline(DiffusionPipeline):
                 reference_latents=refs.expand(rows, *refs.shape[1:]).to(self.transformer.dtype),
                 reference_mask=present,
                 text_reference_ids=reference_token_ids(
-                    self.tokenizer, (negatives or []) + prompts + (previous or [])
+                    self.tokenizer, (negatives or []) + prompts
                 ).to(device),
             )
 
@@ -509,21 +476,19 @@ class ShapesVideoPipeline(DiffusionPipeline):
         self._num_timesteps = len(timesteps)
         min_sigma = self.config.get("guidance_min_sigma")
         cond_only = None  # the conditional rows, for the steps below min_sigma
-        if groups > 1 and min_sigma is not None:
-            r = cond_rows
-            cond_only = (text[r], text_mask[r], {k: v[r] for k, v in ref_kwargs.items()})
+        if guided and min_sigma is not None:
+            rows = slice(text.shape[0] - batch, None)
+            cond_only = (text[rows], text_mask[rows], {k: v[rows] for k, v in ref_kwargs.items()})
         for i, t in enumerate(self.progress_bar(timesteps)):
             sigma = t / scheduler.config.num_train_timesteps
             step_text, step_mask, step_refs = text, text_mask, ref_kwargs
-            # below min_sigma only the conditional rows run (no guidance of either kind)
-            guide = groups > 1 and (min_sigma is None or sigma > min_sigma)
-            if groups > 1 and not guide:
+            guide = guided and (min_sigma is None or sigma > min_sigma)
+            if guided and not guide:
                 step_text, step_mask, step_refs = cond_only
-            copies = groups if guide else 1
-            model_in = torch.cat([latents] * copies)
+            model_in = torch.cat([latents, latents]) if guide else latents
             mask_in = None
             if frame_mask is not None:
-                mask_in = torch.cat([frame_mask] * copies)
+                mask_in = torch.cat([frame_mask, frame_mask]) if guide else frame_mask
             out = model(
                 model_in.to(model.dtype),
                 t.expand(model_in.shape[0]),
@@ -534,13 +499,8 @@ class ShapesVideoPipeline(DiffusionPipeline):
             ).sample.float()
             velocity = model.to_velocity(out, model_in, sigma)
             if guide:
-                parts = velocity.chunk(groups)
-                cond = parts[int(guided)]
-                velocity = cond
-                if guided:
-                    velocity = parts[0] + guidance_scale * (cond - parts[0])
-                if previous is not None:
-                    velocity = velocity + change_guidance * (cond - parts[-1])
+                uncond, cond = velocity.chunk(2)
+                velocity = uncond + guidance_scale * (cond - uncond)
             latents = scheduler.step(velocity, t, latents, generator=generator, return_dict=False)[
                 0
             ]

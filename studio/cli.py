@@ -156,7 +156,6 @@ def cmd_storyboard(args: argparse.Namespace) -> int:
         image_first=args.image_first,
         full_windows=args.full_windows,
         candidates=args.candidates,
-        change_guidance=args.change_guidance,
     )
     try:
         result = render_storyboard(story, out, options, model=args.model, progress=progress)
@@ -328,7 +327,6 @@ def render_storyboard_suite(args: argparse.Namespace) -> None:
         image_first=args.image_first,
         full_windows=args.full_windows,
         candidates=args.candidates,
-        change_guidance=args.change_guidance,
     )
     pipe = load_pipeline(args.model)
     for entry in tqdm(stories, desc="storyboards", unit="story", disable=args.quiet):
@@ -539,7 +537,7 @@ def _add_image_first(parser: argparse.ArgumentParser) -> None:
 
 def _add_window_options(parser: argparse.ArgumentParser) -> None:
     """Storyboard windowing: --context, --candidates, --full-windows."""
-    from pipelines.storyboard import DEFAULT_CANDIDATES, DEFAULT_CHANGE_GUIDANCE, DEFAULT_CONTEXT
+    from pipelines.storyboard import DEFAULT_CANDIDATES, DEFAULT_CONTEXT
 
     parser.add_argument(
         "--context",
@@ -554,15 +552,6 @@ def _add_window_options(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_CANDIDATES,
         help="draws of each continued window, the most continuous kept (colour histogram and "
         f"seam step against the given frames); time grows with it (default: {DEFAULT_CANDIDATES})",
-    )
-    parser.add_argument(
-        "--change-guidance",
-        type=float,
-        default=DEFAULT_CHANGE_GUIDANCE,
-        metavar="SCALE",
-        help="guide the first window of each later scene away from the previous scene's "
-        "prompt too, pushing what changes (the motion) rather than the object's look "
-        f"(default: {DEFAULT_CHANGE_GUIDANCE:g}; 0 = off)",
     )
     parser.add_argument(
         "--full-windows",

@@ -26,12 +26,7 @@ from pipelines.elements import (
     prepare_reference,
     to_rgb,
 )
-from pipelines.storyboard import (
-    DEFAULT_CANDIDATES,
-    DEFAULT_CHANGE_GUIDANCE,
-    DEFAULT_CONTEXT,
-    DEFAULT_WINDOW,
-)
+from pipelines.storyboard import DEFAULT_CANDIDATES, DEFAULT_CONTEXT, DEFAULT_WINDOW
 from pipelines.text_to_video import DEFAULT_GUIDANCE, ShapesVideoPipeline, to_uint8
 from pipelines.video_io import SUPPORTED_EXTENSIONS, write_video
 
@@ -429,8 +424,6 @@ class StoryboardOptions:
     full_windows: bool = True
     # draws per continued window, the most continuous kept (pipelines.storyboard)
     candidates: int = DEFAULT_CANDIDATES
-    # first window of each later scene also guided away from the previous scene's prompt
-    change_guidance: float = DEFAULT_CHANGE_GUIDANCE
 
 
 def image_first_used(pipe: ShapesVideoPipeline, asked: bool | None) -> bool:
@@ -487,7 +480,6 @@ def render_storyboard(
         image_first=options.image_first,
         full_windows=options.full_windows,
         candidates=options.candidates,
-        change_guidance=options.change_guidance,
     )
     t_gen = time.time() - t1
 

@@ -1046,22 +1046,3 @@ def test_eval_storyboards_generate_renders_the_suite_then_judges(cli, tmp_path, 
     mtime = (run / "story-000.mp4").stat().st_mtime
     assert cli(*args)[0] == 0  # a second run keeps the finished stories
     assert (run / "story-000.mp4").stat().st_mtime == mtime
-
-
-def test_change_guidance_reaches_the_first_window_of_each_later_scene_only(tiny_pipe):
-    rec = Recorder(tiny_pipe)
-    story = [*STORY, Scene(STORY[1].prompt, 4)]  # a third scene repeating the second's prompt
-    generate_storyboard(rec, story, seed=1, window=6, context=2, change_guidance=1.5, **SMALL)
-    windows = plan_windows([3, 9, 4], 6, 2)
-    assert len(rec.calls) == len(windows)
-    changed = [
-        (w.start, c.get("previous_prompt"))
-        for w, c in zip(windows, rec.calls, strict=True)
-        if c.get("change_guidance")
-    ]
-    # scene 2 starts at frame 3 after another prompt; scene 3 repeats its prompt: no change
-    assert changed == [(3, STORY[0].prompt)]
-    assert rec.calls[1]["change_guidance"] == 1.5
-    plain = Recorder(tiny_pipe)
-    generate_storyboard(plain, story, seed=1, window=6, context=2, **SMALL)
-    assert all("change_guidance" not in c for c in plain.calls)
