@@ -548,6 +548,65 @@ def test_softened_continuations_differ_only_where_drawn(tmp_path):
         build_cache(vae, 0, 0, continuation_soften=1.5, **kw)
 
 
+def test_slow_given_frames_slow_the_context_and_keep_the_rest():
+    """Given frames re-drawn at a share of the speed end where the clip's last given frame is,
+    step by that share of the world's step, and leave the frames to generate as they were;
+    factor 1 is the clip itself, still objects stay, a bad factor is refused."""
+    import numpy as np
+
+    from studio import shapes_eval as se
+    from train.latent_cache import slow_given_frames
+    from train.shapes_world import ShapesWorld, speed
+
+    world = ShapesWorld(
+        size=64, frames=16, seed=0, mix={"continuation": 1.0}, continuation_frames=(4, 4)
+    )
+    clip = next(
+        c
+        for c in (world.sample(4 * 10**8 + i) for i in range(50))
+        if len(c.meta["objects"]) == 1 and c.meta["objects"][0]["motion"] != "still"
+    )
+    k = clip.meta["condition_frames"]
+    assert k == 4
+    out = slow_given_frames(clip, 0.25)
+    np.testing.assert_array_equal(out[k - 1 :], clip.frames[k - 1 :])  # last given and new
+    assert not np.array_equal(out[: k - 1], clip.frames[: k - 1])
+    before = se.detect(clip.frames[:k]).objects[0]
+    after = se.detect(out[:k]).objects[0]
+    travel = np.hypot(*np.subtract(before.last_centroid, before.first_centroid))
+    slowed = np.hypot(*np.subtract(after.last_centroid, after.first_centroid))
+    assert travel == pytest.approx((k - 1) * speed(64), abs=0.6)
+    assert slowed == pytest.approx(0.25 * travel, abs=0.6)
+    np.testing.assert_array_equal(after.last_centroid, before.last_centroid)
+    np.testing.assert_array_equal(slow_given_frames(clip, 1.0), clip.frames)
+    still = next(
+        c
+        for c in (world.sample(4 * 10**8 + i) for i in range(200))
+        if all(o["motion"] == "still" for o in c.meta["objects"])
+    )
+    np.testing.assert_array_equal(slow_given_frames(still, 0.3), still.frames)
+    with pytest.raises(ValueError, match="factor"):
+        slow_given_frames(clip, 1.5)
+
+
+def test_slowed_continuations_differ_only_where_drawn():
+    """continuation_slow = 1 changes every continuation clip and no plain clip; a share
+    outside [0, 1] is refused."""
+    from train.latent_cache import build_cache
+
+    torch.manual_seed(0)
+    vae = vae_tiny(sample_size=16).eval()
+    kw = dict(size=16, frames=6, n_continuations=3, continuation_frames=(3, 3), progress=False)
+    plain = build_cache(vae, 2, 0, **kw)
+    slow = build_cache(vae, 2, 0, continuation_slow=1.0, **kw)
+    torch.testing.assert_close(slow.clips[:2], plain.clips[:2])
+    torch.testing.assert_close(slow.clips[:, :, 2:], plain.clips[:, :, 2:])  # from frame k-1
+    moving = [i for i in range(2, 5) if slow.clip_specs[i]["objects"][0]["motion"] != "still"]
+    assert moving and all(not torch.allclose(slow.clips[i], plain.clips[i]) for i in moving)
+    with pytest.raises(ValueError, match="continuation_slow"):
+        build_cache(vae, 0, 0, continuation_slow=-0.1, **kw)
+
+
 def test_continuation_clips_join_the_training_cache(dit_config, cache_dir):
     """data.cache_continuations: a run caches them in a part of their own and trains on them
     with their given frames."""
@@ -575,6 +634,17 @@ def test_continuation_clips_join_the_training_cache(dit_config, cache_dir):
     train_dit.main(soft)
     reset_accelerate()
     assert len(list(Path(cache_dir).glob("*-continuations-3-k2-3-soft0.5"))) == 1  # its own part
+    slow = dit_config(
+        "CONT_SLOW",
+        "data.cache_continuations=3",
+        "data.continuation_frames=[2, 3]",
+        "data.continuation_slow=0.5",
+        "stages=[{name: clips, steps: 1, frames: 8, batch_size: 2}]",
+    )
+    reset_accelerate()
+    train_dit.main(slow)
+    reset_accelerate()
+    assert len(list(Path(cache_dir).glob("*-continuations-3-k2-3-slow0.5"))) == 1
     bad = dit_config("CONT_BAD", "data.continuation_frames=[2]")
     reset_accelerate()
     with pytest.raises(ValueError, match="continuation_frames"):
@@ -583,6 +653,11 @@ def test_continuation_clips_join_the_training_cache(dit_config, cache_dir):
     bad = dit_config("CONT_SOFT_BAD", "data.continuation_soften=2")
     reset_accelerate()
     with pytest.raises(ValueError, match="continuation_soften"):
+        train_dit.main(bad)
+    reset_accelerate()
+    bad = dit_config("CONT_SLOW_BAD", "data.continuation_slow=2")
+    reset_accelerate()
+    with pytest.raises(ValueError, match="continuation_slow"):
         train_dit.main(bad)
     reset_accelerate()
 

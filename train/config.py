@@ -119,6 +119,10 @@ class DataConfig:
     # every frame: train/latent_cache.py soften_frames). A storyboard's later windows are
     # given generated frames; this teaches them to keep the look they are given
     continuation_soften: float = 0.0
+    # share of those continuation clips whose given frames move at 0-50 % of the world's
+    # speed, ending where they would (train/latent_cache.py slow_given_frames): a later
+    # window is given the slow end of a generated one and must go on from there in one step
+    continuation_slow: float = 0.0
 
 
 @dataclass

@@ -22,7 +22,15 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from .shapes_world import ClipSpec, ShapesWorld
+from .shapes_world import (
+    BACKGROUNDS,
+    ClipSpec,
+    ShapesWorld,
+    _draw,
+    box_side,
+    pattern_cell,
+    trajectory,
+)
 
 VIDEO_KINDS = ("video1", "video2", "continuation")
 VIDEO_WEIGHTS = {"video1": 0.4, "video2": 0.45, "continuation": 0.15}
@@ -106,6 +114,7 @@ def build_cache(
     n_continuations: int = 0,
     continuation_frames: tuple[int, int] = (2, 8),
     continuation_soften: float = 0.0,
+    continuation_slow: float = 0.0,
 ) -> LatentCache:
     """Render and encode; deterministic for a seed (sample i of each part uses index i).
 
@@ -115,9 +124,15 @@ def build_cache(
     only their first and last frames encoded. ``n_continuations`` continuation clips (k in
     ``continuation_frames`` given, half of them switching motion at k) follow the
     ``n_clips`` clips in ``clips``; a ``continuation_soften`` share of them (drawn per clip from
-    its index) is softened by :func:`soften_frames` with a rounding of 1-2.5 px at S = 64."""
-    if not 0.0 <= continuation_soften <= 1.0:
-        raise ValueError(f"continuation_soften must be in [0, 1], got {continuation_soften}")
+    its index) is softened by :func:`soften_frames` with a rounding of 1-2.5 px at S = 64, and
+    a ``continuation_slow`` share (drawn apart) has its given frames re-drawn moving at 0-50 %
+    of the world's speed by :func:`slow_given_frames`."""
+    for name, share in (
+        ("continuation_soften", continuation_soften),
+        ("continuation_slow", continuation_slow),
+    ):
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {share}")
     world = ShapesWorld(
         size=size, frames=frames, seed=seed, mix=VIDEO_WEIGHTS | {"image": 0.0, "reference": 0.0}
     )
@@ -143,6 +158,11 @@ def build_cache(
                     rng = np.random.default_rng([seed, b * per_batch + j])
                     if rng.random() < continuation_soften:
                         s.frames = soften_frames(s.frames, rng.uniform(1.0, 2.5) * size / 64)
+            if part_world is cont_world and continuation_slow > 0:
+                for j, s in enumerate(samples):  # a stream of its own: soften's draws unchanged
+                    rng = np.random.default_rng([seed, b * per_batch + j, 1])
+                    if rng.random() < continuation_slow:
+                        s.frames = slow_given_frames(s, rng.uniform(0.0, 0.5))
             clip_lat.append(_encode_clips(vae, samples, frames))
             clip_specs += [_spec(s) for s in samples]
             bar.update(len(samples))
@@ -228,6 +248,35 @@ def soften_frames(frames: np.ndarray, rounding: float, edge: float = 0.7) -> np.
     rounded = palette[votes.argmax(1)].permute(0, 3, 1, 2)  # (F, 3, H, W)
     out = _gaussian_blur(rounded, edge) if edge > 0 else rounded
     return out.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+
+
+def slow_given_frames(sample, factor: float) -> np.ndarray:
+    """A continuation clip re-drawn with its given frames moving at ``factor`` × the world's
+    speed and ending where they end in the clip; the frames to generate are unchanged.
+
+    A storyboard's later window is given the end of a generated window, where objects move
+    well under the world's 2 px a frame, and a model trained only on given frames that move
+    at full speed restarts from them with a double step (BENCHMARKS.md, "Seams step further
+    than frames"). Given frame i of k is drawn where the clip shows the object at time
+    ``k - 1 - (k - 1 - i) · factor``: still objects stay, moving ones slow down, all in the
+    canvas. uint8 (F, H, W, 3); clips without given frames are returned unchanged.
+    """
+    if not 0.0 <= factor <= 1.0:
+        raise ValueError(f"factor must be in [0, 1], got {factor}")
+    spec = ClipSpec.from_dict(sample.meta)
+    k = spec.condition_frames
+    if not k or k < 2:
+        return sample.frames
+    pos = trajectory(spec)  # (F, n, 2): frames 0..k-1 move with the first motion
+    step = pos[1] - pos[0]  # (n, 2) per object
+    slowed = pos.copy()
+    lag = (k - 1 - np.arange(k))[:, None, None]  # (k, 1, 1): frames before the last given one
+    slowed[:k] = pos[k - 1] - lag * factor * step
+    sides = [box_side(o.size, spec.size) for o in spec.objects]
+    background = BACKGROUNDS[spec.background]
+    cell = pattern_cell(spec.size)
+    given = _draw(k, spec.size, background, spec.objects, slowed[:k], sides, cell)
+    return np.concatenate([given, sample.frames[k:]])
 
 
 def _sample_batches(world: ShapesWorld, base: int, n: int, per_batch: int, **kwargs):

@@ -581,9 +581,11 @@ def _shapes_cache(cfg: DiTTrainConfig, vae, out: Path, accelerator) -> LatentCac
     parts = {root / key: {"n_clips": cfg.data.cache_clips, "n_images": cfg.data.cache_images}}
     refs_path = root / f"{key}-references-{n_refs}"
     ends_path = root / f"{key}-end-frames-{n_ends}"
-    soften = cfg.data.continuation_soften
+    soften, slow = cfg.data.continuation_soften, cfg.data.continuation_slow
     conts_path = root / (
-        f"{key}-continuations-{n_conts}-k{k_lo}-{k_hi}" + (f"-soft{soften:g}" if soften else "")
+        f"{key}-continuations-{n_conts}-k{k_lo}-{k_hi}"
+        + (f"-soft{soften:g}" if soften else "")
+        + (f"-slow{slow:g}" if slow else "")
     )
     if n_refs:
         parts[refs_path] = {"n_references": n_refs}
@@ -594,6 +596,7 @@ def _shapes_cache(cfg: DiTTrainConfig, vae, out: Path, accelerator) -> LatentCac
             "n_continuations": n_conts,
             "continuation_frames": (k_lo, k_hi),
             "continuation_soften": soften,
+            "continuation_slow": slow,
         }
     if accelerator.is_main_process:
         for path, counts in parts.items():
@@ -666,10 +669,10 @@ def main(cfg: DiTTrainConfig) -> Path:
             "data.continuation_frames must be [lo, hi] and data.cache_continuations >= 0, got "
             f"{list(cfg.data.continuation_frames)} and {cfg.data.cache_continuations}"
         )
-    if not 0.0 <= cfg.data.continuation_soften <= 1.0:
-        raise ValueError(
-            f"data.continuation_soften must be in [0, 1], got {cfg.data.continuation_soften}"
-        )
+    for name in ("continuation_soften", "continuation_slow"):
+        share = getattr(cfg.data, name)
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"data.{name} must be in [0, 1], got {share}")
     if cfg.export_dtype not in EXPORT_DTYPES:
         raise ValueError(
             f"export_dtype must be one of {sorted(EXPORT_DTYPES)}, got {cfg.export_dtype!r}"
