@@ -629,7 +629,7 @@ def _shapes_cache(cfg: DiTTrainConfig, vae, out: Path, accelerator) -> LatentCac
         f"latent cache {root / key}: {len(cache.clips)} clips, {len(cache.images)} images, "
         f"{n_refs} reference clips, {n_ends} extra clip end frames "
         f"({n_conts} of the clips are extra continuations, k in {k_lo}..{k_hi}, "
-        f"{soften:.0%} of them softened)"
+        f"{soften:.0%} of them softened, {slow:.0%} with slowed given frames)"
     )
     return cache
 
