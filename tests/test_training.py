@@ -531,21 +531,27 @@ def test_soften_frames_rounds_corners_alike_in_every_frame():
     np.testing.assert_array_equal(soften_frames(clip, 0.0), clip)
 
 
-def test_softened_continuations_differ_only_where_drawn(tmp_path):
-    """continuation_soften = 1 softens every continuation clip and no plain clip; 0 is the
-    unsoftened cache; a share outside [0, 1] is refused."""
+@pytest.mark.parametrize("option", ["continuation_soften", "continuation_slow"])
+def test_redrawn_continuations_differ_only_where_drawn(option):
+    """A share of 1 re-draws every continuation clip and no plain clip (softened: every frame;
+    slowed: the given frames before the last, for a moving object); a share outside [0, 1] is
+    refused."""
     from train.latent_cache import build_cache
 
     torch.manual_seed(0)
     vae = vae_tiny(sample_size=16).eval()
-    kw = dict(size=16, frames=6, n_continuations=3, continuation_frames=(2, 3), progress=False)
+    kw = dict(size=16, frames=6, n_continuations=3, continuation_frames=(3, 3), progress=False)
     plain = build_cache(vae, 2, 0, **kw)
-    soft = build_cache(vae, 2, 0, continuation_soften=1.0, **kw)
-    torch.testing.assert_close(soft.clips[:2], plain.clips[:2])
-    assert all(not torch.allclose(soft.clips[i], plain.clips[i]) for i in range(2, 5))
-    assert soft.clip_specs == plain.clip_specs
-    with pytest.raises(ValueError, match="continuation_soften"):
-        build_cache(vae, 0, 0, continuation_soften=1.5, **kw)
+    drawn = build_cache(vae, 2, 0, **{option: 1.0}, **kw)
+    torch.testing.assert_close(drawn.clips[:2], plain.clips[:2])
+    assert drawn.clip_specs == plain.clip_specs
+    changed = range(2, 5)
+    if option == "continuation_slow":
+        torch.testing.assert_close(drawn.clips[:, :, 2:], plain.clips[:, :, 2:])  # from k - 1
+        changed = [i for i in changed if drawn.clip_specs[i]["objects"][0]["motion"] != "still"]
+    assert changed and all(not torch.allclose(drawn.clips[i], plain.clips[i]) for i in changed)
+    with pytest.raises(ValueError, match=option):
+        build_cache(vae, 0, 0, **{option: 1.5}, **kw)
 
 
 def test_slow_given_frames_slow_the_context_and_keep_the_rest():
@@ -587,24 +593,6 @@ def test_slow_given_frames_slow_the_context_and_keep_the_rest():
     np.testing.assert_array_equal(slow_given_frames(still, 0.3), still.frames)
     with pytest.raises(ValueError, match="factor"):
         slow_given_frames(clip, 1.5)
-
-
-def test_slowed_continuations_differ_only_where_drawn():
-    """continuation_slow = 1 changes every continuation clip and no plain clip; a share
-    outside [0, 1] is refused."""
-    from train.latent_cache import build_cache
-
-    torch.manual_seed(0)
-    vae = vae_tiny(sample_size=16).eval()
-    kw = dict(size=16, frames=6, n_continuations=3, continuation_frames=(3, 3), progress=False)
-    plain = build_cache(vae, 2, 0, **kw)
-    slow = build_cache(vae, 2, 0, continuation_slow=1.0, **kw)
-    torch.testing.assert_close(slow.clips[:2], plain.clips[:2])
-    torch.testing.assert_close(slow.clips[:, :, 2:], plain.clips[:, :, 2:])  # from frame k-1
-    moving = [i for i in range(2, 5) if slow.clip_specs[i]["objects"][0]["motion"] != "still"]
-    assert moving and all(not torch.allclose(slow.clips[i], plain.clips[i]) for i in moving)
-    with pytest.raises(ValueError, match="continuation_slow"):
-        build_cache(vae, 0, 0, continuation_slow=-0.1, **kw)
 
 
 def test_continuation_clips_join_the_training_cache(dit_config, cache_dir):
