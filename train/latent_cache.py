@@ -22,15 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from .shapes_world import (
-    BACKGROUNDS,
-    ClipSpec,
-    ShapesWorld,
-    _draw,
-    box_side,
-    pattern_cell,
-    trajectory,
-)
+from .shapes_world import ClipSpec, ShapesWorld, render_at, trajectory
 
 VIDEO_KINDS = ("video1", "video2", "continuation")
 VIDEO_WEIGHTS = {"video1": 0.4, "video2": 0.45, "continuation": 0.15}
@@ -272,11 +264,7 @@ def slow_given_frames(sample, factor: float) -> np.ndarray:
     slowed = pos.copy()
     lag = (k - 1 - np.arange(k))[:, None, None]  # (k, 1, 1): frames before the last given one
     slowed[:k] = pos[k - 1] - lag * factor * step
-    sides = [box_side(o.size, spec.size) for o in spec.objects]
-    background = BACKGROUNDS[spec.background]
-    cell = pattern_cell(spec.size)
-    given = _draw(k, spec.size, background, spec.objects, slowed[:k], sides, cell)
-    return np.concatenate([given, sample.frames[k:]])
+    return np.concatenate([render_at(spec, slowed[:k]), sample.frames[k:]])
 
 
 def _sample_batches(world: ShapesWorld, base: int, n: int, per_batch: int, **kwargs):

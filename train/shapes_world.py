@@ -353,13 +353,19 @@ def _draw(
 
 def render(spec: ClipSpec) -> np.ndarray:
     """Render a clip: (F, S, S, 3) uint8, exact palette colours, objects drawn in order."""
+    return render_at(spec, trajectory(spec))
+
+
+def render_at(spec: ClipSpec, positions: np.ndarray) -> np.ndarray:
+    """Render ``spec``'s objects at ``positions`` (F', n_objects, 2), the top-left of each
+    box per frame, instead of along its trajectory: (F', S, S, 3) uint8."""
     sides = [box_side(obj.size, spec.size) for obj in spec.objects]
     return _draw(
-        spec.frames,
+        len(positions),
         spec.size,
         BACKGROUNDS[spec.background],
         spec.objects,
-        trajectory(spec),
+        positions,
         sides,
         pattern_cell(spec.size),
     )
