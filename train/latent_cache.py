@@ -118,7 +118,8 @@ def build_cache(
     ``n_clips`` clips in ``clips``; a ``continuation_soften`` share of them (drawn per clip from
     its index) is softened by :func:`soften_frames` with a rounding of 1-2.5 px at S = 64, and
     a ``continuation_slow`` share (drawn apart) has its given frames re-drawn moving at 0-50 %
-    of the world's speed by :func:`slow_given_frames`."""
+    of the world's speed by :func:`slow_given_frames` (before any softening, so that a clip
+    drawn both ways is softened in every frame)."""
     for name, share in (
         ("continuation_soften", continuation_soften),
         ("continuation_slow", continuation_slow),
@@ -145,16 +146,15 @@ def build_cache(
     # the plain clips, then the extra continuations (their sample indices start at 4·10⁸)
     for part_world, base, n in ((world, 0, n_clips), (cont_world, 4 * 10**8, n_continuations)):
         for b, samples in enumerate(_sample_batches(part_world, base, n, per_batch)):
-            if part_world is cont_world and continuation_soften > 0:
-                for j, s in enumerate(samples):  # drawn from the clip's index in its part
-                    rng = np.random.default_rng([seed, b * per_batch + j])
-                    if rng.random() < continuation_soften:
-                        s.frames = soften_frames(s.frames, rng.uniform(1.0, 2.5) * size / 64)
-            if part_world is cont_world and continuation_slow > 0:
-                for j, s in enumerate(samples):  # a stream of its own: soften's draws unchanged
-                    rng = np.random.default_rng([seed, b * per_batch + j, 1])
-                    if rng.random() < continuation_slow:
-                        s.frames = slow_given_frames(s, rng.uniform(0.0, 0.5))
+            for j, s in enumerate(samples if part_world is cont_world else []):
+                i = b * per_batch + j  # draws from the clip's index in its part, one stream each
+                # slowed first: it re-draws the given frames crisp, softening then covers all
+                slow_rng = np.random.default_rng([seed, i, 1])
+                if continuation_slow > 0 and slow_rng.random() < continuation_slow:
+                    s.frames = slow_given_frames(s, slow_rng.uniform(0.0, 0.5))
+                soft_rng = np.random.default_rng([seed, i])
+                if continuation_soften > 0 and soft_rng.random() < continuation_soften:
+                    s.frames = soften_frames(s.frames, soft_rng.uniform(1.0, 2.5) * size / 64)
             clip_lat.append(_encode_clips(vae, samples, frames))
             clip_specs += [_spec(s) for s in samples]
             bar.update(len(samples))
@@ -261,10 +261,9 @@ def slow_given_frames(sample, factor: float) -> np.ndarray:
         return sample.frames
     pos = trajectory(spec)  # (F, n, 2): frames 0..k-1 move with the first motion
     step = pos[1] - pos[0]  # (n, 2) per object
-    slowed = pos.copy()
     lag = (k - 1 - np.arange(k))[:, None, None]  # (k, 1, 1): frames before the last given one
-    slowed[:k] = pos[k - 1] - lag * factor * step
-    return np.concatenate([render_at(spec, slowed[:k]), sample.frames[k:]])
+    given = render_at(spec, pos[k - 1] - lag * factor * step)  # (k, S, S, 3)
+    return np.concatenate([given, sample.frames[k:]])
 
 
 def _sample_batches(world: ShapesWorld, base: int, n: int, per_batch: int, **kwargs):
