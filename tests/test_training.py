@@ -648,6 +648,11 @@ def test_continuation_clips_join_the_training_cache(dit_config, cache_dir):
     with pytest.raises(ValueError, match="continuation_slow"):
         train_dit.main(bad)
     reset_accelerate()
+    bad = dit_config("WORDNET_BAD", "data.wordnet_phrasing_prob=-0.1")
+    reset_accelerate()
+    with pytest.raises(ValueError, match="wordnet_phrasing_prob"):
+        train_dit.main(bad)
+    reset_accelerate()
 
 
 def _toy_cache():

@@ -12,6 +12,7 @@ exactly (no anti-aliasing): a detector can match pixels against the palette.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -401,14 +402,29 @@ def _object_phrase(obj: ObjectSpec, rng: np.random.Generator) -> str:
     return " ".join([article, *words])
 
 
+@functools.cache
+def wordnet_motion_phrases() -> dict[str, tuple[str, ...]]:
+    """Extra up/down phrasings from WordNet (train/wordnet_phrasings.py; vendored table)."""
+    from .wordnet_phrasings import load_table
+
+    return load_table()
+
+
 def caption(
-    spec: ClipSpec, rng: np.random.Generator, refs: bool = False, image: bool = False
+    spec: ClipSpec,
+    rng: np.random.Generator,
+    refs: bool = False,
+    image: bool = False,
+    wordnet_prob: float = 0.0,
 ) -> str:
     """Caption ``spec`` with the grammar of docs/CAPTIONS.md.
 
     ``refs``: objects are named ``<ref1>``, ``<ref2>``, ... in object order.
     ``image``: no motion phrase, optional "a picture of" / "an image of" prefix.
     With a scene change (``switch_frame``), motions are those after the switch.
+    ``wordnet_prob``: chance an up or down motion is phrased from the WordNet table
+    (:func:`wordnet_motion_phrases`) instead of the grammar's own list. At 0 no random draw
+    is spent on it, so captions are those of the grammar alone, draw for draw.
     """
     parts = []
     for i, obj in enumerate(spec.objects):
@@ -419,7 +435,10 @@ def caption(
         motion = obj.motion
         if spec.switch_frame is not None and obj.motion_after is not None:
             motion = obj.motion_after
-        parts.append(f"{subject} {_pick(rng, MOTION_PHRASES[motion])}")
+        phrases = MOTION_PHRASES[motion]
+        if wordnet_prob > 0 and motion in ("up", "down") and rng.random() < wordnet_prob:
+            phrases = wordnet_motion_phrases()[motion]
+        parts.append(f"{subject} {_pick(rng, phrases)}")
     # "a red circle while a blue square" has no verb to hang on: images only use "and"
     joiner = "and" if image else _pick(rng, TWO_OBJECT_JOINERS)
     body = f" {joiner} ".join(parts)

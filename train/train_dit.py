@@ -85,12 +85,17 @@ def is_image_step(stage: StageConfig, step: int) -> bool:
 
 
 def _spec_caption(
-    spec: dict, rng: np.random.Generator, image: bool, reverse: bool = False, refs: bool = False
+    spec: dict,
+    rng: np.random.Generator,
+    image: bool,
+    reverse: bool = False,
+    refs: bool = False,
+    wordnet_prob: float = 0.0,
 ) -> str:
     spec = dict(spec)
     if reverse:
         spec["objects"] = [dict(o, motion=REVERSED[o["motion"]]) for o in spec["objects"]]
-    return caption(ClipSpec.from_dict(spec), rng, image=image, refs=refs)
+    return caption(ClipSpec.from_dict(spec), rng, image=image, refs=refs, wordnet_prob=wordnet_prob)
 
 
 def image_batch(
@@ -99,10 +104,12 @@ def image_batch(
     rng: np.random.Generator,
     ends: tuple[torch.Tensor, list[dict]] | None = None,
     clip_frame_prob: float = 0.0,
+    wordnet_prob: float = 0.0,
 ) -> tuple[torch.Tensor, list[str]]:
     """→ latents (B, C, 1, h, w), captions. With ``ends`` (:func:`clip_end_frames`), each
     sample is with chance ``clip_frame_prob`` a clip's first frame with the clip's caption or
-    its last frame with the time-reversed caption, else an image with an image caption."""
+    its last frame with the time-reversed caption, else an image with an image caption.
+    ``wordnet_prob``: see :func:`train.shapes_world.caption` (clip captions only)."""
     if ends is None:  # images only: indices drawn at once, as before clip frames existed
         idx = rng.integers(len(cache.images), size=size)
         latents = cache.images[idx].float().unsqueeze(2)
@@ -114,7 +121,9 @@ def image_batch(
         if from_clips[j]:
             k, last = int(rng.integers(len(ends[1]))), bool(rng.random() < 0.5)
             latents.append(ends[0][k, int(last)])
-            captions.append(_spec_caption(ends[1][k], rng, image=False, reverse=last))
+            captions.append(
+                _spec_caption(ends[1][k], rng, False, reverse=last, wordnet_prob=wordnet_prob)
+            )
         else:
             i = int(rng.integers(len(cache.images)))
             latents.append(cache.images[i])
@@ -175,7 +184,16 @@ def video_batch(
             if reverse:
                 z = z.flip(1)
             latents.append(z)
-            captions.append(_spec_caption(spec, rng, image=False, reverse=reverse, refs=True))
+            captions.append(
+                _spec_caption(
+                    spec,
+                    rng,
+                    False,
+                    reverse=reverse,
+                    refs=True,
+                    wordnet_prob=cfg.data.wordnet_phrasing_prob,
+                )
+            )
             continue
         spec = cache.clip_specs[i]
         start = int(rng.integers(full - f + 1))
@@ -193,7 +211,11 @@ def video_batch(
         if given:
             mask[j, :given] = True
         latents.append(z)
-        captions.append(_spec_caption(spec, rng, image=False, reverse=reverse))
+        captions.append(
+            _spec_caption(
+                spec, rng, False, reverse=reverse, wordnet_prob=cfg.data.wordnet_phrasing_prob
+            )
+        )
     references = (refs, present) if with_refs and present.any() else None
     return torch.stack(latents), captions, mask, references
 
@@ -669,7 +691,7 @@ def main(cfg: DiTTrainConfig) -> Path:
             "data.continuation_frames must be [lo, hi] and data.cache_continuations >= 0, got "
             f"{list(cfg.data.continuation_frames)} and {cfg.data.cache_continuations}"
         )
-    for name in ("continuation_soften", "continuation_slow"):
+    for name in ("continuation_soften", "continuation_slow", "wordnet_phrasing_prob"):
         share = getattr(cfg.data, name)
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"data.{name} must be in [0, 1], got {share}")
@@ -768,7 +790,12 @@ def main(cfg: DiTTrainConfig) -> Path:
         references = None
         if cache is not None and images:
             x0, captions = image_batch(
-                cache, stage.image_batch_size, rng, ends, cfg.data.clip_frame_prob
+                cache,
+                stage.image_batch_size,
+                rng,
+                ends,
+                cfg.data.clip_frame_prob,
+                wordnet_prob=cfg.data.wordnet_phrasing_prob,
             )
             frame_mask = None
         elif cache is not None:
