@@ -234,6 +234,46 @@ def test_load_config_rejects_unknown_keys(tmp_path):
 
 
 @pytest.mark.parametrize(
+    "path", sorted(Path(__file__).parent.parent.glob("configs/train/*.yaml")), ids=lambda p: p.name
+)
+def test_shipped_training_configs_load(path):
+    from train.config import ScorerTrainConfig
+
+    cls = {"dit": DiTTrainConfig, "scorer": ScorerTrainConfig, "vae": VAETrainConfig}
+    cfg = load_config(cls[path.name.split("_")[0]], path)
+    assert cfg.output_dir.startswith("runs/")
+
+
+def test_load_config_base_chain(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "root.yaml").write_text(
+        "lr: 0.5\nseed: 3\ndata: {cache_clips: 10, cache_images: 20}\n"
+        "stages:\n  - {name: a, steps: 5}\n  - {name: b, steps: 6}\n"
+    )
+    (tmp_path / "sub" / "mid.yaml").write_text("base: ../root.yaml\nseed: 4\n")
+    (tmp_path / "sub" / "leaf.yaml").write_text(
+        "base: mid.yaml\ndata: {cache_images: 30}\nstages:\n  - {name: c, steps: 7}\n"
+    )
+    cfg = load_config(DiTTrainConfig, tmp_path / "sub" / "leaf.yaml", ["lr=0.25"])
+    assert (cfg.lr, cfg.seed) == (0.25, 4)  # override over leaf over mid over root
+    assert (cfg.data.cache_clips, cfg.data.cache_images) == (10, 30)  # mappings merge
+    assert [(s.name, s.steps) for s in cfg.stages] == [("c", 7)]  # lists are replaced
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("base: loop2.yaml\n")
+    (tmp_path / "loop2.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="base chain loops"):
+        load_config(DiTTrainConfig, loop)
+    missing = tmp_path / "missing.yaml"
+    missing.write_text("base: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match=r"not found: .*nowhere\.yaml"):
+        load_config(DiTTrainConfig, missing)
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("base: root.yaml\nlr_typo: 1\n")
+    with pytest.raises(ConfigError, match="lr_typo"):
+        load_config(DiTTrainConfig, typo)
+
+
+@pytest.mark.parametrize(
     "text, key",
     [
         ("lr: fast\n", r"\blr: .*'fast'"),

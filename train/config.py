@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 T = TypeVar("T")
@@ -285,17 +285,35 @@ class ScorerTrainConfig:
     max_steps: int | None = None  # stop early (for tests)
 
 
+def _load_yaml_layers(path: Path, seen: tuple[Path, ...] = ()) -> list:
+    """The YAML at ``path`` after the layers of its ``base:`` chain, base first.
+
+    ``base: other.yaml`` (relative to the file's folder) lets an experiment config state only
+    what it changes; lists (``stages``) are replaced whole, mappings merged key by key.
+    """
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    if path.resolve() in seen:
+        chain = " -> ".join(str(p) for p in (*seen, path.resolve()))
+        raise ConfigError(f"config base chain loops: {chain}")
+    layer = OmegaConf.load(path)
+    base = layer.pop("base", None) if isinstance(layer, DictConfig) else None
+    if base is None:
+        return [layer]
+    if not isinstance(base, str):
+        raise ConfigError(f"bad config in {path}: base must be a file name, got {base!r}")
+    return [*_load_yaml_layers(path.parent / base, (*seen, path.resolve())), layer]
+
+
 def load_config(
     cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None
 ) -> T:
-    """defaults ← YAML ← ``key=value`` overrides → an instance of ``cls``."""
+    """defaults ← YAML (after its ``base:`` chain) ← ``key=value`` overrides → ``cls``."""
     try:
         cfg = OmegaConf.structured(cls)
         if path is not None:
             path = Path(path)
-            if not path.is_file():
-                raise ConfigError(f"config file not found: {path}")
-            cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
+            cfg = OmegaConf.merge(cfg, *_load_yaml_layers(path))
         if overrides:
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
         return OmegaConf.to_object(cfg)
