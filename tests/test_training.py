@@ -220,15 +220,16 @@ def test_checkpoints_rotate_and_replace_the_temporary_folder(tmp_path):
 
 
 # -------------------------------------------------------------------------- configs
+def _config_error(path: Path, text: str, match: str) -> None:
+    """Write ``text`` to ``path``; loading it must fail with a ConfigError matching ``match``."""
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        load_config(DiTTrainConfig, path)
+
+
 def test_load_config_rejects_unknown_keys(tmp_path):
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("nonsense_key: 1\n")
-    with pytest.raises(ConfigError, match=r"nonsense_key"):
-        load_config(DiTTrainConfig, bad)
-    nested = tmp_path / "nested.yaml"
-    nested.write_text("model: {bogus: 1}\n")
-    with pytest.raises(ConfigError, match=r"model\.bogus"):
-        load_config(DiTTrainConfig, nested)
+    _config_error(tmp_path / "bad.yaml", "nonsense_key: 1\n", r"nonsense_key")
+    _config_error(tmp_path / "nested.yaml", "model: {bogus: 1}\n", r"model\.bogus")
     with pytest.raises(ConfigError, match=r"'steps_typo'"):
         load_config(VAETrainConfig, None, ["steps_typo=3"])
 
@@ -258,19 +259,10 @@ def test_load_config_base_chain(tmp_path):
     assert (cfg.lr, cfg.seed) == (0.25, 4)  # override over leaf over mid over root
     assert (cfg.data.cache_clips, cfg.data.cache_images) == (10, 30)  # mappings merge
     assert [(s.name, s.steps) for s in cfg.stages] == [("c", 7)]  # lists are replaced
-    loop = tmp_path / "loop.yaml"
-    loop.write_text("base: loop2.yaml\n")
     (tmp_path / "loop2.yaml").write_text("base: loop.yaml\n")
-    with pytest.raises(ConfigError, match="base chain loops"):
-        load_config(DiTTrainConfig, loop)
-    missing = tmp_path / "missing.yaml"
-    missing.write_text("base: nowhere.yaml\n")
-    with pytest.raises(ConfigError, match=r"not found: .*nowhere\.yaml"):
-        load_config(DiTTrainConfig, missing)
-    typo = tmp_path / "typo.yaml"
-    typo.write_text("base: root.yaml\nlr_typo: 1\n")
-    with pytest.raises(ConfigError, match="lr_typo"):
-        load_config(DiTTrainConfig, typo)
+    _config_error(tmp_path / "loop.yaml", "base: loop2.yaml\n", "base chain loops")
+    _config_error(tmp_path / "missing.yaml", "base: nowhere.yaml\n", r"not found: .*nowhere\.yaml")
+    _config_error(tmp_path / "typo.yaml", "base: root.yaml\nlr_typo: 1\n", "lr_typo")
 
 
 @pytest.mark.parametrize(
