@@ -479,6 +479,7 @@ def generate_storyboard(
             each window once.
         continuity: ``fn(given, new) -> cost`` on uint8 (F, H, W, 3) frames, lower kept
             (None: :func:`continuity_cost`); e.g. an embedding distance for real footage.
+            A function given is called on every continued window, with one draw too.
 
     Returns:
         frames: uint8 (T, H, W, 3), T = the sum of the scenes' frames.
@@ -549,7 +550,9 @@ def generate_storyboard(
             **({"image_first": image_first} if image_first is not None else {}),
         ).frames  # (n, cond + new [+ cut], H, W, 3) in [0, 1]; the first cond are the given
         made = [to_uint8(clip[w.cond : w.cond + w.new]) for clip in clips]
-        best = 0 if n == 1 else int(np.argmin([cost(given, m) for m in made]))
+        # a continuity function given is shown every continued window's draws, one or many
+        scored = n > 1 or (continuity is not None and given is not None)
+        best = int(np.argmin([cost(given, m) for m in made])) if scored else 0
         video[w.start : w.start + w.new] = made[best]
         if progress is not None:
             progress(w.index + 1, len(windows))

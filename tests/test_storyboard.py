@@ -767,6 +767,15 @@ def test_candidates_are_drawn_in_one_call_and_the_most_continuous_kept(tiny_pipe
         continuity=lambda g, n: -continuity_cost(g, n), **SMALL,
     )  # fmt: skip
     assert not np.array_equal(worst, video)
+    # with one draw a continuity function given still sees each continued window (benchmarks
+    # judge the windows through it); the video is the plain one-draw video
+    seen: list[int] = []
+    single, _ = generate_storyboard(
+        tiny_pipe, STORY, seed=1, window=6, context=2, candidates=1,
+        continuity=lambda g, n: seen.append(len(n)) or 0.0, **SMALL,
+    )  # fmt: skip
+    assert seen == [w.new for w in windows[1:]]
+    np.testing.assert_array_equal(single, one)
     with pytest.raises(ValueError, match="candidates must be an integer >= 1"):
         generate_storyboard(rec, STORY, candidates=0, **SMALL)
 
