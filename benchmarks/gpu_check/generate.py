@@ -1,35 +1,37 @@
 """Storyboard generation on the device torch finds (part of ``run.sh``).
 
-    python benchmarks/gpu_check/generate.py OUT
+    python benchmarks/gpu_check/generate.py OUT RUN_DIR
 
-The pipeline the check trained (/tmp/gpurun/pipeline) and the shipped weights, both with the
-random text encoder at /tmp/te: a 3-scene, 40-frame storyboard each, twice, timed; frames
-and ``gen.json`` go to OUT.
+The pipeline the check trained (RUN_DIR/pipeline, which names its random text encoder) and
+the shipped weights with that same encoder: a 3-scene, 40-frame storyboard each, twice,
+timed; frames and ``gen.json`` go to OUT.
 """
 
 import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from pipelines.components import load_text_encoder
 from pipelines.storyboard import Scene, generate_storyboard
 from pipelines.text_to_video import ShapesVideoPipeline
 
-out = sys.argv[1]
+out, run = Path(sys.argv[1]), Path(sys.argv[2])
 dev = "cuda" if torch.cuda.is_available() else "cpu"
-te, tok = load_text_encoder("/tmp/te")
 scenes = [
     Scene(prompt="a small red square moving right on a black background", frames=16),
     Scene(prompt="a small red square moving up on a black background", frames=12),
     Scene(prompt="a small red square moving left on a black background", frames=12),
 ]
+check = ShapesVideoPipeline.from_pretrained(run / "pipeline")  # its text encoder by spec
+shipped = ShapesVideoPipeline.from_pretrained(
+    "studio/default_model", text_encoder=check.text_encoder, tokenizer=check.tokenizer
+)
 report = {"device": torch.cuda.get_device_name(0) if dev == "cuda" else "cpu"}
-for name, path in (("check", "/tmp/gpurun/pipeline"), ("shipped", "studio/default_model")):
-    pipe = ShapesVideoPipeline.from_pretrained(path, text_encoder=te, tokenizer=tok).to(dev)
-    pipe.set_progress_bar_config(disable=True)
+for name, pipe in (("check", check), ("shipped", shipped)):
+    pipe.to(dev).set_progress_bar_config(disable=True)
     times = []
     for rep in range(2):
         if dev == "cuda":
@@ -46,6 +48,6 @@ for name, path in (("check", "/tmp/gpurun/pipeline"), ("shipped", "studio/defaul
         "mean_pixel": float(frames.mean()),
         "transformer_device": str(pipe.transformer.device),
     }
-    np.save(f"{out}/{name}_frames.npy", frames)
+    np.save(out / f"{name}_frames.npy", frames)
 print(json.dumps(report, indent=1))
-json.dump(report, open(f"{out}/gen.json", "w"), indent=1)
+(out / "gen.json").write_text(json.dumps(report, indent=1))

