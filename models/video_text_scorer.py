@@ -203,9 +203,14 @@ class VideoTextScorer(ModelMixin, ConfigMixin):
 
     def forward(
         self, frames: torch.Tensor, states: torch.Tensor, mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """→ (video embeddings (B, E), text embeddings (T, E))."""
-        return self.encode_video(frames), self.encode_text(states, mask)
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """→ (video embeddings (B, E), text embeddings (T, E), logit scale ()).
+
+        The logit scale comes out of ``forward`` (as CLIP's) so that every trained parameter
+        is used inside it: DDP marks a parameter first touched after ``forward`` as unused,
+        then fails when its gradient arrives. A view, not the parameter itself: DDP finds used
+        parameters by walking the outputs' autograd graph, which a bare leaf is not part of."""
+        return self.encode_video(frames), self.encode_text(states, mask), self.logit_scale.view(())
 
 
 def scorer_tiny(**kw) -> VideoTextScorer:

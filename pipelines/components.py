@@ -45,6 +45,30 @@ def minilm_path() -> Path:
     return path
 
 
+# Never code from a model folder: with ``auto_map`` in its config.json, transformers would
+# ask "run the custom code? [y/N]" and run it on a "y".
+NO_REMOTE_CODE = {"trust_remote_code": False}
+
+
+def refuse_remote_code(path: str | Path, what: str) -> None:
+    """A local model folder whose config asks for its own code (``auto_map``) → ValueError,
+    before transformers reads it; only built-in architectures are loaded."""
+    import json
+
+    config = Path(path, "config.json")
+    if not config.is_file():
+        return
+    try:
+        keys = json.loads(config.read_text())
+    except (ValueError, UnicodeDecodeError):
+        return  # transformers reports an unreadable config itself
+    if isinstance(keys, dict) and ("auto_map" in keys):
+        raise ValueError(
+            f"{what} {path} asks to run its own code (auto_map in config.json); only built-in "
+            "transformers architectures are loaded"
+        )
+
+
 def resolve_text_encoder(spec: str) -> str:
     return str(minilm_path()) if spec in ("minilm", DEFAULT_TEXT_ENCODER, "") else spec
 
@@ -60,18 +84,20 @@ def load_text_encoder(
             f"text encoder {spec!r} is not a local folder and the hub is offline"
         )
     hf_logging.set_verbosity_error()  # the pooler-weights load report is noise here
-    config = AutoConfig.from_pretrained(path)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    refuse_remote_code(path, "text encoder")
+    safe = NO_REMOTE_CODE
+    config = AutoConfig.from_pretrained(path, **safe)
+    tokenizer = AutoTokenizer.from_pretrained(path, **safe)
     if getattr(config, "is_encoder_decoder", False):
         from transformers import T5EncoderModel
 
-        model = T5EncoderModel.from_pretrained(path, dtype=dtype)
+        model = T5EncoderModel.from_pretrained(path, dtype=dtype, **safe)
     elif config.model_type == "clip":
         from transformers import CLIPTextModel
 
-        model = CLIPTextModel.from_pretrained(path, dtype=dtype)
+        model = CLIPTextModel.from_pretrained(path, dtype=dtype, **safe)
     else:
-        model = AutoModel.from_pretrained(path, dtype=dtype, add_pooling_layer=False)
+        model = AutoModel.from_pretrained(path, dtype=dtype, add_pooling_layer=False, **safe)
     model.eval().requires_grad_(False)
     return model, tokenizer
 

@@ -46,8 +46,11 @@ def _load(path_or_id: str | Path, expected: tuple[str, ...]):
     """Config first, so a folder holding another model type fails with a clear message."""
     from transformers import AutoConfig, AutoModel, AutoProcessor
 
+    from .components import NO_REMOTE_CODE, refuse_remote_code
+
+    refuse_remote_code(path_or_id, "scorer")
     try:
-        config = AutoConfig.from_pretrained(str(path_or_id))
+        config = AutoConfig.from_pretrained(str(path_or_id), **NO_REMOTE_CODE)
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"cannot load a scorer from {path_or_id}: {first}") from None
@@ -55,8 +58,8 @@ def _load(path_or_id: str | Path, expected: tuple[str, ...]):
         raise ValueError(
             f"{path_or_id} is a {config.model_type!r} model; this scorer needs one of {expected}"
         )
-    model = AutoModel.from_pretrained(str(path_or_id)).eval()
-    processor = AutoProcessor.from_pretrained(str(path_or_id))
+    model = AutoModel.from_pretrained(str(path_or_id), **NO_REMOTE_CODE).eval()
+    processor = AutoProcessor.from_pretrained(str(path_or_id), **NO_REMOTE_CODE)
     return model, processor
 
 

@@ -11,6 +11,11 @@ Two backends, one set of codec settings (``_CODECS``):
 GIFs go through Pillow. Pillow merges identical consecutive frames into one longer
 frame; ``read_video`` expands them again from the frame durations. A GIF whose frames
 are *all* identical therefore reads back as a single frame.
+
+``read_video`` holds every decoded frame in memory, so it refuses input that would decode
+to more than ``max_frames`` frames or ``max_bytes`` of RGB: first from what the file
+declares (GIF frame durations, container frame count, frame size), then while decoding,
+because a file's metadata can lie.
 """
 
 from __future__ import annotations
@@ -21,11 +26,12 @@ import os
 import tempfile
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageSequence
 
 try:  # optional fast path, see module docstring
     import av as _av
@@ -33,14 +39,26 @@ except ImportError:  # pragma: no cover - exercised by monkeypatching in tests
     _av = None
 
 __all__ = [
+    "MAX_DECODED_BYTES",
+    "MAX_FRAMES",
     "SUPPORTED_EXTENSIONS",
     "VideoDecodeError",
+    "VideoTooLargeError",
     "encode_video_bytes",
     "read_video",
     "write_video",
 ]
 
 SUPPORTED_EXTENSIONS = (".mp4", ".gif", ".webm")
+
+# Default limits of ``read_video``. A 309-byte GIF whose second frame lasts 655 s expands
+# to 65,536 frames (805 MB at 64x64), so what a file declares is checked before decoding.
+# The defaults hold what this project makes and trains on, 64x64 to 1080p clips of seconds
+# to minutes, with room to spare: 4096 frames are 2 min 16 s at 30 fps, and 2 GiB holds
+# 4096 frames at 64x64 (48 MiB) or 345 frames at 1080p (11.5 s at 30 fps). Callers that
+# need more pass larger ``max_frames`` / ``max_bytes`` (``studio data pack --max-frames``).
+MAX_FRAMES = 4096
+MAX_DECODED_BYTES = 2 * 1024**3
 
 # (ext, lossless) -> (codec, pixel format, container, codec options). Option names are
 # libav AVOptions, valid both for PyAV's ``stream.options`` and as ffmpeg CLI flags.
@@ -62,6 +80,49 @@ _CODECS: dict[tuple[str, bool], tuple[str, str, str, dict[str, str]]] = {
 
 class VideoDecodeError(ValueError):
     """The input is not a decodable video, or it holds zero frames."""
+
+
+class VideoTooLargeError(VideoDecodeError):
+    """The input would decode to more frames or bytes than the caller allows.
+
+    ``reason`` says what exceeds which limit without naming the input, and ``limit`` is
+    the ``read_video`` argument that would allow it (``"max_frames"`` or ``"max_bytes"``),
+    so that callers such as ``train.pack`` can name their own flag in their message.
+    """
+
+    def __init__(self, reason: str, limit: str, name: str = "the input") -> None:
+        super().__init__(f"{name} is too large to decode: {reason}; a larger {limit} allows it")
+        self.reason, self.limit, self.name = reason, limit, name
+
+    def __reduce__(self):  # picklable across data-loader workers despite the signature
+        return type(self), (self.reason, self.limit, self.name)
+
+
+@dataclass(frozen=True)
+class _Limits:
+    """``read_video``'s caps on decoded frames and decoded RGB bytes."""
+
+    max_frames: int
+    max_bytes: int
+
+    def check(self, frames: int, nbytes: int, source: str) -> None:
+        """Raise VideoTooLargeError when ``frames`` frames of ``nbytes`` RGB bytes in all
+        (``source`` says where the numbers come from) exceed a limit."""
+        if frames > self.max_frames:
+            raise VideoTooLargeError(
+                f"{frames:,} frames {source}, more than max_frames={self.max_frames:,}",
+                "max_frames",
+            )
+        if nbytes > self.max_bytes:
+            raise VideoTooLargeError(
+                f"{_mib(nbytes)} of RGB frames {source}, more than "
+                f"max_bytes={self.max_bytes:,} ({_mib(self.max_bytes)})",
+                "max_bytes",
+            )
+
+
+def _mib(nbytes: int) -> str:
+    return f"{nbytes / 2**20:,.1f} MiB"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -234,21 +295,37 @@ def encode_video_bytes(
 # --------------------------------------------------------------------------- reading
 
 
-def _decode_gif(data: bytes) -> tuple[np.ndarray, float]:
+def _decode_gif(data: bytes, limits: _Limits) -> tuple[np.ndarray, float]:
     frames, durations = [], []
     with Image.open(io.BytesIO(data)) as image:
-        for index in range(getattr(image, "n_frames", 1)):
-            image.seek(index)
-            frames.append(np.asarray(image.convert("RGB")))
-            durations.append(float(image.info.get("duration") or 100.0))
+        frame_bytes = image.size[0] * image.size[1] * 3  # every frame is decoded at this size
+        limits.check(1, frame_bytes, f"in one {image.size[0]}x{image.size[1]} frame")
+        # ImageSequence rather than range(n_frames): n_frames would seek through every frame
+        for frame in ImageSequence.Iterator(image):
+            limits.check(len(frames) + 1, (len(frames) + 1) * frame_bytes, "in the GIF")
+            frames.append(np.asarray(frame.convert("RGB")))
+            durations.append(float(frame.info.get("duration") or 100.0))
     base = min(durations)
     # Pillow merged runs of identical frames into one longer frame: repeat them back.
     repeats = [max(1, round(d / base)) for d in durations]
+    total = sum(repeats)  # checked before np.repeat allocates it
+    limits.check(total, total * frame_bytes, "once the GIF's frame durations are expanded")
     video = np.repeat(np.stack(frames), repeats, axis=0)
     return video, 1000.0 / base
 
 
-def _decode_pyav(source: str | io.BytesIO) -> tuple[np.ndarray, float]:
+def _declared_frames(stream, rate: Fraction | None) -> int:
+    """The frame count a PyAV ``stream`` declares (0 when unknown), never above the truth
+    of an honest file: the container's count, else duration x rate less one frame (a
+    duration may include the last frame's display time)."""
+    if stream.frames:
+        return int(stream.frames)
+    if stream.duration and stream.time_base and rate:
+        return max(0, math.floor(float(stream.duration * stream.time_base * rate)) - 1)
+    return 0
+
+
+def _decode_pyav(source: str | io.BytesIO, limits: _Limits) -> tuple[np.ndarray, float]:
     with _av.open(source, mode="r") as container:
         if not container.streams.video:
             raise VideoDecodeError("the input holds no video stream")
@@ -256,36 +333,67 @@ def _decode_pyav(source: str | io.BytesIO) -> tuple[np.ndarray, float]:
         # clips are tiny; threads would only contend with the data-loader workers
         stream.codec_context.thread_count = 1
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+        # 1. what the container declares, before decoding anything
+        frame_bytes = stream.codec_context.width * stream.codec_context.height * 3
+        declared = max(1, _declared_frames(stream, rate))
+        limits.check(declared, declared * frame_bytes, "declared by the container")
+        # 2. what is decoded, since the declaration can lie
+        frames, nbytes = [], 0
+        for frame in container.decode(stream):
+            nbytes += frame.width * frame.height * 3
+            limits.check(len(frames) + 1, nbytes, "decoded so far")
+            frames.append(frame.to_ndarray(format="rgb24"))
     if not frames:
         raise VideoDecodeError("the input holds zero decodable frames")
     fps = float(rate) if rate else float("nan")
     return np.stack(frames), fps
 
 
-def _decode_ffmpeg(path: str) -> tuple[np.ndarray, float]:
+def _decode_ffmpeg(path: str, limits: _Limits) -> tuple[np.ndarray, float]:
+    """Decode with the ffmpeg binary. Its header gives the frame size but no frame count
+    (its duration is the container's, audio included), so only the size is checked before
+    decoding, and the count while decoding."""
     import imageio_ffmpeg
 
     reader: Iterator = imageio_ffmpeg.read_frames(path, pix_fmt="rgb24")
-    meta = next(reader)
-    width, height = meta["size"]
-    frames = [np.frombuffer(buf, np.uint8).reshape(height, width, 3) for buf in reader]
+    try:
+        meta = next(reader)
+        width, height = meta["size"]
+        limits.check(1, width * height * 3, f"in one {width}x{height} frame")
+        frames: list[np.ndarray] = []
+        for buf in reader:
+            limits.check(len(frames) + 1, (len(frames) + 1) * len(buf), "decoded so far")
+            frames.append(np.frombuffer(buf, np.uint8).reshape(height, width, 3))
+    finally:
+        reader.close()  # stops ffmpeg when a limit ends the loop early
     if not frames:
         raise VideoDecodeError("the input holds zero decodable frames")
     return np.stack(frames), float(meta["fps"])
 
 
-def read_video(src: str | os.PathLike | bytes, ext: str = ".mp4") -> tuple[np.ndarray, float]:
+def read_video(
+    src: str | os.PathLike | bytes,
+    ext: str = ".mp4",
+    *,
+    max_frames: int = MAX_FRAMES,
+    max_bytes: int = MAX_DECODED_BYTES,
+) -> tuple[np.ndarray, float]:
     """Decode a video file or its bytes.
 
     Args:
         src: a path, or the file's bytes.
         ext: format of ``src`` when it is bytes (a path uses its own suffix).
+        max_frames: refuse input of more frames (a GIF counts its expanded frames).
+        max_bytes: refuse input whose decoded (F, H, W, 3) frames would take more bytes.
+            Both are checked against what the file declares before decoding, and again
+            while decoding; see ``MAX_FRAMES`` for the defaults.
 
     Returns:
         ``(frames, fps)`` with frames (F, H, W, 3) uint8, F >= 1.
 
     Raises:
+        VideoTooLargeError: more than ``max_frames`` frames or ``max_bytes`` bytes (a
+            ``VideoDecodeError``).
         VideoDecodeError: unreadable, truncated or empty input (a ``ValueError``).
         ValueError: unsupported extension.
         FileNotFoundError: a path that does not exist.
@@ -302,18 +410,22 @@ def read_video(src: str | os.PathLike | bytes, ext: str = ".mp4") -> tuple[np.nd
             raise FileNotFoundError(f"no such video file: {path}")
         data = None
         name = str(path)
+    limits = _Limits(max_frames, max_bytes)
     try:
         if ext == ".gif":
-            frames, fps = _decode_gif(data if data is not None else path.read_bytes())
+            frames, fps = _decode_gif(data if data is not None else path.read_bytes(), limits)
         elif _av is not None:
-            frames, fps = _decode_pyav(io.BytesIO(data) if data is not None else str(path))
+            source = io.BytesIO(data) if data is not None else str(path)
+            frames, fps = _decode_pyav(source, limits)
         elif data is None:
-            frames, fps = _decode_ffmpeg(str(path))
+            frames, fps = _decode_ffmpeg(str(path), limits)
         else:
             with tempfile.TemporaryDirectory(prefix="video_io_") as tmp_dir:
                 tmp = Path(tmp_dir) / f"clip{ext}"
                 tmp.write_bytes(data)
-                frames, fps = _decode_ffmpeg(str(tmp))
+                frames, fps = _decode_ffmpeg(str(tmp), limits)
+    except VideoTooLargeError as exc:
+        raise VideoTooLargeError(exc.reason, exc.limit, name) from None
     except VideoDecodeError as exc:
         raise VideoDecodeError(f"cannot decode {name}: {exc}") from exc
     except Exception as exc:

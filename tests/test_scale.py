@@ -323,10 +323,41 @@ def test_two_process_ddp_run_resumes_with_one_process_and_back(run_yaml, tmp_pat
     train(run_yaml, out, procs=2)  # and back
     entries = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [e["processes"] for e in entries] == [2, 2, 2, 1, 1, 1, 2, 2]
+    # the schedule is a function of the optimizer step, whatever the number of processes
+    # (accelerate's default stepped it once per process: 2 processes ran it twice as fast)
+    cfg = load_config(DiTTrainConfig, run_yaml)
+    expected = [cfg.lr * train_dit.lr_lambda(cfg)(step) for step in range(1, TOTAL_STEPS + 1)]
+    assert [e["lr"] for e in entries] == pytest.approx(expected, rel=1e-6)
+    assert len({round(e["lr"], 12) for e in entries}) > 3  # warmup and cosine both show
     log = losses(out)
     assert sorted(log) == list(range(1, TOTAL_STEPS + 1))
     assert all(0 < v < 10 for v in log.values())
     assert (out / "pipeline" / "model_index.json").is_file()
+
+
+LR_RUNS = {
+    "vae": ["model=vae_tiny", "size=16", "batch_size=2", "steps=6", "warmup=3"],
+    "scorer": ["model.size=scorer_tiny", "steps=6", "batch_size=4", "eval_clips=0",
+               "image_every=2", "warmup=3"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("trainer", sorted(LR_RUNS))
+def test_vae_and_scorer_learning_rates_agree_at_one_and_two_processes(trainer, tmp_path):
+    """The logged lr of a 2-process run equals the 1-process run's at every optimizer step."""
+    logged = {}
+    for procs in (1, 2):
+        out = tmp_path / f"p{procs}"
+        args = ["train", trainer, f"output_dir={out}", "log_every=1", "mixed_precision=no"]
+        cmd = studio_cmd(*args, *LR_RUNS[trainer], procs=procs)
+        done = subprocess.run(cmd, env=run_env(), cwd=ROOT, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+        entries = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+        assert {e["processes"] for e in entries} == {procs}
+        logged[procs] = [(e["step"], e["lr"]) for e in entries]
+    assert [s for s, _ in logged[1]] == list(range(1, 7))
+    assert logged[2] == pytest.approx(logged[1], rel=1e-9)
+    assert len({lr for _, lr in logged[1]}) == 6  # warmup then cosine: every step differs
 
 
 # ------------------------------------------------------- large components by config

@@ -6,6 +6,7 @@ Every run is a handful of steps of a width-32 DiT on 16-px Shapes World latents.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -670,21 +671,12 @@ def test_continuation_clips_join_the_training_cache(dit_config, cache_dir):
     with pytest.raises(ValueError, match="continuation_frames"):
         train_dit.main(bad)
     reset_accelerate()
-    bad = dit_config("CONT_SOFT_BAD", "data.continuation_soften=2")
-    reset_accelerate()
-    with pytest.raises(ValueError, match="continuation_soften"):
-        train_dit.main(bad)
-    reset_accelerate()
-    bad = dit_config("CONT_SLOW_BAD", "data.continuation_slow=2")
-    reset_accelerate()
-    with pytest.raises(ValueError, match="continuation_slow"):
-        train_dit.main(bad)
-    reset_accelerate()
-    bad = dit_config("WORDNET_BAD", "data.wordnet_phrasing_prob=-0.1")
-    reset_accelerate()
-    with pytest.raises(ValueError, match="wordnet_phrasing_prob"):
-        train_dit.main(bad)
-    reset_accelerate()
+    with pytest.raises(ConfigError, match="continuation_soften"):  # refused at load
+        dit_config("CONT_SOFT_BAD", "data.continuation_soften=2")
+    with pytest.raises(ConfigError, match="continuation_slow"):  # refused at load
+        dit_config("CONT_SLOW_BAD", "data.continuation_slow=2")
+    with pytest.raises(ConfigError, match="wordnet_phrasing_prob"):  # refused at load
+        dit_config("WORDNET_BAD", "data.wordnet_phrasing_prob=-0.1")
 
 
 def _toy_cache():
@@ -906,3 +898,129 @@ def test_pixel_space_needs_an_image_model_run(dit_config):
     with pytest.raises(ValueError, match="set image_model_for"):
         train_dit.main(cfg)
     reset_accelerate()
+
+
+# -------------------------------------------------------------------------- trust
+def test_resume_never_unpickles_a_file_in_the_run_folder(dit_config, tmp_path):
+    """The EMA is saved as safetensors + JSON, not through accelerate's custom-object pickle;
+    a pickled payload planted in the checkpoint (as custom_checkpoint_0.pkl, which accelerate
+    loads with weights_only=False, or as its RNG file) never runs on resume."""
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    run = dit_config("pickle", "max_steps=2", "save_every=2")
+    train_dit.main(run)
+    ckpt = latest_checkpoint(run.output_dir)
+    names = {p.name for p in ckpt.iterdir()}
+    assert {"ema.state.safetensors", "ema.state.json"} <= names
+    assert not any(n.startswith("custom_checkpoint") for n in names)
+    # the RNG file is read with weights_only=True: the payload is refused, not run
+    torch.save({"x": Payload()}, ckpt / "random_states_0.pkl")
+    reset_accelerate()
+    train_dit.main(dit_config("pickle", "max_steps=3", "save_every=2"))
+    assert not marker.exists()
+    assert sorted(losses(run.output_dir)) == [1, 2, 3]
+    # a planted custom-object pickle: the checkpoint is refused, the payload never runs
+    from train.checkpoint import ResumeError
+
+    for done in Path(run.output_dir, "checkpoints").glob("step-*"):
+        torch.save({"x": Payload()}, done / "custom_checkpoint_0.pkl")
+    reset_accelerate()
+    with pytest.raises(ResumeError, match="no checkpoint loads"):
+        train_dit.main(dit_config("pickle", "max_steps=4", "save_every=2"))
+    assert not marker.exists()
+
+
+def test_resume_restores_the_ema_exactly(dit_config, straight_run):
+    """Stopped at step 3 and resumed: the exported EMA weights equal the straight run's."""
+    from safetensors.torch import load_file
+
+    train_dit.main(dit_config("ema", "max_steps=3", "save_every=3"))
+    reset_accelerate()
+    final = train_dit.main(dit_config("ema", "save_every=3"))
+    a = load_file(str(straight_run[1] / "transformer" / "diffusion_pytorch_model.safetensors"))
+    b = load_file(str(final / "transformer" / "diffusion_pytorch_model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], atol=1e-6, rtol=1e-5, msg=key)
+
+
+def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(dit_config, straight_run):
+    """The newest checkpoint's weights are cut in half: the resume warns, goes back to the
+    kept one before it, and the run still reproduces the straight run's losses."""
+    a = losses(Path(straight_run[0].output_dir))
+    run = dit_config("corrupt", "max_steps=4", "save_every=2")
+    train_dit.main(run)
+    out = Path(run.output_dir)
+    newest = latest_checkpoint(out)
+    assert checkpoint_step(newest) == 4
+    weights = newest / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    reset_accelerate()
+    train_dit.main(dit_config("corrupt", "save_every=2"))
+    c = losses(out)
+    assert sorted(c) == list(range(1, TOTAL_STEPS + 1))
+    for step in range(1, TOTAL_STEPS + 1):
+        assert c[step] == pytest.approx(a[step], abs=1e-5), step
+
+
+def test_resume_with_another_architecture_is_one_error_and_keeps_the_config(dit_config):
+    from train.checkpoint import ResumeError
+
+    run = dit_config("arch", "max_steps=2", "save_every=2")
+    train_dit.main(run)
+    saved = (Path(run.output_dir) / "config.yaml").read_bytes()
+    reset_accelerate()
+    with pytest.raises(ResumeError, match=r"model\.patch_size: 2 -> 4.*new output_dir"):
+        train_dit.main(dit_config("arch", "model.patch_size=4"))
+    assert (Path(run.output_dir) / "config.yaml").read_bytes() == saved
+    # when no checkpoint loads at all, the error says so (one line, not a traceback)
+    for ckpt in (Path(run.output_dir) / "checkpoints").glob("step-*"):
+        (ckpt / "model.safetensors").write_bytes(b"garbage")
+    reset_accelerate()
+    with pytest.raises(ResumeError, match="no checkpoint loads"):
+        train_dit.main(dit_config("arch", "max_steps=3"))
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("lr=-0.01", "lr"),
+        ("lr=.nan", "lr"),
+        ("text_dropout=5", "text_dropout"),
+        ("stages=[{name: a, steps: -5}]", "stage a: steps"),
+        ("save_every=0", "save_every"),
+        ("log_every=0", "log_every"),
+        ("stages=[{name: a, lr: -1}]", "stage a: lr"),
+        ("data.cond_prob=1.5", "data.cond_prob"),
+        ("ema_decay=2", "ema_decay"),
+    ],
+)
+def test_config_values_out_of_range_are_refused_at_load(override, key):
+    with pytest.raises(ConfigError, match=f"^bad config: {key} must be in"):
+        load_config(DiTTrainConfig, None, [override])
+
+
+@pytest.mark.parametrize("cls", [VAETrainConfig, "scorer"])
+def test_other_trainers_refuse_out_of_range_values_too(cls):
+    from train.config import ScorerTrainConfig
+
+    cls = ScorerTrainConfig if cls == "scorer" else cls
+    for override in ("lr=-0.01", "save_every=0", "log_every=0", "steps=-5"):
+        with pytest.raises(ConfigError, match="must be in"):
+            load_config(cls, None, [override])
+
+
+def test_malformed_yaml_is_one_config_error_with_its_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lr: 0.1\nstages: [ {name: a\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml is not valid YAML \(line 3"):
+        load_config(DiTTrainConfig, bad)
+    bad.write_bytes(b"lr: \xff\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(DiTTrainConfig, bad)
+    with pytest.raises(ConfigError, match="bad override 'lr=\\[1'"):
+        load_config(DiTTrainConfig, None, ["lr=[1"])

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import io
+import tracemalloc
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from pipelines import video_io
 from pipelines.video_io import (
+    MAX_FRAMES,
     SUPPORTED_EXTENSIONS,
     VideoDecodeError,
+    VideoTooLargeError,
     encode_video_bytes,
     read_video,
     write_video,
@@ -176,3 +182,56 @@ def test_truncated_and_missing_inputs(tmp_path):
     assert issubclass(VideoDecodeError, ValueError)
     with pytest.raises(FileNotFoundError):
         read_video(tmp_path / "missing.mp4")
+
+
+# -------------------------------------------------------------------------- limits
+
+
+def _two_frame_gif(durations: list[int], size: int = 16) -> bytes:
+    """A GIF of an orange then a blue frame lasting ``durations`` ms: Pillow stores the
+    second as one frame however long it lasts; read_video expands it."""
+    frames = [Image.new("RGB", (size, size), colour) for colour in (ORANGE, BLUE)]
+    buffer = io.BytesIO()
+    frames[0].save(
+        buffer, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0
+    )
+    return buffer.getvalue()
+
+
+def test_gif_bomb_is_refused_before_expanding():
+    # the issue's file: 10 ms then 655.35 s, 65,536 frames once expanded
+    bomb = _two_frame_gif([10, 655_350])
+    assert len(bomb) < 400
+    tracemalloc.start()
+    try:
+        with pytest.raises(VideoTooLargeError, match=r"65,536 frames .*max_frames=4,096"):
+            read_video(bomb, ".gif")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 2**20  # the expansion would be 65,536 x 16 x 16 x 3 = 48 MiB
+    assert issubclass(VideoTooLargeError, VideoDecodeError) and MAX_FRAMES == 4096
+
+
+def test_gif_limit_can_be_raised_and_normal_gifs_decode_as_before():
+    gif = _two_frame_gif([100, 1000])  # 1 + 10 frames at 10 fps
+    with pytest.raises(VideoTooLargeError, match="11 frames .*a larger max_frames allows it"):
+        read_video(gif, ".gif", max_frames=10)
+    frames, fps = read_video(gif, ".gif", max_frames=11)
+    assert frames.shape == (11, 16, 16, 3) and fps == pytest.approx(10.0)
+    assert (frames[0] == ORANGE).all() and (frames[1:] == BLUE).all()
+    with pytest.raises(VideoTooLargeError, match="max_bytes"):
+        read_video(gif, ".gif", max_bytes=11 * 16 * 16 * 3 - 1)
+
+
+def test_video_limits_are_checked_before_and_while_decoding(backend, monkeypatch):
+    data = encode_video_bytes(_clip(8), 8, lossless=True)  # 8 frames of 64x64: 96 KiB
+    with pytest.raises(VideoTooLargeError, match=r"more than max_frames=7\b"):
+        read_video(data, max_frames=7)
+    with pytest.raises(VideoTooLargeError, match="more than max_bytes=98,303"):
+        read_video(data, max_bytes=8 * 64 * 64 * 3 - 1)
+    # a container that declares no frame count is still stopped while decoding
+    monkeypatch.setattr(video_io, "_declared_frames", lambda stream, rate: 0)
+    with pytest.raises(VideoTooLargeError, match="8 frames decoded so far"):
+        read_video(data, max_frames=7)
+    np.testing.assert_array_equal(read_video(data, max_frames=8)[0], _clip(8))

@@ -3,6 +3,12 @@
 A checkpoint is written into ``checkpoints/.tmp-<step>`` and renamed to
 ``checkpoints/step-<step>`` only when complete, so a crash mid-save never destroys the last
 good checkpoint; ``latest`` is then rewritten atomically. Older checkpoints are pruned.
+
+Nothing loaded from a checkpoint can run code: the models are safetensors, accelerate's
+optimizer, scheduler and RNG files go through ``torch.load(weights_only=True)``, and our own
+training state (the EMA weights) is safetensors plus JSON (:func:`save_states`). accelerate's
+``register_for_checkpointing`` is not used: it loads ``custom_checkpoint_*.pkl`` with
+``weights_only=False``, i.e. unpickles whatever a shared run folder holds.
 """
 
 from __future__ import annotations
@@ -11,11 +17,59 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
-from safetensors.torch import load_file
+from omegaconf import DictConfig
+from safetensors.torch import load_file, save_file
+
+STATE_SUFFIX = ".state"  # <name>.state.safetensors + <name>.state.json per extra state
+
+
+class ResumeError(ValueError):
+    """A run folder that cannot be resumed (no loadable checkpoint, or another architecture)."""
+
+
+def save_states(folder: Path, states: dict[str, Any]) -> None:
+    """Each object's ``state_dict()`` as ``<name>.state.safetensors`` (its tensors, and lists
+    of tensors such as an EMA's shadow parameters) + ``<name>.state.json`` (the rest: numbers,
+    strings, booleans). No pickle."""
+    for name, obj in states.items():
+        tensors: dict[str, torch.Tensor] = {}
+        plain: dict[str, Any] = {}
+        for key, value in obj.state_dict().items():
+            if isinstance(value, torch.Tensor):
+                tensors[key] = value.detach().cpu().contiguous()
+                plain[key] = {"tensor": key}
+            elif isinstance(value, (list, tuple)) and all(
+                isinstance(v, torch.Tensor) for v in value
+            ):
+                for i, v in enumerate(value):
+                    tensors[f"{key}.{i}"] = v.detach().cpu().contiguous()
+                plain[key] = {"tensors": len(value)}
+            else:
+                json.dumps(value)  # only plain values: fails loudly on anything else
+                plain[key] = {"value": value}
+        save_file(tensors, str(folder / f"{name}{STATE_SUFFIX}.safetensors"))
+        (folder / f"{name}{STATE_SUFFIX}.json").write_text(json.dumps(plain, indent=1))
+
+
+def load_states(folder: Path, states: dict[str, Any]) -> None:
+    """The inverse of :func:`save_states`: ``load_state_dict`` of each object."""
+    for name, obj in states.items():
+        plain = json.loads((folder / f"{name}{STATE_SUFFIX}.json").read_text())
+        tensors = load_file(str(folder / f"{name}{STATE_SUFFIX}.safetensors"))
+        state: dict[str, Any] = {}
+        for key, kind in plain.items():
+            if "tensor" in kind:
+                state[key] = tensors[kind["tensor"]]
+            elif "tensors" in kind:
+                state[key] = [tensors[f"{key}.{i}"] for i in range(int(kind["tensors"]))]
+            else:
+                state[key] = kind["value"]
+        obj.load_state_dict(state)
 
 
 def checkpoint_root(output_dir: str | Path) -> Path:
@@ -23,9 +77,15 @@ def checkpoint_root(output_dir: str | Path) -> Path:
 
 
 def save_checkpoint(
-    accelerator: Accelerator, output_dir: str | Path, step: int, keep: int = 2
+    accelerator: Accelerator,
+    output_dir: str | Path,
+    step: int,
+    keep: int = 2,
+    states: dict[str, Any] | None = None,
 ) -> Path | None:
-    """Save the full training state (models, optimizer, scheduler, RNG, registered objects)."""
+    """Save the full training state: models, optimizer, scheduler, RNG (accelerate) and
+    ``states``, objects with ``state_dict``/``load_state_dict`` such as the EMA (main process,
+    :func:`save_states`)."""
     root = checkpoint_root(output_dir)
     final = root / f"step-{step:07d}"
     tmp = root / f".tmp-{step:07d}"
@@ -37,6 +97,7 @@ def save_checkpoint(
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         return None
+    save_states(tmp, states or {})
     (tmp / "meta.json").write_text(json.dumps({"step": step}))
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
@@ -49,32 +110,86 @@ def save_checkpoint(
     return final
 
 
-def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint, or None. Half-written ``.tmp-*`` folders are ignored."""
+def complete_checkpoints(output_dir: str | Path) -> list[Path]:
+    """Complete checkpoints, newest first: the one ``latest`` names, then the others by step.
+    Half-written ``.tmp-*`` folders are ignored."""
     root = checkpoint_root(output_dir)
+    done = sorted((p for p in root.glob("step-*") if (p / "meta.json").is_file()), reverse=True)
     pointer = root / "latest"
     if pointer.is_file():
-        path = root / pointer.read_text().strip()
-        if (path / "meta.json").is_file():
-            return path
-    done = sorted(p for p in root.glob("step-*") if (p / "meta.json").is_file())
-    return done[-1] if done else None
+        named = root / pointer.read_text().strip()
+        if named in done:
+            done.remove(named)
+            done.insert(0, named)
+    return done
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint, or None."""
+    done = complete_checkpoints(output_dir)
+    return done[0] if done else None
 
 
 def checkpoint_step(path: Path) -> int:
     return int(json.loads((path / "meta.json").read_text())["step"])
 
 
-def resume(accelerator: Accelerator, output_dir: str | Path) -> int:
-    """Load the newest complete checkpoint of ``output_dir`` if there is one → its step (0
-    for a fresh run)."""
-    ckpt = latest_checkpoint(output_dir)
-    if ckpt is None:
-        return 0
-    accelerator.load_state(str(ckpt))
-    step = checkpoint_step(ckpt)
-    accelerator.print(f"resumed from {ckpt} at step {step}")
-    return step
+def resume(
+    accelerator: Accelerator, output_dir: str | Path, states: dict[str, Any] | None = None
+) -> int:
+    """Load the newest loadable checkpoint of ``output_dir`` → its step (0 for a fresh run).
+
+    A checkpoint that fails to load (a truncated or corrupt file) is reported and the previous
+    kept one is tried; when none loads, :class:`ResumeError` says why."""
+    failures: list[str] = []
+    for ckpt in complete_checkpoints(output_dir):
+        try:
+            step = checkpoint_step(ckpt)
+            accelerator.load_state(str(ckpt))
+            load_states(ckpt, states or {})
+        except Exception as exc:  # any unreadable part: fall back to the previous one
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            failures.append(f"{ckpt.name}: {type(exc).__name__}: {first[:300]}")
+            accelerator.print(f"warning: cannot resume from {ckpt} ({failures[-1]})")
+            continue
+        accelerator.print(f"resumed from {ckpt} at step {step}")
+        return step
+    if failures:
+        raise ResumeError(
+            f"cannot resume {output_dir}: no checkpoint loads ({'; '.join(failures)}); "
+            "if the model changed, train into a new output_dir"
+        )
+    return 0
+
+
+def check_resumable(cfg, out: Path) -> None:
+    """A run folder with checkpoints resumes only with the architecture it was trained with:
+    the config's ``ARCHITECTURE`` keys (dotted) must equal the saved ``config.yaml``'s.
+    Raises :class:`ResumeError` naming the keys, before anything in the folder is written."""
+    from omegaconf import OmegaConf
+
+    saved_path = out / "config.yaml"
+    if latest_checkpoint(out) is None or not saved_path.is_file():
+        return
+    saved = OmegaConf.load(saved_path)
+    current = OmegaConf.structured(cfg)
+    changed = []
+    for key in getattr(cfg, "ARCHITECTURE", ()):
+        old, new = OmegaConf.select(saved, key), OmegaConf.select(current, key)
+        if isinstance(old, DictConfig):
+            old = OmegaConf.to_container(old)
+        if isinstance(new, DictConfig):
+            new = OmegaConf.to_container(new)
+        if isinstance(old, dict) and isinstance(new, dict):
+            diff = sorted(k for k in new if old.get(k, new[k]) != new[k])
+            changed += [f"{key}.{k}: {old.get(k)!r} -> {new[k]!r}" for k in diff]
+        elif old is not None and old != new:
+            changed.append(f"{key}: {old!r} -> {new!r}")
+    if changed:
+        raise ResumeError(
+            f"{out} holds checkpoints of another architecture ({'; '.join(changed)}): "
+            "train into a new output_dir, or use init_from to start from its weights"
+        )
 
 
 def start_run(
@@ -91,9 +206,18 @@ def start_run(
     # process a single-process run unless told cpu=True: then it is a MULTI_CPU run (gloo).
     on_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
     ddp = DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)
-    accelerator = Accelerator(mixed_precision=mixed_precision, cpu=on_cpu, kwargs_handlers=[ddp])
+    # step_scheduler_with_optimizer=False: the schedule is a function of the optimizer step,
+    # stepped once per step. accelerate's default steps a prepared scheduler once per
+    # *process* per step, so N processes ran warmup and cosine N× too fast.
+    accelerator = Accelerator(
+        mixed_precision=mixed_precision,
+        cpu=on_cpu,
+        kwargs_handlers=[ddp],
+        step_scheduler_with_optimizer=False,
+    )
     set_seed(cfg.seed)
     out = Path(cfg.output_dir)
+    check_resumable(cfg, out)  # before config.yaml is rewritten
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")

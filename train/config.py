@@ -6,12 +6,14 @@ OmegaConf's structured configs, so an unknown key or a wrong type is an error na
 
 from __future__ import annotations
 
+import math
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -20,6 +22,28 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     """A config file or override that cannot be used; the message says which key and why."""
+
+
+def _check(obj: Any, prefix: str = "", **rules: tuple[float | None, float | None]) -> None:
+    """Range checks at construction (every config is built through its dataclass, so a YAML
+    file, a ``key=value`` override and a test all pass here): ``name=(lo, hi)``, inclusive,
+    ``None`` = unbounded. ``None`` values (optional fields) are not checked."""
+    for name, (lo, hi) in rules.items():
+        value = getattr(obj, name)
+        if value is None:
+            continue
+        bad = isinstance(value, float) and not math.isfinite(value)
+        bad = bad or (lo is not None and value < lo) or (hi is not None and value > hi)
+        if bad:
+            lo_s = "-inf" if lo is None else f"{lo:g}"
+            hi_s = "inf" if hi is None else f"{hi:g}"
+            raise ConfigError(f"{prefix}{name} must be in [{lo_s}, {hi_s}], got {value!r}")
+
+
+POSITIVE_INT = (1, None)
+NON_NEGATIVE = (0, None)
+SHARE = (0.0, 1.0)
+TINY = 1e-12  # learning rates and clip norms must be > 0
 
 
 @dataclass
@@ -45,6 +69,24 @@ class VAETrainConfig:
     anchor_weight: float = 0.0
     mix: dict[str, float] | None = None  # ShapesWorld kind weights (None: its default mix)
 
+    ARCHITECTURE: ClassVar[tuple[str, ...]] = ("model", "init")  # keys a resume must keep
+
+    def __post_init__(self) -> None:
+        _check(
+            self,
+            size=(8, 1024),
+            batch_size=POSITIVE_INT,
+            steps=POSITIVE_INT,
+            lr=(TINY, 1.0),
+            warmup=NON_NEGATIVE,
+            kl_weight=NON_NEGATIVE,
+            l1_weight=NON_NEGATIVE,
+            foreground_weight=NON_NEGATIVE,
+            log_every=POSITIVE_INT,
+            save_every=POSITIVE_INT,
+            anchor_weight=NON_NEGATIVE,
+        )
+
 
 @dataclass
 class StageConfig:
@@ -61,6 +103,19 @@ class StageConfig:
     # and model.max_references > 0); the rest stays text-to-video
     reference_prob: float = 0.0
 
+    def __post_init__(self) -> None:
+        _check(
+            self,
+            f"stage {self.name}: ",
+            steps=POSITIVE_INT,
+            frames=(1, 1024),
+            batch_size=POSITIVE_INT,
+            image_batch_size=POSITIVE_INT,
+            image_every=NON_NEGATIVE,
+            lr=(TINY, 1.0),
+            reference_prob=SHARE,
+        )
+
 
 @dataclass
 class BucketConfig:
@@ -70,6 +125,16 @@ class BucketConfig:
     height: int = 64
     width: int = 64
     batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        _check(
+            self,
+            "data.buckets: ",
+            frames=(1, 1024),
+            height=(8, 8192),
+            width=(8, 8192),
+            batch_size=POSITIVE_INT,
+        )
 
 
 @dataclass
@@ -129,6 +194,30 @@ class DataConfig:
     # grammar alone (docs/CAPTIONS.md), as every run before session 22
     wordnet_phrasing_prob: float = 0.0
 
+    def __post_init__(self) -> None:
+        _check(
+            self,
+            "data.",
+            shuffle=NON_NEGATIVE,
+            num_workers=(0, 256),
+            size=(8, 8192),
+            clip_frames=(1, 1024),
+            cache_clips=NON_NEGATIVE,
+            cache_images=NON_NEGATIVE,
+            cache_references=NON_NEGATIVE,
+            cond_prob=SHARE,
+            first_frame_prob=SHARE,
+            reverse_prob=SHARE,
+            clip_frame_prob=SHARE,
+            cache_end_frames=NON_NEGATIVE,
+            cache_continuations=NON_NEGATIVE,
+            continuation_soften=SHARE,
+            continuation_slow=SHARE,
+            wordnet_phrasing_prob=SHARE,
+        )
+        if self.split_by not in ("shards", "samples"):
+            raise ConfigError(f"data.split_by must be shards or samples, got {self.split_by!r}")
+
 
 @dataclass
 class ModelConfig:
@@ -141,6 +230,9 @@ class ModelConfig:
     frame_text_conditioning: bool = False
     # zero-initialised space-time self-attention with 3-D rotary positions in every block
     space_time_rope: bool = False
+
+    def __post_init__(self) -> None:
+        _check(self, "model.", patch_size=(1, 64), max_references=(0, 16))
 
 
 @dataclass
@@ -232,6 +324,34 @@ class DiTTrainConfig:
     gradient_checkpointing: bool = False
     max_steps: int | None = None  # stop early (for tests); None = run all stages
 
+    # keys a resume must keep (train.checkpoint.check_resumable)
+    ARCHITECTURE: ClassVar[tuple[str, ...]] = ("model", "vae", "text_encoder", "data.size")
+
+    def __post_init__(self) -> None:
+        if not self.stages:
+            raise ConfigError("stages must list at least one stage")
+        _check(
+            self,
+            lr=(TINY, 1.0),
+            gate_lr_multiplier=(0.0, 1e4),
+            text_lr_multiplier=(0.0, 1e4),
+            weight_decay=NON_NEGATIVE,
+            warmup=NON_NEGATIVE,
+            grad_clip=(TINY, None),
+            ema_decay=(0.0, 1.0),
+            text_dropout=SHARE,
+            reference_dropout=SHARE,
+            logit_std=(TINY, None),
+            timestep_shift=(TINY, 1e4),
+            foreground_weight=NON_NEGATIVE,
+            log_every=POSITIVE_INT,
+            save_every=POSITIVE_INT,
+            sample_every=NON_NEGATIVE,
+            sample_steps=(1, 1000),
+            guidance_scale=(0.0, 100.0),
+            max_steps=POSITIVE_INT,
+        )
+
     @property
     def total_steps(self) -> int:
         return sum(s.steps for s in self.stages)
@@ -246,6 +366,17 @@ class ScorerModelConfig:
     stem: str = "patch"  # "patch" | "conv" (models.video_text_scorer.VideoTextScorer)
     pool_dim: int = 0  # token-wise expansion before the max pool (0 = none)
     text_layers: int = 1  # trainable blocks over the frozen text encoder's token states
+
+    def __post_init__(self) -> None:
+        _check(
+            self,
+            "model.",
+            image_size=(8, 1024),
+            patch_size=(1, 256),
+            num_frames=(1, 256),
+            pool_dim=NON_NEGATIVE,
+            text_layers=NON_NEGATIVE,
+        )
 
 
 @dataclass
@@ -284,6 +415,27 @@ class ScorerTrainConfig:
     mixed_precision: str = "auto"
     max_steps: int | None = None  # stop early (for tests)
 
+    ARCHITECTURE: ClassVar[tuple[str, ...]] = ("model", "text_encoder")
+
+    def __post_init__(self) -> None:
+        _check(
+            self,
+            steps=POSITIVE_INT,
+            batch_size=(2, None),  # contrastive: a batch needs negatives
+            image_every=NON_NEGATIVE,
+            two_object_prob=SHARE,
+            hard_negatives=NON_NEGATIVE,
+            motion_aux_weight=NON_NEGATIVE,
+            lr=(TINY, 1.0),
+            warmup=NON_NEGATIVE,
+            weight_decay=NON_NEGATIVE,
+            grad_clip=(TINY, None),
+            log_every=POSITIVE_INT,
+            save_every=POSITIVE_INT,
+            eval_clips=NON_NEGATIVE,
+            max_steps=POSITIVE_INT,
+        )
+
 
 def _load_yaml_layers(path: Path, seen: tuple[Path, ...] = ()) -> list:
     """The YAML at ``path`` after the layers of its ``base:`` chain, base first.
@@ -296,7 +448,17 @@ def _load_yaml_layers(path: Path, seen: tuple[Path, ...] = ()) -> list:
     if path.resolve() in seen:
         chain = " -> ".join(str(p) for p in (*seen, path.resolve()))
         raise ConfigError(f"config base chain loops: {chain}")
-    layer = OmegaConf.load(path)
+    try:
+        layer = OmegaConf.load(path)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path} is not valid YAML{where}: {problem}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start})") from None
+    if layer is not None and not isinstance(layer, DictConfig):
+        raise ConfigError(f"{path}: a config file must be a mapping of keys, got a list")
     base = layer.pop("base", None) if isinstance(layer, DictConfig) else None
     if base is None:
         return [layer]
@@ -309,16 +471,20 @@ def load_config(
     cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None
 ) -> T:
     """defaults ← YAML (after its ``base:`` chain) ← ``key=value`` overrides → ``cls``."""
+    layers = _load_yaml_layers(Path(path)) if path is not None else []
+    where = f" in {path}" if path is not None else ""
     try:
-        cfg = OmegaConf.structured(cls)
-        if path is not None:
-            path = Path(path)
-            cfg = OmegaConf.merge(cfg, *_load_yaml_layers(path))
-        if overrides:
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+        cfg = OmegaConf.merge(OmegaConf.structured(cls), *layers)
+        for item in overrides or []:
+            try:
+                cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
+            except yaml.YAMLError as exc:
+                problem = getattr(exc, "problem", None) or "not valid YAML"
+                raise ConfigError(f"bad override {item!r}: {problem}") from None
         return OmegaConf.to_object(cfg)
+    except ConfigError as exc:  # a range check of the dataclasses
+        raise ConfigError(f"bad config{where}: {exc}") from None
     except OmegaConfBaseException as exc:
-        where = f" in {path}" if path is not None else ""
         message = str(exc).splitlines()[0]
         # A type error's first line names only the value; say which key it was given for.
         key = getattr(exc, "full_key", None)

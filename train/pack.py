@@ -15,8 +15,12 @@ and ``start`` / ``end`` when given. ``KEY`` is ``{prefix}-{manifest line:08d}``,
 sample can be traced back to its row and keys stay the same when other rows fail.
 
 Rows that cannot be used -- malformed (bad JSON, no path or caption, start >= end, ...) or
-naming a file that is missing, corrupt or not a video/image -- are logged, listed with
-their line number in ``pack_report.json`` and skipped; they never stop the pack.
+naming a file that is missing, corrupt, truncated, too large or not a video/image -- are
+logged, listed with their line number in ``pack_report.json`` and skipped; they never stop
+the pack. Too large: a clip of more than ``max_frames`` frames (``--max-frames``, default
+``pipelines.video_io.MAX_FRAMES``, what the training reader accepts) or more than
+``MAX_DECODED_BYTES`` of RGB frames, and an image of more than ``max_pixels`` pixels
+(``--max-pixels``, default ``MAX_IMAGE_PIXELS``), refused before its pixels are decoded.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ import logging
 import math
 import os
 import re
+import subprocess
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +42,13 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps
 from tqdm.auto import tqdm
 
-from pipelines.video_io import encode_video_bytes, read_video
+from pipelines.video_io import (
+    MAX_DECODED_BYTES,
+    MAX_FRAMES,
+    VideoTooLargeError,
+    encode_video_bytes,
+    read_video,
+)
 from train.shards import write_records
 
 __all__ = ["ManifestRow", "PackReport", "pack_manifest", "read_manifest"]
@@ -48,6 +60,12 @@ PACK_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 # decoded by the ffmpeg binary of imageio-ffmpeg, GIF by Pillow (pipelines.video_io)
 PACK_VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".gif")
 REPORT_NAME = "pack_report.json"
+# 16.8 Mpx (4096 x 4096), as studio.uploads.DEFAULT_MAX_PIXELS for the UI's uploads (train
+# does not import studio, DESIGN.md): far above the 64 px to 1080p the models train on, and
+# below Pillow's decompression-bomb warning (89 Mpx), so this limit decides first.
+MAX_IMAGE_PIXELS = 4096 * 4096
+# "[h264 @ 0x55d1c0]" at the start of an ffmpeg log line
+_FFMPEG_PREFIX = re.compile(r"^\[[^\]]*\]\s*")
 # a webdataset key ends at the first "." of a member name, and names a file in a tar
 _PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 # i / fps against start * fps: absorbs float error such as 1.5 * 8 = 12.000000000000002
@@ -225,7 +243,9 @@ def _frame_range(start: float | None, end: float | None, fps: float) -> tuple[in
     return first, stop
 
 
-def _read_clip(path: Path, start: float | None, end: float | None, keep: bool) -> _Clip:
+def _read_clip(
+    path: Path, start: float | None, end: float | None, keep: bool, max_frames: int
+) -> _Clip:
     """Decode the frames of ``path`` in [start, end) seconds (frame i is at i / fps).
 
     GIFs go through ``read_video`` (Pillow, which expands merged frames). Other files are
@@ -233,9 +253,17 @@ def _read_clip(path: Path, start: float | None, end: float | None, keep: bool) -
     ``read_video``: a long source video does not fit in memory, and only the cut is held
     here (nothing when ``keep`` is False). ffmpeg applies a rotation tag, and the size in
     its meta is the rotated one.
+
+    A cut of more than ``max_frames`` frames or ``MAX_DECODED_BYTES`` bytes is refused
+    (``_RowError``) as soon as decoding passes the limit: ``read_video`` would refuse it
+    in training.
     """
     if path.suffix.lower() == ".gif":
-        frames, fps = read_video(path)
+        try:
+            frames, fps = read_video(path, max_frames=max_frames)
+        except VideoTooLargeError as exc:
+            remedy = "raise --max-frames" if exc.limit == "max_frames" else "use a smaller GIF"
+            raise _RowError(f"{exc.reason}; {remedy}") from None
         first, stop = _frame_range(start, end, fps)
         cut = frames[first : None if math.isinf(stop) else int(stop)]
         return _Clip(
@@ -271,6 +299,16 @@ def _read_clip(path: Path, start: float | None, end: float | None, keep: bool) -
             total = index + 1
             if index >= first:
                 count += 1
+                if count > max_frames:
+                    raise _RowError(
+                        f"the clip has more than {max_frames:,} frames; cut it shorter with "
+                        "start/end, or raise --max-frames"
+                    )
+                if count * len(buffer) > MAX_DECODED_BYTES:
+                    raise _RowError(
+                        f"the clip's {width}x{height} frames pass {MAX_DECODED_BYTES / 2**30:g} "
+                        f"GiB decoded after {count - 1:,} frames; cut it shorter with start/end"
+                    )
                 if keep:
                     kept.append(np.frombuffer(buffer, np.uint8).reshape(height, width, 3))
     finally:
@@ -279,15 +317,38 @@ def _read_clip(path: Path, start: float | None, end: float | None, keep: bool) -
     return _Clip(frames, count, total, fps, width, height, bool(meta.get("rotate", 0) % 360))
 
 
-def _video_record(path: Path, row: ManifestRow) -> dict[str, bytes | str]:
+def _check_decodes(path: Path, end: float | None) -> None:
+    """Raise ``_RowError`` unless ffmpeg decodes ``path`` (up to ``end`` seconds) without
+    an error.
+
+    ``_read_clip``'s frame stream ends quietly where a truncated file ends: without this
+    check half an MP4 would be packed as a shorter clip, or, stored as is, fail in the
+    training reader at every epoch. ``-xerror`` makes ffmpeg's exit status say so.
+    """
+    import imageio_ffmpeg
+
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-xerror"]
+    if end is not None:
+        cmd += ["-to", f"{end:.6f}"]  # the rest of the file is not packed
+    cmd += ["-i", str(path), "-map", "0:v:0", "-f", "null", "-"]
+    result = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
+    if result.returncode != 0:
+        lines = [_FFMPEG_PREFIX.sub("", line) for line in result.stderr.splitlines()]
+        first = next((line for line in lines if line.strip()), f"exit status {result.returncode}")
+        raise _RowError(f"truncated or corrupt video (ffmpeg: {first.strip()})")
+
+
+def _video_record(path: Path, row: ManifestRow, max_frames: int) -> dict[str, bytes | str]:
     cut = row.start is not None or row.end is not None
     # an uncut, unrotated .mp4 is stored byte for byte; it is still decoded, to check it
     # and to count its frames
     as_is = not cut and path.suffix.lower() == ".mp4"
-    clip = _read_clip(path, row.start, row.end, keep=not as_is)
+    clip = _read_clip(path, row.start, row.end, keep=not as_is, max_frames=max_frames)
+    if path.suffix.lower() != ".gif":  # read_video decoded a GIF whole, or raised
+        _check_decodes(path, row.end)
     if as_is and clip.rotated:  # the shard reader (PyAV) would ignore the rotation tag
         as_is = False
-        clip = _read_clip(path, row.start, row.end, keep=True)
+        clip = _read_clip(path, row.start, row.end, keep=True, max_frames=max_frames)
     if clip.total == 0:
         raise _RowError("the video holds zero decodable frames")
     if clip.count == 0:
@@ -327,8 +388,31 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _image_record(path: Path, row: ManifestRow) -> dict[str, bytes | str]:
-    with Image.open(path) as image:
+def _open_image(path: Path, max_pixels: int) -> Image.Image:
+    """``Image.open(path)`` once its header declares at most ``max_pixels`` pixels (nothing
+    is decoded yet, so a decompression bomb costs nothing); ``_RowError`` otherwise."""
+    try:
+        with warnings.catch_warnings():
+            # our own limit decides below Pillow's error size: it is lower by default, and
+            # a user who raises --max-pixels past Pillow's warning asked for it
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+    except Image.DecompressionBombError as exc:
+        raise _RowError(
+            f"Pillow refuses the image as a possible decompression bomb: {exc}"
+        ) from None
+    width, height = image.size
+    if width * height > max_pixels:
+        image.close()
+        raise _RowError(
+            f"the image is {width}x{height} = {width * height:,} pixels, more than "
+            f"max_pixels={max_pixels:,}; raise --max-pixels to pack it"
+        )
+    return image
+
+
+def _image_record(path: Path, row: ManifestRow, max_pixels: int) -> dict[str, bytes | str]:
+    with _open_image(path, max_pixels) as image:
         image.load()  # a truncated file fails here, not in training
         source_format = image.format
         orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
@@ -357,7 +441,9 @@ def _image_record(path: Path, row: ManifestRow) -> dict[str, bytes | str]:
     return {ext: data, "json": json.dumps(meta, sort_keys=True).encode("utf-8")}
 
 
-def _pack_row(row: ManifestRow, base: Path, key: str) -> tuple[dict[str, bytes | str], str]:
+def _pack_row(
+    row: ManifestRow, base: Path, key: str, max_frames: int, max_pixels: int
+) -> tuple[dict[str, bytes | str], str]:
     """The shard record of ``row`` and its kind ("video" / "image"); ``_RowError`` or any
     decoding error when the file cannot be used."""
     path = Path(row.path).expanduser()
@@ -372,8 +458,8 @@ def _pack_row(row: ManifestRow, base: Path, key: str) -> tuple[dict[str, bytes |
     if not path.is_file():
         raise _RowError(f"file not found: {path}")
     if suffix in PACK_IMAGE_EXTENSIONS:
-        return {"__key__": key, **_image_record(path, row)}, "image"
-    return {"__key__": key, **_video_record(path, row)}, "video"
+        return {"__key__": key, **_image_record(path, row, max_pixels)}, "image"
+    return {"__key__": key, **_video_record(path, row, max_frames)}, "video"
 
 
 def _reason(exc: Exception) -> str:
@@ -407,21 +493,34 @@ def pack_manifest(
     shard_size: int = 1000,
     prefix: str = "data",
     progress: bool = True,
+    max_frames: int | None = None,
+    max_pixels: int | None = None,
 ) -> PackReport:
     """Pack the videos and images of a manifest into ``out_dir/{prefix}-000000.tar``, ...
 
     Videos are cut to [start, end) seconds (frame i at i / fps of the file) and re-encoded
     as H.264 MP4 (``encode_video_bytes``, crf 12); an uncut .mp4 is stored unchanged.
-    Images are stored as PNG or JPEG in RGB. Unusable rows are logged and reported, never
-    raised; ``out_dir/pack_report.json`` holds the counts and failures.
+    Each is decoded fully (up to ``end``) first: a truncated file is refused. Images are
+    stored as PNG or JPEG in RGB. Unusable rows are logged and reported, never raised;
+    ``out_dir/pack_report.json`` holds the counts and failures.
+
+    Args:
+        max_frames: refuse clips of more frames (None: ``MAX_FRAMES``; the training
+            reader refuses more than that too unless it is given a larger limit).
+        max_pixels: refuse images of more pixels, before decoding them (None:
+            ``MAX_IMAGE_PIXELS``).
 
     Raises:
-        ValueError: shard_size < 1, a prefix that is not ``[A-Za-z0-9][A-Za-z0-9_-]*``,
-            an unknown manifest type, a manifest without rows.
+        ValueError: shard_size < 1, max_frames or max_pixels < 1, a prefix that is not
+            ``[A-Za-z0-9][A-Za-z0-9_-]*``, an unknown manifest type, a manifest without rows.
         OSError: a missing manifest, an output folder that cannot be written.
     """
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    max_frames = MAX_FRAMES if max_frames is None else max_frames
+    max_pixels = MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    if max_frames < 1 or max_pixels < 1:
+        raise ValueError(f"max_frames and max_pixels must be >= 1, got {max_frames}, {max_pixels}")
     if not _PREFIX.fullmatch(prefix):
         raise ValueError(
             f"prefix must be letters, digits, '-' or '_' (it starts every key), got {prefix!r}"
@@ -438,7 +537,8 @@ def pack_manifest(
     def records() -> Iterator[dict[str, bytes | str]]:
         for row in tqdm(rows, disable=not progress, desc="pack", unit="file"):
             try:
-                record, kind = _pack_row(row, manifest.parent, f"{prefix}-{row.line:08d}")
+                key = f"{prefix}-{row.line:08d}"
+                record, kind = _pack_row(row, manifest.parent, key, max_frames, max_pixels)
             except Exception as exc:  # one bad file must never stop the pack
                 reason = _reason(exc)
                 failures.append((row.line, row.path, reason))

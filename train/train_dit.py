@@ -667,8 +667,6 @@ def main(cfg: DiTTrainConfig) -> Path:
         raise ValueError(
             f"timestep_sampling must be one of {TIMESTEP_SAMPLINGS}, got {cfg.timestep_sampling!r}"
         )
-    if not cfg.timestep_shift > 0:
-        raise ValueError(f"timestep_shift must be > 0, got {cfg.timestep_shift}")
     if cfg.loss_space not in LOSS_SPACES:
         raise ValueError(f"loss_space must be one of {LOSS_SPACES}, got {cfg.loss_space!r}")
     if cfg.loss_space == "sample" and cfg.model.prediction_type != "sample":
@@ -680,8 +678,6 @@ def main(cfg: DiTTrainConfig) -> Path:
         raise ValueError(f"data.source must be one of {DATA_SOURCES}, got {cfg.data.source!r}")
     if cfg.data.source == "shards" and not cfg.data.shards:
         raise ValueError("data.source is 'shards' but data.shards is empty")
-    if not 0.0 <= cfg.data.clip_frame_prob <= 1.0:
-        raise ValueError(f"data.clip_frame_prob must be in [0, 1], got {cfg.data.clip_frame_prob}")
     if cfg.data.clip_frame_prob > 0 and cfg.data.source != "shapes":
         raise ValueError(
             "data.clip_frame_prob needs data.source 'shapes' (the latent cache's clips)"
@@ -691,10 +687,6 @@ def main(cfg: DiTTrainConfig) -> Path:
             "data.continuation_frames must be [lo, hi] and data.cache_continuations >= 0, got "
             f"{list(cfg.data.continuation_frames)} and {cfg.data.cache_continuations}"
         )
-    for name in ("continuation_soften", "continuation_slow", "wordnet_phrasing_prob"):
-        share = getattr(cfg.data, name)
-        if not 0.0 <= share <= 1.0:
-            raise ValueError(f"data.{name} must be in [0, 1], got {share}")
     if cfg.export_dtype not in EXPORT_DTYPES:
         raise ValueError(
             f"export_dtype must be one of {sorted(EXPORT_DTYPES)}, got {cfg.export_dtype!r}"
@@ -762,10 +754,9 @@ def main(cfg: DiTTrainConfig) -> Path:
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     model, optimizer, schedule = accelerator.prepare(model, optimizer, schedule)
     ema.to(accelerator.device)
-    accelerator.register_for_checkpointing(ema)
 
     # ======================================================== resume
-    start = resume(accelerator, out)
+    start = resume(accelerator, out, states={"ema": ema})
     total = min(cfg.total_steps, cfg.max_steps or cfg.total_steps)
 
     # ======================================================== train
@@ -857,7 +848,7 @@ def main(cfg: DiTTrainConfig) -> Path:
                 log.flush()
             t_last, samples_since, loss_sum, loss_n = time.time(), 0, 0.0, 0
         if (step + 1) % cfg.save_every == 0 or step + 1 == total:
-            save_checkpoint(accelerator, out, step + 1)
+            save_checkpoint(accelerator, out, step + 1, states={"ema": ema})
         if accelerator.is_main_process and cfg.sample_every and (step + 1) % cfg.sample_every == 0:
             write_samples(
                 accelerator.unwrap_model(model),

@@ -140,7 +140,10 @@ def build_model(cfg: ScorerTrainConfig, text_dim: int) -> VideoTextScorer:
 # ---------------------------------------------------------------------------- main
 def main(cfg: ScorerTrainConfig) -> Path:
     # ======================================================== setup
-    accelerator, out = start_run(cfg, resolve_mixed_precision(cfg.mixed_precision))
+    # image batches leave the temporal attention out: DDP must expect unused parameters
+    accelerator, out = start_run(
+        cfg, resolve_mixed_precision(cfg.mixed_precision), find_unused_parameters=True
+    )
     rank = accelerator.process_index
     text_encoder, tokenizer = load_text_encoder(cfg.text_encoder)
     text_encoder.to(accelerator.device)
@@ -193,10 +196,8 @@ def main(cfg: ScorerTrainConfig) -> Path:
             text_encoder, tokenizer, captions + negatives, device=accelerator.device
         )
         with accelerator.autocast():
-            video, text = model(frames.to(accelerator.device), states, mask)
-            loss = contrastive_loss(
-                video.float(), text.float(), accelerator.unwrap_model(model).logit_scale
-            )
+            video, text, logit_scale = model(frames.to(accelerator.device), states, mask)
+            loss = contrastive_loss(video.float(), text.float(), logit_scale)
             if motion_head is not None and not image:  # images show no motion
                 b = video.shape[0]
                 aux = motion_aux_loss(
@@ -215,6 +216,7 @@ def main(cfg: ScorerTrainConfig) -> Path:
                 "loss": loss_sum / loss_n,
                 "samples_per_s": seen / (time.time() - t_last),
                 "lr": schedule.get_last_lr()[0],
+                "processes": accelerator.num_processes,
             }
             bar.set_postfix(loss=f"{entry['loss']:.4f}", sps=f"{entry['samples_per_s']:.1f}")
             if log:

@@ -18,15 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import Accelerator
-from accelerate.utils import set_seed
 from diffusers import AutoencoderKL
 from tqdm.auto import tqdm
 
 from pipelines.components import VAE_MODELS
 
-from .checkpoint import resume, save_checkpoint
-from .config import VAETrainConfig, resolve_mixed_precision, save_config
+from .checkpoint import optimizer_step, resume, save_checkpoint, start_run
+from .config import VAETrainConfig, resolve_mixed_precision
 from .shapes_world import ShapesWorld
 
 
@@ -90,12 +88,7 @@ def latent_stats(vae, world: ShapesWorld, n: int, seed: int) -> tuple[float, flo
 
 def main(cfg: VAETrainConfig) -> Path:
     # ---------------------------------------------------------------- setup
-    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision))
-    set_seed(cfg.seed)
-    out = Path(cfg.output_dir)
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
+    accelerator, out = start_run(cfg, resolve_mixed_precision(cfg.mixed_precision))
     world = ShapesWorld(size=cfg.size, seed=cfg.seed, mix=cfg.mix)
     if cfg.init:
         vae = AutoencoderKL.from_pretrained(cfg.init)
@@ -152,20 +145,21 @@ def main(cfg: VAETrainConfig) -> Path:
             loss = loss + cfg.anchor_weight * torch.nn.functional.mse_loss(
                 mean[plain].float(), target
             )
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer_step(accelerator, model, optimizer, schedule, loss, grad_clip=1.0)
         seen += x.shape[0] * accelerator.num_processes
         if (step + 1) % cfg.log_every == 0:
             loss_avg = accelerator.reduce(loss_rec.detach(), reduction="mean").item()
             rate = seen / (time.time() - t0)
             bar.set_postfix(loss=f"{loss_avg:.4f}", fps=f"{rate:.0f}")
             if log:
-                log.write(
-                    json.dumps({"step": step + 1, "loss": loss_avg, "frames_per_s": rate}) + "\n"
-                )
+                entry = {
+                    "step": step + 1,
+                    "loss": loss_avg,
+                    "frames_per_s": rate,
+                    "lr": schedule.get_last_lr()[0],
+                    "processes": accelerator.num_processes,
+                }
+                log.write(json.dumps(entry) + "\n")
                 log.flush()
         if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
             save_checkpoint(accelerator, out, step + 1)
