@@ -7,6 +7,7 @@ The multi-process and kill -9 tests run ``studio.cli`` in subprocesses on a widt
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import signal
@@ -22,7 +23,7 @@ from PIL import Image
 
 import train.train_dit as train_dit
 from pipelines.components import vae_tiny
-from pipelines.video_io import write_video
+from pipelines.video_io import encode_video_bytes, write_video
 from tests.conftest import free_port, losses, reset_accelerate
 from train.buckets import Bucket, BucketBatches, assign_bucket, resize_crop
 from train.checkpoint import checkpoint_step, latest_checkpoint
@@ -412,3 +413,60 @@ def test_accelerate_configs_load_and_fsdp_wraps_our_block(name):
         assert isinstance(getattr(models.video_dit, block), type)
     if name == "multi_node":
         assert config.num_machines == 2 and config.main_process_port
+
+
+# ------------------------------------------------------------------ shard split across ranks
+def _kind_shards(root: Path, image_shards: set[int], n: int = 4) -> list[str]:
+    """``n`` shards of 3 one-frame clips each; those in ``image_shards`` hold 2 images too."""
+    world = ShapesWorld(size=16, frames=2, seed=0)
+    urls = []
+    for i in range(n):
+        url = root / f"s-{i:02d}.tar"
+        with wds.TarWriter(str(url)) as sink:
+            for j in range(3):
+                sample = world.sample(10 * i + j, kind="video1")
+                meta = {"caption": sample.meta["caption"], "fps": 8, "frames": 2}
+                data = encode_video_bytes(sample.frames, 8, ".mp4")
+                sink.write({"__key__": f"v{i}-{j}", "mp4": data, "json": json.dumps(meta)})
+            for j in range(2 if i in image_shards else 0):
+                buf = io.BytesIO()
+                Image.fromarray(sample.frames[0]).save(buf, format="png")
+                meta = {"caption": "a red square", "fps": 8, "frames": 1}
+                sink.write(
+                    {"__key__": f"i{i}-{j}", "png": buf.getvalue(), "json": json.dumps(meta)}
+                )
+        urls.append(str(url))
+    return urls
+
+
+def test_shards_are_dealt_so_every_reader_gets_images_and_videos(tmp_path):
+    """Images in shards 0 and 2 of 4: dealing every other shard would give reader 1 none; the
+    balanced deal gives each reader one of them, and each reader then reads images."""
+    from train.shards import deal_shards
+
+    urls = _kind_shards(tmp_path, {0, 2})
+    assert not any(u in urls[1::2] for u in (urls[0], urls[2]))  # the naive deal starves
+    dealt = deal_shards(urls, 2)
+    assert sorted(sum(dealt, [])) == urls
+    assert all(any(u in d for u in (urls[0], urls[2])) for d in dealt)
+    ShardDataset(urls, images=True, videos=False).check_split(2)  # no error
+    for slot in range(2):
+        ds = ShardDataset(urls, frames=None, size=None, images=True, videos=False)
+        ds._reader_slot = lambda slot=slot: (slot, 2)
+        for epoch in range(3):
+            ds.set_epoch(epoch)
+            assert sum(1 for _ in ds) == 2  # its own image shard, every epoch
+
+
+def test_a_split_that_would_starve_a_rank_is_refused_at_start_up(tmp_path):
+    urls = _kind_shards(tmp_path, {3})
+    cfg = load_config(
+        DiTTrainConfig,
+        None,
+        [f"data.shards=[{','.join(urls)}]", "data.source=shards", "stages=[{frames: 1}]"],
+    )
+    train_dit.check_shard_split(cfg, 1)  # one process reads everything
+    with pytest.raises(ValueError, match=r"reader\(s\) \[1\] of 2 no image.*split_by: samples"):
+        train_dit.check_shard_split(cfg, 2)
+    cfg.data.split_by = "samples"
+    train_dit.check_shard_split(cfg, 2)

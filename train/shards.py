@@ -55,6 +55,50 @@ WDS_SCHEMES = ("file", "http", "https", "pipe", "ais", "sftp", "ftps", "scp", "h
 _TAR_MTIME = 1_704_067_200
 
 
+# --------------------------------------------------------------------------- splitting
+def shard_counts(path: str) -> dict[str, int]:
+    """{"image": n, "video": n} samples in a local shard, from its tar headers only."""
+    import tarfile
+
+    cache = shard_counts.__dict__.setdefault("cache", {})
+    key = (path, os.path.getmtime(path), os.path.getsize(path))
+    if key not in cache:
+        counts = {"image": 0, "video": 0}
+        try:
+            with tarfile.open(path) as tar:
+                for name in tar.getnames():
+                    ext = name.rsplit(".", 1)[-1].lower()
+                    if ".ref" in name:  # reference images belong to their clip
+                        continue
+                    if ext in IMAGE_EXTENSIONS:
+                        counts["image"] += 1
+                    elif ext in VIDEO_EXTENSIONS:
+                        counts["video"] += 1
+        except (tarfile.TarError, OSError):
+            pass  # unreadable: counted as empty here, skipped (and counted) when read
+        cache[key] = counts
+    return cache[key]
+
+
+def deal_shards(urls: list[str], readers: int) -> list[list[str]]:
+    """Deal local shards to ``readers`` so that each gets images and videos where enough
+    shards hold them: shards richest in the rarer kind first, each to the reader with the
+    fewest of that kind so far (ties: fewest samples, then lowest index). Deterministic, so
+    every process computes the same deal."""
+    counts = {u: shard_counts(u) for u in urls}
+    total = {k: sum(c[k] for c in counts.values()) for k in ("image", "video")}
+    rare = min(total, key=lambda k: (total[k] == 0, total[k]))
+    order = sorted(urls, key=lambda u: (-counts[u][rare], -sum(counts[u].values()), u))
+    dealt: list[list[str]] = [[] for _ in range(readers)]
+    have = [[0, 0] for _ in range(readers)]  # (rare kind, all samples)
+    for url in order:
+        i = min(range(readers), key=lambda r: (have[r][0], have[r][1], r))
+        dealt[i].append(url)
+        have[i][0] += counts[url][rare]
+        have[i][1] += sum(counts[url].values())
+    return dealt
+
+
 # --------------------------------------------------------------------------- writing
 
 
@@ -272,7 +316,10 @@ class ShardDataset(torch.utils.data.IterableDataset):
     Shards are split across distributed ranks and DataLoader workers (``split_by="shards"``);
     with ``split_by="samples"``, or when there are fewer shards than readers, every reader
     reads all shards and keeps every n-th sample (more reading, but no reader goes without a
-    kind of sample that only a few shards hold).
+    kind of sample that only a few shards hold). Local shards are dealt to readers once,
+    balanced by the images and videos each holds (:func:`deal_shards`: ``pack`` writes rows
+    in manifest order, so images often sit in a few shards); :meth:`check_split` says at
+    start-up if a reader would still get none of a kind. Other URLs are re-dealt each epoch.
     """
 
     def __init__(
@@ -315,6 +362,35 @@ class ShardDataset(torch.utils.data.IterableDataset):
         """Re-seed shard order, shuffle buffer and random windows for a new epoch."""
         self.epoch = epoch
 
+    def _dealt(self, readers: int) -> list[list[str]] | None:
+        """The fixed, balanced deal of local shards to ``readers`` (None: not all local)."""
+        cache = self.__dict__.setdefault("_deals", {})
+        if readers not in cache:
+            local = all(Path(u).is_file() for u in self.urls)
+            cache[readers] = deal_shards(self.urls, readers) if local else None
+        return cache[readers]
+
+    def check_split(self, readers: int) -> None:
+        """Raise ValueError if, with ``split_by="shards"``, some of ``readers`` (processes ×
+        DataLoader workers) would get no sample of a kind this dataset reads, so a run fails
+        at start-up instead of at the first epoch that starves. Remote shards: not checked."""
+        if self.split_by != "shards" or len(self.urls) < readers:
+            return  # every reader reads every shard
+        dealt = self._dealt(readers)
+        if dealt is None:
+            return
+        kinds = [k for k, on in (("image", self.images), ("video", self.videos)) if on]
+        for kind in kinds:
+            have = [sum(shard_counts(u)[kind] for u in shards) for shards in dealt]
+            if sum(have) and not all(have):
+                starved = [i for i, n in enumerate(have) if n == 0]
+                raise ValueError(
+                    f"data.split_by: shards gives reader(s) {starved} of {readers} no {kind} "
+                    f"sample: only {sum(1 for u in self.urls if shard_counts(u)[kind])} of "
+                    f"{len(self.urls)} shards hold {kind}s; set data.split_by: samples, or "
+                    "repack with more shards holding them"
+                )
+
     # -- iteration ---------------------------------------------------------------------
 
     def _reader_slot(self) -> tuple[int, int]:
@@ -336,7 +412,10 @@ class ShardDataset(torch.utils.data.IterableDataset):
         if self.shuffle:
             random.Random(f"{self.seed}-{self.epoch}").shuffle(urls)
         split_samples = self.split_by == "samples" or len(urls) < readers
-        if not split_samples:
+        dealt = None if split_samples else self._dealt(readers)
+        if dealt is not None:  # this reader's own shards, in this epoch's order
+            urls = [u for u in urls if u in set(dealt[slot])]
+        elif not split_samples:
             urls = urls[slot::readers]
         opened = self._open_streams(urls)
         files = wds.tariterators.tar_file_expander(opened, handler=self._shard_error)

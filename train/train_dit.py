@@ -314,6 +314,22 @@ class ShardBatchStream:
         return total
 
 
+def check_shard_split(cfg: DiTTrainConfig, processes: int) -> None:
+    """Every reader (process × DataLoader worker) gets images if any stage has image steps,
+    and videos if any has clip steps (:meth:`ShardDataset.check_split`)."""
+    readers = processes * max(1, cfg.data.num_workers)
+    kinds = set()
+    for stage in cfg.stages:
+        if stage.frames == 1 or stage.image_every > 0:
+            kinds.add(True)
+        if stage.frames > 1:
+            kinds.add(False)
+    for images in sorted(kinds):
+        ShardDataset(
+            cfg.data.shards, images=images, videos=not images, split_by=cfg.data.split_by
+        ).check_split(readers)
+
+
 def conditioning_prefix(cfg: DiTTrainConfig, f: int, rng: np.random.Generator) -> int:
     """Frames given clean at the start of an f-frame clip that has no prefix of its own:
     exactly the first with ``data.first_frame_prob`` (image-to-video: only the caption says
@@ -716,6 +732,8 @@ def main(cfg: DiTTrainConfig) -> Path:
     latent_size = cfg.data.size // vae_downscale(vae)
 
     # ======================================================== data: latent cache (Shapes World)
+    if cfg.data.source == "shards":  # fail now, not at the epoch that starves a reader
+        check_shard_split(cfg, accelerator.num_processes)
     cache = ends = None
     if cfg.data.source == "shapes":
         cache = _shapes_cache(cfg, vae, out, accelerator)
