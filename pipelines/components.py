@@ -13,6 +13,7 @@ Token states and the attention mask are what the video model consumes.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import re
 from pathlib import Path
@@ -30,6 +31,9 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 DEFAULT_TEXT_ENCODER = "minilm"
+DEFAULT_TEXT_MAX_LENGTH = 64  # tokens a prompt keeps (the shipped model's training length)
+
+logger = logging.getLogger(__name__)
 
 
 def minilm_path() -> Path:
@@ -73,12 +77,30 @@ def resolve_text_encoder(spec: str) -> str:
     return str(minilm_path()) if spec in ("minilm", DEFAULT_TEXT_ENCODER, "") else spec
 
 
+def looks_like_path(spec: str) -> bool:
+    """A spec that can only be a filesystem path: hub ids are ``name`` or ``org/name``."""
+    return spec.startswith((".", "/", "~")) or "\\" in spec or spec.count("/") > 1
+
+
+def spec_resolves_anywhere(spec: str) -> bool:
+    """True for specs that load on any machine without files beside the pipeline: the
+    packaged MiniLM, and hub ids (``org/name`` that is not a local folder)."""
+    if spec in ("minilm", DEFAULT_TEXT_ENCODER, ""):
+        return True
+    return not Path(spec).exists() and not looks_like_path(spec)
+
+
 def load_text_encoder(
     spec: str = DEFAULT_TEXT_ENCODER, dtype: torch.dtype = torch.float32
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load (encoder, tokenizer) for a spec; encoder-decoder models (T5) keep the encoder."""
     path = resolve_text_encoder(spec)
     local = Path(path).exists()
+    if not local and looks_like_path(path):
+        raise FileNotFoundError(
+            f"text encoder folder {spec!r} not found (a pipeline saved with only this path: "
+            "save it again with its text encoder, or pass text_encoder=)"
+        )
     if not local and os.environ.get("HF_HUB_OFFLINE") == "1":
         raise FileNotFoundError(
             f"text encoder {spec!r} is not a local folder and the hub is offline"
@@ -88,18 +110,32 @@ def load_text_encoder(
     safe = NO_REMOTE_CODE
     config = AutoConfig.from_pretrained(path, **safe)
     tokenizer = AutoTokenizer.from_pretrained(path, **safe)
-    if getattr(config, "is_encoder_decoder", False):
-        from transformers import T5EncoderModel
-
-        model = T5EncoderModel.from_pretrained(path, dtype=dtype, **safe)
-    elif config.model_type == "clip":
-        from transformers import CLIPTextModel
-
-        model = CLIPTextModel.from_pretrained(path, dtype=dtype, **safe)
-    else:
-        model = AutoModel.from_pretrained(path, dtype=dtype, add_pooling_layer=False, **safe)
+    model = _encoder_class(config).from_pretrained(
+        path, dtype=dtype, **_encoder_kwargs(config), **safe
+    )
     model.eval().requires_grad_(False)
     return model, tokenizer
+
+
+def _encoder_class(config):
+    """The class that loads the text-encoder half of a folder: a full seq2seq T5 and a
+    standalone ``T5EncoderModel`` folder (SD3's and PixArt's ``text_encoder``) → the T5
+    encoder; a full ``CLIPModel`` and a ``CLIPTextModel`` folder (SD's ``text_encoder``) → the
+    CLIP text model; anything else (BERT-like) → ``AutoModel``."""
+    from transformers import CLIPTextModel, T5EncoderModel
+
+    if config.model_type in ("t5", "mt5", "umt5") or getattr(config, "is_encoder_decoder", False):
+        return T5EncoderModel
+    if config.model_type in ("clip", "clip_text_model"):
+        return CLIPTextModel
+    return AutoModel
+
+
+def _encoder_kwargs(config) -> dict:
+    """BERT-family encoders carry a pooler we never use: not built, so its weights load
+    without a report and it holds no memory."""
+    bert_like = ("bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "electra")
+    return {"add_pooling_layer": False} if config.model_type in bert_like else {}
 
 
 def text_hidden_size(model: PreTrainedModel) -> int:
@@ -115,18 +151,38 @@ def _token_kwargs(tokenizer: PreTrainedTokenizerBase, max_length: int) -> dict:
     return dict(padding=True, truncation=True, max_length=limit, return_tensors="pt")
 
 
+def _warn_if_cut(tokenizer, prompts: list[str], batch, limit: int) -> None:
+    """One warning per distinct prompt that ``limit`` tokens cut (a caption's tail would be
+    lost silently otherwise); ``text_max_length`` in the training config and the pipeline
+    config sets the limit."""
+    if batch["attention_mask"].shape[1] < limit:
+        return  # the longest prompt fit with room to spare
+    seen = _warn_if_cut.__dict__.setdefault("seen", set())
+    for prompt, ids in zip(prompts, tokenizer(prompts)["input_ids"], strict=True):
+        if len(ids) > limit and prompt not in seen and len(seen) < 1000:
+            seen.add(prompt)
+            logger.warning(
+                "prompt cut to %d of its %d tokens (text_max_length): %.80s...",
+                limit,
+                len(ids),
+                prompt,
+            )
+
+
 def encode_text(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     prompts: list[str],
-    max_length: int = 64,
+    max_length: int = DEFAULT_TEXT_MAX_LENGTH,
     device: torch.device | str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """prompts → token states (B, L, D_text) and attention mask (B, L) of 0/1.
 
     Prompts longer than ``max_length`` tokens are truncated (the tokenizer's limit too).
     """
-    batch = tokenizer(prompts, **_token_kwargs(tokenizer, max_length))
+    kwargs = _token_kwargs(tokenizer, max_length)
+    batch = tokenizer(prompts, **kwargs)
+    _warn_if_cut(tokenizer, prompts, batch, kwargs["max_length"])
     device = device or model.device
     ids = batch["input_ids"].to(device)
     mask = batch["attention_mask"].to(device)
@@ -138,7 +194,9 @@ _PLACEHOLDER = re.compile(r"<ref([1-9][0-9]*)>")
 
 
 def reference_token_ids(
-    tokenizer: PreTrainedTokenizerBase, prompts: list[str], max_length: int = 64
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    max_length: int = DEFAULT_TEXT_MAX_LENGTH,
 ) -> torch.Tensor:
     """(B, L) long: N on the tokens that spell a ``<refN>`` placeholder, 0 elsewhere.
 

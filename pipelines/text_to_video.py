@@ -19,9 +19,11 @@ from models import VideoDiT
 
 from .components import (
     DEFAULT_TEXT_ENCODER,
+    DEFAULT_TEXT_MAX_LENGTH,
     encode_text,
     load_text_encoder,
     reference_token_ids,
+    spec_resolves_anywhere,
     vae_downscale,
 )
 
@@ -39,6 +41,16 @@ class VideoPipelineOutput(BaseOutput):
     latents (B, C, F, h, w) for ``output_type="latent"``."""
 
     frames: np.ndarray | torch.Tensor | list
+
+
+CUSTOM_PIPELINE_FILE = "pipeline"
+CUSTOM_PIPELINE_SHIM = """\
+# diffusers' custom-pipeline hook, for loading this folder with plain diffusers:
+#   DiffusionPipeline.from_pretrained(FOLDER, custom_pipeline="pipeline", trust_remote_code=True)
+# It only imports the installed shapes-video-studio package. ShapesVideoPipeline.from_pretrained
+# and the studio commands never run this file.
+from pipelines.text_to_video import ShapesVideoPipeline  # noqa: F401
+"""
 
 
 class ShapesVideoPipeline(DiffusionPipeline):
@@ -91,6 +103,7 @@ class ShapesVideoPipeline(DiffusionPipeline):
         first_frame_guidance: float | None = None,
         first_frame_steps: int | None = None,
         guidance_min_sigma: float | None = None,
+        text_max_length: int = DEFAULT_TEXT_MAX_LENGTH,
     ):
         super().__init__()
         self.register_modules(
@@ -111,13 +124,27 @@ class ShapesVideoPipeline(DiffusionPipeline):
             first_frame_guidance=first_frame_guidance,
             first_frame_steps=first_frame_steps,
             guidance_min_sigma=guidance_min_sigma,
+            text_max_length=text_max_length,
         )
         if image_space not in IMAGE_SPACES:
             raise ValueError(f"image_space must be one of {IMAGE_SPACES}, got {image_space!r}")
 
     # -- saving / loading -------------------------------------------------------------------
-    def save_pretrained(self, save_directory, save_text_encoder: bool = True, **kwargs):
-        """diffusers layout; ``save_text_encoder=False`` stores only the encoder's spec."""
+    def save_pretrained(self, save_directory, save_text_encoder: bool | None = None, **kwargs):
+        """diffusers layout, portable: the folder loads wherever it is copied.
+
+        ``save_text_encoder``: None (default) saves the encoder's weights unless its spec
+        resolves anywhere without them (``minilm``, shipped in a package, or a hub id);
+        False stores only the spec. Writes ``pipeline.py``, the hook of diffusers' custom
+        pipelines, so ``DiffusionPipeline.from_pretrained(folder, custom_pipeline="pipeline",
+        trust_remote_code=True)`` works too; it only imports this installed package, and this
+        package's own loaders never run it."""
+        if save_text_encoder is None:
+            save_text_encoder = self.text_encoder is not None and not spec_resolves_anywhere(
+                self.config.text_encoder_spec
+            )
+        Path(save_directory).mkdir(parents=True, exist_ok=True)
+        (Path(save_directory) / f"{CUSTOM_PIPELINE_FILE}.py").write_text(CUSTOM_PIPELINE_SHIM)
         if save_text_encoder:
             return super().save_pretrained(save_directory, **kwargs)
         text_encoder, tokenizer = self.text_encoder, self.tokenizer
@@ -278,7 +305,13 @@ class ShapesVideoPipeline(DiffusionPipeline):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """→ states (B or 2B, L, D_text), mask (same, L); negatives first when guided."""
         texts = (negative or []) + prompts
-        states, mask = encode_text(self.text_encoder, self.tokenizer, texts, device=device)
+        states, mask = encode_text(
+            self.text_encoder,
+            self.tokenizer,
+            texts,
+            max_length=self.config.text_max_length,
+            device=device,
+        )
         return states.to(self.transformer.dtype), mask
 
     @torch.no_grad()
@@ -398,7 +431,7 @@ class ShapesVideoPipeline(DiffusionPipeline):
                 reference_latents=refs.expand(rows, *refs.shape[1:]).to(self.transformer.dtype),
                 reference_mask=present,
                 text_reference_ids=reference_token_ids(
-                    self.tokenizer, (negatives or []) + prompts
+                    self.tokenizer, (negatives or []) + prompts, self.config.text_max_length
                 ).to(device),
             )
 

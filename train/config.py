@@ -240,6 +240,9 @@ class DiTTrainConfig:
     output_dir: str = "runs/dit"
     vae: str = "runs/vae/final"  # any diffusers AutoencoderKL folder
     text_encoder: str = "minilm"
+    # tokens a caption keeps (longer ones are cut, with a warning); saved with the pipeline,
+    # which encodes prompts the same way
+    text_max_length: int = 64
     model: ModelConfig = field(default_factory=ModelConfig)
     # Fine-tuning: start the transformer from this saved pipeline (its ``transformer``
     # folder) or transformer folder; parameters the saved model lacks (e.g. a new reference
@@ -350,6 +353,7 @@ class DiTTrainConfig:
             sample_steps=(1, 1000),
             guidance_scale=(0.0, 100.0),
             max_steps=POSITIVE_INT,
+            text_max_length=(1, 4096),
         )
 
     @property

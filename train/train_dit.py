@@ -499,6 +499,7 @@ def make_pipeline(
         tokenizer=tokenizer,
         text_encoder_spec=cfg.text_encoder,
         image_first=cfg.sample_image_first,
+        text_max_length=cfg.text_max_length,
     )
     if image_source is not None:
         image_model = image_source.model.to(device=model.device, dtype=model.dtype)
@@ -820,7 +821,9 @@ def main(cfg: DiTTrainConfig) -> Path:
             frame_mask = frame_mask.to(accelerator.device) if frame_mask.any() else None
         dropped = rng.random(len(captions)) < cfg.text_dropout
         captions = ["" if d else c for c, d in zip(captions, dropped, strict=True)]
-        text, text_mask = encode_text(text_encoder, tokenizer, captions, device=accelerator.device)
+        text, text_mask = encode_text(
+            text_encoder, tokenizer, captions, cfg.text_max_length, device=accelerator.device
+        )
         conditions = {}
         if references is not None:
             ref_latents, present = references
@@ -829,7 +832,9 @@ def main(cfg: DiTTrainConfig) -> Path:
             conditions = dict(
                 reference_latents=ref_latents.to(accelerator.device),
                 reference_mask=(present & keep[:, None]).to(accelerator.device),
-                text_reference_ids=reference_token_ids(tokenizer, captions).to(accelerator.device),
+                text_reference_ids=reference_token_ids(tokenizer, captions, cfg.text_max_length).to(
+                    accelerator.device
+                ),
             )
         with accelerator.autocast():
             loss = flow_loss(
@@ -899,7 +904,7 @@ def main(cfg: DiTTrainConfig) -> Path:
             pipe = make_pipeline(cfg, exported, vae, text_encoder, tokenizer, image_source)
             if image_source is not None:  # saved as the source stored it
                 pipe.image_transformer.to(image_source.stored_dtype)
-        pipe.save_pretrained(final, save_text_encoder=False)
+        pipe.save_pretrained(final)  # the text encoder too, where its spec is a local folder
         ema.restore(unwrapped.parameters())
         accelerator.print(f"saved pipeline with EMA weights to {final}")
     accelerator.wait_for_everyone()
