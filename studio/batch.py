@@ -8,6 +8,11 @@
   long prompts never collide.
 * ``manifest.jsonl``: one line per (prompt, sample) with its status (``ok`` / ``error``),
   paths, seed and any extra fields of the prompt's JSONL line (e.g. ``category``, ``expect``).
+  A line may not use a name the manifest or the sidecar writes itself (``video``,
+  ``sample``, ``seed``, ``model``…: :data:`RESERVED_KEYS`): the file is refused, naming
+  the line.
+* A prompt given twice is generated once (the first line's; a warning names the repeat):
+  its videos would have the same names, and the manifest has one line per (prompt, sample).
 * Resumable: re-running the same command skips videos already written (file and sidecar
   present), so an interrupted run continues where it stopped.
 * Distributed: under ``torchrun`` / ``accelerate launch`` (see docs/scale.md) the unfinished
@@ -35,8 +40,12 @@ from tqdm.auto import tqdm
 from pipelines.text_to_video import DEFAULT_GUIDANCE
 
 from .generate import (
+    SIDECAR_KEYS,
     GenerateRequest,
     StudioError,
+    check_request,
+    check_seed,
+    clean_stale_temps,
     ensure_output_dir,
     generate,
     load_pipeline,
@@ -52,6 +61,11 @@ PART_GLOB = "manifest.rank*.jsonl"
 # kill a finished run there. A crashed process still ends the run at once: the launcher
 # tears the others down.
 BARRIER_TIMEOUT = timedelta(hours=24)
+# Names a prompt line's extra fields may not take: the manifest's own and the sidecar's.
+MANIFEST_KEYS = frozenset(
+    {"prompt", "sample", "seed", "video", "sidecar", "status", "error", "rank"}
+)
+RESERVED_KEYS = MANIFEST_KEYS | SIDECAR_KEYS
 
 T = TypeVar("T")
 
@@ -98,11 +112,22 @@ def video_stem(prompt: str, index: int, disambiguate: bool = False) -> str:
 def read_prompts(path: Path) -> tuple[list[PromptEntry], list[str]]:
     """Prompts from .txt (a line each, blank lines skipped) or .jsonl; returns (entries, warnings).
 
-    A malformed JSONL line is reported with its line number and skipped.
+    A malformed JSONL line is reported with its line number and skipped. StudioError naming
+    the line for bytes that are not UTF-8 and for a JSONL line with a reserved key
+    (:data:`RESERVED_KEYS`).
     """
     if not path.is_file():
         raise StudioError(f"prompts file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise StudioError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at column {column}): "
+            "save the file as UTF-8"
+        ) from None
     entries, problems = [], []
     jsonl = path.suffix.lower() in (".jsonl", ".json")
     for n, raw in enumerate(text.splitlines(), start=1):
@@ -122,6 +147,13 @@ def read_prompts(path: Path) -> tuple[list[PromptEntry], list[str]]:
         except (json.JSONDecodeError, ValueError) as exc:
             problems.append(f"{path}:{n}: malformed line skipped ({exc})")
             continue
+        reserved = sorted(RESERVED_KEYS.intersection(data) - {"prompt"})
+        if reserved:
+            raise StudioError(
+                f"{path}:{n}: {', '.join(map(repr, reserved))} "
+                f"{'is a name' if len(reserved) == 1 else 'are names'} the batch writes itself "
+                "into the manifest and sidecars: rename or remove it"
+            )
         entries.append(
             PromptEntry(prompt.strip(), {k: v for k, v in data.items() if k != "prompt"}, n)
         )
@@ -130,6 +162,21 @@ def read_prompts(path: Path) -> tuple[list[PromptEntry], list[str]]:
             f"no prompts in {path}" + (f" ({len(problems)} malformed lines)" if problems else "")
         )
     return entries, problems
+
+
+def _unique_prompts(entries: list[PromptEntry], path: Path) -> tuple[list[PromptEntry], list[str]]:
+    """The first line of each prompt, and a warning for each repeat (which is not made again:
+    its videos would have the first one's names and manifest lines)."""
+    first: dict[str, PromptEntry] = {}
+    warnings = []
+    for e in entries:
+        if e.prompt in first:
+            warnings.append(
+                f"{path}:{e.line}: the prompt of line {first[e.prompt].line} again: skipped"
+            )
+        else:
+            first[e.prompt] = e
+    return list(first.values()), warnings
 
 
 def _read_records(path: Path) -> list[dict]:
@@ -237,11 +284,23 @@ def run_batch(options: BatchOptions, progress: bool = True, pipe=None) -> dict:
     """
     if options.samples < 1:
         raise StudioError(f"--samples must be >= 1, got {options.samples}")
+    check_seed(options.seed)
+    check_seed(options.seed + options.samples - 1, "seed + samples - 1 (the last sample's seed)")
+    shared = GenerateRequest(
+        prompt="",
+        steps=options.steps,
+        guidance=options.guidance,
+        frames=options.frames,
+        fps=options.fps,
+        image_first=options.image_first,
+    )
+    check_request(shared)  # the settings every video shares: a bad one fails before any work
     state = process_state()
     rank, world = state.process_index, state.num_processes
     entries, problems = read_prompts(options.prompts)
+    entries, repeats = _unique_prompts(entries, options.prompts)
     if state.is_main_process:
-        for p in problems:
+        for p in [*problems, *repeats]:
             tqdm.write(f"warning: {p}")
     out = options.out_dir
     ensure_output_dir(out)
@@ -249,6 +308,7 @@ def run_batch(options: BatchOptions, progress: bool = True, pipe=None) -> dict:
     # Parts left by a crashed distributed run hold finished videos: fold them in before
     # deciding what is left to do, and let no process read the manifest before that.
     if state.is_main_process:
+        clean_stale_temps(out)  # temporaries a killed run left; never a live process's
         merge_manifests(out)
     state.wait_for_everyone()
     previous = _load_manifest(manifest)

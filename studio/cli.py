@@ -20,6 +20,9 @@ DEFAULT_GUIDANCE = 3.0
 GUIDANCE_HELP = f"classifier-free guidance scale (default {DEFAULT_GUIDANCE})"
 
 EXIT_USAGE = 2
+# `studio data shapes --size`: the pipeline generates sides up to 1024 px; a larger canvas
+# only exhausts memory
+MAX_DATA_SIZE = 1024
 
 
 def _positive_int(text: str) -> int:
@@ -51,6 +54,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         check_model_takes_references,
         check_output_path,
         check_prompt_references,
+        check_request,
+        clean_stale_temps,
         default_model_path,
         generate,
         max_references,
@@ -87,10 +92,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
             image_first=args.image_first,
             references=list(args.ref or []),
         )
+        check_request(request)  # a sidecar's settings are checked as it is read
     # Every input is checked before the scorer or the model loads: a bad one fails at once.
     request.references = read_references(request.references, size=reference_size(request))
     check_prompt_references(request.prompt, len(request.references))
-    check_output_path(args.out)
+    out = check_output_path(args.out)
+    clean_stale_temps(out.parent)  # what a killed run left beside the output
     model_path = Path(model) if model else default_model_path()
     check_model_takes_references(len(request.references), max_references(model_path), model_path)
     # The bar opens at the first finished step, once the model has loaded and accepted the
@@ -132,9 +139,10 @@ def cmd_storyboard(args: argparse.Namespace) -> int:
 
     from pipelines.storyboard import load_storyboard
 
-    from .generate import StoryboardOptions, check_output_path, render_storyboard
+    from .generate import StoryboardOptions, check_output_path, clean_stale_temps, render_storyboard
 
     out = check_output_path(args.out)
+    clean_stale_temps(out.parent)
     story = load_storyboard(Path(args.story))
     bar = None
 
@@ -356,18 +364,20 @@ def cmd_score(args: argparse.Namespace) -> int:
     from pipelines.scoring import load_scorer
 
     from .generate import write_jsonl_atomic
-    from .score import pairs_from_batch_dir, read_pairs, score_pairs, summarise
+    from .score import check_writable, pairs_from_batch_dir, read_pairs, score_pairs, summarise
     from .score import write_report as write_score_report
 
     src = Path(args.input)
     if src.is_dir():
-        pairs, problems, base = pairs_from_batch_dir(src), [], src
-        out = Path(args.out) if args.out else src / "scores.jsonl"
+        pairs, problems = pairs_from_batch_dir(src)
+        base, out = src, Path(args.out) if args.out else src / "scores.jsonl"
+        check_writable(src / "scores.json")  # the report goes beside the manifest
     else:
         if not args.out:
             raise StudioError("--out SCORES.jsonl is required when scoring a pairs file")
         pairs, problems = read_pairs(src)
         base, out = src.parent, Path(args.out)
+    check_writable(out)  # before scoring: a bad --out costs nothing
     for p in problems:
         print(f"warning: {p}", file=sys.stderr)
     if not pairs:
@@ -391,6 +401,8 @@ def cmd_data_shapes(args: argparse.Namespace) -> int:
 
     from .generate import ensure_output_dir
 
+    if args.size > MAX_DATA_SIZE:  # the renderer refuses sizes too small to draw shapes in
+        raise StudioError(f"--size must be at most {MAX_DATA_SIZE} px, got {args.size}")
     ensure_output_dir(args.out)
     summary = write_shapes_shards(
         args.out,
@@ -417,7 +429,13 @@ def cmd_data_pack(args: argparse.Namespace) -> int:
     from train.pack import pack_manifest
 
     report = pack_manifest(
-        manifest, args.out, args.shard_size, prefix=args.prefix, progress=not args.quiet
+        manifest,
+        args.out,
+        args.shard_size,
+        prefix=args.prefix,
+        progress=not args.quiet,
+        max_frames=args.max_frames,
+        max_pixels=args.max_pixels,
     )
     print(
         f"written {report.written}, failed {report.failed}, shards {len(report.shards)} "
@@ -458,8 +476,10 @@ def ui_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     from .generate import MODEL_ENV, SCORER_ENV
     from .uploads import MAX_PIXELS_ENV, MAX_UPLOAD_MB_ENV
 
-    if args.max_upload_mb <= 0 or args.max_upload_pixels <= 0:
-        raise StudioError("--max-upload-mb and --max-upload-pixels must be positive")
+    if not (math.isfinite(args.max_upload_mb) and args.max_upload_mb > 0):
+        raise StudioError(f"--max-upload-mb must be a positive number, got {args.max_upload_mb}")
+    if args.max_upload_pixels <= 0:
+        raise StudioError(f"--max-upload-pixels must be positive, got {args.max_upload_pixels}")
     app = Path(__file__).parent / "ui" / "app.py"
     env = {MAX_UPLOAD_MB_ENV: str(args.max_upload_mb), MAX_PIXELS_ENV: str(args.max_upload_pixels)}
     if args.home:
@@ -801,6 +821,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dp.add_argument("--shard-size", type=int, default=1000, help="samples per shard")
     dp.add_argument("--prefix", default="data", help="shard and key prefix (default: data)")
+    dp.add_argument(
+        "--max-frames",
+        type=_positive_int,
+        help="skip clips of more frames (default 4096, what training reads)",
+    )
+    dp.add_argument(
+        "--max-pixels",
+        type=_positive_int,
+        help="skip images of more pixels, before decoding them (default 4096*4096)",
+    )
     dp.add_argument("--quiet", action="store_true")
     dp.set_defaults(func=cmd_data_pack)
 

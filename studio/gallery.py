@@ -138,9 +138,10 @@ class Gallery:
         return Job.from_row(rows[0]) if rows else None
 
     def queue_position(self, job_id: str) -> int | None:
-        """1 = the next job to run; None when the job is not waiting."""
+        """1 = the next job to run; None when the job is not waiting (a job asked to cancel
+        never runs, so it neither waits nor counts)."""
         job = self.get(job_id)
-        if job is None or job.status != "queued":
+        if job is None or job.status != "queued" or job.cancel:
             return None
         rows = self._execute(
             "SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND cancel = 0 AND "
@@ -170,13 +171,30 @@ class Gallery:
         return self.get(row["id"]) if row is not None else None
 
     def requeue_interrupted(self) -> int:
-        """Jobs left 'running' by a worker that died go back to the queue (nothing lost).
-        Only the machine's one worker calls this, while it holds the worker lock."""
+        """Settle the jobs a worker that died left behind; returns how many were queued again.
+
+        A job its user asked to cancel (running when the worker died, or queued with the
+        request: no worker ever takes such a job) is cancelled; a job left running without
+        that request goes back to the queue, so nothing the user asked for is lost. Only the
+        machine's one worker calls this, while it holds the worker lock, before it runs
+        anything: every 'running' job is then one whose worker is gone.
+        """
         with closing(self._connect()) as con:
-            cur = con.execute(
-                "UPDATE jobs SET status = 'queued', started = NULL, done_steps = 0 "
-                "WHERE status = 'running'"
-            )
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                con.execute(
+                    "UPDATE jobs SET status = 'cancelled', finished = ? "
+                    "WHERE cancel = 1 AND status IN ('queued', 'running')",
+                    (time.time(),),
+                )
+                cur = con.execute(
+                    "UPDATE jobs SET status = 'queued', started = NULL, done_steps = 0 "
+                    "WHERE status = 'running'"
+                )
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
             return cur.rowcount
 
     def set_progress(self, job_id: str, done: int, total: int) -> bool:

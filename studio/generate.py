@@ -9,7 +9,8 @@ import hashlib
 import json
 import os
 import platform
-import tempfile
+import re
+import secrets
 import time
 from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
@@ -36,6 +37,12 @@ from .uploads import UploadLimits, check_image, read_image_file
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
 MODEL_ENV = "STUDIO_MODEL"
 SCORER_ENV = "STUDIO_SCORER"  # the UI's scorer spec for best-of-N (``studio ui --scorer``)
+# torch's generators take any seed below 2**64, but the gallery stores seeds as SQLite's
+# signed 64-bit integers: [0, 2**63 - 1] is what every front end can keep and give back.
+MAX_SEED = 2**63 - 1
+# Frames per second a video may play at: past 120 no screen shows the frames, and a GIF's
+# frame time is counted in 10 ms.
+MAX_FPS = 120
 
 
 def default_model_path() -> Path:
@@ -109,6 +116,48 @@ class GenerateRequest:
     references: list[str | Path | Image.Image | np.ndarray | ReferenceImage] = field(
         default_factory=list
     )
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_seed(seed, name: str = "seed") -> int:
+    """``seed`` if it is a whole number in [0, MAX_SEED]; StudioError naming ``name`` if not."""
+    if not _whole(seed) or not 0 <= seed <= MAX_SEED:
+        raise StudioError(f"{name} must be a whole number from 0 to 2**63-1, got {seed!r}")
+    return seed
+
+
+def check_request(request: GenerateRequest, where: str = "") -> GenerateRequest:
+    """The settings' types, and the ranges of seed and fps, the same for every front end (the
+    CLI's flags, a sidecar read back, a batch, the UI's queue): StudioError with one line,
+    starting with ``where`` (e.g. the sidecar's name) when given. The other ranges depend on
+    the model or are the pipeline's own (``check_inputs``: frames, steps, guidance, size)."""
+
+    def fail(name: str, allowed: str, value) -> None:
+        raise StudioError(f"{where}{name} must be {allowed}, got {value!r}")
+
+    if not isinstance(request.prompt, str):
+        fail("prompt", "a string", request.prompt)
+    if request.negative_prompt is not None and not isinstance(request.negative_prompt, str):
+        fail("negative_prompt", "a string or null", request.negative_prompt)
+    try:
+        check_seed(request.seed)
+    except StudioError as exc:
+        raise StudioError(f"{where}{exc}") from None
+    if not _whole(request.fps) or not 1 <= request.fps <= MAX_FPS:
+        fail("fps", f"a whole number from 1 to {MAX_FPS}", request.fps)
+    for name in ("steps", "frames", "height", "width"):
+        if not _whole(getattr(request, name)):
+            fail(name, "a whole number", getattr(request, name))
+    if isinstance(request.guidance, bool) or not isinstance(request.guidance, int | float):
+        fail("guidance", "a number", request.guidance)
+    if request.image_first is not None and not isinstance(request.image_first, bool):
+        fail("image_first", "true, false or null", request.image_first)
+    if not isinstance(request.references, list):
+        fail("references", "a list", request.references)
+    return request
 
 
 @dataclass(frozen=True)
@@ -272,15 +321,106 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+# Temporary siblings: hidden, named after the file they become and the process writing them
+# (``.NAME.PID.RAND.tmp[.EXT]``), so a later run can tell a stale one from a live one.
+_TEMP_RE = re.compile(
+    r"^\..+\.(?:"
+    r"\d+\.[0-9a-f]{8}\.tmp(?:\.(?:mp4|gif|webm))?"  # temp_sibling's
+    r"|(?:mp4|gif|webm)\.[0-9a-f]{12}\.tmp\.(?:mp4|gif|webm)"  # pipelines.video_io's own
+    r"|jsonl?\.[a-z0-9_]{8}\.tmp"  # tempfile.mkstemp's, from before temp_sibling
+    r")$"
+)
+_TEMP_PID_RE = re.compile(r"\.(\d+)\.[0-9a-f]{8}\.tmp")
+STALE_TEMP_S = 60.0  # a temporary without a process in its name: stale after a minute
+LIVE_TEMP_S = 3600.0  # no writer of ours keeps one temporary for an hour
+
+
+def temp_sibling(path: Path, suffix: str = "") -> Path:
+    """A fresh hidden temporary name beside ``path`` (``suffix``: e.g. ``.mp4``, which the
+    video writer picks its format from); the name is cut so that the video writer's own
+    temporary beside it still fits in a file name (255 bytes)."""
+    name = path.name.encode()[:80].decode(errors="ignore")
+    return path.with_name(f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp{suffix}")
+
+
+def _pid_alive(pid: int) -> bool:
     try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2)
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, under another user
+        return True
+    return True
+
+
+def clean_stale_temps(folder: str | Path, max_age_s: float = STALE_TEMP_S) -> list[Path]:
+    """Remove the temporary files a killed run left in ``folder``; returns them.
+
+    Only names of the studio's own patterns (:func:`temp_sibling`'s, the video writer's,
+    and older versions' ``mkstemp`` ones, ``.NAME.json.XXXXXXXX.tmp``), and of those only
+    the ones whose writer is gone: named after a process that no longer runs on this
+    machine, or (names without a process) untouched for ``max_age_s`` seconds. A temporary
+    named after a running process is kept unless it is an hour old (its number reused), so
+    a concurrent run's files are never taken from under it.
+    """
+    removed = []
+    now = time.time()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not _TEMP_RE.match(entry.name):
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            age = now - entry.stat(follow_symlinks=False).st_mtime
+        except OSError:
+            continue
+        owner = _TEMP_PID_RE.search(entry.name)
+        pid = int(owner.group(1)) if owner else None
+        if pid is None:
+            stale = age > max_age_s
+        elif pid == os.getpid():
+            stale = False
+        else:
+            stale = age > LIVE_TEMP_S or not _pid_alive(pid)
+        if stale:
+            try:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+            except OSError:
+                pass
+    return removed
+
+
+def _write_temp_text(path: Path, text: str) -> Path:
+    """``text`` in a new temporary sibling of ``path``, created like the videos are (0666
+    less the umask, so 0644 by default; ``mkstemp`` would make it 0600)."""
+    tmp = temp_sibling(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def _replace_from_temp(path: Path, text: str) -> None:
+    tmp = _write_temp_text(path, text)
+    try:
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """``data`` as indented JSON, written to a temporary sibling and renamed into place."""
+    _replace_from_temp(Path(path), json.dumps(data, indent=2))
 
 
 def sample(
@@ -324,14 +464,19 @@ def sample(
 
 def write_jsonl_atomic(path: Path, records: list[dict]) -> None:
     """One JSON object a line, written to a temporary sibling and renamed into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.writelines(json.dumps(r) + "\n" for r in records)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _replace_from_temp(Path(path), "".join(json.dumps(r) + "\n" for r in records))
+
+
+def place_with_sidecar(files: list[tuple[Path, Path]], sidecar_tmp: Path, sidecar: Path) -> None:
+    """Move finished temporaries into place so that a video never sits beside a sidecar
+    describing other frames, wherever a kill lands: the old sidecar goes first, then the
+    videos (``files``: (temporary, final) pairs) are renamed in, the new sidecar last. A
+    kill in between leaves a video without a sidecar, which ``studio batch`` makes again
+    and nothing reads as finished."""
+    sidecar.unlink(missing_ok=True)
+    for tmp, final in files:
+        os.replace(tmp, final)
+    os.replace(sidecar_tmp, sidecar)
 
 
 def generate(
@@ -353,8 +498,10 @@ def generate(
         ``--from-sidecar`` gives the kept clip back.
     """
     out = check_output_path(out)
+    check_request(request)
     if best_of < 1 or (best_of > 1 and scorer is None):
         raise StudioError("best-of needs N >= 1, and a scorer when N > 1")
+    check_seed(request.seed + best_of - 1, f"seed + best-of - 1 ({request.seed} + {best_of} - 1)")
     references = read_references(request.references, size=reference_size(request))
     check_prompt_references(request.prompt, len(references))
     model_path = Path(model) if model else default_model_path()
@@ -385,11 +532,55 @@ def generate(
             },
         }
     t_gen = time.time() - t0
-    write_video(out, frames, fps=chosen.fps)
+    # Everything is written to temporaries and the record finished before either file is
+    # placed (place_with_sidecar): a kill never leaves the new video beside the old sidecar.
+    sidecar = out.with_suffix(".json")
+    video_tmp = temp_sibling(out, out.suffix)
+    sidecar_tmp = None
+    try:
+        write_video(video_tmp, frames, fps=chosen.fps)
+        record = _generate_record(chosen, references, pipe, model_path, out, t0, t_gen, extra)
+        sidecar_tmp = _write_temp_text(sidecar, json.dumps(record, indent=2))
+        place_with_sidecar([(video_tmp, out)], sidecar_tmp, sidecar)
+    except BaseException:
+        for tmp in (video_tmp, sidecar_tmp):
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+        raise
+    return GenerateResult(path=out, sidecar=sidecar, frames=frames, record=record)
+
+
+# What generate() writes into a sidecar besides ``extra``: a caller's extra fields (a batch
+# line's ``category``) must not take these names, or the sidecar would lie about the clip.
+SIDECAR_KEYS = frozenset(GenerateRequest.__dataclass_fields__) | {
+    "model",
+    "weights_hash",
+    "scheduler",
+    "device",
+    "versions",
+    "timings",
+    "output",
+    "best_of",
+    "job",
+    "kind",
+}
+
+
+def _generate_record(
+    chosen: GenerateRequest,
+    references: list[ReferenceImage],
+    pipe: ShapesVideoPipeline,
+    model_path: Path,
+    out: Path,
+    t0: float,
+    t_gen: float,
+    extra: dict | None,
+) -> dict:
+    """The sidecar of a generated clip: its settings and everything needed to make it again."""
     settings = asdict(replace(chosen, references=[]))
     del settings["references"]  # the images as read, below; text-only sidecars are unchanged
     settings["image_first"] = image_first_used(pipe, settings["image_first"])
-    record = {
+    return {
         **settings,
         **({"references": [r.record for r in references]} if references else {}),
         "model": str(model_path),
@@ -401,9 +592,6 @@ def generate(
         "output": out.name,
         **(extra or {}),
     }
-    sidecar = out.with_suffix(".json")
-    write_json_atomic(sidecar, record)
-    return GenerateResult(path=out, sidecar=sidecar, frames=frames, record=record)
 
 
 @dataclass
@@ -454,6 +642,7 @@ def render_storyboard(
     # 1. Check inputs (the windows check the rest before the first one runs)
     t0 = time.time()
     out = check_output_path(out)
+    check_seed(options.seed)
     model_path = Path(model) if model else default_model_path()
     check_scene_references(story.scenes, max_references(pipe if pipe is not None else model_path))
     references = read_story_references(story, size=reference_side(options.height, options.width))
@@ -483,14 +672,19 @@ def render_storyboard(
     )
     t_gen = time.time() - t1
 
-    # 3. Write the video, the per-scene files and the sidecar; undo all of them on failure
+    # 3. Write the video, the per-scene files and the sidecar to temporaries, then move them
+    #    in together (place_with_sidecar); a failure before that leaves the old files as
+    #    they were and no temporary behind
     sidecar = out.with_suffix(".json")
-    written: list[Path] = []
+    written: list[tuple[Path, Path]] = []  # (temporary, final)
+    sidecar_tmp = None
     try:
-        written.append(write_video(out, frames, fps=story.fps))
+        parts = [(out, frames)]
         if options.per_scene:
-            for path, (start, end) in zip(scene_paths, ranges, strict=True):
-                written.append(write_video(path, frames[start:end], fps=story.fps))
+            parts += [(p, frames[a:b]) for p, (a, b) in zip(scene_paths, ranges, strict=True)]
+        for path, part in parts:
+            written.append((temp_sibling(path, path.suffix), path))
+            write_video(written[-1][0], part, fps=story.fps)
         record = {
             "kind": "storyboard",
             "story": story.to_dict(),
@@ -528,17 +722,22 @@ def render_storyboard(
             "output": out.name,
             **(extra or {}),
         }
-        write_json_atomic(sidecar, record)
+        sidecar_tmp = _write_temp_text(sidecar, json.dumps(record, indent=2))
+        place_with_sidecar(written, sidecar_tmp, sidecar)
     except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
+        for tmp in [*(t for t, _ in written), sidecar_tmp]:
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
         raise
     return GenerateResult(path=out, sidecar=sidecar, frames=frames, record=record)
 
 
 def sidecar_model(path: str | Path) -> str | None:
     """The model folder a sidecar was made with (None if it does not say)."""
-    return json.loads(Path(path).read_text()).get("model")
+    model = json.loads(Path(path).read_text()).get("model")
+    if model is not None and (not isinstance(model, str) or not model.strip()):
+        raise StudioError(f"{Path(path).name}: model must be a folder path, got {model!r}")
+    return model
 
 
 def request_from_sidecar(path: str | Path) -> GenerateRequest:
@@ -558,7 +757,11 @@ def request_from_sidecar(path: str | Path) -> GenerateRequest:
     request = GenerateRequest(
         **{k: v for k, v in data.items() if k in fields_ and k != "references"}
     )
-    request.references = references_from_sidecar(data.get("references") or [], path)
+    check_request(request, where=f"{path.name}: ")
+    entries = data.get("references") or []
+    if not isinstance(entries, list):
+        raise StudioError(f"{path.name}: references must be a list, got {entries!r}")
+    request.references = references_from_sidecar(entries, path)
     return request
 
 

@@ -3,8 +3,9 @@ per machine runs them one at a time.
 
 Any number of processes (UI servers, tabs, scripts) may enqueue. Each process starts a
 :class:`Worker` thread, but only the one that holds the machine's lock file runs jobs, so
-one model generates at a time however many servers share a store. A job left running by a
-worker that died is queued again when the next worker takes the lock.
+one model generates at a time however many servers share a store. When the next worker
+takes the lock, a job left running by a worker that died is queued again, or cancelled if
+its user had asked to cancel it (:meth:`~studio.gallery.Gallery.requeue_interrupted`).
 
 No streamlit here: the pages call these functions and so do the tests.
 """
@@ -34,6 +35,8 @@ from .generate import (
     StudioError,
     check_model_takes_references,
     check_prompt_references,
+    check_request,
+    clean_stale_temps,
     default_model_path,
     generate,
     load_pipeline,
@@ -90,8 +93,7 @@ def check_generate_request(request: GenerateRequest, references: bool = False) -
     _check_range("frames", request.frames, 1, MAX_FRAMES)
     _check_range("steps", request.steps, 1, MAX_STEPS)
     _check_range("guidance", request.guidance, 0.0, MAX_GUIDANCE)
-    _check_range("fps", request.fps, 1, 60)
-    _check_range("seed", request.seed, 0, 2**63 - 1)
+    check_request(request)  # types, seed and fps: as the CLI and sidecars check them
     request.prompt = prompt
     request.negative_prompt = (request.negative_prompt or "").strip() or None
     return request
@@ -320,6 +322,12 @@ class Worker:
             self._lock_file.close()
             self._lock_file = None
 
+    def _recover(self) -> None:
+        """What a worker that died left: its jobs settled (cancelled if asked, else queued
+        again) and its half-written files removed. Called with the lock held, first."""
+        self.gallery.requeue_interrupted()
+        clean_stale_temps(self.gallery.home / "videos")
+
     def _drain(self) -> int:
         n = 0
         while not self._stop.is_set() and (job := self.gallery.claim_next()) is not None:
@@ -337,7 +345,7 @@ class Worker:
         if not self._acquire(blocking=False):
             return 0
         try:
-            self.gallery.requeue_interrupted()
+            self._recover()
             return self._drain()
         finally:
             self._release()
@@ -346,7 +354,7 @@ class Worker:
         if not self._acquire(blocking=True):
             return
         try:
-            self.gallery.requeue_interrupted()
+            self._recover()
             while not self._stop.is_set():
                 if not self._drain():
                     self._stop.wait(self.poll_s)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -49,11 +50,15 @@ def read_pairs(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     return pairs, problems
 
 
-def pairs_from_batch_dir(run_dir: Path) -> list[dict[str, Any]]:
+def pairs_from_batch_dir(run_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """The finished videos of a batch folder's manifest with their prompts, and one message
+    per line that was refused: a video path that leads out of the folder (absolute, ``..``,
+    or a link out of it) is never read, whatever the manifest says."""
     manifest = run_dir / "manifest.jsonl"
     if not manifest.is_file():
         raise StudioError(f"no manifest.jsonl in {run_dir}: score a `studio batch` folder")
-    pairs = []
+    root = run_dir.resolve()
+    pairs, problems = [], []
     for n, line in enumerate(manifest.read_text().splitlines(), start=1):
         if not line.strip():
             continue
@@ -61,9 +66,30 @@ def pairs_from_batch_dir(run_dir: Path) -> list[dict[str, Any]]:
             rec = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if rec.get("status") == "ok" and rec.get("video"):
-            pairs.append({"video": rec["video"], "caption": rec["prompt"], "line": n})
-    return pairs
+        if not isinstance(rec, dict) or rec.get("status") != "ok" or not rec.get("video"):
+            continue
+        video, prompt = rec["video"], rec.get("prompt")
+        if not isinstance(video, str) or not isinstance(prompt, str):
+            problems.append(f"{manifest}:{n}: expected string video and prompt")
+            continue
+        if not (root / video).resolve().is_relative_to(root):
+            problems.append(f"{manifest}:{n}: video {video!r} is outside {run_dir}: not scored")
+            continue
+        pairs.append({"video": video, "caption": prompt, "line": n})
+    return pairs, problems
+
+
+def check_writable(path: Path) -> Path:
+    """StudioError unless a file can be written at ``path`` (its folder exists and is
+    writable): checked before scoring, so a typo does not cost a whole run."""
+    parent = path.parent
+    if path.is_dir():
+        raise StudioError(f"{path} is a folder: give a file name such as scores.jsonl")
+    if not parent.is_dir():
+        raise StudioError(f"output folder does not exist: {parent}")
+    if not os.access(parent, os.W_OK):
+        raise StudioError(f"output folder is not writable: {parent}")
+    return path
 
 
 def score_pairs(scorer, pairs: list[dict[str, Any]], base: Path, progress: bool = True):

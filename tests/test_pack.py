@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from pipelines.video_io import write_video
-from train.pack import pack_manifest, read_manifest
+from train.pack import MAX_IMAGE_PIXELS, pack_manifest, read_manifest
 from train.shapes_world import ShapesWorld
 from train.shards import ShardDataset, write_records
 
@@ -241,6 +241,63 @@ def test_interrupted_shard_is_not_left_behind(tmp_path):
         assert tar.getnames() == ["k0.txt", "k1.txt"]
 
 
+# -------------------------------------------------------------------------- refusals
+def test_truncated_mp4_is_reported_not_packed(media, tmp_path):
+    # noise keeps every frame large, so the first half of the file still holds whole frames
+    # that ffmpeg streams without complaint: only a full decode notices the cut
+    noise = np.random.default_rng(0).integers(0, 256, (FRAMES, SIZE, SIZE, 3), np.uint8)
+    whole = write_video(tmp_path / "noise.mp4", noise, FPS).read_bytes()
+    (tmp_path / "half.mp4").write_bytes(whole[: len(whole) // 2])
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,caption,start,end\nnoise.mp4,whole,,\nhalf.mp4,half,,\n")
+    report = pack_manifest(manifest, tmp_path / "out", progress=False)
+    assert (report.written, report.failed) == (1, 1)
+    ((line, path, reason),) = report.failures
+    assert (line, path) == (3, "half.mp4") and reason.startswith("truncated or corrupt video")
+    assert [i["key"] for i in ShardDataset(tmp_path / "out", frames=None)] == ["data-00000002"]
+
+
+def test_images_over_the_pixel_limit_are_refused(media, tmp_path):
+    # 4608 x 4608 = 21.2 Mpx above the 16.8 Mpx default, a few kB as a 1-bit PNG; the pack
+    # used to decode it (64 MB as RGB) and store it
+    Image.new("1", (4608, 4608)).save(tmp_path / "huge.png")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(
+        f"path,caption\n{tmp_path / 'huge.png'},huge\n{media / 'images' / 'rgb.png'},small\n"
+    )
+    report = pack_manifest(manifest, tmp_path / "default", progress=False)
+    assert (report.written, report.failed, report.failures[0][0]) == (1, 1, 2)
+    assert report.failures[0][2] == (
+        f"the image is 4608x4608 = 21,233,664 pixels, more than max_pixels="
+        f"{MAX_IMAGE_PIXELS:,}; raise --max-pixels to pack it"
+    )
+    # the limit is the caller's: lowered, the 32 x 32 image (1,024 px) is refused too
+    report = pack_manifest(manifest, tmp_path / "low", progress=False, max_pixels=1000)
+    assert report.written == 0
+    assert "1,024 pixels, more than max_pixels=1,000" in report.failures[1][2]
+
+
+GIF_TOO_LONG = (
+    "65,536 frames once the GIF's frame durations are expanded, more than max_frames=4,096; "
+    "raise --max-frames"
+)
+
+
+def test_clips_over_the_frame_limit_are_refused(media, tmp_path):
+    manifest = media / "manifest.csv"
+    manifest.write_text(CSV)
+    report = pack_manifest(manifest, tmp_path, progress=False, max_frames=FRAMES - 1)
+    reasons = {line: reason for line, _, reason in report.failures}
+    assert "more than 15 frames" in reasons[2] and "--max-frames" in reasons[2]
+    assert 3 not in reasons  # the cut holds 8 frames
+    gif = tmp_path / "long.gif"
+    frames = [Image.new("RGB", (SIZE, SIZE), colour) for colour in ("red", "blue")]
+    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=[10, 655_350])
+    (tmp_path / "gif.csv").write_text(f"path,caption\n{gif},a long gif\n")
+    report = pack_manifest(tmp_path / "gif.csv", tmp_path / "gif", progress=False)
+    assert report.failures == [(2, str(gif), GIF_TOO_LONG)]
+
+
 # -------------------------------------------------------------------------- CLI
 def test_cli_pack(cli, media, tmp_path):
     manifest = media / "cli.jsonl"
@@ -251,6 +308,13 @@ def test_cli_pack(cli, media, tmp_path):
     assert stdout.strip() == (
         f"written 3, failed 3, shards 1 in {out}; report {out / 'pack_report.json'}"
     )
+    low = tmp_path / "low"
+    code, stdout, _ = cli(
+        "data", "pack", manifest, "--out", low, "--quiet", "--max-frames", 8, "--max-pixels", 10
+    )
+    assert code == 0 and stdout.startswith("written 1, failed 5")  # only the 8-frame cut
+    reasons = [f["reason"] for f in json.loads((low / "pack_report.json").read_text())["failures"]]
+    assert any("--max-frames" in r for r in reasons) and any("--max-pixels" in r for r in reasons)
 
 
 def assert_usage_error(code: int, err: str, text: str) -> None:
