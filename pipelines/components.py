@@ -295,7 +295,9 @@ def load_vae(
     ``"pixels"``: no autoencoder (:class:`PixelSpace`)."""
     if spec == PIXELS:
         return PixelSpace()
-    return AutoencoderKL.from_pretrained(spec, subfolder=subfolder, dtype=dtype)
+    return AutoencoderKL.from_pretrained(
+        spec, subfolder=subfolder, dtype=dtype, use_safetensors=True
+    )
 
 
 def vae_downscale(vae: AutoencoderKL) -> int:

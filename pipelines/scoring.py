@@ -204,7 +204,7 @@ class VideoTextScorer(_TextTruncation):
         name = json.loads(config.read_text()).get("_class_name")
         if name != Model.__name__:
             raise ValueError(f"{path} holds a {name!r}; this scorer needs a {Model.__name__!r}")
-        model = Model.from_pretrained(str(path))
+        model = Model.from_pretrained(str(path), use_safetensors=True)
         text_encoder, tokenizer = load_text_encoder(model.config.text_encoder)
         return cls(model, text_encoder, tokenizer, device=device)
 

@@ -156,7 +156,9 @@ class ShapesVideoPipeline(DiffusionPipeline):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
-        """Like diffusers', but a text encoder saved as a spec only is loaded from that spec."""
+        """Like diffusers', but a text encoder saved as a spec only is loaded from that spec,
+        and weights load from safetensors only (never a pickled ``.bin``)."""
+        kwargs.setdefault("use_safetensors", True)
         index_path = Path(pretrained_model_name_or_path) / "model_index.json"
         if "text_encoder" not in kwargs and index_path.is_file():
             index = json.loads(index_path.read_text())

@@ -81,3 +81,28 @@ def test_a_pipeline_naming_such_an_encoder_fails_with_one_line_even_if_yes_is_ty
     assert done.stderr.strip().splitlines()[-1].startswith("error:")
     assert "own code" in done.stderr
     assert not marker.exists() and not (tmp_path / "x.mp4").exists()
+
+
+def test_a_pipeline_whose_weights_are_a_pickle_is_refused(tmp_path, tiny_pipeline_dir):
+    """A model folder whose transformer weights were swapped for a pickled ``.bin`` (with a
+    payload) is refused: weights load from safetensors only."""
+    import shutil
+
+    import torch
+
+    from pipelines.text_to_video import ShapesVideoPipeline
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_pipeline_dir, model)
+    for weights in (model / "transformer").glob("*.safetensors"):
+        weights.unlink()
+    torch.save({"x": Payload()}, model / "transformer" / "diffusion_pytorch_model.bin")
+    with pytest.raises(Exception, match="safetensors|no file named"):
+        ShapesVideoPipeline.from_pretrained(model)
+    assert not marker.exists()
