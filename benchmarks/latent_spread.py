@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from studio.generate import load_pipeline
-from train.shapes_world import ShapesWorld
+from world.shapes_world import ShapesWorld
 
 BACKGROUNDS = ("black", "white", "gray", "beige")
 

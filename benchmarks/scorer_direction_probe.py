@@ -21,7 +21,7 @@ import sys
 import numpy as np
 
 from pipelines.scoring import VideoTextScorer
-from train.shapes_world import ShapesWorld, caption, counterfactual, render
+from world.shapes_world import ShapesWorld, caption, counterfactual, render
 
 
 def main(scorer_dir: str = "studio/default_scorer", n: int = 300) -> dict[str, float]:

@@ -38,7 +38,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 
 from studio import shapes_eval as se
 from studio.generate import default_model_path, load_pipeline
-from train.shapes_world import ClipSpec, ObjectSpec, box_side, render
+from world.shapes_world import ClipSpec, ObjectSpec, box_side, render
 
 
 def frame_fills(video: np.ndarray) -> list[float | None]:

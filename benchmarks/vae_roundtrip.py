@@ -17,7 +17,7 @@ from diffusers import AutoencoderKL
 
 from studio.generate import default_model_path
 from studio.shapes_eval import Expectation, ExpectedObject, judge
-from train.shapes_world import ShapesWorld
+from world.shapes_world import ShapesWorld
 
 
 def main(model_dir: str, n: int = 40) -> dict[str, float]:

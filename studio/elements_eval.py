@@ -39,11 +39,11 @@ tracking, the least-squares motion fit):
 :func:`judge_elements` matches detected sprites to the references (best assignment by
 identity) and says per reference whether its identity (shape and both colours, order-free) and
 its motion are right. :func:`build_elements_suite` makes the held-out prompts (sprites never
-seen in training: ``train.shapes_world.is_heldout_sprite``), :func:`generate_elements_run` /
+seen in training: ``world.shapes_world.is_heldout_sprite``), :func:`generate_elements_run` /
 :func:`render_ground_truth_run` fill a run folder, :func:`evaluate_elements_dir` scores it and
 :func:`write_elements_report` writes ``eval.json`` and ``eval.md``.
 
-The detector does not import ``train.shapes_world`` (it must stay independent of the
+The detector does not import ``world.shapes_world`` (it must stay independent of the
 renderer); only the suite builder and the ground-truth renderer do, lazily.
 """
 
@@ -702,11 +702,11 @@ _TWO_REF_TEMPLATES = [
 
 def heldout_sprites() -> list[dict[str, str]]:
     """Every sprite look the suite may use: held out from training
-    (``train.shapes_world.is_heldout_sprite``), no image-only colour (purple), no unseen
+    (``world.shapes_world.is_heldout_sprite``), no image-only colour (purple), no unseen
     colour/shape pair of the contract in either colour. Looks are ``{"shape", "pattern",
     "color", "color2"}``; the order of the two colours sets the pattern's phase."""
-    from train.shapes_world import PATTERNS as SW_PATTERNS
-    from train.shapes_world import is_heldout_sprite
+    from world.shapes_world import PATTERNS as SW_PATTERNS
+    from world.shapes_world import is_heldout_sprite
 
     colors = [c for c in OBJECT_COLORS if c != IMAGE_ONLY_COLOR]
     return [
@@ -731,10 +731,10 @@ def place_sprites(
     canvas: int = _SUITE_CANVAS,
     attempts: int = 200,
 ) -> Any | None:
-    """A ``train.shapes_world.ClipSpec`` showing ``references`` with ``motions`` that the
+    """A ``world.shapes_world.ClipSpec`` showing ``references`` with ``motions`` that the
     world allows (every sprite inside the canvas at every frame, S/32 px between two), or
     None when ``attempts`` random integer starts all fail."""
-    from train.shapes_world import ClipSpec, ObjectSpec, box_side, layout_ok, trajectory
+    from world.shapes_world import ClipSpec, ObjectSpec, box_side, layout_ok, trajectory
 
     objects = [
         ObjectSpec(
@@ -906,8 +906,8 @@ def load_elements_suite(path: Path = ELEMENTS_SUITE_PATH) -> list[dict[str, Any]
 
 def reference_images(entry: dict[str, Any], side: int = REFERENCE_SIDE) -> list[np.ndarray]:
     """The entry's reference images, (side, side, 3) uint8 each, in placeholder order
-    (``train.shapes_world.render_reference``: the sprite centred on (240, 240, 240))."""
-    from train.shapes_world import ObjectSpec, render_reference
+    (``world.shapes_world.render_reference``: the sprite centred on (240, 240, 240))."""
+    from world.shapes_world import ObjectSpec, render_reference
 
     return [
         render_reference(
@@ -1130,7 +1130,7 @@ def render_ground_truth_run(
     the held-out sprites are drawn) into ``out_dir``, in the same layout as
     :func:`generate_elements_run`. Scoring it shows what the judge gives a perfect model;
     the videos go through the same H.264 writer, so compression is part of the check."""
-    from train.shapes_world import render
+    from world.shapes_world import render
 
     def make_video(entry: dict[str, Any], refs: list[np.ndarray], seed_i: int) -> np.ndarray:
         rng = np.random.default_rng([seed_i, zlib.crc32(entry["name"].encode())])

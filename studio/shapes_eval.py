@@ -27,7 +27,7 @@ whose wording deliberately avoids the training phrasings of ``docs/CAPTIONS.md``
 (per-scene motion, identity and position jump at each scene boundary).
 
 The palettes are copied from the contract rather than imported from the renderer on purpose:
-the judge must stay independent of ``train.shapes_world``, and the tests check that both agree.
+the judge must stay independent of ``world.shapes_world``, and the tests check that both agree.
 """
 
 from __future__ import annotations

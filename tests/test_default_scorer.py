@@ -7,7 +7,7 @@ import pytest
 
 from pipelines.scoring import DEFAULT_SCORER_PATH, load_scorer
 from studio.generate import DEFAULT_MODEL_DIR
-from train.shapes_world import ClipSpec, ObjectSpec, render
+from world.shapes_world import ClipSpec, ObjectSpec, render
 
 pytestmark = pytest.mark.skipif(
     not (DEFAULT_SCORER_PATH / "config.json").is_file(), reason="no shipped scorer"

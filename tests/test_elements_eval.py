@@ -26,7 +26,7 @@ from studio.elements_eval import (
     render_ground_truth_run,
     write_elements_report,
 )
-from train import shapes_world as sw
+from world import shapes_world as sw
 
 REVERSED = {"left": "right", "right": "left", "up": "down", "down": "up", "still": "left"}
 

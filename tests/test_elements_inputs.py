@@ -61,7 +61,7 @@ def save(folder: Path, name: str, image: Image.Image) -> Path:
 
 def sprite(size: int = 64, seed: int = 0) -> Image.Image:
     """A reference image as the contract draws it: a sprite centred on the background."""
-    from train.shapes_world import ObjectSpec, render_reference
+    from world.shapes_world import ObjectSpec, render_reference
 
     colors = [("red", "yellow"), ("green", "blue"), ("purple", "orange")][seed % 3]
     obj = ObjectSpec(

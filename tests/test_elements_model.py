@@ -14,7 +14,7 @@ from train import train_dit
 from train.checkpoint import init_weights_from
 from train.config import DiTTrainConfig, load_config
 from train.latent_cache import build_cache
-from train.shapes_world import ShapesWorld, is_heldout_sprite
+from world.shapes_world import ShapesWorld, is_heldout_sprite
 
 C = 4  # tests/conftest.py LATENT_CHANNELS
 

@@ -14,8 +14,8 @@ from PIL import Image
 
 from pipelines.video_io import write_video
 from train.pack import MAX_IMAGE_PIXELS, pack_manifest, read_manifest
-from train.shapes_world import ShapesWorld
 from train.shards import ShardDataset, write_records
+from world.shapes_world import ShapesWorld
 
 FPS, SIZE, FRAMES = 8, 32, 16
 CUT = (0.5, 1.5)  # frames i with 0.5 <= i / 8 < 1.5: 4..11

@@ -29,8 +29,8 @@ from train.buckets import Bucket, BucketBatches, assign_bucket, resize_crop
 from train.checkpoint import checkpoint_step, latest_checkpoint
 from train.config import DiTTrainConfig, load_config
 from train.pack import pack_manifest
-from train.shapes_world import ShapesWorld
 from train.shards import ShardDataset
+from world.shapes_world import ShapesWorld
 
 ROOT = Path(__file__).resolve().parents[1]
 TOTAL_STEPS = 8

@@ -26,7 +26,7 @@ from studio.shapes_eval import (
     parse_caption,
     write_report,
 )
-from train import shapes_world as sw
+from world import shapes_world as sw
 
 REPO = Path(__file__).resolve().parents[1]
 REVERSED = {"left": "right", "right": "left", "up": "down", "down": "up", "still": "left"}

@@ -11,7 +11,7 @@ import re
 import numpy as np
 import pytest
 
-from train.shapes_world import (
+from world.shapes_world import (
     BACKGROUNDS,
     EXCLUDED_PAIRS,
     IMAGE_ONLY_COLORS,

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from pipelines.video_io import encode_video_bytes
-from train.shapes_world import ShapesWorld
 from train.shards import ShardDataset, collate_videos, write_shapes_shards, write_shards
+from world.shapes_world import ShapesWorld
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-import train.shapes_world as sw
+import world.shapes_world as sw
 from pipelines.storyboard import (
     DEFAULT_CANDIDATES,
     Scene,

@@ -499,7 +499,7 @@ def test_sample_space_loss_is_the_plain_x0_error():
 # -------------------------------------------------------------------------- first-frame image model
 def test_end_frame_cache_holds_the_first_and_last_frames_of_plain_clips(tmp_path):
     from train.latent_cache import build_cache, encode, load_cache, save_cache
-    from train.shapes_world import ShapesWorld
+    from world.shapes_world import ShapesWorld
 
     torch.manual_seed(0)
     vae = vae_tiny(sample_size=16).eval()
@@ -520,7 +520,7 @@ def test_continuation_cache_follows_the_clips(tmp_path):
     """``n_continuations`` continuation clips with k in the given range come after the plain
     clips, encoded as the sampler renders them."""
     from train.latent_cache import build_cache, encode
-    from train.shapes_world import ShapesWorld
+    from world.shapes_world import ShapesWorld
 
     torch.manual_seed(0)
     vae = vae_tiny(sample_size=16).eval()
@@ -595,7 +595,7 @@ def test_slow_given_frames_slow_the_context_and_keep_the_rest():
 
     from studio import shapes_eval as se
     from train.latent_cache import slow_given_frames
-    from train.shapes_world import ShapesWorld, speed
+    from world.shapes_world import ShapesWorld, speed
 
     world = ShapesWorld(
         size=64, frames=16, seed=0, mix={"continuation": 1.0}, continuation_frames=(4, 4)
@@ -682,7 +682,7 @@ def test_continuation_clips_join_the_training_cache(dit_config, cache_dir):
 def _toy_cache():
     """Clips numbered by value: clip i's frame f holds 10·i + f; images hold 100 + i."""
     from train.latent_cache import LatentCache
-    from train.shapes_world import ShapesWorld
+    from world.shapes_world import ShapesWorld
 
     world = ShapesWorld(size=16, frames=4, seed=0)
     kinds = ["video1", "continuation", "video2"]

@@ -11,7 +11,8 @@ import torch
 
 from models.video_text_scorer import scorer_tiny
 from pipelines.scoring import VideoTextScorer, frames_to_tensor, load_scorer
-from train.shapes_world import (
+from train.train_scorer import _retrieval, contrastive_loss, evaluate, negatives_for
+from world.shapes_world import (
     COUNTERFACTUALS,
     ClipSpec,
     ObjectSpec,
@@ -20,7 +21,6 @@ from train.shapes_world import (
     counterfactual,
     render,
 )
-from train.train_scorer import _retrieval, contrastive_loss, evaluate, negatives_for
 
 
 def _two_objects() -> ClipSpec:
@@ -231,8 +231,8 @@ def test_r1_ceiling_counts_captions_that_fit_several_clips():
 
 
 def test_motion_targets_are_the_motions_shown():
-    from train.shapes_world import MOTIONS, ClipSpec, ObjectSpec
     from train.train_scorer import motion_targets
+    from world.shapes_world import MOTIONS, ClipSpec, ObjectSpec
 
     def obj(motion, after=None):
         return ObjectSpec("circle", "red", "small", motion, 0.0, 0.0, motion_after=after)

@@ -1,4 +1,4 @@
-"""The WordNet widening of the up/down caption slots (train/wordnet_phrasings.py).
+"""The WordNet widening of the up/down caption slots (world/wordnet_phrasings.py).
 
 The rule runs on a tiny WordNet database written here in the wndb(5WN) format, so the
 selection (motion senses only, conflicts dropped, two forms per lemma) is checked without
@@ -12,8 +12,8 @@ import re
 import numpy as np
 import pytest
 
-from train.shapes_world import MOTION_PHRASES, ClipSpec, ObjectSpec, caption
-from train.wordnet_phrasings import (
+from world.shapes_world import MOTION_PHRASES, ClipSpec, ObjectSpec, caption
+from world.wordnet_phrasings import (
     HEADS,
     build_table,
     ing_form,

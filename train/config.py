@@ -189,7 +189,7 @@ class DataConfig:
     # window is given the slow end of a generated one and must go on from there in one step
     continuation_slow: float = 0.0
     # chance an up or down motion in a training caption is phrased from the WordNet table
-    # (train/wordnet_phrasings.py: lemmas of rise/climb/fall/drop's motion senses and of
+    # (world/wordnet_phrasings.py: lemmas of rise/climb/fall/drop's motion senses and of
     # upward/downward) instead of the grammar's five phrasings per direction; 0 = the
     # grammar alone (docs/CAPTIONS.md), as every run before session 22
     wordnet_phrasing_prob: float = 0.0

@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from .shapes_world import ClipSpec, ShapesWorld, render_at, trajectory
+from world.shapes_world import ClipSpec, ShapesWorld, render_at, trajectory
 
 VIDEO_KINDS = ("video1", "video2", "continuation")
 VIDEO_WEIGHTS = {"video1": 0.4, "video2": 0.45, "continuation": 0.15}

@@ -33,7 +33,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from pipelines.video_io import encode_video_bytes, read_video
-from train.shapes_world import Sample, ShapesWorld
+from world.shapes_world import Sample, ShapesWorld
 
 __all__ = [
     "ShardDataset",

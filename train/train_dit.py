@@ -45,6 +45,7 @@ from pipelines.components import (
 )
 from pipelines.text_to_video import ShapesVideoPipeline, to_uint8
 from pipelines.video_io import write_video
+from world.shapes_world import ClipSpec, caption
 
 from .buckets import Bucket, BucketBatches
 from .checkpoint import init_weights_from, optimizer_step, resume, save_checkpoint, start_run
@@ -58,7 +59,6 @@ from .latent_cache import (
     load_cache,
     save_cache,
 )
-from .shapes_world import ClipSpec, caption
 from .shards import ShardDataset
 
 REVERSED = {"left": "right", "right": "left", "up": "down", "down": "up", "still": "still"}
@@ -109,7 +109,7 @@ def image_batch(
     """→ latents (B, C, 1, h, w), captions. With ``ends`` (:func:`clip_end_frames`), each
     sample is with chance ``clip_frame_prob`` a clip's first frame with the clip's caption or
     its last frame with the time-reversed caption, else an image with an image caption.
-    ``wordnet_prob``: see :func:`train.shapes_world.caption` (clip captions only)."""
+    ``wordnet_prob``: see :func:`world.shapes_world.caption` (clip captions only)."""
     if ends is None:  # images only: indices drawn at once, as before clip frames existed
         idx = rng.integers(len(cache.images), size=size)
         latents = cache.images[idx].float().unsqueeze(2)

