@@ -13,10 +13,6 @@ Architecture (one file, DiT style):
   per frame so that every frame can carry its own noise level.
 * **Zero-initialised gates** on the temporal and swap paths: a fresh model is an image
   model and learns time gradually as the curriculum moves from images to clips.
-* **Per-frame text condition** (``frame_text_conditioning``) — learned queries read the
-  caption and an MLP combines the read-out with each frame's position into that frame's
-  adaLN condition, so a word can steer frames differently (where a moving object is at
-  frame f). Zero-initialised; off in the shipped model.
 * **Space-time attention with rotary positions** (``space_time_rope``) — an extra
   zero-initialised self-attention over all tokens of the clip, with 3-D RoPE, in every block: the
   score depends on relative (frame, row, column) offsets, so one hop can fetch an object
@@ -193,39 +189,6 @@ class SwapBlock(nn.Module):
         return x + gate_m.unsqueeze(2) * self.mlp(h)
 
 
-class FrameTextConditioning(nn.Module):
-    """Per-frame conditioning read from the caption.
-
-    ``queries`` learned queries read the text tokens through their own cross-attention (words
-    the token-level cross-attention passes over, such as the direction, get a read-out that
-    does not compete with colour and shape), and an MLP combines that summary with each
-    frame's temporal position: a condition (B, F, D) that can say "frame f of a clip moving
-    left", added to the frame's adaLN condition. The output layer starts at zero, so a model
-    that gains this path is unchanged until it learns to use it.
-    """
-
-    def __init__(self, dim: int, heads: int, head_dim: int, queries: int = 4):
-        super().__init__()
-        self.queries = nn.Parameter(torch.zeros(queries, dim))
-        self.attn = Attention(
-            dim, cross_attention_dim=dim, heads=heads, dim_head=head_dim, bias=True
-        )
-        self.mlp = nn.Sequential(
-            nn.Linear(queries * dim + dim, dim), nn.SiLU(), nn.Linear(dim, dim)
-        )
-
-    def forward(
-        self, text: torch.Tensor, text_bias: torch.Tensor, tpos: torch.Tensor
-    ) -> torch.Tensor:
-        """text (B, L, D), text_bias (B, 1, L), tpos (F, D) → (B, F, D)."""
-        b, f = text.shape[0], tpos.shape[0]
-        q = self.queries.to(text.dtype)[None].expand(b, -1, -1)  # (B, Q, D)
-        summary = self.attn(q, encoder_hidden_states=text, attention_mask=text_bias)  # (B, Q, D)
-        summary = summary.flatten(1)[:, None].expand(-1, f, -1)  # (B, F, Q·D)
-        h = torch.cat([summary, tpos.to(text.dtype)[None].expand(b, -1, -1)], dim=-1)
-        return self.mlp(h)  # (B, F, D)
-
-
 class ReferenceEncoder(nn.Module):
     """Reference latents → tokens (SkyReels-A2's semantic branch, on the VAE latent).
 
@@ -334,7 +297,6 @@ class VideoDiT(ModelMixin, ConfigMixin):
         reference_patch_size: int = 2,
         reference_depth: int = 2,
         reference_in_context: bool = True,
-        frame_text_conditioning: bool = False,
         space_time_rope: bool = False,
     ):
         super().__init__()
@@ -381,9 +343,6 @@ class VideoDiT(ModelMixin, ConfigMixin):
             self.ref_frame_embed = nn.Parameter(torch.zeros(width))
         else:
             self.ref_slots = self.ref_encoder = self.ref_frame_embed = None
-        self.frame_text = (
-            FrameTextConditioning(width, heads, head_dim) if frame_text_conditioning else None
-        )
         self.norm_out = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         self.adaLN_out = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
         self.proj_out = nn.Linear(width, patch_size * patch_size * in_channels)
@@ -430,10 +389,6 @@ class VideoDiT(ModelMixin, ConfigMixin):
             with torch.no_grad():
                 self.ref_slots.weight[0].zero_()
             nn.init.normal_(self.ref_frame_embed, std=0.02)
-        if self.frame_text is not None:
-            nn.init.normal_(self.frame_text.queries, std=0.02)
-            nn.init.zeros_(self.frame_text.mlp[-1].weight)
-            nn.init.zeros_(self.frame_text.mlp[-1].bias)
         nn.init.zeros_(self.adaLN_out[-1].weight)
         nn.init.zeros_(self.adaLN_out[-1].bias)
         # Zero output layer: the first prediction is v = 0.
@@ -600,9 +555,6 @@ class VideoDiT(ModelMixin, ConfigMixin):
                 r_ctx = r
         t_emb = self.time_embed(self.time_proj(timestep.reshape(-1)).to(dtype))
         cond = t_emb.reshape(b, r_ctx + f, d) + pooled[:, None]  # (B, R + F, D)
-        if self.frame_text is not None:
-            per_frame = self.frame_text(text, text_bias, tpos[0, :, 0])  # (B, F, D)
-            cond = cond + torch.cat([per_frame.new_zeros(b, r_ctx, d), per_frame], dim=1)
 
         # 4. Blocks.
         rotary = None

@@ -15,7 +15,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -29,6 +28,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 from transformers.utils import logging as hf_logging
+
+from .elements import REF_PLACEHOLDER
 
 DEFAULT_TEXT_ENCODER = "minilm"
 DEFAULT_TEXT_MAX_LENGTH = 64  # tokens a prompt keeps (the shipped model's training length)
@@ -190,9 +191,6 @@ def encode_text(
     return states, mask
 
 
-_PLACEHOLDER = re.compile(r"<ref([1-9][0-9]*)>")
-
-
 def reference_token_ids(
     tokenizer: PreTrainedTokenizerBase,
     prompts: list[str],
@@ -210,7 +208,7 @@ def reference_token_ids(
     offsets = batch["offset_mapping"]  # (B, L, 2)
     ids = torch.zeros(offsets.shape[:2], dtype=torch.long)
     for i, prompt in enumerate(prompts):
-        for m in _PLACEHOLDER.finditer(prompt):
+        for m in REF_PLACEHOLDER.finditer(prompt):
             start, end = offsets[i, :, 0], offsets[i, :, 1]
             inside = (start < m.end()) & (end > m.start()) & (end > start)
             ids[i, inside] = int(m.group(1))

@@ -22,7 +22,8 @@ MAX_REFERENCES = 3
 REFERENCE_BACKGROUND = (240, 240, 240)
 REFERENCE_SIZE = 64
 
-_PLACEHOLDER = re.compile(r"<ref([1-9][0-9]*)>")
+# ``<refN>``, N from 1: the one definition, used by the tokeniser binding and the studio
+REF_PLACEHOLDER = re.compile(r"<ref([1-9][0-9]*)>")
 # Anything a user may have meant as a placeholder: "<", optional spaces, "ref" in any case,
 # then up to a few characters to the next ">" (or none, for an unclosed one). Each must be
 # exactly ``<refN>``; the rest are refused rather than left in the prompt as plain words.
@@ -41,12 +42,12 @@ def placeholders(prompt: str) -> list[int]:
     """
     for match in _PLACEHOLDER_LIKE.finditer(prompt):
         text = match.group(0)
-        if not _PLACEHOLDER.fullmatch(text):
+        if not REF_PLACEHOLDER.fullmatch(text):
             raise ValueError(
                 f"malformed placeholder {text.strip()!r} in the prompt: write <ref1>, <ref2> "
                 "or <ref3> (lower case, no spaces, counting from 1)"
             )
-    return sorted({int(n) for n in _PLACEHOLDER.findall(prompt)})
+    return sorted({int(n) for n in REF_PLACEHOLDER.findall(prompt)})
 
 
 def check_placeholders(prompt: str, n_references: int) -> None:

@@ -74,12 +74,7 @@ class ShapesVideoPipeline(DiffusionPipeline):
 
     ``first_frame_guidance`` (None: the call's ``guidance_scale``) is the guidance scale of the
     first frame of an image-first clip, so the clip's continuation can be guided less (or more)
-    than the frame it continues; ``first_frame_steps`` (None: the call's
-    ``num_inference_steps``) its number of denoising steps.
-
-    ``guidance_min_sigma`` (None: guide every step) limits classifier-free guidance to the steps
-    with noise level sigma above it (a guidance interval, Kynkäänniemi et al. 2024): the low-noise
-    steps, which draw edges and corners, use the conditional prediction alone, at half the cost.
+    than the frame it continues.
     """
 
     model_cpu_offload_seq = "text_encoder->image_transformer->transformer->vae"
@@ -101,8 +96,6 @@ class ShapesVideoPipeline(DiffusionPipeline):
         image_space: str = "latent",
         image_stochastic: bool | None = None,
         first_frame_guidance: float | None = None,
-        first_frame_steps: int | None = None,
-        guidance_min_sigma: float | None = None,
         text_max_length: int = DEFAULT_TEXT_MAX_LENGTH,
     ):
         super().__init__()
@@ -122,8 +115,6 @@ class ShapesVideoPipeline(DiffusionPipeline):
             image_space=image_space,
             image_stochastic=image_stochastic,
             first_frame_guidance=first_frame_guidance,
-            first_frame_steps=first_frame_steps,
-            guidance_min_sigma=guidance_min_sigma,
             text_max_length=text_max_length,
         )
         if image_space not in IMAGE_SPACES:
@@ -487,7 +478,7 @@ class ShapesVideoPipeline(DiffusionPipeline):
                 num_frames=1,
                 height=height,
                 width=width,
-                num_inference_steps=self.config.get("first_frame_steps") or num_inference_steps,
+                num_inference_steps=num_inference_steps,
                 guidance_scale=first_guidance,
                 generator=generator,
                 reference_images=reference_images,
@@ -509,31 +500,22 @@ class ShapesVideoPipeline(DiffusionPipeline):
         if frame_mask is not None and scheduler.config.get("stochastic_sampling"):
             keep, given_latents = frame_mask[:, None, :, None, None], latents.clone()
         self._num_timesteps = len(timesteps)
-        min_sigma = self.config.get("guidance_min_sigma")
-        cond_only = None  # the conditional rows, for the steps below min_sigma
-        if guided and min_sigma is not None:
-            rows = slice(text.shape[0] - batch, None)
-            cond_only = (text[rows], text_mask[rows], {k: v[rows] for k, v in ref_kwargs.items()})
         for i, t in enumerate(self.progress_bar(timesteps)):
             sigma = t / scheduler.config.num_train_timesteps
-            step_text, step_mask, step_refs = text, text_mask, ref_kwargs
-            guide = guided and (min_sigma is None or sigma > min_sigma)
-            if guided and not guide:
-                step_text, step_mask, step_refs = cond_only
-            model_in = torch.cat([latents, latents]) if guide else latents
+            model_in = torch.cat([latents, latents]) if guided else latents
             mask_in = None
             if frame_mask is not None:
-                mask_in = torch.cat([frame_mask, frame_mask]) if guide else frame_mask
+                mask_in = torch.cat([frame_mask, frame_mask]) if guided else frame_mask
             out = model(
                 model_in.to(model.dtype),
                 t.expand(model_in.shape[0]),
-                step_text,
-                step_mask,
+                text,
+                text_mask,
                 frame_mask=mask_in,
-                **step_refs,
+                **ref_kwargs,
             ).sample.float()
             velocity = model.to_velocity(out, model_in, sigma)
-            if guide:
+            if guided:
                 uncond, cond = velocity.chunk(2)
                 velocity = uncond + guidance_scale * (cond - uncond)
             latents = scheduler.step(velocity, t, latents, generator=generator, return_dict=False)[

@@ -24,7 +24,6 @@ import io
 import math
 import os
 import tempfile
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -32,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageSequence
+
+from .files import temp_sibling
 
 try:  # optional fast path, see module docstring
     import av as _av
@@ -229,12 +230,6 @@ def _encode_pyav(frames: np.ndarray, fps: float, ext: str, lossless: bool) -> by
     return buffer.getvalue()
 
 
-def _temp_sibling(path: Path, ext: str) -> Path:
-    # Same directory so os.replace is an atomic rename; hidden, and ending in the real
-    # extension because ffmpeg chooses the muxer from it.
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp{ext}")
-
-
 # --------------------------------------------------------------------------- writing
 
 
@@ -253,7 +248,7 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float) -> Path
     path = Path(path)
     ext = _normalise_ext(path.suffix)
     frames = _check_frames(frames, fps)
-    tmp = _temp_sibling(path, ext)
+    tmp = temp_sibling(path, ext)  # ends in the real extension: ffmpeg picks the muxer by it
     try:
         if ext == ".gif":
             _encode_gif(frames, fps, tmp)

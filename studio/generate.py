@@ -9,8 +9,6 @@ import hashlib
 import json
 import os
 import platform
-import re
-import secrets
 import time
 from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
@@ -27,27 +25,28 @@ from pipelines.elements import (
     prepare_reference,
     to_rgb,
 )
+from pipelines.files import (  # noqa: F401  (re-exported for the commands)
+    clean_stale_temps,
+    place_with_sidecar,
+    temp_sibling,
+    write_json_atomic,
+    write_jsonl_atomic,
+    write_temp_text,
+)
 from pipelines.storyboard import DEFAULT_CANDIDATES, DEFAULT_CONTEXT, DEFAULT_WINDOW
 from pipelines.text_to_video import DEFAULT_GUIDANCE, ShapesVideoPipeline, to_uint8
 from pipelines.video_io import SUPPORTED_EXTENSIONS, write_video
 
 from .errors import StudioError
+from .shipped import MODEL_ENV, SCORER_ENV, default_model_path  # noqa: F401
 from .uploads import UploadLimits, check_image, read_image_file
 
-DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
-MODEL_ENV = "STUDIO_MODEL"
-SCORER_ENV = "STUDIO_SCORER"  # the UI's scorer spec for best-of-N (``studio ui --scorer``)
 # torch's generators take any seed below 2**64, but the gallery stores seeds as SQLite's
 # signed 64-bit integers: [0, 2**63 - 1] is what every front end can keep and give back.
 MAX_SEED = 2**63 - 1
 # Frames per second a video may play at: past 120 no screen shows the frames, and a GIF's
 # frame time is counted in 10 ms.
 MAX_FPS = 120
-
-
-def default_model_path() -> Path:
-    """``$STUDIO_MODEL`` if set, else the model shipped inside the package."""
-    return Path(os.environ.get(MODEL_ENV) or DEFAULT_MODEL_DIR)
 
 
 def weights_hash(model_dir: Path) -> str:
@@ -321,108 +320,6 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-# Temporary siblings: hidden, named after the file they become and the process writing them
-# (``.NAME.PID.RAND.tmp[.EXT]``), so a later run can tell a stale one from a live one.
-_TEMP_RE = re.compile(
-    r"^\..+\.(?:"
-    r"\d+\.[0-9a-f]{8}\.tmp(?:\.(?:mp4|gif|webm))?"  # temp_sibling's
-    r"|(?:mp4|gif|webm)\.[0-9a-f]{12}\.tmp\.(?:mp4|gif|webm)"  # pipelines.video_io's own
-    r"|jsonl?\.[a-z0-9_]{8}\.tmp"  # tempfile.mkstemp's, from before temp_sibling
-    r")$"
-)
-_TEMP_PID_RE = re.compile(r"\.(\d+)\.[0-9a-f]{8}\.tmp")
-STALE_TEMP_S = 60.0  # a temporary without a process in its name: stale after a minute
-LIVE_TEMP_S = 3600.0  # no writer of ours keeps one temporary for an hour
-
-
-def temp_sibling(path: Path, suffix: str = "") -> Path:
-    """A fresh hidden temporary name beside ``path`` (``suffix``: e.g. ``.mp4``, which the
-    video writer picks its format from); the name is cut so that the video writer's own
-    temporary beside it still fits in a file name (255 bytes)."""
-    name = path.name.encode()[:80].decode(errors="ignore")
-    return path.with_name(f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp{suffix}")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # it exists, under another user
-        return True
-    return True
-
-
-def clean_stale_temps(folder: str | Path, max_age_s: float = STALE_TEMP_S) -> list[Path]:
-    """Remove the temporary files a killed run left in ``folder``; returns them.
-
-    Only names of the studio's own patterns (:func:`temp_sibling`'s, the video writer's,
-    and older versions' ``mkstemp`` ones, ``.NAME.json.XXXXXXXX.tmp``), and of those only
-    the ones whose writer is gone: named after a process that no longer runs on this
-    machine, or (names without a process) untouched for ``max_age_s`` seconds. A temporary
-    named after a running process is kept unless it is an hour old (its number reused), so
-    a concurrent run's files are never taken from under it.
-    """
-    removed = []
-    now = time.time()
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return removed
-    for entry in entries:
-        if not _TEMP_RE.match(entry.name):
-            continue
-        try:
-            if not entry.is_file(follow_symlinks=False):
-                continue
-            age = now - entry.stat(follow_symlinks=False).st_mtime
-        except OSError:
-            continue
-        owner = _TEMP_PID_RE.search(entry.name)
-        pid = int(owner.group(1)) if owner else None
-        if pid is None:
-            stale = age > max_age_s
-        elif pid == os.getpid():
-            stale = False
-        else:
-            stale = age > LIVE_TEMP_S or not _pid_alive(pid)
-        if stale:
-            try:
-                os.unlink(entry.path)
-                removed.append(Path(entry.path))
-            except OSError:
-                pass
-    return removed
-
-
-def _write_temp_text(path: Path, text: str) -> Path:
-    """``text`` in a new temporary sibling of ``path``, created like the videos are (0666
-    less the umask, so 0644 by default; ``mkstemp`` would make it 0600)."""
-    tmp = temp_sibling(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
-
-
-def _replace_from_temp(path: Path, text: str) -> None:
-    tmp = _write_temp_text(path, text)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """``data`` as indented JSON, written to a temporary sibling and renamed into place."""
-    _replace_from_temp(Path(path), json.dumps(data, indent=2))
-
-
 def sample(
     pipe: ShapesVideoPipeline,
     request: GenerateRequest,
@@ -460,23 +357,6 @@ def sample(
     except ValueError as exc:
         raise StudioError(str(exc)) from None
     return to_uint8(video)
-
-
-def write_jsonl_atomic(path: Path, records: list[dict]) -> None:
-    """One JSON object a line, written to a temporary sibling and renamed into place."""
-    _replace_from_temp(Path(path), "".join(json.dumps(r) + "\n" for r in records))
-
-
-def place_with_sidecar(files: list[tuple[Path, Path]], sidecar_tmp: Path, sidecar: Path) -> None:
-    """Move finished temporaries into place so that a video never sits beside a sidecar
-    describing other frames, wherever a kill lands: the old sidecar goes first, then the
-    videos (``files``: (temporary, final) pairs) are renamed in, the new sidecar last. A
-    kill in between leaves a video without a sidecar, which ``studio batch`` makes again
-    and nothing reads as finished."""
-    sidecar.unlink(missing_ok=True)
-    for tmp, final in files:
-        os.replace(tmp, final)
-    os.replace(sidecar_tmp, sidecar)
 
 
 def generate(
@@ -540,7 +420,7 @@ def generate(
     try:
         write_video(video_tmp, frames, fps=chosen.fps)
         record = _generate_record(chosen, references, pipe, model_path, out, t0, t_gen, extra)
-        sidecar_tmp = _write_temp_text(sidecar, json.dumps(record, indent=2))
+        sidecar_tmp = write_temp_text(sidecar, json.dumps(record, indent=2))
         place_with_sidecar([(video_tmp, out)], sidecar_tmp, sidecar)
     except BaseException:
         for tmp in (video_tmp, sidecar_tmp):
@@ -722,7 +602,7 @@ def render_storyboard(
             "output": out.name,
             **(extra or {}),
         }
-        sidecar_tmp = _write_temp_text(sidecar, json.dumps(record, indent=2))
+        sidecar_tmp = write_temp_text(sidecar, json.dumps(record, indent=2))
         place_with_sidecar(written, sidecar_tmp, sidecar)
     except BaseException:
         for tmp in [*(t for t, _ in written), sidecar_tmp]:

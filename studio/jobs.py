@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 import traceback
 from dataclasses import asdict, dataclass
@@ -24,7 +23,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from pipelines.elements import placeholders
+from pipelines.elements import REF_PLACEHOLDER, placeholders
 from pipelines.storyboard import Scene, Storyboard, load_storyboard
 from pipelines.text_to_video import MAX_GUIDANCE
 
@@ -54,7 +53,6 @@ log = logging.getLogger(__name__)
 
 # What the UI accepts; the pipeline checks the model's own limits when the job runs.
 MAX_PROMPT_CHARS = 1000
-REF_PLACEHOLDER = re.compile(r"<ref\d+>")
 MAX_FRAMES = 64
 MAX_STEPS = 200
 MAX_STORY_FRAMES = 256

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from studio.cli import main
-from studio.generate import DEFAULT_MODEL_DIR, GenerateRequest, generate, load_pipeline
+from studio.generate import GenerateRequest, generate, load_pipeline
 from studio.shapes_eval import detect
+from studio.shipped import DEFAULT_MODEL_DIR
 
 pytestmark = pytest.mark.skipif(
     not (DEFAULT_MODEL_DIR / "model_index.json").is_file(), reason="no shipped model"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipelines.scoring import DEFAULT_SCORER_PATH, load_scorer
-from studio.generate import DEFAULT_MODEL_DIR
+from studio.shipped import DEFAULT_MODEL_DIR
 from world.shapes_world import ClipSpec, ObjectSpec, render
 
 pytestmark = pytest.mark.skipif(

@@ -6,7 +6,6 @@ frames, save/load in diffusers layout and input checks (diffusers ``tests/pipeli
 
 from __future__ import annotations
 
-import copy
 import json
 
 import numpy as np
@@ -363,20 +362,6 @@ def test_first_frame_guidance_guides_frame_zero_apart_from_the_clip(text_encoder
     assert loaded.config.first_frame_guidance == 4.0
 
 
-def test_first_frame_steps_draws_frame_zero_with_its_own_step_count(text_encoder, tmp_path):
-    pipe = image_model_pipeline(text_encoder)
-    pipe.register_to_config(first_frame_steps=5)
-    clip = run(pipe, image_first=True, output_type="latent").frames
-    torch.testing.assert_close(clip[:, :, :1], first_frame_by_hand(pipe, num_inference_steps=5))
-    assert not torch.allclose(clip[:, :, :1], first_frame_by_hand(pipe))  # the call's 2 steps
-    # a single frame asked for directly keeps the call's steps
-    image = run(pipe, num_frames=1, output_type="latent").frames
-    plain = image_model_pipeline(text_encoder)
-    torch.testing.assert_close(image, run(plain, num_frames=1, output_type="latent").frames)
-    pipe.save_pretrained(tmp_path, save_text_encoder=False)
-    assert ShapesVideoPipeline.from_pretrained(tmp_path).config.first_frame_steps == 5
-
-
 def test_pixel_space_image_model_draws_pixels_and_the_clip_continues_them(text_encoder):
     """``image_space="pixels"``: the image model draws (3, H, W) in [-1, 1]; an image-first clip
     starts from that frame exactly, encoded by the VAE for the video model."""
@@ -531,30 +516,3 @@ def test_sample_prediction_model_generates_and_keeps_given_frames(text_encoder):
     with torch.no_grad():
         x0 = pipe.transformer(noise, torch.tensor([1000.0]), text, mask).sample
     assert torch.allclose(one.frames, x0, atol=1e-5)
-
-
-def test_guidance_min_sigma_limits_guidance_to_high_noise(tiny_pipe):
-    """A guidance interval: above every sigma it is the unguided sample, below every sigma the
-    guided one, in between neither; the low-noise steps run the conditional half alone."""
-    pipe = copy.deepcopy(tiny_pipe)
-    steps = 4
-
-    def sample(min_sigma, guidance=4.0):
-        pipe.register_to_config(guidance_min_sigma=min_sigma)
-        return run(pipe, guidance_scale=guidance, num_inference_steps=steps, output_type="latent")
-
-    guided = sample(None).frames
-    unguided = sample(None, guidance=1.0).frames
-    torch.testing.assert_close(sample(0.0).frames, guided)  # every sigma > 0: always guided
-    torch.testing.assert_close(sample(2.0).frames, unguided)  # sigma ≤ 1: never guided
-    batches = []
-    hook = pipe.transformer.register_forward_hook(lambda m, a, o: batches.append(a[0].shape[0]))
-    try:
-        pipe.scheduler.set_timesteps(steps)
-        sigmas = pipe.scheduler.sigmas[:steps]
-        middle = float((sigmas[1] + sigmas[2]) / 2)  # two steps above it, two below
-        interval = sample(middle).frames
-    finally:
-        hook.remove()
-    assert batches == [2, 2, 1, 1]
-    assert not torch.allclose(interval, guided) and not torch.allclose(interval, unguided)

@@ -474,4 +474,6 @@ def test_generate_writes_temporaries_with_our_pattern(monkeypatch, tmp_path, tin
     req = GenerateRequest(prompt=PROMPT, steps=1, frames=2, height=16, width=16)
     generate_mod.generate(req, tmp_path / "c.mp4", model=tiny_pipeline_dir)
     assert seen and seen[0].startswith(f".c.mp4.{os.getpid()}.")
-    assert generate_mod._TEMP_RE.match(seen[0]) and generate_mod._TEMP_PID_RE.search(seen[0])
+    from pipelines import files
+
+    assert files._TEMP_RE.match(seen[0]) and files._TEMP_PID_RE.search(seen[0])

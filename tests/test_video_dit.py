@@ -19,7 +19,6 @@ from models.attention import (
     window_partition,
     window_reverse,
 )
-from models.embeddings import temporal_pos_embed
 from models.video_dit import SwapBlock, VideoDiT, dit_tiny
 
 from .conftest import open_zero_inits
@@ -339,50 +338,6 @@ def assert_closed_path_changes_nothing(tester: ModelTesterMixin, close) -> None:
     inputs = tester.make_inputs()
     with torch.no_grad():
         torch.testing.assert_close(with_it(**inputs).sample, without(**inputs).sample)
-
-
-class TestVideoDiTFrameText(ModelTesterMixin):
-    """The per-frame text condition: the shared tests, plus its own contract."""
-
-    model_class = VideoDiT
-    text_dim = 16
-    init_kwargs = {**TestVideoDiT.init_kwargs, "frame_text_conditioning": True}
-
-    def test_starts_as_the_model_without_it(self):
-        """Zero-initialised: given the same other weights, the output is unchanged."""
-
-        def close(model):
-            model.frame_text.mlp[-1].weight.zero_()
-            model.frame_text.mlp[-1].bias.zero_()
-
-        assert_closed_path_changes_nothing(self, close)
-
-    def test_steers_frames_differently_and_learns(self):
-        """Opened, it gives each frame its own condition from the caption; gradients reach
-        its queries, attention and MLP."""
-        model = self.make_model()
-        inputs = self.make_inputs(frames=4)
-        text = model.text_proj(inputs["encoder_hidden_states"])
-        bias = torch.zeros(2, 1, 5)
-        tpos = temporal_pos_embed(4, 32)
-        per_frame = model.frame_text(text, bias, tpos)  # (B, F, D)
-        assert per_frame.shape == (2, 4, 32)
-        assert not torch.allclose(per_frame[:, 0], per_frame[:, 1])  # frames differ
-        assert not torch.allclose(per_frame[0], per_frame[1])  # captions differ
-        model.train()
-        model(**inputs).sample.square().mean().backward()
-        for name in ("queries", "attn.to_q.weight", "attn.to_k.weight", "mlp.0.weight"):
-            grad = model.frame_text.get_parameter(name).grad
-            assert grad is not None and grad.abs().sum() > 0, name
-
-    def test_with_in_context_references(self):
-        """Reference frames put before the clip get no per-frame text condition."""
-        model = self.make_model(max_references=1)
-        inputs = self.make_inputs(frames=3)
-        refs = torch.randn(2, 1, 4, 8, 8, generator=torch.Generator().manual_seed(3))
-        with torch.no_grad():
-            out = model(**inputs, reference_latents=refs).sample
-        assert out.shape == inputs["hidden_states"].shape and torch.isfinite(out).all()
 
 
 class TestVideoDiTSpaceTimeRope(ModelTesterMixin):

@@ -226,8 +226,6 @@ class ModelConfig:
     window: list[int] = field(default_factory=lambda: [4, 2, 2])
     prediction_type: str = "velocity"  # velocity | sample (x0; see models/video_dit.py)
     max_references: int = 0  # reference images per prompt (0: text-to-video only)
-    # per-frame adaLN condition read from the caption (models.video_dit.FrameTextConditioning)
-    frame_text_conditioning: bool = False
     # zero-initialised space-time self-attention with 3-D rotary positions in every block
     space_time_rope: bool = False
 
@@ -275,7 +273,7 @@ class DiTTrainConfig:
     # Learning rate of the zero-initialised temporal and swap gates, × lr: after 4000 clip
     # steps at 1× they reached only 0.04–0.08 and the shipped model's objects barely move.
     gate_lr_multiplier: float = 1.0
-    # Learning rate of the text path (text_proj, pooled_proj, frame_text, every cross_attn), × lr.
+    # Learning rate of the text path (text_proj, pooled_proj, every cross_attn), × lr.
     text_lr_multiplier: float = 1.0
     weight_decay: float = 0.0
     warmup: int = 200

@@ -42,6 +42,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps
 from tqdm.auto import tqdm
 
+from pipelines.files import write_json_atomic
 from pipelines.video_io import (
     MAX_DECODED_BYTES,
     MAX_FRAMES,
@@ -481,12 +482,6 @@ def _prepare_out_dir(out: Path) -> None:
         raise PermissionError(f"output folder is not writable: {out}")
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def pack_manifest(
     manifest_path: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -570,7 +565,7 @@ def pack_manifest(
         images=counts["image"],
         report_path=out / REPORT_NAME,
     )
-    _write_json_atomic(
+    write_json_atomic(
         report.report_path, {"manifest": os.path.abspath(manifest), **report.to_dict()}
     )
     return report

@@ -456,7 +456,6 @@ def build_model(
         sample_size=latent_size,
         max_frames=max(64, max(s.frames for s in cfg.stages)),
         max_references=cfg.model.max_references,
-        frame_text_conditioning=cfg.model.frame_text_conditioning,
         space_time_rope=cfg.model.space_time_rope,
     )
 
@@ -560,7 +559,7 @@ def drop_log_after(path: Path, step: int) -> None:
         path.write_text("".join(line + "\n" for line in kept))
 
 
-TEXT_MODULES = ("text_proj", "pooled_proj", "frame_text")  # + every block's cross_attn
+TEXT_MODULES = ("text_proj", "pooled_proj")  # + every block's cross_attn
 GATE_NAMES = ("gate_temporal", "gate_swap", "gate_st")
 
 

@@ -12,8 +12,8 @@ import streamlit as st
 
 from pipelines.scoring import DEFAULT_SCORER_PATH
 from studio.gallery import Gallery, Job, default_home
-from studio.generate import MODEL_ENV, SCORER_ENV, default_model_path
 from studio.jobs import Worker
+from studio.shipped import MODEL_ENV, SCORER_ENV, default_model_path
 from studio.uploads import UploadLimits
 
 POLL_S = 1.0
