@@ -25,7 +25,7 @@ from PIL import Image
 
 from pipelines.elements import REF_PLACEHOLDER, placeholders
 from pipelines.storyboard import Scene, Storyboard, load_storyboard
-from pipelines.text_to_video import MAX_GUIDANCE
+from pipelines.text_to_video import MAX_GUIDANCE, MAX_STEPS
 
 from .gallery import Gallery, Job
 from .generate import (
@@ -54,7 +54,6 @@ log = logging.getLogger(__name__)
 # What the UI accepts; the pipeline checks the model's own limits when the job runs.
 MAX_PROMPT_CHARS = 1000
 MAX_FRAMES = 64
-MAX_STEPS = 200
 MAX_STORY_FRAMES = 256
 MAX_BEST_OF = 8
 MAX_CANDIDATES = 4  # draws per continued storyboard window (`studio storyboard --candidates`)

@@ -593,7 +593,7 @@ def test_slow_given_frames_slow_the_context_and_keep_the_rest():
     factor 1 is the clip itself, still objects stay, a bad factor is refused."""
     import numpy as np
 
-    from studio import shapes_eval as se
+    from evals.detect import detect
     from train.latent_cache import slow_given_frames
     from world.shapes_world import ShapesWorld, speed
 
@@ -610,8 +610,8 @@ def test_slow_given_frames_slow_the_context_and_keep_the_rest():
     out = slow_given_frames(clip, 0.25)
     np.testing.assert_array_equal(out[k - 1 :], clip.frames[k - 1 :])  # last given and new
     assert not np.array_equal(out[: k - 1], clip.frames[: k - 1])
-    before = se.detect(clip.frames[:k]).objects[0]
-    after = se.detect(out[:k]).objects[0]
+    before = detect(clip.frames[:k]).objects[0]
+    after = detect(out[:k]).objects[0]
     travel = np.hypot(*np.subtract(before.last_centroid, before.first_centroid))
     slowed = np.hypot(*np.subtract(after.last_centroid, after.first_centroid))
     assert travel == pytest.approx((k - 1) * speed(64), abs=0.6)
@@ -1024,3 +1024,51 @@ def test_malformed_yaml_is_one_config_error_with_its_line(tmp_path):
         load_config(DiTTrainConfig, bad)
     with pytest.raises(ConfigError, match="bad override 'lr=\\[1'"):
         load_config(DiTTrainConfig, None, ["lr=[1"])
+
+
+# -------------------------------------------------------------------------- researcher
+def test_gradient_accumulation_counts_optimizer_steps_and_resumes_exactly(dit_config):
+    """2 micro-batches per optimizer step: steps, schedule and checkpoints count optimizer
+    steps, the log states the effective batch, and a stopped run resumes to the same losses."""
+    straight = dit_config("ACC_A", "gradient_accumulation_steps=2", "save_every=100")
+    train_dit.main(straight)
+    entries = [
+        json.loads(x) for x in (Path(straight.output_dir) / "log.jsonl").read_text().splitlines()
+    ]
+    assert [e["step"] for e in entries] == list(range(1, TOTAL_STEPS + 1))
+    assert [e["effective_batch"] for e in entries[:2]] == [4, 4]  # image stage: 2 × 2 images
+    cfg = load_config(DiTTrainConfig, f"{straight.output_dir}/config.yaml")
+    expected = [cfg.lr * train_dit.lr_lambda(cfg)(s) for s in range(1, TOTAL_STEPS + 1)]
+    assert [e["lr"] for e in entries] == pytest.approx(expected, rel=1e-6)
+    reset_accelerate()
+    train_dit.main(
+        dit_config("ACC_B", "gradient_accumulation_steps=2", "max_steps=3", "save_every=3")
+    )
+    reset_accelerate()
+    train_dit.main(dit_config("ACC_B", "gradient_accumulation_steps=2", "save_every=3"))
+    a, b = losses(Path(straight.output_dir)), losses(Path(dit_config("ACC_B").output_dir))
+    for step in range(1, TOTAL_STEPS + 1):
+        assert b[step] == pytest.approx(a[step], abs=1e-5), step
+
+
+def test_tensorboard_gets_loss_lr_validation_loss_and_previews(dit_config):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = dit_config(
+        "TB", "report_to=tensorboard", "validation_clips=2", "sample_every=3", "sample_steps=1",
+        "save_every=100",
+    )  # fmt: skip
+    train_dit.main(run)
+    out = Path(run.output_dir)
+    val = [json.loads(x) for x in (out / "validation.jsonl").read_text().splitlines()]
+    assert [v["step"] for v in val] == [3, 6] and all(v["validation_loss"] > 0 for v in val)
+    folders = {p.parent for p in (out / "logs").rglob("events.out.tfevents.*")}
+    accs = [EventAccumulator(str(f)).Reload() for f in folders]
+    (acc,) = [a for a in accs if "loss" in a.Tags()["scalars"]]  # beside it: the hparams run
+    tags = acc.Tags()
+    assert {"loss", "lr", "samples_per_s", "validation_loss"} <= set(tags["scalars"])
+    assert [e.step for e in acc.Scalars("loss")] == list(range(1, TOTAL_STEPS + 1))
+    assert [e.value for e in acc.Scalars("validation_loss")] == pytest.approx(
+        [v["validation_loss"] for v in val]
+    )
+    assert any(t.startswith("preview/") for t in tags["images"])

@@ -193,10 +193,15 @@ def check_resumable(cfg, out: Path) -> None:
 
 
 def start_run(
-    cfg, mixed_precision: str, find_unused_parameters: bool = False
+    cfg,
+    mixed_precision: str,
+    find_unused_parameters: bool = False,
+    accumulation: int = 1,
+    report_to: str = "none",
 ) -> tuple[Accelerator, Path]:
     """The start every trainer shares: an accelerator with ``mixed_precision`` (already
-    resolved), the global seed, and the output folder holding the run's ``config.yaml``.
+    resolved), ``accumulation`` micro-batches per optimizer step (``accelerator.accumulate``),
+    accelerate's ``report_to`` trackers ("tensorboard", "wandb"; "none"), the global seed, and the output folder holding the run's ``config.yaml``.
 
     ``find_unused_parameters``: for DDP, a model some of whose parameters sit out some steps
     (the DiT's temporal and swap paths on image batches)."""
@@ -209,29 +214,40 @@ def start_run(
     # step_scheduler_with_optimizer=False: the schedule is a function of the optimizer step,
     # stepped once per step. accelerate's default steps a prepared scheduler once per
     # *process* per step, so N processes ran warmup and cosine N× too fast.
+    out = Path(cfg.output_dir)
     accelerator = Accelerator(
         mixed_precision=mixed_precision,
         cpu=on_cpu,
         kwargs_handlers=[ddp],
         step_scheduler_with_optimizer=False,
+        gradient_accumulation_steps=accumulation,
+        log_with=None if report_to == "none" else report_to,
+        project_dir=str(out / "logs"),
     )
     set_seed(cfg.seed)
-    out = Path(cfg.output_dir)
     check_resumable(cfg, out)  # before config.yaml is rewritten
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
+    if report_to != "none":
+        from omegaconf import OmegaConf
+
+        flat = OmegaConf.to_container(OmegaConf.structured(cfg))
+        hparams = {k: v for k, v in flat.items() if isinstance(v, (int, float, str, bool))}
+        accelerator.init_trackers(out.name or "run", config=hparams)
     return accelerator, out
 
 
 def optimizer_step(accelerator: Accelerator, model, optimizer, schedule, loss, grad_clip: float):
-    """Backward, clip the gradient norm (where gradients are synchronised), step the optimizer
-    and the LR schedule, clear the gradients. ``model``: a module, or a list of the
-    parameters to clip together (e.g. a model and a training-only head)."""
-    accelerator.backward(loss)
-    if accelerator.sync_gradients:
-        params = model.parameters() if isinstance(model, torch.nn.Module) else model
-        accelerator.clip_grad_norm_(params, grad_clip)
+    """Backward, then, where gradients are synchronised (every call, or the last micro-batch
+    of an ``accelerator.accumulate`` step): clip the gradient norm, step the optimizer and the
+    LR schedule, clear the gradients. ``model``: a module, or a list of the parameters to
+    clip together (e.g. a model and a training-only head)."""
+    accelerator.backward(loss)  # divided by the accumulation steps under accumulate()
+    if not accelerator.sync_gradients:
+        return
+    params = model.parameters() if isinstance(model, torch.nn.Module) else model
+    accelerator.clip_grad_norm_(params, grad_clip)
     optimizer.step()
     schedule.step()
     optimizer.zero_grad(set_to_none=True)

@@ -44,6 +44,7 @@ POSITIVE_INT = (1, None)
 NON_NEGATIVE = (0, None)
 SHARE = (0.0, 1.0)
 TINY = 1e-12  # learning rates and clip norms must be > 0
+REPORT_TO = ("none", "tensorboard", "wandb")
 
 
 @dataclass
@@ -323,6 +324,15 @@ class DiTTrainConfig:
     guidance_scale: float = 4.0
     mixed_precision: str = "auto"
     gradient_checkpointing: bool = False
+    # micro-batches per optimizer step (accelerate's accumulate): the effective batch is a
+    # stage's batch × this × processes; steps, schedule and checkpoints count optimizer steps
+    gradient_accumulation_steps: int = 1
+    # accelerate trackers for loss, lr, throughput, validation loss and previews:
+    # "tensorboard" (logs in <output_dir>/logs), "wandb", or "none" (log.jsonl only)
+    report_to: str = "none"
+    # held-out validation loss every sample_every steps, on this many fixed Shapes World
+    # clips (their own seed, fixed noise and timesteps); 0 = none
+    validation_clips: int = 0
     max_steps: int | None = None  # stop early (for tests); None = run all stages
 
     # keys a resume must keep (train.checkpoint.check_resumable)
@@ -352,7 +362,11 @@ class DiTTrainConfig:
             guidance_scale=(0.0, 100.0),
             max_steps=POSITIVE_INT,
             text_max_length=(1, 4096),
+            gradient_accumulation_steps=(1, 4096),
+            validation_clips=(0, 4096),
         )
+        if self.report_to not in REPORT_TO:
+            raise ConfigError(f"report_to must be one of {REPORT_TO}, got {self.report_to!r}")
 
     @property
     def total_steps(self) -> int:

@@ -45,7 +45,7 @@ from pipelines.components import (
 )
 from pipelines.text_to_video import ShapesVideoPipeline, to_uint8
 from pipelines.video_io import write_video
-from world.shapes_world import ClipSpec, caption
+from world.shapes_world import ClipSpec, ShapesWorld, caption
 
 from .buckets import Bucket, BucketBatches
 from .checkpoint import init_weights_from, optimizer_step, resume, save_checkpoint, start_run
@@ -598,6 +598,142 @@ def lr_lambda(cfg: DiTTrainConfig):
     return f
 
 
+def batch_loss(
+    cfg: DiTTrainConfig,
+    step: int,
+    micro: int,
+    rank: int,
+    cache: LatentCache | None,
+    ends,
+    streams: dict,
+    vae,
+    text_encoder,
+    tokenizer,
+    model,
+    accelerator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One micro-batch of optimizer step ``step`` → (its latents (B, C, F, h, w), its loss).
+
+    Everything random is drawn from (seed, step, rank[, micro]), so a resumed run and a run
+    with another number of micro-batches per step see the same data at the same place; the
+    first micro-batch of a step is what a run without accumulation draws."""
+    stage_idx, stage = stage_at(cfg, step)
+    rng = np.random.default_rng([cfg.seed, step, rank] + ([micro] if micro else []))
+    generator = torch.Generator().manual_seed(int(rng.integers(1 << 62)))
+    images = is_image_step(stage, step)
+    references = None
+    if cache is not None and images:
+        x0, captions = image_batch(
+            cache,
+            stage.image_batch_size,
+            rng,
+            ends,
+            cfg.data.clip_frame_prob,
+            wordnet_prob=cfg.data.wordnet_phrasing_prob,
+        )
+        frame_mask = None
+    elif cache is not None:
+        x0, captions, frame_mask, references = video_batch(cache, stage, cfg, rng)
+    else:
+        if (stage_idx, images) not in streams:  # replayed to this step's position
+            skip = steps_before(cfg, stage_idx, step, images) * cfg.gradient_accumulation_steps
+            streams[(stage_idx, images)] = ShardBatchStream(cfg, stage_idx, images, skip)
+        x0, captions, frame_mask = shard_batch(next(streams[(stage_idx, images)]), vae, cfg, rng)
+    device = accelerator.device
+    if frame_mask is not None:
+        frame_mask = frame_mask.to(device) if frame_mask.any() else None
+    dropped = rng.random(len(captions)) < cfg.text_dropout
+    captions = ["" if d else c for c, d in zip(captions, dropped, strict=True)]
+    text, text_mask = encode_text(text_encoder, tokenizer, captions, cfg.text_max_length, device)
+    conditions = {}
+    if references is not None:
+        ref_latents, present = references
+        # unconditional rows: no caption → no references; plus reference-only dropout
+        keep = ~torch.from_numpy(dropped | (rng.random(len(captions)) < cfg.reference_dropout))
+        ids = reference_token_ids(tokenizer, captions, cfg.text_max_length)
+        conditions = dict(
+            reference_latents=ref_latents.to(device),
+            reference_mask=(present & keep[:, None]).to(device),
+            text_reference_ids=ids.to(device),
+        )
+    with accelerator.autocast():
+        loss = flow_loss(
+            model, x0.to(device), text, text_mask, frame_mask, cfg, generator, **conditions
+        )
+    return x0, loss
+
+
+VALIDATION_SEED = 777_000_001  # Shapes World indices no training cache draws
+
+
+@dataclass
+class ValidationSet:
+    """Fixed held-out clips for a validation loss comparable across steps and runs: latents,
+    their encoded captions, and one fixed generator seed for noise and timesteps."""
+
+    x0: torch.Tensor  # (N, C, F, h, w)
+    text: torch.Tensor
+    text_mask: torch.Tensor
+
+    @classmethod
+    @torch.no_grad()
+    def build(cls, cfg: DiTTrainConfig, vae, text_encoder, tokenizer, device) -> ValidationSet:
+        """``cfg.validation_clips`` clips: from Shapes World at its own seed (data.source
+        shapes), or the first clips of ``data.shards`` in shard order (shards), at the last
+        stage's frame count."""
+        n, frames = cfg.validation_clips, max(2, cfg.stages[-1].frames)
+        if cfg.data.source == "shapes":
+            world = ShapesWorld(size=cfg.data.size, frames=frames, seed=VALIDATION_SEED)
+            kinds = ("video1", "video2")
+            samples = [world.sample(i, kind=kinds[i % 2]) for i in range(n)]
+            pixels = torch.from_numpy(np.stack([s.frames for s in samples]))  # (N, F, H, W, 3)
+            pixels = pixels.permute(0, 1, 4, 2, 3).float() / 127.5 - 1.0
+            captions = [s.meta["caption"] for s in samples]
+        else:
+            data = ShardDataset(
+                cfg.data.shards, frames=frames, size=cfg.data.size, frame_sampling="first",
+                images=False, split_by="samples",
+            )  # fmt: skip
+            items = [item for _, item in zip(range(n), data, strict=False)]
+            if not items:
+                raise ValueError("validation_clips > 0 but data.shards gave no clip")
+            pixels = torch.stack([item["video"] for item in items])
+            captions = [item["caption"] for item in items]
+        x0 = encode_videos(vae, pixels.to(vae.device, vae.dtype)).float()
+        text, mask = encode_text(text_encoder, tokenizer, captions, cfg.text_max_length, device)
+        return cls(x0.to(device), text, mask)
+
+    @torch.no_grad()
+    def loss(self, model, cfg: DiTTrainConfig, accelerator) -> float:
+        was_training = model.training
+        model.eval()
+        with accelerator.autocast():
+            loss = flow_loss(
+                model, self.x0, self.text, self.text_mask, None, cfg,
+                torch.Generator().manual_seed(VALIDATION_SEED),
+            )  # fmt: skip
+        model.train(was_training)
+        return float(loss)
+
+
+def log_previews(accelerator, folder: Path, step: int) -> None:
+    """The preview clips of ``folder`` to the trackers: TensorBoard gets each clip as a strip
+    of its frames, W&B the MP4 itself."""
+    from pipelines.video_io import read_video
+
+    for tracker in accelerator.trackers:
+        for clip in sorted(folder.glob("*.mp4")):
+            if tracker.name == "tensorboard":
+                frames, _ = read_video(clip)
+                tracker.log_images(
+                    {f"preview/{clip.stem}": np.concatenate(frames, 1)}, step, dataformats="HWC"
+                )
+            elif tracker.name == "wandb":
+                import wandb
+
+                tracker.log({f"preview/{clip.stem}": wandb.Video(str(clip))}, step=step)
+
+
 # ---------------------------------------------------------------------------- main
 def _shapes_cache(cfg: DiTTrainConfig, vae, out: Path, accelerator) -> LatentCache:
     """The Shapes World latent cache of this config: built by the main process if missing.
@@ -676,7 +812,11 @@ def main(cfg: DiTTrainConfig) -> Path:
     # ======================================================== setup
     # image batches (F = 1) leave the temporal and swap paths unused
     accelerator, out = start_run(
-        cfg, resolve_mixed_precision(cfg.mixed_precision), find_unused_parameters=True
+        cfg,
+        resolve_mixed_precision(cfg.mixed_precision),
+        find_unused_parameters=True,
+        accumulation=cfg.gradient_accumulation_steps,
+        report_to=cfg.report_to,
     )
     rank = accelerator.process_index
     if cfg.timestep_sampling not in TIMESTEP_SAMPLINGS:
@@ -773,6 +913,10 @@ def main(cfg: DiTTrainConfig) -> Path:
     model, optimizer, schedule = accelerator.prepare(model, optimizer, schedule)
     ema.to(accelerator.device)
 
+    validation = None
+    if cfg.validation_clips:
+        validation = ValidationSet.build(cfg, vae, text_encoder, tokenizer, accelerator.device)
+
     # ======================================================== resume
     start = resume(accelerator, out, states={"ema": ema})
     total = min(cfg.total_steps, cfg.max_steps or cfg.total_steps)
@@ -780,6 +924,7 @@ def main(cfg: DiTTrainConfig) -> Path:
     # ======================================================== train
     if accelerator.is_main_process:
         drop_log_after(out / "log.jsonl", start)
+        drop_log_after(out / "validation.jsonl", start)
     log = (out / "log.jsonl").open("a") if accelerator.is_main_process else None
     bar = tqdm(
         range(start, total),
@@ -791,67 +936,24 @@ def main(cfg: DiTTrainConfig) -> Path:
     t_last, samples_since, loss_sum, loss_n = time.time(), 0, 0.0, 0
     model.train()
     streams: dict[tuple[int, bool], ShardBatchStream] = {}
+    accumulate = cfg.gradient_accumulation_steps
     for step in bar:
         stage_idx, stage = stage_at(cfg, step)
-        rng = np.random.default_rng([cfg.seed, step, rank])
-        generator = torch.Generator().manual_seed(int(rng.integers(1 << 62)))
-        images = is_image_step(stage, step)
-        references = None
-        if cache is not None and images:
-            x0, captions = image_batch(
-                cache,
-                stage.image_batch_size,
-                rng,
-                ends,
-                cfg.data.clip_frame_prob,
-                wordnet_prob=cfg.data.wordnet_phrasing_prob,
-            )
-            frame_mask = None
-        elif cache is not None:
-            x0, captions, frame_mask, references = video_batch(cache, stage, cfg, rng)
-        else:
-            if (stage_idx, images) not in streams:  # replayed to this step's position
-                skip = steps_before(cfg, stage_idx, step, images)
-                streams[(stage_idx, images)] = ShardBatchStream(cfg, stage_idx, images, skip)
-            x0, captions, frame_mask = shard_batch(
-                next(streams[(stage_idx, images)]), vae, cfg, rng
-            )
-        if frame_mask is not None:
-            frame_mask = frame_mask.to(accelerator.device) if frame_mask.any() else None
-        dropped = rng.random(len(captions)) < cfg.text_dropout
-        captions = ["" if d else c for c, d in zip(captions, dropped, strict=True)]
-        text, text_mask = encode_text(
-            text_encoder, tokenizer, captions, cfg.text_max_length, device=accelerator.device
-        )
-        conditions = {}
-        if references is not None:
-            ref_latents, present = references
-            # unconditional rows: no caption → no references; plus reference-only dropout
-            keep = ~torch.from_numpy(dropped | (rng.random(len(captions)) < cfg.reference_dropout))
-            conditions = dict(
-                reference_latents=ref_latents.to(accelerator.device),
-                reference_mask=(present & keep[:, None]).to(accelerator.device),
-                text_reference_ids=reference_token_ids(tokenizer, captions, cfg.text_max_length).to(
-                    accelerator.device
-                ),
-            )
-        with accelerator.autocast():
-            loss = flow_loss(
-                model,
-                x0.to(accelerator.device),
-                text,
-                text_mask,
-                frame_mask,
-                cfg,
-                generator,
-                **conditions,
-            )
-        optimizer_step(accelerator, model, optimizer, schedule, loss, cfg.grad_clip)
+        step_loss, step_samples = 0.0, 0
+        for micro in range(accumulate):  # one optimizer step: `accumulate` micro-batches
+            with accelerator.accumulate(model):
+                x0, loss = batch_loss(
+                    cfg, step, micro, rank, cache, ends, streams, vae, text_encoder, tokenizer,
+                    model, accelerator,
+                )  # fmt: skip
+                optimizer_step(accelerator, model, optimizer, schedule, loss, cfg.grad_clip)
+            step_loss += accelerator.reduce(loss.detach(), reduction="mean").item() / accumulate
+            step_samples += x0.shape[0] * accelerator.num_processes
         ema.step(accelerator.unwrap_model(model).parameters())
 
-        loss_sum += accelerator.reduce(loss.detach(), reduction="mean").item()
+        loss_sum += step_loss
         loss_n += 1
-        samples_since += x0.shape[0] * accelerator.num_processes
+        samples_since += step_samples
         if (step + 1) % cfg.log_every == 0:
             elapsed = time.time() - t_last
             entry = {
@@ -861,6 +963,7 @@ def main(cfg: DiTTrainConfig) -> Path:
                 "samples_per_s": samples_since / elapsed,
                 "lr": schedule.get_last_lr()[0],
                 "processes": accelerator.num_processes,
+                "effective_batch": step_samples,  # per optimizer step, all processes
             }
             bar.set_postfix(
                 stage=stage.name, loss=f"{entry['loss']:.4f}", sps=f"{entry['samples_per_s']:.1f}"
@@ -868,9 +971,16 @@ def main(cfg: DiTTrainConfig) -> Path:
             if log:
                 log.write(json.dumps(entry) + "\n")
                 log.flush()
+            accelerator.log({k: v for k, v in entry.items() if k != "stage"}, step=step + 1)
             t_last, samples_since, loss_sum, loss_n = time.time(), 0, 0.0, 0
         if (step + 1) % cfg.save_every == 0 or step + 1 == total:
             save_checkpoint(accelerator, out, step + 1, states={"ema": ema})
+        if validation is not None and cfg.sample_every and (step + 1) % cfg.sample_every == 0:
+            val = validation.loss(accelerator.unwrap_model(model), cfg, accelerator)
+            if accelerator.is_main_process:
+                with (out / "validation.jsonl").open("a") as fh:
+                    fh.write(json.dumps({"step": step + 1, "validation_loss": val}) + "\n")
+            accelerator.log({"validation_loss": val}, step=step + 1)
         if accelerator.is_main_process and cfg.sample_every and (step + 1) % cfg.sample_every == 0:
             write_samples(
                 accelerator.unwrap_model(model),
@@ -882,6 +992,7 @@ def main(cfg: DiTTrainConfig) -> Path:
                 out / "samples" / f"step-{step + 1:07d}",
                 image_source,
             )
+            log_previews(accelerator, out / "samples" / f"step-{step + 1:07d}", step + 1)
 
     # ======================================================== data report (shards)
     if streams:
