@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.loaders import PeftAdapterMixin
 from diffusers.models.attention_processor import AttentionProcessor, FusedAttnProcessor2_0
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.modeling_utils import ModelMixin
@@ -247,7 +248,7 @@ class VideoDiTOutput(BaseOutput):
     sample: torch.Tensor
 
 
-class VideoDiT(ModelMixin, ConfigMixin):
+class VideoDiT(ModelMixin, ConfigMixin, PeftAdapterMixin):
     """Latent video DiT with swapped spatial–temporal attention.
 
     Args:

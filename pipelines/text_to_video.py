@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from diffusers import AutoencoderKL, DiffusionPipeline, FlowMatchEulerDiscreteScheduler
+from diffusers.loaders import CogVideoXLoraLoaderMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
@@ -53,7 +54,9 @@ from pipelines.text_to_video import ShapesVideoPipeline  # noqa: F401
 """
 
 
-class ShapesVideoPipeline(DiffusionPipeline):
+# LoRA: diffusers' loader for pipelines whose one LoRA-able component is ``transformer`` (as
+# CogVideoX's): ``load_lora_weights``, ``set_adapters``, ``save_lora_weights``, ``fuse_lora``.
+class ShapesVideoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
     """Text-to-video with a :class:`VideoDiT`, any diffusers ``AutoencoderKL`` applied per frame,
     any transformers text encoder, and a flow-matching scheduler.
 

@@ -235,6 +235,20 @@ class ModelConfig:
 
 
 @dataclass
+class LoRAConfig:
+    """Low-rank adapters (peft) on the DiT's attention projections: ``training: lora``."""
+
+    rank: int = 8
+    alpha: float = 8.0  # the adapter's update is scaled by alpha / rank
+    target_modules: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
+
+    def __post_init__(self) -> None:
+        _check(self, "lora.", rank=(1, 1024), alpha=(TINY, 1e6))
+        if not self.target_modules:
+            raise ConfigError("lora.target_modules must name at least one module")
+
+
+@dataclass
 class DiTTrainConfig:
     output_dir: str = "runs/dit"
     vae: str = "runs/vae/final"  # any diffusers AutoencoderKL folder
@@ -259,6 +273,11 @@ class DiTTrainConfig:
     # pipeline; the run saves (and previews) its pipeline with that ``image_transformer``,
     # ``image_shift``, ``image_space``, ``image_stochastic`` and ``first_frame_guidance`` kept.
     image_model_from: str | None = None
+    # "full": every weight trains; "lora": the init_from model stays frozen and low-rank
+    # adapters train (``lora``); the run saves the adapter (<output_dir>/lora), loaded with
+    # ``studio generate --lora`` or the pipeline's ``load_lora_weights``
+    training: str = "full"
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
     # dtype the exported trained model is stored in ("float32" | "float16": half the bytes;
     # it is loaded back at the pipeline's dtype)
     export_dtype: str = "float32"
@@ -336,7 +355,9 @@ class DiTTrainConfig:
     max_steps: int | None = None  # stop early (for tests); None = run all stages
 
     # keys a resume must keep (train.checkpoint.check_resumable)
-    ARCHITECTURE: ClassVar[tuple[str, ...]] = ("model", "vae", "text_encoder", "data.size")
+    ARCHITECTURE: ClassVar[tuple[str, ...]] = (
+        "model", "vae", "text_encoder", "data.size", "training", "lora",
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         if not self.stages:
@@ -365,6 +386,10 @@ class DiTTrainConfig:
             gradient_accumulation_steps=(1, 4096),
             validation_clips=(0, 4096),
         )
+        if self.training not in ("full", "lora"):
+            raise ConfigError(f"training must be full or lora, got {self.training!r}")
+        if self.training == "lora" and not self.init_from:
+            raise ConfigError("training: lora adapts a trained model: set init_from")
         if self.report_to not in REPORT_TO:
             raise ConfigError(f"report_to must be one of {REPORT_TO}, got {self.report_to!r}")
 

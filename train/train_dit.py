@@ -563,6 +563,42 @@ TEXT_MODULES = ("text_proj", "pooled_proj")  # + every block's cross_attn
 GATE_NAMES = ("gate_temporal", "gate_swap", "gate_st")
 
 
+def add_lora(model: VideoDiT, cfg: DiTTrainConfig) -> None:
+    """Freeze ``model`` and add peft low-rank adapters (``cfg.lora``) to its attention
+    projections: only they train."""
+    from peft import LoraConfig
+
+    model.requires_grad_(False)
+    config = LoraConfig(
+        r=cfg.lora.rank,
+        lora_alpha=cfg.lora.alpha,
+        target_modules=list(cfg.lora.target_modules),
+        init_lora_weights="gaussian",
+    )
+    model.add_adapter(config)
+
+
+def trained(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The parameters a run trains (all; a LoRA run's adapters only), in model order: the EMA
+    follows exactly these."""
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def export_lora(model: VideoDiT, ema, out: Path) -> Path:
+    """The adapter with its EMA weights, in diffusers' LoRA layout (``<out>/lora``), loadable
+    with ``ShapesVideoPipeline.load_lora_weights``; the base model is not written."""
+    from peft.utils import get_peft_model_state_dict
+
+    ema.store(trained(model))
+    ema.copy_to(trained(model))
+    try:
+        layers = get_peft_model_state_dict(model)
+        ShapesVideoPipeline.save_lora_weights(out / "lora", transformer_lora_layers=layers)
+    finally:
+        ema.restore(trained(model))
+    return out / "lora"
+
+
 def param_groups(model: torch.nn.Module, cfg: DiTTrainConfig) -> list[dict]:
     """AdamW groups: the gates (temporal, swap, space-time) at ``cfg.gate_lr_multiplier`` × the
     base learning rate (they start at zero and, with Adam's ~lr-sized steps, open slowly); the
@@ -571,6 +607,8 @@ def param_groups(model: torch.nn.Module, cfg: DiTTrainConfig) -> list[dict]:
     scales all alike."""
     gates, text, rest = [], [], []
     for name, p in model.named_parameters():
+        if not p.requires_grad:  # the frozen base of a LoRA run
+            continue
         if name.rsplit(".", 1)[-1] in GATE_NAMES:
             gates.append(p)
         elif name.split(".", 1)[0] in TEXT_MODULES or ".cross_attn." in name:
@@ -893,13 +931,15 @@ def main(cfg: DiTTrainConfig) -> Path:
     if cfg.init_from:
         fresh = init_weights_from(model, cfg.init_from, partial=cfg.init_partial)
         accelerator.print(f"initialised from {cfg.init_from}; {len(fresh)} new tensors")
+    if cfg.training == "lora":
+        add_lora(model, cfg)
     if cfg.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     accelerator.print(
         f"VideoDiT {cfg.model.size}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters"
     )
     ema = EMAModel(
-        model.parameters(),
+        trained(model),
         decay=cfg.ema_decay,
         use_ema_warmup=True,
         power=0.75,
@@ -949,7 +989,7 @@ def main(cfg: DiTTrainConfig) -> Path:
                 optimizer_step(accelerator, model, optimizer, schedule, loss, cfg.grad_clip)
             step_loss += accelerator.reduce(loss.detach(), reduction="mean").item() / accumulate
             step_samples += x0.shape[0] * accelerator.num_processes
-        ema.step(accelerator.unwrap_model(model).parameters())
+        ema.step(trained(accelerator.unwrap_model(model)))
 
         loss_sum += step_loss
         loss_n += 1
@@ -1000,11 +1040,14 @@ def main(cfg: DiTTrainConfig) -> Path:
 
     # ======================================================== export (EMA weights)
     accelerator.wait_for_everyone()
-    final = out / "pipeline"
-    if accelerator.is_main_process:
+    final = out / ("lora" if cfg.training == "lora" else "pipeline")
+    if accelerator.is_main_process and cfg.training == "lora":
+        export_lora(accelerator.unwrap_model(model), ema, out)
+        accelerator.print(f"saved the LoRA adapter (EMA weights) to {final}")
+    elif accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
-        ema.store(unwrapped.parameters())
-        ema.copy_to(unwrapped.parameters())
+        ema.store(trained(unwrapped))
+        ema.copy_to(trained(unwrapped))
         exported = unwrapped.eval()
         if cfg.export_dtype != "float32":
             exported = copy.deepcopy(exported).to(EXPORT_DTYPES[cfg.export_dtype])
@@ -1015,7 +1058,7 @@ def main(cfg: DiTTrainConfig) -> Path:
             if image_source is not None:  # saved as the source stored it
                 pipe.image_transformer.to(image_source.stored_dtype)
         pipe.save_pretrained(final)  # the text encoder too, where its spec is a local folder
-        ema.restore(unwrapped.parameters())
+        ema.restore(trained(unwrapped))
         accelerator.print(f"saved pipeline with EMA weights to {final}")
     accelerator.wait_for_everyone()
     accelerator.end_training()  # destroys the process group (see studio/batch.py)
@@ -1054,8 +1097,8 @@ def write_samples(
 ) -> None:
     """Preview videos with the EMA weights (the training weights are restored after)."""
     folder.mkdir(parents=True, exist_ok=True)
-    ema.store(model.parameters())
-    ema.copy_to(model.parameters())
+    ema.store(trained(model))
+    ema.copy_to(trained(model))
     model.eval()
     try:
         if cfg.image_model_for is not None:  # first frames of the video pipeline it is for
@@ -1076,5 +1119,5 @@ def write_samples(
             write_video(folder / f"{i}.mp4", to_uint8(video), fps=8)
         (folder / "prompts.json").write_text(json.dumps(cfg.sample_prompts, indent=1))
     finally:
-        ema.restore(model.parameters())
+        ema.restore(trained(model))
         model.train()
