@@ -58,7 +58,7 @@ DEFAULT_FPS = 8
 DEFAULT_WINDOW = 16  # the default model's training clip length
 # Frames carried into each later window. The default model's video transformer was
 # fine-tuned on continuations of 2..4 given frames (configs/train/dit_shapes_storyboard.yaml);
-# on the validation storyboards (configs/eval/storyboard_val.json) context 2 / 3 / 4 kept
+# on the validation storyboards (evals/suites/storyboard_val.json) context 2 / 3 / 4 kept
 # colour and shape at 72 / 85 / 72 % of boundaries, jumped <= 4 px at 95 / 95 / 88 % and
 # moved as asked in 77 / 75 / 78 % of scenes (BENCHMARKS.md). Per-frame cost: see
 # benchmarks/storyboard_scaling.py.

@@ -207,12 +207,14 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_shapes(args: argparse.Namespace) -> int:
-    from .shapes_eval import evaluate_dir, write_report
+    from evals.report import write_shapes_report
+    from evals.shapes import evaluate_dir
 
     run_dir = Path(args.dir)
     if args.generate:
+        from evals.shapes import SUITE_PATH, write_suite
+
         from .batch import BatchOptions, run_batch
-        from .shapes_eval import SUITE_PATH, write_suite
 
         run_dir.mkdir(parents=True, exist_ok=True)
         suite = Path(args.suite) if args.suite else SUITE_PATH
@@ -235,7 +237,7 @@ def cmd_eval_shapes(args: argparse.Namespace) -> int:
             f"no manifest.jsonl in {run_dir}: run `studio batch` first or pass --generate"
         )
     report = evaluate_dir(run_dir)
-    paths = write_report(report, Path(args.out) if args.out else run_dir)
+    paths = write_shapes_report(report, Path(args.out) if args.out else run_dir)
     print(paths["markdown"].read_text())
     print(f"report: {paths['json']}, {paths['markdown']}, {paths['contact_sheet']}")
     return 0
@@ -245,14 +247,10 @@ def cmd_eval_elements(args: argparse.Namespace) -> int:
     """``studio eval elements DIR``: identity and motion of reference sprites; ``--generate``
     first fills DIR with the model's videos of the held-out suite, ``--ground-truth`` with
     the renderer's (what a perfect model would score)."""
-    from .elements_eval import (
-        ELEMENTS_SUITE_PATH,
-        evaluate_elements_dir,
-        generate_elements_run,
-        load_elements_suite,
-        render_ground_truth_run,
-        write_elements_report,
-    )
+    from evals.elements import ELEMENTS_SUITE_PATH, evaluate_elements_dir, load_elements_suite
+    from evals.report import write_elements_report
+
+    from .elements_batch import generate_elements_run, render_ground_truth_run
 
     run_dir = Path(args.dir)
     if args.generate or args.ground_truth:
@@ -297,7 +295,8 @@ def cmd_eval_elements(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_storyboards(args: argparse.Namespace) -> int:
-    from .shapes_eval import evaluate_storyboard_dir, write_storyboard_report
+    from evals.report import write_storyboard_report
+    from evals.storyboards import evaluate_storyboard_dir
 
     if args.generate:
         render_storyboard_suite(args)
@@ -315,10 +314,10 @@ def render_storyboard_suite(args: argparse.Namespace) -> None:
 
     from tqdm.auto import tqdm
 
+    from evals.storyboards import STORYBOARD_SUITE_PATH
     from pipelines.storyboard import load_storyboard
 
     from .generate import StoryboardOptions, ensure_output_dir, load_pipeline, render_storyboard
-    from .shapes_eval import STORYBOARD_SUITE_PATH
 
     run_dir = ensure_output_dir(args.dir)
     suite = Path(args.suite) if args.suite else STORYBOARD_SUITE_PATH
@@ -473,7 +472,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def ui_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     """The streamlit command line and environment that ``studio ui`` runs."""
     from .gallery import HOME_ENV
-    from .generate import MODEL_ENV, SCORER_ENV
+    from .shipped import MODEL_ENV, SCORER_ENV
     from .uploads import MAX_PIXELS_ENV, MAX_UPLOAD_MB_ENV
 
     if not (math.isfinite(args.max_upload_mb) and args.max_upload_mb > 0):
@@ -736,7 +735,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="first render the suite with the renderer into DIR: the judge's own check",
     )
     eel.add_argument(
-        "--suite", default=None, help="suite JSONL (default: configs/eval/elements_suite.jsonl)"
+        "--suite", default=None, help="suite JSONL (default: the built-in held-out suite)"
     )
     eel.add_argument("--samples", type=_positive_int, default=1, help="videos per entry")
     eel.add_argument("--seed", type=_nonneg_int, default=1000, help="sample i uses SEED + i")

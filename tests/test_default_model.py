@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from evals.detect import detect
 from studio.cli import main
 from studio.generate import GenerateRequest, generate, load_pipeline
-from studio.shapes_eval import detect
 from studio.shipped import DEFAULT_MODEL_DIR
 
 pytestmark = pytest.mark.skipif(

@@ -16,6 +16,8 @@ import pytest
 import torch
 
 import world.shapes_world as sw
+from evals import storyboards as sb
+from evals.contract import UNSEEN_PAIRS, parse_caption
 from pipelines.storyboard import (
     DEFAULT_CANDIDATES,
     Scene,
@@ -28,7 +30,6 @@ from pipelines.storyboard import (
 )
 from pipelines.text_to_video import DEFAULT_GUIDANCE, to_uint8
 from pipelines.video_io import read_video, write_video
-from studio import shapes_eval as se
 from studio.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -798,7 +799,7 @@ def _switch_clip(objects, frames=16, switch=8) -> np.ndarray:
 
 def test_judge_is_perfect_on_a_rendered_scene_change():
     frames = _switch_clip([_obj(after="up")])
-    result = se.evaluate_storyboard(frames, [(RIGHT, 0, 8), (UP, 8, 16)])
+    result = sb.evaluate_storyboard(frames, [(RIGHT, 0, 8), (UP, 8, 16)])
     s = result["summary"]
     assert (s["scene_motion"], s["identity_kept"], s["jump_ok"]) == (1.0, 1.0, 1.0)
     assert all(s["passes"].values())
@@ -828,14 +829,14 @@ def test_judge_is_perfect_on_chained_renders_with_two_objects(tmp_path):
         (f"{UP.replace(' on a black background', '')} and {yellow} moving down on black", 8, 16),
         (f"a small red square moving left and {yellow} moving left on black", 16, 24),
     ]
-    result = se.evaluate_storyboard(frames, scenes)
+    result = sb.evaluate_storyboard(frames, scenes)
     s = result["summary"]
     assert (s["scene_motion"], s["identity_kept"], s["jump_ok"]) == (1.0, 1.0, 1.0), result
     assert s["n_boundaries"] == 2 and s["max_jump_px"] <= 3
 
     # after an H.264 round trip through the files `studio storyboard` writes
     _write_storyboard(tmp_path, "chain", frames, scenes)
-    report = se.evaluate_storyboard_dir(tmp_path)
+    report = sb.evaluate_storyboard_dir(tmp_path)
     o = report["overall"]
     assert (o["scene_motion"], o["identity_kept"], o["jump_ok"]) == (1.0, 1.0, 1.0), report
 
@@ -847,12 +848,12 @@ def test_teleport_and_colour_change_are_flagged():
     recolour = sw.render(sw.ClipSpec([_obj("blue", "up", x_end, 38)], "black", frames=8))
     scenes = [(RIGHT, 0, 8), (UP, 8, 16)]
 
-    jumped = se.evaluate_storyboard(np.concatenate([before, teleport]), scenes)
+    jumped = sb.evaluate_storyboard(np.concatenate([before, teleport]), scenes)
     b = jumped["boundaries"][0]
     assert b["identity_kept"] and not b["jump_ok"] and b["jump_px"] > 20
     assert jumped["summary"]["scene_motion"] == 1.0 and not jumped["summary"]["passes"]["jump_ok"]
 
-    changed = se.evaluate_storyboard(np.concatenate([before, recolour]), scenes)
+    changed = sb.evaluate_storyboard(np.concatenate([before, recolour]), scenes)
     b = changed["boundaries"][0]
     assert not b["identity_kept"] and not b["colour_kept"] and b["shape_kept"] and b["jump_ok"]
     assert changed["scenes"][1]["motion"] and not changed["scenes"][1]["colour"]
@@ -869,7 +870,7 @@ def test_dir_pools_storyboards_and_counts_broken_ones_wrong(tmp_path, cli):
     _write_storyboard(tmp_path, "gone", good, scenes)
     (tmp_path / "gone.mp4").unlink()
     (tmp_path / "other.json").write_text('{"prompt": "not a storyboard"}')
-    report = se.evaluate_storyboard_dir(tmp_path)
+    report = sb.evaluate_storyboard_dir(tmp_path)
     o = report["overall"]
     assert (o["n_storyboards"], o["n_failed"], o["n_scenes"], o["n_boundaries"]) == (3, 1, 6, 3)
     assert o["scene_motion"] == pytest.approx(4 / 6, abs=1e-4)
@@ -896,7 +897,7 @@ def test_dir_pools_storyboards_and_counts_broken_ones_wrong(tmp_path, cli):
 def test_bad_scene_ranges_are_rejected():
     frames = _switch_clip([_obj(after="up")])
     with pytest.raises(ValueError, match=r"scene 2: frame range \[6, 20\)"):
-        se.evaluate_storyboard(frames, [(RIGHT, 0, 8), (UP, 6, 20)])
+        sb.evaluate_storyboard(frames, [(RIGHT, 0, 8), (UP, 6, 20)])
 
 
 def _write_storyboard(folder: Path, name: str, frames: np.ndarray, scenes) -> None:
@@ -939,8 +940,8 @@ def test_candidates_benchmark_smoke(tiny_pipe):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     stories = module.dev_stories(2, seed=777)
-    taken = json.loads(se.STORYBOARD_SUITE_PATH.read_text())
-    taken += json.loads(se.STORYBOARD_VAL_PATH.read_text())
+    taken = json.loads(sb.STORYBOARD_SUITE_PATH.read_text())
+    taken += json.loads(sb.STORYBOARD_VAL_PATH.read_text())
     prompts = lambda sts: {sc["prompt"] for st in sts for sc in st["scenes"]}  # noqa: E731
     assert len(stories) == 2 and not prompts(stories) & prompts(taken)
     calls: list[tuple[int, str]] = []
@@ -991,39 +992,39 @@ def test_motion_wording_benchmark_smoke(tiny_pipe):
 
 # -------------------------------------------------------------------------- held-out suite
 def test_storyboard_suite_is_valid_held_out_and_stays_on_the_canvas():
-    stories = json.loads(se.STORYBOARD_SUITE_PATH.read_text())
-    assert stories == se.build_storyboard_suite()  # the committed file is the builder's output
+    stories = json.loads(sb.STORYBOARD_SUITE_PATH.read_text())
+    assert stories == sb.build_storyboard_suite()  # the committed file is the builder's output
     assert len(stories) == 30 and {len(s["scenes"]) for s in stories} == {2, 3, 4}
     for entry in stories:
         story = load_storyboard(json.dumps({"fps": entry["fps"], "scenes": entry["scenes"]}))
-        expects = [se.parse_caption(s.prompt).objects for s in story.scenes]
+        expects = [parse_caption(s.prompt).objects for s in story.scenes]
         assert all(len(objs) == 1 for objs in expects)
         first = expects[0][0]
         for (o,), prev in zip(expects[1:], expects[:-1], strict=True):
             # one object keeps its look; the action changes at every boundary
             assert (o.color, o.shape, o.size) == (first.color, first.shape, first.size)
             assert o.motion != prev[0].motion
-            assert o.color != "purple" and (o.color, o.shape) not in se.UNSEEN_PAIRS
+            assert o.color != "purple" and (o.color, o.shape) not in UNSEEN_PAIRS
         # a renderer starting centred keeps the box on the canvas through every scene
         side = 12 if first.size == "small" else 22
         x = y = (64 - side) / 2
         for s, (o,) in zip(story.scenes, expects, strict=True):
-            dx, dy = se._STEP_PX[o.motion]
+            dx, dy = sb._STEP_PX[o.motion]
             x, y = x + dx * s.frames, y + dy * s.frames
             assert 0 <= x <= 64 - side and 0 <= y <= 64 - side, entry["name"]
 
 
 def test_storyboard_validation_set_is_the_builders_and_disjoint_from_the_suite():
-    val = json.loads(se.STORYBOARD_VAL_PATH.read_text())
-    assert val == se.build_storyboard_suite(**se.STORYBOARD_VAL_ARGS)
-    held_out = json.loads(se.STORYBOARD_SUITE_PATH.read_text())
+    val = json.loads(sb.STORYBOARD_VAL_PATH.read_text())
+    assert val == sb.build_storyboard_suite(**sb.STORYBOARD_VAL_ARGS)
+    held_out = json.loads(sb.STORYBOARD_SUITE_PATH.read_text())
     prompts = lambda stories: {sc["prompt"] for st in stories for sc in st["scenes"]}  # noqa: E731
     assert len(prompts(val)) >= 40 and not prompts(val) & prompts(held_out)
 
 
 def test_eval_storyboards_generate_renders_the_suite_then_judges(cli, tmp_path, tiny_pipeline_dir):
     suite = tmp_path / "suite.json"
-    stories = se.build_storyboard_suite(n=2, seed=5)
+    stories = sb.build_storyboard_suite(n=2, seed=5)
     for s in stories:
         for scene in s["scenes"]:
             scene["frames"] = 3

@@ -43,7 +43,7 @@ def _check(obj: Any, prefix: str = "", **rules: tuple[float | None, float | None
 POSITIVE_INT = (1, None)
 NON_NEGATIVE = (0, None)
 SHARE = (0.0, 1.0)
-TINY = 1e-12  # learning rates and clip norms must be > 0
+TINY = 1e-12  # clip norms, noise spreads and shifts must be > 0 (a learning rate may be 0: frozen)
 REPORT_TO = ("none", "tensorboard", "wandb")
 
 
@@ -78,7 +78,7 @@ class VAETrainConfig:
             size=(8, 1024),
             batch_size=POSITIVE_INT,
             steps=POSITIVE_INT,
-            lr=(TINY, 1.0),
+            lr=(0.0, 1.0),
             warmup=NON_NEGATIVE,
             kl_weight=NON_NEGATIVE,
             l1_weight=NON_NEGATIVE,
@@ -113,7 +113,7 @@ class StageConfig:
             batch_size=POSITIVE_INT,
             image_batch_size=POSITIVE_INT,
             image_every=NON_NEGATIVE,
-            lr=(TINY, 1.0),
+            lr=(0.0, 1.0),
             reference_prob=SHARE,
         )
 
@@ -192,7 +192,7 @@ class DataConfig:
     # chance an up or down motion in a training caption is phrased from the WordNet table
     # (world/wordnet_phrasings.py: lemmas of rise/climb/fall/drop's motion senses and of
     # upward/downward) instead of the grammar's five phrasings per direction; 0 = the
-    # grammar alone (docs/CAPTIONS.md), as every run before session 22
+    # grammar alone (docs/CAPTIONS.md), as every run before the WordNet step (2026-11-28)
     wordnet_phrasing_prob: float = 0.0
 
     def __post_init__(self) -> None:
@@ -364,7 +364,7 @@ class DiTTrainConfig:
             raise ConfigError("stages must list at least one stage")
         _check(
             self,
-            lr=(TINY, 1.0),
+            lr=(0.0, 1.0),
             gate_lr_multiplier=(0.0, 1e4),
             text_lr_multiplier=(0.0, 1e4),
             weight_decay=NON_NEGATIVE,
@@ -467,7 +467,7 @@ class ScorerTrainConfig:
             two_object_prob=SHARE,
             hard_negatives=NON_NEGATIVE,
             motion_aux_weight=NON_NEGATIVE,
-            lr=(TINY, 1.0),
+            lr=(0.0, 1.0),
             warmup=NON_NEGATIVE,
             weight_decay=NON_NEGATIVE,
             grad_clip=(TINY, None),

@@ -262,7 +262,7 @@ def _fits(spec: ClipSpec, text: str) -> bool:
     sizes, so several held-out clips can fit one caption.)"""
     from itertools import permutations
 
-    from studio.shapes_eval import parse_caption
+    from evals.contract import parse_caption
 
     e = parse_caption(text)
     if e.background != spec.background or len(e.objects) != len(spec.objects):
@@ -400,7 +400,7 @@ def markdown(report: dict) -> str:
 
 
 def write_report(report: dict, folder: Path) -> dict[str, Path]:
-    from studio.generate import write_json_atomic
+    from pipelines.files import write_json_atomic
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"json": folder / "eval.json", "md": folder / "eval.md"}

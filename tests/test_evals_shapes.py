@@ -1,4 +1,4 @@
-"""Tests of the analytical Shapes World judge (studio/shapes_eval.py).
+"""Tests of the analytical Shapes World judge (evals.shapes on evals.detect and evals.contract).
 
 The judge must be perfect on rendered ground truth (also after an H.264 yuv420p round trip),
 must mark swapped colours, reversed directions and missing objects wrong, must never crash
@@ -15,17 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from studio import shapes_eval as se
-from studio.shapes_eval import (
-    Expectation,
-    ExpectedObject,
-    build_suite,
-    detect,
-    evaluate_dir,
-    judge,
-    parse_caption,
-    write_report,
-)
+from evals import contract as ct
+from evals import shapes
+from evals.contract import Expectation, ExpectedObject, parse_caption
+from evals.detect import detect, label_components, read_frames
+from evals.report import write_shapes_report
+from evals.shapes import build_suite, evaluate_dir, judge
 from world import shapes_world as sw
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,7 +82,7 @@ def encode_roundtrip(frames: np.ndarray, tmp_path: Path, crf: int | None = None)
     for frame in frames:
         writer.send(frame.tobytes())
     writer.close()
-    return se._read_video(path)
+    return read_frames(path)
 
 
 def degrade(frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -108,34 +103,21 @@ def training_phrases() -> tuple[dict[str, list[str]], list[str]]:
         if len(cells) < 3:
             continue
         phrases = re.findall(r"`([^`]+)`", cells[2])
-        if cells[1] in se.MOTIONS:
+        if cells[1] in ct.MOTIONS:
             motions[cells[1]] = phrases
         elif cells[1] == "background":
             backgrounds = phrases
-    assert set(motions) == set(se.MOTIONS) and backgrounds, "CAPTIONS.md table changed"
+    assert set(motions) == set(ct.MOTIONS) and backgrounds, "CAPTIONS.md table changed"
     return motions, backgrounds
 
 
-# ------------------------------------------------------------------------------- contract
-
-
-def test_palette_and_geometry_match_the_renderer():
-    assert se.OBJECT_COLORS == sw.OBJECT_COLORS
-    assert se.BACKGROUNDS == sw.BACKGROUNDS
-    assert se.SHAPES == sw.SHAPES and se.SIZES == sw.SIZES and se.MOTIONS == sw.MOTIONS
-    assert (
-        set(se.UNSEEN_PAIRS) == sw.EXCLUDED_PAIRS and {se.IMAGE_ONLY_COLOR} == sw.IMAGE_ONLY_COLORS
-    )
-    for s in (32, 64, 128):
-        assert sw.box_side("small", s) == round(se.SMALL_SIDE_FRAC * s)
-        assert sw.box_side("large", s) == round(se.LARGE_SIDE_FRAC * s)
-        assert sw.speed(s) == se.SPEED_FRAC * s
+# ------------------------------------------------------------------------------ detection
 
 
 def test_connected_components_match_a_breadth_first_search():
     rng = np.random.default_rng(0)
     classes = rng.choice([-1, -1, 0, 1], size=(3, 17, 19)).astype(np.int8)
-    labels = se._label_components(classes)
+    labels = label_components(classes)
     # reference: BFS per frame with 8-connectivity over equal classes
     for t in range(classes.shape[0]):
         seen = np.zeros(classes.shape[1:], bool)
@@ -182,11 +164,11 @@ def test_judge_is_perfect_on_rendered_ground_truth():
             if not image:
                 seen["motion"].add(o["motion"])
     assert seen == {
-        "color": set(se.OBJECT_COLORS),
-        "shape": set(se.SHAPES),
-        "size": set(se.SIZES),
-        "motion": set(se.MOTIONS),
-        "bg": set(se.BACKGROUNDS),
+        "color": set(ct.OBJECT_COLORS),
+        "shape": set(ct.SHAPES),
+        "size": set(ct.SIZES),
+        "motion": set(ct.MOTIONS),
+        "bg": set(ct.BACKGROUNDS),
     }
 
 
@@ -257,7 +239,7 @@ def test_swapped_colour_is_wrong():
     )
 
 
-@pytest.mark.parametrize("motion", se.MOTIONS)
+@pytest.mark.parametrize("motion", ct.MOTIONS)
 def test_reversed_direction_is_wrong(motion):
     x, y = {"left": (40, 20), "right": (5, 20), "up": (20, 40), "down": (20, 5), "still": (20, 20)}[
         motion
@@ -442,18 +424,18 @@ def test_suite_categories_follow_the_brief():
         colors = [o["color"] for o in objs]
         motions = {o["motion"] for o in objs}
         if entry["category"] in ("single", "paraphrase", "two"):
-            assert "purple" not in colors and not pairs & set(se.UNSEEN_PAIRS)
+            assert "purple" not in colors and not pairs & set(ct.UNSEEN_PAIRS)
             assert len(objs) == (2 if entry["category"] == "two" else 1)
             assert len(set(colors)) == len(colors)
         elif entry["category"] == "image_only_concept":
-            assert colors == ["purple"] and motions <= set(se.MOVING)
+            assert colors == ["purple"] and motions <= set(ct.MOVING)
         else:
             assert entry["category"] == "unseen_pairs" and len(objs) == 1
-            assert pairs <= set(se.UNSEEN_PAIRS) and motions <= set(se.MOVING)
-    assert counts == se.SUITE_SIZES
+            assert pairs <= set(ct.UNSEEN_PAIRS) and motions <= set(ct.MOVING)
+    assert counts == shapes.SUITE_SIZES
     assert len({e["prompt"] for e in suite}) == len(suite)
     single = [e["expect"]["objects"][0] for e in suite if e["category"] == "single"]
-    assert {o["motion"] for o in single} == set(se.MOTIONS)
+    assert {o["motion"] for o in single} == set(ct.MOTIONS)
     assert None in {o["size"] for o in single} and {"small", "large"} <= {o["size"] for o in single}
 
 
@@ -469,7 +451,7 @@ def test_suite_uses_no_training_phrasing():
         text = entry["prompt"].lower()
         for phrase in [p for ps in motions.values() for p in ps]:
             assert not re.search(rf"\b{re.escape(phrase)}\b", text), (phrase, text)
-        for bg in se.BACKGROUNDS:
+        for bg in ct.BACKGROUNDS:
             for phrase in backgrounds:
                 assert phrase.format(bg=bg) not in text, (phrase, text)
         # and no caption the renderer could write for this very spec equals the prompt
@@ -483,13 +465,13 @@ def test_suite_uses_no_training_phrasing():
 
 
 def test_committed_suite_is_up_to_date(tmp_path):
-    committed = REPO / "configs" / "eval" / "shapes_suite.jsonl"
-    assert committed.read_text() == se.write_suite(tmp_path / "suite.jsonl").read_text(), (
-        "regenerate with `python -m studio.shapes_eval`"
+    committed = shapes.SUITE_PATH
+    assert committed.read_text() == shapes.write_suite(tmp_path / "suite.jsonl").read_text(), (
+        "regenerate with `python -m evals.shapes`"
     )
     assert build_suite(seed=7) != build_suite(seed=1234)
     small = build_suite(per_category=2)
-    assert len(small) == 2 * len(se.SUITE_SIZES)
+    assert len(small) == 2 * len(shapes.SUITE_SIZES)
     with pytest.raises(ValueError, match="unknown suite categories"):
         build_suite(per_category={"triples": 3})
 
@@ -610,7 +592,7 @@ def test_evaluate_dir_and_write_report(tmp_path):
         "down": {"n": 1, "motion": 1.0},
     }
 
-    paths = write_report(report, tmp_path / "out")
+    paths = write_shapes_report(report, tmp_path / "out")
     assert set(paths) == {"json", "markdown", "contact_sheet"} and all(
         p.is_file() for p in paths.values()
     )

@@ -1,4 +1,4 @@
-"""Judge of elements-to-video (reference sprites): identity and motion (``studio eval elements``).
+"""The elements-to-video judge (reference sprites): identity and motion (``studio eval elements``).
 
 A reference element is a sprite (``shapes_world.md``, "Reference elements"): one of the three
 shapes filled with a two-colour pattern (stripes or checkerboard, 3 px cells at S = 64) whose
@@ -6,12 +6,12 @@ two colours come from the object palette. A generated element is correct when it
 pattern colours and its motion match the reference and the caption
 (``<ref1> moving left and <ref2> moving up on a gray background``).
 
-The detector reads pixels, like :mod:`studio.shapes_eval`, whose contract constants and
-helpers it reuses (background vote, connected components, blur-tolerant shape features,
-tracking, the least-squares motion fit):
+The detector reads pixels and reuses the shared detection of :mod:`evals.detect` (background
+vote, connected components, blur-tolerant shape features, tracking, the least-squares motion
+fit):
 
 1. **Background** — the border ring votes for the nearest background colour
-   (``shapes_eval._detect_background``); its measured RGB is the reference for step 2.
+   (:func:`evals.detect.detect_background`); its measured RGB is the reference for step 2.
 2. **Sprite masks** — a sprite is striped, so it is segmented by "not background", never per
    colour: each pixel is read as ``bg + a·(c − bg)`` with ``c`` the sprite colour (an object
    colour, or a 50/50 blend of two, which is what a blurred stripe boundary looks like) that
@@ -31,78 +31,65 @@ tracking, the least-squares motion fit):
 4. **Shape** — a soft mask from the same fit with the track's colours: ``alpha`` = 1 − the
    background's weight (1 inside the sprite whatever the stripe, the blend weight at its
    rim). Its fill ratio and vertical skewness classify the shape exactly as for plain objects
-   (``shapes_eval._soft_features`` / ``_classify_shape``).
-5. **Tracking and motion** — ``shapes_eval._track`` links candidates across frames and
-   ``shapes_eval._summarise_track`` fits the centroid line: still below a quarter of
+   (:func:`evals.detect.soft_features` / :func:`evals.detect.classify_shape`).
+5. **Tracking and motion** — :func:`evals.detect.link_tracks` links candidates across frames
+   and :func:`evals.detect.summarise_track` fits the centroid line: still below a quarter of
    S/32 px per frame, else the dominant axis and its sign.
 
 :func:`judge_elements` matches detected sprites to the references (best assignment by
 identity) and says per reference whether its identity (shape and both colours, order-free) and
-its motion are right. :func:`build_elements_suite` makes the held-out prompts (sprites never
-seen in training: ``world.shapes_world.is_heldout_sprite``), :func:`generate_elements_run` /
-:func:`render_ground_truth_run` fill a run folder, :func:`evaluate_elements_dir` scores it and
-:func:`write_elements_report` writes ``eval.json`` and ``eval.md``.
-
-The detector does not import ``world.shapes_world`` (it must stay independent of the
-renderer); only the suite builder and the ground-truth renderer do, lazily.
+its motion are right. :func:`load_elements_suite` reads the held-out suite
+(``evals/suites/elements_suite.jsonl``: sprites never seen in training), and
+:func:`evaluate_elements_dir` scores a run folder (reports:
+:func:`evals.report.write_elements_report`). The suite is built from the renderer's held-out
+sprites by ``train/elements_suite.py``, and run folders are filled by
+``studio/elements_batch.py``: the judge itself never touches the renderer.
 """
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import json
 import math
-import random
-import zlib
-from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .shapes_eval import (
-    _BACKGROUND_WORDS,
-    _BG_PREFIX,
-    _BG_SUFFIX,
-    _SUITE_MOTIONS,
-    _TOKEN_RE,
+from . import SUITES_DIR
+from .contract import (
+    BACKGROUND_WORDS,
     BACKGROUNDS,
-    IMAGE_ONLY_COLOR,
     MAX_SIDE_FRAC,
     MIN_AREA_FRAC_OF_SMALL_TRIANGLE,
     MIN_PRESENCE,
     MOTIONS,
     OBJECT_COLORS,
+    PATTERNS,
     SHAPES,
     SIZES,
     SMALL_SIDE_FRAC,
     SOFT_DEAD_ZONE,
     THRESHOLDS,
-    UNSEEN_PAIRS,
-    _as_video,
-    _balanced,
-    _detect_background,
-    _find_motion,
-    _label_components,
-    _motion_ok,
-    _pct,
-    _read_video,
-    _soft_features,
-    _summarise_track,
-    _track,
-    best_assignment,
+    TOKEN_RE,
+    check_choice,
+    find_motion,
 )
+from .detect import (
+    as_video,
+    detect_background,
+    label_components,
+    link_tracks,
+    read_frames,
+    soft_features,
+    summarise_track,
+)
+from .shapes import best_assignment, motion_ok
 
 # ----------------------------------------------------------------------------------------------
-# Contract (shapes_world.md, reference elements) and thresholds
+# Thresholds
 # ----------------------------------------------------------------------------------------------
-
-PATTERNS: tuple[str, ...] = ("hstripes", "vstripes", "checker")
-#: The reference image: the sprite alone, centred on this colour.
-REFERENCE_BACKGROUND: tuple[int, int, int] = (240, 240, 240)
-REFERENCE_SIDE = 64
 
 #: A foreground pixel stands at least this far (RGB L2) from the measured background: above
 #: noise (σ = 6 per channel), below most blends of two sprite colours that come close to a
@@ -147,15 +134,10 @@ _SPRITE_PALETTE = np.concatenate(
     ]
 )
 
+
 # ----------------------------------------------------------------------------------------------
 # Expectations and caption parsing
 # ----------------------------------------------------------------------------------------------
-
-
-def _check_choice(name: str, value: Any, allowed: Iterable[str]) -> None:
-    allowed = tuple(allowed)
-    if value not in allowed:
-        raise ValueError(f"unknown {name} {value!r}; allowed: {', '.join(allowed)}")
 
 
 @dataclass
@@ -172,17 +154,17 @@ class ExpectedSprite:
     size: str | None = None
 
     def __post_init__(self) -> None:
-        _check_choice("shape", self.shape, SHAPES)
-        _check_choice("color", self.color, OBJECT_COLORS)
-        _check_choice("color2", self.color2, OBJECT_COLORS)
+        check_choice("shape", self.shape, SHAPES)
+        check_choice("color", self.color, OBJECT_COLORS)
+        check_choice("color2", self.color2, OBJECT_COLORS)
         if self.color == self.color2:
             raise ValueError(f"a sprite needs two different colours, got {self.color!r} twice")
         if self.motion is not None:
-            _check_choice("motion", self.motion, MOTIONS)
+            check_choice("motion", self.motion, MOTIONS)
         if self.pattern is not None:
-            _check_choice("pattern", self.pattern, PATTERNS)
+            check_choice("pattern", self.pattern, PATTERNS)
         if self.size is not None:
-            _check_choice("size", self.size, SIZES)
+            check_choice("size", self.size, SIZES)
 
     @property
     def colors(self) -> frozenset[str]:
@@ -219,7 +201,7 @@ class ElementsExpectation:
         if not self.sprites:
             raise ValueError("an elements expectation needs at least one reference")
         if self.background is not None:
-            _check_choice("background", self.background, BACKGROUNDS)
+            check_choice("background", self.background, BACKGROUNDS)
 
     def to_dict(self) -> dict[str, Any]:
         return {"sprites": [asdict(s) for s in self.sprites], "background": self.background}
@@ -242,7 +224,7 @@ def parse_elements_caption(text: str, references: list[dict[str, Any]]) -> Eleme
 
     ``references``: the sprite specs in placeholder order (``<ref1>`` is ``references[0]``).
     Each reference must be named exactly once. Its motion is read, with the motion lexicon of
-    :mod:`studio.shapes_eval`, from the words between its placeholder and the next one (for
+    :mod:`evals.contract`, from the words between its placeholder and the next one (for
     the first placeholder, the words before it too: "Drifting left, <ref1> ..."). The
     background is the one background-palette word of the caption.
     Raises ValueError for an unknown, missing or repeated placeholder, contradictory motions
@@ -252,7 +234,7 @@ def parse_elements_caption(text: str, references: list[dict[str, Any]]) -> Eleme
         raise ValueError(f"caption must be a string, got {type(text).__name__}")
     if not references:
         raise ValueError("an elements caption needs at least one reference spec")
-    tokens = _TOKEN_RE.findall(text.lower().replace("-", " ").replace("\u2019", "'"))
+    tokens = TOKEN_RE.findall(text.lower().replace("-", " ").replace("\u2019", "'"))
 
     # 1. Placeholders: where each <refN> stands.
     at: dict[int, int] = {}
@@ -276,13 +258,13 @@ def parse_elements_caption(text: str, references: list[dict[str, Any]]) -> Eleme
     motions: dict[int, str | None] = {}
     for n, k in enumerate(order):
         stop = at[order[n + 1]] if n + 1 < len(order) else len(tokens)
-        motion = _find_motion(tokens[at[k] + 1 : stop])
+        motion = find_motion(tokens[at[k] + 1 : stop])
         if motion is None and n == 0:
-            motion = _find_motion(tokens[: at[k]])
+            motion = find_motion(tokens[: at[k]])
         motions[k] = motion
 
     # 3. Background: the one background word.
-    backgrounds = {_BACKGROUND_WORDS[t] for t in tokens if t in _BACKGROUND_WORDS}
+    backgrounds = {BACKGROUND_WORDS[t] for t in tokens if t in BACKGROUND_WORDS}
     if len(backgrounds) > 1:
         raise ValueError(f"caption {text!r} names several backgrounds: {sorted(backgrounds)}")
     sprites = [
@@ -466,7 +448,7 @@ def _frame_candidates(video: np.ndarray, bg_rgb: np.ndarray) -> tuple[np.ndarray
     """
     f, h, w, _ = video.shape
     s = (h + w) / 2
-    labels = _label_components(np.where(_foreground(video, bg_rgb), 0, -1).astype(np.int8))
+    labels = label_components(np.where(_foreground(video, bg_rgb), 0, -1).astype(np.int8))
     min_area = max(4.0, MIN_AREA_FRAC_OF_SMALL_TRIANGLE * (SMALL_SIDE_FRAC * s) ** 2 / 2)
     pad = max(2, round(s / 32))
     out: list[list[dict[str, Any]]] = [[] for _ in range(f)]
@@ -489,7 +471,7 @@ def _frame_candidates(video: np.ndarray, bg_rgb: np.ndarray) -> tuple[np.ndarray
                 "area": float(len(ys)),
                 "cx": float(xs.mean()),
                 "cy": float(ys.mean()),
-                "color": "",  # _track's colour key: colours are decided per track
+                "color": "",  # link_tracks's colour key: colours are decided per track
             }
         )
     return labels, out
@@ -509,7 +491,7 @@ def _soft_measure(
     alpha = np.clip((alpha - SOFT_DEAD_ZONE) / (1 - 2 * SOFT_DEAD_ZONE), 0.0, 1.0)
     others = labels[cand["t"], y1:y2, x1:x2]
     alpha[(others > 0) & (others != cand["label"])] = 0.0  # a neighbour's pixels are not ours
-    feats = _soft_features(alpha)
+    feats = soft_features(alpha)
     if feats["area"] <= 0:  # keep the hard centroid so the track still has a position
         feats |= {"cx": cand["cx"] - x1, "cy": cand["cy"] - y1}
     return feats | {"cx": x1 + feats["cx"], "cy": y1 + feats["cy"], "color": ""}
@@ -522,22 +504,22 @@ def detect_sprites(frames: np.ndarray, background: str | None = None) -> SpriteD
     is then the reference of the foreground test). A single frame is allowed; its sprites
     then have ``motion=None``.
     """
-    video = _as_video(frames)
+    video = as_video(frames)
     f, h, w, _ = video.shape
     s = (h + w) / 2
 
     # 1. Background
-    detected, share, bg_rgb = _detect_background(video)
+    detected, share, bg_rgb = detect_background(video)
     bg_rgb = bg_rgb.astype(np.float32)
     if background is not None:
-        _check_choice("background", background, BACKGROUNDS)
+        check_choice("background", background, BACKGROUNDS)
         detected, bg_rgb = background, np.array(BACKGROUNDS[background], dtype=np.float32)
 
     shift = None if detected is None else bg_rgb - np.array(BACKGROUNDS[detected], np.float32)
 
     # 2. Candidates per frame, linked into tracks (noise tracks dropped)
     labels, cands = _frame_candidates(video, bg_rgb)
-    tracks = [tr for tr in _track(cands, s) if len(tr) >= MIN_PRESENCE * f]
+    tracks = [tr for tr in link_tracks(cands, s) if len(tr) >= MIN_PRESENCE * f]
 
     sprites: list[SpriteTrack] = []
     for track in tracks:
@@ -552,7 +534,7 @@ def detect_sprites(frames: np.ndarray, background: str | None = None) -> SpriteD
         vertices = (bg_rgb, cols[0], cols[-1])
         measured = [(t, _soft_measure(video, labels, d, vertices)) for t, d in track]
         # 5. Motion, shape and size exactly as for plain objects
-        obj = _summarise_track(measured, f, s)
+        obj = summarise_track(measured, f, s)
         sprites.append(
             SpriteTrack(
                 colors=colors,
@@ -598,9 +580,7 @@ def _pair_score(e: ExpectedSprite, d: SpriteTrack | None) -> int:
     if d is None:
         return 0
     return (
-        4 * len(e.colors & set(d.colors))
-        + 2 * (e.shape == d.shape)
-        + _motion_ok(e.motion, d.motion)
+        4 * len(e.colors & set(d.colors)) + 2 * (e.shape == d.shape) + motion_ok(e.motion, d.motion)
     )
 
 
@@ -641,7 +621,7 @@ def judge_elements(
         d = found[k] if k is not None else None
         shape = d is not None and d.shape == e.shape
         colours = d is not None and len(d.colors) == 2 and set(d.colors) == e.colors
-        motion = d is not None and _motion_ok(e.motion, d.motion)
+        motion = d is not None and motion_ok(e.motion, d.motion)
         refs.append(
             {
                 "ref": n,
@@ -678,194 +658,10 @@ def judge_elements(
 # Held-out suite
 # ----------------------------------------------------------------------------------------------
 
-ELEMENTS_SUITE_PATH = (
-    Path(__file__).resolve().parents[1] / "configs" / "eval" / "elements_suite.jsonl"
-)
-ELEMENTS_SUITE_SIZES: dict[str, int] = {"one_ref": 40, "two_refs": 40}
-_SUITE_FRAMES = 16
-_SUITE_CANVAS = 64
-
-_ONE_REF_TEMPLATES = [
-    "{r1} {part1}{bg_suffix}",
-    "{bg_prefix}{r1} {third1}",
-    "{r1} that {third1}{bg_suffix}",
-    "{Part1}, {r1} is seen against plain {bg}.",
-    "Watch {r1} as it {third1}; behind it, everything is {bg}.",
-]
-_TWO_REF_TEMPLATES = [
-    "{r1} {third1}, whereas {r2} {third2}; the background is {bg}",
-    "{r1} {third1} as {r2} {third2}, {bg} backdrop",
-    "{bg_prefix}{r1} {third1}; meanwhile, {r2} {third2}",
-    "two sprites on a {bg} canvas: {r1} {part1}, plus {r2} {part2}",
-]
-
-
-def heldout_sprites() -> list[dict[str, str]]:
-    """Every sprite look the suite may use: held out from training
-    (``world.shapes_world.is_heldout_sprite``), no image-only colour (purple), no unseen
-    colour/shape pair of the contract in either colour. Looks are ``{"shape", "pattern",
-    "color", "color2"}``; the order of the two colours sets the pattern's phase."""
-    from world.shapes_world import PATTERNS as SW_PATTERNS
-    from world.shapes_world import is_heldout_sprite
-
-    colors = [c for c in OBJECT_COLORS if c != IMAGE_ONLY_COLOR]
-    return [
-        {"shape": s, "pattern": p, "color": a, "color2": b}
-        for s in SHAPES
-        for p in SW_PATTERNS
-        for a in colors
-        for b in colors
-        if a != b
-        and (a, s) not in UNSEEN_PAIRS
-        and (b, s) not in UNSEEN_PAIRS
-        and is_heldout_sprite(s, p, a, b)
-    ]
-
-
-def place_sprites(
-    references: list[dict[str, Any]],
-    motions: list[str],
-    background: str,
-    rng: np.random.Generator,
-    frames: int = _SUITE_FRAMES,
-    canvas: int = _SUITE_CANVAS,
-    attempts: int = 200,
-) -> Any | None:
-    """A ``world.shapes_world.ClipSpec`` showing ``references`` with ``motions`` that the
-    world allows (every sprite inside the canvas at every frame, S/32 px between two), or
-    None when ``attempts`` random integer starts all fail."""
-    from world.shapes_world import ClipSpec, ObjectSpec, box_side, layout_ok, trajectory
-
-    objects = [
-        ObjectSpec(
-            shape=r["shape"],
-            color=r["color"],
-            size=r["size"],
-            motion=m,
-            x=0.0,
-            y=0.0,
-            pattern=r["pattern"],
-            color2=r["color2"],
-        )
-        for r, m in zip(references, motions, strict=True)
-    ]
-    offsets = trajectory(ClipSpec(objects, background, frames, canvas))  # starts at (0, 0)
-    for _ in range(attempts):
-        for i, obj in enumerate(objects):
-            low = np.ceil(-offsets[:, i].min(axis=0))
-            high = np.floor(canvas - box_side(obj.size, canvas) - offsets[:, i].max(axis=0))
-            if (low > high).any():
-                return None  # this size and motion cannot fit the clip at all
-            obj.x = float(rng.integers(low[0], high[0] + 1))
-            obj.y = float(rng.integers(low[1], high[1] + 1))
-        spec = ClipSpec(objects, background, frames, canvas)
-        if layout_ok(spec):
-            return spec
-    return None
-
-
-def _suite_prompt(n_refs: int, motions: list[str], bg: str, rng: random.Random) -> str:
-    forms = [rng.choice(_SUITE_MOTIONS[m]) for m in motions]
-    slots: dict[str, str] = {
-        "bg": bg,
-        "bg_suffix": rng.choice(_BG_SUFFIX).format(bg=bg),
-        "bg_prefix": rng.choice(_BG_PREFIX).format(bg=bg),
-    }
-    for k, (part, third) in enumerate(forms, start=1):
-        slots |= {f"r{k}": f"<ref{k}>", f"part{k}": part, f"third{k}": third}
-        slots[f"Part{k}"] = part.capitalize()
-    templates = _ONE_REF_TEMPLATES if n_refs == 1 else _TWO_REF_TEMPLATES
-    return rng.choice(templates).format(**slots)
-
-
-def build_elements_suite(
-    n: int | dict[str, int] | None = None, seed: int = 2024
-) -> list[dict[str, Any]]:
-    """The held-out elements prompts, deterministic in ``seed``.
-
-    ``n``: entries per category (``one_ref``, ``two_refs``), one number for both or a dict
-    overriding ``ELEMENTS_SUITE_SIZES``. Every reference is a held-out sprite
-    (:func:`heldout_sprites`); shapes, sizes, motions and backgrounds are balanced; the two
-    sprites of an entry have different colour pairs, and every entry has a layout the
-    world allows (:func:`place_sprites`). Prompts use the held-out wording of the shapes
-    suite. Entries are ``{"name", "category", "prompt", "references": [{"shape", "pattern",
-    "color", "color2", "size"}], "motions", "background"}``; ``motions`` and ``background``
-    are what the prompt says (the ground-truth renderer reads them, the judge reads the
-    prompt).
-    """
-    sizes = dict(ELEMENTS_SUITE_SIZES)
-    if isinstance(n, int):
-        sizes = dict.fromkeys(sizes, n)
-    elif n is not None:
-        unknown = set(n) - set(sizes)
-        if unknown:
-            raise ValueError(f"unknown categories {sorted(unknown)}; allowed: {list(sizes)}")
-        sizes |= n
-    rng = random.Random(seed)
-    looks = heldout_sprites()
-    by_shape = {s: [lk for lk in looks if lk["shape"] == s] for s in SHAPES}
-    cursor = dict.fromkeys(SHAPES, 0)
-    for s in SHAPES:
-        rng.shuffle(by_shape[s])
-
-    def next_look(shape: str, avoid: set[frozenset[str]]) -> dict[str, str]:
-        # Cycle through the shape's looks, skipping a colour pair already in the clip. Held-out
-        # circles all have one pair (green/yellow: a blue circle is an unseen pair), so a
-        # second circle in a clip becomes the next shape instead.
-        for other in (shape, *[s for s in SHAPES if s != shape]):
-            pool = by_shape[other]
-            for _ in range(len(pool)):
-                look = pool[cursor[other] % len(pool)]
-                cursor[other] += 1
-                if frozenset((look["color"], look["color2"])) not in avoid:
-                    return dict(look)
-        raise ValueError(f"no held-out sprite differs from {sorted(map(sorted, avoid))}")
-
-    suite: list[dict[str, Any]] = []
-    for category, n_refs in (("one_ref", 1), ("two_refs", 2)):
-        count = sizes[category]
-        columns = [
-            _balanced(list(SHAPES), count * n_refs, rng),
-            _balanced(list(SIZES), count * n_refs, rng),
-            _balanced(list(MOTIONS), count * n_refs, rng),
-        ]
-        backgrounds = _balanced(list(BACKGROUNDS), count, rng)
-        for i in range(count):
-            bg = backgrounds[i]
-            shapes, sizes_, motions = (col[i * n_refs : (i + 1) * n_refs] for col in columns)
-            for attempt in range(50):
-                refs: list[dict[str, Any]] = []
-                for shape, size in zip(shapes, sizes_, strict=True):
-                    taken = {frozenset((r["color"], r["color2"])) for r in refs}
-                    refs.append(next_look(shape, taken) | {"size": size})
-                layout_rng = np.random.default_rng([seed, len(suite), attempt])
-                if place_sprites(refs, motions, bg, layout_rng) is not None:
-                    break
-                # two large sprites moving toward each other may not fit: shrink, then redraw
-                sizes_ = ["small"] * n_refs if attempt >= 1 else sizes_
-                motions = [rng.choice(MOTIONS) for _ in motions] if attempt >= 2 else motions
-            else:  # pragma: no cover - two small sprites always fit the 64 px canvas
-                raise RuntimeError(f"no layout for suite entry {len(suite)}")
-            suite.append(
-                {
-                    "name": f"elements-{len(suite):03d}",
-                    "category": category,
-                    "prompt": _suite_prompt(n_refs, motions, bg, rng),
-                    "references": refs,
-                    "motions": list(motions),
-                    "background": bg,
-                }
-            )
-    return suite
-
-
-def write_elements_suite(path: Path = ELEMENTS_SUITE_PATH, seed: int = 2024) -> Path:
-    """Write ``build_elements_suite(seed=seed)`` as JSON lines (the committed
-    ``configs/eval/elements_suite.jsonl``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(e) + "\n" for e in build_elements_suite(seed=seed)))
-    return path
+ELEMENTS_SUITE_PATH = SUITES_DIR / "elements_suite.jsonl"
+#: The suite's clips: 16 frames on a 64 px canvas.
+SUITE_FRAMES = 16
+SUITE_CANVAS = 64
 
 
 def load_elements_suite(path: Path = ELEMENTS_SUITE_PATH) -> list[dict[str, Any]]:
@@ -892,7 +688,7 @@ def load_elements_suite(path: Path = ELEMENTS_SUITE_PATH) -> list[dict[str, Any]
                 if ref.get("pattern") is None or ref.get("size") is None:
                     raise ValueError(f"reference {ref!r} needs a pattern and a size")
                 ExpectedSprite.from_dict(ref, motion=motion)  # validates the look
-            _check_choice("background", entry["background"], BACKGROUNDS)
+            check_choice("background", entry["background"], BACKGROUNDS)
         except (ValueError, TypeError, AttributeError) as exc:
             raise ValueError(f"{path}:{no}: bad suite entry: {exc}") from None
         suite.append(entry)
@@ -904,40 +700,16 @@ def load_elements_suite(path: Path = ELEMENTS_SUITE_PATH) -> list[dict[str, Any]
     return suite
 
 
-def reference_images(entry: dict[str, Any], side: int = REFERENCE_SIDE) -> list[np.ndarray]:
-    """The entry's reference images, (side, side, 3) uint8 each, in placeholder order
-    (``world.shapes_world.render_reference``: the sprite centred on (240, 240, 240))."""
-    from world.shapes_world import ObjectSpec, render_reference
-
-    return [
-        render_reference(
-            ObjectSpec(
-                shape=r["shape"],
-                color=r["color"],
-                size=r["size"],
-                motion="still",
-                x=0.0,
-                y=0.0,
-                pattern=r["pattern"],
-                color2=r["color2"],
-            ),
-            side,
-            _SUITE_CANVAS,
-        )
-        for r in entry["references"]
-    ]
-
-
 # ----------------------------------------------------------------------------------------------
-# Run folders: generation, ground truth, evaluation
+# Run folders
 # ----------------------------------------------------------------------------------------------
 
 MANIFEST = "manifest.jsonl"
-#: Makes a video (F, H, W, 3) uint8 for (suite entry, its reference images, seed).
-VideoMaker = Callable[[dict[str, Any], list[np.ndarray], int], np.ndarray]
 
 
-def _read_manifest(path: Path) -> list[dict[str, Any]]:
+def read_manifest(path: Path) -> list[dict[str, Any]]:
+    """The records of a run folder's manifest (none when it does not exist yet); ValueError
+    naming a line that is not JSON."""
     records = []
     if path.is_file():
         for no, line in enumerate(path.read_text().splitlines(), 1):
@@ -948,199 +720,6 @@ def _read_manifest(path: Path) -> list[dict[str, Any]]:
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path}:{no}: not JSON ({exc})") from None
     return records
-
-
-def _run_suite(
-    suite: list[dict[str, Any]],
-    out_dir: Path,
-    samples: int,
-    seed: int,
-    make_video: VideoMaker,
-    sidecar_extra: dict[str, Any],
-    fps: int = 8,
-    progress: bool = False,
-) -> dict[str, int]:
-    """Fill ``out_dir`` with one video per (entry, sample): ``NAME-i.mp4``, its sidecar
-    ``NAME-i.json``, the reference images ``NAME-refK.png`` and a ``manifest.jsonl`` line.
-
-    Resumable: a (entry, sample) whose manifest line is ``ok`` for the same prompt and
-    references, and whose files exist, is skipped. A failing video is recorded as ``error`` and the run goes on. Sample ``i`` uses
-    seed ``seed + i``, like ``studio batch``.
-    """
-    from PIL import Image
-    from tqdm.auto import tqdm
-
-    from pipelines.video_io import write_video
-
-    from .generate import ensure_output_dir, write_json_atomic, write_jsonl_atomic
-
-    if samples < 1:
-        raise ValueError(f"samples must be >= 1, got {samples}")
-    out = ensure_output_dir(out_dir)
-    manifest = out / MANIFEST
-    previous = {(r.get("name"), r.get("sample")): r for r in _read_manifest(manifest)}
-    counts = {"done": 0, "skipped": 0, "failed": 0, "total": len(suite) * samples}
-    records: list[dict[str, Any]] = []
-    jobs = [(e, i) for e in suite for i in range(samples)]
-    for entry, i in tqdm(jobs, desc="elements", unit="video", disable=not progress):
-        # 1. Resume: keep a finished video
-        stem = f"{entry['name']}-{i}"
-        prev = previous.get((entry["name"], i))
-        if (
-            prev is not None
-            and prev.get("status") == "ok"
-            and prev.get("prompt") == entry["prompt"]  # the same entry, not a renamed one
-            and prev.get("references") == entry["references"]
-            and (out / f"{stem}.mp4").is_file()
-            and (out / f"{stem}.json").is_file()
-        ):
-            records.append(prev)
-            counts["skipped"] += 1
-            continue
-        # 2. Reference images, written once per entry
-        refs = reference_images(entry)
-        ref_names = [f"{entry['name']}-ref{k}.png" for k in range(1, len(refs) + 1)]
-        for name, image in zip(ref_names, refs, strict=True):
-            if not (out / name).is_file():
-                Image.fromarray(image).save(out / name)
-        record = {
-            "name": entry["name"],
-            "category": entry.get("category"),
-            "prompt": entry["prompt"],
-            "sample": i,
-            "seed": seed + i,
-            "video": f"{stem}.mp4",
-            "sidecar": f"{stem}.json",
-            "reference_images": ref_names,
-            "references": entry["references"],
-        }
-        # 3. The video and its sidecar
-        try:
-            frames = make_video(entry, refs, seed + i)
-            write_video(out / f"{stem}.mp4", frames, fps=fps)
-            write_json_atomic(
-                out / f"{stem}.json",
-                {
-                    "prompt": entry["prompt"],
-                    "seed": seed + i,
-                    "frames": int(frames.shape[0]),
-                    "fps": fps,
-                    "height": int(frames.shape[1]),
-                    "width": int(frames.shape[2]),
-                    "reference_images": ref_names,
-                    "references": entry["references"],
-                    "output": f"{stem}.mp4",
-                    **sidecar_extra,
-                },
-            )
-            record["status"] = "ok"
-            counts["done"] += 1
-        except Exception as exc:  # one failing video must not stop the run
-            record |= {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
-            counts["failed"] += 1
-        records.append(record)
-        # Rewrite the manifest after every video: an interruption loses at most this one.
-        write_jsonl_atomic(manifest, records)
-    write_jsonl_atomic(manifest, records)
-    return counts
-
-
-def generate_elements_run(
-    pipe: Any,
-    suite: list[dict[str, Any]],
-    out_dir: Path,
-    samples: int = 1,
-    seed: int = 0,
-    steps: int = 25,
-    guidance: float = 4.0,
-    frames: int = 16,
-    fps: int = 8,
-    model: str | None = None,
-    progress: bool = False,
-) -> dict[str, int]:
-    """Generate every (suite entry, sample) with ``pipe`` into ``out_dir`` (resumable).
-
-    The pipeline is called as ``pipe(prompt, reference_images=[(64, 64, 3) uint8, ...],
-    num_frames=frames, num_inference_steps=steps, guidance_scale=guidance,
-    generator=torch.Generator().manual_seed(seed + i)).frames[0]`` (float (F, H, W, 3) in
-    [0, 1]). Returns counts ``{done, skipped, failed, total}``. A pipeline whose call takes
-    no ``reference_images`` is refused up front (ValueError) rather than failing every video.
-    """
-    import torch
-
-    from pipelines.text_to_video import to_uint8
-
-    params = inspect.signature(pipe).parameters
-    if "reference_images" not in params and not any(
-        p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()
-    ):
-        raise ValueError(
-            f"{type(pipe).__name__} takes no reference_images: this model cannot generate "
-            "elements-to-video"
-        )
-    # The settings and the model are shared by every video: a bad one (e.g. a model trained
-    # without references) is one clear error, not a run of identical failures.
-    check = getattr(pipe, "check_inputs", None)
-    if check is not None and "reference_images" in inspect.signature(check).parameters:
-        for entry in {len(e["references"]): e for e in suite}.values():  # one per ref count
-            check(
-                prompt=entry["prompt"],
-                negative_prompt=None,
-                num_frames=frames,
-                height=_SUITE_CANVAS,
-                width=_SUITE_CANVAS,
-                num_inference_steps=steps,
-                guidance_scale=guidance,
-                output_type="np",
-                conditioning_frames=None,
-                reference_images=reference_images(entry),
-            )
-
-    def make_video(entry: dict[str, Any], refs: list[np.ndarray], seed_i: int) -> np.ndarray:
-        out = pipe(
-            entry["prompt"],
-            reference_images=refs,
-            num_frames=frames,
-            num_inference_steps=steps,
-            guidance_scale=guidance,
-            generator=torch.Generator().manual_seed(seed_i),
-        ).frames[0]
-        return to_uint8(np.asarray(out))
-
-    extra: dict[str, Any] = {"steps": steps, "guidance": guidance, "source": "model"}
-    if model is not None:
-        from .generate import package_versions, weights_hash
-
-        extra |= {
-            "model": str(model),
-            "weights_hash": weights_hash(Path(model)) if Path(model).is_dir() else None,
-            "versions": package_versions(),
-        }
-    return _run_suite(suite, Path(out_dir), samples, seed, make_video, extra, fps, progress)
-
-
-def render_ground_truth_run(
-    suite: list[dict[str, Any]],
-    out_dir: Path,
-    samples: int = 1,
-    seed: int = 0,
-    progress: bool = False,
-) -> dict[str, int]:
-    """Render every (suite entry, sample) with the Shapes World renderer (exclusions off:
-    the held-out sprites are drawn) into ``out_dir``, in the same layout as
-    :func:`generate_elements_run`. Scoring it shows what the judge gives a perfect model;
-    the videos go through the same H.264 writer, so compression is part of the check."""
-    from world.shapes_world import render
-
-    def make_video(entry: dict[str, Any], refs: list[np.ndarray], seed_i: int) -> np.ndarray:
-        rng = np.random.default_rng([seed_i, zlib.crc32(entry["name"].encode())])
-        spec = place_sprites(entry["references"], entry["motions"], entry["background"], rng)
-        if spec is None:
-            raise ValueError(f"no layout fits entry {entry['name']!r}")
-        return render(spec)
-
-    extra = {"source": "ground_truth"}
-    return _run_suite(suite, Path(out_dir), samples, seed, make_video, extra, 8, progress)
 
 
 def _wrong_item(reason: str, n_refs: int) -> dict[str, Any]:
@@ -1169,7 +748,7 @@ def _judge_record(record: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         return item | _wrong_item(str(reason), len(refs))
     try:
         path = Path(record["video"])
-        frames = _read_video(path if path.is_absolute() else run_dir / path)
+        frames = read_frames(path if path.is_absolute() else run_dir / path)
     except Exception as exc:  # missing, truncated or odd file: a wrong sample, not a crash
         reason = f"could not read video: {type(exc).__name__}: {exc}"
         return item | {"status": "unreadable"} | _wrong_item(reason, len(refs))
@@ -1226,7 +805,7 @@ def evaluate_elements_dir(run_dir: Path) -> dict[str, Any]:
             f"no {MANIFEST} in {run_dir}: generate the suite first "
             "(`studio eval elements DIR --generate` or `--ground-truth`)"
         )
-    items = [_judge_record(r, run_dir) for r in _read_manifest(manifest)]
+    items = [_judge_record(r, run_dir) for r in read_manifest(manifest)]
     if not items:
         raise ValueError(f"{manifest} lists no videos")
     return {
@@ -1236,53 +815,3 @@ def evaluate_elements_dir(run_dir: Path) -> dict[str, Any]:
         "overall": _aggregate(items),
         "items": items,
     }
-
-
-def _markdown(report: dict[str, Any]) -> str:
-    o = report["overall"]
-    rows = [
-        ("identity, one reference (per reference)", "identity_one_ref", o["n_refs_one"]),
-        ("identity, two references (per reference)", "identity_two_refs", o["n_refs_two"]),
-        ("motion (per reference)", "motion", o["n_refs_one"] + o["n_refs_two"]),
-    ]
-    lines = [
-        "# Elements-to-video evaluation",
-        "",
-        f"Run: `{report['run_dir']}` — {o['n_videos']} videos, {o['n_failed']} failed to "
-        "generate or load (counted wrong).",
-        "",
-        "| criterion | n | value | bar | pass |",
-        "|---|---:|---:|---:|:---:|",
-    ]
-    for label, key, n in rows:
-        mark = "yes" if o["passes"][key] else "no"
-        lines.append(f"| {label} | {n} | {_pct(o[key])} | ≥ {_pct(report['bars'][key])} | {mark} |")
-    lines += [
-        "",
-        "| also measured | value |",
-        "|---|---:|",
-        f"| shape (per reference) | {_pct(o['shape'])} |",
-        f"| both colours (per reference) | {_pct(o['colours'])} |",
-        f"| background (per video) | {_pct(o['background'])} |",
-        f"| sprite count (per video) | {_pct(o['count'])} |",
-        f"| all correct (per video) | {_pct(o['all_correct'])} |",
-        "",
-        "Identity = shape and both pattern colours (order-free) of the matched sprite; all "
-        "correct = every reference's identity and motion, the background and no extra sprite.",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def write_elements_report(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
-    """Write ``eval.json`` and ``eval.md`` into ``out_dir``."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out_dir / "eval.json", "markdown": out_dir / "eval.md"}
-    paths["json"].write_text(json.dumps(report, indent=2, default=str) + "\n")
-    paths["markdown"].write_text(_markdown(report))
-    return paths
-
-
-if __name__ == "__main__":
-    print(f"wrote {write_elements_suite()}")

@@ -1,7 +1,8 @@
-"""studio.elements_eval: the sprite judge reads identity (shape + both pattern colours) and
+"""evals.elements: the sprite judge reads identity (shape + both pattern colours) and
 motion off renderer ground truth, clean and degraded; wrong colours and wrong motions are
-caught; the held-out suite uses only held-out sprites; run folders score 100 % on ground
-truth, through the renderer and through a (fake) pipeline."""
+caught; the held-out suite (built by train.elements_suite) uses only held-out sprites; run
+folders (filled by studio.elements_batch) score 100 % on ground truth, through the renderer
+and through a (fake) pipeline."""
 
 from __future__ import annotations
 
@@ -11,22 +12,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.video_io import read_video, write_video
-from studio import elements_eval as ee
-from studio.cli import main
-from studio.elements_eval import (
+from evals.elements import (
+    ELEMENTS_SUITE_PATH,
     ElementsExpectation,
     ExpectedSprite,
-    build_elements_suite,
     detect_sprites,
     evaluate_elements_dir,
-    generate_elements_run,
     judge_elements,
+    load_elements_suite,
     parse_elements_caption,
-    render_ground_truth_run,
-    write_elements_report,
 )
+from evals.report import write_elements_report
+from pipelines.video_io import read_video, write_video
+from studio.cli import main
+from studio.elements_batch import generate_elements_run, reference_images, render_ground_truth_run
+from train.elements_suite import build_elements_suite, write_elements_suite
 from world import shapes_world as sw
+from world.placement import place_sprites
 
 REVERSED = {"left": "right", "right": "left", "up": "down", "down": "up", "still": "left"}
 
@@ -100,22 +102,6 @@ def ref_rates(results: list[dict]) -> dict[str, float]:
 @pytest.fixture(scope="module")
 def small_suite() -> list[dict]:
     return build_elements_suite(n=3, seed=5)
-
-
-# ------------------------------------------------------------------------------- contract
-
-
-def test_contract_constants_match_the_renderer():
-    assert ee.PATTERNS == sw.PATTERNS
-    assert ee.REFERENCE_BACKGROUND == sw.REFERENCE_BACKGROUND
-    assert ee.OBJECT_COLORS == sw.OBJECT_COLORS and ee.BACKGROUNDS == sw.BACKGROUNDS
-
-
-def test_detector_does_not_import_the_renderer():
-    # Only the suite builder and the ground-truth renderer may, lazily, inside functions.
-    source = Path(ee.__file__).read_text()
-    top_level = [line for line in source.splitlines() if line.startswith(("import", "from"))]
-    assert not [line for line in top_level if "shapes_world" in line or "train" in line]
 
 
 # --------------------------------------------------------------------------- ground truth
@@ -298,18 +284,20 @@ def test_suite_is_deterministic_parses_and_fits_the_canvas():
         assert [sp.motion for sp in exp.sprites] == e["motions"], e["prompt"]
         assert exp.background == e["background"], e["prompt"]
         rng = np.random.default_rng([k])
-        assert ee.place_sprites(e["references"], e["motions"], e["background"], rng) is not None
+        assert place_sprites(e["references"], e["motions"], e["background"], rng) is not None
 
 
 def test_committed_suite_is_up_to_date(tmp_path):
-    fresh = ee.write_elements_suite(tmp_path / "suite.jsonl")
-    assert fresh.read_text() == ee.ELEMENTS_SUITE_PATH.read_text()
-    assert ee.load_elements_suite() == build_elements_suite()
+    fresh = write_elements_suite(tmp_path / "suite.jsonl")
+    assert fresh.read_text() == ELEMENTS_SUITE_PATH.read_text(), (
+        "regenerate with `python -m train.elements_suite`"
+    )
+    assert load_elements_suite() == build_elements_suite()
 
 
 def test_reference_images_are_the_renderers(small_suite):
     entry = next(e for e in small_suite if len(e["references"]) == 2)
-    images = ee.reference_images(entry)
+    images = reference_images(entry)
     assert [im.shape for im in images] == [(64, 64, 3)] * 2
     assert all(im.dtype == np.uint8 for im in images)
     assert (images[0][0, 0] == sw.REFERENCE_BACKGROUND).all()
@@ -376,7 +364,7 @@ class GroundTruthPipe:
             {"prompt": prompt, "refs": reference_images, "seed": generator.initial_seed()}
         )
         rng = np.random.default_rng(generator.initial_seed())
-        spec = ee.place_sprites(entry["references"], entry["motions"], entry["background"], rng)
+        spec = place_sprites(entry["references"], entry["motions"], entry["background"], rng)
         spec.frames = num_frames
         frames = sw.render(spec).astype(np.float32) / 255.0
 
@@ -395,7 +383,7 @@ def test_generate_elements_run_calls_the_pipeline_by_contract(tmp_path, small_su
     assert sorted({c["seed"] for c in pipe.calls}) == [7, 8]
     for call in pipe.calls:
         entry = pipe.by_prompt[call["prompt"]]
-        want = ee.reference_images(entry)
+        want = reference_images(entry)
         assert len(call["refs"]) == len(entry["references"])
         assert all(np.array_equal(a, b) for a, b in zip(call["refs"], want, strict=True))
     sidecar = json.loads((tmp_path / "elements-000-1.json").read_text())
