@@ -16,13 +16,9 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL
 
+from evals.elements import ELEMENTS_SUITE_PATH, evaluate_elements_dir, load_elements_suite
 from pipelines.video_io import read_video, write_video
-from studio.elements_eval import (
-    ELEMENTS_SUITE_PATH,
-    evaluate_elements_dir,
-    load_elements_suite,
-    render_ground_truth_run,
-)
+from studio.elements_batch import render_ground_truth_run
 
 KEYS = ("identity_one_ref", "identity_two_refs", "motion", "shape", "colours")
 
@@ -47,7 +43,7 @@ def roundtrip_dir(vae: AutoencoderKL, run_dir: Path) -> None:
 
 
 def summary(report: dict) -> dict[str, float | None]:
-    """The report's rates under short names (see studio/elements_eval.py)."""
+    """The report's rates under short names (see evals/elements.py)."""
     return {k: report["overall"].get(k) for k in KEYS}
 
 

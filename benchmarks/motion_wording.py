@@ -1,10 +1,10 @@
-"""Is a missed motion the model's motion or the prompt's wording? (issue 5, session 18)
+"""Is a missed motion the model's motion or the prompt's wording? (issue 5)
 
     python benchmarks/motion_wording.py [MODEL] [--prompts 12] [--eval-dir runs/eval_sb]
 
 1. Generates ``--prompts`` clips per direction with the training phrasing
    (``a small {colour} {shape} moving {direction} on a black background``, seeds 0..N-1) and
-   judges their motion with ``studio.shapes_eval``: the model's motion, the wording held fixed.
+   judges their motion with ``evals.shapes``: the model's motion, the wording held fixed.
 2. With ``--eval-dir`` (a judged ``studio eval shapes`` run), tallies how often the motion was
    right for each held-out motion phrase of the one-object prompts: the wording's share.
 """
@@ -18,8 +18,9 @@ from pathlib import Path
 
 import torch
 
+from evals.contract import parse_caption
+from evals.shapes import SUITE_MOTIONS, judge
 from pipelines.text_to_video import to_uint8
-from studio import shapes_eval as se
 from studio.generate import load_pipeline
 
 DIRECTIONS = ("up", "down", "left", "right")
@@ -35,7 +36,7 @@ def training_phrasing(pipe, prompts: int, frames: int = 16, **kw) -> dict[str, l
             prompt = f"a small {COLOURS[i % 4]} {SHAPES[i % 3]} moving {d} on a black background"
             generator = torch.Generator().manual_seed(i)
             clip = pipe(prompt, num_frames=frames, generator=generator, **kw).frames[0]
-            verdict = se.judge(to_uint8(clip), se.parse_caption(prompt))
+            verdict = judge(to_uint8(clip), parse_caption(prompt))
             out[d].append(bool(verdict["motion"]))
     return out
 
@@ -44,7 +45,7 @@ def per_phrase(eval_json: dict) -> dict[str, list[bool]]:
     """{held-out motion phrase: [motion right?]} over the one-object items of a judged run."""
     phrases = {
         form: participle
-        for forms in se._SUITE_MOTIONS.values()
+        for forms in SUITE_MOTIONS.values()
         for participle, third in forms
         for form in (participle, third)
     }

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from evals import storyboards as sb
 from pipelines.scoring import load_scorer
 from pipelines.storyboard import (
     DEFAULT_CONTEXT,
@@ -37,7 +38,6 @@ from pipelines.storyboard import (
     load_storyboard,
     plan_windows,
 )
-from studio import shapes_eval as se
 from studio.generate import load_pipeline
 
 KEYS = ("identity_kept", "jump_ok", "motion")
@@ -47,18 +47,18 @@ def dev_stories(n: int, seed: int) -> list[dict]:
     """``n`` builder stories sharing no prompt with the held-out suite or the validation set."""
     taken = {
         sc["prompt"]
-        for path in (se.STORYBOARD_SUITE_PATH, se.STORYBOARD_VAL_PATH)
+        for path in (sb.STORYBOARD_SUITE_PATH, sb.STORYBOARD_VAL_PATH)
         for st in json.loads(path.read_text())
         for sc in st["scenes"]
     }
-    stories = se.build_storyboard_suite(n=3 * n, seed=seed)
+    stories = sb.build_storyboard_suite(n=3 * n, seed=seed)
     return [st for st in stories if not {sc["prompt"] for sc in st["scenes"]} & taken][:n]
 
 
 def verdict(given: np.ndarray, new: np.ndarray, before: str, prompt: str) -> dict[str, bool]:
     """The boundary judge on ``given`` → ``new`` (prompts: the given frames' and the window's)."""
     k = len(given)
-    result = se.evaluate_storyboard(
+    result = sb.evaluate_storyboard(
         np.concatenate([given, new]), [(before, 0, k), (prompt, k, k + len(new))]
     )
     boundary = result["boundaries"][0]

@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL
 
+from evals.contract import Expectation, ExpectedObject
+from evals.shapes import judge
 from studio.generate import default_model_path
-from studio.shapes_eval import Expectation, ExpectedObject, judge
 from world.shapes_world import ShapesWorld
 
 

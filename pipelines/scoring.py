@@ -253,14 +253,11 @@ class VideoTextScorer(_TextTruncation):
 
 
 SCORER_KINDS = {"clip": ClipSimScorer, "xclip": XClipScorer, "shapes": VideoTextScorer}
-DEFAULT_SCORER_PATH = Path(__file__).resolve().parent.parent / "studio" / "default_scorer"
 
 
 def load_scorer(spec: str, device: str = "cpu"):
-    """``default`` (the shipped Shapes World scorer), ``shapes:PATH``, ``clip:PATH_OR_ID``
-    or ``xclip:PATH_OR_ID`` → a scorer."""
-    if spec == "default":
-        return VideoTextScorer.from_pretrained(DEFAULT_SCORER_PATH, device=device)
+    """``shapes:PATH``, ``clip:PATH_OR_ID`` or ``xclip:PATH_OR_ID`` → a scorer (the studio
+    resolves ``default``, the shipped scorer, to ``shapes:DIR``: studio.shipped.scorer_spec)."""
     kind, sep, where = spec.partition(":")
     if not sep or kind not in SCORER_KINDS or not where:
         raise ValueError(

@@ -82,6 +82,7 @@ class BatchOptions:
     frames: int = 16
     fps: int = 8
     image_first: bool | None = None  # None: the model's own setting
+    lora: str | None = None  # a LoRA adapter on the model, PATH[:SCALE]
     # torch.compile the transformer: ~50 s of compiling before the first video, ~15 % faster
     # after (BENCHMARKS.md, issue 9), so it pays from a few dozen videos on
     compile: bool = False
@@ -347,6 +348,7 @@ def run_batch(options: BatchOptions, progress: bool = True, pipe=None) -> dict:
             options.model,
             device=str(state.device) if world > 1 else None,
             compile=options.compile,
+            lora=options.lora,
         )
     if todo:
         # The settings are shared by every video: a bad one is a usage error (exit 2), not
@@ -391,6 +393,7 @@ def run_batch(options: BatchOptions, progress: bool = True, pipe=None) -> dict:
             frames=options.frames,
             fps=options.fps,
             image_first=options.image_first,
+            lora=options.lora,
         )
         try:
             generate(

@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 from .errors import StudioError
+from .shipped import scorer_spec
 
 # pipelines.text_to_video.DEFAULT_GUIDANCE, repeated so that `studio --help` does not import torch
 # (tests/test_cli.py checks that the two agree)
@@ -91,6 +92,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             width=args.width,
             image_first=args.image_first,
             references=list(args.ref or []),
+            lora=args.lora,
         )
         check_request(request)  # a sidecar's settings are checked as it is read
     # Every input is checked before the scorer or the model loads: a bad one fails at once.
@@ -120,7 +122,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
             )
         from pipelines.scoring import load_scorer
 
-        scorer = load_scorer(args.scorer)  # before any generation: a bad spec costs nothing
+        scorer = load_scorer(
+            scorer_spec(args.scorer)
+        )  # before any generation: a bad spec costs nothing
     try:
         result = generate(
             request, args.out, model=model, progress=progress, best_of=args.best_of, scorer=scorer
@@ -164,6 +168,7 @@ def cmd_storyboard(args: argparse.Namespace) -> int:
         image_first=args.image_first,
         full_windows=args.full_windows,
         candidates=args.candidates,
+        lora=args.lora,
     )
     try:
         result = render_storyboard(story, out, options, model=args.model, progress=progress)
@@ -194,6 +199,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
             frames=args.frames,
             fps=args.fps,
             image_first=args.image_first,
+            lora=args.lora,
             compile=args.compile,
         ),
         progress=not args.quiet,
@@ -227,6 +233,7 @@ def cmd_eval_shapes(args: argparse.Namespace) -> int:
                 samples=args.samples,
                 seed=args.seed,
                 model=args.model,
+                lora=args.lora,
                 steps=args.steps,
                 guidance=args.guidance,
             ),
@@ -268,7 +275,7 @@ def cmd_eval_elements(args: argparse.Namespace) -> int:
             model = Path(args.model) if args.model else default_model_path()
             try:
                 counts = generate_elements_run(
-                    load_pipeline(model),
+                    load_pipeline(model, lora=args.lora),
                     suite,
                     run_dir,
                     samples=args.samples,
@@ -334,8 +341,9 @@ def render_storyboard_suite(args: argparse.Namespace) -> None:
         image_first=args.image_first,
         full_windows=args.full_windows,
         candidates=args.candidates,
+        lora=args.lora,
     )
-    pipe = load_pipeline(args.model)
+    pipe = load_pipeline(args.model, lora=args.lora)
     for entry in tqdm(stories, desc="storyboards", unit="story", disable=args.quiet):
         out = run_dir / f"{entry['name']}.mp4"
         if out.with_suffix(".json").is_file() and out.is_file():
@@ -345,10 +353,12 @@ def render_storyboard_suite(args: argparse.Namespace) -> None:
 
 
 def cmd_eval_scorer(args: argparse.Namespace) -> int:
-    from pipelines.scoring import DEFAULT_SCORER_PATH, VideoTextScorer
+    from pipelines.scoring import VideoTextScorer
     from train.train_scorer import evaluate, markdown, write_report
 
-    path = DEFAULT_SCORER_PATH if args.model == "default" else Path(args.model)
+    from .shipped import DEFAULT_SCORER_DIR
+
+    path = DEFAULT_SCORER_DIR if args.model == "default" else Path(args.model)
     scorer = VideoTextScorer.from_pretrained(path)
     report = evaluate(scorer, args.clips, args.seed, progress=not args.quiet)
     out = Path(args.out) if args.out else Path("runs") / "eval_scorer"
@@ -381,7 +391,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         print(f"warning: {p}", file=sys.stderr)
     if not pairs:
         raise StudioError(f"nothing to score in {src}")
-    scorer = load_scorer(args.scorer)
+    scorer = load_scorer(scorer_spec(args.scorer))
     rows = score_pairs(scorer, pairs, base, progress=not args.quiet)
     write_jsonl_atomic(out, rows)
     summary = summarise(rows, args.scorer)
@@ -544,8 +554,38 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return 0  # pragma: no cover
 
 
-def _add_image_first(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+# ---------------------------------------------------------------------------- options
+def _option_groups() -> dict[str, argparse.ArgumentParser]:
+    """The options several commands share, each declared once (argparse ``parents``); a
+    command that needs another default says so with ``set_defaults``."""
+    from pipelines.storyboard import DEFAULT_CANDIDATES, DEFAULT_CONTEXT
+
+    def group(title: str) -> tuple[argparse.ArgumentParser, argparse._ArgumentGroup]:
+        parent = argparse.ArgumentParser(add_help=False)
+        return parent, parent.add_argument_group(title)
+
+    runtime, g = group("runtime")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    model, g = group("model")
+    g.add_argument(
+        "--model", default=None, help="model folder (default: the shipped model, or $STUDIO_MODEL)"
+    )
+    g.add_argument(
+        "--lora",
+        default=None,
+        metavar="PATH[:SCALE]",
+        help="a LoRA adapter on the model (`studio train dit` with training: lora writes "
+        "RUN/lora) at SCALE (default 1.0)",
+    )
+
+    sampling, g = group("sampling")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--steps", type=int, default=25, help="denoising steps (1..1000)")
+    g.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, help=GUIDANCE_HELP)
+
+    image_first, g = group("first frame")
+    g.add_argument(
         "--image-first",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -553,32 +593,53 @@ def _add_image_first(parser: argparse.ArgumentParser) -> None:
         "own setting, image_first in its model_index.json)",
     )
 
+    timing, g = group("clip")
+    g.add_argument("--frames", type=int, default=16)
+    g.add_argument("--fps", type=_positive_int, default=8)
 
-def _add_window_options(parser: argparse.ArgumentParser) -> None:
-    """Storyboard windowing: --context, --candidates, --full-windows."""
-    from pipelines.storyboard import DEFAULT_CANDIDATES, DEFAULT_CONTEXT
+    size, g = group("size")
+    g.add_argument("--height", type=int, default=64)
+    g.add_argument("--width", type=int, default=64)
 
-    parser.add_argument(
+    windows, g = group("storyboard windows")
+    g.add_argument("--window", type=_positive_int, default=16, help="frames per model call")
+    g.add_argument(
         "--context",
         type=_positive_int,
         default=DEFAULT_CONTEXT,
         help=f"frames carried into each window (default: {DEFAULT_CONTEXT}, "
         "pipelines.storyboard.DEFAULT_CONTEXT)",
     )
-    parser.add_argument(
+    g.add_argument(
         "--candidates",
         type=_positive_int,
         default=DEFAULT_CANDIDATES,
         help="draws of each continued window, the most continuous kept (colour histogram and "
         f"seam step against the given frames); time grows with it (default: {DEFAULT_CANDIDATES})",
     )
-    parser.add_argument(
+    g.add_argument(
         "--full-windows",
         action=argparse.BooleanOptionalAction,
         default=True,
         help="generate every window at --window frames and keep the ones a scene needs "
         "(default; --no-full-windows generates only those)",
     )
+
+    report, g = group("report")
+    g.add_argument("--out", default=None, help="report folder (default: DIR)")
+    return {
+        "runtime": runtime,
+        "model": model,
+        "sampling": sampling,
+        "image_first": image_first,
+        "timing": timing,
+        "size": size,
+        "windows": windows,
+        "report": report,
+    }
+
+
+VIDEO_OUT_HELP = "output file: .mp4 (H.264), .gif or .webm"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -587,27 +648,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    g = sub.add_parser(
-        "generate",
+    def parents(*groups: str) -> list[argparse.ArgumentParser]:
+        # fresh groups for every command: argparse shares a parent's actions with each child,
+        # so one command's set_defaults would otherwise change every other command's default
+        made = _option_groups()
+        return [made[g] for g in groups]
+
+    def command(name: str, *groups: str, **kw) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=parents(*groups), **kw)
+
+    g = command(
+        "generate", "model", "sampling", "timing", "size", "image_first", "runtime",
         help="turn a sentence into a video file",
         description="Generate one clip and its sidecar JSON.",
-    )
+    )  # fmt: skip
     g.add_argument(
         "prompt", nargs="?", help='e.g. "a red circle moving left on a black background"'
     )
-    g.add_argument("--out", required=True, help="output file: .mp4 (H.264), .gif or .webm")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--steps", type=int, default=25, help="denoising steps (1..1000)")
-    g.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, help=GUIDANCE_HELP)
-    g.add_argument("--frames", type=int, default=16)
-    g.add_argument("--fps", type=_positive_int, default=8)
-    g.add_argument("--height", type=int, default=64)
-    g.add_argument("--width", type=int, default=64)
+    g.add_argument("--out", required=True, help=VIDEO_OUT_HELP)
     g.add_argument("--negative", default=None, help="negative prompt")
-    _add_image_first(g)
-    g.add_argument(
-        "--model", default=None, help="model folder (default: the shipped model, or $STUDIO_MODEL)"
-    )
     g.add_argument(
         "--ref",
         action="append",
@@ -630,75 +689,57 @@ def build_parser() -> argparse.ArgumentParser:
         help="for --best-of: default (the shipped Shapes World scorer), shapes:PATH, "
         "clip:PATH_OR_ID or xclip:PATH_OR_ID",
     )
-    g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=cmd_generate)
 
-    sb = sub.add_parser(
-        "storyboard",
+    sb = command(
+        "storyboard", "model", "sampling", "windows", "size", "image_first", "runtime",
         help="generate a multi-scene video from a storyboard file",
         description="Generate scenes {prompt, frames | seconds} one after the other in overlapping "
         "windows, each conditioned on the last frames of the video so far; writes OUT and its "
         "sidecar OUT.json (each scene's prompt and [start, end) frame range).",
-    )
+    )  # fmt: skip
     sb.add_argument("story", help="storyboard .yaml/.yml/.json (see docs/storyboards.md)")
-    sb.add_argument("--out", required=True, help="output file: .mp4 (H.264), .gif or .webm")
-    sb.add_argument("--seed", type=int, default=0)
-    sb.add_argument("--steps", type=int, default=25, help="denoising steps per window (1..1000)")
-    sb.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, help=GUIDANCE_HELP)
-    sb.add_argument("--window", type=_positive_int, default=16, help="frames per model call")
-    _add_window_options(sb)
-    sb.add_argument("--height", type=int, default=64)
-    sb.add_argument("--width", type=int, default=64)
-    sb.add_argument(
-        "--model", default=None, help="model folder (default: the shipped model, or $STUDIO_MODEL)"
-    )
+    sb.add_argument("--out", required=True, help=VIDEO_OUT_HELP)
     sb.add_argument(
         "--per-scene", action="store_true", help="also write OUT-scene1.mp4, OUT-scene2.mp4, …"
     )
-    _add_image_first(sb)
-    sb.add_argument("--quiet", action="store_true", help="no progress bar")
     sb.set_defaults(func=cmd_storyboard)
 
-    b = sub.add_parser(
-        "batch",
+    b = command(
+        "batch", "model", "sampling", "timing", "image_first", "runtime",
         help="generate many prompts (VBench-style names, resumable)",
         description="One video per (prompt, sample) named {prompt}-{i}.mp4, plus manifest.jsonl. "
         "Re-running resumes. Under `torchrun --nproc_per_node N -m studio.cli batch ...` or "
         "`accelerate launch` the videos are shared among the processes (docs/scale.md).",
-    )
+    )  # fmt: skip
     b.add_argument(
         "prompts", help='a .txt file (one prompt a line) or .jsonl ({"prompt": ...} a line)'
     )
     b.add_argument("--out-dir", required=True)
     b.add_argument("--samples", type=_positive_int, default=1, help="videos per prompt")
-    b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--model", default=None)
-    b.add_argument("--steps", type=int, default=25)
-    b.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, help=GUIDANCE_HELP)
-    b.add_argument("--frames", type=int, default=16)
-    b.add_argument("--fps", type=_positive_int, default=8)
-    _add_image_first(b)
     b.add_argument(
         "--compile",
         action="store_true",
         help="torch.compile the transformer: ~1 min before the first video, faster after "
         "(pays for long batches)",
     )
-    b.add_argument("--quiet", action="store_true")
     b.set_defaults(func=cmd_batch)
 
     e = sub.add_parser("eval", help="evaluate generated videos")
     esub = e.add_subparsers(dest="what", required=True, metavar="WHAT")
-    es = esub.add_parser(
-        "shapes",
+
+    def evaluation(name: str, *groups: str, **kw) -> argparse.ArgumentParser:
+        return esub.add_parser(name, parents=parents(*groups), **kw)
+
+    es = evaluation(
+        "shapes", "report", "model", "sampling", "runtime",
         help="analytical Shapes World judge over a batch output folder",
         description="Judge colour, shape, motion and background of every video in DIR/manifest.jsonl.",
-    )
+    )  # fmt: skip
     es.add_argument(
         "dir",
         help="a `studio batch` output folder (or where to generate the suite with --generate)",
     )
-    es.add_argument("--out", default=None, help="report folder (default: DIR)")
     es.add_argument(
         "--generate", action="store_true", help="first generate the held-out suite into DIR"
     )
@@ -706,23 +747,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--suite", default=None, help="prompt suite JSONL (default: the built-in held-out suite)"
     )
     es.add_argument("--samples", type=_positive_int, default=2)
-    es.add_argument("--seed", type=int, default=1000)
-    es.add_argument("--model", default=None)
-    es.add_argument("--steps", type=int, default=25)
-    es.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, help=GUIDANCE_HELP)
-    es.add_argument("--quiet", action="store_true")
-    es.set_defaults(func=cmd_eval_shapes)
+    es.set_defaults(func=cmd_eval_shapes, seed=1000)
 
-    eel = esub.add_parser(
-        "elements",
+    eel = evaluation(
+        "elements", "report", "model", "sampling", "runtime",
         help="judge elements-to-video: identity and motion of reference sprites",
         description="Judge every video in DIR/manifest.jsonl against its reference sprites and "
         "prompt: identity (shape and both pattern colours) and motion per reference, with one "
         "reference and with two. --generate first renders the held-out suite (sprites never "
         "seen in training) with the model; --ground-truth with the Shapes World renderer.",
-    )
+    )  # fmt: skip
     eel.add_argument("dir", help="an elements run folder (or where to fill one)")
-    eel.add_argument("--out", default=None, help="report folder (default: DIR)")
     fill = eel.add_mutually_exclusive_group()
     fill.add_argument(
         "--generate",
@@ -738,24 +773,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--suite", default=None, help="suite JSONL (default: the built-in held-out suite)"
     )
     eel.add_argument("--samples", type=_positive_int, default=1, help="videos per entry")
-    eel.add_argument("--seed", type=_nonneg_int, default=1000, help="sample i uses SEED + i")
-    eel.add_argument("--model", default=None)
-    eel.add_argument("--steps", type=_positive_int, default=25)
-    eel.add_argument(
-        "--guidance", type=float, default=4.0, help="guidance scale (default 4.0, as measured)"
-    )
-    eel.add_argument("--quiet", action="store_true")
-    eel.set_defaults(func=cmd_eval_elements)
+    eel.set_defaults(func=cmd_eval_elements, seed=1000, guidance=4.0)  # as measured
 
-    esb = esub.add_parser(
-        "storyboards",
+    esb = evaluation(
+        "storyboards", "report", "model", "sampling", "windows", "image_first", "runtime",
         help="judge storyboard videos: scene motion, identity and jumps at boundaries",
         description="Judge every storyboard sidecar (*.json from `studio storyboard`) in DIR "
         "with its video: per-scene motion, colour and shape kept across each boundary, and "
         "the position jump at each boundary (px at 64 px).",
-    )
+    )  # fmt: skip
     esb.add_argument("dir", help="a folder of `studio storyboard` outputs")
-    esb.add_argument("--out", default=None, help="report folder (default: DIR)")
     esb.add_argument(
         "--generate",
         action="store_true",
@@ -764,36 +791,28 @@ def build_parser() -> argparse.ArgumentParser:
     esb.add_argument(
         "--suite", default=None, help="storyboard suite JSON (default: the shipped one)"
     )
-    esb.add_argument("--model", default=None)
-    esb.add_argument("--seed", type=_nonneg_int, default=0)
-    esb.add_argument("--steps", type=_positive_int, default=25)
-    esb.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, help=GUIDANCE_HELP)
-    esb.add_argument("--window", type=_positive_int, default=16)
-    _add_window_options(esb)
-    _add_image_first(esb)
-    esb.add_argument("--quiet", action="store_true")
     esb.set_defaults(func=cmd_eval_storyboards)
 
-    ev = esub.add_parser(
-        "scorer",
+    ev = evaluation(
+        "scorer", "runtime",
         help="retrieval and counterfactual accuracy of a video-text scorer on held-out clips",
         description="Render held-out Shapes World clips (half one object, half two) and report "
         "text→video / video→text R@1/5/10 and median rank, and how often the true caption "
         "outscores one with a changed colour, a changed shape, a reversed direction, or "
         "attributes swapped between two objects — for the scorer and for its per-frame "
         "baseline (the same tower on single frames, averaged).",
-    )
+    )  # fmt: skip
     ev.add_argument("--model", default="default", help="default, or a `studio train scorer` folder")
     ev.add_argument("--clips", type=_positive_int, default=200)
     ev.add_argument("--seed", type=_nonneg_int, default=9_000_001)
     ev.add_argument("--out", default=None, help="report folder (default: runs/eval_scorer)")
-    ev.add_argument("--quiet", action="store_true")
     ev.set_defaults(func=cmd_eval_scorer)
 
     d = sub.add_parser("data", help="build training data")
     dsub = d.add_subparsers(dest="what", required=True, metavar="WHAT")
     ds = dsub.add_parser(
         "shapes",
+        parents=parents("runtime"),
         help="render Shapes World into WebDataset shards",
         description="Render clips and images (training-set exclusions on) into WebDataset tar shards.",
     )
@@ -804,10 +823,10 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--shard-size", type=_positive_int, default=1000)
     ds.add_argument("--size", type=_positive_int, default=64)
     ds.add_argument("--frames", type=_positive_int, default=16)
-    ds.add_argument("--quiet", action="store_true")
     ds.set_defaults(func=cmd_data_shapes)
     dp = dsub.add_parser(
         "pack",
+        parents=parents("runtime"),
         help="pack your videos and images with captions into WebDataset shards",
         description="Pack the files of a manifest (CSV with a header row, or JSONL) into "
         "WebDataset tar shards: columns path (relative to the manifest's folder), caption, "
@@ -830,11 +849,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         help="skip images of more pixels, before decoding them (default 4096*4096)",
     )
-    dp.add_argument("--quiet", action="store_true")
     dp.set_defaults(func=cmd_data_pack)
 
     sc = sub.add_parser(
         "score",
+        parents=parents("runtime"),
         help="text-video alignment scores (CLIPSIM / X-CLIP)",
         description='Score videos against captions: PAIRS.jsonl lines {"video", "caption"} '
         "→ the same lines with score (CLIP: CLIPSIM = mean per-frame cosine, frame_scores, "
@@ -852,7 +871,6 @@ def build_parser() -> argparse.ArgumentParser:
         "shapes:PATH (one trained by `studio train scorer`), clip:PATH_OR_ID (any transformers "
         "CLIPModel: CLIPSIM) or xclip:PATH_OR_ID (XCLIPModel)",
     )
-    sc.add_argument("--quiet", action="store_true")
     sc.set_defaults(func=cmd_score)
 
     u = sub.add_parser(

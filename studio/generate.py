@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import time
@@ -61,16 +62,38 @@ def weights_hash(model_dir: Path) -> str:
 _PIPELINES: dict[str, ShapesVideoPipeline] = {}
 
 
+def parse_lora(spec: str) -> tuple[Path, float]:
+    """``PATH[:SCALE]`` → (adapter folder or file, scale; 1.0 when not given)."""
+    path, scale = spec, 1.0
+    head, sep, tail = spec.rpartition(":")
+    if sep:
+        try:
+            path, scale = head, float(tail)
+        except ValueError:
+            pass  # a colon in the path itself
+    if not (math.isfinite(scale) and -10.0 <= scale <= 10.0):
+        raise StudioError(f"LoRA scale must be a number in -10..10, got {scale!r}")
+    if not Path(path).exists():
+        raise StudioError(f"no LoRA adapter at {path}")
+    return Path(path), scale
+
+
 def load_pipeline(
-    model: str | Path | None = None, device: str | None = None, compile: bool = False
+    model: str | Path | None = None,
+    device: str | None = None,
+    compile: bool = False,
+    lora: str | None = None,
 ) -> ShapesVideoPipeline:
     """Load (once per process) a saved pipeline; clear errors for missing or corrupt weights.
 
     ``compile``: ``torch.compile`` the transformer — the first clip waits for compilation,
     later ones run faster (benchmarks/perf.py), so it pays for batches, not for one clip.
+    ``lora``: ``PATH[:SCALE]``, a LoRA adapter (``training: lora`` runs write RUN/lora)
+    loaded onto the transformer at that scale.
     """
     path = Path(model) if model else default_model_path()
-    key = f"{path.resolve()}|{device}|{compile}"
+    adapter = parse_lora(lora) if lora else None
+    key = f"{path.resolve()}|{device}|{compile}|{adapter}"
     if key in _PIPELINES:
         return _PIPELINES[key]
     if not (path / "model_index.json").is_file():
@@ -86,6 +109,13 @@ def load_pipeline(
     except Exception as exc:  # corrupt/missing weights surface as many exception types
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StudioError(f"could not load the model at {path}: {first}") from None
+    if adapter is not None:
+        try:
+            pipe.load_lora_weights(str(adapter[0]), adapter_name="lora")
+        except Exception as exc:  # a folder without an adapter, another model's adapter, ...
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StudioError(f"could not load the LoRA adapter {adapter[0]}: {first}") from None
+        pipe.set_adapters(["lora"], [adapter[1]])
     pipe.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     pipe.set_progress_bar_config(disable=True)
     if compile:
@@ -115,6 +145,8 @@ class GenerateRequest:
     references: list[str | Path | Image.Image | np.ndarray | ReferenceImage] = field(
         default_factory=list
     )
+    # a LoRA adapter on the model, ``PATH[:SCALE]`` (None: the model as saved)
+    lora: str | None = None
 
 
 def _whole(value) -> bool:
@@ -156,6 +188,8 @@ def check_request(request: GenerateRequest, where: str = "") -> GenerateRequest:
         fail("image_first", "true, false or null", request.image_first)
     if not isinstance(request.references, list):
         fail("references", "a list", request.references)
+    if request.lora is not None and not isinstance(request.lora, str):
+        fail("lora", "a string PATH[:SCALE] or null", request.lora)
     return request
 
 
@@ -387,7 +421,7 @@ def generate(
     model_path = Path(model) if model else default_model_path()
     if pipe is None:
         check_model_takes_references(len(references), max_references(model_path), model_path)
-        pipe = load_pipeline(model_path)
+        pipe = load_pipeline(model_path, lora=request.lora)
     check_model_takes_references(len(references), max_references(pipe), model_path)
     pixels = [r.pixels for r in references]
 
@@ -488,6 +522,7 @@ class StoryboardOptions:
     per_scene: bool = False  # also write NAME-sceneK.EXT for every scene
     # the first window's frame 0 drawn as an image first; None: the model's own setting
     image_first: bool | None = None
+    lora: str | None = None  # a LoRA adapter on the model, PATH[:SCALE]
     # every window generated at `window` frames, the ones a scene needs kept
     full_windows: bool = True
     # draws per continued window, the most continuous kept (pipelines.storyboard)
@@ -526,7 +561,7 @@ def render_storyboard(
     model_path = Path(model) if model else default_model_path()
     check_scene_references(story.scenes, max_references(pipe if pipe is not None else model_path))
     references = read_story_references(story, size=reference_side(options.height, options.width))
-    pipe = pipe or load_pipeline(model_path)
+    pipe = pipe or load_pipeline(model_path, lora=options.lora)
     scene_paths = [
         out.with_name(f"{out.stem}-scene{i}{out.suffix}") for i in range(1, len(story.scenes) + 1)
     ]

@@ -43,6 +43,7 @@ from .generate import (
     read_references,
     render_storyboard,
 )
+from .shipped import scorer_spec
 
 try:  # POSIX; elsewhere every process runs its own worker
     import fcntl
@@ -200,6 +201,27 @@ def rerun(gallery: Gallery, job_id: str) -> Job:
     return gallery.enqueue(job.kind, job.request, job.prompt, job.seed)
 
 
+# The HTTP API (`studio serve`) adds a job only while fewer than this many wait: the machine
+# runs one at a time, so a longer queue only grows the store and the wait, and a script
+# looping on POST must not fill the disk. Jobs waiting from the UI count too.
+MAX_QUEUED = 100
+
+
+class QueueFull(StudioError):
+    """Too many jobs wait already: come back when some have run (HTTP 429)."""
+
+
+def check_queue_room(gallery: Gallery, limit: int = MAX_QUEUED) -> None:
+    """QueueFull when ``limit`` or more jobs are queued in ``gallery``; a caller that must
+    not overshoot checks and submits under one lock (the API does, per process)."""
+    waiting = len(gallery.search(status="queued", limit=limit))
+    if waiting >= limit:
+        raise QueueFull(
+            f"the queue is full: {waiting} jobs are waiting and at most {limit} may; "
+            "try again when some have run, or cancel some"
+        )
+
+
 # ---------------------------------------------------------------------------- running
 def run_job(gallery: Gallery, job: Job, model: str | Path | None = None) -> Job:
     """Run one claimed job to its end (done, failed or cancelled) and record it."""
@@ -263,7 +285,7 @@ def _scorer(spec: str):
     if spec not in _SCORERS:
         from pipelines.scoring import load_scorer
 
-        _SCORERS[spec] = load_scorer(spec)
+        _SCORERS[spec] = load_scorer(scorer_spec(spec))
     return _SCORERS[spec]
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.scoring import DEFAULT_SCORER_PATH, load_scorer
-from studio.shipped import DEFAULT_MODEL_DIR
+from pipelines.scoring import load_scorer
+from studio.shipped import DEFAULT_MODEL_DIR, scorer_spec
+from studio.shipped import DEFAULT_SCORER_DIR as DEFAULT_SCORER_PATH
 from world.shapes_world import ClipSpec, ObjectSpec, render
 
 pytestmark = pytest.mark.skipif(
@@ -26,7 +27,7 @@ def test_default_scorer_reads_colour_background_and_direction():
     """What the shipped scorer does reliably (BENCHMARKS.md: colour and direction
     counterfactuals 100 %): the true caption beats a wrong colour, a wrong background and the
     reversed direction, and the time-reversed clip prefers the reversed caption."""
-    scorer = load_scorer("default")
+    scorer = load_scorer(scorer_spec("default"))
     clip = render(ClipSpec([ObjectSpec("square", "red", "large", "right", 4, 20)], "black"))
     true = "a large red square moving right on a black background"
     wrong = [

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from pipelines.scoring import DEFAULT_SCORER_PATH
 from studio.gallery import Gallery, Job, default_home
 from studio.jobs import Worker
-from studio.shipped import MODEL_ENV, SCORER_ENV, default_model_path
+from studio.shipped import DEFAULT_SCORER_DIR, MODEL_ENV, SCORER_ENV, default_model_path
 from studio.uploads import UploadLimits
 
 POLL_S = 1.0
@@ -43,7 +42,7 @@ def scorer_spec() -> str | None:
         return None
     if spec:
         return spec
-    return "default" if (DEFAULT_SCORER_PATH / "config.json").is_file() else None
+    return "default" if (DEFAULT_SCORER_DIR / "config.json").is_file() else None
 
 
 class Studio:
