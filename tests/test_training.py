@@ -445,18 +445,14 @@ def test_sample_prediction_trains(cli, tmp_path):
     assert torch.isfinite(loss) and model.proj_out.weight.grad.abs().sum() > 0
 
 
-def test_gate_and_text_learning_rate_multipliers_get_their_own_groups():
+def test_text_learning_rate_multiplier_gets_its_own_group():
     from models.video_dit import dit_tiny
     from train.train_dit import param_groups
 
-    cfg = load_config(
-        DiTTrainConfig, None, ["gate_lr_multiplier=10", "text_lr_multiplier=3", "lr=0.001"]
-    )
+    cfg = load_config(DiTTrainConfig, None, ["text_lr_multiplier=3", "lr=0.001"])
     model = dit_tiny(in_channels=4, patch_size=2, text_dim=384)
-    rest, text, gates = param_groups(model, cfg)
-    assert gates["lr"] == pytest.approx(0.01) and rest["lr"] == pytest.approx(0.001)
-    assert text["lr"] == pytest.approx(0.003)
-    assert len(gates["params"]) == 2 * len(model.blocks)  # temporal and swap gate per block
+    rest, text = param_groups(model, cfg)
+    assert rest["lr"] == pytest.approx(0.001) and text["lr"] == pytest.approx(0.003)
     names = {id(p): n for n, p in model.named_parameters()}
     text_names = [names[id(p)] for p in text["params"]]
     assert all(
@@ -464,14 +460,14 @@ def test_gate_and_text_learning_rate_multipliers_get_their_own_groups():
     )
     assert sum(".cross_attn." in n for n in text_names) == 8 * len(model.blocks)  # q k v out
     n_all = sum(1 for _ in model.parameters())
-    assert len(rest["params"]) + len(text["params"]) + len(gates["params"]) == n_all
+    assert len(rest["params"]) + len(text["params"]) == n_all
     # the schedule scales every group alike
     optimizer = torch.optim.AdamW(param_groups(model, cfg))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, train_dit.lr_lambda(cfg))
     optimizer.step()  # no gradients: nothing moves
     schedule.step()
     lrs = schedule.get_last_lr()
-    assert lrs[2] / lrs[0] == pytest.approx(10.0) and lrs[1] / lrs[0] == pytest.approx(3.0)
+    assert lrs[1] / lrs[0] == pytest.approx(3.0)
 
 
 def test_sample_space_loss_is_the_plain_x0_error():
@@ -539,95 +535,6 @@ def test_continuation_cache_follows_the_clips(tmp_path):
     torch.testing.assert_close(cache.clips[3], expected, atol=1e-3, rtol=0)
 
 
-def test_soften_frames_rounds_corners_alike_in_every_frame():
-    """Corners go to the background, the middle keeps its colour, no in-between colour is
-    made (without the edge blur), and a moving object keeps one softened look."""
-    import numpy as np
-
-    from train.latent_cache import soften_frames
-
-    bg, red = np.array([15, 15, 15], np.uint8), np.array([230, 40, 40], np.uint8)
-    clip = np.broadcast_to(bg, (3, 32, 32, 3)).copy()
-    for f in range(3):  # a 12 px square moving right by 2 px a frame
-        clip[f, 10:22, 8 + 2 * f : 20 + 2 * f] = red
-    out = soften_frames(clip, rounding=2.0, edge=0.0)
-    colours = {tuple(c) for c in out.reshape(-1, 3)}
-    assert colours == {tuple(bg), tuple(red)}
-    assert (out[0, 10, 8] == bg).all() and (out[0, 21, 19] == bg).all()  # corners rounded
-    assert (out[0, 16, 14] == red).all()  # the middle kept
-    assert (out[0, 16, 8] == red).all()  # an edge's middle kept
-    np.testing.assert_array_equal(out[1, :, 2:], out[0, :, :-2])  # the same look, moved
-    soft = soften_frames(clip, rounding=2.0)  # with the edge blur: in-between colours
-    assert len({tuple(c) for c in soft.reshape(-1, 3)}) > 2
-    many = np.random.default_rng(0).integers(0, 255, (2, 8, 8, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(soften_frames(many, 2.0), many)  # a patterned clip: as is
-    np.testing.assert_array_equal(soften_frames(clip, 0.0), clip)
-
-
-@pytest.mark.parametrize("option", ["continuation_soften", "continuation_slow"])
-def test_redrawn_continuations_differ_only_where_drawn(option):
-    """A share of 1 re-draws every continuation clip and no plain clip (softened: every frame;
-    slowed: the given frames before the last, for a moving object); a share outside [0, 1] is
-    refused."""
-    from train.latent_cache import build_cache
-
-    torch.manual_seed(0)
-    vae = vae_tiny(sample_size=16).eval()
-    kw = dict(size=16, frames=6, n_continuations=3, continuation_frames=(3, 3), progress=False)
-    plain = build_cache(vae, 2, 0, **kw)
-    drawn = build_cache(vae, 2, 0, **{option: 1.0}, **kw)
-    torch.testing.assert_close(drawn.clips[:2], plain.clips[:2])
-    assert drawn.clip_specs == plain.clip_specs
-    changed = range(2, 5)
-    if option == "continuation_slow":
-        torch.testing.assert_close(drawn.clips[:, :, 2:], plain.clips[:, :, 2:])  # from k - 1
-        changed = [i for i in changed if drawn.clip_specs[i]["objects"][0]["motion"] != "still"]
-    assert changed and all(not torch.allclose(drawn.clips[i], plain.clips[i]) for i in changed)
-    with pytest.raises(ValueError, match=option):
-        build_cache(vae, 0, 0, **{option: 1.5}, **kw)
-
-
-def test_slow_given_frames_slow_the_context_and_keep_the_rest():
-    """Given frames re-drawn at a share of the speed end where the clip's last given frame is,
-    step by that share of the world's step, and leave the frames to generate as they were;
-    factor 1 is the clip itself, still objects stay, a bad factor is refused."""
-    import numpy as np
-
-    from evals.detect import detect
-    from train.latent_cache import slow_given_frames
-    from world.shapes_world import ShapesWorld, speed
-
-    world = ShapesWorld(
-        size=64, frames=16, seed=0, mix={"continuation": 1.0}, continuation_frames=(4, 4)
-    )
-    clip = next(
-        c
-        for c in (world.sample(4 * 10**8 + i) for i in range(50))
-        if len(c.meta["objects"]) == 1 and c.meta["objects"][0]["motion"] != "still"
-    )
-    k = clip.meta["condition_frames"]
-    assert k == 4
-    out = slow_given_frames(clip, 0.25)
-    np.testing.assert_array_equal(out[k - 1 :], clip.frames[k - 1 :])  # last given and new
-    assert not np.array_equal(out[: k - 1], clip.frames[: k - 1])
-    before = detect(clip.frames[:k]).objects[0]
-    after = detect(out[:k]).objects[0]
-    travel = np.hypot(*np.subtract(before.last_centroid, before.first_centroid))
-    slowed = np.hypot(*np.subtract(after.last_centroid, after.first_centroid))
-    assert travel == pytest.approx((k - 1) * speed(64), abs=0.6)
-    assert slowed == pytest.approx(0.25 * travel, abs=0.6)
-    np.testing.assert_array_equal(after.last_centroid, before.last_centroid)
-    np.testing.assert_array_equal(slow_given_frames(clip, 1.0), clip.frames)
-    still = next(
-        c
-        for c in (world.sample(4 * 10**8 + i) for i in range(200))
-        if all(o["motion"] == "still" for o in c.meta["objects"])
-    )
-    np.testing.assert_array_equal(slow_given_frames(still, 0.3), still.frames)
-    with pytest.raises(ValueError, match="factor"):
-        slow_given_frames(clip, 1.5)
-
-
 def test_continuation_clips_join_the_training_cache(dit_config, cache_dir):
     """data.cache_continuations: a run caches them in a part of their own and trains on them
     with their given frames."""
@@ -644,37 +551,11 @@ def test_continuation_clips_join_the_training_cache(dit_config, cache_dir):
     (part,) = Path(cache_dir).glob("*-continuations-3-k2-3")
     specs = json.loads((part / "specs.json").read_text())["clips"]
     assert len(specs) == 3 and all(s["condition_frames"] in (2, 3) for s in specs)
-    soft = dit_config(
-        "CONT_SOFT",
-        "data.cache_continuations=3",
-        "data.continuation_frames=[2, 3]",
-        "data.continuation_soften=0.5",
-        "stages=[{name: clips, steps: 1, frames: 8, batch_size: 2}]",
-    )
-    reset_accelerate()
-    train_dit.main(soft)
-    reset_accelerate()
-    assert len(list(Path(cache_dir).glob("*-continuations-3-k2-3-soft0.5"))) == 1  # its own part
-    slow = dit_config(
-        "CONT_SLOW",
-        "data.cache_continuations=3",
-        "data.continuation_frames=[2, 3]",
-        "data.continuation_slow=0.5",
-        "stages=[{name: clips, steps: 1, frames: 8, batch_size: 2}]",
-    )
-    reset_accelerate()
-    train_dit.main(slow)
-    reset_accelerate()
-    assert len(list(Path(cache_dir).glob("*-continuations-3-k2-3-slow0.5"))) == 1
     bad = dit_config("CONT_BAD", "data.continuation_frames=[2]")
     reset_accelerate()
     with pytest.raises(ValueError, match="continuation_frames"):
         train_dit.main(bad)
     reset_accelerate()
-    with pytest.raises(ConfigError, match="continuation_soften"):  # refused at load
-        dit_config("CONT_SOFT_BAD", "data.continuation_soften=2")
-    with pytest.raises(ConfigError, match="continuation_slow"):  # refused at load
-        dit_config("CONT_SLOW_BAD", "data.continuation_slow=2")
     with pytest.raises(ConfigError, match="wordnet_phrasing_prob"):  # refused at load
         dit_config("WORDNET_BAD", "data.wordnet_phrasing_prob=-0.1")
 

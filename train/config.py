@@ -180,15 +180,6 @@ class DataConfig:
     # and drawn with them: storyboard windows continue a few given frames (their context)
     cache_continuations: int = 0
     continuation_frames: list[int] = field(default_factory=lambda: [2, 8])
-    # share of those continuation clips whose objects are drawn softened, as a generator
-    # draws them (corners and apexes rounded by 1-2.5 px at S = 64, soft edges; the same in
-    # every frame: train/latent_cache.py soften_frames). A storyboard's later windows are
-    # given generated frames; this teaches them to keep the look they are given
-    continuation_soften: float = 0.0
-    # share of those continuation clips whose given frames move at 0-50 % of the world's
-    # speed, ending where they would (train/latent_cache.py slow_given_frames): a later
-    # window is given the slow end of a generated one and must go on from there in one step
-    continuation_slow: float = 0.0
     # chance an up or down motion in a training caption is phrased from the WordNet table
     # (world/wordnet_phrasings.py: lemmas of rise/climb/fall/drop's motion senses and of
     # upward/downward) instead of the grammar's five phrasings per direction; 0 = the
@@ -212,8 +203,6 @@ class DataConfig:
             clip_frame_prob=SHARE,
             cache_end_frames=NON_NEGATIVE,
             cache_continuations=NON_NEGATIVE,
-            continuation_soften=SHARE,
-            continuation_slow=SHARE,
             wordnet_phrasing_prob=SHARE,
         )
         if self.split_by not in ("shards", "samples"):
@@ -290,9 +279,6 @@ class DiTTrainConfig:
         ]
     )
     lr: float = 4e-4
-    # Learning rate of the zero-initialised temporal and swap gates, × lr: after 4000 clip
-    # steps at 1× they reached only 0.04–0.08 and the shipped model's objects barely move.
-    gate_lr_multiplier: float = 1.0
     # Learning rate of the text path (text_proj, pooled_proj, every cross_attn), × lr.
     text_lr_multiplier: float = 1.0
     weight_decay: float = 0.0
@@ -365,7 +351,6 @@ class DiTTrainConfig:
         _check(
             self,
             lr=(0.0, 1.0),
-            gate_lr_multiplier=(0.0, 1e4),
             text_lr_multiplier=(0.0, 1e4),
             weight_decay=NON_NEGATIVE,
             warmup=NON_NEGATIVE,

@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from world.shapes_world import ClipSpec, ShapesWorld, render_at, trajectory
+from world.shapes_world import ClipSpec, ShapesWorld
 
 VIDEO_KINDS = ("video1", "video2", "continuation")
 VIDEO_WEIGHTS = {"video1": 0.4, "video2": 0.45, "continuation": 0.15}
@@ -105,8 +105,6 @@ def build_cache(
     n_end_frames: int = 0,
     n_continuations: int = 0,
     continuation_frames: tuple[int, int] = (2, 8),
-    continuation_soften: float = 0.0,
-    continuation_slow: float = 0.0,
 ) -> LatentCache:
     """Render and encode; deterministic for a seed (sample i of each part uses index i).
 
@@ -115,17 +113,7 @@ def build_cache(
     two-object clips are rendered whole (their objects' start depends on their motion) and
     only their first and last frames encoded. ``n_continuations`` continuation clips (k in
     ``continuation_frames`` given, half of them switching motion at k) follow the
-    ``n_clips`` clips in ``clips``; a ``continuation_soften`` share of them (drawn per clip from
-    its index) is softened by :func:`soften_frames` with a rounding of 1-2.5 px at S = 64, and
-    a ``continuation_slow`` share (drawn apart) has its given frames re-drawn moving at 0-50 %
-    of the world's speed by :func:`slow_given_frames` (before any softening, so that a clip
-    drawn both ways is softened in every frame)."""
-    for name, share in (
-        ("continuation_soften", continuation_soften),
-        ("continuation_slow", continuation_slow),
-    ):
-        if not 0.0 <= share <= 1.0:
-            raise ValueError(f"{name} must be in [0, 1], got {share}")
+    ``n_clips`` clips in ``clips``."""
     world = ShapesWorld(
         size=size, frames=frames, seed=seed, mix=VIDEO_WEIGHTS | {"image": 0.0, "reference": 0.0}
     )
@@ -145,16 +133,7 @@ def build_cache(
     )
     # the plain clips, then the extra continuations (their sample indices start at 4·10⁸)
     for part_world, base, n in ((world, 0, n_clips), (cont_world, 4 * 10**8, n_continuations)):
-        for b, samples in enumerate(_sample_batches(part_world, base, n, per_batch)):
-            for j, s in enumerate(samples if part_world is cont_world else []):
-                i = b * per_batch + j  # draws from the clip's index in its part, one stream each
-                # slowed first: it re-draws the given frames crisp, softening then covers all
-                slow_rng = np.random.default_rng([seed, i, 1])
-                if continuation_slow > 0 and slow_rng.random() < continuation_slow:
-                    s.frames = slow_given_frames(s, slow_rng.uniform(0.0, 0.5))
-                soft_rng = np.random.default_rng([seed, i])
-                if continuation_soften > 0 and soft_rng.random() < continuation_soften:
-                    s.frames = soften_frames(s.frames, soft_rng.uniform(1.0, 2.5) * size / 64)
+        for samples in _sample_batches(part_world, base, n, per_batch):
             clip_lat.append(_encode_clips(vae, samples, frames))
             clip_specs += [_spec(s) for s in samples]
             bar.update(len(samples))
@@ -218,52 +197,6 @@ def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     x = torch.nn.functional.pad(x, (radius, radius, radius, radius), mode="replicate")
     x = torch.nn.functional.conv2d(x, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
     return torch.nn.functional.conv2d(x, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-
-
-def soften_frames(frames: np.ndarray, rounding: float, edge: float = 0.7) -> np.ndarray:
-    """Draw a rendered clip's objects as a generator tends to: corners and apexes rounded
-    by ``rounding`` px (each pixel takes the colour most of its blurred neighbourhood has)
-    and edges soft (a final ``edge`` px blur). The same in every frame, so an object keeps
-    one (softened) look for the whole clip. uint8 (F, H, W, 3) in and out; a clip with more
-    than 8 colours (patterned sprites) is returned unchanged."""
-    if rounding <= 0:
-        return frames
-    colours = np.unique(frames.reshape(-1, 3), axis=0)
-    if len(colours) > 8:
-        return frames
-    # each pixel's colour index, one-hot (F, K, H, W), blurred: a majority vote of the
-    # neighbourhood, so corners round without fringes of in-between colours
-    index = (frames[..., None, :] == colours).all(-1).argmax(-1)  # (F, H, W)
-    onehot = torch.nn.functional.one_hot(torch.from_numpy(index), len(colours))
-    votes = _gaussian_blur(onehot.permute(0, 3, 1, 2).float(), rounding)
-    palette = torch.from_numpy(colours).float()  # (K, 3)
-    rounded = palette[votes.argmax(1)].permute(0, 3, 1, 2)  # (F, 3, H, W)
-    out = _gaussian_blur(rounded, edge) if edge > 0 else rounded
-    return out.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
-
-
-def slow_given_frames(sample, factor: float) -> np.ndarray:
-    """A continuation clip re-drawn with its given frames moving at ``factor`` × the world's
-    speed and ending where they end in the clip; the frames to generate are unchanged.
-
-    A storyboard's later window is given the end of a generated window, where objects move
-    well under the world's 2 px a frame, and a model trained only on given frames that move
-    at full speed restarts from them with a double step (BENCHMARKS.md, "Seams step further
-    than frames"). Given frame i of k is drawn where the clip shows the object at time
-    ``k - 1 - (k - 1 - i) · factor``: still objects stay, moving ones slow down, all in the
-    canvas. uint8 (F, H, W, 3); clips without given frames are returned unchanged.
-    """
-    if not 0.0 <= factor <= 1.0:
-        raise ValueError(f"factor must be in [0, 1], got {factor}")
-    spec = ClipSpec.from_dict(sample.meta)
-    k = spec.condition_frames
-    if not k or k < 2:
-        return sample.frames
-    pos = trajectory(spec)  # (F, n, 2): frames 0..k-1 move with the first motion
-    step = pos[1] - pos[0]  # (n, 2) per object
-    lag = (k - 1 - np.arange(k))[:, None, None]  # (k, 1, 1): frames before the last given one
-    given = render_at(spec, pos[k - 1] - lag * factor * step)  # (k, S, S, 3)
-    return np.concatenate([given, sample.frames[k:]])
 
 
 def _sample_batches(world: ShapesWorld, base: int, n: int, per_batch: int, **kwargs):

@@ -560,7 +560,6 @@ def drop_log_after(path: Path, step: int) -> None:
 
 
 TEXT_MODULES = ("text_proj", "pooled_proj")  # + every block's cross_attn
-GATE_NAMES = ("gate_temporal", "gate_swap", "gate_st")
 
 
 def add_lora(model: VideoDiT, cfg: DiTTrainConfig) -> None:
@@ -600,26 +599,20 @@ def export_lora(model: VideoDiT, ema, out: Path) -> Path:
 
 
 def param_groups(model: torch.nn.Module, cfg: DiTTrainConfig) -> list[dict]:
-    """AdamW groups: the gates (temporal, swap, space-time) at ``cfg.gate_lr_multiplier`` × the
-    base learning rate (they start at zero and, with Adam's ~lr-sized steps, open slowly); the
-    text path (token and pooled projections, per-frame text condition, every text
-    cross-attention) at ``cfg.text_lr_multiplier`` ×; the rest at the base rate. The schedule
-    scales all alike."""
-    gates, text, rest = [], [], []
+    """AdamW groups: the text path (token and pooled projections, every text cross-attention)
+    at ``cfg.text_lr_multiplier`` × the base learning rate; the rest at the base rate. The
+    schedule scales both alike."""
+    text, rest = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:  # the frozen base of a LoRA run
             continue
-        if name.rsplit(".", 1)[-1] in GATE_NAMES:
-            gates.append(p)
-        elif name.split(".", 1)[0] in TEXT_MODULES or ".cross_attn." in name:
+        if name.split(".", 1)[0] in TEXT_MODULES or ".cross_attn." in name:
             text.append(p)
         else:
             rest.append(p)
     groups = [{"params": rest, "lr": cfg.lr}]
     if text:
         groups.append({"params": text, "lr": cfg.lr * cfg.text_lr_multiplier})
-    if gates:
-        groups.append({"params": gates, "lr": cfg.lr * cfg.gate_lr_multiplier})
     return groups
 
 
@@ -793,12 +786,7 @@ def _shapes_cache(cfg: DiTTrainConfig, vae, out: Path, accelerator) -> LatentCac
     parts = {root / key: {"n_clips": cfg.data.cache_clips, "n_images": cfg.data.cache_images}}
     refs_path = root / f"{key}-references-{n_refs}"
     ends_path = root / f"{key}-end-frames-{n_ends}"
-    soften, slow = cfg.data.continuation_soften, cfg.data.continuation_slow
-    conts_path = root / (
-        f"{key}-continuations-{n_conts}-k{k_lo}-{k_hi}"
-        + (f"-soft{soften:g}" if soften else "")
-        + (f"-slow{slow:g}" if slow else "")
-    )
+    conts_path = root / f"{key}-continuations-{n_conts}-k{k_lo}-{k_hi}"
     if n_refs:
         parts[refs_path] = {"n_references": n_refs}
     if n_ends:
@@ -807,8 +795,6 @@ def _shapes_cache(cfg: DiTTrainConfig, vae, out: Path, accelerator) -> LatentCac
         parts[conts_path] = {
             "n_continuations": n_conts,
             "continuation_frames": (k_lo, k_hi),
-            "continuation_soften": soften,
-            "continuation_slow": slow,
         }
     if accelerator.is_main_process:
         for path, counts in parts.items():
@@ -840,8 +826,7 @@ def _shapes_cache(cfg: DiTTrainConfig, vae, out: Path, accelerator) -> LatentCac
     accelerator.print(
         f"latent cache {root / key}: {len(cache.clips)} clips, {len(cache.images)} images, "
         f"{n_refs} reference clips, {n_ends} extra clip end frames "
-        f"({n_conts} of the clips are extra continuations, k in {k_lo}..{k_hi}, "
-        f"{soften:.0%} of them softened, {slow:.0%} with slowed given frames)"
+        f"({n_conts} of the clips are extra continuations, k in {k_lo}..{k_hi})"
     )
     return cache
 
