@@ -554,6 +554,18 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return 0  # pragma: no cover
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """``studio serve``: the HTTP API (docs/api.md) over the UI's queue and gallery."""
+    from . import api  # without fastapi/uvicorn: one StudioError line naming the extra
+
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: listening on {args.host}: anyone who can reach it can use the studio")
+    url = f"http://{args.host}:{args.port}"
+    print(f"studio API on {url} (docs: {url}/docs; Ctrl-C stops it)", flush=True)
+    api.serve(host=args.host, port=args.port, home=args.home, model=args.model)
+    return 0
+
+
 # ---------------------------------------------------------------------------- options
 def _option_groups() -> dict[str, argparse.ArgumentParser]:
     """The options several commands share, each declared once (argparse ``parents``); a
@@ -897,6 +909,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-upload-pixels", type=int, default=4096 * 4096, help="most pixels in an upload"
     )
     u.set_defaults(func=cmd_ui)
+
+    sv = sub.add_parser(
+        "serve",
+        help="the studio HTTP API (FastAPI), same queue and gallery as the UI",
+        description="Serve the HTTP API: submit, follow, cancel and download jobs (docs/api.md; "
+        "interactive docs at /docs).",
+    )
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: localhost)")
+    sv.add_argument("--port", type=_positive_int, default=8000)
+    sv.add_argument(
+        "--home",
+        default=None,
+        help="gallery folder (default: $STUDIO_HOME or ~/.local/share/shapes-video-studio)",
+    )
+    sv.add_argument("--model", default=None, help="pipeline folder (default: the shipped model)")
+    sv.set_defaults(func=cmd_serve)
 
     t = sub.add_parser(
         "train",
