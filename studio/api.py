@@ -50,7 +50,7 @@ from .jobs import (  # noqa: E402
     submit_generate,
     submit_storyboard,
 )
-from .shipped import DEFAULT_SCORER_DIR, SCORER_ENV, default_model_path  # noqa: E402
+from .shipped import configured_scorer_spec, default_model_path  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -179,17 +179,6 @@ def _where(loc: list) -> str:
     return ".".join(str(p) for p in loc[1:]) or (str(loc[0]) if loc else "request")
 
 
-def default_scorer_spec() -> str | None:
-    """The scorer best-of-N uses, as ``studio ui`` finds it: ``$STUDIO_SCORER``; unset, the
-    shipped scorer when it is installed; ``none``: best-of-N is refused."""
-    spec = os.environ.get(SCORER_ENV)
-    if spec == "none":
-        return None
-    if spec:
-        return spec
-    return "default" if (DEFAULT_SCORER_DIR / "config.json").is_file() else None
-
-
 def job_out(gallery: Gallery, job: Job) -> JobOut:
     base = f"/jobs/{job.id}"
     links = {"self": base}
@@ -263,7 +252,7 @@ def create_app(
     shipped one or ``$STUDIO_MODEL``).
 
     scorer: best-of-N's scorer spec; ``"env"`` finds it as ``studio ui`` does
-        (:func:`default_scorer_spec`), None refuses best-of-N.
+        (:func:`studio.shipped.configured_scorer_spec`), None refuses best-of-N.
     max_queued: submissions are answered 429 while this many jobs wait.
     start_worker: start this process's worker with the app (it runs jobs only while it
         holds the machine's lock, so beside a running ``studio ui`` one of the two does).
@@ -272,7 +261,7 @@ def create_app(
     model = Path(model) if model else default_model_path()
     if not (model / "model_index.json").is_file():
         raise StudioError(f"no model at {model}: expected a diffusers folder with model_index.json")
-    scorer = default_scorer_spec() if scorer == "env" else scorer
+    scorer = configured_scorer_spec() if scorer == "env" else scorer
     submit_lock = threading.Lock()  # room check + enqueue as one step in this process
 
     @asynccontextmanager

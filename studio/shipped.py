@@ -23,3 +23,15 @@ def scorer_spec(spec: str) -> str:
     """A scorer spec with ``default`` resolved to the shipped scorer (``shapes:DIR``); other
     specs (``shapes:PATH``, ``clip:…``, ``xclip:…``) unchanged."""
     return f"shapes:{DEFAULT_SCORER_DIR}" if spec == "default" else spec
+
+
+def configured_scorer_spec() -> str | None:
+    """The scorer best-of-N uses in the web UI and the HTTP API: ``$STUDIO_SCORER``
+    (``studio ui --scorer``); unset, the shipped scorer when it is installed; ``none``:
+    best-of-N is not offered."""
+    spec = os.environ.get(SCORER_ENV)
+    if spec == "none":
+        return None
+    if spec:
+        return spec
+    return "default" if (DEFAULT_SCORER_DIR / "config.json").is_file() else None

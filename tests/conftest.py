@@ -177,3 +177,18 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def subprocess_env() -> dict[str, str]:
+    """The environment of a ``studio`` subprocess in a test: offline, one thread, this tree
+    first on the path, no progress bars."""
+    from pathlib import Path
+
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        "TQDM_DISABLE": "1",
+    }

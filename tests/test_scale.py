@@ -24,7 +24,7 @@ from PIL import Image
 import train.train_dit as train_dit
 from pipelines.components import vae_tiny
 from pipelines.video_io import encode_video_bytes, write_video
-from tests.conftest import free_port, losses, reset_accelerate
+from tests.conftest import free_port, losses, reset_accelerate, subprocess_env
 from train.buckets import Bucket, BucketBatches, assign_bucket, resize_crop
 from train.checkpoint import checkpoint_step, latest_checkpoint
 from train.config import DiTTrainConfig, load_config
@@ -114,20 +114,11 @@ def studio_cmd(*args, procs: int = 1) -> list[str]:
     ]  # fmt: skip
 
 
-def run_env() -> dict[str, str]:
-    return {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "PYTHONPATH": str(ROOT),
-        "TQDM_DISABLE": "1",
-    }
-
-
 def train(yaml: Path, out: Path, *overrides: str, procs: int = 1) -> subprocess.CompletedProcess:
     cmd = studio_cmd("train", "dit", "--config", yaml, f"output_dir={out}", *overrides, procs=procs)
-    done = subprocess.run(cmd, env=run_env(), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        cmd, env=subprocess_env(), cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
@@ -287,7 +278,7 @@ def test_kill_9_mid_training_then_resume_continues_the_loss_sequence(run_yaml, t
     out = tmp_path / "killed"
     cmd = studio_cmd("train", "dit", "--config", run_yaml, f"output_dir={out}", "save_every=3")
     proc = subprocess.Popen(
-        cmd, env=run_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        cmd, env=subprocess_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     log = out / "log.jsonl"
     deadline = time.time() + 300
@@ -351,7 +342,7 @@ def test_vae_and_scorer_learning_rates_agree_at_one_and_two_processes(trainer, t
         out = tmp_path / f"p{procs}"
         args = ["train", trainer, f"output_dir={out}", "log_every=1", "mixed_precision=no"]
         cmd = studio_cmd(*args, *LR_RUNS[trainer], procs=procs)
-        done = subprocess.run(cmd, env=run_env(), cwd=ROOT, capture_output=True, text=True)
+        done = subprocess.run(cmd, env=subprocess_env(), cwd=ROOT, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-3000:]
         entries = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
         assert {e["processes"] for e in entries} == {procs}

@@ -23,22 +23,12 @@ from studio.batch import BatchOptions, read_prompts, run_batch
 from studio.gallery import Gallery
 from studio.generate import GenerateRequest, StudioError, clean_stale_temps
 from studio.jobs import Worker, submit_generate
+from tests.conftest import subprocess_env
 from tests.test_cli import assert_one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT = "a red circle moving left on a black background"
 TINY = ["--frames", "2", "--steps", "1", "--height", "16", "--width", "16", "--quiet"]
-
-
-def run_env() -> dict[str, str]:
-    return {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "PYTHONPATH": str(ROOT),
-        "TQDM_DISABLE": "1",
-    }
 
 
 def start_held(script: str, *args, marker: Path) -> subprocess.Popen:
@@ -47,7 +37,7 @@ def start_held(script: str, *args, marker: Path) -> subprocess.Popen:
     process has ended (no marker)."""
     proc = subprocess.Popen(
         [sys.executable, "-c", script, *map(str, args)],
-        env=run_env(),
+        env=subprocess_env(),
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
