@@ -11,7 +11,7 @@ Architecture (one file, Frozen in Time style, arXiv:2104.00650):
   models): an object covers a few of the 512 tokens, and an attention pool — a learned query
   over all tokens (``pooling="query"``, the scorer shipped before 2026-11-26) — starts as a
   near-uniform mean in which the background drowns it; trained so, the tower learnt colour
-  but never motion, even with motion labels (BENCHMARKS.md, "Default scorer").
+  but never motion, even with motion labels (BENCHMARKS.md, "Scorer"; experiments/scorer_pilots/REPORT.md).
 * **Text head** — the token states of a frozen text encoder (MiniLM by default) go through
   a projection and ``text_layers`` trainable self-attention blocks (so word order — which
   colour goes with which shape — survives pooling), then a masked mean.

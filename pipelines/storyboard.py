@@ -10,7 +10,7 @@ generated in overlapping windows of at most ``window`` frames (the model's clip 
 * the last window of a scene keeps only the frames still missing, so a scene (and the
   whole video) can have any number of frames, not only multiples of the window; it is still
   generated at the full window length (``full_windows``) and cut, because shorter continued
-  windows moved objects less reliably on the validation storyboards (BENCHMARKS.md);
+  windows moved objects less reliably on the validation storyboards (experiments/storyboard_seams/REPORT.md);
 * every window of a scene with ``references`` passes that scene's images to the pipeline as
   ``reference_images`` (``<ref1>``, ``<ref2>``… in its prompt bind them, as in
   ``studio generate --ref``); windows of other scenes pass none;
@@ -50,6 +50,7 @@ import torch
 import yaml
 
 from .text_to_video import DEFAULT_GUIDANCE, ShapesVideoPipeline, to_uint8
+from .video_io import MAX_FPS
 
 SCENE_KEYS: tuple[str, ...] = ("prompt", "frames", "seconds", "references")
 STORY_KEYS: tuple[str, ...] = ("fps", "scenes")
@@ -60,12 +61,12 @@ DEFAULT_WINDOW = 16  # the default model's training clip length
 # fine-tuned on continuations of 2..4 given frames (configs/train/dit_shapes_storyboard.yaml);
 # on the validation storyboards (evals/suites/storyboard_val.json) context 2 / 3 / 4 kept
 # colour and shape at 72 / 85 / 72 % of boundaries, jumped <= 4 px at 95 / 95 / 88 % and
-# moved as asked in 77 / 75 / 78 % of scenes (BENCHMARKS.md). Per-frame cost: see
+# moved as asked in 77 / 75 / 78 % of scenes (experiments/storyboard_seams/REPORT.md). Per-frame cost: see
 # benchmarks/storyboard_scaling.py.
 DEFAULT_CONTEXT = 3
 # Draws of each continued window, the most continuous kept (continuity_cost). One: three
 # did no better on the validation storyboards and cost ~2x the time, over the time
-# bar (BENCHMARKS.md, "Several draws per later window").
+# bar (experiments/storyboard_seams/REPORT.md).
 DEFAULT_CANDIDATES = 1
 
 
@@ -111,8 +112,12 @@ class Storyboard:
     def __post_init__(self) -> None:
         if not self.scenes:
             raise ValueError("the storyboard is empty: give at least one scene")
-        if isinstance(self.fps, bool) or not isinstance(self.fps, int) or self.fps < 1:
-            raise ValueError(f"fps must be an integer >= 1, got {self.fps!r}")
+        if (
+            isinstance(self.fps, bool)
+            or not isinstance(self.fps, int)
+            or not 1 <= self.fps <= MAX_FPS
+        ):
+            raise ValueError(f"fps must be an integer from 1 to {MAX_FPS}, got {self.fps!r}")
 
     @property
     def total_frames(self) -> int:
@@ -244,8 +249,8 @@ def load_storyboard(source: str | Path) -> Storyboard:
                 f"{', '.join(map(repr, unknown))}; allowed: {', '.join(STORY_KEYS)}"
             )
         fps = data.get("fps", DEFAULT_FPS)
-        if isinstance(fps, bool) or not isinstance(fps, int) or fps < 1:
-            raise ValueError(f"{where}fps must be an integer >= 1, got {fps!r}")
+        if isinstance(fps, bool) or not isinstance(fps, int) or not 1 <= fps <= MAX_FPS:
+            raise ValueError(f"{where}fps must be an integer from 1 to {MAX_FPS}, got {fps!r}")
         data = data.get("scenes")
     if data is None or data == []:
         raise ValueError(f"{where}the storyboard is empty: give at least one scene")

@@ -30,7 +30,7 @@ from .components import (
 
 MAX_STEPS = 1000
 MAX_GUIDANCE = 50.0
-# chosen on the validation prompts for the shipped model (BENCHMARKS.md, issue 3)
+# chosen on the validation prompts for the shipped model (experiments/squares/REPORT.md)
 DEFAULT_GUIDANCE = 3.0
 OUTPUT_TYPES = ("np", "pt", "pil", "latent")
 IMAGE_SPACES = ("latent", "pixels")

@@ -41,6 +41,7 @@ except ImportError:  # pragma: no cover - exercised by monkeypatching in tests
 
 __all__ = [
     "MAX_DECODED_BYTES",
+    "MAX_FPS",
     "MAX_FRAMES",
     "SUPPORTED_EXTENSIONS",
     "VideoDecodeError",
@@ -52,6 +53,9 @@ __all__ = [
 
 SUPPORTED_EXTENSIONS = (".mp4", ".gif", ".webm")
 
+# Frames per second a video may play at: past 120 no screen shows the frames, and a GIF's
+# frame time is counted in 10 ms.
+MAX_FPS = 120
 # Default limits of ``read_video``. A 309-byte GIF whose second frame lasts 655 s expands
 # to 65,536 frames (805 MB at 64x64), so what a file declares is checked before decoding.
 # The defaults hold what this project makes and trains on, 64x64 to 1080p clips of seconds

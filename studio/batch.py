@@ -84,7 +84,7 @@ class BatchOptions:
     image_first: bool | None = None  # None: the model's own setting
     lora: str | None = None  # a LoRA adapter on the model, PATH[:SCALE]
     # torch.compile the transformer: ~50 s of compiling before the first video, ~15 % faster
-    # after (BENCHMARKS.md, issue 9), so it pays from a few dozen videos on
+    # after (experiments/speed/REPORT.md), so it pays from a few dozen videos on
     compile: bool = False
 
 

@@ -36,7 +36,7 @@ from pipelines.files import (  # noqa: F401  (re-exported for the commands)
 )
 from pipelines.storyboard import DEFAULT_CANDIDATES, DEFAULT_CONTEXT, DEFAULT_WINDOW
 from pipelines.text_to_video import DEFAULT_GUIDANCE, ShapesVideoPipeline, to_uint8
-from pipelines.video_io import SUPPORTED_EXTENSIONS, write_video
+from pipelines.video_io import MAX_FPS, SUPPORTED_EXTENSIONS, write_video
 
 from .errors import StudioError
 from .shipped import MODEL_ENV, SCORER_ENV, default_model_path  # noqa: F401
@@ -45,9 +45,6 @@ from .uploads import UploadLimits, check_image, read_image_file
 # torch's generators take any seed below 2**64, but the gallery stores seeds as SQLite's
 # signed 64-bit integers: [0, 2**63 - 1] is what every front end can keep and give back.
 MAX_SEED = 2**63 - 1
-# Frames per second a video may play at: past 120 no screen shows the frames, and a GIF's
-# frame time is counted in 10 ms.
-MAX_FPS = 120
 
 
 def weights_hash(model_dir: Path) -> str:

@@ -109,7 +109,14 @@ def test_load_top_level_list_json_file_and_text(tmp_path):
             "fps: 8\nlength: 3\nscenes: [{prompt: a, frames: 1}]\n",
             r"unknown top-level key 'length'; allowed: fps, scenes",
         ),
-        ("fps: 0\nscenes: [{prompt: a, frames: 1}]\n", r"fps must be an integer >= 1, got 0"),
+        (
+            "fps: 0\nscenes: [{prompt: a, frames: 1}]\n",
+            r"fps must be an integer from 1 to 120, got 0",
+        ),
+        (
+            "fps: 1000000\nscenes: [{prompt: a, frames: 1}]\n",
+            r"fps must be an integer from 1 to 120, got 1000000",
+        ),
         ("- a red circle\n", r"scene 1: must be a mapping"),
         ("prompt: a\n", r"unknown top-level key 'prompt'"),
         ("just words\n", r"a storyboard is a list of scenes .* got str"),

@@ -99,7 +99,7 @@ def motion_aux_loss(
 ) -> torch.Tensor:
     """One linear head reads the clip's motions from the video embedding and from its true
     caption's embedding (BCE). Contrastive training alone leaves both embeddings blind to
-    direction (BENCHMARKS.md: a clip and its time-reversal embed at cosine 0.99997, "left" and
+    direction (experiments/scorer_pilots/REPORT.md: a clip and its time-reversal embed at cosine 0.99997, "left" and
     "right" captions at 0.9985), since neither side carries it for the other to match; the
     shared head makes both carry it, along the same axes. video (B, E), text (B, E)."""
     bce = torch.nn.functional.binary_cross_entropy_with_logits
