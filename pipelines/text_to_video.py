@@ -6,6 +6,7 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from inspect import signature
 from pathlib import Path
 
 import numpy as np
@@ -503,6 +504,11 @@ class ShapesVideoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         if frame_mask is not None and scheduler.config.get("stochastic_sampling"):
             keep, given_latents = frame_mask[:, None, :, None, None], latents.clone()
         self._num_timesteps = len(timesteps)
+        # diffusers' flow solvers (Euler, UniPC, DPM-Solver++ with flow sigmas) all step on the
+        # velocity; the stochastic ones draw from the generator
+        step_kw = (
+            {"generator": generator} if "generator" in signature(scheduler.step).parameters else {}
+        )
         for i, t in enumerate(self.progress_bar(timesteps)):
             sigma = t / scheduler.config.num_train_timesteps
             model_in = torch.cat([latents, latents]) if guided else latents
@@ -521,9 +527,7 @@ class ShapesVideoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
             if guided:
                 uncond, cond = velocity.chunk(2)
                 velocity = uncond + guidance_scale * (cond - uncond)
-            latents = scheduler.step(velocity, t, latents, generator=generator, return_dict=False)[
-                0
-            ]
+            latents = scheduler.step(velocity, t, latents, return_dict=False, **step_kw)[0]
             if keep is not None:
                 latents = torch.where(keep, given_latents, latents)
             if callback_on_step_end is not None:

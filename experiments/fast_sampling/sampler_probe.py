@@ -1,0 +1,56 @@
+"""Fewer steps at equal quality? The shipped model's video half sampled with diffusers' flow
+solvers (UniPC, DPM-Solver++ with flow sigmas) at fewer steps against flow-matching Euler at
+25, judged on the VALIDATION prompts (evals/suites/shapes_val.jsonl; never the held-out
+suite while choosing). The first frame keeps its own stochastic Euler sampler.
+
+    python experiments/fast_sampling/sampler_probe.py OUT_DIR euler:25 unipc:10 unipc:15 ...
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
+
+from evals.report import write_shapes_report
+from evals.shapes import VAL_PATH, evaluate_dir
+from studio.batch import BatchOptions, run_batch
+from studio.generate import load_pipeline
+
+
+def scheduler(kind: str, shift: float):
+    if kind == "unipc":
+        return UniPCMultistepScheduler(
+            use_flow_sigmas=True, prediction_type="flow_prediction", flow_shift=shift
+        )
+    if kind == "dpm":
+        return DPMSolverMultistepScheduler(
+            use_flow_sigmas=True, prediction_type="flow_prediction", flow_shift=shift,
+            algorithm_type="dpmsolver++", solver_order=2,
+        )  # fmt: skip
+    raise ValueError(kind)
+
+
+def main(out: str, *configs: str) -> None:
+    pipe = load_pipeline()
+    euler = pipe.scheduler
+    rows = {}
+    for config in configs:
+        kind, steps = config.split(":")
+        pipe.scheduler = euler if kind == "euler" else scheduler(kind, euler.config.shift)
+        run_dir = Path(out) / f"{kind}{steps}"
+        options = BatchOptions(
+            prompts=VAL_PATH, out_dir=run_dir, samples=1, seed=500, steps=int(steps)
+        )
+        run_batch(options, progress=False, pipe=pipe)
+        report = evaluate_dir(run_dir)
+        write_shapes_report(report, run_dir)
+        rows[config] = json.loads((run_dir / "eval.json").read_text())["categories"]
+        print(config, rows[config], flush=True)
+    (Path(out) / "summary.json").write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
