@@ -92,6 +92,9 @@ def test_generate_writes_mp4_and_sidecar(cli, small, tmp_path, tiny_pipeline_dir
     assert len(record["weights_hash"]) == 16
     assert {"python", "torch", "diffusers", "transformers"} <= set(record["versions"])
     assert record["timings"]["generate_s"] >= 0
+    # time to the first denoising step, from the call (model load included): it was reached
+    assert isinstance(record["timings"]["first_step_s"], float)
+    assert record["timings"]["first_step_s"] > 0
     # nothing but the video and its sidecar (no temporary files left)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.json", "clip.mp4"]
 
