@@ -1,4 +1,4 @@
-"""Speed of the video DiT on this machine, side by side in one run (issue 9).
+"""Speed of the shipped video DiT on this machine, side by side in one run.
 
     python benchmarks/perf.py [--repeats 7] [--train-log runs/dit/log.jsonl] [--skip-e2e]
                               [--compile]
@@ -6,15 +6,17 @@
 Prints Markdown tables for BENCHMARKS.md:
 
 1. one denoising step (batch 2 = classifier-free guidance, 16 frames, 16×16 latent, text of
-   16 tokens) of our transformer vs diffusers' ``LatteTransformer3DModel`` with the same
-   width, patch, token count and dtype and the closest parameter count — ours as trained
-   (what ``studio generate`` runs), with fused QKV projections, and, with ``--compile``,
-   both models compiled by ``torch.compile`` — all timed alternately, median of ``--repeats``;
+   16 tokens) of the shipped transformer (``studio/default_model/transformer``: its config,
+   space-time RoPE attention included, and weights) vs diffusers' ``LatteTransformer3DModel``
+   with the same width, patch, token count and dtype and the closest parameter count — ours
+   as shipped (what ``studio generate`` runs), with fused QKV projections, and, with
+   ``--compile``, both models compiled by ``torch.compile`` — all timed alternately, median
+   of ``--repeats``, in fp32 and, where the CPU has AMX or AVX512-BF16, bf16 autocast;
 2. model FLOPs utilisation: FLOPs of that step (``torch.utils.flop_counter``) per second,
    over the FLOP/s of a large matrix product measured in the same run, for fp32 and — where
    the CPU has fast bf16 (AMX / AVX512-BF16) — bf16 autocast;
-3. end-to-end default generation (shipped model, 16 frames at 8 fps, ``--steps`` steps,
-   guidance 4) in a fresh subprocess, eager and (``--compile``) compiled: wall seconds per
+3. end-to-end default generation as ``studio generate`` runs it (shipped model, image-first
+   as its config says, 16 frames at 8 fps, ``--steps`` steps, guidance 3) in a fresh subprocess, eager and (``--compile``) compiled: wall seconds per
    second of video, the warm-up (compilation) time and peak resident memory;
 4. training throughput per curriculum stage from a training log, with its MFU
    (3 × forward FLOPs per sample).
@@ -34,27 +36,32 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from models.video_dit import dit_s
+from models.video_dit import VideoDiT
+from studio.shipped import DEFAULT_MODEL_DIR
 from train.config import cpu_has_fast_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
-TEXT_DIM, TEXT_LEN, FRAMES, LATENT, CHANNELS, PATCH = 384, 16, 16, 16, 8, 4
+SHIPPED = VideoDiT.load_config(DEFAULT_MODEL_DIR / "transformer")
+TEXT_DIM, TEXT_LEN, FRAMES = SHIPPED["text_dim"], 16, 16
+LATENT, CHANNELS, PATCH = SHIPPED["sample_size"], SHIPPED["in_channels"], SHIPPED["patch_size"]
 
 
 def ours() -> torch.nn.Module:
-    return dit_s(in_channels=CHANNELS, patch_size=PATCH, text_dim=TEXT_DIM, sample_size=LATENT)
+    """The shipped transformer, as ``studio generate`` loads it."""
+    return VideoDiT.from_pretrained(DEFAULT_MODEL_DIR / "transformer").float()
 
 
 def latte(layers: int) -> torch.nn.Module:
     from diffusers import LatteTransformer3DModel
 
+    width, heads = SHIPPED["width"], SHIPPED["heads"]
     return LatteTransformer3DModel(
-        num_attention_heads=6,
-        attention_head_dim=32,  # width 192, as ours
+        num_attention_heads=heads,
+        attention_head_dim=width // heads,  # the same width as ours
         in_channels=CHANNELS,
         out_channels=CHANNELS,
         num_layers=layers,
-        cross_attention_dim=192,
+        cross_attention_dim=width,
         sample_size=LATENT,
         patch_size=PATCH,
         activation_fn="gelu-approximate",
@@ -124,7 +131,7 @@ def end_to_end(compile: bool = False, steps: int = 25) -> dict:
 
     pipe = load_pipeline(compile=compile)
     pipe.set_progress_bar_config(disable=True)
-    kwargs = dict(num_frames=16, num_inference_steps=steps, guidance_scale=4.0, height=64, width=64)
+    kwargs = dict(num_frames=16, num_inference_steps=steps, height=64, width=64)  # guidance 3
     prompt = "a small red circle moving left on a black background"
     start = time.perf_counter()
     pipe(prompt, **{**kwargs, "num_inference_steps": 2}, generator=torch.Generator().manual_seed(0))
@@ -266,7 +273,7 @@ def main() -> None:
 
     if not args.skip_e2e:
         print(
-            f"\n| end to end (shipped model, 16 frames @ 8 fps, {args.steps} steps, guidance 4)"
+            f"\n| end to end (shipped model, 16 frames @ 8 fps, {args.steps} steps, guidance 3)"
             " | per clip (median of 3) | per second of video | warm-up | peak memory |"
         )
         print("|---|---:|---:|---:|---:|")
