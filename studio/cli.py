@@ -360,11 +360,42 @@ def cmd_eval_scorer(args: argparse.Namespace) -> int:
 
     path = DEFAULT_SCORER_DIR if args.model == "default" else Path(args.model)
     scorer = VideoTextScorer.from_pretrained(path)
+    if args.generated:
+        return eval_scorer_on_generated(scorer, Path(args.generated), args)
     report = evaluate(scorer, args.clips, args.seed, progress=not args.quiet)
     out = Path(args.out) if args.out else Path("runs") / "eval_scorer"
     paths = write_report(report, out)
     print(markdown(report))
     print(f"wrote {paths['json']} and {paths['md']}")
+    return 0
+
+
+def eval_scorer_on_generated(scorer, run_dir: Path, args: argparse.Namespace) -> int:
+    """``studio eval scorer --generated DIR``: best-of-N by the scorer against the judge on a
+    batch folder with several samples per prompt (evals.best_of)."""
+    from evals.best_of import best_of_markdown, best_of_report
+    from evals.shapes import evaluate_dir
+
+    from .generate import ensure_output_dir, write_json_atomic
+    from .score import pairs_from_batch_dir, score_pairs
+
+    out = ensure_output_dir(Path(args.out) if args.out else run_dir)  # before any work
+    pairs, problems = pairs_from_batch_dir(run_dir)
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    judged = evaluate_dir(run_dir)
+    rows = score_pairs(scorer, pairs, run_dir, progress=not args.quiet)
+    scores = {r["video"]: r["score"] for r in rows if "score" in r}
+    report = best_of_report(judged["items"], scores)
+    if not report["categories"]:
+        raise StudioError(
+            f"{run_dir} has no prompt with two or more judged samples: make it with "
+            "`studio batch ... --samples N` (N >= 2) or `studio eval shapes DIR --generate --samples N`"
+        )
+    write_json_atomic(out / "best_of.json", report)
+    (out / "best_of.md").write_text(best_of_markdown(report) + "\n")
+    print(best_of_markdown(report))
+    print(f"wrote {out / 'best_of.json'} and {out / 'best_of.md'}")
     return 0
 
 
@@ -817,7 +848,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", default="default", help="default, or a `studio train scorer` folder")
     ev.add_argument("--clips", type=_positive_int, default=200)
     ev.add_argument("--seed", type=_nonneg_int, default=9_000_001)
-    ev.add_argument("--out", default=None, help="report folder (default: runs/eval_scorer)")
+    ev.add_argument("--out", default=None, help="report folder (default: runs/eval_scorer, or DIR)")
+    ev.add_argument(
+        "--generated",
+        metavar="DIR",
+        default=None,
+        help="instead: a batch folder with several samples per prompt; reports the judge's "
+        "all-correct for the first sample, the scorer's pick, the worst pick and the oracle, "
+        "per category, and the pick's AUC against the judge (best_of.json, best_of.md)",
+    )
     ev.set_defaults(func=cmd_eval_scorer)
 
     d = sub.add_parser("data", help="build training data")

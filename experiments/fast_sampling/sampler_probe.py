@@ -3,7 +3,9 @@ solvers (UniPC, DPM-Solver++ with flow sigmas) at fewer steps against flow-match
 25, judged on the VALIDATION prompts (evals/suites/shapes_val.jsonl; never the held-out
 suite while choosing). The first frame keeps its own stochastic Euler sampler.
 
-    python experiments/fast_sampling/sampler_probe.py OUT_DIR euler:25 unipc:10 unipc:15 ...
+    python experiments/fast_sampling/sampler_probe.py OUT_DIR euler:25 unipc:10 euler:25:bf16 ...
+
+A third field ``bf16`` runs the whole generation under CPU bf16 autocast (AMX / AVX512-BF16).
 """
 
 from __future__ import annotations
