@@ -76,6 +76,9 @@ MAX_SIDE_FRAC = 0.6
 #: Square if the fill ratio reaches this (square 1.0, disc 0.785). Measured on blurred
 #: (σ = 1 px), noisy, colour-shifted, crf-28 yuv420p clips: small discs ≤ 0.86, squares ≥ 0.94.
 SQUARE_MIN_FILL = 0.9
+#: An object "holds its shape" when its frames show the named shape in at least this share of
+#: the frames where it is seen (a triangle turning into a blob and back fails).
+SHAPE_HELD_MIN_SHARE = 0.8
 #: Triangle if the vertical skewness of the mask is below this (apex-up triangle −0.57,
 #: disc and square 0; on the degraded clips above triangles ≤ −0.32, others ≥ −0.04) ...
 TRIANGLE_MAX_SKEW = -0.2
@@ -101,6 +104,7 @@ THRESHOLDS: dict[str, float] = {
     "min_area_frac_of_small_triangle": MIN_AREA_FRAC_OF_SMALL_TRIANGLE,
     "max_side_frac": MAX_SIDE_FRAC,
     "square_min_fill": SQUARE_MIN_FILL,
+    "shape_held_min_share": SHAPE_HELD_MIN_SHARE,
     "triangle_max_skew": TRIANGLE_MAX_SKEW,
     "triangle_max_fill": TRIANGLE_MAX_FILL,
     "soft_dead_zone": SOFT_DEAD_ZONE,

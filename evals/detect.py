@@ -69,6 +69,8 @@ class DetectedObject:
     skew: float  # median vertical skewness of the mask (triangle < 0)
     first_centroid: tuple[float, float]  # (x, y)
     last_centroid: tuple[float, float]
+    # share of the frames it is seen in that show each shape (per-frame classification)
+    shape_shares: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -346,6 +348,10 @@ def summarise_track(track: list[tuple[int, dict]], n_frames: int, s: float) -> D
         skew=round(skew, 3),
         first_centroid=(round(float(xs[0]), 2), round(float(ys[0]), 2)),
         last_centroid=(round(float(xs[-1]), 2), round(float(ys[-1]), 2)),
+        shape_shares={
+            shape: round(sum(d["shape"] == shape for _, d in track) / len(track), 4)
+            for shape in sorted({d["shape"] for _, d in track})
+        },
     )
 
 

@@ -26,6 +26,7 @@ from .contract import (
     MOTIONS,
     MOVING,
     OBJECT_COLORS,
+    SHAPE_HELD_MIN_SHARE,
     SHAPES,
     THRESHOLDS,
     UNSEEN_PAIRS,
@@ -48,6 +49,10 @@ CRITERIA: tuple[str, ...] = (
     "size",
     "count",
     "all_correct",
+    # the stricter reading of the shape issue's bars: each object shows its named shape in
+    # SHAPE_HELD_MIN_SHARE of the frames it is seen in, and all correct with that
+    "shape_held",
+    "all_correct_held",
 )
 MAX_MATCHED_DETECTIONS = 6
 _MAX_EXPECTED_OBJECTS = 4
@@ -127,6 +132,7 @@ def judge(
     background = expectation.background is None or det.background == expectation.background
     count = len(det.objects) == len(exp)
     all_correct = colour and shape and motion and background and count and size is not False
+    shape_held = all_of(lambda e, d: d.shape_shares.get(e.shape, 0.0) >= SHAPE_HELD_MIN_SHARE)
     return {
         "colour": colour,
         "shape": shape,
@@ -135,6 +141,8 @@ def judge(
         "size": size,
         "count": count,
         "all_correct": all_correct,
+        "shape_held": shape_held,
+        "all_correct_held": all_correct and shape_held,
         "detected": {
             "background": det.background,
             "objects": [
@@ -145,6 +153,7 @@ def judge(
                     "motion": o.motion,
                     "velocity": list(o.velocity),
                     "presence": round(o.presence, 3),
+                    "shape_shares": o.shape_shares,
                 }
                 for o in det.objects
             ],

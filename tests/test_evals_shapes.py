@@ -157,6 +157,7 @@ def test_judge_is_perfect_on_rendered_ground_truth():
         result = judge(s.frames, expectation_of(s.meta, with_motion=not image))
         assert result["all_correct"], (s.caption, result)
         assert all(result[c] for c in ("colour", "shape", "motion", "background", "size", "count"))
+        assert result["shape_held"] and result["all_correct_held"], (s.caption, result)
         seen["bg"].add(s.meta["background"])
         for o in s.meta["objects"]:
             for k in ("color", "shape", "size"):
@@ -609,3 +610,26 @@ def test_evaluate_dir_and_write_report(tmp_path):
 def test_evaluate_dir_without_manifest_says_so(tmp_path):
     with pytest.raises(ValueError, match="no manifest.jsonl"):
         evaluate_dir(tmp_path)
+
+
+def test_a_shape_that_drifts_within_the_clip_is_not_held():
+    """A large square whose last 6 of 16 frames are drawn as a circle: the clip's shape (its
+    median features) is still a square, but it is a square in only 62 % of its frames, under
+    the 80 % the stricter bar asks."""
+    import dataclasses
+
+    from world.shapes_world import ClipSpec, ObjectSpec, render
+
+    square = ObjectSpec(shape="square", color="red", size="large", motion="right", x=8, y=20)
+    spec = ClipSpec(objects=[square], background="black", frames=16, size=64)
+    morph = dataclasses.replace(spec, objects=[dataclasses.replace(square, shape="circle")])
+    frames = np.concatenate([render(spec)[:10], render(morph)[10:]])
+    expectation = expectation_of(spec.to_dict() | {"background": "black"}, with_motion=True)
+    result = judge(frames, expectation)
+    assert result["shape"] and result["all_correct"]
+    assert not result["shape_held"] and not result["all_correct_held"]
+    shares = result["detected"]["objects"][0]["shape_shares"]
+    assert shares["square"] == pytest.approx(10 / 16, abs=0.07)
+    # held the whole clip: both readings agree
+    steady = judge(render(spec), expectation)
+    assert steady["shape_held"] and steady["all_correct_held"]
