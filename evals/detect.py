@@ -313,6 +313,12 @@ def link_tracks(cands: list[list[dict[str, Any]]], s: float) -> list[list[tuple[
     return tracks
 
 
+def _shape_shares(track: list[tuple[int, dict]]) -> dict[str, float]:
+    """Share of the track's frames classified as each shape, frame by frame."""
+    shapes = [classify_shape(d["fill"], d["skew"]) for _, d in track]
+    return {shape: round(shapes.count(shape) / len(shapes), 4) for shape in sorted(set(shapes))}
+
+
 def summarise_track(track: list[tuple[int, dict]], n_frames: int, s: float) -> DetectedObject:
     color_votes: dict[str, float] = {}
     for _, d in track:
@@ -348,10 +354,7 @@ def summarise_track(track: list[tuple[int, dict]], n_frames: int, s: float) -> D
         skew=round(skew, 3),
         first_centroid=(round(float(xs[0]), 2), round(float(ys[0]), 2)),
         last_centroid=(round(float(xs[-1]), 2), round(float(ys[-1]), 2)),
-        shape_shares={
-            shape: round(sum(d["shape"] == shape for _, d in track) / len(track), 4)
-            for shape in sorted({d["shape"] for _, d in track})
-        },
+        shape_shares=_shape_shares(track),
     )
 
 
