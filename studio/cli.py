@@ -489,6 +489,21 @@ def cmd_data_pack(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_encode(args: argparse.Namespace) -> int:
+    if not Path(args.config).is_file():  # before importing torch: a typo fails at once
+        raise StudioError(f"config not found: {args.config}")
+    from train.config import DiTTrainConfig, load_config
+    from train.precompute import encode_config
+
+    cfg = load_config(DiTTrainConfig, args.config, args.overrides)
+    summary = encode_config(cfg, batch_frames=args.batch_frames, progress=not args.quiet)
+    print(
+        f"encoded {summary['encoded']} of {summary['shards']} shards ({summary['cached']} "
+        f"already encoded) in {summary['folder']}"
+    )
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from train.config import DiTTrainConfig, ScorerTrainConfig, VAETrainConfig, load_config
 
@@ -901,6 +916,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip images of more pixels, before decoding them (default 4096*4096)",
     )
     dp.set_defaults(func=cmd_data_pack)
+    de = dsub.add_parser(
+        "encode",
+        parents=parents("runtime"),
+        help="precompute the VAE latents and caption states of a DiT config's shards",
+        description="Encode the shards of a DiT training config (data.shards) once, with its "
+        "VAE and text encoder, into its data.latents folder, which `studio train dit` with "
+        "that config then reads instead of decoding and encoding every step. Shards already "
+        "encoded are kept: run it again after adding or changing shards.",
+    )
+    de.add_argument("config", help="the training YAML (as `studio train dit --config` takes)")
+    de.add_argument(
+        "overrides", nargs="*", help="key=value overrides, e.g. data.latents=runs/latents"
+    )
+    de.add_argument(
+        "--batch-frames", type=_positive_int, default=None, help="frames per VAE call (64)"
+    )
+    de.set_defaults(func=cmd_data_encode)
 
     sc = sub.add_parser(
         "score",

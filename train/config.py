@@ -153,6 +153,12 @@ class DataConfig:
     # How ranks × workers share the shards: "shards" (each reads its own shards) or
     # "samples" (each reads all, keeps every n-th: use it when few shards hold the images)
     split_by: str = "shards"
+    # source=shards: a folder of the shards' VAE latents and caption states, encoded once
+    # (train/precompute.py; ``studio data encode CONFIG`` fills it ahead of a run) and read
+    # instead of decoding and encoding every step; shards not in it yet (or changed since)
+    # are encoded when the run starts. Clips are cached whole, so the batches are the same
+    # as without it (up to float16 rounding). None: encode on the fly.
+    latents: str | None = None
     seed: int = 0
     size: int = 64
     clip_frames: int = 16  # length of the cached clips
@@ -207,6 +213,12 @@ class DataConfig:
         )
         if self.split_by not in ("shards", "samples"):
             raise ConfigError(f"data.split_by must be shards or samples, got {self.split_by!r}")
+        if self.latents is not None and not self.latents.strip():
+            raise ConfigError("data.latents must name a folder (or be null), got an empty string")
+        if self.latents is not None and self.source != "shards":
+            raise ConfigError(
+                f"data.latents caches shard data: it needs data.source shards, got {self.source!r}"
+            )
 
 
 @dataclass

@@ -417,12 +417,16 @@ class ShardDataset(torch.utils.data.IterableDataset):
             urls = [u for u in urls if u in set(dealt[slot])]
         elif not split_samples:
             urls = urls[slot::readers]
-        opened = self._open_streams(urls)
-        files = wds.tariterators.tar_file_expander(opened, handler=self._shard_error)
-        stream = wds.tariterators.group_by_keys(files, handler=self._shard_error)
-        for count, raw in enumerate(stream):
+        for count, raw in enumerate(self._read_raw(urls)):
             if not split_samples or count % readers == slot:
                 yield raw
+
+    def _read_raw(self, urls: list[str]) -> Iterator[dict]:
+        """The raw samples of ``urls`` in order (webdataset's dicts: ``__key__``, ``__url__``
+        and the bytes of each file by extension). train/precompute.py reads its cache here."""
+        opened = self._open_streams(urls)
+        files = wds.tariterators.tar_file_expander(opened, handler=self._shard_error)
+        return wds.tariterators.group_by_keys(files, handler=self._shard_error)
 
     def _open_streams(self, urls: list[str]) -> Iterator[dict]:
         """``{"url", "stream"}`` per shard: local paths, ``http(s)://`` (curl), ``pipe:``

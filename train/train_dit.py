@@ -11,7 +11,8 @@ conditioning-frame mask) so the model learns continuation.
 
 Data: ``data.source: shapes`` draws Shapes World latents from a cache encoded once;
 ``data.source: shards`` streams real clips and images from WebDataset shards in buckets
-(train/buckets.py) and encodes them with the VAE on the fly.
+(train/buckets.py) and encodes them with the VAE on the fly, or reads their latents and
+caption states precomputed in ``data.latents`` (train/precompute.py).
 
 Every batch, its noise and its timesteps are a pure function of (seed, step, rank): the
 data position *is* the step (a shard stream is replayed to it on resume), so resuming from a
@@ -59,6 +60,7 @@ from .latent_cache import (
     load_cache,
     save_cache,
 )
+from .precompute import CachedBucketBatches, CachedShardDataset, ShardLatents, prepare_shard_latents
 from .shards import ShardDataset
 
 REVERSED = {"left": "right", "right": "left", "up": "down", "down": "up", "still": "still"}
@@ -253,24 +255,34 @@ def steps_before(cfg: DiTTrainConfig, stage_idx: int, step: int, images: bool) -
 class ShardBatchStream:
     """An endless, deterministic stream of bucketed batches for one stage and one kind
     (images or videos) of this rank: epoch after epoch of ``data.shards``, replayed to
-    ``skip`` batches on resume. ``stats()`` sums the readers' counts (ok, skipped_corrupt, …)."""
+    ``skip`` batches on resume. ``stats()`` sums the readers' counts (ok, skipped_corrupt, …).
+    With ``latents`` (``data.latents``) the batches hold cached latents and caption states
+    instead of pixels: the same batches, read instead of decoded."""
 
-    def __init__(self, cfg: DiTTrainConfig, stage_idx: int, images: bool, skip: int = 0):
+    def __init__(
+        self,
+        cfg: DiTTrainConfig,
+        stage_idx: int,
+        images: bool,
+        skip: int = 0,
+        latents: ShardLatents | None = None,
+    ):
         stage = cfg.stages[stage_idx]
         self.kind = "image" if images else "video"
-        dataset = ShardDataset(
-            cfg.data.shards,
-            frames=None,
-            size=None,
+        reading = dict(
             shuffle=cfg.data.shuffle,
             seed=cfg.data.seed * 1000 + 2 * stage_idx + int(images),
             images=images,
             videos=not images,
             split_by=cfg.data.split_by,
         )
-        self.batches = BucketBatches(
-            dataset, stage_buckets(cfg, stage, images), max_frames=stage.frames
-        )
+        buckets = stage_buckets(cfg, stage, images)
+        if latents is None:
+            dataset = ShardDataset(cfg.data.shards, frames=None, size=None, **reading)
+            self.batches = BucketBatches(dataset, buckets, max_frames=stage.frames)
+        else:
+            dataset = CachedShardDataset(latents, cfg.data.shards, **reading)
+            self.batches = CachedBucketBatches(dataset, buckets, max_frames=stage.frames)
         self.num_workers = cfg.data.num_workers
         self.epoch, self.iterator, self.given = 0, None, 0
         self.counts: dict[tuple, dict[str, int]] = {}
@@ -346,8 +358,9 @@ def conditioning_prefix(cfg: DiTTrainConfig, f: int, rng: np.random.Generator) -
 def shard_batch(
     batch: dict, vae, cfg: DiTTrainConfig, rng: np.random.Generator
 ) -> tuple[torch.Tensor, list[str], torch.Tensor | None]:
-    """A bucketed pixel batch → latents (B, C, F, h, w), captions, frame_mask (B, F) or None."""
-    x0 = encode_videos(vae, batch["video"])
+    """A bucketed batch (pixels, or cached latents) → latents (B, C, F, h, w), captions,
+    frame_mask (B, F) or None."""
+    x0 = batch["latents"].float() if "latents" in batch else encode_videos(vae, batch["video"])
     b, f = x0.shape[0], x0.shape[2]
     mask = torch.zeros(b, f, dtype=torch.bool)
     if f > 1:
@@ -642,17 +655,19 @@ def batch_loss(
     tokenizer,
     model,
     accelerator,
+    shard_latents: ShardLatents | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One micro-batch of optimizer step ``step`` → (its latents (B, C, F, h, w), its loss).
 
     Everything random is drawn from (seed, step, rank[, micro]), so a resumed run and a run
     with another number of micro-batches per step see the same data at the same place; the
-    first micro-batch of a step is what a run without accumulation draws."""
+    first micro-batch of a step is what a run without accumulation draws. ``shard_latents``:
+    shard batches come from that cache, caption states included."""
     stage_idx, stage = stage_at(cfg, step)
     rng = np.random.default_rng([cfg.seed, step, rank] + ([micro] if micro else []))
     generator = torch.Generator().manual_seed(int(rng.integers(1 << 62)))
     images = is_image_step(stage, step)
-    references = None
+    references = cached_text = None
     if cache is not None and images:
         x0, captions = image_batch(
             cache,
@@ -668,14 +683,23 @@ def batch_loss(
     else:
         if (stage_idx, images) not in streams:  # replayed to this step's position
             skip = steps_before(cfg, stage_idx, step, images) * cfg.gradient_accumulation_steps
-            streams[(stage_idx, images)] = ShardBatchStream(cfg, stage_idx, images, skip)
-        x0, captions, frame_mask = shard_batch(next(streams[(stage_idx, images)]), vae, cfg, rng)
+            streams[(stage_idx, images)] = ShardBatchStream(
+                cfg, stage_idx, images, skip, shard_latents
+            )
+        batch = next(streams[(stage_idx, images)])
+        x0, captions, frame_mask = shard_batch(batch, vae, cfg, rng)
+        cached_text = batch.get("text")  # caption states from the cache (data.latents)
     device = accelerator.device
     if frame_mask is not None:
         frame_mask = frame_mask.to(device) if frame_mask.any() else None
     dropped = rng.random(len(captions)) < cfg.text_dropout
     captions = ["" if d else c for c, d in zip(captions, dropped, strict=True)]
-    text, text_mask = encode_text(text_encoder, tokenizer, captions, cfg.text_max_length, device)
+    if cached_text is not None:
+        text, text_mask = shard_latents.text_batch(cached_text, dropped, device)
+    else:
+        text, text_mask = encode_text(
+            text_encoder, tokenizer, captions, cfg.text_max_length, device
+        )
     conditions = {}
     if references is not None:
         ref_latents, present = references
@@ -897,6 +921,9 @@ def main(cfg: DiTTrainConfig) -> Path:
     # ======================================================== data: latent cache (Shapes World)
     if cfg.data.source == "shards":  # fail now, not at the epoch that starves a reader
         check_shard_split(cfg, accelerator.num_processes)
+    shard_latents = None
+    if cfg.data.latents is not None:  # shards encoded once (those not encoded yet: now)
+        shard_latents = prepare_shard_latents(cfg, vae, text_encoder, tokenizer, accelerator)
     cache = ends = None
     if cfg.data.source == "shapes":
         cache = _shapes_cache(cfg, vae, out, accelerator)
@@ -969,7 +996,7 @@ def main(cfg: DiTTrainConfig) -> Path:
             with accelerator.accumulate(model):
                 x0, loss = batch_loss(
                     cfg, step, micro, rank, cache, ends, streams, vae, text_encoder, tokenizer,
-                    model, accelerator,
+                    model, accelerator, shard_latents,
                 )  # fmt: skip
                 optimizer_step(accelerator, model, optimizer, schedule, loss, cfg.grad_clip)
             step_loss += accelerator.reduce(loss.detach(), reduction="mean").item() / accumulate
