@@ -358,6 +358,8 @@ def cmd_eval_scorer(args: argparse.Namespace) -> int:
 
     from .shipped import DEFAULT_SCORER_DIR
 
+    if args.generated and not (Path(args.generated) / "manifest.jsonl").is_file():
+        raise StudioError(f"no manifest.jsonl in {args.generated}: give a `studio batch` folder")
     path = DEFAULT_SCORER_DIR if args.model == "default" else Path(args.model)
     scorer = VideoTextScorer.from_pretrained(path)
     if args.generated:
@@ -700,8 +702,17 @@ def _option_groups() -> dict[str, argparse.ArgumentParser]:
 VIDEO_OUT_HELP = "output file: .mp4 (H.264), .gif or .webm"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors as one ``error:`` line (the README's promise for every bad
+    input), naming the command and pointing at its ``--help``; subcommands inherit it."""
+
+    def error(self, message: str):
+        print(f"error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="studio", description="Text-to-video studio (Shapes World default model)."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

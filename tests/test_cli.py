@@ -325,7 +325,15 @@ def test_help(cli, argv):
 
 def test_no_command_is_a_usage_error(cli):
     code, _, err = cli()
-    assert code == 2 and "usage:" in err
+    assert code == 2 and err.startswith("error: studio:") and "--help" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_bad_option_values_are_one_error_line(cli):
+    code, _, err = cli("serve", "--port", "0")
+    assert code == 2 and err.strip() == (
+        "error: studio serve: argument --port: must be >= 1, got 0 (see studio serve --help)"
+    )
 
 
 def test_cached_pipeline_is_reused(tiny_pipeline_dir):
