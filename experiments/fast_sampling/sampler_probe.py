@@ -14,6 +14,7 @@ import json
 import sys
 from pathlib import Path
 
+import torch
 from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
 
 from evals.report import write_shapes_report
@@ -40,13 +41,14 @@ def main(out: str, *configs: str) -> None:
     euler = pipe.scheduler
     rows = {}
     for config in configs:
-        kind, steps = config.split(":")
+        kind, steps, *precision = config.split(":")
         pipe.scheduler = euler if kind == "euler" else scheduler(kind, euler.config.shift)
-        run_dir = Path(out) / f"{kind}{steps}"
+        run_dir = Path(out) / f"{kind}{steps}{''.join(precision)}"
         options = BatchOptions(
             prompts=VAL_PATH, out_dir=run_dir, samples=1, seed=500, steps=int(steps)
         )
-        run_batch(options, progress=False, pipe=pipe)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == ["bf16"]):
+            run_batch(options, progress=False, pipe=pipe)
         report = evaluate_dir(run_dir)
         write_shapes_report(report, run_dir)
         rows[config] = json.loads((run_dir / "eval.json").read_text())["categories"]
