@@ -685,6 +685,16 @@ def _option_groups() -> dict[str, argparse.ArgumentParser]:
         "(default; --no-full-windows generates only those)",
     )
 
+    server, g = group("server")
+    g.add_argument("--host", default="127.0.0.1", help="address to listen on (default: localhost)")
+    g.add_argument("--port", type=_positive_int, help="port (ui: 8501, serve: 8000)")
+    g.add_argument(
+        "--home",
+        default=None,
+        help="gallery folder (default: $STUDIO_HOME or ~/.local/share/shapes-video-studio)",
+    )
+    g.add_argument("--model", default=None, help="pipeline folder (default: the shipped model)")
+
     report, g = group("report")
     g.add_argument("--out", default=None, help="report folder (default: DIR)")
     return {
@@ -696,6 +706,7 @@ def _option_groups() -> dict[str, argparse.ArgumentParser]:
         "size": size,
         "windows": windows,
         "report": report,
+        "server": server,
     }
 
 
@@ -967,19 +978,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sc.set_defaults(func=cmd_score)
 
-    u = sub.add_parser(
-        "ui",
+    u = command(
+        "ui", "server",
         help="the studio web UI (Streamlit)",
         description="Serve the Streamlit studio: generate, storyboard, elements, gallery.",
-    )
-    u.add_argument("--host", default="127.0.0.1", help="address to listen on (default: localhost)")
-    u.add_argument("--port", type=_positive_int, default=8501)
-    u.add_argument(
-        "--home",
-        default=None,
-        help="gallery folder (default: $STUDIO_HOME or ~/.local/share/shapes-video-studio)",
-    )
-    u.add_argument("--model", default=None, help="pipeline folder (default: the shipped model)")
+    )  # fmt: skip
+    u.set_defaults(port=8501)
     u.add_argument(
         "--scorer",
         default=None,
@@ -992,20 +996,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     u.set_defaults(func=cmd_ui)
 
-    sv = sub.add_parser(
-        "serve",
+    sv = command(
+        "serve", "server",
         help="the studio HTTP API (FastAPI), same queue and gallery as the UI",
         description="Serve the HTTP API: submit, follow, cancel and download jobs (docs/api.md; "
         "interactive docs at /docs).",
-    )
-    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: localhost)")
-    sv.add_argument("--port", type=_positive_int, default=8000)
-    sv.add_argument(
-        "--home",
-        default=None,
-        help="gallery folder (default: $STUDIO_HOME or ~/.local/share/shapes-video-studio)",
-    )
-    sv.add_argument("--model", default=None, help="pipeline folder (default: the shipped model)")
+    )  # fmt: skip
+    sv.set_defaults(port=8000)
     sv.set_defaults(func=cmd_serve)
 
     t = sub.add_parser(

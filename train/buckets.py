@@ -111,6 +111,22 @@ class BucketBatches(torch.utils.data.IterableDataset):
     def stats(self) -> dict[str, int]:
         return {**self.dataset.stats, "skipped_no_bucket": self.skipped_no_bucket}
 
+    def window(self, sample: dict, frames: int, bucket: Bucket) -> tuple[int, dict]:
+        """Where a ``frames``-long sample's ``bucket.frames`` window starts (seeded by the
+        dataset's seed, the epoch and the sample's key) and its meta with ``condition_frames``
+        re-expressed in the window (dropped when the window lies on one side of them)."""
+        rng = np.random.default_rng(
+            [self.dataset.seed, self.dataset.epoch, zlib.crc32(sample["key"].encode())]
+        )
+        start = int(rng.integers(0, frames - bucket.frames + 1))
+        meta = dict(sample["meta"])
+        given = meta.get("condition_frames")
+        if given is not None and not 1 <= given - start < bucket.frames:
+            meta.pop("condition_frames")
+        elif given is not None:
+            meta["condition_frames"] = given - start
+        return start, meta
+
     def __iter__(self) -> Iterator[dict]:
         info = torch.utils.data.get_worker_info()
         reader = (self.dataset.epoch, info.id if info is not None else 0)
@@ -125,16 +141,7 @@ class BucketBatches(torch.utils.data.IterableDataset):
                 self.skipped_no_bucket += 1
                 continue
             bucket = self.buckets[index]
-            rng = np.random.default_rng(
-                [self.dataset.seed, self.dataset.epoch, zlib.crc32(sample["key"].encode())]
-            )
-            start = int(rng.integers(0, video.shape[0] - bucket.frames + 1))
-            meta = dict(sample["meta"])
-            given = meta.get("condition_frames")
-            if given is not None and not 1 <= given - start < bucket.frames:
-                meta.pop("condition_frames")
-            elif given is not None:
-                meta["condition_frames"] = given - start
+            start, meta = self.window(sample, video.shape[0], bucket)
             item = {
                 "video": resize_crop(
                     video[start : start + bucket.frames], bucket.height, bucket.width

@@ -37,7 +37,6 @@ import hashlib
 import json
 import logging
 import os
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -445,16 +444,7 @@ class CachedBucketBatches(BucketBatches):
                 self.skipped_no_bucket += 1
                 continue
             bucket = self.buckets[index]
-            rng = np.random.default_rng(
-                [self.dataset.seed, self.dataset.epoch, zlib.crc32(sample["key"].encode())]
-            )
-            start = int(rng.integers(0, frames - bucket.frames + 1))
-            meta = dict(sample["meta"])
-            given = meta.get("condition_frames")
-            if given is not None and not 1 <= given - start < bucket.frames:
-                meta.pop("condition_frames")
-            elif given is not None:
-                meta["condition_frames"] = given - start
+            start, meta = self.window(sample, frames, bucket)
             latents = sample["latents"][(bucket.height, bucket.width)]  # (C, F, h, w)
             item = {
                 "latents": latents[:, start : start + bucket.frames],
