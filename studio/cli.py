@@ -593,7 +593,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     import importlib.util
 
     if importlib.util.find_spec("streamlit") is None:
-        raise StudioError("the studio UI needs streamlit: pip install 'shapes-video-studio[ui]'")
+        raise StudioError('the studio UI needs streamlit: pip install -e ".[ui]"')
     cmd, env = ui_command(args)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: listening on {args.host}: anyone who can reach it can use the studio")

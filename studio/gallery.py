@@ -44,10 +44,13 @@ CREATE TABLE IF NOT EXISTS jobs (
     video       TEXT,               -- file names inside the store's folders, never user text
     sidecar     TEXT,
     thumbnail   TEXT,
-    scores      TEXT                -- JSON
+    scores      TEXT,               -- JSON
+    stage       TEXT                -- JSON: what a running job is doing (set_stage)
 );
 CREATE INDEX IF NOT EXISTS jobs_status_created ON jobs (status, created);
 """
+# columns added since the first schema: (name, SQL type), added to an older store on open
+_ADDED_COLUMNS = (("stage", "TEXT"),)
 
 
 def default_home() -> Path:
@@ -77,6 +80,9 @@ class Job:
     sidecar: str | None = None
     thumbnail: str | None = None
     scores: dict[str, Any] = field(default_factory=dict)
+    # while running: {"name": loading | first_frame | clip | windows | encoding, "since": the
+    # time it began, "base": done_steps then, and for best-of "candidate" of "candidates"}
+    stage: dict[str, Any] = field(default_factory=dict)
 
     @property
     def active(self) -> bool:
@@ -91,6 +97,7 @@ class Job:
         data = dict(row)
         data["request"] = json.loads(data["request"])
         data["scores"] = json.loads(data["scores"]) if data["scores"] else {}
+        data["stage"] = json.loads(data["stage"]) if data.get("stage") else {}
         data["cancel"] = bool(data["cancel"])
         return cls(**data)
 
@@ -106,6 +113,13 @@ class Gallery:
         with closing(self._connect()) as con:
             con.execute("PRAGMA journal_mode=WAL")
             con.executescript(_SCHEMA)
+            have = {row["name"] for row in con.execute("PRAGMA table_info(jobs)")}
+            for name, kind in _ADDED_COLUMNS:
+                if name not in have:
+                    try:
+                        con.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
+                    except sqlite3.OperationalError:  # another process added it first
+                        pass
 
     # ------------------------------------------------------------------ plumbing
     def _connect(self) -> sqlite3.Connection:
@@ -188,8 +202,8 @@ class Gallery:
                     (time.time(),),
                 )
                 cur = con.execute(
-                    "UPDATE jobs SET status = 'queued', started = NULL, done_steps = 0 "
-                    "WHERE status = 'running'"
+                    "UPDATE jobs SET status = 'queued', started = NULL, done_steps = 0, "
+                    "stage = NULL WHERE status = 'running'"
                 )
                 con.execute("COMMIT")
             except BaseException:
@@ -206,6 +220,10 @@ class Gallery:
             )
             row = con.execute("SELECT cancel FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return bool(row and row["cancel"])
+
+    def set_stage(self, job_id: str, stage: dict[str, Any]) -> None:
+        """Record what a running job is doing now (:attr:`Job.stage`), for progress lines."""
+        self._execute("UPDATE jobs SET stage = ? WHERE id = ?", (json.dumps(stage), job_id))
 
     def cancel_requested(self, job_id: str) -> bool:
         rows = self._execute("SELECT cancel FROM jobs WHERE id = ?", (job_id,))
@@ -261,24 +279,15 @@ class Gallery:
         offset: int = 0,
     ) -> list[Job]:
         """Newest first; ``text`` matches anywhere in the prompt, case-insensitively."""
-        where, params = [], []
-        if text.strip():
-            # LIKE with an escape character: a user's % or _ is matched literally
-            escaped = text.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            where.append("prompt LIKE ? ESCAPE '\\'")
-            params.append(f"%{escaped}%")
-        if kind:
-            where.append("kind = ?")
-            params.append(kind)
-        if status:
-            where.append("status = ?")
-            params.append(status)
-        sql = "SELECT * FROM jobs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY created DESC, id LIMIT ? OFFSET ?"
+        where, params = _filters(text, kind, status)
+        sql = "SELECT * FROM jobs" + where + " ORDER BY created DESC, id LIMIT ? OFFSET ?"
         rows = self._execute(sql, (*params, int(limit), int(offset)))
         return [Job.from_row(r) for r in rows]
+
+    def count(self, text: str = "", kind: str | None = None, status: str | None = "done") -> int:
+        """How many jobs :meth:`search` would page through with these filters."""
+        where, params = _filters(text, kind, status)
+        return self._execute("SELECT COUNT(*) FROM jobs" + where, tuple(params))[0][0]
 
     def delete(self, job_id: str) -> bool:
         """Remove a finished job and its files; an active job must be cancelled first."""
@@ -297,3 +306,20 @@ class Gallery:
                 p.unlink(missing_ok=True)
         self._execute("DELETE FROM jobs WHERE id = ?", (job_id,))
         return True
+
+
+def _filters(text: str, kind: str | None, status: str | None) -> tuple[str, list[Any]]:
+    """The WHERE clause of a gallery search and its parameters."""
+    where, params = [], []
+    if text.strip():
+        # LIKE with an escape character: a user's % or _ is matched literally
+        escaped = text.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        where.append("prompt LIKE ? ESCAPE '\\'")
+        params.append(f"%{escaped}%")
+    if kind:
+        where.append("kind = ?")
+        params.append(kind)
+    if status:
+        where.append("status = ?")
+        params.append(status)
+    return (" WHERE " + " AND ".join(where) if where else ""), params

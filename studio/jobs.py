@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,9 +36,11 @@ from .generate import (
     check_model_takes_references,
     check_prompt_references,
     check_request,
+    check_seed,
     clean_stale_temps,
     default_model_path,
     generate,
+    image_first_used,
     load_pipeline,
     max_references,
     read_references,
@@ -201,6 +204,20 @@ def rerun(gallery: Gallery, job_id: str) -> Job:
     return gallery.enqueue(job.kind, job.request, job.prompt, job.seed)
 
 
+def variation(gallery: Gallery, job_id: str, seed: int) -> Job:
+    """Queue a job again with the settings it was made with but another ``seed``."""
+    job = gallery.get(job_id)
+    if job is None:
+        raise StudioError(f"no job {job_id}")
+    check_seed(seed)
+    request = json.loads(json.dumps(job.request))  # a deep copy
+    if job.kind == "generate":
+        request["seed"] = seed
+    else:
+        request["options"]["seed"] = seed
+    return gallery.enqueue(job.kind, request, job.prompt, seed)
+
+
 # The HTTP API (`studio serve`) adds a job only while fewer than this many wait: the machine
 # runs one at a time, so a longer queue only grows the store and the wait, and a script
 # looping on POST must not fill the disk. Jobs waiting from the UI count too.
@@ -223,19 +240,66 @@ def check_queue_room(gallery: Gallery, limit: int = MAX_QUEUED) -> None:
 
 
 # ---------------------------------------------------------------------------- running
+class _Stages:
+    """Records what a running job is doing (:meth:`Gallery.set_stage`) for the pages'
+    progress line: a clip goes loading → first_frame (image first) → clip → encoding, once per
+    best-of candidate; a storyboard loading → windows → encoding. Written on a change of
+    stage only, from the steps ``progress(done, total)`` reports."""
+
+    def __init__(self, gallery: Gallery, job: Job):
+        self.gallery, self.job = gallery, job
+        self.candidates = int(job.request.get("best_of", 1)) if job.kind == "generate" else 1
+        self.candidate = 1
+        self.first_frame = False
+        self.name = ""
+
+    def enter(self, name: str, base: int = 0) -> None:
+        self.name = name
+        stage = {"name": name, "since": time.time(), "base": base, "first_frame": self.first_frame}
+        if self.candidates > 1:
+            stage |= {"candidate": self.candidate, "candidates": self.candidates}
+        self.gallery.set_stage(self.job.id, stage)
+
+    def loaded(self, pipe) -> None:
+        """The model is loaded: the first stage that draws begins."""
+        if self.job.kind == "storyboard":
+            self.enter("windows")
+            return
+        request = self.job.request
+        self.first_frame = request.get("frames", 1) > 1 and image_first_used(
+            pipe, request.get("image_first")
+        )
+        self.enter("first_frame" if self.first_frame else "clip")
+
+    def step(self, done: int, total: int) -> None:
+        if self.name == "first_frame":  # the clip's first step ends the first frame
+            self.enter("clip", base=done)
+        if done < total:
+            return
+        if self.candidate < self.candidates:  # the next candidate starts over
+            self.candidate += 1
+            self.enter("first_frame" if self.first_frame else "clip")
+        else:
+            self.enter("encoding")
+
+
 def run_job(gallery: Gallery, job: Job, model: str | Path | None = None) -> Job:
     """Run one claimed job to its end (done, failed or cancelled) and record it."""
     videos = gallery.home / "videos"
     out = videos / f"{job.id}.mp4"
+    stages = _Stages(gallery, job)
 
     def progress(done: int, total: int) -> None:
+        stages.step(done, total)
         if gallery.set_progress(job.id, done, total):
             raise JobCancelled()
 
     try:
         if gallery.cancel_requested(job.id):
             raise JobCancelled()
+        stages.enter("loading")
         pipe = load_pipeline(model or default_model_path())
+        stages.loaded(pipe)
         extra = {"job": job.id}
         with _GENERATION_LOCK:
             if job.kind == "generate":

@@ -82,11 +82,13 @@ def check_image(
         raise
     except Image.DecompressionBombError:  # Pillow's own cap, far above ours, hit in open()
         raise StudioError(
-            f"{label} declares more pixels than Pillow will decode (a possible decompression "
+            f"{label} declares more pixels than the studio will open (a possible decompression "
             f"bomb); the limit is {limits.max_pixels:,} pixels"
         ) from None
     except (UnidentifiedImageError, OSError, ValueError):
-        raise StudioError(f"{label} is not an image Pillow can read") from None
+        raise StudioError(
+            f"{label} is not an image the studio can open: use a PNG, JPEG, WebP or BMP file"
+        ) from None
 
 
 def read_image_file(path: str | Path, limits: UploadLimits, what: str = "image") -> bytes:

@@ -289,8 +289,8 @@ def test_check_image_keeps_alpha_when_asked():
     [
         (png_declaring(100_000, 100_000), "decompression bomb"),  # past Pillow's own cap
         (png_declaring(2_000, 2_000), r"4,000,000 pixels; the limit is 1,000,000"),
-        (truncated_png(), "not an image Pillow can read"),
-        (b"just some text", "not an image Pillow can read"),
+        (truncated_png(), "not an image the studio can open"),
+        (b"just some text", "not an image the studio can open"),
     ],
 )
 def test_check_image_refuses_bombs_and_broken_files(data, message):
@@ -469,8 +469,14 @@ def cli_case(tmp_path, name: str) -> tuple[str, list]:
     [
         ("missing file", r"reference image 1 not found: .*nope.png$"),
         ("directory", r"reference image 1 is a folder, not an image"),
-        ("not an image", r"reference image 1: notes.txt is not an image Pillow can read$"),
-        ("truncated png", r"reference image 1: cut.png is not an image Pillow can read$"),
+        (
+            "not an image",
+            r"reference image 1: notes.txt is not an image the studio can open: use a PNG, JPEG, WebP or BMP file$",
+        ),
+        (
+            "truncated png",
+            r"reference image 1: cut.png is not an image the studio can open: use a PNG, JPEG, WebP or BMP file$",
+        ),
         ("decompression bomb", r"reference image 1: bomb.png declares more pixels .*bomb"),
         ("four refs", r"4 reference images were given; at most 3$"),
         ("ref2 with one image", r"the prompt uses <ref2> but only 1 reference image was given$"),

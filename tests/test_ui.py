@@ -1,23 +1,34 @@
-"""Every page of the Streamlit studio under ``streamlit.testing`` AppTest, on the tiny pipeline.
+"""Every page of the Streamlit studio under ``streamlit.testing`` AppTest, on the tiny pipeline,
+and the streamlit-free modules behind them (vocabulary, progress, page state).
 
 The studio's worker thread runs in the test process, as it does in a server, so a job a page
-submits really runs; the tests wait for it through the store.
+submits really runs; the tests wait for it through the store. A test that must see a job
+waiting or running holds the machine's worker lock (``held_worker``), so the studio's worker
+never takes it.
 """
 
 from __future__ import annotations
 
+import fcntl
+import importlib.util
+import subprocess
+import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-pytest.importorskip("streamlit")
-from streamlit.testing.v1 import AppTest  # noqa: E402
+from studio.gallery import Gallery, Job
+from studio.generate import GenerateRequest
+from studio.jobs import MAX_FRAMES, run_job, submit_generate
+from studio.uploads import store_element
 
-from studio.gallery import Gallery  # noqa: E402
-from studio.uploads import store_element  # noqa: E402
+HAS_STREAMLIT = importlib.util.find_spec("streamlit") is not None
+needs_streamlit = pytest.mark.skipif(not HAS_STREAMLIT, reason="streamlit is not installed")
 
-APP = str(Path(__file__).parents[1] / "studio" / "ui" / "app.py")
+ROOT = Path(__file__).parents[1]
+APP = str(ROOT / "studio" / "ui" / "app.py")
 PROMPT = "a red circle moving left on a black background"
 
 
@@ -28,8 +39,24 @@ def home(tmp_path, monkeypatch, tiny_pipeline_dir):
     return tmp_path / "home"
 
 
-def app(page: str | None = None) -> AppTest:
+@pytest.fixture
+def held_worker(home):
+    """Hold ``home``'s worker lock: the studio's worker waits, so jobs stay queued (or as
+    the test sets them) until the test ends."""
+    Gallery(home)  # makes the folder
+    fh = open(home / "worker.lock", "a+")  # noqa: SIM115 - closed below
+    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    yield home
+    fcntl.flock(fh, fcntl.LOCK_UN)
+    fh.close()
+
+
+def app(page: str | None = None, job: str | None = None):
+    from streamlit.testing.v1 import AppTest
+
     at = AppTest.from_file(APP, default_timeout=120)
+    if job:
+        at.query_params["job"] = job
     at.run()
     if page:
         at.switch_page(f"pages/{page}.py").run()
@@ -37,44 +64,71 @@ def app(page: str | None = None) -> AppTest:
     return at
 
 
-def wait_done(home: Path, job_id: str, timeout: float = 120) -> None:
+def wait_done(home: Path, job_id: str, timeout: float = 120) -> Job:
     gallery = Gallery(home)
     deadline = time.time() + timeout
     while gallery.get(job_id).active:
         assert time.time() < deadline, "job did not finish"
         time.sleep(0.1)
+    return gallery.get(job_id)
 
 
-def button(at: AppTest, label: str):
+def button(at, label: str):
     return next(b for b in at.button if b.label == label)
 
 
-def test_generate_page_runs_a_job_and_shows_the_video(home):
+def labels(at) -> list[str]:
+    return [b.label for b in at.button]
+
+
+def url_job(at) -> str | None:
+    value = at.query_params.get("job")
+    return value[0] if isinstance(value, list) else value
+
+
+def clips(at) -> list[str]:
+    """The alt texts of the clips the page shows."""
+    return [i.alt for img in at.image for i in img.proto.imgs if i.alt.startswith("Clip:")]
+
+
+def title(at) -> str:
+    return at.title[0].value
+
+
+def done_job(gallery: Gallery, prompt: str = PROMPT, **request) -> Job:
+    """A finished job without files, for pages that list jobs (no worker involved)."""
+    data = {"prompt": prompt, "seed": 3, "steps": 2, "frames": 4, "guidance": 3.0} | request
+    job = gallery.enqueue("generate", data, prompt, data["seed"])
+    gallery._execute("UPDATE jobs SET status = 'done', finished = ? WHERE id = ?", (1.0, job.id))
+    return gallery.get(job.id)
+
+
+# ---------------------------------------------------------------------------- Generate
+@needs_streamlit
+def test_generate_page_runs_a_job_and_shows_the_clip(home):
     at = app()
-    at.text_area[0].input(PROMPT)
-    at.slider[0].set_value(2)  # steps
-    at.number_input(key="seed").set_value(5)
-    at.radio[0].set_value("image first")
+    at.text_area(key="draft").input(PROMPT)
+    at.slider(key="steps").set_value(2)
+    at.number_input(key="seed").set_value(5)  # typing a seed locks it
+    at.radio(key="first_frame").set_value("image first")
     button(at, "Generate").click().run()
     assert not at.exception and not at.error
-    job_id = (
-        at.query_params["job"][0]
-        if isinstance(at.query_params["job"], list)
-        else at.query_params["job"]
-    )
-    wait_done(home, job_id)
+    job_id = url_job(at)
+    job = wait_done(home, job_id)
     at.run()
-    job = Gallery(home).get(job_id)
     assert job.status == "done" and job.request["prompt"] == PROMPT and job.seed == 5
     assert job.request["image_first"] is True
-    assert at.get("video"), "the finished video is shown"
-    fresh = AppTest.from_file(APP, default_timeout=120)  # a refresh: new session, same URL
-    fresh.query_params["job"] = job_id
-    fresh.run()
-    assert fresh.text_area[0].value == PROMPT and fresh.get("video")
-    assert [b.label for b in at.get("download_button")] == ["Download MP4", "Download sidecar"]
+    assert clips(at) == [f"Clip: {PROMPT} (job {job_id[:8]})"], "the finished clip is shown"
+    assert any(c.value.startswith("Seed 5 · took ") for c in at.caption), "seed and time shown"
+    downloads = [b.label for b in at.get("download_button")]
+    assert downloads == ["MP4", "GIF", "Sidecar"]
+    assert "Variation" in labels(at)
+    fresh = app(job=job_id)  # a refresh: new session, same URL
+    assert fresh.text_area(key="draft").value == PROMPT and clips(fresh)
+    assert fresh.number_input(key="seed").value == 5
 
 
+@needs_streamlit
 def test_generate_page_explains_an_empty_prompt(home):
     at = app()
     button(at, "Generate").click().run()
@@ -83,28 +137,129 @@ def test_generate_page_explains_an_empty_prompt(home):
     assert Gallery(home).search(status=None) == []
 
 
-def test_seed_can_be_randomised(home):
+@needs_streamlit
+def test_seed_is_new_each_time_unless_locked(home):
     at = app()
-    seeds = set()
+    at.text_area(key="draft").input(PROMPT)
+    seeds = []
     for _ in range(3):
-        button(at, "Random").click().run()
-        seeds.add(at.number_input(key="seed").value)
-    assert len(seeds) > 1
+        button(at, "Generate").click().run()
+        job = Gallery(home).get(url_job(at))
+        assert at.number_input(key="seed").value == job.seed, "the field shows the seed used"
+        seeds.append(job.seed)
+    assert len(set(seeds)) == 3, seeds
+    at.checkbox(key="seed_locked").check().run()
+    button(at, "Generate").click().run()
+    button(at, "Generate").click().run()
+    jobs = Gallery(home).search(status=None, limit=2)
+    assert [j.seed for j in jobs] == [seeds[-1]] * 2
 
 
+@needs_streamlit
+def test_variation_is_the_same_clip_with_a_new_seed(home):
+    at = app()
+    at.text_area(key="draft").input(PROMPT)
+    at.slider(key="steps").set_value(2)
+    at.number_input(key="frames").set_value(4)
+    button(at, "Generate").click().run()
+    first = wait_done(home, url_job(at))
+    at.run()
+    button(at, "Variation").click().run()
+    assert not at.exception and not at.error
+    second = Gallery(home).get(url_job(at))
+    assert second.id != first.id and second.seed != first.seed
+    assert {k: v for k, v in second.request.items() if k != "seed"} == {
+        k: v for k, v in first.request.items() if k != "seed"
+    }
+    assert at.number_input(key="seed").value == second.seed
+    assert at.text_area(key="draft").value == PROMPT
+
+
+@needs_streamlit
+def test_frames_over_the_maximum_name_the_maximum(home):
+    at = app()
+    at.text_area(key="draft").input(PROMPT)
+    at.number_input(key="frames").set_value(100000).run()
+    assert at.number_input(key="frames").value == 100000, "the value is not silently replaced"
+    assert f"at most {MAX_FRAMES} frames" in at.error[0].value
+    assert button(at, "Generate").disabled
+    at = app("storyboard")
+    at.session_state["scenes-0"] = {"edited_rows": {0: {"frames": 100000}}}
+    at.run()
+    assert f"at most {MAX_FRAMES} frames" in at.error[0].value
+    assert at.error[0].value.startswith("Scene 1: ")
+    assert button(at, "Render film").disabled
+
+
+@needs_streamlit
+def test_a_running_job_shows_its_stage_eta_and_cancel(held_worker):
+    gallery = Gallery(held_worker)
+    job = gallery.enqueue("generate", {"prompt": PROMPT, "frames": 16, "steps": 10}, PROMPT, 0)
+    assert gallery.claim_next().id == job.id  # the test is the worker
+    gallery.set_stage(job.id, {"name": "clip", "since": time.time() - 4, "base": 0})
+    gallery.set_progress(job.id, 4, 10)
+    at = app(job=job.id)
+    assert at.text_area(key="draft").value == PROMPT
+    text = at.get("progress")[0].proto.text
+    assert text.startswith("Generating the clip: step 4 of 10 · about ") and "left" in text
+    assert any("**▶ generating the clip**" in c.value for c in at.caption)
+    button(at, "Cancel").click()
+    at.run()  # the fragment's button: the job is asked to cancel
+    assert gallery.get(job.id).cancel
+
+
+@needs_streamlit
+def test_word_chips_examples_and_unknown_words(home):
+    from studio.ui import vocabulary
+
+    at = app()
+    at.pills(key="chip-colour").set_value("red").run()
+    at.pills(key="chip-shape").set_value("circle").run()
+    at.pills(key="chip-motion").set_value("left").run()
+    at.pills(key="chip-background").set_value("black").run()
+    assert at.text_area(key="draft").value == PROMPT
+    assert at.pills(key="chip-colour").value is None, "a chip is a button, not a choice"
+    assert at.expander[0].proto.expanded, "the chips stay open for the next word"
+    assert not at.warning
+    example = vocabulary.examples()[1]
+    at.pills(key="example").set_value(example).run()
+    assert at.text_area(key="draft").value == example
+    at.text_area(key="draft").input("a red hexagon spinning on a black background").run()
+    assert "“hexagon”, “spinning”" in at.warning[0].value
+
+
+@needs_streamlit
+def test_settings_survive_a_page_switch(home):
+    at = app()
+    at.text_area(key="draft").input(PROMPT)
+    at.slider(key="steps").set_value(7)
+    at.number_input(key="frames").set_value(8).run()
+    at.switch_page("pages/gallery.py").run()
+    at.switch_page("pages/generate.py").run()
+    assert at.text_area(key="draft").value == PROMPT
+    assert at.slider(key="steps").value == 7 and at.number_input(key="frames").value == 8
+
+
+# ---------------------------------------------------------------------------- Storyboard
+@needs_streamlit
 def test_storyboard_page_renders_the_film_and_reorders_scenes(home):
     at = app("storyboard")
-    first = at.selectbox[0].options[0]
-    assert "moving right" in first
+    pick = at.selectbox(key="scene_pick")
+    assert "moving right" in pick.options[0] and pick.value == 0
     button(at, "↓").click().run()  # scene 1 moves after scene 2
-    assert "moving up" in at.selectbox[0].options[0]
-    at.slider[0].set_value(2)
-    at.radio[0].set_value("with the clip")
+    pick = at.selectbox(key="scene_pick")
+    assert "moving up" in pick.options[0]
+    assert pick.value == 1 and "moving right" in pick.options[1], "the picker follows the scene"
+    button(at, "↑").click().run()
+    assert at.selectbox(key="scene_pick").value == 0
+    button(at, "↓").click().run()
+    at.slider(key="sb_steps").set_value(2)
+    at.radio(key="sb_first_frame").set_value("with the clip")
     at.number_input(key="candidates").set_value(2)
     button(at, "Render film").click().run()
     assert not at.exception and not at.error
     jobs = Gallery(home).search(status=None)
-    assert [j.kind for j in jobs] == ["storyboard"]
+    assert [j.kind for j in jobs] == ["storyboard"] and url_job(at) == jobs[0].id
     assert jobs[0].request["options"]["image_first"] is False
     assert jobs[0].request["options"]["candidates"] == 2
     assert [s["prompt"] for s in jobs[0].request["story"]["scenes"]][0].endswith(
@@ -113,16 +268,47 @@ def test_storyboard_page_renders_the_film_and_reorders_scenes(home):
     wait_done(home, jobs[0].id)
     at.run()
     assert Gallery(home).get(jobs[0].id).status == "done"
-    assert at.get("video")
+    assert clips(at) and "Variation" in labels(at)
 
 
+@needs_streamlit
+def test_storyboard_edits_survive_a_page_switch(home):
+    at = app("storyboard")
+    green = "a green circle moving up on a white background"
+    blue = "a blue square moving down on a black background"
+    at.session_state["scenes-0"] = {
+        "edited_rows": {0: {"prompt": green}},
+        "added_rows": [{"prompt": blue, "frames": 8}, {}],  # {}: a row not typed into yet
+        "deleted_rows": [],
+    }
+    at.run()
+    for page in ("generate", "elements", "gallery", "storyboard"):
+        at.switch_page(f"pages/{page}.py").run()
+    assert not at.exception
+    assert at.selectbox(key="scene_pick").options == [
+        f"1: {green}",
+        "2: a red square moving up on a black background",
+        f"3: {blue}",
+        "4: (no prompt yet)",
+    ]
+    rows = at.data_editor[0].value.to_dict("records")
+    assert rows[2] == {"prompt": blue, "frames": 8}
+    assert rows[3] == {"prompt": "", "frames": 16}, "a new row is empty, 16 frames, not None"
+    button(at, "Render film").click().run()
+    assert "scene 4 has no prompt" in at.error[0].value
+
+
+@needs_streamlit
 def test_storyboard_scene_preview_queues_one_clip(home):
     at = app("storyboard")
     button(at, "Preview scene").click().run()
     jobs = Gallery(home).search(status=None)
     assert [(j.kind, j.request["frames"]) for j in jobs] == [("generate", 16)]
+    assert url_job(at) == jobs[0].id
 
 
+# ---------------------------------------------------------------------------- Elements
+@needs_streamlit
 def test_elements_page_inserts_placeholders_into_the_prompt(home):
     at = app("elements")
     assert "No elements yet." in at.info[0].value
@@ -134,15 +320,30 @@ def test_elements_page_inserts_placeholders_into_the_prompt(home):
     button(at, "Insert <ref1>").click().run()
     assert at.session_state["draft"] == "<ref1>"
     at.switch_page("pages/generate.py").run()
-    assert at.text_area[0].value == "<ref1>"
+    assert at.text_area(key="draft").value == "<ref1>"
     button(at, "Generate").click().run()  # the tiny model has no reference conditioning
     assert "reference element" in at.error[0].value
 
 
-def test_gallery_lists_searches_reruns_and_deletes(home):
-    from studio.generate import GenerateRequest
-    from studio.jobs import submit_generate
+@needs_streamlit
+def test_elements_page_says_on_load_that_the_model_takes_no_references(home):
+    at = app("elements")
+    assert "cannot use reference elements" in at.warning[0].value
 
+
+@needs_streamlit
+def test_a_bad_upload_is_explained_in_the_users_words(home):
+    at = app("elements")
+    at.file_uploader[0].set_value(("notes.png", b"not an image at all", "image/png")).run()
+    assert not at.exception
+    message = at.error[0].value
+    assert "notes.png" in message and "PNG, JPEG, WebP or BMP" in message
+    assert "Pillow" not in message
+
+
+# ---------------------------------------------------------------------------- Gallery
+@needs_streamlit
+def test_gallery_lists_searches_reruns_and_deletes(home):
     at = app("gallery")  # starts the studio's worker
     assert "Nothing here yet" in at.info[0].value
     gallery = Gallery(home)
@@ -151,17 +352,98 @@ def test_gallery_lists_searches_reruns_and_deletes(home):
     wait_done(home, job.id)
     wait_done(home, other.id)
     at.run()
-    assert len(at.get("expander")) == 2
-    at.text_input[0].input("RED CIRCLE").run()
+    assert len(at.toggle) == 2 and not clips(at), "clips are played on demand"
+    at.toggle(key=f"play-{other.id}").set_value(True).run()
+    assert clips(at) == [f"Clip: a green square (job {other.id[:8]})"]
+    assert [b.label for b in at.get("download_button")] == ["MP4", "GIF", "Sidecar"]
+    at.text_input(key="gallery_text").input("RED CIRCLE").run()
     assert [m.value for m in at.markdown if m.value.startswith("**")] == [f"**{PROMPT}**"]
+    button(at, "Delete").click().run()
+    assert gallery.get(job.id) is not None, "Delete asks first"
+    assert "cannot be undone" in at.warning[0].value
+    button(at, "Keep").click().run()
+    assert gallery.get(job.id) is not None and "Delete for good" not in labels(at)
+    button(at, "Delete").click().run()
+    button(at, "Delete for good").click().run()
+    assert gallery.get(job.id) is None and gallery.get(other.id) is not None
+
+
+@needs_streamlit
+def test_rerun_opens_the_new_job_on_the_generate_page(held_worker):
+    gallery = Gallery(held_worker)
+    old = done_job(gallery, steps=3, frames=8, seed=11)
+    at = app("generate")
+    at.text_area(key="draft").input("an earlier prompt still in the field").run()
+    at.switch_page("pages/gallery.py").run()
     button(at, "Re-run").click().run()
     assert not at.exception
-    assert len(gallery.search(status=None)) == 3
+    new = gallery.search(status="queued")[0]
+    assert new.id != old.id and new.request == old.request
+    assert title(at) == "Generate" and url_job(at) == new.id
+    assert at.text_area(key="draft").value == PROMPT, "the re-run job's prompt"
+    assert at.slider(key="steps").value == 3 and at.number_input(key="frames").value == 8
+    assert at.number_input(key="seed").value == 11 and at.checkbox(key="seed_locked").value
+    assert "Queued: position 1" in at.info[0].value and "Cancel" in labels(at)
+
+
+@needs_streamlit
+def test_use_these_settings_fills_the_generate_page(held_worker):
+    gallery = Gallery(held_worker)
+    done_job(gallery, steps=4, frames=12, seed=9, image_first=False, negative_prompt="blur")
     at = app("gallery")
-    button(at, "Delete").click().run()
-    assert len(gallery.search(status=None)) == 2
+    button(at, "Use these settings").click().run()
+    assert title(at) == "Generate" and url_job(at) is None
+    assert at.text_area(key="draft").value == PROMPT
+    assert at.text_input(key="negative").value == "blur"
+    assert at.number_input(key="frames").value == 12 and at.slider(key="steps").value == 4
+    assert at.number_input(key="seed").value == 9
+    assert at.radio(key="first_frame").value == "with the clip"
+    assert len(gallery.search(status=None)) == 1, "nothing is queued"
 
 
+@needs_streamlit
+def test_add_to_storyboard_appends_a_scene(held_worker):
+    done_job(Gallery(held_worker), frames=8)
+    at = app("gallery")
+    button(at, "Add to storyboard").click().run()
+    assert title(at) == "Storyboard"
+    assert at.selectbox(key="scene_pick").options[-1] == f"3: {PROMPT}"
+    assert at.data_editor[0].value.to_dict("records")[-1] == {"prompt": PROMPT, "frames": 8}
+
+
+@needs_streamlit
+def test_gallery_pages_beyond_the_newest_20(held_worker):
+    gallery = Gallery(held_worker)
+    for i in range(25):
+        done_job(gallery, f"a red circle number {i}")
+    at = app("gallery")
+    prompts = [m.value for m in at.markdown if m.value.startswith("**")]
+    assert len(prompts) == 20 and "Showing 1–20 of 25" in at.caption[0].value
+    button(at, "Older →").click().run()
+    prompts = [m.value for m in at.markdown if m.value.startswith("**")]
+    assert len(prompts) == 5 and "Showing 21–25 of 25" in at.caption[0].value
+    assert button(at, "Older →").disabled
+    at.text_input(key="gallery_text").input("number 1").run()  # a new search: page 1
+    assert "Showing 1–11 of 11" in at.caption[0].value
+
+
+@needs_streamlit
+def test_queue_panel_shows_waiting_jobs_and_cancels_one(held_worker):
+    gallery = Gallery(held_worker)
+    a = submit_generate(gallery, GenerateRequest(prompt=PROMPT, steps=2, frames=4))
+    b = submit_generate(gallery, GenerateRequest(prompt="a green square", steps=2, frames=4))
+    at = app("gallery")
+    assert at.subheader[0].value == "Queue (2)"
+    assert [c.value for c in at.caption if c.value.startswith("Queued")] == [
+        "Queued: position 1",
+        "Queued: position 2",
+    ]
+    next(x for x in at.button if x.key == f"queue-cancel-{b.id}").click()
+    at.run()
+    assert gallery.get(b.id).status == "cancelled" and gallery.get(a.id).status == "queued"
+
+
+@needs_streamlit
 def test_best_of_is_offered_only_with_a_scorer(home, monkeypatch):
     monkeypatch.setenv("STUDIO_SCORER", "none")
     at = app()
@@ -170,3 +452,204 @@ def test_best_of_is_offered_only_with_a_scorer(home, monkeypatch):
     monkeypatch.setenv("STUDIO_HOME", str(home.parent / "home2"))
     at = app()
     assert [n for n in at.number_input if n.label == "Best of N"]
+
+
+def test_pages_use_no_removed_streamlit_argument():
+    """``use_container_width`` is past its removal date: ``width="stretch"`` replaces it."""
+    for page in (ROOT / "studio" / "ui").rglob("*.py"):
+        assert "use_container_width" not in page.read_text(), page
+
+
+# ---------------------------------------------------------------------------- no streamlit
+def test_ui_logic_modules_do_not_import_streamlit():
+    code = (
+        "import sys; import studio.ui.vocabulary, studio.ui.progress, studio.ui.state; "
+        "assert 'streamlit' not in sys.modules, 'streamlit imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_vocabulary_is_the_renderers():
+    from studio.ui import vocabulary
+    from world import shapes_world as sw
+
+    chips = vocabulary.chips()
+    assert [c.value for c in chips["colour"]] == list(sw.OBJECT_COLORS)
+    assert [c.value for c in chips["shape"]] == list(sw.SHAPES)
+    assert [c.value for c in chips["background"]] == list(sw.BACKGROUNDS)
+    assert [c.phrase for c in chips["motion"]] == [sw.MOTION_PHRASES[m][0] for m in sw.MOTIONS]
+    assert set(vocabulary.synonyms("size")) == {w for ws in sw.SIZE_WORDS.values() for w in ws}
+    for example in vocabulary.examples():  # captions the renderer writes: nothing to warn of
+        assert vocabulary.warning(example) is None, example
+    assert {"slides", "backdrop", "picture", "rises", "ascends"} <= sw.caption_words()
+
+
+def test_caption_words_cover_every_caption_the_renderer_writes():
+    import numpy as np
+
+    from world import shapes_world as sw
+
+    rng = np.random.default_rng(0)
+    words = sw.caption_words()
+    for i in range(300):
+        obj = sw.ObjectSpec(
+            sw.SHAPES[i % 3],
+            list(sw.OBJECT_COLORS)[i % 6],
+            sw.SIZES[i % 2],
+            sw.MOTIONS[i % 5],
+            0,
+            0,
+        )
+        spec = sw.ClipSpec([obj, obj], list(sw.BACKGROUNDS)[i % 4])
+        text = sw.caption(spec, rng, image=i % 7 == 0, wordnet_prob=0.5)
+        assert set(text.lower().split()) <= words, text
+
+
+def test_chips_insert_words_where_the_grammar_puts_them():
+    from studio.ui.vocabulary import chips, insert
+
+    chip = {(c.slot, c.value): c for cs in chips().values() for c in cs}
+    prompt = ""
+    for key in [("shape", "circle"), ("colour", "red"), ("size", "small"), ("background", "black")]:
+        prompt = insert(prompt, chip[key])
+    assert prompt == "a small red circle on a black background"
+    prompt = insert(prompt, chip[("motion", "left")])
+    assert prompt == "a small red circle moving left on a black background"
+    # a second chip of a slot replaces the first; articles follow the word
+    prompt = insert(prompt, chip[("colour", "orange")])
+    prompt = insert(prompt, chip[("size", "large")])
+    prompt = insert(prompt, chip[("motion", "up")])
+    prompt = insert(prompt, chip[("background", "gray")])
+    assert prompt == "a large orange circle moving up on a gray background"
+    assert insert("", chip[("colour", "orange")]) == "an orange"
+    assert (
+        insert("a tiny blue square rises", chip[("size", "large")]) == "a large blue square rises"
+    )
+    assert insert("<ref1> heads left", chip[("background", "white")]) == (
+        "<ref1> heads left on a white background"
+    )
+
+
+def test_unknown_words_and_unseen_pairs_are_named():
+    from studio.ui.vocabulary import unknown_words, unseen_pairs, warning
+
+    assert unknown_words("A Red hexagon zooms left, <ref1> twice 3x") == [
+        "hexagon",
+        "zooms",
+        "twice",
+        "x",
+    ]
+    assert unknown_words(PROMPT) == []
+    assert unseen_pairs("a big blue circle and an orange triangle") == [
+        "blue circle",
+        "orange triangle",
+    ]
+    assert warning(PROMPT) is None
+    assert "purple" in warning("a purple square moving up on a black background")
+
+
+def test_progress_names_the_stage_and_the_time_left():
+    from studio.ui.progress import job_progress, plan
+
+    now = 1000.0
+
+    def job(stage, done=0, total=0, **request):
+        return Job(
+            id="j",
+            kind="generate",
+            status="running",
+            prompt=PROMPT,
+            seed=0,
+            request={"frames": 16, **request},
+            created=now - 30,
+            started=now - 20,
+            done_steps=done,
+            total_steps=total,
+            stage=stage,
+        )
+
+    p = job_progress(job({}), now)
+    assert p.text == "Loading the model… 20 s so far" and p.fraction == 0
+    assert plan(job({}), model_image_first=True) == ["loading", "first_frame", "clip", "encoding"]
+    assert plan(job({}, image_first=False), model_image_first=True) == [
+        "loading",
+        "clip",
+        "encoding",
+    ]
+    p = job_progress(job({"name": "first_frame", "since": now - 2, "first_frame": True}), now)
+    assert p.text == "Drawing the first frame… 2 s so far"
+    assert [s for _, s in p.stages] == ["done", "now", "next", "next"]
+    # 4 steps in 8 s since the clip began after step 1: 2 s a step, 5 steps left
+    p = job_progress(
+        job({"name": "clip", "since": now - 8, "base": 1, "first_frame": True}, 5, 10), now
+    )
+    assert p.text == "Generating the clip: step 5 of 10 · about 10 s left" and p.fraction == 0.5
+    p = job_progress(job({"name": "clip", "since": now, "base": 1}, 1, 10), now)
+    assert p.text == "Generating the clip: step 1 of 10 · estimating the time"
+    best = {"name": "clip", "since": now - 10, "base": 0, "candidate": 2, "candidates": 3}
+    p = job_progress(job(best, 5, 10, best_of=3), now)  # 2 s a step: 5 + 10 steps left
+    assert p.text == "Candidate 2 of 3 · Generating the clip: step 5 of 10 · about 30 s left"
+    assert p.fraction == pytest.approx(0.5)
+    p = job_progress(job({"name": "encoding", "since": now - 1}, 10, 10), now)
+    assert p.text == "Encoding the video… 1 s so far" and p.fraction == 1.0
+    film = job({"name": "windows", "since": now - 30, "base": 0}, 3, 5)
+    film.kind = "storyboard"
+    p = job_progress(film, now)
+    assert p.text == "Generating the film: window 3 of 5 · about 20 s left"
+
+
+def test_the_worker_records_each_stage(tmp_path, tiny_pipeline_dir, monkeypatch):
+    from studio import jobs
+
+    class Recording(Gallery):
+        stages: list[str] = []
+
+        def set_stage(self, job_id, stage):
+            self.stages.append(stage["name"])
+            super().set_stage(job_id, stage)
+
+    gallery = Recording(tmp_path / "home")
+    request = GenerateRequest(prompt=PROMPT, steps=2, frames=4, image_first=True)
+    submit_generate(gallery, request, model=tiny_pipeline_dir)
+    job = run_job(gallery, gallery.claim_next(), tiny_pipeline_dir)
+    assert job.status == "done"
+    assert gallery.stages == ["loading", "first_frame", "clip", "encoding"]
+    gallery.stages.clear()
+
+    class Scorer:  # best-of without a real scorer: every candidate scores the same
+        spec = "flat"
+
+        def score(self, clip, prompt):
+            return SimpleNamespace(score=0.5)
+
+    monkeypatch.setitem(jobs._SCORERS, "flat", Scorer())
+    request = GenerateRequest(prompt=PROMPT, steps=2, frames=4, image_first=False)
+    submit_generate(gallery, request, 2, "flat", model=tiny_pipeline_dir)
+    assert run_job(gallery, gallery.claim_next(), tiny_pipeline_dir).status == "done"
+    assert gallery.stages == ["loading", "clip", "clip", "encoding"]  # two candidates
+
+
+def test_page_state_helpers(tmp_path):
+    from studio.ui.state import (
+        apply_edits,
+        clean_scenes,
+        frames_problem,
+        generate_settings,
+        move_scene,
+    )
+
+    rows = [{"prompt": "a", "frames": 16}, {"prompt": "b", "frames": 8}]
+    assert move_scene(rows, 0, 1) == ([rows[1], rows[0]], 1)
+    assert move_scene(rows, 1, 1) == (rows, 1)
+    assert clean_scenes(
+        [{"prompt": None, "frames": float("nan")}, {"prompt": "c", "frames": 4.0}]
+    ) == [
+        {"prompt": "", "frames": 16},
+        {"prompt": "c", "frames": 4},
+    ]
+    edits = {"edited_rows": {"1": {"frames": 4}}, "deleted_rows": [0], "added_rows": [{}]}
+    assert apply_edits(rows, edits) == [{"prompt": "b", "frames": 4}, {"prompt": "", "frames": 16}]
+    assert frames_problem(16) is None
+    assert "at most 64 frames (8 s at 8 fps)" in frames_problem(100000)
+    settings = generate_settings(done_job(Gallery(tmp_path), seed=7))
+    assert settings["draft"] == PROMPT and settings["seed"] == 7 and settings["seed_locked"]

@@ -37,6 +37,8 @@ __all__ = [
     "ShapesWorld",
     "box_side",
     "caption",
+    "caption_vocabulary",
+    "caption_words",
     "counterfactual",
     "COUNTERFACTUALS",
     "is_excluded",
@@ -447,6 +449,41 @@ def caption(
         prefix = _pick(rng, IMAGE_PREFIXES)
         text = f"{prefix} {text}" if prefix else text
     return text
+
+
+def caption_vocabulary(wordnet: bool = True) -> dict[str, dict[str, tuple[str, ...]]]:
+    """What the caption grammar says, slot by slot: ``{slot: {value: phrasings}}`` for the
+    slots ``size``, ``colour``, ``shape``, ``motion`` and ``background``, the first phrasing
+    of each value being its plain form ("moving left", "on a black background").
+
+    The studio's vocabulary help reads this, so the words it offers are the renderer's own.
+    ``wordnet``: add the WordNet up/down phrasings (:func:`wordnet_motion_phrases`), which the
+    shipped model's last training step used.
+    """
+    extra = wordnet_motion_phrases() if wordnet else {}
+    return {
+        "size": dict(SIZE_WORDS),
+        "colour": {c: (c,) for c in OBJECT_COLORS},
+        "shape": {s: (s,) for s in SHAPES},
+        "motion": {
+            m: tuple(dict.fromkeys(MOTION_PHRASES[m] + tuple(extra.get(m, ())))) for m in MOTIONS
+        },
+        "background": {
+            bg: tuple(p.format(bg=bg) for p in BACKGROUND_PHRASES) for bg in BACKGROUNDS
+        },
+    }
+
+
+@functools.cache
+def caption_words(wordnet: bool = True) -> frozenset[str]:
+    """Every word a training caption can contain (lower case; ``<refN>`` placeholders aside):
+    the slots of :func:`caption_vocabulary`, the articles, the joiners of two objects and the
+    image prefixes."""
+    phrases = [
+        p for slot in caption_vocabulary(wordnet).values() for ps in slot.values() for p in ps
+    ]
+    phrases += [*TWO_OBJECT_JOINERS, *IMAGE_PREFIXES, "a an"]
+    return frozenset(w for p in phrases for w in p.lower().split())
 
 
 # --------------------------------------------------------------------------- counterfactuals

@@ -3,6 +3,9 @@
 import streamlit as st
 
 st.set_page_config(page_title="Shapes Video Studio", page_icon="🎬", layout="wide")
+# clips are shown enlarged pixel by pixel (studio.ui.state.upscale); on a high-density
+# screen the browser enlarges them again: keep that crisp too
+st.html("<style>img[alt^='Clip:'] { image-rendering: pixelated; }</style>")
 
 pages = [
     st.Page("pages/generate.py", title="Generate", icon=":material/movie:", default=True),

@@ -1,48 +1,42 @@
-"""What every page shares: the studio (store + worker + model, once per process) and the
-job panel. Widgets only; the work is in studio.gallery and studio.jobs."""
+"""What every page shares: the studio (store + worker + model, once per process), the job
+panel, the result panel and the helpers that carry settings between pages. Widgets only;
+the work is in studio.gallery, studio.jobs and the streamlit-free studio.ui modules."""
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import streamlit as st
 
 from studio.gallery import Gallery, Job, default_home
-from studio.jobs import Worker
-from studio.shipped import DEFAULT_SCORER_DIR, MODEL_ENV, SCORER_ENV, default_model_path
+from studio.generate import StudioError, max_references
+from studio.jobs import Worker, variation
+from studio.shipped import MODEL_ENV, configured_scorer_spec, default_model_path
+from studio.ui.progress import duration, job_progress, stage_caption, time_taken, used_seed
+from studio.ui.state import (
+    FIRST_FRAME,
+    PREVIEW_SIDE,
+    SEED_MAX,
+    new_seed,
+    page_for,
+    preview_gif,
+    settings_for,
+)
 from studio.uploads import UploadLimits
 
 POLL_S = 1.0
-VIDEO_WIDTH = 384  # clips are small (64 px); shown enlarged, not stretched to the page
 
 
-FIRST_FRAME = {"model's default": None, "image first": True, "with the clip": False}
-
-
-def first_frame_choice(container, help_extra: str = "") -> bool | None:
-    """The *First frame* radio → ``image_first`` (None: the model's own setting)."""
-    label = container.radio(
-        "First frame",
-        list(FIRST_FRAME),
-        horizontal=True,
-        help="image first: draw frame 0 as an image from the prompt, then generate the clip "
-        "continuing it; with the clip: all frames at once" + help_extra,
-    )
-    return FIRST_FRAME[label]
-
-
-def scorer_spec() -> str | None:
-    """``$STUDIO_SCORER`` (``studio ui --scorer``); unset: the shipped default scorer when it
-    is installed; ``none``: best-of-N is not offered."""
-    spec = os.environ.get(SCORER_ENV)
-    if spec == "none":
-        return None
-    if spec:
-        return spec
-    return "default" if (DEFAULT_SCORER_DIR / "config.json").is_file() else None
+def _model_config(model: Path) -> dict[str, Any]:
+    try:
+        return json.loads((model / "model_index.json").read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 class Studio:
@@ -51,8 +45,15 @@ class Studio:
     def __init__(self, home: Path, model: Path):
         self.gallery = Gallery(home)
         self.model = model
-        self.scorer = scorer_spec()  # for best-of-N; None: not offered
+        self.scorer = configured_scorer_spec()  # for best-of-N; None: not offered
         self.limits = UploadLimits.from_env()
+        try:  # from the model's config, without loading it
+            self.max_references = max_references(model) or 0
+        except (StudioError, ValueError, OSError):
+            self.max_references = 0
+        self.image_first = bool(_model_config(model).get("image_first", False))
+        shipped = model.resolve() == default_model_path().resolve()
+        self.model_label = "the shipped model" if shipped else str(model)
         self.worker = Worker(self.gallery, model=model).start()
 
 
@@ -65,7 +66,81 @@ def get_studio() -> Studio:
     return _studio(str(default_home()), str(os.environ.get(MODEL_ENV) or default_model_path()))
 
 
-def show_job(studio: Studio, job_id: str | None) -> None:
+# ---------------------------------------------------------------------------- page state
+def keep(defaults: dict[str, Any]) -> None:
+    """Give the page's widget keys their first values (widgets keep them across pages with
+    ``persist_state="session"``)."""
+    for key, value in defaults.items():
+        st.session_state.setdefault(key, value)
+
+
+def load(values: dict[str, Any]) -> None:
+    """Put values into widget keys: call before those widgets are drawn (a callback, or
+    another page)."""
+    for key, value in values.items():
+        st.session_state[key] = value
+    if "scenes" in values:
+        st.session_state.editor_version = st.session_state.get("editor_version", 0) + 1
+
+
+def open_job(job: Job, settings: bool = True) -> None:
+    """Go to the page of ``job`` (its id in the URL: it shows its progress and result), with
+    its settings in the page's fields."""
+    if settings:
+        load(settings_for(job))
+    st.switch_page(page_for(job), query_params={"job": job.id})
+
+
+def follow(job: Job) -> None:
+    """Show ``job`` on the page, and keep it there across a refresh (it is in the URL)."""
+    st.query_params["job"] = job.id
+
+
+def first_frame_choice(container, key: str, help_extra: str = "") -> bool | None:
+    """The *First frame* radio → ``image_first`` (None: the model's own setting)."""
+    label = container.radio(
+        "First frame",
+        list(FIRST_FRAME),
+        horizontal=True,
+        key=key,
+        persist_state="session",
+        help="image first: draw frame 0 as an image from the prompt, then generate the clip "
+        "continuing it; with the clip: all frames at once" + help_extra,
+    )
+    return FIRST_FRAME[label]
+
+
+def seed_fields(container, key: str) -> int:
+    """A seed field and its lock: unlocked, every submission draws a new seed (the page's
+    submit buttons call :func:`fresh_seed`); typing a seed locks it."""
+    locked = f"{key}_locked"
+    seed = container.number_input(
+        "Seed",
+        min_value=0,
+        max_value=SEED_MAX,
+        step=1,
+        key=key,
+        persist_state="session",
+        on_change=lambda: st.session_state.__setitem__(locked, True),
+        help="the seed of the next clip; a new one each time unless locked",
+    )
+    container.checkbox(
+        "Lock seed",
+        key=locked,
+        persist_state="session",
+        help="keep this seed for the next clips (to change one setting and compare)",
+    )
+    return int(seed)
+
+
+def fresh_seed(key: str) -> None:
+    """A submit button's callback: a new seed unless the seed is locked."""
+    if not st.session_state.get(f"{key}_locked"):
+        st.session_state[key] = new_seed()
+
+
+# ---------------------------------------------------------------------------- jobs
+def show_job(studio: Studio, job_id: str | None, seed_key: str | None = None) -> None:
     """The job's live status while it waits or runs, its result when it has finished."""
     if not job_id:
         return
@@ -76,7 +151,7 @@ def show_job(studio: Studio, job_id: str | None) -> None:
     if job.active:
         _live_job(studio, job_id)
     else:
-        show_result(studio, job)
+        show_result(studio, job, seed_key=seed_key)
 
 
 @st.fragment(run_every=POLL_S)
@@ -88,15 +163,35 @@ def _live_job(studio: Studio, job_id: str) -> None:
         pos = studio.gallery.queue_position(job_id)
         st.info(f"Queued: position {pos} in the queue.", icon=":material/hourglass_top:")
     else:
-        unit = "windows" if job.kind == "storyboard" else "steps"
-        text = f"Generating… {job.done_steps}/{job.total_steps or '?'} {unit}"
-        st.progress(job.fraction, text=text)
+        progress = job_progress(job, time.time(), studio.image_first)
+        st.progress(progress.fraction, text=progress.text)
+        st.caption(stage_caption(progress))
     if st.button("Cancel", key=f"cancel-{job_id}", icon=":material/close:"):
         studio.gallery.cancel(job_id)
         st.rerun()
 
 
-def show_result(studio: Studio, job: Job, key: str = "") -> None:
+@st.cache_data(max_entries=16, show_spinner=False)  # a GIF is ~0.5 MB a 16-frame clip
+def _preview(path: str, mtime: float) -> bytes:
+    return preview_gif(path)
+
+
+def _variation(studio: Studio, job_id: str, seed_key: str) -> None:
+    try:
+        job = variation(studio.gallery, job_id, new_seed())
+    except StudioError as exc:
+        st.session_state.flash = str(exc)
+        return
+    values = settings_for(job)
+    if seed_key in values:  # the page's own kind of job: its fields show the new settings
+        values.pop(f"{seed_key}_locked", None)  # the lock stays as the user set it
+        load(values)
+    follow(job)
+
+
+def show_result(studio: Studio, job: Job, key: str = "", seed_key: str | None = None) -> None:
+    """A finished job: the clip (large, every pixel crisp), its seed and time, downloads;
+    with ``seed_key`` (the page's seed field) a *Variation* button too."""
     if job.status == "failed":
         st.error(f"Generation failed: {job.error}")
         return
@@ -108,36 +203,61 @@ def show_result(studio: Studio, job: Job, key: str = "") -> None:
     if video is None or not video.is_file():
         st.warning("The video file is missing from the gallery folder.")
         return
-    data = video.read_bytes()
-    # a re-run makes the very same bytes; the job id in `alt` keeps two such autoplaying
-    # players on one page apart (streamlit derives their element ids from their parameters)
-    st.video(
-        str(video),
-        format="video/mp4",
-        loop=True,
-        autoplay=True,
-        muted=True,
-        alt=f"{job.prompt[:200]} (job {job.id[:8]})",
-        width=VIDEO_WIDTH,
-    )
-    cols = st.columns(2)
-    cols[0].download_button(
-        "Download MP4",
-        data,
+    try:
+        gif = _preview(str(video), video.stat().st_mtime)
+    except (OSError, ValueError) as exc:
+        st.warning(f"The clip could not be read: {exc}")
+        return
+    # the job id in the alt text keeps two previews of the same bytes apart
+    st.image(gif, width=PREVIEW_SIDE, alt=f"Clip: {job.prompt[:200]} (job {job.id[:8]})")
+    facts = [f"Seed {used_seed(job)}"]
+    took = time_taken(job)
+    if took is not None:
+        facts.append(f"took {duration(took)}")
+    st.caption(" · ".join(facts))
+    row = st.container(horizontal=True)
+    row.download_button(
+        "MP4",
+        video.read_bytes,
         file_name=f"{job.id}.mp4",
         mime="video/mp4",
         key=f"dl-mp4-{key}{job.id}",
         icon=":material/download:",
+        on_click="ignore",
+        help="download the video",
+    )
+    row.download_button(
+        "GIF",
+        lambda: _preview(str(video), video.stat().st_mtime),
+        file_name=f"{job.id}.gif",
+        mime="image/gif",
+        key=f"dl-gif-{key}{job.id}",
+        icon=":material/gif_box:",
+        on_click="ignore",
+        help=f"download a looping GIF, {PREVIEW_SIDE} px",
     )
     if sidecar is not None and sidecar.is_file():
-        cols[1].download_button(
-            "Download sidecar",
-            sidecar.read_bytes(),
+        row.download_button(
+            "Sidecar",
+            sidecar.read_bytes,
             file_name=f"{job.id}.json",
             mime="application/json",
             key=f"dl-json-{key}{job.id}",
             icon=":material/description:",
+            on_click="ignore",
+            help="download the settings that make this clip again",
         )
+    if seed_key:
+        row.button(
+            "Variation",
+            key=f"variation-{key}{job.id}",
+            icon=":material/shuffle:",
+            on_click=_variation,
+            args=(studio, job.id, seed_key),
+            help="the same settings with a new seed",
+        )
+    if msg := st.session_state.pop("flash", None):
+        st.error(msg)
 
 
 def describe(job: Job) -> str:
@@ -155,9 +275,7 @@ def describe(job: Job) -> str:
         parts.append(f"best of {job.scores['n']} (seed {job.scores['chosen_seed']}; {scores})")
     elif job.scores:
         parts.append("scores " + json.dumps(job.scores))
+    took = time_taken(job)
+    if took is not None and job.status == "done":
+        parts.append(f"took {duration(took)}")
     return " · ".join(parts)
-
-
-def follow(job: Job) -> None:
-    """Show ``job`` on the page, and keep it there across a refresh (it is in the URL)."""
-    st.query_params["job"] = job.id

@@ -12,8 +12,17 @@ st.caption(
     "A reference element is an object to put in the video: upload its image, then insert its "
     "placeholder (`<ref1>`, `<ref2>`, `<ref3>`) into the prompt, e.g. "
     "*<ref1> moving right on a gray background*. Generating with elements needs a model "
-    "trained with reference conditioning; the Generate page says if the loaded one is not."
+    "trained with reference conditioning."
 )
+if not studio.max_references:
+    st.warning(
+        f"The loaded model ({studio.model_label}) cannot use reference elements: it was not "
+        "trained with them, so a prompt with `<ref1>` is refused. Uploads here wait for a "
+        "model that can (`studio ui --model PATH`, see docs/elements.md).",
+        icon=":material/block:",
+    )
+else:
+    st.caption(f"The loaded model takes up to {studio.max_references} elements per clip.")
 st.session_state.setdefault("elements", [])
 st.session_state.setdefault("draft", "")
 

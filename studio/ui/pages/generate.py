@@ -1,79 +1,143 @@
 """Generate: one prompt → one clip, through the job queue."""
 
-import random
-
 import streamlit as st
 
-from pipelines.text_to_video import DEFAULT_GUIDANCE
 from studio.generate import GenerateRequest, StudioError
-from studio.jobs import MAX_BEST_OF, MAX_FRAMES, MAX_STEPS, submit_generate
-from studio.ui.common import first_frame_choice, follow, get_studio, show_job
+from studio.jobs import MAX_BEST_OF, MAX_STEPS, submit_generate
+from studio.ui import vocabulary
+from studio.ui.common import (
+    first_frame_choice,
+    follow,
+    fresh_seed,
+    get_studio,
+    keep,
+    load,
+    seed_fields,
+    show_job,
+)
+from studio.ui.state import FPS, GENERATE_DEFAULTS, frames_problem, generate_settings
+
+SLOT_TITLES = {
+    "size": "Size",
+    "colour": "Colour",
+    "shape": "Shape",
+    "motion": "Motion",
+    "background": "Background",
+}
+CHIPS = vocabulary.chips()
 
 studio = get_studio()
+job_id = st.query_params.get("job")
+if "draft" not in st.session_state:  # a fresh tab or a refresh: the followed job's settings
+    followed = studio.gallery.get(job_id or "")
+    if followed is not None and followed.kind == "generate":
+        load(generate_settings(followed))
+keep(GENERATE_DEFAULTS)
+
+
+def _chip(slot: str) -> None:
+    value = st.session_state.get(f"chip-{slot}")
+    chip = next((c for c in CHIPS[slot] if c.value == value), None)
+    if chip is not None:
+        st.session_state.draft = vocabulary.insert(st.session_state.draft, chip)
+    st.session_state[f"chip-{slot}"] = None  # a chip is a button, not a choice
+
+
+def _example() -> None:
+    if st.session_state.get("example"):
+        st.session_state.draft = st.session_state.example
+    st.session_state.example = None
+
+
 st.title("Generate")
-st.caption(
-    "Describe a Shapes World clip: colours, shapes (circle, square, triangle), sizes, "
-    "motions and a background, e.g. *a small red circle moving left on a black background*."
-)
-
-if "draft" not in st.session_state:  # a fresh tab or a refresh: show the followed job's prompt
-    followed = studio.gallery.get(st.query_params.get("job") or "")
-    st.session_state.draft = (
-        followed.request.get("prompt", "") if followed and followed.kind == "generate" else ""
+form, result = st.columns(2, gap="medium")  # the result beside the form, 384 px wide
+with form:
+    st.caption(
+        "Describe a Shapes World clip: colours, shapes, sizes, motions and a background. "
+        "Click the words below to build a prompt, or start from an example."
     )
-st.session_state.setdefault("seed", 0)
+    prompt = st.text_area("Prompt", key="draft", height=90, persist_state="session")
+    if note := vocabulary.warning(prompt):
+        st.warning(note, icon=":material/translate:")
+    if st.session_state.get("elements"):
+        refs = ", ".join(f"<ref{k}>" for k in range(1, len(st.session_state.elements) + 1))
+        st.caption(f"Elements from the Elements page: {refs} in the prompt uses them.")
+    # open while a prompt is being built (chips are clicked one after another); it closes
+    # once a clip is queued, and stays as the user leaves it until then
+    with st.expander("Words the model knows", expanded=st.session_state.get("words_open", True)):
+        for slot, chips in CHIPS.items():
+            st.pills(
+                SLOT_TITLES[slot],
+                [c.value for c in chips],
+                format_func=lambda v, slot=slot: next(c.label for c in CHIPS[slot] if c.value == v),
+                key=f"chip-{slot}",
+                on_change=_chip,
+                args=(slot,),
+                help="also understood: " + ", ".join(vocabulary.synonyms(slot)),
+            )
+        st.pills("Examples", vocabulary.examples(), key="example", on_change=_example)
+    negative = st.text_input("Negative prompt (optional)", key="negative", persist_state="session")
 
-
-def _randomise_seed() -> None:
-    st.session_state.seed = random.randrange(2**31)
-
-
-prompt = st.text_area("Prompt", value=st.session_state.draft, height=90)
-st.session_state.draft = prompt
-if st.session_state.get("elements"):
-    refs = ", ".join(f"<ref{k}>" for k in range(1, len(st.session_state.elements) + 1))
-    st.caption(f"Elements from the Elements page: {refs} in the prompt uses them.")
-negative = st.text_input("Negative prompt (optional)", value="")
-c1, c2, c3, c4 = st.columns([3, 2, 3, 3], vertical_alignment="bottom")
-seed = c1.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, key="seed")
-c2.button("Random", icon=":material/casino:", on_click=_randomise_seed, help="a random seed")
-frames = c3.number_input("Frames", min_value=1, max_value=MAX_FRAMES, value=16, step=1)
-fps = 8
-c3.caption(f"{frames / fps:.1f} s at {fps} fps")
-steps = c4.slider("Steps", min_value=1, max_value=MAX_STEPS, value=25)
-c5, c6 = st.columns([3, 2], vertical_alignment="bottom")
-guidance = c5.slider("Guidance", min_value=0.0, max_value=15.0, value=DEFAULT_GUIDANCE, step=0.5)
-image_first = first_frame_choice(c6)
-best_of = 1
-if studio.scorer:
-    best_of = st.number_input(
-        "Best of N",
-        min_value=1,
-        max_value=MAX_BEST_OF,
-        value=1,
-        help="generate N candidates and keep the one "
-        + ("the shipped Shapes World scorer" if studio.scorer == "default" else studio.scorer)
-        + " scores highest",
+    c1, c2, c3 = st.columns([4, 3, 3])
+    seed = seed_fields(c1, "seed")
+    frames = c2.number_input("Frames", min_value=1, step=1, key="frames", persist_state="session")
+    problem = frames_problem(frames)
+    if problem:
+        c2.error(problem)
+    else:
+        c2.caption(f"{frames / FPS:.1f} s at {FPS} fps")
+    steps = c3.slider(
+        "Steps", min_value=1, max_value=MAX_STEPS, key="steps", persist_state="session"
     )
-
-if st.button("Generate", type="primary", icon=":material/movie:"):
-    request = GenerateRequest(
-        prompt=prompt,
-        negative_prompt=negative,
-        seed=int(seed),
-        steps=int(steps),
-        guidance=float(guidance),
-        frames=int(frames),
-        fps=fps,
-        image_first=image_first,
+    c4, c5 = st.columns(2, vertical_alignment="bottom")
+    guidance = c4.slider(
+        "Guidance", min_value=0.0, max_value=15.0, step=0.5, key="guidance", persist_state="session"
     )
-    try:
-        elements = st.session_state.get("elements", [])
-        job = submit_generate(
-            studio.gallery, request, int(best_of), studio.scorer, elements, studio.model
+    image_first = first_frame_choice(c5, "first_frame")
+    best_of = 1
+    if studio.scorer:
+        best_of = st.number_input(
+            "Best of N",
+            min_value=1,
+            max_value=MAX_BEST_OF,
+            key="best_of",
+            persist_state="session",
+            help="generate N candidates and keep the one "
+            + ("the shipped Shapes World scorer" if studio.scorer == "default" else studio.scorer)
+            + " scores highest",
         )
-        follow(job)
-    except StudioError as exc:
-        st.error(str(exc))
 
-show_job(studio, st.query_params.get("job"))
+    if st.button(
+        "Generate",
+        type="primary",
+        icon=":material/movie:",
+        on_click=fresh_seed,
+        args=("seed",),
+        disabled=problem is not None,
+    ):
+        request = GenerateRequest(
+            prompt=prompt,
+            negative_prompt=negative,
+            seed=seed,
+            steps=int(steps),
+            guidance=float(guidance),
+            frames=int(frames),
+            fps=FPS,
+            image_first=image_first,
+        )
+        try:
+            elements = st.session_state.get("elements", [])
+            job = submit_generate(
+                studio.gallery, request, int(best_of), studio.scorer, elements, studio.model
+            )
+            follow(job)
+            job_id = job.id
+            st.session_state.words_open = False
+        except StudioError as exc:
+            st.error(str(exc))
+
+with result:
+    if job_id:
+        show_job(studio, job_id, seed_key="seed")
+    else:
+        st.caption("The clip appears here as it is made: its progress, then the clip itself.")

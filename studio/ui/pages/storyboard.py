@@ -4,99 +4,149 @@ import pandas as pd
 import streamlit as st
 
 from pipelines.storyboard import DEFAULT_CANDIDATES
-from pipelines.text_to_video import DEFAULT_GUIDANCE
 from studio.generate import GenerateRequest, StoryboardOptions, StudioError
-from studio.jobs import MAX_CANDIDATES, MAX_FRAMES, MAX_STEPS, submit_generate, submit_storyboard
-from studio.ui.common import first_frame_choice, follow, get_studio, show_job
+from studio.jobs import MAX_CANDIDATES, MAX_STEPS, submit_generate, submit_storyboard
+from studio.ui.common import (
+    first_frame_choice,
+    follow,
+    fresh_seed,
+    get_studio,
+    keep,
+    load,
+    seed_fields,
+    show_job,
+)
+from studio.ui.state import (
+    EXAMPLE_SCENES,
+    FPS,
+    NEW_SCENE,
+    STORYBOARD_DEFAULTS,
+    apply_edits,
+    clean_scenes,
+    move_scene,
+    scene_label,
+    scene_problems,
+    storyboard_settings,
+)
 
 studio = get_studio()
+job_id = st.query_params.get("job")
+if "scenes" not in st.session_state:  # a fresh tab or a refresh: the followed film's scenes
+    followed = studio.gallery.get(job_id or "")
+    if followed is not None and followed.kind == "storyboard":
+        load(storyboard_settings(followed))
+    else:
+        st.session_state.scenes = [dict(s) for s in EXAMPLE_SCENES]
+keep(STORYBOARD_DEFAULTS)
+st.session_state.setdefault("editor_version", 0)
+editor = f"scenes-{st.session_state.editor_version}"
+if editor not in st.session_state:
+    # a new editor (first visit, back from another page, after a move) starts from the rows
+    # as they are now; while it lives, it applies its edits to these same rows
+    st.session_state.scenes_base = [dict(s) for s in st.session_state.scenes]
+
 st.title("Storyboard")
 st.caption(
     "One row per scene, played in order. The same object keeps its look across scenes; "
-    "each scene's prompt says what it does next."
+    "each scene's prompt says what it does next. Add a row at the bottom of the table."
 )
-
-EXAMPLE = [
-    {"prompt": "a red square moving right on a black background", "frames": 16},
-    {"prompt": "a red square moving up on a black background", "frames": 16},
-]
-st.session_state.setdefault("scenes", EXAMPLE)
-st.session_state.setdefault("editor_version", 0)
-
 edited = st.data_editor(
-    pd.DataFrame(st.session_state.scenes, columns=["prompt", "frames"]),
+    pd.DataFrame(st.session_state.scenes_base, columns=["prompt", "frames"]),
     num_rows="dynamic",
-    use_container_width=True,
+    width="stretch",
     column_config={
-        "prompt": st.column_config.TextColumn("Prompt", width="large", required=True),
+        "prompt": st.column_config.TextColumn("Prompt", width="large", default=""),
         "frames": st.column_config.NumberColumn(
-            "Frames", min_value=1, max_value=MAX_FRAMES, step=1, default=16, required=True
+            "Frames", min_value=1, step=1, default=NEW_SCENE["frames"], required=True
         ),
     },
-    key=f"scenes-{st.session_state.editor_version}",
+    key=editor,
 )
-scenes = [
-    {"prompt": r["prompt"], "frames": r["frames"]}
-    for r in edited.to_dict("records")
-    if not (pd.isna(r["prompt"]) if not isinstance(r["prompt"], str) else False)
-]
+scenes = clean_scenes(edited.to_dict("records"))
+st.session_state.scenes = scenes  # kept for the next visit, whatever page comes between
+problems = scene_problems(scenes)
+for problem in problems:
+    st.error(problem)
 
 
-def _move(index: int, delta: int) -> None:
-    rows = list(scenes)
-    j = index + delta
-    if 0 <= index < len(rows) and 0 <= j < len(rows):
-        rows[index], rows[j] = rows[j], rows[index]
+def _move(delta: int) -> None:
+    rows = apply_edits(st.session_state.scenes_base, st.session_state.get(editor))
+    rows, at = move_scene(rows, st.session_state.get("scene_pick", 0), delta)
     st.session_state.scenes = rows
+    st.session_state.scene_pick = at  # the picker stays on the scene that moved
     st.session_state.editor_version += 1  # a fresh editor shows the new order
 
 
+preview = False
 if scenes:
-    labels = [f"{i + 1}: {s['prompt']}" for i, s in enumerate(scenes)]
-    c1, c2, c3, c4 = st.columns([6, 1, 1, 2])
-    pick = c1.selectbox("Scene", range(len(scenes)), format_func=lambda i: labels[i])
-    c2.button("↑", on_click=_move, args=(pick, -1), help="move the scene earlier")
-    c3.button("↓", on_click=_move, args=(pick, 1), help="move the scene later")
-    preview = c4.button("Preview scene", icon=":material/visibility:")
-else:
-    pick, preview = None, False
+    if not 0 <= st.session_state.get("scene_pick", 0) < len(scenes):
+        st.session_state.scene_pick = len(scenes) - 1
+    c1, c2, c3, c4 = st.columns([6, 1, 1, 2], vertical_alignment="bottom")
+    c1.selectbox(
+        "Scene",
+        range(len(scenes)),
+        format_func=lambda i: scene_label(i, scenes[i]),
+        key="scene_pick",
+    )
+    c2.button("↑", on_click=_move, args=(-1,), help="move the scene earlier")
+    c3.button("↓", on_click=_move, args=(1,), help="move the scene later")
+    preview = c4.button(
+        "Preview scene",
+        icon=":material/visibility:",
+        on_click=fresh_seed,
+        args=("sb_seed",),
+        disabled=bool(problems),
+    )
 
 c1, c2, c3 = st.columns(3)
-seed = c1.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1)
-steps = c2.slider("Steps", min_value=1, max_value=MAX_STEPS, value=25)
-guidance = c3.slider("Guidance", min_value=0.0, max_value=15.0, value=DEFAULT_GUIDANCE, step=0.5)
-image_first = first_frame_choice(st, " (the first scene; later scenes continue the film)")
+seed = seed_fields(c1, "sb_seed")
+steps = c2.slider(
+    "Steps", min_value=1, max_value=MAX_STEPS, key="sb_steps", persist_state="session"
+)
+guidance = c3.slider(
+    "Guidance", min_value=0.0, max_value=15.0, step=0.5, key="sb_guidance", persist_state="session"
+)
+image_first = first_frame_choice(
+    st, "sb_first_frame", " (the first scene; later scenes continue the film)"
+)
 candidates = st.number_input(
     "Draws per later window",
     min_value=1,
     max_value=MAX_CANDIDATES,
-    value=DEFAULT_CANDIDATES,
     step=1,
     key="candidates",
+    persist_state="session",
     help="Each window that continues the film is drawn this many times and the draw that "
     "best continues the frames before it (same colours, no jump) is kept. On the held-out "
     "stories, 3 draws kept colour and shape at 83 % of scene changes (74 % with 1) "
-    "and took about twice the time.",
+    f"and took about twice the time. Default {DEFAULT_CANDIDATES}.",
 )
-total = sum(int(s["frames"] or 0) for s in scenes)
-st.caption(f"{len(scenes)} scenes, {total} frames ({total / 8:.1f} s at 8 fps)")
-render = st.button("Render film", type="primary", icon=":material/movie:")
+total = sum(int(s["frames"]) for s in scenes if not problems)
+st.caption(f"{len(scenes)} scenes, {total} frames ({total / FPS:.1f} s at {FPS} fps)")
+render = st.button(
+    "Render film",
+    type="primary",
+    icon=":material/movie:",
+    on_click=fresh_seed,
+    args=("sb_seed",),
+    disabled=bool(problems),
+)
 
 try:
-    if preview and pick is not None:
-        scene = scenes[pick]
+    if preview:
+        scene = scenes[st.session_state.scene_pick]
         request = GenerateRequest(
             prompt=scene["prompt"],
-            seed=int(seed),
+            seed=seed,
             steps=int(steps),
             guidance=float(guidance),
             frames=int(scene["frames"]),
             image_first=image_first,
         )
-        follow(submit_generate(studio.gallery, request))
+        follow(submit_generate(studio.gallery, request, model=studio.model))
     if render:
         options = StoryboardOptions(
-            seed=int(seed),
+            seed=seed,
             steps=int(steps),
             guidance=float(guidance),
             image_first=image_first,
@@ -106,4 +156,4 @@ try:
 except StudioError as exc:
     st.error(str(exc))
 
-show_job(studio, st.query_params.get("job"))
+show_job(studio, st.query_params.get("job"), seed_key="sb_seed")

@@ -1,0 +1,193 @@
+"""What the pages keep between runs and carry from one page to another: the Generate form's
+values, the storyboard's rows, a past job's settings loaded into either, and the crisp
+preview of a finished clip. No streamlit here: the pages put these values in
+``st.session_state`` under the keys named below, and the tests call the same functions.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipelines.storyboard import DEFAULT_CANDIDATES
+from pipelines.text_to_video import DEFAULT_GUIDANCE
+from pipelines.video_io import encode_video_bytes, read_video
+from studio.gallery import Job
+from studio.jobs import MAX_FRAMES
+
+FPS = 8
+SEED_MAX = 2**31 - 1
+FIRST_FRAME = {"model's default": None, "image first": True, "with the clip": False}
+PREVIEW_SIDE = 384  # clips are 64 px: shown 6× larger, every pixel a crisp block
+
+# The Generate page's widget keys and their values on a fresh page. ``draft`` is the prompt,
+# shared with the Elements page (its Insert buttons add placeholders to it).
+GENERATE_DEFAULTS: dict[str, Any] = {
+    "draft": "",
+    "negative": "",
+    "seed": 0,
+    "seed_locked": False,
+    "frames": 16,
+    "steps": 25,
+    "guidance": DEFAULT_GUIDANCE,
+    "first_frame": "model's default",
+    "best_of": 1,
+}
+# The Storyboard page's: ``scenes`` holds its rows ({prompt, frames}), the rest are widgets.
+STORYBOARD_DEFAULTS: dict[str, Any] = {
+    "sb_seed": 0,
+    "sb_seed_locked": False,
+    "sb_steps": 25,
+    "sb_guidance": DEFAULT_GUIDANCE,
+    "sb_first_frame": "model's default",
+    "candidates": DEFAULT_CANDIDATES,
+}
+NEW_SCENE = {"prompt": "", "frames": 16}
+EXAMPLE_SCENES = [
+    {"prompt": "a red square moving right on a black background", "frames": 16},
+    {"prompt": "a red square moving up on a black background", "frames": 16},
+]
+
+
+def new_seed() -> int:
+    return random.randrange(SEED_MAX + 1)
+
+
+def first_frame_label(image_first: bool | None) -> str:
+    return next(label for label, value in FIRST_FRAME.items() if value == image_first)
+
+
+def generate_settings(job: Job) -> dict[str, Any]:
+    """The Generate page's values that make ``job`` (a ``generate`` job) again; its seed is
+    locked, so *Generate* repeats it until the user unlocks it."""
+    r = job.request
+    return {
+        "draft": r.get("prompt", ""),
+        "negative": r.get("negative_prompt") or "",
+        "seed": int(r.get("seed", 0)),
+        "seed_locked": True,
+        "frames": int(r.get("frames", GENERATE_DEFAULTS["frames"])),
+        "steps": int(r.get("steps", GENERATE_DEFAULTS["steps"])),
+        "guidance": float(r.get("guidance", DEFAULT_GUIDANCE)),
+        "first_frame": first_frame_label(r.get("image_first")),
+        "best_of": int(r.get("best_of", 1)),
+    }
+
+
+def storyboard_settings(job: Job) -> dict[str, Any]:
+    """The Storyboard page's values (rows included) that make ``job`` (a storyboard) again."""
+    options = job.request.get("options", {})
+    scenes = [
+        {"prompt": s["prompt"], "frames": int(s["frames"])}
+        for s in job.request.get("story", {}).get("scenes", [])
+    ]
+    return {
+        "scenes": scenes,
+        "sb_seed": int(options.get("seed", 0)),
+        "sb_seed_locked": True,
+        "sb_steps": int(options.get("steps", STORYBOARD_DEFAULTS["sb_steps"])),
+        "sb_guidance": float(options.get("guidance", DEFAULT_GUIDANCE)),
+        "sb_first_frame": first_frame_label(options.get("image_first")),
+        "candidates": int(options.get("candidates", DEFAULT_CANDIDATES)),
+    }
+
+
+def settings_for(job: Job) -> dict[str, Any]:
+    return generate_settings(job) if job.kind == "generate" else storyboard_settings(job)
+
+
+def page_for(job: Job) -> str:
+    """The page that shows ``job`` and its settings."""
+    return "pages/generate.py" if job.kind == "generate" else "pages/storyboard.py"
+
+
+# ---------------------------------------------------------------------------- storyboard
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def clean_scenes(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The storyboard editor's rows as the page keeps them: every row stays (a new one is
+    an empty prompt of 16 frames until typed into, never "None"); frames as typed, so a
+    number out of range is reported (:func:`scene_problems`), not silently changed."""
+    rows = []
+    for r in records:
+        prompt = "" if _missing(r.get("prompt")) else str(r["prompt"])
+        frames = r.get("frames")
+        if _missing(frames):
+            frames = NEW_SCENE["frames"]
+        elif isinstance(frames, float | np.floating) and float(frames).is_integer():
+            frames = int(frames)
+        elif isinstance(frames, np.integer):
+            frames = int(frames)
+        rows.append({"prompt": prompt, "frames": frames})
+    return rows
+
+
+def apply_edits(base: list[dict[str, Any]], edits: dict[str, Any] | None) -> list[dict]:
+    """The rows a ``st.data_editor`` shows: its ``base`` rows with its edit state applied
+    (``edited_rows``, ``deleted_rows``, ``added_rows``, as in ``st.session_state[key]``);
+    for a callback, which runs before the editor hands back its table."""
+    edits = edits or {}
+    rows = [dict(r) for r in base]
+    for i, change in (edits.get("edited_rows") or {}).items():
+        if 0 <= int(i) < len(rows):
+            rows[int(i)].update(change)
+    deleted = {int(i) for i in edits.get("deleted_rows") or []}
+    rows = [r for i, r in enumerate(rows) if i not in deleted]
+    rows += [{**NEW_SCENE, **added} for added in edits.get("added_rows") or []]
+    return clean_scenes(rows)
+
+
+def move_scene(rows: list[dict], index: int, delta: int) -> tuple[list[dict], int]:
+    """``rows`` with scene ``index`` moved ``delta`` places, and where it now is (it stays
+    put at either end)."""
+    rows = list(rows)
+    j = index + delta
+    if 0 <= index < len(rows) and 0 <= j < len(rows):
+        rows[index], rows[j] = rows[j], rows[index]
+        return rows, j
+    return rows, index
+
+
+def scene_label(i: int, row: dict[str, Any]) -> str:
+    return f"{i + 1}: {row['prompt'] or '(no prompt yet)'}"
+
+
+def frames_problem(frames: Any, where: str = "") -> str | None:
+    """What is wrong with a frame count, naming the allowed range; None when it is fine."""
+    if isinstance(frames, bool) or not isinstance(frames, int | float) or frames != int(frames):
+        return f"{where}frames must be a whole number from 1 to {MAX_FRAMES}, got {frames!r}"
+    if not 1 <= frames <= MAX_FRAMES:
+        return (
+            f"{where}{int(frames)} frames is too many: at most {MAX_FRAMES} frames "
+            f"({MAX_FRAMES / FPS:g} s at {FPS} fps)"
+            if frames > MAX_FRAMES
+            else f"{where}at least 1 frame"
+        )
+    return None
+
+
+def scene_problems(rows: list[dict[str, Any]]) -> list[str]:
+    return [p for i, r in enumerate(rows) if (p := frames_problem(r["frames"], f"Scene {i + 1}: "))]
+
+
+# ---------------------------------------------------------------------------- wording
+# What studio.uploads says in a library's terms, in a user's (the checks stay there).
+# ---------------------------------------------------------------------------- preview
+def upscale(frames: np.ndarray, side: int = PREVIEW_SIDE) -> np.ndarray:
+    """(F, H, W, 3) frames enlarged by the whole factor that brings the longer side to
+    ``side`` (at least 1), each pixel repeated: no smoothing, so shapes keep sharp edges."""
+    k = max(1, side // max(frames.shape[1], frames.shape[2]))
+    return frames.repeat(k, axis=1).repeat(k, axis=2)
+
+
+def preview_gif(video: str | Path, side: int = PREVIEW_SIDE) -> bytes:
+    """A looping GIF of the clip at ``video``, enlarged without smoothing (:func:`upscale`):
+    what the pages show, and the GIF download."""
+    frames, fps = read_video(video)
+    return encode_video_bytes(upscale(frames, side), fps, ".gif")
