@@ -16,7 +16,6 @@ import importlib.util
 import logging
 import os
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 from diffusers import AutoencoderKL
@@ -253,46 +252,10 @@ def vae_tiny(**kw) -> AutoencoderKL:
 VAE_MODELS = {"vae_shapes": vae_shapes, "vae_tiny": vae_tiny}
 
 
-PIXELS = "pixels"  # the VAE spec of pixel-space models (no autoencoder)
-
-
-class PixelSpace(torch.nn.Module):
-    """The identity in the place of a VAE, for models that work on pixels (in [-1, 1])
-    rather than latents: ``encode(x).latent_dist.mean`` and ``decode(z).sample`` return their
-    input, and ``config`` says 3 channels at full resolution with no scaling. The trainer
-    uses it to train a pixel-space first-frame image model (``vae: pixels``)."""
-
-    def __init__(self):
-        super().__init__()
-        from diffusers.configuration_utils import FrozenDict
-
-        self.config = FrozenDict(
-            latent_channels=3, scaling_factor=1.0, shift_factor=0.0, block_out_channels=(3,)
-        )
-        self.register_buffer("_anchor", torch.zeros(()), persistent=False)
-
-    @property
-    def device(self) -> torch.device:
-        return self._anchor.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return torch.float32
-
-    def encode(self, x: torch.Tensor) -> SimpleNamespace:
-        return SimpleNamespace(latent_dist=SimpleNamespace(mean=x))
-
-    def decode(self, z: torch.Tensor) -> SimpleNamespace:
-        return SimpleNamespace(sample=z)
-
-
 def load_vae(
     spec: str, subfolder: str | None = None, dtype: torch.dtype = torch.float32
-) -> AutoencoderKL | PixelSpace:
-    """Any diffusers AutoencoderKL: a local folder (optionally ``subfolder``) or a hub id;
-    ``"pixels"``: no autoencoder (:class:`PixelSpace`)."""
-    if spec == PIXELS:
-        return PixelSpace()
+) -> AutoencoderKL:
+    """Any diffusers AutoencoderKL: a local folder (optionally ``subfolder``) or a hub id."""
     return AutoencoderKL.from_pretrained(
         spec, subfolder=subfolder, dtype=dtype, use_safetensors=True
     )

@@ -34,7 +34,6 @@ MAX_GUIDANCE = 50.0
 # chosen on the validation prompts for the shipped model (experiments/squares/REPORT.md)
 DEFAULT_GUIDANCE = 3.0
 OUTPUT_TYPES = ("np", "pt", "pil", "latent")
-IMAGE_SPACES = ("latent", "pixels")
 
 
 @dataclass
@@ -70,11 +69,8 @@ class ShapesVideoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
     of an image-first clip, and ``num_frames=1`` — while ``transformer`` continues it. It may
     use another patch size, its own sampling shift (``image_shift``; None: the scheduler's)
     and its own sampler (``image_stochastic``: True = diffusers' ``stochastic_sampling``, each
-    step re-noised from the predicted clean frame; None: the scheduler's setting), and may work
-    on pixels rather than latents (``image_space="pixels"``: 3 channels in [-1, 1] at full
-    resolution; its frame is then encoded by the VAE for the clip to continue, and returned
-    exactly as drawn). With reference images the first frame comes
-    from ``transformer``, the one that reads them.
+    step re-noised from the predicted clean frame; None: the scheduler's setting). With
+    reference images the first frame comes from ``transformer``, the one that reads them.
 
     ``first_frame_guidance`` (None: the call's ``guidance_scale``) is the guidance scale of the
     first frame of an image-first clip, so the clip's continuation can be guided less (or more)
@@ -97,7 +93,6 @@ class ShapesVideoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         image_first: bool = False,
         image_transformer: VideoDiT | None = None,
         image_shift: float | None = None,
-        image_space: str = "latent",
         image_stochastic: bool | None = None,
         first_frame_guidance: float | None = None,
         text_max_length: int = DEFAULT_TEXT_MAX_LENGTH,
@@ -116,13 +111,10 @@ class ShapesVideoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
             default_fps=default_fps,
             image_first=image_first,
             image_shift=image_shift,
-            image_space=image_space,
             image_stochastic=image_stochastic,
             first_frame_guidance=first_frame_guidance,
             text_max_length=text_max_length,
         )
-        if image_space not in IMAGE_SPACES:
-            raise ValueError(f"image_space must be one of {IMAGE_SPACES}, got {image_space!r}")
 
     # -- saving / loading -------------------------------------------------------------------
     def save_pretrained(self, save_directory, save_text_encoder: bool | None = None, **kwargs):
@@ -185,17 +177,9 @@ class ShapesVideoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         """Height and width must be multiples of this (VAE downscale × patch size)."""
         multiple = self.vae_scale * self.transformer.config.patch_size
         if getattr(self, "image_transformer", None) is not None:
-            scale = 1 if self._pixel_image_model else self.vae_scale
-            multiple = math.lcm(multiple, scale * self.image_transformer.config.patch_size)
+            image_patch = self.image_transformer.config.patch_size
+            multiple = math.lcm(multiple, self.vae_scale * image_patch)
         return multiple
-
-    @property
-    def _pixel_image_model(self) -> bool:
-        """Whether the pipeline has an image model and it works on pixels."""
-        return (
-            getattr(self, "image_transformer", None) is not None
-            and self.config.get("image_space", "latent") == "pixels"
-        )
 
     def _uses_image_model(self, num_frames: int, conditioning_frames, reference_images) -> bool:
         """Whether ``image_transformer`` draws this request: one frame from text alone."""
@@ -434,10 +418,8 @@ class ShapesVideoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
 
         # 3. Model and timesteps (a single frame from text alone: the image model, if any)
         model, scheduler, scale = self.transformer, self.scheduler, self.vae_scale
-        on_pixels = False
         if self._uses_image_model(num_frames, conditioning_frames, reference_images):
-            model, on_pixels = self.image_transformer, self._pixel_image_model
-            scale = 1 if on_pixels else scale
+            model = self.image_transformer
             overrides = {
                 "shift": self.config.get("image_shift"),
                 "stochastic_sampling": self.config.get("image_stochastic"),
@@ -488,10 +470,7 @@ class ShapesVideoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
                 reference_images=reference_images,
                 image_first=False,
                 output_type="latent",
-            ).frames  # (B, C, 1, h, w); pixels (B, 3, 1, H, W) from a pixel-space image model
-            if self._pixel_image_model and not reference_images:
-                pixels = first.permute(0, 2, 1, 3, 4).float().clamp(-1, 1)  # (B, 1, 3, H, W)
-                first = self.encode_frames(pixels)
+            ).frames  # (B, C, 1, h, w)
             latents[:, :, :1] = first.to(latents)
             frame_mask = torch.zeros(batch, num_frames, dtype=torch.bool, device=device)
             frame_mask[:, :1] = True
@@ -540,12 +519,9 @@ class ShapesVideoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
 
         # 6. Decode
         if output_type == "latent":
-            frames = latents  # a pixel-space image model's: pixels (B, 3, F, H, W) in [-1, 1]
+            frames = latents
         else:
-            if on_pixels:
-                video = ((latents.permute(0, 2, 1, 3, 4) + 1) / 2).clamp(0, 1)
-            else:
-                video = self.decode_latents(latents)  # (B, F, 3, H, W) in [0, 1]
+            video = self.decode_latents(latents)  # (B, F, 3, H, W) in [0, 1]
             if pixels is not None:
                 # Given frames are returned as given, not as their VAE reconstruction.
                 given_px = (pixels.to(video) + 1) / 2

@@ -362,54 +362,6 @@ def test_first_frame_guidance_guides_frame_zero_apart_from_the_clip(text_encoder
     assert loaded.config.first_frame_guidance == 4.0
 
 
-def test_pixel_space_image_model_draws_pixels_and_the_clip_continues_them(text_encoder):
-    """``image_space="pixels"``: the image model draws (3, H, W) in [-1, 1]; an image-first clip
-    starts from that frame exactly, encoded by the VAE for the video model."""
-    from .conftest import build_tiny_pipeline, make_tiny_dit
-
-    pipe = build_tiny_pipeline(text_encoder)
-    pixel_model = make_tiny_dit(seed=3, opened=True, in_channels=3, patch_size=4)
-    pipe.register_modules(image_transformer=pixel_model)
-    pipe.register_to_config(image_space="pixels")
-    assert pipe.latent_multiple == 4  # lcm(VAE ×2 · patch 2, pixels ×1 · patch 4)
-
-    raw = run(pipe, num_frames=1, output_type="latent").frames
-    assert raw.shape == (1, 3, 1, SIZE, SIZE)  # pixels, not latents
-    image = run(pipe, num_frames=1, output_type="pt").frames
-    torch.testing.assert_close(image, ((raw.permute(0, 2, 1, 3, 4) + 1) / 2).clamp(0, 1))
-
-    clip = run(pipe, image_first=True, output_type="pt", seed=5).frames
-    # frame 0 is the image model's drawing with the same generator draws
-    first = first_frame_by_hand(pipe, seed=5, output_type="pt")
-    torch.testing.assert_close(clip[:, :1], first)
-    # and the clip's latent frame 0 is the VAE encoding of that drawing
-    latents = run(pipe, image_first=True, output_type="latent", seed=5).frames
-    encoded = pipe.encode_frames(first * 2 - 1)
-    torch.testing.assert_close(latents[:, :, :1], encoded, atol=1e-5, rtol=1e-4)
-    # image_space alone, without an image model, changes nothing: the video model draws frame 0
-    plain = build_tiny_pipeline(text_encoder)
-    expected = run(plain, image_first=True, output_type="latent").frames
-    plain.register_to_config(image_space="pixels")
-    torch.testing.assert_close(run(plain, image_first=True, output_type="latent").frames, expected)
-    with pytest.raises(ValueError, match="image_space must be one of"):
-        type(pipe)(
-            transformer=pipe.transformer,
-            vae=pipe.vae,
-            scheduler=pipe.scheduler,
-            image_space="voxels",
-        )
-
-
-def test_pixel_space_stand_in_is_the_identity():
-    from pipelines.components import PixelSpace, load_vae, vae_downscale
-
-    vae = load_vae("pixels")
-    assert isinstance(vae, PixelSpace) and vae_downscale(vae) == 1
-    x = torch.rand(2, 3, 8, 8) * 2 - 1
-    assert torch.equal(vae.encode(x).latent_dist.mean, x) and torch.equal(vae.decode(x).sample, x)
-    assert vae.config.latent_channels == 3 and vae.config.scaling_factor == 1.0
-
-
 def test_latent_multiple_covers_both_patch_sizes(text_encoder):
     from .conftest import build_tiny_pipeline, make_tiny_dit
 

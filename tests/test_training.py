@@ -690,7 +690,7 @@ def test_video_run_keeps_the_image_model_it_is_for(dit_config, straight_run, tmp
     channels = source.transformer.config.in_channels
     image_model = dit_tiny(in_channels=channels, patch_size=1, text_dim=384).to(torch.float16)
     source.register_modules(image_transformer=image_model)
-    source.register_to_config(image_shift=2.5, image_space="latent")
+    source.register_to_config(image_shift=2.5)
     source.save_pretrained(tmp_path / "source", save_text_encoder=False)
 
     cfg = dit_config(
@@ -737,46 +737,6 @@ def test_image_model_run_rejects_clip_stages(dit_config, straight_run):
     cfg = dit_config("IMG_BAD", f"image_model_for={video_dir}")
     reset_accelerate()
     with pytest.raises(ValueError, match="every stage needs frames: 1"):
-        train_dit.main(cfg)
-    reset_accelerate()
-
-
-def test_pixel_space_image_model_run(dit_config, straight_run):
-    _, video_dir = straight_run
-    cfg = dit_config(
-        "PX",
-        "vae=pixels",
-        f"image_model_for={video_dir}",
-        "model.patch_size=4",
-        "data.clip_frame_prob=0.5",
-        "data.cache_end_frames=3",
-        "foreground_threshold=0.5",
-        "stages=[{name: first_frames, steps: 2, frames: 1, image_batch_size: 2}]",
-    )
-    reset_accelerate()
-    final = train_dit.main(cfg)
-    reset_accelerate()
-    pipe = ShapesVideoPipeline.from_pretrained(final)
-    pipe.set_progress_bar_config(disable=True)
-    assert pipe.config.image_space == "pixels"
-    assert pipe.image_transformer.config.in_channels == 3
-    assert pipe.image_transformer.config.sample_size == 16  # full resolution
-    frame = pipe(
-        "a red square",
-        num_frames=1,
-        height=16,
-        width=16,
-        num_inference_steps=1,
-        output_type="latent",
-        generator=torch.Generator().manual_seed(0),
-    ).frames
-    assert frame.shape == (1, 3, 1, 16, 16)
-
-
-def test_pixel_space_needs_an_image_model_run(dit_config):
-    cfg = dit_config("PX_BAD", "vae=pixels")
-    reset_accelerate()
-    with pytest.raises(ValueError, match="set image_model_for"):
         train_dit.main(cfg)
     reset_accelerate()
 

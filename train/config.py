@@ -272,7 +272,7 @@ class DiTTrainConfig:
     image_model_for: str | None = None
     # The other way round: train a video model for the first-frame image model of this saved
     # pipeline; the run saves (and previews) its pipeline with that ``image_transformer``,
-    # ``image_shift``, ``image_space``, ``image_stochastic`` and ``first_frame_guidance`` kept.
+    # ``image_shift``, ``image_stochastic`` and ``first_frame_guidance`` kept.
     image_model_from: str | None = None
     # "full": every weight trains; "lora": the init_from model stays frozen and low-rank
     # adapters train (``lora``); the run saves the adapter (<output_dir>/lora), loaded with

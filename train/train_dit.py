@@ -36,7 +36,6 @@ from tqdm.auto import tqdm
 
 from models.video_dit import VIDEO_DIT_MODELS, VideoDiT
 from pipelines.components import (
-    PIXELS,
     encode_text,
     load_text_encoder,
     load_vae,
@@ -522,7 +521,7 @@ def make_pipeline(
 
 
 # pipeline settings that belong to its first-frame image model (kept by ``image_model_from``)
-IMAGE_MODEL_KEYS = ("image_shift", "image_space", "image_stochastic", "first_frame_guidance")
+IMAGE_MODEL_KEYS = ("image_shift", "image_stochastic", "first_frame_guidance")
 
 
 def stored_dtype(folder: Path) -> torch.dtype:
@@ -547,9 +546,7 @@ def image_model_pipeline(
             f"this run's is {cfg.text_encoder!r}; they must be the same"
         )
     pipe.register_modules(image_transformer=model)
-    pipe.register_to_config(
-        image_shift=cfg.timestep_shift, image_space="pixels" if cfg.vae == PIXELS else "latent"
-    )
+    pipe.register_to_config(image_shift=cfg.timestep_shift)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -894,8 +891,6 @@ def main(cfg: DiTTrainConfig) -> Path:
         raise ValueError(
             f"export_dtype must be one of {sorted(EXPORT_DTYPES)}, got {cfg.export_dtype!r}"
         )
-    if cfg.vae == PIXELS and cfg.image_model_for is None:
-        raise ValueError("vae: pixels trains a pixel-space image model: set image_model_for")
     if cfg.image_model_from is not None:
         if cfg.image_model_for is not None:
             raise ValueError("image_model_from and image_model_for exclude each other")
