@@ -127,37 +127,42 @@ class BucketBatches(torch.utils.data.IterableDataset):
             meta["condition_frames"] = given - start
         return start, meta
 
+    STACKED = "video"  # the item key stacked into one tensor; the other keys become lists
+
+    def sample_shape(self, sample: dict) -> tuple[int, int, int]:
+        """(frames, height, width) of a sample, which picks its bucket."""
+        video = sample["video"]  # (F, 3, H, W)
+        return video.shape[0], video.shape[2], video.shape[3]
+
+    def item(self, sample: dict, start: int, bucket: Bucket) -> dict:
+        """One batch row: the bucket's window of the sample, resized and cropped to it (its
+        ``meta``, re-expressed in the window, is added by ``__iter__``)."""
+        video = sample["video"][start : start + bucket.frames]
+        return {
+            "video": resize_crop(video, bucket.height, bucket.width),
+            "caption": sample["caption"],
+            "key": sample["key"],
+        }
+
     def __iter__(self) -> Iterator[dict]:
         info = torch.utils.data.get_worker_info()
         reader = (self.dataset.epoch, info.id if info is not None else 0)
         base = self.stats()  # counts are per pass: a main-process reader keeps its totals
         pending: dict[int, list[dict]] = {}
         for sample in self.dataset:
-            video = sample["video"]  # (F, 3, H, W)
-            index = assign_bucket(
-                video.shape[0], video.shape[2], video.shape[3], self.buckets, self.max_frames
-            )
+            frames, height, width = self.sample_shape(sample)
+            index = assign_bucket(frames, height, width, self.buckets, self.max_frames)
             if index is None:
                 self.skipped_no_bucket += 1
                 continue
             bucket = self.buckets[index]
-            start, meta = self.window(sample, video.shape[0], bucket)
-            item = {
-                "video": resize_crop(
-                    video[start : start + bucket.frames], bucket.height, bucket.width
-                ),
-                "caption": sample["caption"],
-                "meta": meta,
-                "key": sample["key"],
-            }
-            pending.setdefault(index, []).append(item)
+            start, meta = self.window(sample, frames, bucket)
+            pending.setdefault(index, []).append({**self.item(sample, start, bucket), "meta": meta})
             if len(pending[index]) == bucket.batch_size:
                 items = pending.pop(index)
                 yield {
-                    "video": torch.stack([it["video"] for it in items]),
-                    "caption": [it["caption"] for it in items],
-                    "meta": [it["meta"] for it in items],
-                    "key": [it["key"] for it in items],
+                    self.STACKED: torch.stack([it[self.STACKED] for it in items]),
+                    **{k: [it[k] for it in items] for k in items[0] if k != self.STACKED},
                     "stats": {k: v - base[k] for k, v in self.stats().items()},
                     "reader": reader,
                 }

@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 from pipelines.components import encode_text, load_text_encoder, load_vae
 from pipelines.files import clean_stale_temps, temp_sibling, write_json_atomic
 
-from .buckets import BucketBatches, assign_bucket, resize_crop
+from .buckets import Bucket, BucketBatches, resize_crop
 from .config import DiTTrainConfig
 from .latent_cache import encode_pixels
 from .shards import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, ShardDataset
@@ -432,36 +432,16 @@ class CachedBucketBatches(BucketBatches):
     "meta": [...], "key": [...], "stats", "reader"}``.
     """
 
-    def __iter__(self) -> Iterator[dict]:
-        info = torch.utils.data.get_worker_info()
-        reader = (self.dataset.epoch, info.id if info is not None else 0)
-        base = self.stats()  # counts are per pass, as BucketBatches'
-        pending: dict[int, list[dict]] = {}
-        for sample in self.dataset:
-            frames, height, width = sample["shape"]
-            index = assign_bucket(frames, height, width, self.buckets, self.max_frames)
-            if index is None:
-                self.skipped_no_bucket += 1
-                continue
-            bucket = self.buckets[index]
-            start, meta = self.window(sample, frames, bucket)
-            latents = sample["latents"][(bucket.height, bucket.width)]  # (C, F, h, w)
-            item = {
-                "latents": latents[:, start : start + bucket.frames],
-                "text": sample["text"],
-                "caption": sample["caption"],
-                "meta": meta,
-                "key": sample["key"],
-            }
-            pending.setdefault(index, []).append(item)
-            if len(pending[index]) == bucket.batch_size:
-                items = pending.pop(index)
-                yield {
-                    "latents": torch.stack([it["latents"] for it in items]),
-                    **{
-                        name: [it[name] for it in items]
-                        for name in ("text", "caption", "meta", "key")
-                    },
-                    "stats": {k: v - base[k] for k, v in self.stats().items()},
-                    "reader": reader,
-                }
+    STACKED = "latents"
+
+    def sample_shape(self, sample: dict) -> tuple[int, int, int]:
+        return tuple(sample["shape"])
+
+    def item(self, sample: dict, start: int, bucket: Bucket) -> dict:
+        latents = sample["latents"][(bucket.height, bucket.width)]  # (C, F, h, w)
+        return {
+            "latents": latents[:, start : start + bucket.frames],
+            "text": sample["text"],
+            "caption": sample["caption"],
+            "key": sample["key"],
+        }
