@@ -29,6 +29,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from .elements import REF_PLACEHOLDER
+from .latent_space import LatentSpace, read_vae_class
 
 DEFAULT_TEXT_ENCODER = "minilm"
 DEFAULT_TEXT_MAX_LENGTH = 64  # tokens a prompt keeps (the shipped model's training length)
@@ -252,14 +253,15 @@ def vae_tiny(**kw) -> AutoencoderKL:
 VAE_MODELS = {"vae_shapes": vae_shapes, "vae_tiny": vae_tiny}
 
 
-def load_vae(
-    spec: str, subfolder: str | None = None, dtype: torch.dtype = torch.float32
-) -> AutoencoderKL:
-    """Any diffusers AutoencoderKL: a local folder (optionally ``subfolder``) or a hub id."""
-    return AutoencoderKL.from_pretrained(
-        spec, subfolder=subfolder, dtype=dtype, use_safetensors=True
-    )
+def load_vae(spec: str, subfolder: str | None = None, dtype: torch.dtype = torch.float32):
+    """A diffusers VAE from a local folder (optionally ``subfolder``) or a hub id, of the class
+    its config.json names (``_class_name``): ``AutoencoderKL`` (frame-wise) or one of the 3-D
+    video VAEs ``AutoencoderKLWan``, ``AutoencoderKLCogVideoX``, ``AutoencoderKLLTXVideo``
+    (:mod:`pipelines.latent_space`). Safetensors weights only; diffusers classes only."""
+    cls = read_vae_class(spec, subfolder)
+    return cls.from_pretrained(spec, subfolder=subfolder, dtype=dtype, use_safetensors=True)
 
 
-def vae_downscale(vae: AutoencoderKL) -> int:
-    return 2 ** (len(vae.config.block_out_channels) - 1)
+def vae_downscale(vae) -> int:
+    """Pixels per latent side of any supported VAE."""
+    return LatentSpace(vae).spatial_scale

@@ -1,4 +1,8 @@
-"""Text-to-video pipeline: text encoder → swap-attention video DiT (flow matching) → frame-wise VAE."""
+"""Text-to-video pipeline: text encoder → swap-attention video DiT (flow matching) → VAE.
+
+The VAE is a frame-wise ``AutoencoderKL`` or one of diffusers' 3-D video VAEs, seen through
+:class:`pipelines.latent_space.LatentSpace`: the transformer runs on latent frames, which a
+video VAE compresses in time (``1 + k·T`` pixel frames → ``1 + k`` latent frames)."""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL, DiffusionPipeline, FlowMatchEulerDiscreteScheduler
+from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
 from diffusers.loaders import CogVideoXLoraLoaderMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
@@ -26,8 +30,8 @@ from .components import (
     load_text_encoder,
     reference_token_ids,
     spec_resolves_anywhere,
-    vae_downscale,
 )
+from .latent_space import AnyVAE, LatentSpace
 
 MAX_STEPS = 1000
 MAX_GUIDANCE = 50.0
@@ -39,7 +43,8 @@ OUTPUT_TYPES = ("np", "pt", "pil", "latent")
 @dataclass
 class VideoPipelineOutput(BaseOutput):
     """frames: np (B, F, H, W, 3) float in [0, 1]; pt (B, F, 3, H, W); pil list of lists; or
-    latents (B, C, F, h, w) for ``output_type="latent"``."""
+    latents (B, C, f, h, w) for ``output_type="latent"`` (f latent frames: F with a
+    frame-wise VAE, 1 + (F − 1) / T with a video VAE compressing time T×)."""
 
     frames: np.ndarray | torch.Tensor | list
 
@@ -57,8 +62,15 @@ from pipelines.text_to_video import ShapesVideoPipeline  # noqa: F401
 # LoRA: diffusers' loader for pipelines whose one LoRA-able component is ``transformer`` (as
 # CogVideoX's): ``load_lora_weights``, ``set_adapters``, ``save_lora_weights``, ``fuse_lora``.
 class ShapesVideoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
-    """Text-to-video with a :class:`VideoDiT`, any diffusers ``AutoencoderKL`` applied per frame,
-    any transformers text encoder, and a flow-matching scheduler.
+    """Text-to-video with a :class:`VideoDiT`, a diffusers VAE (``AutoencoderKL`` applied per
+    frame, or the 3-D ``AutoencoderKLWan`` / ``AutoencoderKLCogVideoX`` /
+    ``AutoencoderKLLTXVideo``: see :mod:`pipelines.latent_space`), any transformers text
+    encoder, and a flow-matching scheduler.
+
+    With a video VAE ``num_frames`` must be ``1 + k·step`` (its ``latent_space.frame_step``:
+    T for Wan and LTX, 2T for CogVideoX) and the transformer runs on the latent frames.
+    Conditioning frames (``1 + j·step`` of them) and image-first sampling need a causal VAE
+    (Wan, LTX), whose first latent frame encodes frame 0 alone; CogVideoX refuses them.
 
     ``text_encoder_spec`` names the text encoder (see :mod:`pipelines.components`); a saved
     pipeline may omit the encoder's weights (``save_text_encoder=False``) and have them loaded
@@ -84,7 +96,7 @@ class ShapesVideoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
     def __init__(
         self,
         transformer: VideoDiT,
-        vae: AutoencoderKL,
+        vae: AnyVAE,
         scheduler: FlowMatchEulerDiscreteScheduler,
         text_encoder=None,
         tokenizer=None,
@@ -164,8 +176,13 @@ class ShapesVideoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
 
     # -- helpers ----------------------------------------------------------------------------
     @property
+    def latent_space(self) -> LatentSpace:
+        """The VAE's latent space: encode/decode, spatial and temporal scales, frame counts."""
+        return LatentSpace(self.vae)
+
+    @property
     def vae_scale(self) -> int:
-        return vae_downscale(self.vae)
+        return self.latent_space.spatial_scale
 
     @property
     def max_references(self) -> int:
@@ -213,11 +230,13 @@ class ShapesVideoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
                 raise ValueError(
                     f"negative_prompt has {len(negative_prompt)} entries but prompt has {len(prompts)}"
                 )
-        max_frames = self.transformer.config.max_frames
+        space = self.latent_space
+        max_frames = space.pixel_frames(self.transformer.config.max_frames)
         if not isinstance(num_frames, int) or not 1 <= num_frames <= max_frames:
             raise ValueError(
                 f"num_frames must be an integer in 1..{max_frames}, got {num_frames!r}"
             )
+        space.check_frames(num_frames)  # a video VAE: 1 + k·step frames
         m = self.latent_multiple
         for name, value in (("height", height), ("width", width)):
             if not isinstance(value, int) or value < m or value % m or value > 1024:
@@ -238,6 +257,9 @@ class ShapesVideoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
                 f"{len(conditioning_frames)} conditioning frames leave nothing to generate in a "
                 f"{num_frames}-frame clip"
             )
+        if conditioning_frames is not None and not space.frame_wise:
+            self._check_causal("conditioning frames")
+            space.check_frames(len(conditioning_frames), "the number of conditioning frames")
         self.check_references(prompts, reference_images)
         return prompts
 
@@ -279,7 +301,8 @@ class ShapesVideoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
             canvas[top : top + side, left : left + side] = square
             pixels.append(canvas)
         x = self._to_pixels(np.stack(pixels))  # (R, 3, H, W) in [-1, 1]
-        return self.encode_frames(x[None]).permute(0, 2, 1, 3, 4)  # (1, R, C, h, w)
+        # each reference a clip of one frame (a video VAE would compress R frames in time)
+        return self.encode_frames(x[:, None]).permute(2, 0, 1, 3, 4)  # (1, R, C, h, w)
 
     def encode_prompt(
         self, prompts: list[str], negative: list[str] | None, device: torch.device
@@ -295,32 +318,23 @@ class ShapesVideoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         )
         return states.to(self.transformer.dtype), mask
 
-    @torch.no_grad()
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
-        """Pixels (B, F, 3, H, W) in [-1, 1] → scaled latent means (B, C, F, h, w)."""
-        b, f = frames.shape[:2]
-        flat = frames.reshape(b * f, *frames.shape[2:]).to(self.vae.device, self.vae.dtype)
-        z = self.vae.encode(flat).latent_dist.mean
-        z = (z - self._shift()) * self.vae.config.scaling_factor
-        return z.reshape(b, f, *z.shape[1:]).permute(0, 2, 1, 3, 4)
+        """Pixels (B, F, 3, H, W) in [-1, 1] → normalised latent means (B, C, f, h, w)."""
+        return self.latent_space.encode(frames)
 
-    @torch.no_grad()
-    def decode_latents(self, latents: torch.Tensor, chunk: int = 32) -> torch.Tensor:
-        """Latents (B, C, F, h, w) → pixels (B, F, 3, H, W) in [0, 1], frame by frame."""
-        b, c, f, h, w = latents.shape
-        z = latents.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
-        z = z / self.vae.config.scaling_factor + self._shift()
-        frames = torch.cat(
-            [
-                self.vae.decode(z[i : i + chunk].to(self.vae.dtype)).sample
-                for i in range(0, z.shape[0], chunk)
-            ]
-        )
-        frames = (frames.float() / 2 + 0.5).clamp(0, 1)
-        return frames.reshape(b, f, *frames.shape[1:])
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents (B, C, f, h, w) → pixels (B, F, 3, H, W) in [0, 1]."""
+        return self.latent_space.decode(latents)
 
-    def _shift(self) -> float:
-        return self.vae.config.shift_factor or 0.0
+    def _check_causal(self, what: str) -> None:
+        """ValueError for ``what`` (frames given clean at the start) with a non-causal VAE,
+        whose first latent frames also depend on the frames generated after them."""
+        if not self.latent_space.causal:
+            raise ValueError(
+                f"{what} need a causal VAE, whose first latent frame encodes frame 0 alone; "
+                f"{type(self.vae).__name__} is not causal (its normalisation spans the frames "
+                "encoded together): generate from text alone, or use a frame-wise, Wan or LTX VAE"
+            )
 
     @staticmethod
     def _to_pixels(frames) -> torch.Tensor:
@@ -432,9 +446,10 @@ class ShapesVideoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = scheduler.timesteps
 
-        # 4. Initial noise, conditioning frames placed clean at the start
+        # 4. Initial noise (latent frames), conditioning frames placed clean at the start
         c = model.config.in_channels
-        shape = (batch, c, num_frames, height // scale, width // scale)
+        latent_frames = self.latent_space.latent_frames(num_frames)
+        shape = (batch, c, latent_frames, height // scale, width // scale)
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
         elif tuple(latents.shape) != shape:
@@ -449,13 +464,15 @@ class ShapesVideoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
                     f"conditioning frames are {tuple(pixels.shape[-2:])}, the clip is {(height, width)}"
                 )
             given = self.encode_frames(pixels.expand(batch, *pixels.shape[1:])).float()
-            k = given.shape[2]
-            latents[:, :, :k] = given
-            frame_mask = torch.zeros(batch, num_frames, dtype=torch.bool, device=device)
+            k = given.shape[2]  # latent frames of the given frames
+            latents[:, :, :k] = given.to(device)
+            frame_mask = torch.zeros(batch, latent_frames, dtype=torch.bool, device=device)
             frame_mask[:, :k] = True
         elif num_frames > 1 and (self.config.image_first if image_first is None else image_first):
             # Factorised (Emu Video): the first frame as an image, kept clean while the rest
-            # of the clip is generated to continue it.
+            # of the clip is generated to continue it (a causal VAE's first latent frame is
+            # the image's latent).
+            self._check_causal("image-first sampling (a first frame given as an image)")
             first_guidance = self.config.get("first_frame_guidance")
             first_guidance = guidance_scale if first_guidance is None else first_guidance
             first = self(
@@ -472,7 +489,7 @@ class ShapesVideoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
                 output_type="latent",
             ).frames  # (B, C, 1, h, w)
             latents[:, :, :1] = first.to(latents)
-            frame_mask = torch.zeros(batch, num_frames, dtype=torch.bool, device=device)
+            frame_mask = torch.zeros(batch, latent_frames, dtype=torch.bool, device=device)
             frame_mask[:, :1] = True
             scheduler.set_timesteps(num_inference_steps, device=device)  # the image used it
             timesteps = scheduler.timesteps

@@ -10,12 +10,15 @@ import math
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+
+if TYPE_CHECKING:
+    from pipelines.latent_space import LatentSpace
 
 T = TypeVar("T")
 
@@ -252,7 +255,10 @@ class LoRAConfig:
 @dataclass
 class DiTTrainConfig:
     output_dir: str = "runs/dit"
-    vae: str = "runs/vae/final"  # any diffusers AutoencoderKL folder
+    # a diffusers VAE folder: AutoencoderKL (frame-wise), or a video VAE (AutoencoderKLWan,
+    # AutoencoderKLCogVideoX, AutoencoderKLLTXVideo) whose clips are 1 + k·step frames
+    # (pipelines/latent_space.py; checked when a run starts: check_latent_frames)
+    vae: str = "runs/vae/final"
     text_encoder: str = "minilm"
     # tokens a caption keeps (longer ones are cut, with a warning); saved with the pipeline,
     # which encodes prompts the same way
@@ -395,6 +401,49 @@ class DiTTrainConfig:
         return sum(s.steps for s in self.stages)
 
 
+def check_latent_frames(cfg: DiTTrainConfig, space: LatentSpace) -> None:
+    """ConfigError, before any data is encoded, for what a video VAE cannot train on: frame
+    counts (stages, ``data.clip_frames``, buckets) other than ``1 + k·step``; and, with a
+    non-causal one (CogVideoX), what relies on a clip's prefix being encoded alone (stages
+    shorter than the cached clips, cached shard latents, image-first sampling)."""
+    if space.frame_wise:
+        return
+    name = type(space.vae).__name__
+
+    def check(frames: int, key: str) -> None:
+        if not space.valid_frames(frames):
+            below, above = space.nearest_frames(frames)
+            raise ConfigError(
+                f"{key} is {frames}: {name} takes clips of 1 + k·{space.frame_step} frames "
+                f"(temporal compression {space.temporal_scale}); the nearest valid counts are "
+                f"{below} and {above}"
+            )
+
+    for stage in cfg.stages:
+        check(stage.frames, f"stage {stage.name}: frames")
+    if cfg.data.source == "shapes":
+        check(cfg.data.clip_frames, "data.clip_frames")
+    for bucket in cfg.data.buckets:
+        check(bucket.frames, "data.buckets: frames")
+    if space.causal:
+        return
+    why = f"{name} is not causal (the latents of a clip's first frames depend on the rest)"
+    shorter = [s.name for s in cfg.stages if 1 < s.frames != cfg.data.clip_frames]
+    if cfg.data.source == "shapes" and shorter:
+        raise ConfigError(
+            f"stages {shorter} cut clips shorter than data.clip_frames = "
+            f"{cfg.data.clip_frames}: {why}; give every clip stage frames: "
+            f"{cfg.data.clip_frames}"
+        )
+    if cfg.data.latents is not None:
+        raise ConfigError(
+            f"data.latents caches whole clips and cuts their prefixes: {why}; encode on the "
+            "fly (data.latents: null)"
+        )
+    if cfg.sample_image_first:
+        raise ConfigError(f"sample_image_first needs a causal VAE: {why}")
+
+
 @dataclass
 class ScorerModelConfig:
     size: str = "scorer_s"  # factory in models.video_text_scorer.SCORER_MODELS
@@ -452,6 +501,26 @@ class ScorerTrainConfig:
     eval_seed: int = 9_000_001  # disjoint from training seeds
     mixed_precision: str = "auto"
     max_steps: int | None = None  # stop early (for tests)
+    # Data with the generator's own faults (issue 34, train/scorer_data.py); all off by default,
+    # and off leaves a step's batch and loss exactly as before. Video steps only.
+    # Degraded renders: this many fresh layouts per step, each rendered and damaged by one of
+    # ``degradations`` (scorer_data.DEGRADATIONS; empty = all), labelled by the judge
+    # (``degraded_judge``; false: by the degradation's intent, the judge where it has none).
+    degraded_per_step: int = 0
+    degradations: list[str] = field(default_factory=list)
+    degraded_judge: bool = True
+    # Judged generated clips of training prompts: `studio batch` folders
+    # (experiments/scorer_generated/make_generated.py), judged on load where not yet judged;
+    # this many prompts per step, a share of them among prompts with both a correct and a
+    # wrong sample. A correct sample is a positive of its caption, a wrong one a hard negative.
+    generated_dirs: list[str] = field(default_factory=list)
+    generated_per_step: int = 0
+    generated_mixed_share: float = 0.5
+    # Pairwise ranking (scorer_data.ranking_loss): a correct clip above a wrong one of the same
+    # caption, and at ``rank_cross_weight`` across captions; ``rank_margin`` in cosine units.
+    rank_weight: float = 0.0
+    rank_cross_weight: float = 0.0
+    rank_margin: float = 0.0
 
     ARCHITECTURE: ClassVar[tuple[str, ...]] = ("model", "text_encoder")
 
@@ -472,7 +541,25 @@ class ScorerTrainConfig:
             save_every=POSITIVE_INT,
             eval_clips=NON_NEGATIVE,
             max_steps=POSITIVE_INT,
+            degraded_per_step=NON_NEGATIVE,
+            generated_per_step=NON_NEGATIVE,
+            generated_mixed_share=SHARE,
+            rank_weight=NON_NEGATIVE,
+            rank_cross_weight=NON_NEGATIVE,
+            rank_margin=(0.0, 2.0),
         )
+        from .scorer_data import DEGRADATIONS
+
+        unknown = [k for k in self.degradations if k not in DEGRADATIONS]
+        if unknown:
+            raise ConfigError(f"unknown degradations {unknown}; allowed: {list(DEGRADATIONS)}")
+        if self.generated_per_step and not self.generated_dirs:
+            raise ConfigError("generated_per_step > 0 needs generated_dirs (judged batch folders)")
+        if self.rank_weight and not (self.degraded_per_step or self.generated_per_step):
+            raise ConfigError(
+                "rank_weight > 0 ranks degraded or generated clips: set degraded_per_step or "
+                "generated_per_step"
+            )
 
 
 def _load_yaml_layers(path: Path, seen: tuple[Path, ...] = ()) -> list:

@@ -6,6 +6,11 @@ and keeps the latents (fp16, safetensors) with each sample's layout. Captions ar
 anew from the layout every time a sample is used, so the model sees many phrasings of the
 same clip, and clips can be cut into shorter windows or reversed in time (a frame-wise VAE
 makes both exact in latent space).
+
+With a video VAE (:mod:`pipelines.latent_space`) clips are stored as its latent frames
+(``clip_frames = 1 + k·T`` pixel frames → ``1 + k``), images and reference images as clips of
+one frame; training then takes only prefixes of clips (exact for a causal VAE) and never
+reverses them.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from pipelines.latent_space import LatentSpace
 from world.shapes_world import ClipSpec, ShapesWorld
 
 VIDEO_KINDS = ("video1", "video2", "continuation")
@@ -31,12 +37,12 @@ END_KINDS = ("video1", "video2")  # clips whose first frame fits their whole cap
 
 @dataclass
 class LatentCache:
-    clips: torch.Tensor  # (N, C, F, h, w) float16
+    clips: torch.Tensor  # (N, C, f, h, w) float16 (f latent frames)
     images: torch.Tensor  # (M, C, h, w) float16
     clip_specs: list[dict]  # ClipSpec dicts (+ "kind")
     image_specs: list[dict]
     # reference-element clips (patterned sprites captioned <refN>) and their reference images
-    ref_clips: torch.Tensor | None = None  # (K, C, F, h, w) float16
+    ref_clips: torch.Tensor | None = None  # (K, C, f, h, w) float16
     ref_images: torch.Tensor | None = None  # (K, MAX_SPRITES, C, h, w) float16, zero-padded
     ref_specs: list[dict] | None = None
     # first and last frames of single- and two-object clips (first-frame image models)
@@ -71,25 +77,29 @@ def cache_key(
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _to_pixels(frames: np.ndarray) -> torch.Tensor:
+    """uint8 (..., S, S, 3) → float (..., 3, S, S) in [-1, 1]."""
+    return torch.from_numpy(frames).movedim(-1, -3).float() / 127.5 - 1.0
+
+
 @torch.no_grad()
 def encode(vae, frames: np.ndarray) -> torch.Tensor:
-    """uint8 (N, S, S, 3) → scaled latents (N, C, h, w) float32 (posterior means)."""
-    return encode_pixels(vae, torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1.0)
+    """uint8 images (N, S, S, 3) → normalised latents (N, C, h, w) float32 (posterior means)."""
+    return encode_pixels(vae, _to_pixels(frames))
 
 
 @torch.no_grad()
 def encode_pixels(vae, x: torch.Tensor) -> torch.Tensor:
-    """Pixels (N, 3, H, W) in [-1, 1] → scaled latents (N, C, h, w) float32 (posterior means)."""
-    z = vae.encode(x.to(vae.device, vae.dtype)).latent_dist.mean.float()
-    return (z - (vae.config.shift_factor or 0.0)) * vae.config.scaling_factor
+    """Images (N, 3, H, W) in [-1, 1] → normalised latents (N, C, h, w) float32 (posterior
+    means), each image a clip of one frame."""
+    return LatentSpace(vae).encode(x[:, None])[:, :, 0]
 
 
 @torch.no_grad()
 def encode_videos(vae, videos: torch.Tensor) -> torch.Tensor:
-    """Pixels (B, F, 3, H, W) in [-1, 1] → latents (B, C, F, h, w), frame by frame."""
-    b, f = videos.shape[:2]
-    z = encode_pixels(vae, videos.flatten(0, 1))  # (B·F, C, h, w)
-    return z.reshape(b, f, *z.shape[1:]).permute(0, 2, 1, 3, 4)
+    """Pixels (B, F, 3, H, W) in [-1, 1] → latents (B, C, f, h, w): frame by frame with a 2-D
+    VAE (f = F), a clip at a time with a video VAE."""
+    return LatentSpace(vae).encode(videos)
 
 
 def build_cache(
@@ -171,11 +181,10 @@ def build_cache(
             bar.update(len(samples))
         end_frames = torch.cat(end_frames)
     bar.close()
-    c, h = vae.config.latent_channels, size // 2 ** (len(vae.config.block_out_channels) - 1)
+    space = LatentSpace(vae)
+    c, h, f = space.channels, size // space.spatial_scale, space.latent_frames(frames)
     return LatentCache(
-        clips=torch.cat(clip_lat)
-        if clip_lat
-        else torch.zeros(0, c, frames, h, h, dtype=torch.float16),
+        clips=torch.cat(clip_lat) if clip_lat else torch.zeros(0, c, f, h, h, dtype=torch.float16),
         images=torch.cat(image_lat) if image_lat else torch.zeros(0, c, h, h, dtype=torch.float16),
         clip_specs=clip_specs,
         image_specs=image_specs,
@@ -206,9 +215,10 @@ def _sample_batches(world: ShapesWorld, base: int, n: int, per_batch: int, **kwa
 
 
 def _encode_clips(vae, samples: list, frames: int) -> torch.Tensor:
-    """Equal-length clips → latents (N, C, F, h, w) float16 on the CPU."""
-    z = encode(vae, np.concatenate([s.frames for s in samples]))  # (N·F, C, h, w)
-    return z.reshape(len(samples), frames, *z.shape[1:]).permute(0, 2, 1, 3, 4).half().cpu()
+    """Equal-length clips of ``frames`` frames → latents (N, C, f, h, w) float16 on the CPU."""
+    pixels = _to_pixels(np.stack([s.frames for s in samples]))  # (N, F, 3, S, S)
+    assert pixels.shape[1] == frames, (pixels.shape, frames)
+    return encode_videos(vae, pixels).half().cpu()
 
 
 def _spec(sample) -> dict:

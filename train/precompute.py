@@ -18,6 +18,12 @@ Layout of ``DIR``::
     DIR/<key>/empty_text.safetensors          the empty caption's states (text dropout)
     DIR/<key>/<shard stem>-<id>.safetensors   one file per shard (below)
 
+With a video VAE (:mod:`pipelines.latent_space`) a clip is encoded whole up to its longest
+valid length (``1 + k·step`` frames) and stored as its latent frames; every window, cached or
+not, is then the clip's first frames (a causal VAE's latents of those are the first latent
+frames of the whole clip), so the two runs still see the same batches. Non-causal video VAEs
+(CogVideoX) are refused (:func:`train.config.check_latent_frames`).
+
 ``<key>`` hashes everything that changes the stored numbers: the VAE (its config and
 weights), the text encoder (spec, config and weights) and ``text_max_length``, the bucket
 sizes, and :data:`FORMAT`. Another VAE is another key, so a cache is never read with a VAE
@@ -50,10 +56,11 @@ from tqdm.auto import tqdm
 
 from pipelines.components import encode_text, load_text_encoder, load_vae
 from pipelines.files import clean_stale_temps, temp_sibling, write_json_atomic
+from pipelines.latent_space import LatentSpace
 
 from .buckets import Bucket, BucketBatches, resize_crop
-from .config import DiTTrainConfig
-from .latent_cache import encode_pixels
+from .config import DiTTrainConfig, check_latent_frames
+from .latent_cache import encode_pixels, encode_videos
 from .shards import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, ShardDataset
 
 __all__ = [
@@ -102,7 +109,7 @@ def bucket_sizes(cfg: DiTTrainConfig) -> dict[str, list[list[int]]]:
 def cache_spec(cfg: DiTTrainConfig, vae, text_encoder) -> dict:
     """Everything that changes what a cache stores (its key is this dict's hash)."""
     sizes = bucket_sizes(cfg)
-    return {
+    spec = {
         "format": FORMAT,
         "vae": fingerprint(vae, dict(vae.config)),
         "text_encoder": {
@@ -112,6 +119,10 @@ def cache_spec(cfg: DiTTrainConfig, vae, text_encoder) -> dict:
         },
         "sizes": {kind: [list(s) for s in sizes[kind]] for kind in sizes},
     }
+    space = LatentSpace(vae)
+    if not space.frame_wise:  # (absent for a frame-wise VAE: its caches keep their keys)
+        spec["temporal"] = {"scale": space.temporal_scale, "step": space.frame_step}
+    return spec
 
 
 def _key(spec: dict) -> str:
@@ -226,8 +237,18 @@ def _raw_kind(raw: dict) -> str | None:
 
 
 def _encode_clips(vae, clips: list[torch.Tensor], batch_frames: int) -> list[torch.Tensor]:
-    """Pixel clips (F_i, 3, H, W) → latents (C, F_i, h, w) float16 on the CPU, the frames of
-    all clips encoded ``batch_frames`` at a time."""
+    """Pixel clips (F_i, 3, H, W) → latents (C, f_i, h, w) float16 on the CPU: with a
+    frame-wise VAE the frames of all clips encoded ``batch_frames`` at a time (f_i = F_i);
+    with a video VAE each clip whole, cut to its longest valid length."""
+    space = LatentSpace(vae)
+    if not space.frame_wise:
+        return [
+            encode_videos(vae, clip[None, : space.frames_at_most(len(clip))])[0]
+            .half()
+            .cpu()
+            .contiguous()
+            for clip in clips
+        ]
     frames = torch.cat(clips)
     z = torch.cat([encode_pixels(vae, chunk) for chunk in frames.split(batch_frames)])
     pieces = z.half().cpu().split([len(c) for c in clips])
@@ -338,6 +359,7 @@ def encode_config(
         raise ValueError("data.latents is not set: name the cache folder (data.latents=DIR)")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     vae = load_vae(cfg.vae).to(device).eval().requires_grad_(False)
+    check_latent_frames(cfg, LatentSpace(vae))
     text_encoder, tokenizer = load_text_encoder(cfg.text_encoder)
     text_encoder.to(device)
     spec = cache_spec(cfg, vae, text_encoder)
@@ -423,24 +445,51 @@ class CachedShardDataset(ShardDataset):
         }
 
 
+def prefix_window(sample: dict, bucket: Bucket) -> tuple[int, dict]:
+    """:meth:`BucketBatches.window` for video VAEs: every window starts at frame 0 (the
+    sample's ``condition_frames`` kept when the window holds them and more)."""
+    meta = dict(sample["meta"])
+    given = meta.get("condition_frames")
+    if given is not None and not 1 <= given < bucket.frames:
+        meta.pop("condition_frames")
+    return 0, meta
+
+
 class CachedBucketBatches(BucketBatches):
     """:class:`BucketBatches` over a :class:`CachedShardDataset`: the same buckets, seeded
     windows and batches, cut from cached latents instead of pixels (tests/test_precompute.py
-    checks that both give the same batches).
+    checks that both give the same batches). ``prefix_windows`` (a video VAE): every window
+    is a clip's first ``bucket.frames`` pixel frames, i.e. its first latent frames.
 
-    Yields ``{"latents": (B, C, F, h, w) float16, "text": [(states, mask)], "caption": [...],
+    Yields ``{"latents": (B, C, f, h, w) float16, "text": [(states, mask)], "caption": [...],
     "meta": [...], "key": [...], "stats", "reader"}``.
     """
 
     STACKED = "latents"
 
+    def __init__(self, dataset, buckets, max_frames=None, prefix_windows: bool = False):
+        super().__init__(dataset, buckets, max_frames=max_frames)
+        self.prefix_windows = prefix_windows
+        self.temporal_scale = dataset.cache.spec.get("temporal", {}).get("scale", 1)
+        if prefix_windows != ("temporal" in dataset.cache.spec):
+            raise ValueError("prefix_windows must be set exactly for a cache made with a video VAE")
+
     def sample_shape(self, sample: dict) -> tuple[int, int, int]:
         return tuple(sample["shape"])
 
+    def window(self, sample: dict, frames: int, bucket: Bucket) -> tuple[int, dict]:
+        if self.prefix_windows:
+            return prefix_window(sample, bucket)
+        return super().window(sample, frames, bucket)
+
     def item(self, sample: dict, start: int, bucket: Bucket) -> dict:
-        latents = sample["latents"][(bucket.height, bucket.width)]  # (C, F, h, w)
+        latents = sample["latents"][(bucket.height, bucket.width)]  # (C, f, h, w)
+        if self.prefix_windows:  # start is 0; bucket.frames pixel frames → latent frames
+            end = 1 + (bucket.frames - 1) // self.temporal_scale
+        else:
+            end = start + bucket.frames
         return {
-            "latents": latents[:, start : start + bucket.frames],
+            "latents": latents[:, start:end],
             "text": sample["text"],
             "caption": sample["caption"],
             "key": sample["key"],

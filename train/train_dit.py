@@ -14,6 +14,12 @@ Data: ``data.source: shapes`` draws Shapes World latents from a cache encoded on
 (train/buckets.py) and encodes them with the VAE on the fly, or reads their latents and
 caption states precomputed in ``data.latents`` (train/precompute.py).
 
+Latents: a frame-wise VAE or a video VAE (:mod:`pipelines.latent_space`). With a video VAE
+every frame count (stages, ``data.clip_frames``, buckets) is ``1 + k·step`` pixel frames
+(checked at start, :func:`check_latent_frames`), the model trains on latent frames, clips are
+cut to their prefixes only (a window starting later would begin with a latent frame that is
+no image) and never reversed in time; images are clips of one frame.
+
 Every batch, its noise and its timesteps are a pure function of (seed, step, rank): the
 data position *is* the step (a shard stream is replayed to it on resume), so resuming from a
 checkpoint with the same number of processes reproduces the uninterrupted run.
@@ -41,15 +47,20 @@ from pipelines.components import (
     load_vae,
     reference_token_ids,
     text_hidden_size,
-    vae_downscale,
 )
+from pipelines.latent_space import LatentSpace
 from pipelines.text_to_video import ShapesVideoPipeline, to_uint8
 from pipelines.video_io import write_video
 from world.shapes_world import ClipSpec, ShapesWorld, caption
 
 from .buckets import Bucket, BucketBatches
 from .checkpoint import init_weights_from, optimizer_step, resume, save_checkpoint, start_run
-from .config import DiTTrainConfig, StageConfig, resolve_mixed_precision
+from .config import (
+    DiTTrainConfig,
+    StageConfig,
+    check_latent_frames,
+    resolve_mixed_precision,
+)
 from .latent_cache import (
     END_KINDS,
     LatentCache,
@@ -59,7 +70,13 @@ from .latent_cache import (
     load_cache,
     save_cache,
 )
-from .precompute import CachedBucketBatches, CachedShardDataset, ShardLatents, prepare_shard_latents
+from .precompute import (
+    CachedBucketBatches,
+    CachedShardDataset,
+    ShardLatents,
+    prefix_window,
+    prepare_shard_latents,
+)
 from .shards import ShardDataset
 
 REVERSED = {"left": "right", "right": "left", "up": "down", "down": "up", "still": "still"}
@@ -132,10 +149,13 @@ def image_batch(
     return torch.stack(latents).float().unsqueeze(2), captions
 
 
-def clip_end_frames(cache: LatentCache) -> tuple[torch.Tensor, list[dict]] | None:
+def clip_end_frames(
+    cache: LatentCache, frame_wise: bool = True
+) -> tuple[torch.Tensor, list[dict]] | None:
     """First and last frames (E, 2, C, h, w) of the cache's single- and two-object clips and
-    of its end-frame part, with their specs; None when there are none."""
-    keep = [i for i, s in enumerate(cache.clip_specs) if s.get("kind") in END_KINDS]
+    of its end-frame part, with their specs; None when there are none. With a video VAE
+    (``frame_wise`` False) a clip's last latent frame is no image: the end-frame part only."""
+    keep = [i for i, s in enumerate(cache.clip_specs) if frame_wise and s.get("kind") in END_KINDS]
     parts = [cache.clips[keep][:, :, [0, -1]].permute(0, 2, 1, 3, 4)] if keep else []
     specs = [cache.clip_specs[i] for i in keep]
     if cache.end_frames is not None and len(cache.end_frames):
@@ -145,15 +165,30 @@ def clip_end_frames(cache: LatentCache) -> tuple[torch.Tensor, list[dict]] | Non
 
 
 def video_batch(
-    cache: LatentCache, stage: StageConfig, cfg: DiTTrainConfig, rng: np.random.Generator
+    cache: LatentCache,
+    stage: StageConfig,
+    cfg: DiTTrainConfig,
+    rng: np.random.Generator,
+    space: LatentSpace | None = None,
 ) -> tuple[torch.Tensor, list[str], torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
-    """→ latents (B, C, F, h, w), captions, frame_mask (B, F) bool (True = given clean), and
+    """→ latents (B, C, f, h, w), captions, frame_mask (B, f) bool (True = given clean), and
     references: None, or (reference latents (B, R, C, h, w), present (B, R) bool) when the
-    stage draws ``reference_prob`` of its clips from the cache's reference-element clips."""
+    stage draws ``reference_prob`` of its clips from the cache's reference-element clips.
+
+    ``space``: the cache's latent space (None: frame-wise). With a video VAE a clip's window
+    is its prefix and is never reversed (:mod:`train.latent_cache`)."""
+    frame_wise = space is None or space.frame_wise
     full = cache.clips.shape[2]
-    f = stage.frames
+    f = stage.frames if frame_wise else space.latent_frames(stage.frames)
     if f > full:
         raise ValueError(f"stage {stage.name!r} wants {f} frames but cached clips have {full}")
+
+    def window_start() -> int:
+        return int(rng.integers(full - f + 1)) if frame_wise else 0
+
+    def reversed_in_time() -> bool:
+        return frame_wise and rng.random() < cfg.data.reverse_prob
+
     with_refs = stage.reference_prob > 0
     if with_refs and (cache.ref_clips is None or len(cache.ref_clips) == 0):
         raise ValueError(
@@ -176,12 +211,12 @@ def video_batch(
         if with_refs and is_ref[j]:
             k = int(rng.integers(len(cache.ref_clips)))
             spec = cache.ref_specs[k]
-            start = int(rng.integers(full - f + 1))
+            start = window_start()
             z = cache.ref_clips[k, :, start : start + f].float()
             n = len(spec["objects"])
             refs[j, :n] = cache.ref_images[k, :n].float()
             present[j, :n] = True
-            reverse = rng.random() < cfg.data.reverse_prob
+            reverse = reversed_in_time()
             if reverse:
                 z = z.flip(1)
             latents.append(z)
@@ -197,14 +232,12 @@ def video_batch(
             )
             continue
         spec = cache.clip_specs[i]
-        start = int(rng.integers(full - f + 1))
+        start = window_start()
         z = cache.clips[i, :, start : start + f].float()
         given = spec.get("condition_frames") if f == full else None
-        reverse = (
-            given is None
-            and spec.get("switch_frame") is None
-            and rng.random() < cfg.data.reverse_prob
-        )
+        if given is not None and not frame_wise:  # pixel frames → latent frames they fix
+            given = space.given_latent_frames(given)
+        reverse = given is None and spec.get("switch_frame") is None and reversed_in_time()
         if reverse:  # a frame-wise VAE makes time reversal exact in latent space
             z = z.flip(1)
         if given is None:
@@ -256,7 +289,8 @@ class ShardBatchStream:
     (images or videos) of this rank: epoch after epoch of ``data.shards``, replayed to
     ``skip`` batches on resume. ``stats()`` sums the readers' counts (ok, skipped_corrupt, …).
     With ``latents`` (``data.latents``) the batches hold cached latents and caption states
-    instead of pixels: the same batches, read instead of decoded."""
+    instead of pixels: the same batches, read instead of decoded. ``prefix_windows`` (a video
+    VAE): every clip is cut to its first frames, as the cached latents are."""
 
     def __init__(
         self,
@@ -265,6 +299,7 @@ class ShardBatchStream:
         images: bool,
         skip: int = 0,
         latents: ShardLatents | None = None,
+        prefix_windows: bool = False,
     ):
         stage = cfg.stages[stage_idx]
         self.kind = "image" if images else "video"
@@ -278,10 +313,13 @@ class ShardBatchStream:
         buckets = stage_buckets(cfg, stage, images)
         if latents is None:
             dataset = ShardDataset(cfg.data.shards, frames=None, size=None, **reading)
-            self.batches = BucketBatches(dataset, buckets, max_frames=stage.frames)
+            batches = PrefixBucketBatches if prefix_windows else BucketBatches
+            self.batches = batches(dataset, buckets, max_frames=stage.frames)
         else:
             dataset = CachedShardDataset(latents, cfg.data.shards, **reading)
-            self.batches = CachedBucketBatches(dataset, buckets, max_frames=stage.frames)
+            self.batches = CachedBucketBatches(
+                dataset, buckets, max_frames=stage.frames, prefix_windows=prefix_windows
+            )
         self.num_workers = cfg.data.num_workers
         self.epoch, self.iterator, self.given = 0, None, 0
         self.counts: dict[tuple, dict[str, int]] = {}
@@ -325,6 +363,13 @@ class ShardBatchStream:
         return total
 
 
+class PrefixBucketBatches(BucketBatches):
+    """:class:`BucketBatches` whose windows all start at a clip's first frame (video VAEs)."""
+
+    def window(self, sample: dict, frames: int, bucket: Bucket) -> tuple[int, dict]:
+        return prefix_window(sample, bucket)
+
+
 def check_shard_split(cfg: DiTTrainConfig, processes: int) -> None:
     """Every reader (process × DataLoader worker) gets images if any stage has image steps,
     and videos if any has clip steps (:meth:`ShardDataset.check_split`)."""
@@ -357,15 +402,19 @@ def conditioning_prefix(cfg: DiTTrainConfig, f: int, rng: np.random.Generator) -
 def shard_batch(
     batch: dict, vae, cfg: DiTTrainConfig, rng: np.random.Generator
 ) -> tuple[torch.Tensor, list[str], torch.Tensor | None]:
-    """A bucketed batch (pixels, or cached latents) → latents (B, C, F, h, w), captions,
-    frame_mask (B, F) or None."""
+    """A bucketed batch (pixels, or cached latents) → latents (B, C, f, h, w), captions,
+    frame_mask (B, f) or None (``condition_frames``, in pixel frames, → the latent frames they
+    fix)."""
     x0 = batch["latents"].float() if "latents" in batch else encode_videos(vae, batch["video"])
     b, f = x0.shape[0], x0.shape[2]
+    space = LatentSpace(vae)
     mask = torch.zeros(b, f, dtype=torch.bool)
     if f > 1:
         for j, meta in enumerate(batch["meta"]):
             given = meta.get("condition_frames")
-            if given is None:
+            if given is not None:
+                given = space.given_latent_frames(given)
+            else:
                 given = conditioning_prefix(cfg, f, rng)
             if given:
                 mask[j, :given] = True
@@ -676,12 +725,13 @@ def batch_loss(
         )
         frame_mask = None
     elif cache is not None:
-        x0, captions, frame_mask, references = video_batch(cache, stage, cfg, rng)
+        x0, captions, frame_mask, references = video_batch(cache, stage, cfg, rng, LatentSpace(vae))
     else:
         if (stage_idx, images) not in streams:  # replayed to this step's position
             skip = steps_before(cfg, stage_idx, step, images) * cfg.gradient_accumulation_steps
+            prefix = not LatentSpace(vae).frame_wise
             streams[(stage_idx, images)] = ShardBatchStream(
-                cfg, stage_idx, images, skip, shard_latents
+                cfg, stage_idx, images, skip, shard_latents, prefix_windows=prefix
             )
         batch = next(streams[(stage_idx, images)])
         x0, captions, frame_mask = shard_batch(batch, vae, cfg, rng)
@@ -732,8 +782,9 @@ class ValidationSet:
     def build(cls, cfg: DiTTrainConfig, vae, text_encoder, tokenizer, device) -> ValidationSet:
         """``cfg.validation_clips`` clips: from Shapes World at its own seed (data.source
         shapes), or the first clips of ``data.shards`` in shard order (shards), at the last
-        stage's frame count."""
-        n, frames = cfg.validation_clips, max(2, cfg.stages[-1].frames)
+        stage's frame count (after an image stage: the shortest clip the VAE takes above 1)."""
+        frames = max(1 + LatentSpace(vae).frame_step, cfg.stages[-1].frames)
+        n = cfg.validation_clips
         if cfg.data.source == "shapes":
             world = ShapesWorld(size=cfg.data.size, frames=frames, seed=VALIDATION_SEED)
             kinds = ("video1", "video2")
@@ -906,12 +957,14 @@ def main(cfg: DiTTrainConfig) -> Path:
             raise ValueError(f"image_model_for: no saved pipeline at {cfg.image_model_for}")
 
     vae = load_vae(cfg.vae).to(accelerator.device).eval().requires_grad_(False)
+    space = LatentSpace(vae)
+    check_latent_frames(cfg, space)  # before any data is encoded
     image_source = None  # loaded once: previews and the export share it
     if cfg.image_model_from is not None:
         image_source = ImageModelSource.load(cfg.image_model_from)
     text_encoder, tokenizer = load_text_encoder(cfg.text_encoder)
     text_encoder.to(accelerator.device)
-    latent_size = cfg.data.size // vae_downscale(vae)
+    latent_size = cfg.data.size // space.spatial_scale
 
     # ======================================================== data: latent cache (Shapes World)
     if cfg.data.source == "shards":  # fail now, not at the epoch that starves a reader
@@ -923,18 +976,17 @@ def main(cfg: DiTTrainConfig) -> Path:
     if cfg.data.source == "shapes":
         cache = _shapes_cache(cfg, vae, out, accelerator)
         if cfg.data.clip_frame_prob > 0:
-            ends = clip_end_frames(cache)
+            ends = clip_end_frames(cache, space.frame_wise)
             if ends is None:
                 raise ValueError(
                     "data.clip_frame_prob > 0 but the cache has no single- or two-object clips "
-                    "(set data.cache_clips or data.cache_end_frames)"
+                    "(set data.cache_clips or data.cache_end_frames; with a video VAE only "
+                    "data.cache_end_frames counts)"
                 )
             accelerator.print(f"clip end frames: {len(ends[1])} clips")
 
     # ======================================================== model, optimiser, EMA
-    model = build_model(
-        cfg, vae.config.latent_channels, text_hidden_size(text_encoder), latent_size
-    )
+    model = build_model(cfg, space.channels, text_hidden_size(text_encoder), latent_size)
     if cfg.init_from:
         fresh = init_weights_from(model, cfg.init_from, partial=cfg.init_partial)
         accelerator.print(f"initialised from {cfg.init_from}; {len(fresh)} new tensors")
@@ -1112,7 +1164,8 @@ def write_samples(
             pipe, frames = image_model_pipeline(cfg, model, text_encoder, tokenizer), 1
         else:
             pipe = make_pipeline(cfg, model, vae, text_encoder, tokenizer, image_source)
-            frames = cfg.stages[-1].frames if cfg.stages[-1].frames > 1 else 16
+            last = cfg.stages[-1].frames
+            frames = last if last > 1 else LatentSpace(vae).frames_at_most(16)
         for i, prompt in enumerate(cfg.sample_prompts):
             video = pipe(
                 prompt,
