@@ -558,7 +558,7 @@ def ui_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     cmd = [
         sys.executable,
         "-m",
-        "streamlit",
+        "studio.ui.serve",  # `python -m streamlit`, with the model loading as it starts
         "run",
         str(app),
         "--server.address",

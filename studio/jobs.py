@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from .generate import (
     image_first_used,
     load_pipeline,
     max_references,
+    parse_lora,
     read_references,
     render_storyboard,
 )
@@ -97,7 +98,26 @@ def check_generate_request(request: GenerateRequest, references: bool = False) -
     check_request(request)  # types, seed and fps: as the CLI and sidecars check them
     request.prompt = prompt
     request.negative_prompt = (request.negative_prompt or "").strip() or None
+    request.lora = check_lora(request.lora)
     return request
+
+
+def check_lora(spec: str | None) -> str | None:
+    """A LoRA spec ``PATH[:SCALE]`` checked now, when it is queued, rather than when the
+    worker reaches it: :func:`~studio.generate.parse_lora` (the CLI's check: the path exists,
+    the scale is in -10..10), and a folder must hold the adapter's ``*.safetensors``. Returns
+    the spec with the path made absolute (the worker and the sidecar do not depend on the
+    server's working folder), the scale only when it is not 1; None for no adapter."""
+    if spec is None or not spec.strip():
+        return None
+    path, scale = parse_lora(spec.strip())
+    if path.is_dir() and not any(path.glob("*.safetensors")):
+        raise StudioError(
+            f"no LoRA adapter in {path}: expected the folder a LoRA run writes (RUN/lora, "
+            "with pytorch_lora_weights.safetensors)"
+        )
+    path = path.resolve()
+    return str(path) if scale == 1.0 else f"{path}:{scale!r}"
 
 
 def _check_range(name: str, value: Any, lo: float, hi: float) -> None:
@@ -129,6 +149,7 @@ def check_storyboard_request(
     _check_range("steps", options.steps, 1, MAX_STEPS)
     _check_range("guidance", options.guidance, 0.0, MAX_GUIDANCE)
     _check_range("draws per later window", options.candidates, 1, MAX_CANDIDATES)
+    options.lora = check_lora(options.lora)
     return story
 
 
@@ -201,6 +222,7 @@ def rerun(gallery: Gallery, job_id: str) -> Job:
     job = gallery.get(job_id)
     if job is None:
         raise StudioError(f"no job {job_id}")
+    check_lora(job_lora(job))  # its adapter is still there: say so now, not in the queue
     return gallery.enqueue(job.kind, job.request, job.prompt, job.seed)
 
 
@@ -210,12 +232,19 @@ def variation(gallery: Gallery, job_id: str, seed: int) -> Job:
     if job is None:
         raise StudioError(f"no job {job_id}")
     check_seed(seed)
+    check_lora(job_lora(job))
     request = json.loads(json.dumps(job.request))  # a deep copy
     if job.kind == "generate":
         request["seed"] = seed
     else:
         request["options"]["seed"] = seed
     return gallery.enqueue(job.kind, request, job.prompt, seed)
+
+
+def job_lora(job: Job) -> str | None:
+    """The LoRA spec a job asks for (None: the model as saved)."""
+    request = job.request if job.kind == "generate" else job.request.get("options", {})
+    return request.get("lora")
 
 
 # The HTTP API (`studio serve`) adds a job only while fewer than this many wait: the machine
@@ -243,19 +272,23 @@ def check_queue_room(gallery: Gallery, limit: int = MAX_QUEUED) -> None:
 class _Stages:
     """Records what a running job is doing (:meth:`Gallery.set_stage`) for the pages'
     progress line: a clip goes loading → first_frame (image first) → clip → encoding, once per
-    best-of candidate; a storyboard loading → windows → encoding. Written on a change of
-    stage only, from the steps ``progress(done, total)`` reports."""
+    best-of candidate; a storyboard loading → windows → encoding. No loading stage when the
+    model was loaded before the job (the worker loads it as it starts). Written on a change
+    of stage only, from the steps ``progress(done, total)`` reports."""
 
     def __init__(self, gallery: Gallery, job: Job):
         self.gallery, self.job = gallery, job
         self.candidates = int(job.request.get("best_of", 1)) if job.kind == "generate" else 1
         self.candidate = 1
         self.first_frame = False
+        self.warm = False  # the model was loaded before the job: no loading stage
         self.name = ""
 
     def enter(self, name: str, base: int = 0) -> None:
         self.name = name
         stage = {"name": name, "since": time.time(), "base": base, "first_frame": self.first_frame}
+        if self.warm:
+            stage["warm"] = True
         if self.candidates > 1:
             stage |= {"candidate": self.candidate, "candidates": self.candidates}
         self.gallery.set_stage(self.job.id, stage)
@@ -283,11 +316,52 @@ class _Stages:
             self.enter("encoding")
 
 
+@dataclass(frozen=True)
+class ModelLoad:
+    """When a model (with its LoRA adapter, if any) became ready in this process."""
+
+    ready_at: float  # time.time() when it was loaded
+    load_s: float  # how long loading it took
+
+
+_LOADS: dict[str, ModelLoad] = {}
+_LOAD_LOCK = threading.Lock()  # one load at a time: a second asker waits and shares it
+
+
+def _load_key(model: str | Path, lora: str | None) -> str:
+    return f"{Path(model).resolve()}|{lora}"
+
+
+def model_load(model: str | Path, lora: str | None = None) -> ModelLoad | None:
+    """When ``model`` (with ``lora``) was loaded in this process by :func:`load_model`; None
+    if it has not been."""
+    return _LOADS.get(_load_key(model, lora))
+
+
+def load_model(model: str | Path, lora: str | None = None) -> tuple[Any, ModelLoad]:
+    """:func:`~studio.generate.load_pipeline` (cached per process) that also remembers when
+    the model became ready: a worker loads its model as it starts (``preload``), and the
+    jobs after that record that they did not wait for it."""
+    key = _load_key(model, lora)
+    with _LOAD_LOCK:
+        t0 = time.time()
+        pipe = load_pipeline(model, lora=lora)
+        if key not in _LOADS:
+            _LOADS[key] = ModelLoad(ready_at=time.time(), load_s=time.time() - t0)
+    return pipe, _LOADS[key]
+
+
 def run_job(gallery: Gallery, job: Job, model: str | Path | None = None) -> Job:
-    """Run one claimed job to its end (done, failed or cancelled) and record it."""
+    """Run one claimed job to its end (done, failed or cancelled) and record it.
+
+    The model is loaded with the job's LoRA adapter, if it names one; the sidecar's
+    ``model_load`` says whether the model was ready before the job began (``warm``), when
+    (``ready_at``, seconds since the epoch) and how long loading it took (``load_s``)."""
     videos = gallery.home / "videos"
     out = videos / f"{job.id}.mp4"
     stages = _Stages(gallery, job)
+    model = model or default_model_path()
+    lora = job_lora(job)
 
     def progress(done: int, total: int) -> None:
         stages.step(done, total)
@@ -297,10 +371,19 @@ def run_job(gallery: Gallery, job: Job, model: str | Path | None = None) -> Job:
     try:
         if gallery.cancel_requested(job.id):
             raise JobCancelled()
-        stages.enter("loading")
-        pipe = load_pipeline(model or default_model_path())
+        stages.warm = model_load(model, lora) is not None
+        if not stages.warm:
+            stages.enter("loading")
+        pipe, loaded = load_model(model, lora)
         stages.loaded(pipe)
-        extra = {"job": job.id}
+        extra = {
+            "job": job.id,
+            "model_load": {
+                "warm": stages.warm,
+                "ready_at": round(loaded.ready_at, 3),
+                "load_s": round(loaded.load_s, 3),
+            },
+        }
         with _GENERATION_LOCK:
             if job.kind == "generate":
                 data = dict(job.request)
@@ -370,17 +453,84 @@ class WorkerStatus:
     current: str | None
 
 
-class Worker:
-    """Runs queued jobs one at a time in a daemon thread, while holding ``worker.lock``."""
+@dataclass(frozen=True)
+class ModelStatus:
+    """Where a preloading worker's model is (:meth:`Worker.model_status`)."""
 
-    def __init__(self, gallery: Gallery, model: str | Path | None = None, poll_s: float = 0.5):
+    state: str  # "off" (not preloaded: loaded by the first job), "loading", "ready", "failed"
+    model: str
+    since: float | None = None  # when loading began (time.time())
+    ready_at: float | None = None
+    load_s: float | None = None
+    error: str | None = None  # why it failed, one line
+
+
+class Worker:
+    """Runs queued jobs one at a time in a daemon thread, while holding ``worker.lock``.
+
+    preload: the thread loads the model first, before it looks for jobs (a server starts it
+    as it starts, so the first job does not wait for the model): :meth:`model_status` says
+    how far it is and :meth:`wait_model` waits for it. A job queued meanwhile waits in the
+    queue and starts as soon as the model is ready. The model is loaded whether or not this
+    worker then gets the machine's lock, so whichever server takes the jobs has it ready.
+    """
+
+    def __init__(
+        self,
+        gallery: Gallery,
+        model: str | Path | None = None,
+        poll_s: float = 0.5,
+        preload: bool = False,
+    ):
         self.gallery = gallery
         self.model = model
         self.poll_s = poll_s
+        self.preload = preload
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock_file = None
         self.current: str | None = None
+        self._model = ModelStatus(
+            "loading" if preload else "off",
+            str(self._model_path()),
+            since=time.time() if preload else None,
+        )
+        self._model_settled = threading.Event()
+        if not preload:
+            self._model_settled.set()
+
+    def _model_path(self) -> Path:
+        return Path(self.model) if self.model else default_model_path()
+
+    def _load(self) -> None:
+        """Load the model (the preload), recording how it went for :meth:`model_status`."""
+        self._model = replace(self._model, state="loading", since=time.time())
+        try:
+            _, loaded = load_model(self._model_path())
+            self._model = replace(
+                self._model, state="ready", ready_at=loaded.ready_at, load_s=loaded.load_s
+            )
+        except Exception as exc:  # the first job will fail with the same error, and say so
+            if not isinstance(exc, StudioError | ValueError | OSError):
+                log.error("loading the model failed:\n%s", traceback.format_exc())
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            self._model = replace(self._model, state="failed", error=first)
+        finally:
+            self._model_settled.set()
+
+    def model_status(self) -> ModelStatus:
+        return self._model
+
+    def wait_model(self, timeout: float | None = None) -> ModelStatus:
+        """Wait until the preload has ended (ready or failed), at most ``timeout`` seconds."""
+        self._model_settled.wait(timeout)
+        return self._model
+
+    def wake(self) -> None:
+        """Look for a job now rather than at the next poll (a page that has just queued one
+        calls this: the first click goes straight to the model)."""
+        self._wake.set()
 
     # The lock is taken by the thread that runs jobs and held for its life.
     def _acquire(self, blocking: bool) -> bool:
@@ -434,13 +584,16 @@ class Worker:
             self._release()
 
     def _loop(self) -> None:
+        if self.preload:
+            self._load()
         if not self._acquire(blocking=True):
             return
         try:
             self._recover()
             while not self._stop.is_set():
                 if not self._drain():
-                    self._stop.wait(self.poll_s)
+                    self._wake.wait(self.poll_s)
+                    self._wake.clear()
         finally:
             self._release()
 
@@ -453,6 +606,7 @@ class Worker:
 
     def stop(self, timeout: float | None = 30) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None

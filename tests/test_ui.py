@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import fcntl
 import importlib.util
+import json
+import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -240,6 +244,211 @@ def test_settings_survive_a_page_switch(home):
     assert at.slider(key="steps").value == 7 and at.number_input(key="frames").value == 8
 
 
+# ---------------------------------------------------------------------------- LoRA
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory, tiny_pipe):
+    """A random LoRA adapter for the tiny pipeline's transformer, in the folder layout a LoRA
+    run writes (as tests/test_lora_cli.py builds it)."""
+    import copy
+
+    import torch
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    from pipelines.text_to_video import ShapesVideoPipeline
+
+    model = copy.deepcopy(tiny_pipe.transformer)
+    model.add_adapter(
+        LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_v"], init_lora_weights=False)
+    )
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.copy_(torch.randn_like(p) * 0.5)
+    path = tmp_path_factory.mktemp("lora")
+    ShapesVideoPipeline.save_lora_weights(path, get_peft_model_state_dict(model))
+    return path
+
+
+def sidecar(home: Path, job: Job) -> dict:
+    return json.loads((home / "videos" / job.sidecar).read_text())
+
+
+@needs_streamlit
+def test_a_lora_adapter_is_queued_used_shown_and_reused(home, adapter):
+    from pipelines.video_io import read_video
+
+    at = app()
+    at.text_area(key="draft").input(PROMPT)
+    at.slider(key="steps").set_value(2)
+    at.number_input(key="frames").set_value(4)
+    at.number_input(key="seed").set_value(5)
+    at.text_input(key="lora_path").input(str(adapter))
+    at.number_input(key="lora_scale").set_value(0.5)
+    button(at, "Generate").click().run()
+    assert not at.exception and not at.error
+    job = wait_done(home, url_job(at))
+    assert job.status == "done", job.error
+    spec = f"{adapter.resolve()}:0.5"
+    assert job.request["lora"] == spec, "the job asks the worker for the adapter"
+    assert sidecar(home, job)["lora"] == spec, "the sidecar names it"
+    at.run()
+    assert any("LoRA " in c.value and "×0.5" in c.value for c in at.caption), "shown with the clip"
+
+    # the worker really loaded it: the same seed without the adapter draws other frames
+    at.text_input(key="lora_path").input("")
+    button(at, "Generate").click().run()
+    plain = wait_done(home, url_job(at))
+    assert plain.seed == job.seed and plain.request["lora"] is None
+    videos = home / "videos"
+    with_lora, without = read_video(videos / job.video)[0], read_video(videos / plain.video)[0]
+    assert (with_lora.astype(int) != without.astype(int)).any()
+
+    # Variation and Re-run keep the adapter, and fill the fields with it
+    at = app(job=job.id)
+    assert at.text_input(key="lora_path").value == str(adapter.resolve())
+    assert at.number_input(key="lora_scale").value == 0.5
+    button(at, "Variation").click().run()
+    assert not at.exception and not at.error
+    varied = Gallery(home).get(url_job(at))
+    assert varied.seed != job.seed and varied.request["lora"] == spec
+    at.switch_page("pages/gallery.py").run()
+    cards = [c.value for c in at.caption if "seed 5 ·" in c.value]
+    assert any("LoRA " in c and "×0.5" in c for c in cards), cards
+    gallery = Gallery(home)
+    rerun_button = next(b for b in at.button if b.key == f"rerun-{job.id}")
+    rerun_button.click().run()
+    again = gallery.get(url_job(at))
+    assert again.id != job.id and again.request == job.request
+
+
+@needs_streamlit
+@pytest.mark.parametrize(
+    "path, scale, message",
+    [
+        ("NOWHERE", 1.0, "no LoRA adapter at"),
+        ("ADAPTER", 1e9, "LoRA scale must be a number in -10..10"),
+        ("EMPTY", 1.0, "no LoRA adapter in"),
+    ],
+)
+def test_a_bad_lora_is_one_error_and_queues_nothing(home, adapter, tmp_path, path, scale, message):
+    (tmp_path / "empty").mkdir()
+    path = {
+        "NOWHERE": str(tmp_path / "missing"),
+        "ADAPTER": str(adapter),
+        "EMPTY": str(tmp_path / "empty"),
+    }[path]
+    at = app()
+    at.text_area(key="draft").input(PROMPT)
+    at.text_input(key="lora_path").input(path)
+    at.number_input(key="lora_scale").set_value(scale)
+    button(at, "Generate").click().run()
+    assert not at.exception
+    assert [e.value for e in at.error] == [at.error[0].value] and message in at.error[0].value
+    assert Gallery(home).search(status=None) == []
+    # the Storyboard page checks its adapter the same way
+    at.switch_page("pages/storyboard.py").run()
+    at.text_input(key="sb_lora_path").input(path)
+    at.number_input(key="sb_lora_scale").set_value(scale)
+    button(at, "Render film").click().run()
+    assert message in at.error[0].value and Gallery(home).search(status=None) == []
+
+
+# ---------------------------------------------------------------------------- warm start
+@needs_streamlit
+def test_the_model_is_ready_before_the_first_click(home, tiny_pipeline_dir):
+    from studio.ui import warm
+
+    at = app()
+    status = warm.worker(home, tiny_pipeline_dir).wait_model(120)  # the page's studio's worker
+    assert status.state == "ready", status
+    at.run()
+    assert any("Model ready" in c.value for c in at.sidebar.caption)
+    at.text_area(key="draft").input(PROMPT)
+    at.slider(key="steps").set_value(2)
+    at.number_input(key="frames").set_value(4)
+    button(at, "Generate").click().run()
+    job = wait_done(home, url_job(at))
+    assert job.status == "done", job.error
+    loaded = sidecar(home, job)["model_load"]
+    assert loaded["warm"] and loaded["ready_at"] <= job.created, "loaded before the click"
+    assert job.stage.get("warm"), "the job went straight to sampling: no loading stage"
+    at.run()
+    assert clips(at) == [f"Clip: {PROMPT} (job {job.id[:8]})"], "the job still shows"
+
+
+@needs_streamlit
+def test_the_page_says_the_model_is_loading_and_a_click_meanwhile_waits(home, monkeypatch):
+    from studio import jobs
+    from studio.ui import warm
+
+    gate = threading.Event()
+    real = jobs.load_pipeline
+
+    def slow_load(*args, **kwargs):
+        gate.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(jobs, "load_pipeline", slow_load)
+    monkeypatch.setattr(jobs, "_LOADS", {})
+    try:
+        at = app()  # the page draws while the model loads
+        captions = [c.value for c in at.sidebar.caption]
+        assert any("Loading model…" in c for c in captions), captions
+        at.text_area(key="draft").input(PROMPT)
+        at.slider(key="steps").set_value(2)
+        at.number_input(key="frames").set_value(4)
+        button(at, "Generate").click().run()
+        assert not at.exception and not at.error
+        job_id = url_job(at)
+        assert "starts as soon as the model has loaded" in at.info[0].value
+    finally:
+        gate.set()
+    model = os.environ["STUDIO_MODEL"]
+    assert warm.worker(home, model).wait_model(120).state == "ready"
+    job = wait_done(home, job_id)
+    assert job.status == "done", job.error
+    assert sidecar(home, job)["model_load"]["warm"], "the job started once the model was ready"
+    at.run()
+    assert any("Model ready" in c.value for c in at.sidebar.caption)
+
+
+@needs_streamlit
+def test_studio_ui_loads_the_model_as_the_server_starts(tmp_path, tiny_pipeline_dir):
+    """No browser opens a page, yet the server says the model is ready; a job then submitted
+    through the store the pages use finds it loaded."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    home = tmp_path / "home"
+    log_path = tmp_path / "ui.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "studio.cli", "ui", "--port", str(port), "--home", str(home),
+             "--model", str(tiny_pipeline_dir), "--scorer", "none"],
+            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+        )  # fmt: skip
+    try:
+        deadline = time.time() + 180
+        while "studio: model ready" not in log_path.read_text():
+            assert proc.poll() is None and time.time() < deadline, log_path.read_text()
+            time.sleep(0.2)
+        assert "studio: loading the model" in log_path.read_text()
+        gallery = Gallery(home)
+        submitted = time.time()
+        job = submit_generate(
+            gallery, GenerateRequest(prompt=PROMPT, steps=2, frames=4), model=tiny_pipeline_dir
+        )
+        job = wait_done(home, job.id)
+        assert job.status == "done", job.error
+        loaded = sidecar(home, job)["model_load"]
+        assert loaded["warm"] and loaded["ready_at"] <= submitted
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 # ---------------------------------------------------------------------------- Storyboard
 @needs_streamlit
 def test_storyboard_page_renders_the_film_and_reorders_scenes(home):
@@ -463,7 +672,8 @@ def test_pages_use_no_removed_streamlit_argument():
 # ---------------------------------------------------------------------------- no streamlit
 def test_ui_logic_modules_do_not_import_streamlit():
     code = (
-        "import sys; import studio.ui.vocabulary, studio.ui.progress, studio.ui.state; "
+        "import sys; "
+        "import studio.ui.vocabulary, studio.ui.progress, studio.ui.state, studio.ui.warm; "
         "assert 'streamlit' not in sys.modules, 'streamlit imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
@@ -549,7 +759,7 @@ def test_unknown_words_and_unseen_pairs_are_named():
 
 
 def test_progress_names_the_stage_and_the_time_left():
-    from studio.ui.progress import job_progress, plan
+    from studio.ui.progress import job_progress, plan, stage_caption
 
     now = 1000.0
 
@@ -576,6 +786,10 @@ def test_progress_names_the_stage_and_the_time_left():
         "clip",
         "encoding",
     ]
+    # the worker had the model loaded before the job began: no loading stage to show
+    warm = job({"name": "clip", "since": now, "base": 0, "warm": True}, 1, 10)
+    assert plan(warm) == ["clip", "encoding"]
+    assert stage_caption(job_progress(warm, now)).startswith("**▶ generating the clip**")
     p = job_progress(job({"name": "first_frame", "since": now - 2, "first_frame": True}), now)
     assert p.text == "Drawing the first frame… 2 s so far"
     assert [s for _, s in p.stages] == ["done", "now", "next", "next"]
@@ -608,6 +822,7 @@ def test_the_worker_records_each_stage(tmp_path, tiny_pipeline_dir, monkeypatch)
             self.stages.append(stage["name"])
             super().set_stage(job_id, stage)
 
+    monkeypatch.setattr(jobs, "_LOADS", {})  # as in a new process: the model not loaded yet
     gallery = Recording(tmp_path / "home")
     request = GenerateRequest(prompt=PROMPT, steps=2, frames=4, image_first=True)
     submit_generate(gallery, request, model=tiny_pipeline_dir)
@@ -626,7 +841,8 @@ def test_the_worker_records_each_stage(tmp_path, tiny_pipeline_dir, monkeypatch)
     request = GenerateRequest(prompt=PROMPT, steps=2, frames=4, image_first=False)
     submit_generate(gallery, request, 2, "flat", model=tiny_pipeline_dir)
     assert run_job(gallery, gallery.claim_next(), tiny_pipeline_dir).status == "done"
-    assert gallery.stages == ["loading", "clip", "clip", "encoding"]  # two candidates
+    # two candidates; the model is loaded already, so no loading stage
+    assert gallery.stages == ["clip", "clip", "encoding"]
 
 
 def test_page_state_helpers(tmp_path):
@@ -653,3 +869,53 @@ def test_page_state_helpers(tmp_path):
     assert "at most 64 frames (8 s at 8 fps)" in frames_problem(100000)
     settings = generate_settings(done_job(Gallery(tmp_path), seed=7))
     assert settings["draft"] == PROMPT and settings["seed"] == 7 and settings["seed_locked"]
+    assert (settings["lora_path"], settings["lora_scale"]) == ("", 1.0)
+
+
+def test_lora_fields_round_trip_and_labels():
+    from studio.ui.state import lora_label, lora_spec, split_lora
+
+    assert lora_spec("  ", 0.5) is None
+    assert lora_spec("runs/a/lora", 1.0) == "runs/a/lora"
+    assert lora_spec("runs/a/lora", 0.25) == "runs/a/lora:0.25"
+    assert lora_spec("runs/a/lora", 0.1 + 0.2) == "runs/a/lora:0.3"
+    assert split_lora("runs/a/lora:0.25") == ("runs/a/lora", 0.25)
+    assert split_lora("C:/runs/lora") == ("C:/runs/lora", 1.0), "a colon in the path"
+    assert split_lora(None) == ("", 1.0)
+    assert lora_label("/x/runs/style/lora:0.8") == "LoRA style/lora ×0.8"
+    assert lora_label("/x/runs/style/lora") == "LoRA style/lora"
+    assert lora_label(None) is None
+
+
+def test_check_lora_makes_the_path_absolute_and_keeps_the_scale(tmp_path, monkeypatch):
+    from studio.errors import StudioError
+    from studio.jobs import check_lora
+
+    folder = tmp_path / "run" / "lora"
+    folder.mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(StudioError, match="no LoRA adapter in"):
+        check_lora("run/lora")
+    (folder / "pytorch_lora_weights.safetensors").write_bytes(b"")
+    assert check_lora("run/lora") == str(folder)
+    assert check_lora("run/lora:0.5") == f"{folder}:0.5"
+    assert check_lora("") is None and check_lora(None) is None
+    with pytest.raises(StudioError, match="LoRA scale"):
+        check_lora("run/lora:11")
+
+
+def test_the_model_line_says_loading_ready_or_why_not():
+    from studio.jobs import ModelStatus
+    from studio.ui.warm import model_line
+
+    now = 100.0
+    loading = ModelStatus("loading", "m", since=now - 3)
+    assert model_line(loading, now, "the shipped model") == (
+        "Loading model… (the shipped model) 3 s so far"
+    )
+    ready = ModelStatus("ready", "m", since=now - 3, ready_at=now - 1, load_s=2.0)
+    assert model_line(ready, now, "the shipped model") == (
+        "Model ready (the shipped model, loaded in 2 s)"
+    )
+    failed = ModelStatus("failed", "m", error="no model at /x")
+    assert model_line(failed, now, "/x").endswith(": no model at /x")

@@ -129,6 +129,8 @@ def test_two_tabs_generate_at_once_and_both_play(live_ui):
                 tab.goto(live_ui)
                 box = tab.get_by_role("textbox", name="Prompt", exact=True)
                 box.wait_for(timeout=180_000)  # the first run imports torch
+                # the server loaded the model as it started: the sidebar says it is ready
+                tab.get_by_text("Model ready").wait_for(timeout=180_000)
                 if tab is tabs[0]:  # the word chips put words where the grammar has them
                     for word, prompt_now in (("square", "a square"), ("red", "a red square")):
                         tab.get_by_role("radio", name=word, exact=True).click()

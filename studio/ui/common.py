@@ -5,7 +5,6 @@ the work is in studio.gallery, studio.jobs and the streamlit-free studio.ui modu
 from __future__ import annotations
 
 import json
-import os
 import time
 from datetime import datetime
 from pathlib import Path
@@ -13,15 +12,18 @@ from typing import Any
 
 import streamlit as st
 
-from studio.gallery import Gallery, Job, default_home
+from studio.gallery import Gallery, Job
 from studio.generate import StudioError, max_references
-from studio.jobs import Worker, variation
-from studio.shipped import MODEL_ENV, configured_scorer_spec, default_model_path
+from studio.jobs import job_lora, variation
+from studio.shipped import configured_scorer_spec, default_model_path
+from studio.ui import warm
 from studio.ui.progress import duration, job_progress, stage_caption, time_taken, used_seed
 from studio.ui.state import (
     FIRST_FRAME,
     PREVIEW_SIDE,
     SEED_MAX,
+    lora_label,
+    lora_spec,
     new_seed,
     page_for,
     preview_gif,
@@ -54,7 +56,9 @@ class Studio:
         self.image_first = bool(_model_config(model).get("image_first", False))
         shipped = model.resolve() == default_model_path().resolve()
         self.model_label = "the shipped model" if shipped else str(model)
-        self.worker = Worker(self.gallery, model=model).start()
+        # started by `studio ui` before the first page (studio.ui.serve), its model loading
+        # or loaded already; started here, loading in the background, when it was not
+        self.worker = warm.worker(home, model)
 
 
 @st.cache_resource(show_spinner="Starting the studio…")
@@ -63,7 +67,35 @@ def _studio(home: str, model: str) -> Studio:
 
 
 def get_studio() -> Studio:
-    return _studio(str(default_home()), str(os.environ.get(MODEL_ENV) or default_model_path()))
+    home, model = warm.configured()
+    return _studio(str(home), str(model))
+
+
+def model_panel(studio: Studio) -> None:
+    """The model's state in a line, in the sidebar of every page: *Loading model…* while the
+    worker loads it, redrawn every second without holding up the page, then *Model ready*.
+    (Each page draws it: streamlit's AppTest keeps only the first run's elements of the
+    navigation script, so it could not be tested there.)"""
+    with st.sidebar:
+        status = studio.worker.model_status()
+        if status.state == "loading":
+            _model_loading(studio)
+        elif status.state == "failed":
+            line = warm.model_line(status, time.time(), studio.model_label)
+            st.error(line, icon=":material/error:")
+        else:
+            line = warm.model_line(status, time.time(), studio.model_label)
+            st.caption(f":material/check_circle: {line}")
+
+
+@st.fragment(run_every=POLL_S)
+def _model_loading(studio: Studio) -> None:
+    status = studio.worker.model_status()
+    if status.state != "loading":
+        st.rerun()  # the whole page redraws with the model ready
+    st.caption(
+        f":material/hourglass_top: {warm.model_line(status, time.time(), studio.model_label)}"
+    )
 
 
 # ---------------------------------------------------------------------------- page state
@@ -88,12 +120,15 @@ def open_job(job: Job, settings: bool = True) -> None:
     its settings in the page's fields."""
     if settings:
         load(settings_for(job))
+    get_studio().worker.wake()
     st.switch_page(page_for(job), query_params={"job": job.id})
 
 
 def follow(job: Job) -> None:
-    """Show ``job`` on the page, and keep it there across a refresh (it is in the URL)."""
+    """Show ``job`` on the page, and keep it there across a refresh (it is in the URL). The
+    worker is woken: a job just queued starts now, not at its next look at the queue."""
     st.query_params["job"] = job.id
+    get_studio().worker.wake()
 
 
 def first_frame_choice(container, key: str, help_extra: str = "") -> bool | None:
@@ -133,6 +168,30 @@ def seed_fields(container, key: str) -> int:
     return int(seed)
 
 
+def lora_fields(container, key: str) -> str | None:
+    """The optional LoRA adapter (a folder a LoRA run wrote, or its file) and its scale, as
+    ``PATH[:SCALE]`` (``studio generate --lora``); None when no path is given. Checked when
+    the job is queued (:func:`studio.jobs.check_lora`), which says what is wrong."""
+    left, right = container.columns([3, 1])
+    path = left.text_input(
+        "LoRA adapter (optional)",
+        key=f"{key}_path",
+        persist_state="session",
+        placeholder="runs/my-style/lora",
+        help="a LoRA adapter on the model: the folder a `training: lora` run writes "
+        "(RUN/lora); empty: the model as it is",
+    )
+    scale = right.number_input(
+        "LoRA scale",
+        step=0.1,
+        format="%.2f",
+        key=f"{key}_scale",
+        persist_state="session",
+        help="how strongly the adapter acts: 1 as trained, 0 the model without it (-10 to 10)",
+    )
+    return lora_spec(path, scale)
+
+
 def fresh_seed(key: str) -> None:
     """A submit button's callback: a new seed unless the seed is locked."""
     if not st.session_state.get(f"{key}_locked"):
@@ -161,7 +220,10 @@ def _live_job(studio: Studio, job_id: str) -> None:
         st.rerun()  # the whole page redraws with the result
     if job.status == "queued":
         pos = studio.gallery.queue_position(job_id)
-        st.info(f"Queued: position {pos} in the queue.", icon=":material/hourglass_top:")
+        text = f"Queued: position {pos} in the queue."
+        if studio.worker.model_status().state == "loading":
+            text += " It starts as soon as the model has loaded."
+        st.info(text, icon=":material/hourglass_top:")
     else:
         progress = job_progress(job, time.time(), studio.image_first)
         st.progress(progress.fraction, text=progress.text)
@@ -214,6 +276,8 @@ def show_result(studio: Studio, job: Job, key: str = "", seed_key: str | None = 
     took = time_taken(job)
     if took is not None:
         facts.append(f"took {duration(took)}")
+    if lora := lora_label(job_lora(job)):
+        facts.append(lora)
     st.caption(" · ".join(facts))
     row = st.container(horizontal=True)
     row.download_button(
@@ -270,6 +334,8 @@ def describe(job: Job) -> str:
         parts.append(f"{r.get('frames')} frames")
     else:
         parts.append(f"{len(job.request['story']['scenes'])} scenes")
+    if lora := lora_label(job_lora(job)):
+        parts.append(lora)
     if job.scores.get("candidates"):
         scores = ", ".join(f"{c['score']:.3f}" for c in job.scores["candidates"])
         parts.append(f"best of {job.scores['n']} (seed {job.scores['chosen_seed']}; {scores})")

@@ -33,16 +33,18 @@ def duration(seconds: float) -> str:
 
 def plan(job: Job, model_image_first: bool = False) -> list[str]:
     """The stages ``job`` goes through, in order. ``model_image_first``: the model's own
-    ``image_first`` setting, what a request that leaves it to the model gets."""
+    ``image_first`` setting, what a request that leaves it to the model gets. No loading
+    stage when the worker had the model loaded before the job began (``warm``)."""
+    loading = [] if job.stage.get("warm") else ["loading"]
     if job.kind == "storyboard":
-        return ["loading", "windows", "encoding"]
+        return [*loading, "windows", "encoding"]
     if job.stage.get("name", "loading") == "loading":  # the worker has not said yet
         asked = job.request.get("image_first")
         first = model_image_first if asked is None else bool(asked)
         first = first and job.request.get("frames", 1) > 1
     else:
         first = bool(job.stage.get("first_frame"))
-    return ["loading", *(["first_frame"] if first else []), "clip", "encoding"]
+    return [*loading, *(["first_frame"] if first else []), "clip", "encoding"]
 
 
 def job_progress(job: Job, now: float, model_image_first: bool = False) -> Progress:

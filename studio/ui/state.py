@@ -36,6 +36,8 @@ GENERATE_DEFAULTS: dict[str, Any] = {
     "guidance": DEFAULT_GUIDANCE,
     "first_frame": "model's default",
     "best_of": 1,
+    "lora_path": "",
+    "lora_scale": 1.0,
 }
 # The Storyboard page's: ``scenes`` holds its rows ({prompt, frames}), the rest are widgets.
 STORYBOARD_DEFAULTS: dict[str, Any] = {
@@ -45,6 +47,8 @@ STORYBOARD_DEFAULTS: dict[str, Any] = {
     "sb_guidance": DEFAULT_GUIDANCE,
     "sb_first_frame": "model's default",
     "candidates": DEFAULT_CANDIDATES,
+    "sb_lora_path": "",
+    "sb_lora_scale": 1.0,
 }
 NEW_SCENE = {"prompt": "", "frames": 16}
 EXAMPLE_SCENES = [
@@ -61,10 +65,45 @@ def first_frame_label(image_first: bool | None) -> str:
     return next(label for label, value in FIRST_FRAME.items() if value == image_first)
 
 
+def lora_spec(path: str, scale: float) -> str | None:
+    """The page's two LoRA fields as the CLI's ``PATH[:SCALE]`` (None: no adapter). Not
+    checked here: :func:`studio.jobs.check_lora` checks it when the job is queued."""
+    path = (path or "").strip()
+    if not path:
+        return None
+    scale = round(float(scale), 4)  # the field's steps add up to 0.30000000000000004
+    return path if scale == 1.0 else f"{path}:{scale!r}"
+
+
+def split_lora(spec: str | None) -> tuple[str, float]:
+    """``PATH[:SCALE]`` → the page's two fields (path, scale), as ``parse_lora`` splits it but
+    without checking the path: a past job's adapter may have moved, and its settings still
+    load (queueing says what is missing)."""
+    if not spec:
+        return "", 1.0
+    head, sep, tail = spec.rpartition(":")
+    if sep:
+        try:
+            return head, float(tail)
+        except ValueError:
+            pass  # a colon in the path itself
+    return spec, 1.0
+
+
+def lora_label(spec: str | None) -> str | None:
+    """A LoRA spec in a few words for a job card: ``LoRA style/lora ×0.8``."""
+    if not spec:
+        return None
+    path, scale = split_lora(spec)
+    name = str(Path(*Path(path).parts[-2:])) if path else path
+    return f"LoRA {name}" + (f" ×{scale:g}" if scale != 1.0 else "")
+
+
 def generate_settings(job: Job) -> dict[str, Any]:
     """The Generate page's values that make ``job`` (a ``generate`` job) again; its seed is
     locked, so *Generate* repeats it until the user unlocks it."""
     r = job.request
+    lora_path, lora_scale = split_lora(r.get("lora"))
     return {
         "draft": r.get("prompt", ""),
         "negative": r.get("negative_prompt") or "",
@@ -75,6 +114,8 @@ def generate_settings(job: Job) -> dict[str, Any]:
         "guidance": float(r.get("guidance", DEFAULT_GUIDANCE)),
         "first_frame": first_frame_label(r.get("image_first")),
         "best_of": int(r.get("best_of", 1)),
+        "lora_path": lora_path,
+        "lora_scale": lora_scale,
     }
 
 
@@ -85,6 +126,7 @@ def storyboard_settings(job: Job) -> dict[str, Any]:
         {"prompt": s["prompt"], "frames": int(s["frames"])}
         for s in job.request.get("story", {}).get("scenes", [])
     ]
+    lora_path, lora_scale = split_lora(options.get("lora"))
     return {
         "scenes": scenes,
         "sb_seed": int(options.get("seed", 0)),
@@ -93,6 +135,8 @@ def storyboard_settings(job: Job) -> dict[str, Any]:
         "sb_guidance": float(options.get("guidance", DEFAULT_GUIDANCE)),
         "sb_first_frame": first_frame_label(options.get("image_first")),
         "candidates": int(options.get("candidates", DEFAULT_CANDIDATES)),
+        "sb_lora_path": lora_path,
+        "sb_lora_scale": lora_scale,
     }
 
 

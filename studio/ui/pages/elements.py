@@ -3,10 +3,11 @@
 import streamlit as st
 
 from studio.generate import StudioError
-from studio.ui.common import get_studio
+from studio.ui.common import get_studio, model_panel
 from studio.uploads import ALLOWED_FORMATS, MAX_ELEMENTS, accept_element
 
 studio = get_studio()
+model_panel(studio)  # the sidebar: loading the model, then ready
 st.title("Elements")
 st.caption(
     "A reference element is an object to put in the video: upload its image, then insert its "

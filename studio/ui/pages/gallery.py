@@ -6,7 +6,15 @@ import streamlit as st
 
 from studio.gallery import KINDS
 from studio.jobs import rerun
-from studio.ui.common import POLL_S, describe, get_studio, load, open_job, show_result
+from studio.ui.common import (
+    POLL_S,
+    describe,
+    get_studio,
+    load,
+    model_panel,
+    open_job,
+    show_result,
+)
 from studio.ui.progress import job_progress
 from studio.ui.state import EXAMPLE_SCENES, page_for, settings_for
 
@@ -14,6 +22,7 @@ PAGE = 20
 STATUSES = ["done", "failed", "cancelled", "queued", "running", "all"]
 
 studio = get_studio()
+model_panel(studio)  # the sidebar: loading the model, then ready
 gallery = studio.gallery
 st.title("Gallery")
 

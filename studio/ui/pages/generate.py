@@ -12,6 +12,8 @@ from studio.ui.common import (
     get_studio,
     keep,
     load,
+    lora_fields,
+    model_panel,
     seed_fields,
     show_job,
 )
@@ -27,6 +29,7 @@ SLOT_TITLES = {
 CHIPS = vocabulary.chips()
 
 studio = get_studio()
+model_panel(studio)  # the sidebar: loading the model, then ready
 job_id = st.query_params.get("job")
 if "draft" not in st.session_state:  # a fresh tab or a refresh: the followed job's settings
     followed = studio.gallery.get(job_id or "")
@@ -94,6 +97,7 @@ with form:
         "Guidance", min_value=0.0, max_value=15.0, step=0.5, key="guidance", persist_state="session"
     )
     image_first = first_frame_choice(c5, "first_frame")
+    lora = lora_fields(st, "lora")
     best_of = 1
     if studio.scorer:
         best_of = st.number_input(
@@ -124,6 +128,7 @@ with form:
             frames=int(frames),
             fps=FPS,
             image_first=image_first,
+            lora=lora,
         )
         try:
             elements = st.session_state.get("elements", [])

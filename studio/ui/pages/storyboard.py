@@ -13,6 +13,8 @@ from studio.ui.common import (
     get_studio,
     keep,
     load,
+    lora_fields,
+    model_panel,
     seed_fields,
     show_job,
 )
@@ -30,6 +32,7 @@ from studio.ui.state import (
 )
 
 studio = get_studio()
+model_panel(studio)  # the sidebar: loading the model, then ready
 job_id = st.query_params.get("job")
 if "scenes" not in st.session_state:  # a fresh tab or a refresh: the followed film's scenes
     followed = studio.gallery.get(job_id or "")
@@ -121,6 +124,7 @@ candidates = st.number_input(
     "stories, 3 draws kept colour and shape at 83 % of scene changes (74 % with 1) "
     f"and took about twice the time. Default {DEFAULT_CANDIDATES}.",
 )
+lora = lora_fields(st, "sb_lora")
 total = sum(int(s["frames"]) for s in scenes if not problems)
 st.caption(f"{len(scenes)} scenes, {total} frames ({total / FPS:.1f} s at {FPS} fps)")
 render = st.button(
@@ -142,6 +146,7 @@ try:
             guidance=float(guidance),
             frames=int(scene["frames"]),
             image_first=image_first,
+            lora=lora,
         )
         follow(submit_generate(studio.gallery, request, model=studio.model))
     if render:
@@ -151,6 +156,7 @@ try:
             guidance=float(guidance),
             image_first=image_first,
             candidates=int(candidates),
+            lora=lora,
         )
         follow(submit_storyboard(studio.gallery, scenes, options))
 except StudioError as exc:
