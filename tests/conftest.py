@@ -116,6 +116,31 @@ def tiny_pipeline_dir(tiny_pipe, tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="session")
+def lora_adapter(tiny_pipe, tmp_path_factory):
+    """A random LoRA adapter (rank 4 on to_q, to_v; non-zero) for the tiny pipeline's
+    transformer, saved the diffusers way, in the folder layout a LoRA run writes."""
+    import copy
+
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    from pipelines.text_to_video import ShapesVideoPipeline
+
+    model = copy.deepcopy(tiny_pipe.transformer)
+    model.add_adapter(
+        LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_v"], init_lora_weights=False)
+    )
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.copy_(torch.randn_like(p) * 0.5)
+    path = tmp_path_factory.mktemp("lora")
+    ShapesVideoPipeline.save_lora_weights(path, get_peft_model_state_dict(model))
+    return path
+
+
 @pytest.fixture
 def cli(capsys):
     """Run ``studio ARGS``; → (exit code, stdout, stderr). argparse exits are codes too."""

@@ -245,30 +245,9 @@ def test_settings_survive_a_page_switch(home):
 
 
 # ---------------------------------------------------------------------------- LoRA
-@pytest.fixture(scope="module")
-def adapter(tmp_path_factory, tiny_pipe):
-    """A random LoRA adapter for the tiny pipeline's transformer, in the folder layout a LoRA
-    run writes (as tests/test_lora_cli.py builds it)."""
-    import copy
-
-    import torch
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
-
-    from pipelines.text_to_video import ShapesVideoPipeline
-
-    model = copy.deepcopy(tiny_pipe.transformer)
-    model.add_adapter(
-        LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_v"], init_lora_weights=False)
-    )
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_" in name:
-                p.copy_(torch.randn_like(p) * 0.5)
-    path = tmp_path_factory.mktemp("lora")
-    ShapesVideoPipeline.save_lora_weights(path, get_peft_model_state_dict(model))
-    return path
+@pytest.fixture
+def adapter(lora_adapter):
+    return lora_adapter
 
 
 def sidecar(home: Path, job: Job) -> dict:
