@@ -1,7 +1,7 @@
 """Speed of the shipped video DiT on this machine, side by side in one run.
 
     python benchmarks/perf.py [--repeats 7] [--train-log runs/dit/log.jsonl] [--skip-e2e]
-                              [--compile]
+                              [--compile] [--threads N] [--cpu-time]
 
 Prints Markdown tables for BENCHMARKS.md:
 
@@ -12,6 +12,10 @@ Prints Markdown tables for BENCHMARKS.md:
    as shipped (what ``studio generate`` runs), with fused QKV projections, and, with
    ``--compile``, both models compiled by ``torch.compile`` — all timed alternately, median
    of ``--repeats``, in fp32 and, where the CPU has AMX or AVX512-BF16, bf16 autocast;
+   ``--threads 1 --cpu-time`` times the thread's CPU seconds instead of wall seconds, which
+   leaves out the time other processes hold the core: on a loaded machine (a training run
+   beside it) wall times with several threads swing by whole factors between runs, as each
+   parallel kernel waits for its slowest thread;
 2. model FLOPs utilisation: FLOPs of that step (``torch.utils.flop_counter``) per second,
    over the FLOP/s of a large matrix product measured in the same run, for fp32 and — where
    the CPU has fast bf16 (AMX / AVX512-BF16) — bf16 autocast;
@@ -102,26 +106,39 @@ def step_latte(model, x, t, text, mask):
     return model(x, t.long(), encoder_hidden_states=text).sample
 
 
-def timed(fn, dtype: torch.dtype | None) -> float:
+def timed(fn, dtype: torch.dtype | None, clock=time.perf_counter) -> float:
     with torch.inference_mode(), torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
-        start = time.perf_counter()
+        start = clock()
         fn()
-        return time.perf_counter() - start
+        return clock() - start
+
+
+def _onednn_linear_flops(x_shape, w_shape, *args, **kwargs) -> int:
+    """FLOPs of oneDNN's fused linear (models.attention.linear): a (…, K) × (K, N) product."""
+    rows = 1
+    for n in x_shape[:-1]:
+        rows *= n
+    return 2 * rows * w_shape[0] * w_shape[1]
 
 
 def forward_flops(fn) -> int:
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+    custom = {}
+    if hasattr(torch.ops.mkldnn, "_linear_pointwise"):  # the models' inference linears
+        custom[torch.ops.mkldnn._linear_pointwise] = _onednn_linear_flops
+    with torch.inference_mode(), FlopCounterMode(display=False, custom_mapping=custom) as counter:
         fn()
     return counter.get_total_flops()
 
 
-def matmul_flops_per_s(dtype: torch.dtype, n: int = 2048, repeats: int = 3) -> float:
+def matmul_flops_per_s(
+    dtype: torch.dtype, n: int = 2048, repeats: int = 3, clock=time.perf_counter
+) -> float:
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
-    start = time.perf_counter()
+    start = clock()
     for _ in range(repeats):
         a @ b
-    return 2 * n**3 * repeats / (time.perf_counter() - start)
+    return 2 * n**3 * repeats / (clock() - start)
 
 
 def end_to_end(compile: bool = False, steps: int = 25) -> dict:
@@ -192,7 +209,18 @@ def main() -> None:
         "--compile", action="store_true", help="also time torch.compile (inductor) of both"
     )
     parser.add_argument("--steps", type=int, default=25, help="sampling steps end to end")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    parser.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="time steps in this thread's CPU seconds (needs --threads 1; for a loaded machine)",
+    )
     args = parser.parse_args()
+    if args.cpu_time and args.threads != 1:
+        parser.error("--cpu-time counts one thread's CPU seconds: use it with --threads 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    clock = time.thread_time if args.cpu_time else time.perf_counter
     if args.part == "e2e":
         print(json.dumps(end_to_end(args.compile, args.steps)))
         return
@@ -215,7 +243,10 @@ def main() -> None:
         variants["ours + torch.compile"] = torch.compile(twin)
         latte_variants["Latte + torch.compile"] = torch.compile(b)
 
-    print(f"threads {torch.get_num_threads()}, fast bf16: {cpu_has_fast_bf16()}\n")
+    print(
+        f"threads {torch.get_num_threads()}, fast bf16: {cpu_has_fast_bf16()}, "
+        f"clock: {'thread CPU time' if args.cpu_time else 'wall'}\n"
+    )
     print("| dtype | variant | s/step | Latte s/step | variant/Latte | params ours / Latte |")
     print("|---|---|---:|---:|---:|---|")
     results, compiled = {}, {}
@@ -224,11 +255,11 @@ def main() -> None:
         for k, m in latte_variants.items():
             runs[k] = lambda m=m: step_latte(m, x, t, text, mask)
         for fn in runs.values():  # warm-up (and compilation)
-            timed(fn, dtype), timed(fn, dtype)
+            timed(fn, dtype, clock), timed(fn, dtype, clock)
         times = {k: [] for k in runs}
         for _ in range(args.repeats):  # alternate, so drift hits all alike
             for k, fn in runs.items():
-                times[k].append(timed(fn, dtype))
+                times[k].append(timed(fn, dtype, clock))
         med = {k: statistics.median(v) for k, v in times.items()}
         results[name] = med["ours"]
         for k in variants:
@@ -252,7 +283,7 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|")
     peaks = {}
     for name, dtype in dtypes:
-        peak = matmul_flops_per_s(dtype or torch.float32)
+        peak = matmul_flops_per_s(dtype or torch.float32, clock=clock)
         peaks[name] = peak
         for label, seconds in (("", results[name]), (" compiled", compiled.get(name))):
             if seconds is None:

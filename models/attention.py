@@ -1,32 +1,41 @@
 """Attention building blocks: processor choice and 3-D window partitioning.
 
 Modules own the weights (diffusers' :class:`Attention`); processors own the math. SDPA is
-the default everywhere; xformers' memory-efficient kernel is used only when it is
-installed *and* the model runs on CUDA (it has no CPU kernels worth using).
+the default everywhere (:class:`SDPAProcessor`); xformers' memory-efficient kernel is used
+only when it is installed *and* the model runs on CUDA (it has no CPU kernels worth using).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import inspect
+import logging
 
 import torch
 import torch.nn.functional as F
-from diffusers.models.attention_processor import (
-    Attention,
-    AttnProcessor2_0,
-    XFormersAttnProcessor,
-)
+from diffusers.models.attention_processor import Attention as _DiffusersAttention
+from diffusers.models.attention_processor import XFormersAttnProcessor
 from diffusers.models.embeddings import apply_rotary_emb, get_1d_rotary_pos_embed
+from diffusers.models.normalization import RMSNorm
+from torch import nn
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "Attention",
+    "SDPAProcessor",
     "default_processor",
+    "linear",
+    "apply_linear",
+    "is_plain_linear",
     "xformers_available",
     "window_partition",
     "window_reverse",
     "WindowCrossAttention",
     "RotaryAttnProcessor",
     "rotary_3d",
+    "cached_rotary_3d",
 ]
 
 
@@ -34,25 +43,297 @@ def xformers_available() -> bool:
     return importlib.util.find_spec("xformers") is not None
 
 
-def default_processor(device: torch.device | str | None = None, qk_norm: bool = False):
-    """SDPA by default; xformers when installed and ``device`` is CUDA.
+def default_processor(
+    device: torch.device | str | None = None, qk_norm: bool = False, rotary: bool = False
+):
+    """SDPA (:class:`SDPAProcessor`) by default; xformers when installed and ``device`` is CUDA.
 
-    ``qk_norm``: the module normalises queries and keys (``norm_q``/``norm_k``). diffusers'
-    ``XFormersAttnProcessor`` skips those norms, so such modules always get SDPA (whose CUDA
-    kernels are memory-efficient too) rather than silently computing another function.
+    ``qk_norm``: the module normalises queries and keys (``norm_q``/``norm_k``); ``rotary``: it
+    takes rotary positions. diffusers' ``XFormersAttnProcessor`` does neither, so such modules
+    always get SDPA (whose CUDA kernels are memory-efficient too) rather than silently
+    computing another function.
     """
-    if qk_norm:
-        return AttnProcessor2_0()
+    if qk_norm or rotary:
+        return SDPAProcessor()
     if device is not None and torch.device(device).type == "cuda" and xformers_available():
         return XFormersAttnProcessor()
-    return AttnProcessor2_0()
+    return SDPAProcessor()
+
+
+@functools.cache
+def _processor_kwargs(processor_type: type) -> frozenset[str]:
+    return frozenset(inspect.signature(processor_type.__call__).parameters)
+
+
+class Attention(_DiffusersAttention):
+    """diffusers' ``Attention`` — the same submodules under the same names (``to_q``, ``to_k``,
+    ``to_v``, ``to_out.0``, ``norm_q``, ``norm_k``), so checkpoints and LoRA adapters that
+    target them are unchanged — with :class:`SDPAProcessor` as its default processor and a
+    lighter ``forward``: diffusers inspects the processor's signature on every call to drop
+    keyword arguments it does not take; here that is looked up once per processor class."""
+
+    def __init__(self, *args, processor=None, **kwargs):
+        super().__init__(*args, processor=processor or SDPAProcessor(), **kwargs)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        **kwargs,
+    ) -> torch.Tensor:
+        if kwargs:
+            accepted = _processor_kwargs(type(self.processor))
+            unused = [k for k in kwargs if k not in accepted]
+            if unused:
+                logger.warning(
+                    "%s ignores %s", type(self.processor).__name__, ", ".join(sorted(unused))
+                )
+                kwargs = {k: v for k, v in kwargs.items() if k in accepted}
+        return self.processor(
+            self,
+            hidden_states,
+            encoder_hidden_states=encoder_hidden_states,
+            attention_mask=attention_mask,
+            **kwargs,
+        )
+
+
+# oneDNN's linear with the bias and an activation fused into the matrix product (the kernel
+# inductor emits on CPU); eager PyTorch adds the bias in a separate pass and its tanh-GELU is
+# slow on CPU (about half the cost of the 192 → 768 product that feeds it).
+_ONEDNN_LINEAR = (
+    getattr(torch.ops.mkldnn, "_linear_pointwise", None)
+    if torch.backends.mkldnn.is_available()
+    else None
+)
+
+
+def linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, gelu: bool = False
+) -> torch.Tensor:
+    """``F.linear(x, weight, bias)``, then GELU (tanh approximation) when ``gelu``, as one oneDNN
+    kernel on CPU where nothing needs gradients (inference); otherwise, and on other devices,
+    the plain ops. Under CPU autocast it casts to the autocast dtype as ``F.linear`` would."""
+    if (
+        _ONEDNN_LINEAR is not None
+        and torch.backends.mkldnn.enabled
+        and x.device.type == "cpu"
+        and not (
+            torch.is_grad_enabled()
+            and any(t is not None and t.requires_grad for t in (x, weight, bias))
+        )
+    ):
+        if torch.is_autocast_enabled("cpu"):
+            dtype = torch.get_autocast_dtype("cpu")
+            x, weight = x.to(dtype), weight.to(dtype)
+            bias = None if bias is None else bias.to(dtype)
+        if x.dtype in (torch.float32, torch.bfloat16) and all(
+            t is None or t.dtype == x.dtype for t in (weight, bias)
+        ):
+            try:
+                if gelu:
+                    return _ONEDNN_LINEAR(x, weight, bias, "gelu", [], "tanh")
+                return _ONEDNN_LINEAR(x, weight, bias, "none", [], "")
+            except RuntimeError:  # a layout or build oneDNN does not take: the plain ops
+                pass
+    out = F.linear(x, weight, bias)
+    return F.gelu(out, approximate="tanh") if gelu else out
+
+
+def is_plain_linear(layer: nn.Module) -> bool:
+    """A bare ``nn.Linear`` whose weights may be used directly: not LoRA-wrapped (peft
+    replaces the layer), and without hooks (e.g. diffusers' leaf-level offloading), which
+    calling the layer would run."""
+    return type(layer) is nn.Linear and not (layer._forward_hooks or layer._forward_pre_hooks)
+
+
+def apply_linear(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``layer(x)``, through :func:`linear` when ``layer`` is a plain ``nn.Linear`` (a LoRA- or
+    otherwise wrapped or hooked layer runs its own forward)."""
+    if is_plain_linear(layer):
+        return linear(x, layer.weight, layer.bias)
+    return layer(x)
+
+
+def _fused_linear(attn: nn.Module, names: tuple[str, ...], x: torch.Tensor) -> torch.Tensor | None:
+    """``cat([attn.<name>(x) for name in names], -1)`` from one matrix product over the
+    concatenated weights, or None when a projection is not a plain ``nn.Linear`` (a LoRA-wrapped
+    or hooked one must run its own layer: :func:`is_plain_linear`). The weights are concatenated on every call (a few per cent of
+    the product's time at width 192) rather than cached: a cache keyed on the weights' version
+    counters would miss in-place writes through ``.data``, which is how diffusers'
+    ``EMAModel.copy_to`` puts EMA weights in; and concatenating inside the graph lets training
+    reach each projection's own weights."""
+    layers = [getattr(attn, name) for name in names]
+    if not all(is_plain_linear(layer) for layer in layers):
+        return None
+    biases = [layer.bias for layer in layers]
+    if any(b is None for b in biases) and not all(b is None for b in biases):
+        return None
+    weight = torch.cat([layer.weight for layer in layers])
+    bias = None if biases[0] is None else torch.cat(biases)
+    return linear(x, weight, bias)
+
+
+def _is_head_rms_norm(norm: nn.Module | None, head_dim: int) -> bool:
+    return (
+        type(norm) is RMSNorm
+        and norm.dim == (head_dim,)
+        and norm.weight is not None
+        and norm.bias is None
+    )
+
+
+def _rms_rope(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    eps: float,
+    rotary: tuple[torch.Tensor, torch.Tensor] | None,
+) -> torch.Tensor:
+    """diffusers' ``RMSNorm`` (fp32 statistics, then the per-channel weight) of x (…, S, G, H,
+    hd) — G stacked tensors (q and k) sharing one pass, ``weight`` (G, 1, hd) — followed by
+    RoPE in diffusers' interleaved-pair convention (``apply_rotary_emb`` with
+    ``use_real=True``): ``rotary`` = (cos, sin), each (S, hd). Returns fp32 (…, S, G, H, hd),
+    in the reference's dtype: 3 full-size kernels for the norm, 5 with RoPE, where the
+    reference runs 6 per norm and 5 per RoPE, each for q and k separately."""
+    hd = x.shape[-1]
+    # the reference's output dtype: its weight's if half precision, else fp32
+    out_dtype = weight.dtype if weight.dtype in (torch.float16, torch.bfloat16) else torch.float32
+    x = x.float()  # one cast up front (bf16 autocast): mixed-dtype kernels are slow on CPU
+    # rsqrt(mean(x²) + eps) from one reduction over the head channels
+    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+    inv = torch.rsqrt(norm.square() / hd + eps)  # (…, S, G, H, 1), small
+    weight = weight.float()
+    if rotary is None:
+        return (x * inv * weight).to(out_dtype)
+    # RoPE of y = n ⊙ w, n the normalised x: y·cos + pairs(y)·sin with pairs(y)[2i] = −y[2i+1],
+    # pairs(y)[2i+1] = y[2i], i.e. the flipped pair times (−1, +1). The weight and the sign
+    # fold into the small (S, G, 1, hd) tables, which leaves 4 full-size kernels after the
+    # reduction: n, flip(n), n·cos_w and + flip(n)·sin_w.
+    cos, sin = (r.to(device=x.device, dtype=torch.float32)[:, None, None] for r in rotary)
+    pair = (hd // 2, 2)
+    sign = torch.tensor([-1.0, 1.0], device=x.device)
+    cos_w = cos * weight  # (S, G, 1, hd)
+    sin_w = (sin.unflatten(-1, pair) * sign * weight.unflatten(-1, pair).flip(-1)).flatten(-2)
+    n = x * inv
+    flipped = n.unflatten(-1, pair).flip(-1).flatten(-2)
+    return torch.addcmul(n * cos_w, flipped, sin_w).to(out_dtype)
+
+
+class SDPAProcessor:
+    """torch SDPA for :class:`Attention` — self- or cross-attention, optional q/k RMS norms,
+    optional rotary positions (``rotary_emb`` = (cos, sin) from :func:`rotary_3d`) — the
+    function of diffusers' ``AttnProcessor2_0`` (and of :class:`RotaryAttnProcessor` given
+    ``rotary_emb``) in fewer, larger kernels:
+
+    * q, k, v (k, v for cross-attention) from one matrix product (:func:`_fused_linear`),
+      biases added inside the products (:func:`linear`);
+    * the q and k RMS norms and RoPE in one pass over q and k together (:func:`_rms_rope`);
+    * SDPA reads q, k, v as strided views of that output and writes (B, S, H, hd), so no
+      head transposition is copied on either side;
+    * a key-padding bias (B, 1, L) broadcasts over heads and queries instead of being
+      repeated per head;
+    * under CPU autocast the attention runs in fp32, which is faster there than bf16.
+    """
+
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        if (
+            hidden_states.ndim != 3
+            or attn.spatial_norm is not None
+            or attn.group_norm is not None
+            or attn.norm_cross is not None
+            or attn.residual_connection
+            or attn.rescale_output_factor != 1.0
+            or attn.added_kv_proj_dim is not None
+            or attn.inner_dim != attn.inner_kv_dim
+        ):
+            raise ValueError(
+                "SDPAProcessor takes (B, S, D) inputs to a plain q/k/v attention (no spatial, "
+                "group or cross norms, residual, rescaling, added or grouped k/v projections); "
+                f"got {tuple(hidden_states.shape)} for {attn.__class__.__name__}"
+            )
+        heads = attn.heads
+        hd = attn.inner_dim // heads
+        self_attn = encoder_hidden_states is None
+        if not self_attn and rotary_emb is not None:
+            raise ValueError("rotary positions are for self-attention")
+        fused_norm = _is_head_rms_norm(attn.norm_q, hd) and _is_head_rms_norm(attn.norm_k, hd)
+        if rotary_emb is not None and not fused_norm:
+            raise ValueError("rotary positions need the q/k RMS norms (qk_norm='rms_norm')")
+
+        qk = None  # q and k side by side, (B, S, 2, H, hd), when one product made both
+        if self_attn:
+            qkv = _fused_linear(attn, ("to_q", "to_k", "to_v"), hidden_states)
+            if qkv is not None:
+                qkv = qkv.unflatten(-1, (3, heads, hd))  # (B, S, 3, H, hd)
+                qk, v = qkv[:, :, :2], qkv[:, :, 2]
+                q, k = qk.unbind(2)
+            else:
+                q, k, v = (
+                    apply_linear(getattr(attn, name), hidden_states).unflatten(-1, (heads, hd))
+                    for name in ("to_q", "to_k", "to_v")
+                )
+        else:
+            q = apply_linear(attn.to_q, hidden_states).unflatten(-1, (heads, hd))
+            kv = _fused_linear(attn, ("to_k", "to_v"), encoder_hidden_states)
+            if kv is not None:
+                k, v = kv.unflatten(-1, (2, heads, hd)).unbind(2)
+            else:
+                k, v = (
+                    apply_linear(getattr(attn, name), encoder_hidden_states).unflatten(
+                        -1, (heads, hd)
+                    )
+                    for name in ("to_k", "to_v")
+                )  # (B, L, H, hd)
+
+        if fused_norm:
+            weight = torch.stack([attn.norm_q.weight, attn.norm_k.weight])[:, None]  # (2, 1, hd)
+            if qk is not None and attn.norm_q.eps == attn.norm_k.eps:
+                q, k = _rms_rope(qk, weight, attn.norm_q.eps, rotary_emb).unbind(2)
+            else:
+                q = _rms_rope(q[:, :, None], weight[:1], attn.norm_q.eps, rotary_emb)[:, :, 0]
+                k = _rms_rope(k[:, :, None], weight[1:], attn.norm_k.eps, rotary_emb)[:, :, 0]
+        elif attn.norm_q is not None or attn.norm_k is not None:  # other norms: as diffusers
+            q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, H, S, hd)
+            if attn.norm_q is not None:
+                q = attn.norm_q(q)
+            if attn.norm_k is not None:
+                k = attn.norm_k(k)
+            q, k = q.transpose(1, 2), k.transpose(1, 2)
+
+        if attention_mask is not None and attention_mask.ndim == 3:
+            attention_mask = attention_mask.unsqueeze(1)  # (B, 1, 1 | S, L): broadcast over heads
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H, S | L, hd)
+        if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            # CPU flash attention at these head sizes is slower in bf16 than in fp32 (it
+            # converts inside), so under autocast the attention itself stays fp32
+            with torch.autocast("cpu", enabled=False):
+                out = F.scaled_dot_product_attention(
+                    q.float(), k.float(), v.float(), attn_mask=attention_mask
+                )
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask)
+        # out: (B, H, S, hd), stored as (B, S, H, hd). No cast back to q's dtype as diffusers
+        # does: under autocast the output projection casts again.
+        out = out.transpose(1, 2).flatten(2)  # (B, S, D)
+        return attn.to_out[1](apply_linear(attn.to_out[0], out))
 
 
 class RotaryAttnProcessor:
     """SDPA self-attention with rotary positions (RoPE, Su et al. 2021) on queries and keys,
     after their norms: ``rotary_emb`` = (cos, sin), each (S, head_dim), from
     :func:`rotary_3d`. The score of two tokens then depends on their relative position, so a
-    query can ask for "the token k frames back and j columns left" whatever its own place."""
+    query can ask for "the token k frames back and j columns left" whatever its own place.
+
+    The plain form of what :class:`SDPAProcessor` computes given ``rotary_emb`` (the model's
+    default); kept as the reference the tests compare it with."""
 
     def __call__(
         self,
@@ -103,6 +384,16 @@ def rotary_3d(
     return cos, sin
 
 
+@functools.lru_cache(maxsize=16)
+def cached_rotary_3d(
+    frames: int, height: int, width: int, head_dim: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`rotary_3d`, computed once per shape (the denoising loop asks for the same one at
+    every step). Shared tensors: do not modify them in place."""
+    with torch.inference_mode(False):  # usable later with autograd too
+        return rotary_3d(frames, height, width, head_dim)
+
+
 def _pad_to(x: torch.Tensor, dim: int, multiple: int) -> torch.Tensor:
     pad = (-x.shape[dim]) % multiple
     if pad == 0:
@@ -123,11 +414,13 @@ def window_partition(
     """
     b, f, h, w, d = x.shape
     wt, wh, ww = min(window[0], f), min(window[1], h), min(window[2], w)
-    valid = torch.ones(1, f, h, w, 1, dtype=x.dtype, device=x.device)
-    for dim, m in ((1, wt), (2, wh), (3, ww)):
-        x = _pad_to(x, dim, m)
-        valid = _pad_to(valid, dim, m)
-    fp, hp, wp = x.shape[1:4]
+    fp, hp, wp = -(-f // wt) * wt, -(-h // wh) * wh, -(-w // ww) * ww
+    valid = None
+    if (fp, hp, wp) != (f, h, w):
+        valid = torch.ones(1, f, h, w, 1, dtype=x.dtype, device=x.device)
+        for dim, m in ((1, wt), (2, wh), (3, ww)):
+            x = _pad_to(x, dim, m)
+            valid = _pad_to(valid, dim, m)
 
     def split(t: torch.Tensor) -> torch.Tensor:
         bb = t.shape[0]
@@ -137,7 +430,7 @@ def window_partition(
 
     windows = split(x)
     bias = None
-    if (fp, hp, wp) != (f, h, w):
+    if valid is not None:
         keep = split(valid).squeeze(-1)  # (nW, Nw) for one sample
         bias = torch.zeros_like(keep).masked_fill(keep == 0, float("-inf"))
         bias = bias.repeat(b, 1).unsqueeze(1)  # (B·nW, 1, Nw)

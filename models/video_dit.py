@@ -44,19 +44,21 @@ from torch import nn
 
 from .attention import (
     Attention,
-    RotaryAttnProcessor,
     WindowCrossAttention,
+    apply_linear,
+    cached_rotary_3d,
     default_processor,
+    is_plain_linear,
+    linear,
     mask_to_bias,
     masked_mean,
-    rotary_3d,
 )
-from .embeddings import spatial_pos_embed, temporal_pos_embed
+from .embeddings import clip_pos_embed, spatial_pos_embed
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """adaLN: x (B, F, N, D), shift/scale (B, F, D) broadcast over the N tokens of a frame."""
-    return x * (1 + scale.unsqueeze(2)) + shift.unsqueeze(2)
+    return torch.addcmul(shift.unsqueeze(2), x, 1 + scale.unsqueeze(2))  # one kernel
 
 
 class FeedForward(nn.Sequential):
@@ -65,6 +67,13 @@ class FeedForward(nn.Sequential):
         super().__init__(
             nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim)
         )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fc1, act, fc2 = self
+        if is_plain_linear(fc1) and type(act) is nn.GELU and act.approximate == "tanh":
+            # bias and GELU inside the product where possible (attention.linear)
+            return apply_linear(fc2, linear(x, fc1.weight, fc1.bias, gelu=True))
+        return super().forward(x)
 
 
 class SwapBlock(nn.Module):
@@ -104,8 +113,7 @@ class SwapBlock(nn.Module):
             self.st_attn = Attention(
                 dim, heads=heads, dim_head=head_dim, bias=True, qk_norm="rms_norm"
             )
-            self.st_attn.rotary = True  # keeps RotaryAttnProcessor (set_default_attn_processor)
-            self.st_attn.set_processor(RotaryAttnProcessor())
+            self.st_attn.rotary = True  # keeps a rotary processor (set_default_attn_processor)
             self.gate_st = nn.Parameter(torch.zeros(dim))
         self.norm_c = nn.LayerNorm(dim, eps=1e-6)
         self.cross_attn = Attention(
@@ -139,18 +147,22 @@ class SwapBlock(nn.Module):
         refs (B, K, D) reference tokens, ref_bias (B, 1, K), rotary (cos, sin) each
         (F·N, head_dim) for the space-time attention → (B, F, N, D)."""
         b, f, n, d = x.shape
-        shift_s, scale_s, gate_s, shift_m, scale_m, gate_m = self.adaLN(cond).chunk(6, dim=-1)
+        # fp32 under autocast too: the modulation feeds fp32 residual arithmetic
+        mod = self.adaLN(cond).to(x.dtype)  # (B, F, 6·D)
+        shift_s, scale_s, gate_s, shift_m, scale_m, gate_m = mod.chunk(6, dim=-1)
+        # Residual updates are fused multiply-adds, x + gate · h (torch.addcmul): one kernel
+        # each at these small widths, where eager time goes to the number of kernels.
 
         # Spatial branch: attention among the N tokens of each frame.
         h = modulate(self.norm_s(x), shift_s, scale_s).reshape(b * f, n, d)
-        s = x + gate_s.unsqueeze(2) * self.spatial_attn(h).reshape(b, f, n, d)
+        s = torch.addcmul(x, gate_s.unsqueeze(2), self.spatial_attn(h).reshape(b, f, n, d))
 
         # Temporal branch: attention across the F frames at each location; an image has no
         # time axis, so the branch is the identity there (Frozen in Time's joint training).
         if f > 1:
             h = self.norm_t(x).transpose(1, 2).reshape(b * n, f, d)  # (B·N, F, D)
-            h = self.temporal_attn(h).reshape(b, n, f, d).transpose(1, 2)  # (B, F, N, D)
-            t = x + self.gate_temporal * h
+            h_t = self.temporal_attn(h).reshape(b, n, f, d).transpose(1, 2)  # (B, F, N, D)
+            t = torch.addcmul(x, self.gate_temporal, h_t)
         else:
             t = x
 
@@ -162,12 +174,14 @@ class SwapBlock(nn.Module):
             self.norm_q(q_branch).reshape(b, f, gh, gw, d),
             self.norm_kv(kv_branch).reshape(b, f, gh, gw, d),
         ).reshape(b, f, n, d)
-        x = s + t - x + self.gate_swap * swap  # both branches' residual updates, plus the swap
+        # both branches' residual updates, s + t − x, plus the swap
+        x = s if f == 1 else torch.addcmul(s, self.gate_temporal, h_t)
+        x = torch.addcmul(x, self.gate_swap, swap)
 
         # Space-time attention with rotary positions (only with space_time_rope; clips only).
         if self.st_attn is not None and f > 1:
             h = self.st_attn(self.norm_st(x).reshape(b, f * n, d), rotary_emb=rotary)
-            x = x + self.gate_st * h.reshape(b, f, n, d)
+            x = torch.addcmul(x, self.gate_st, h.reshape(b, f, n, d))
 
         # Text cross-attention over all tokens of the clip.
         h = self.cross_attn(
@@ -187,7 +201,7 @@ class SwapBlock(nn.Module):
             x = x + h.reshape(b, f, n, d)
 
         h = modulate(self.norm_m(x), shift_m, scale_m)
-        return x + gate_m.unsqueeze(2) * self.mlp(h)
+        return torch.addcmul(x, gate_m.unsqueeze(2), self.mlp(h))
 
 
 class ReferenceEncoder(nn.Module):
@@ -417,10 +431,10 @@ class VideoDiT(ModelMixin, ConfigMixin, PeftAdapterMixin):
         attention, which xformers' processor would compute without its norms)."""
         self.set_attn_processor(
             {
-                f"{name}.processor": RotaryAttnProcessor()
-                if getattr(module, "rotary", False)
-                else default_processor(
-                    self.device, qk_norm=getattr(module, "norm_q", None) is not None
+                f"{name}.processor": default_processor(
+                    self.device,
+                    qk_norm=getattr(module, "norm_q", None) is not None,
+                    rotary=getattr(module, "rotary", False),
                 )
                 for name, module in self.named_modules()
                 if isinstance(module, Attention)
@@ -500,9 +514,8 @@ class VideoDiT(ModelMixin, ConfigMixin, PeftAdapterMixin):
         x = self.patch(x).flatten(2).transpose(1, 2)  # (B·F, N, D)
         d = x.shape[-1]
         x = x.reshape(b, f, gh * gw, d)  # (B, F, N, D)
-        pos = spatial_pos_embed(gh, gw, d).to(x)[None, None]  # (1, 1, N, D)
-        tpos = temporal_pos_embed(f, d).to(x)[None, :, None]  # (1, F, 1, D)
-        x = x + pos + tpos
+        pos, clip_pos = (e.to(x) for e in clip_pos_embed(f, gh, gw, d))  # (N, D), (F, N, D)
+        x = x + clip_pos
 
         # 2. Per-frame conditioning: timestep (0 on given frames) + pooled text; text tokens.
         if timestep.ndim == 0:
@@ -561,7 +574,7 @@ class VideoDiT(ModelMixin, ConfigMixin, PeftAdapterMixin):
         rotary = None
         if self.config.space_time_rope:
             head_dim = self.config.width // self.config.heads
-            rotary = tuple(r.to(x) for r in rotary_3d(x.shape[1], gh, gw, head_dim))
+            rotary = tuple(r.to(x) for r in cached_rotary_3d(x.shape[1], gh, gw, head_dim))
         for block in self.blocks:
             args = (x, cond, (gh, gw), text, text_bias, refs, ref_bias, rotary)
             if self.gradient_checkpointing and torch.is_grad_enabled():

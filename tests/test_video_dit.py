@@ -14,11 +14,17 @@ from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 from models import attention as attention_mod
 from models.attention import (
     Attention,
+    RotaryAttnProcessor,
+    SDPAProcessor,
     WindowCrossAttention,
     default_processor,
+    mask_to_bias,
+    masked_mean,
+    rotary_3d,
     window_partition,
     window_reverse,
 )
+from models.embeddings import spatial_pos_embed, temporal_pos_embed
 from models.video_dit import SwapBlock, VideoDiT, dit_tiny
 
 from .conftest import open_zero_inits
@@ -384,7 +390,7 @@ class TestVideoDiTSpaceTimeRope(ModelTesterMixin):
             for name, p in model.attn_processors.items()
             if ".st_attn." in name
         }
-        assert kinds and set(kinds.values()) == {"RotaryAttnProcessor"}
+        assert kinds and set(kinds.values()) == {"SDPAProcessor"}  # which takes rotary_emb
         with pytest.raises(ValueError, match="rotary"):
             model.fuse_qkv_projections()
 
@@ -521,15 +527,16 @@ class TestConfigAndProcessors:
             model(torch.zeros(1, 4, 2, 7, 8), torch.zeros(1), torch.zeros(1, 3, 8))
 
     def test_cpu_gets_sdpa_not_xformers(self, monkeypatch):
-        assert isinstance(default_processor("cpu"), AttnProcessor2_0)
-        assert isinstance(default_processor(torch.device("cpu")), AttnProcessor2_0)
-        assert isinstance(default_processor(None), AttnProcessor2_0)
+        assert isinstance(default_processor("cpu"), SDPAProcessor)
+        assert isinstance(default_processor(torch.device("cpu")), SDPAProcessor)
+        assert isinstance(default_processor(None), SDPAProcessor)
         # even where xformers is installed, CPU keeps SDPA; CUDA alone switches
         monkeypatch.setattr(attention_mod, "xformers_available", lambda: True)
-        assert isinstance(default_processor("cpu"), AttnProcessor2_0)
+        assert isinstance(default_processor("cpu"), SDPAProcessor)
         assert type(default_processor("cuda")).__name__ == "XFormersAttnProcessor"
+        assert isinstance(default_processor("cuda", rotary=True), SDPAProcessor)
         monkeypatch.setattr(attention_mod, "xformers_available", lambda: False)
-        assert isinstance(default_processor("cuda"), AttnProcessor2_0)
+        assert isinstance(default_processor("cuda"), SDPAProcessor)
 
     def test_set_attn_processor_reaches_every_attention(self):
         model = dit_tiny(patch_size=2, text_dim=8)
@@ -539,7 +546,7 @@ class TestConfigAndProcessors:
         model.set_attn_processor(AttnProcessor())
         assert all(type(p) is AttnProcessor for p in model.attn_processors.values())
         model.set_default_attn_processor()  # on CPU: SDPA
-        assert all(type(p) is AttnProcessor2_0 for p in model.attn_processors.values())
+        assert all(type(p) is SDPAProcessor for p in model.attn_processors.values())
         # dict form, keyed like attn_processors
         procs = {k: AttnProcessor() for k in model.attn_processors}
         first = next(iter(procs))
@@ -553,15 +560,15 @@ class TestConfigAndProcessors:
     def test_cuda_default_keeps_sdpa_for_qk_normed_attention(self, monkeypatch):
         # diffusers' XFormersAttnProcessor ignores norm_q/norm_k: the spatial and temporal
         # attentions (qk_norm="rms_norm") must stay on SDPA even where xformers is chosen.
-        assert isinstance(default_processor("cuda", qk_norm=True), AttnProcessor2_0)
+        assert isinstance(default_processor("cuda", qk_norm=True), SDPAProcessor)
         monkeypatch.setattr(attention_mod, "xformers_available", lambda: True)
         monkeypatch.setattr(VideoDiT, "device", property(lambda self: torch.device("cuda")))
         model = dit_tiny(patch_size=2, text_dim=8)
         model.set_default_attn_processor()
         kinds = {k: type(p).__name__ for k, p in model.attn_processors.items()}
         for i in range(len(model.blocks)):
-            assert kinds[f"blocks.{i}.spatial_attn.processor"] == "AttnProcessor2_0"
-            assert kinds[f"blocks.{i}.temporal_attn.processor"] == "AttnProcessor2_0"
+            assert kinds[f"blocks.{i}.spatial_attn.processor"] == "SDPAProcessor"
+            assert kinds[f"blocks.{i}.temporal_attn.processor"] == "SDPAProcessor"
             assert kinds[f"blocks.{i}.swap_attn.attn.processor"] == "XFormersAttnProcessor"
             assert kinds[f"blocks.{i}.cross_attn.processor"] == "XFormersAttnProcessor"
 
@@ -620,4 +627,225 @@ def test_fused_qkv_projections_compute_the_same_and_unfuse_cleanly():
     torch.testing.assert_close(fused, plain, rtol=1e-4, atol=1e-5)
     assert torch.equal(back, plain)
     assert set(model.state_dict()) == keys
-    assert {type(p).__name__ for p in model.attn_processors.values()} == {"AttnProcessor2_0"}
+    assert {type(p).__name__ for p in model.attn_processors.values()} == {"SDPAProcessor"}
+
+
+# -- the optimised forward against the reference computation -----------------------------------
+def reference_block(block: SwapBlock, x, cond, grid, text, text_bias, rotary):
+    """SwapBlock.forward as first written (before issue 36's speed work): diffusers'
+    AttnProcessor2_0 and the plain RotaryAttnProcessor, separate multiply and add kernels."""
+    sdpa, rope = AttnProcessor2_0(), RotaryAttnProcessor()
+    b, f, n, d = x.shape
+    shift_s, scale_s, gate_s, shift_m, scale_m, gate_m = block.adaLN(cond).chunk(6, dim=-1)
+
+    def modulate(h, shift, scale):
+        return h * (1 + scale.unsqueeze(2)) + shift.unsqueeze(2)
+
+    h = modulate(block.norm_s(x), shift_s, scale_s).reshape(b * f, n, d)
+    s = x + gate_s.unsqueeze(2) * sdpa(block.spatial_attn, h).reshape(b, f, n, d)
+    t = x
+    if f > 1:
+        h = block.norm_t(x).transpose(1, 2).reshape(b * n, f, d)
+        h = sdpa(block.temporal_attn, h).reshape(b, n, f, d).transpose(1, 2)
+        t = x + block.gate_temporal * h
+    q_branch, kv_branch = (s, t) if block.swap_query == "spatial" else (t, s)
+    gh, gw = grid
+    query = block.norm_q(q_branch).reshape(b, f, gh, gw, d)
+    q_win, bias, win = window_partition(query, block.swap_attn.window)
+    kv_win, _, _ = window_partition(block.norm_kv(kv_branch).reshape(b, f, gh, gw, d), win)
+    out = sdpa(block.swap_attn.attn, q_win, encoder_hidden_states=kv_win, attention_mask=bias)
+    swap = window_reverse(out, win, (b, f, gh, gw)).reshape(b, f, n, d)
+    x = s + t - x + block.gate_swap * swap
+    if block.st_attn is not None and f > 1:
+        h = rope(block.st_attn, block.norm_st(x).reshape(b, f * n, d), rotary_emb=rotary)
+        x = x + block.gate_st * h.reshape(b, f, n, d)
+    h = sdpa(
+        block.cross_attn,
+        block.norm_c(x).reshape(b, f * n, d),
+        encoder_hidden_states=text,
+        attention_mask=text_bias,
+    )
+    x = x + h.reshape(b, f, n, d)
+    h = modulate(block.norm_m(x), shift_m, scale_m)
+    fc1, act, fc2 = block.mlp
+    return x + gate_m.unsqueeze(2) * fc2(act(fc1(h)))
+
+
+def reference_forward(model: VideoDiT, hidden_states, timestep, encoder_hidden_states, mask):
+    """VideoDiT.forward as first written, for a text-to-video model (no references, no frame
+    mask): uncached positions, :func:`reference_block`."""
+    b, c, f, h, w = hidden_states.shape
+    p = model.config.patch_size
+    gh, gw = h // p, w // p
+    x = hidden_states.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
+    x = model.patch(x).flatten(2).transpose(1, 2)
+    d = x.shape[-1]
+    x = x.reshape(b, f, gh * gw, d)
+    x = x + spatial_pos_embed(gh, gw, d)[None, None] + temporal_pos_embed(f, d)[None, :, None]
+    timestep = timestep[:, None].expand(b, f)
+    pooled = model.pooled_proj(masked_mean(encoder_hidden_states, mask))
+    text = model.text_proj(encoder_hidden_states)
+    text_bias = mask_to_bias(mask, x.dtype)
+    t_emb = model.time_embed(model.time_proj(timestep.reshape(-1)))
+    cond = t_emb.reshape(b, f, d) + pooled[:, None]
+    rotary = None
+    if model.config.space_time_rope:
+        rotary = rotary_3d(f, gh, gw, model.config.width // model.config.heads)
+    for block in model.blocks:
+        x = reference_block(block, x, cond, (gh, gw), text, text_bias, rotary)
+    shift, scale = model.adaLN_out(cond).chunk(2, dim=-1)
+    x = model.norm_out(x) * (1 + scale.unsqueeze(2)) + shift.unsqueeze(2)
+    x = model.proj_out(x).reshape(b, f, gh, gw, p, p, c).permute(0, 6, 1, 2, 4, 3, 5)
+    return x.reshape(b, c, f, h, w)
+
+
+def equality_case(space_time_rope: bool, frames: int, hw=(8, 8), seed: int = 0):
+    """An opened tiny model (padded swap windows when ``hw`` is not a multiple of 4) and
+    inputs with a padded prompt."""
+    torch.manual_seed(seed)
+    model = VideoDiT(**{**TestVideoDiT.init_kwargs, "space_time_rope": space_time_rope})
+    open_zero_inits(model, seed)
+    inputs = TestVideoDiT().make_inputs(frames=frames, hw=hw, seed=seed)
+    return model.eval(), inputs
+
+
+def assert_equal_to_float_tolerance(out: torch.Tensor, ref: torch.Tensor) -> None:
+    scale = ref.abs().amax().item()
+    assert scale > 0.1  # the opened model predicts something
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("space_time_rope", [False, True])
+@pytest.mark.parametrize("frames, hw", [(4, (8, 8)), (3, (6, 10)), (1, (8, 8))])
+def test_optimised_forward_equals_the_reference(space_time_rope, frames, hw):
+    """Fused projections, joint q/k norm and RoPE, fused multiply-adds and oneDNN linears
+    compute the reference function to float tolerance: clips, padded windows, images, and
+    the padded prompt's -inf bias."""
+    model, inputs = equality_case(space_time_rope, frames, hw)
+    with torch.no_grad():
+        out = model(**inputs).sample
+        ref = reference_forward(model, *inputs.values())
+    assert_equal_to_float_tolerance(out, ref)
+
+
+def test_optimised_forward_equals_the_reference_with_lora():
+    """With a peft LoRA on the projections (the trainer's default targets, random adapter
+    weights) the wrapped layers run their own forward, and the result still matches."""
+    from peft import LoraConfig
+
+    model, inputs = equality_case(space_time_rope=True, frames=4)
+    with torch.no_grad():
+        before = model(**inputs).sample
+    model.add_adapter(
+        LoraConfig(
+            r=4,
+            lora_alpha=4,
+            target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+            init_lora_weights=False,
+        )
+    )
+    assert type(model.blocks[0].spatial_attn.to_q).__name__ == "Linear"  # peft's, not nn's
+    assert type(model.blocks[0].spatial_attn.to_q) is not torch.nn.Linear
+    with torch.no_grad():
+        out = model(**inputs).sample
+        ref = reference_forward(model, *inputs.values())
+    assert_equal_to_float_tolerance(out, ref)
+    assert (out - before).abs().amax() > 1e-3  # the adapter is in the computation
+
+
+def test_optimised_training_gradients_equal_the_reference():
+    """With gradients on, the fused projections concatenate inside the graph: every
+    projection's own weights get the reference gradients."""
+    model, inputs = equality_case(space_time_rope=True, frames=3, hw=(6, 10))
+    model.train()
+    model(**inputs).sample.square().mean().backward()
+    fast = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    reference_forward(model, *inputs.values()).square().mean().backward()
+    for name, p in model.named_parameters():
+        if p.grad is None:
+            assert fast[name] is None or not fast[name].any(), name
+            continue
+        scale = p.grad.abs().amax().item()
+        torch.testing.assert_close(fast[name], p.grad, rtol=0, atol=1e-5 * scale + 1e-9, msg=name)
+
+
+def test_weights_changed_through_data_are_used():
+    """No stale fused weights: an in-place write through ``.data`` (how diffusers' EMAModel
+    swaps EMA weights in, invisible to version counters) changes the next forward."""
+    model, inputs = equality_case(space_time_rope=True, frames=4)
+    with torch.inference_mode():
+        before = model(**inputs).sample
+        for block in model.blocks:
+            for attn in (block.spatial_attn, block.st_attn, block.swap_attn.attn):
+                attn.to_k.weight.data.mul_(1.5)
+        after = model(**inputs).sample
+        ref = reference_forward(model, *inputs.values())
+    assert (after - before).abs().amax() > 1e-3
+    assert_equal_to_float_tolerance(after, ref)
+
+
+@pytest.mark.skipif(
+    not torch.backends.mkldnn.is_available(), reason="bf16 autocast on CPU needs oneDNN"
+)
+def test_bf16_autocast_is_as_close_to_fp32_as_the_reference():
+    """Under CPU bf16 autocast the optimised forward (attention kept in fp32) is no further
+    from the fp32 output than the reference forward under the same autocast."""
+    model, inputs = equality_case(space_time_rope=True, frames=4)
+    with torch.inference_mode():
+        fp32 = reference_forward(model, *inputs.values())
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(**inputs).sample.float()
+            ref = reference_forward(model, *inputs.values()).float()
+    err, ref_err = (out - fp32).abs().mean(), (ref - fp32).abs().mean()
+    assert err <= 1.25 * ref_err, (err, ref_err)
+
+
+def test_hooked_projections_run_their_own_forward():
+    """A projection with a hook (as diffusers' leaf-level offloading adds) is called, not
+    bypassed by the fused product or the oneDNN kernel, and the result still matches."""
+    model, inputs = equality_case(space_time_rope=True, frames=4)
+    block = model.blocks[0]
+    layers = {
+        "spatial to_k": block.spatial_attn.to_k,
+        "space-time to_out": block.st_attn.to_out[0],
+        "mlp fc1": block.mlp[0],
+    }
+    calls = []
+    for name, layer in layers.items():
+        layer.register_forward_hook(lambda *_, name=name: calls.append(name))
+    with torch.inference_mode():
+        out = model(**inputs).sample
+        assert sorted(calls) == sorted(layers)  # once each
+        ref = reference_forward(model, *inputs.values())
+    assert_equal_to_float_tolerance(out, ref)
+
+
+@pytest.mark.parametrize("gelu", [False, True])
+@pytest.mark.parametrize("bias", [False, True])
+def test_linear_kernel_equals_linear_then_gelu(gelu, bias):
+    """attention.linear (oneDNN's fused kernel where available) against F.linear + GELU, on a
+    3-D strided input, in fp32 and under bf16 autocast, with and without gradients."""
+    import torch.nn.functional as F
+
+    from models.attention import linear
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 24, 5, generator=g).transpose(1, 2)  # (2, 5, 24), not contiguous
+    w = torch.randn(40, 24, generator=g)
+    b = torch.randn(40, generator=g) if bias else None
+
+    def plain():
+        out = F.linear(x, w, b)
+        return F.gelu(out, approximate="tanh") if gelu else out
+
+    with torch.inference_mode():
+        torch.testing.assert_close(linear(x, w, b, gelu=gelu), plain(), rtol=1e-5, atol=1e-5)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fast, ref = linear(x, w, b, gelu=gelu), plain()
+        assert fast.dtype == ref.dtype == torch.bfloat16
+        torch.testing.assert_close(fast.float(), ref.float(), rtol=2e-2, atol=5e-2)
+    w.requires_grad_(True)
+    out = linear(x, w, b, gelu=gelu)
+    out.sum().backward()
+    assert w.grad is not None and w.grad.abs().sum() > 0
