@@ -119,6 +119,8 @@ def linear(
         _ONEDNN_LINEAR is not None
         and torch.backends.mkldnn.enabled
         and x.device.type == "cpu"
+        and not torch.compiler.is_compiling()  # inductor fuses itself, and lowers this op
+        # only for constant weights
         and not (
             torch.is_grad_enabled()
             and any(t is not None and t.requires_grad for t in (x, weight, bias))
