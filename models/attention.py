@@ -317,6 +317,8 @@ class SDPAProcessor:
             # CPU flash attention at these head sizes is slower in bf16 than in fp32 (it
             # converts inside), so under autocast the attention itself stays fp32
             with torch.autocast("cpu", enabled=False):
+                if attention_mask is not None and attention_mask.dtype != torch.bool:
+                    attention_mask = attention_mask.float()  # an additive bias made under autocast
                 out = F.scaled_dot_product_attention(
                     q.float(), k.float(), v.float(), attn_mask=attention_mask
                 )
