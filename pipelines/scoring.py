@@ -251,6 +251,68 @@ class VideoTextScorer(_TextTruncation):
         cos = self.video_embeds([frames])[0] @ self.text_embeds([caption])[0]
         return ScoreResult(score=float(cos))
 
+    # -- rewards for the generator ------------------------------------------------------------
+    def scores(self, videos: list[np.ndarray], captions: str | list[str]) -> torch.Tensor:
+        """Rank clips: the score of each uint8 clip (F, H, W, 3) against its caption (one
+        caption for all, or one each) → (N,), what ``score`` gives one clip at a time."""
+        captions = [captions] * len(videos) if isinstance(captions, str) else list(captions)
+        if len(captions) != len(videos):
+            raise ValueError(f"{len(videos)} videos but {len(captions)} captions")
+        return (self.video_embeds(videos) * self.text_embeds(captions)).sum(-1)
+
+    def reward(
+        self,
+        frames: torch.Tensor,
+        captions: str | list[str],
+        value_range: tuple[float, float] = (0.0, 1.0),
+        layout: str = "BFCHW",
+    ) -> torch.Tensor:
+        """A differentiable reward for tuning a generator on the scorer (reward-weighted or
+        DPO pairs ranked by it; DRaFT, Clark et al. 2023, and ReFL, Xu et al. 2023, which
+        backpropagate it into the sampler): the cosine of each clip with its caption.
+
+        Args:
+            frames: float pixels, ``layout`` "BFCHW" (the text-to-video pipeline's
+                ``output_type="pt"``), "BCFHW" or "BFHWC", values in ``value_range`` —
+                (0, 1) or (-1, 1). Frames are picked evenly to the tower's ``num_frames`` and
+                area-resized to its ``image_size``, both differentiable.
+            captions: one for all clips, or one per clip.
+
+        Returns:
+            (B,) cosines, differentiable w.r.t. ``frames`` (and the scorer's weights, unless
+            the caller freezes them); the caption side carries no gradient.
+        """
+        if layout not in ("BFCHW", "BCFHW", "BFHWC"):
+            raise ValueError(f"layout must be BFCHW, BCFHW or BFHWC, got {layout!r}")
+        if tuple(value_range) not in ((0.0, 1.0), (-1.0, 1.0)):
+            raise ValueError(f"value_range must be (0, 1) or (-1, 1), got {value_range}")
+        if frames.ndim != 5 or not frames.is_floating_point():
+            raise ValueError(f"frames must be a float (B, F, C, H, W)-like tensor, got "
+                             f"{frames.dtype} {tuple(frames.shape)}")  # fmt: skip
+        if layout == "BCFHW":
+            frames = frames.transpose(1, 2)
+        elif layout == "BFHWC":
+            frames = frames.permute(0, 1, 4, 2, 3)
+        b, f, c, h, w = frames.shape
+        if c != 3:
+            raise ValueError(f"frames must have 3 channels in layout {layout}, got {c}")
+        captions = [captions] * b if isinstance(captions, str) else list(captions)
+        if len(captions) != b:
+            raise ValueError(f"{b} clips but {len(captions)} captions")
+        cfg = self.model.config
+        n = cfg.num_frames if f > 1 else 1  # as frames_to_tensor: an image stays one frame
+        idx = torch.linspace(0, f - 1, n).round().long().to(frames.device)
+        x = frames.to(self.device).index_select(1, idx.to(self.device))  # (B, F', 3, H, W)
+        if value_range[0] == 0.0:
+            x = x * 2 - 1
+        if (h, w) != (cfg.image_size, cfg.image_size):
+            side = cfg.image_size
+            x = torch.nn.functional.interpolate(x.flatten(0, 1), size=(side, side), mode="area")
+            x = x.unflatten(0, (b, n))
+        video = self.model.encode_video(x).float()  # (B, E)
+        text = self.text_embeds(captions).to(video.device)  # (B, E), no gradient
+        return (video * text).sum(-1)
+
 
 SCORER_KINDS = {"clip": ClipSimScorer, "xclip": XClipScorer, "shapes": VideoTextScorer}
 

@@ -506,9 +506,12 @@ class ScorerTrainConfig:
     # Degraded renders: this many fresh layouts per step, each rendered and damaged by one of
     # ``degradations`` (scorer_data.DEGRADATIONS; empty = all), labelled by the judge
     # (``degraded_judge``; false: by the degradation's intent, the judge where it has none).
+    # A kind listed twice is drawn twice as often. ``degraded_variants`` > 1 damages each
+    # layout that many times and ranks the variants among themselves (scorer_data.degraded_groups).
     degraded_per_step: int = 0
     degradations: list[str] = field(default_factory=list)
     degraded_judge: bool = True
+    degraded_variants: int = 1
     # Judged generated clips of training prompts: `studio batch` folders
     # (experiments/scorer_generated/make_generated.py), judged on load where not yet judged;
     # this many prompts per step, a share of them among prompts with both a correct and a
@@ -517,7 +520,8 @@ class ScorerTrainConfig:
     generated_per_step: int = 0
     generated_mixed_share: float = 0.5
     # Pairwise ranking (scorer_data.ranking_loss): a correct clip above a wrong one of the same
-    # caption, and at ``rank_cross_weight`` across captions; ``rank_margin`` in cosine units.
+    # caption (mean over those pairs), plus ``rank_cross_weight`` × the mean over pairs across
+    # captions; ``rank_margin`` in cosine units.
     rank_weight: float = 0.0
     rank_cross_weight: float = 0.0
     rank_margin: float = 0.0
@@ -542,6 +546,7 @@ class ScorerTrainConfig:
             eval_clips=NON_NEGATIVE,
             max_steps=POSITIVE_INT,
             degraded_per_step=NON_NEGATIVE,
+            degraded_variants=(1, 8),
             generated_per_step=NON_NEGATIVE,
             generated_mixed_share=SHARE,
             rank_weight=NON_NEGATIVE,

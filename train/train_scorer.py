@@ -11,6 +11,13 @@ between two objects — added to the text side as hard negatives. Without them a
 model learns bags of words; with them it has to read the order of the frames and which
 attribute belongs to which object.
 
+Optionally (issue 34, all off by default) every video step also takes *groups* of clips that
+look like generated ones (train/scorer_data.py): renders damaged the ways generated clips are,
+and generated clips of training prompts, each judged by the pixel judge against its caption. A
+group's correct clip joins the contrastive rows, its wrong clips are hard-negative *videos*
+(text→video side), and a pairwise ranking term puts a caption's right clips above its wrong
+ones (``group_losses``): what best-of-N asks of the scorer.
+
 Evaluation on held-out clips: text→video and video→text recall@1/5/10 and median rank, and
 counterfactual accuracy (the true caption must outscore each counterfactual), for the
 scorer and, side by side, for its per-frame baseline (the same tower on single frames,
@@ -44,29 +51,19 @@ from world.shapes_world import (
 
 from .checkpoint import init_weights_from, optimizer_step, resume, save_checkpoint, start_run
 from .config import ScorerTrainConfig, resolve_mixed_precision
+from .scorer_data import (
+    IMAGE_COUNTERFACTUALS,  # noqa: F401  (re-exported: it lived here)
+    GeneratedSet,
+    GroupBatch,
+    degraded_groups,
+    judge_generated,
+    negatives_for,
+    ranking_loss,
+)
 from .train_dit import drop_log_after
-
-IMAGE_COUNTERFACTUALS = ("color", "shape", "binding_color")
 
 
 # ---------------------------------------------------------------------------- data
-def negatives_for(
-    spec: ClipSpec, caption_seed: int, n: int, rng: np.random.Generator, image: bool
-) -> list[str]:
-    """Up to ``n`` counterfactual captions of ``spec``, each phrased like the true caption
-    (same caption seed), of distinct kinds drawn at random among those that apply."""
-    kinds = list(IMAGE_COUNTERFACTUALS if image else COUNTERFACTUALS)
-    rng.shuffle(kinds)
-    out = []
-    for kind in kinds:
-        cf = counterfactual(spec, kind, rng)
-        if cf is not None:
-            out.append(caption(cf, np.random.default_rng(caption_seed), image=image))
-        if len(out) == n:
-            break
-    return out
-
-
 def motion_targets(spec: ClipSpec) -> list[float]:
     """Multi-hot over ``MOTIONS``: which motions the clip shows (order-free, so two objects
     need no matching). A motion that changes mid-clip counts both."""
@@ -94,6 +91,49 @@ def make_batch(
     return torch.stack(frames), captions, negatives, torch.tensor(motions)
 
 
+def extra_groups(
+    world: ShapesWorld,
+    generated: GeneratedSet | None,
+    cfg: ScorerTrainConfig,
+    step: int,
+    rank: int,
+) -> GroupBatch | None:
+    """A video step's degraded and generated groups (None when both are off), from a
+    generator of their own: the rendered batch draws exactly what it drew without them."""
+    if not cfg.degraded_per_step and generated is None:
+        return None
+    rng = np.random.default_rng([cfg.seed, step, rank, 34])
+    m = cfg.model
+    parts = []
+    if cfg.degraded_per_step:
+        parts.append(
+            degraded_groups(
+                world,
+                rng,
+                cfg.degraded_per_step,
+                m.num_frames,
+                m.image_size,
+                tuple(cfg.degradations),
+                cfg.two_object_prob,
+                cfg.hard_negatives,
+                cfg.degraded_judge,
+                cfg.degraded_variants,
+            )
+        )
+    if generated is not None:
+        parts.append(
+            generated.groups(
+                rng,
+                cfg.generated_per_step,
+                m.num_frames,
+                m.image_size,
+                cfg.hard_negatives,
+                cfg.generated_mixed_share,
+            )
+        )
+    return GroupBatch.cat(parts)
+
+
 def motion_aux_loss(
     head: torch.nn.Module, video: torch.Tensor, text: torch.Tensor, targets: torch.Tensor
 ) -> torch.Tensor:
@@ -107,16 +147,60 @@ def motion_aux_loss(
 
 
 def contrastive_loss(
-    video: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor
+    video: torch.Tensor,
+    text: torch.Tensor,
+    logit_scale: torch.Tensor,
+    negative_videos: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """video (B, E), text (B + K, E): rows 0..B-1 of ``text`` are the true captions, the
-    rest hard negatives that only the video→text direction sees."""
+    rest hard negatives that only the video→text direction sees. ``negative_videos`` (N, E):
+    clips that fit no caption of the batch (judged wrong for their own), hard negatives that
+    only the text→video direction sees."""
     b = video.shape[0]
-    logits = logit_scale.clamp(max=math.log(100.0)).exp() * video @ text.T  # (B, B + K)
+    scale = logit_scale.clamp(max=math.log(100.0)).exp()
+    logits = scale * video @ text.T  # (B, B + K)
     target = torch.arange(b, device=video.device)
     v2t = torch.nn.functional.cross_entropy(logits, target)
-    t2v = torch.nn.functional.cross_entropy(logits[:, :b].T, target)
+    if negative_videos is None or not len(negative_videos):
+        t2v = torch.nn.functional.cross_entropy(logits[:, :b].T, target)
+    else:
+        t2v_logits = scale * text[:b] @ torch.cat([video, negative_videos]).T  # (B, B + N)
+        t2v = torch.nn.functional.cross_entropy(t2v_logits, target)
     return (v2t + t2v) / 2
+
+
+def group_losses(
+    video: torch.Tensor,
+    text: torch.Tensor,
+    logit_scale: torch.Tensor,
+    b: int,
+    extra: GroupBatch,
+    cfg: ScorerTrainConfig,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The contrastive loss of a rendered batch joined by ``extra``'s groups, and the ranking
+    loss among ``extra``'s clips (None without a pair).
+
+    video (B + M, E): the B rendered clips, then ``extra``'s M clips; text (B + G + K, E):
+    the rendered captions, the G groups' captions, then every hard-negative caption. Each
+    group's anchor (a correct clip) is the row of its caption; the clips judged wrong are
+    hard-negative videos for every caption; the ranking term compares each clip's cosine with
+    its own group's caption (scorer_data.ranking_loss), at the contrastive temperature held
+    fixed (so the ranking cannot move it)."""
+    device = video.device
+    anchors = torch.tensor(extra.anchors, device=device) + b
+    rows = torch.cat([video[:b], video[anchors]])  # (B + G, E)
+    clips = video[b:]  # (M, E)
+    labels, groups = extra.labels.to(device), extra.groups.to(device)
+    loss = contrastive_loss(rows, text, logit_scale, negative_videos=clips[~labels])
+    if cfg.rank_weight == 0:
+        return loss, None
+    own = text[b + groups]  # (M, E) each clip's caption
+    scores = (clips * own).sum(-1)
+    ranked = extra.ranked.to(device)
+    scale = logit_scale.detach().clamp(max=math.log(100.0)).exp()
+    rank = ranking_loss(scores[ranked], labels[ranked], groups[ranked], scale,
+                        cfg.rank_margin, cfg.rank_cross_weight)  # fmt: skip
+    return loss, rank
 
 
 def build_model(cfg: ScorerTrainConfig, text_dim: int) -> VideoTextScorer:
@@ -176,6 +260,16 @@ def main(cfg: ScorerTrainConfig) -> Path:
             model, motion_head, optimizer, schedule
         )
 
+    # ======================================================== data with the generator's faults
+    generated = None
+    if cfg.generated_per_step:
+        if accelerator.is_main_process:  # judge once, before any process reads the labels
+            for d in cfg.generated_dirs:
+                judge_generated(Path(d))
+        accelerator.wait_for_everyone()
+        generated = GeneratedSet.from_dirs(cfg.generated_dirs, cfg.model.num_frames, judge=False)
+        accelerator.print(f"generated clips: {generated.stats()}")
+
     # ======================================================== resume
     start = resume(accelerator, out)
     total = min(cfg.steps, cfg.max_steps or cfg.steps)
@@ -187,21 +281,32 @@ def main(cfg: ScorerTrainConfig) -> Path:
     bar = tqdm(range(start, total), initial=start, total=total, desc="scorer",
                disable=not accelerator.is_main_process)  # fmt: skip
     t_last, seen, loss_sum, loss_n = time.time(), 0, 0.0, 0
+    rank_sum, rank_n = 0.0, 0  # this process's ranking loss, logged beside the total
     model.train()
     for step in bar:
         rng = np.random.default_rng([cfg.seed, step, rank])
         image = cfg.image_every > 0 and step % cfg.image_every == cfg.image_every - 1
         frames, captions, negatives, motions = make_batch(world, cfg, rng, image)
-        states, mask = encode_text(
-            text_encoder, tokenizer, captions + negatives, device=accelerator.device
-        )
+        extra = None if image else extra_groups(world, generated, cfg, step, rank)
+        texts = captions + negatives
+        if extra is not None:  # the groups' captions follow the rendered ones
+            texts = captions + extra.captions + negatives + extra.negatives
+            frames = torch.cat([frames, extra.frames])
+        states, mask = encode_text(text_encoder, tokenizer, texts, device=accelerator.device)
+        b = len(captions)
         with accelerator.autocast():
             video, text, logit_scale = model(frames.to(accelerator.device), states, mask)
-            loss = contrastive_loss(video.float(), text.float(), logit_scale)
+            if extra is None:
+                loss, rank_loss = contrastive_loss(video.float(), text.float(), logit_scale), None
+            else:
+                loss, rank_loss = group_losses(
+                    video.float(), text.float(), logit_scale, b, extra, cfg
+                )
+                if rank_loss is not None:
+                    loss = loss + cfg.rank_weight * rank_loss
             if motion_head is not None and not image:  # images show no motion
-                b = video.shape[0]
                 aux = motion_aux_loss(
-                    motion_head, video.float(), text[:b].float(), motions.to(video.device)
+                    motion_head, video[:b].float(), text[:b].float(), motions.to(video.device)
                 )
                 loss = loss + cfg.motion_aux_weight * aux
         clipped = model if motion_head is None else [*model.parameters(), *motion_head.parameters()]
@@ -209,6 +314,9 @@ def main(cfg: ScorerTrainConfig) -> Path:
 
         loss_sum += accelerator.reduce(loss.detach(), reduction="mean").item()
         loss_n += 1
+        if rank_loss is not None:
+            rank_sum += rank_loss.item()
+            rank_n += 1
         seen += frames.shape[0] * accelerator.num_processes
         if (step + 1) % cfg.log_every == 0:
             entry = {
@@ -218,11 +326,14 @@ def main(cfg: ScorerTrainConfig) -> Path:
                 "lr": schedule.get_last_lr()[0],
                 "processes": accelerator.num_processes,
             }
+            if rank_n:
+                entry["rank_loss"] = rank_sum / rank_n
             bar.set_postfix(loss=f"{entry['loss']:.4f}", sps=f"{entry['samples_per_s']:.1f}")
             if log:
                 log.write(json.dumps(entry) + "\n")
                 log.flush()
             t_last, seen, loss_sum, loss_n = time.time(), 0, 0.0, 0
+            rank_sum, rank_n = 0.0, 0
         if (step + 1) % cfg.save_every == 0 or step + 1 == total:
             save_checkpoint(accelerator, out, step + 1)
 
