@@ -284,7 +284,7 @@ def test_trainer_mixes_degraded_and_generated_groups(cli, tmp_path):
     args = ["train", "scorer", f"output_dir={out}", "model.size=scorer_tiny", "steps=4"]
     args += ["batch_size=3", "eval_clips=0", "log_every=2", "image_every=0", "warmup=1"]
     args += ["degraded_per_step=2", f"generated_dirs=[{run}]", "generated_per_step=2"]
-    args += ["rank_weight=1.0", "rank_cross_weight=0.5", "mixed_precision=no"]
+    args += ["rank_weight=1.0", "rank_cross_weight=0.5"]
     code, _, err = cli(*args)
     assert code == 0, err
     log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
