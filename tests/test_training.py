@@ -10,6 +10,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from accelerate import Accelerator
@@ -950,3 +951,92 @@ def test_lora_training_saves_an_adapter_that_loads_and_leaves_the_base_untouched
     assert (adapted - plain).abs().max() > 1e-4
     with pytest.raises(ConfigError, match="init_from"):
         dit_config("LORA_BAD", "training=lora")
+
+
+# -------------------------------------------------------------------------- binding hard negatives
+def _two_object_spec(m1: str, m2: str) -> dict:
+    obj = {"size": "small", "x": 10.0, "y": 10.0, "motion_after": None}
+    return {
+        "objects": [
+            dict(obj, color="red", shape="circle", motion=m1),
+            dict(obj, color="blue", shape="square", motion=m2, x=40.0),
+        ],
+        "background": "gray",
+        "frames": 4,
+        "size": 64,
+        "fps": 8,
+        "switch_frame": None,
+        "condition_frames": None,
+        "kind": "video2",
+    }
+
+
+def test_swapped_motions_swaps_only_when_the_objects_move_differently():
+    from train.train_dit import swapped_motions
+
+    swapped = swapped_motions(_two_object_spec("left", "up"))
+    assert [o["motion"] for o in swapped["objects"]] == ["up", "left"]
+    assert [o["color"] for o in swapped["objects"]] == ["red", "blue"]  # looks stay put
+    assert swapped_motions(_two_object_spec("down", "down")) is None
+    one = _two_object_spec("left", "up")
+    one["objects"] = one["objects"][:1]
+    assert swapped_motions(one) is None
+
+
+def test_binding_negatives_are_the_caption_with_the_motions_swapped():
+    from evals.contract import parse_caption
+    from train.latent_cache import LatentCache
+
+    specs = [_two_object_spec("left", "up"), _two_object_spec("right", "right")]
+    cache = LatentCache(
+        torch.zeros(2, 2, 4, 2, 2).half(), torch.zeros(1, 2, 2, 2).half(), specs, []
+    )
+    stage = config_mod.StageConfig(name="clips", steps=1, frames=4, batch_size=40)
+    cfg = DiTTrainConfig(binding_weight=0.1)
+    cfg.data.reverse_prob = 0.5
+    _, captions, _, _, negatives = train_dit.video_batch(
+        cache, stage, cfg, np.random.default_rng(3)
+    )
+    pairs = [(c, n) for c, n in zip(captions, negatives, strict=True) if n is not None]
+    assert 0 < len(pairs) < len(captions)  # the same-motion clips get none
+    for cap, neg in pairs:
+        true, swapped = parse_caption(cap).objects, parse_caption(neg).objects
+        assert [o.color for o in true] == [o.color for o in swapped]
+        assert [o.motion for o in swapped] == [o.motion for o in reversed(true)]
+    # off by default: no negatives, and the captions drawn are the same either way
+    _, plain, _, _, none = train_dit.video_batch(
+        cache, stage, DiTTrainConfig(data=cfg.data), np.random.default_rng(3)
+    )
+    assert plain == captions and none == [None] * len(plain)
+
+
+def test_binding_hinge_charges_a_model_that_ignores_the_caption():
+    """A model that reads no caption predicts alike under the true and the swapped caption:
+    the hinge adds weight · margin. One that denoises only under the true caption pays none."""
+    from train.train_dit import flow_loss
+
+    x0 = torch.zeros(2, 4, 2, 8, 8)
+    x0[:, :, :, 2:4, 2:4] = 5.0
+
+    class Blind(torch.nn.Module):
+        def forward(self, x, t, text, *a, **k):
+            return type("O", (), {"sample": torch.zeros_like(x)})()
+
+    class Reads(torch.nn.Module):  # x0 exactly under the true caption (text ones), 0 otherwise
+        def forward(self, x, t, text, *a, **k):
+            right = text[:, :1, :1].reshape(-1, 1, 1, 1, 1) > 0
+            return type("O", (), {"sample": torch.where(right, x0[: len(x)] * 0.9, 0 * x)})()
+
+    text, mask = torch.ones(2, 3, 384), torch.ones(2, 3)
+    negative = (torch.tensor([1]), -torch.ones(1, 3, 384), torch.ones(1, 3))
+    cfg = DiTTrainConfig(loss_space="sample", binding_weight=0.5, binding_margin=0.2)
+    cfg.timestep_shift = 1e3  # every row at t ≈ 1, above BINDING_MIN_T
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    for model, extra in ((Blind(), 0.5 * 0.2), (Reads(), 0.0)):
+        base = flow_loss(model, x0, text, mask, None, cfg, gen())
+        with_neg = flow_loss(model, x0, text, mask, None, cfg, gen(), negative)
+        assert with_neg.item() == pytest.approx(base.item() + extra, abs=1e-6)
+    # below BINDING_MIN_T the hinge is not taken
+    cfg.timestep_shift = 1e-3
+    base = flow_loss(Blind(), x0, text, mask, None, cfg, gen())
+    assert flow_loss(Blind(), x0, text, mask, None, cfg, gen(), negative).item() == base.item()

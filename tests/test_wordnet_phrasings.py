@@ -174,7 +174,7 @@ def test_training_batches_use_the_table_when_asked():
     for prob, expect_table in ((0.0, False), (1.0, True)):
         cfg = DiTTrainConfig()
         cfg.data.wordnet_phrasing_prob, cfg.data.reverse_prob = prob, 0.0
-        _, captions, _, _ = video_batch(cache, stage, cfg, np.random.default_rng(0))
+        _, captions, _, _, _ = video_batch(cache, stage, cfg, np.random.default_rng(0))
         from_table = [_motion_phrase(t) in table - set(MOTION_PHRASES["down"]) for t in captions]
         assert any(from_table) == expect_table
         assert all(_motion_phrase(t) in table for t in captions) == expect_table

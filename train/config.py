@@ -328,6 +328,13 @@ class DiTTrainConfig:
     # ~5 % of a frame, so without it the loss is mostly background.
     foreground_weight: float = 1.0
     foreground_threshold: float = 1.5
+    # Binding hard negatives (experiments/binding): for every two-object Shapes World clip
+    # whose objects move differently, the same noised clip is also denoised under its caption
+    # with the two motions swapped, and a hinge asks the object-pixel error under the true
+    # caption to stay below the swapped one's by ``binding_margin`` in log terms:
+    # binding_weight · relu(margin + log e_true − log e_swapped). 0 = off.
+    binding_weight: float = 0.0
+    binding_margin: float = 0.1
     # Where the loss is taken: "velocity" (ε − x0; with x0-prediction that is |x0 − x̂0|²/t²,
     # so low-noise samples dominate) or "sample" (|x0 − x̂0|², x0-prediction only: every noise
     # level alike, so the high-noise samples, where the caption alone decides the layout and
@@ -379,6 +386,8 @@ class DiTTrainConfig:
             logit_std=(TINY, None),
             timestep_shift=(TINY, 1e4),
             foreground_weight=NON_NEGATIVE,
+            binding_weight=NON_NEGATIVE,
+            binding_margin=NON_NEGATIVE,
             log_every=POSITIVE_INT,
             save_every=POSITIVE_INT,
             sample_every=NON_NEGATIVE,

@@ -116,6 +116,23 @@ def _spec_caption(
     return caption(ClipSpec.from_dict(spec), rng, image=image, refs=refs, wordnet_prob=wordnet_prob)
 
 
+def swapped_motions(spec: dict) -> dict | None:
+    """A two-object clip spec with its objects' motions (and motions after a scene change)
+    swapped, the binding hard negative of ``binding_weight``; None when the clip has not two
+    objects that move differently (the swap would not change what the caption says)."""
+    objects = spec["objects"]
+    if len(objects) != 2:
+        return None
+    a, b = objects
+    if (a["motion"], a.get("motion_after")) == (b["motion"], b.get("motion_after")):
+        return None
+    keys = ("motion", "motion_after")
+    return dict(
+        spec,
+        objects=[dict(a, **{k: b.get(k) for k in keys}), dict(b, **{k: a.get(k) for k in keys})],
+    )
+
+
 def image_batch(
     cache: LatentCache,
     size: int,
@@ -170,10 +187,12 @@ def video_batch(
     cfg: DiTTrainConfig,
     rng: np.random.Generator,
     space: LatentSpace | None = None,
-) -> tuple[torch.Tensor, list[str], torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
-    """→ latents (B, C, f, h, w), captions, frame_mask (B, f) bool (True = given clean), and
+) -> tuple[torch.Tensor, list[str], torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None, list]:
+    """→ latents (B, C, f, h, w), captions, frame_mask (B, f) bool (True = given clean),
     references: None, or (reference latents (B, R, C, h, w), present (B, R) bool) when the
-    stage draws ``reference_prob`` of its clips from the cache's reference-element clips.
+    stage draws ``reference_prob`` of its clips from the cache's reference-element clips, and
+    negatives: per clip, its caption with the two objects' motions swapped in the same
+    phrasing (:func:`swapped_motions`), or None; drawn only when ``cfg.binding_weight`` > 0.
 
     ``space``: the cache's latent space (None: frame-wise). With a video VAE a clip's window
     is its prefix and is never reversed (:mod:`train.latent_cache`)."""
@@ -201,7 +220,7 @@ def video_batch(
     ]
     idx = rng.choice(eligible, size=stage.batch_size)
     is_ref = (rng.random(stage.batch_size) < stage.reference_prob) if with_refs else None
-    latents, captions = [], []
+    latents, captions, negatives = [], [], []
     mask = torch.zeros(stage.batch_size, f, dtype=torch.bool)
     refs = present = None
     if with_refs:
@@ -230,6 +249,7 @@ def video_batch(
                     wordnet_prob=cfg.data.wordnet_phrasing_prob,
                 )
             )
+            negatives.append(None)
             continue
         spec = cache.clip_specs[i]
         start = window_start()
@@ -245,13 +265,26 @@ def video_batch(
         if given:
             mask[j, :given] = True
         latents.append(z)
+        swapped = swapped_motions(spec) if cfg.binding_weight > 0 else None
+        phrasing = copy.deepcopy(rng) if swapped is not None else None
         captions.append(
             _spec_caption(
                 spec, rng, False, reverse=reverse, wordnet_prob=cfg.data.wordnet_phrasing_prob
             )
         )
+        negatives.append(
+            None
+            if swapped is None
+            else _spec_caption(  # the same draws: the same words, the motions swapped
+                swapped,
+                phrasing,
+                False,
+                reverse=reverse,
+                wordnet_prob=cfg.data.wordnet_phrasing_prob,
+            )  # fmt: skip
+        )
     references = (refs, present) if with_refs and present.any() else None
-    return torch.stack(latents), captions, mask, references
+    return torch.stack(latents), captions, mask, references, negatives
 
 
 # ------------------------------------------------------------------- batches from shards
@@ -463,6 +496,11 @@ def _unwrap(model):
     return getattr(model, "module", model)
 
 
+#: The binding hard negatives are taken at noise levels t ≥ this (flow time, 1 = noise): where
+#: the caption, not the noised clip, still decides which object goes where.
+BINDING_MIN_T = 0.5
+
+
 def flow_loss(
     model,
     x0: torch.Tensor,
@@ -471,11 +509,18 @@ def flow_loss(
     frame_mask: torch.Tensor | None,
     cfg: DiTTrainConfig,
     generator: torch.Generator,
+    negative: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     **conditions,
 ) -> torch.Tensor:
     """Rectified-flow loss on the generated (not given) frames, object latents weighted
     ``cfg.foreground_weight`` times the background's. ``conditions``: reference keywords
-    of :meth:`VideoDiT.forward`."""
+    of :meth:`VideoDiT.forward`.
+
+    ``negative``: (rows (K,) long, text (K, L, D), text_mask (K, L)), captions that do not
+    hold for those rows' clips (the binding hard negatives); adds ``cfg.binding_weight`` ·
+    mean relu(margin + log e_true − log e_negative), e being a row's mean error on its object
+    latents (:func:`foreground_mask`) in the generated frames, at the same noise and time, for
+    the rows noised to t ≥ :data:`BINDING_MIN_T`."""
     b = x0.shape[0]
     t = sample_timesteps(cfg, b, generator).to(x0.device)  # (B,)
     noise = torch.randn(x0.shape, generator=generator).to(x0.device)
@@ -497,7 +542,35 @@ def flow_loss(
     if frame_mask is not None:
         weight = weight * (~frame_mask)[:, None, :, None, None].to(weight.dtype)
     weight = weight.expand_as(err)
-    return (err * weight).sum() / weight.sum().clamp_min(1.0)
+    loss = (err * weight).sum() / weight.sum().clamp_min(1.0)
+    if negative is None or cfg.binding_weight == 0 or len(negative[0]) == 0:
+        return loss
+    rows, neg_text, neg_mask = negative
+    high = t[rows] >= BINDING_MIN_T  # below it the noised clip shows where each object goes
+    if not bool(high.any()):
+        return loss
+    rows, neg_text, neg_mask = rows[high], neg_text[high], neg_mask[high]
+    fmask = None if frame_mask is None else frame_mask[rows]
+    neg_conditions = {k: v[rows] for k, v in conditions.items()}
+    neg_out = model(
+        xt[rows], t[rows] * 1000, neg_text, neg_mask, frame_mask=fmask, **neg_conditions
+    )
+    neg_out = neg_out.sample.float()
+    if cfg.loss_space == "sample":
+        neg_err = (neg_out - x0[rows]) ** 2
+    else:
+        neg_pred = _unwrap(model).to_velocity(neg_out, xt[rows], t[rows])
+        neg_err = (neg_pred - (noise[rows] - x0[rows])) ** 2
+    objects = foreground_mask(x0[rows], cfg.foreground_threshold)  # (K, 1, F, h, w)
+    if fmask is not None:
+        objects = objects * (~fmask)[:, None, :, None, None].to(objects.dtype)
+    objects = objects.expand_as(neg_err)
+    dims = tuple(range(1, err.ndim))
+    area = objects.sum(dim=dims).clamp_min(1.0)
+    e_true = (err[rows] * objects).sum(dim=dims) / area  # (K,)
+    e_neg = (neg_err * objects).sum(dim=dims) / area
+    hinge = torch.relu(cfg.binding_margin + torch.log(e_true + 1e-8) - torch.log(e_neg + 1e-8))
+    return loss + cfg.binding_weight * hinge.mean()
 
 
 def build_model(
@@ -713,7 +786,7 @@ def batch_loss(
     rng = np.random.default_rng([cfg.seed, step, rank] + ([micro] if micro else []))
     generator = torch.Generator().manual_seed(int(rng.integers(1 << 62)))
     images = is_image_step(stage, step)
-    references = cached_text = None
+    references = cached_text = negatives = None
     if cache is not None and images:
         x0, captions = image_batch(
             cache,
@@ -725,7 +798,9 @@ def batch_loss(
         )
         frame_mask = None
     elif cache is not None:
-        x0, captions, frame_mask, references = video_batch(cache, stage, cfg, rng, LatentSpace(vae))
+        x0, captions, frame_mask, references, negatives = video_batch(
+            cache, stage, cfg, rng, LatentSpace(vae)
+        )
     else:
         if (stage_idx, images) not in streams:  # replayed to this step's position
             skip = steps_before(cfg, stage_idx, step, images) * cfg.gradient_accumulation_steps
@@ -758,10 +833,20 @@ def batch_loss(
             reference_mask=(present & keep[:, None]).to(device),
             text_reference_ids=ids.to(device),
         )
+    negative = None
+    if negatives is not None:
+        rows = [j for j, c in enumerate(negatives) if c is not None and not dropped[j]]
+        if rows:
+            neg_text, neg_mask = encode_text(
+                text_encoder, tokenizer, [negatives[j] for j in rows], cfg.text_max_length,
+                device,
+            )  # fmt: skip
+            negative = (torch.tensor(rows, device=device), neg_text, neg_mask)
     with accelerator.autocast():
         loss = flow_loss(
-            model, x0.to(device), text, text_mask, frame_mask, cfg, generator, **conditions
-        )
+            model, x0.to(device), text, text_mask, frame_mask, cfg, generator, negative,
+            **conditions,
+        )  # fmt: skip
     return x0, loss
 
 
