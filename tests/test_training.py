@@ -6,6 +6,7 @@ Every run is a handful of steps of a width-32 DiT on 16-px Shapes World latents.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -168,6 +169,22 @@ def test_resume_after_a_stop_between_checkpoints(dit_config, straight_run):
     assert sorted(c) == list(range(1, TOTAL_STEPS + 1))
     for step in range(1, TOTAL_STEPS + 1):
         assert c[step] == pytest.approx(a[step], abs=1e-5), step
+
+
+def test_time_limit_checkpoints_exports_and_resumes(dit_config, straight_run):
+    """time_limit_minutes: the first step past the limit ends the run with a checkpoint and
+    an exported pipeline; the same run without the limit then resumes to the end. With the
+    binding hard negatives on, which these tiny runs also exercise."""
+    run = dit_config("D", "time_limit_minutes=1e-9", "save_every=100", "binding_weight=0.5")
+    final = train_dit.main(run)
+    out = Path(run.output_dir)
+    assert sorted(losses(out)) == [1] and checkpoint_step(latest_checkpoint(out)) == 1
+    assert (final / "model_index.json").is_file()
+    reset_accelerate()
+    train_dit.main(dit_config("D", "save_every=100", "binding_weight=0.5"))
+    log = losses(out)
+    assert sorted(log) == list(range(1, TOTAL_STEPS + 1))
+    assert all(math.isfinite(v) for v in log.values())
 
 
 # -------------------------------------------------------------------------- checkpoints
@@ -534,6 +551,21 @@ def test_continuation_cache_follows_the_clips(tmp_path):
     assert cache.clip_specs[3]["condition_frames"] == clip.meta["condition_frames"]
     expected = encode(vae, clip.frames).half().permute(1, 0, 2, 3)  # (C, F, h, w)
     torch.testing.assert_close(cache.clips[3], expected, atol=1e-3, rtol=0)
+
+
+def test_cache_rendered_by_worker_processes_is_the_same_cache():
+    """``workers`` (data.num_workers) render in other processes: the same clips, images, end
+    frames and specs, in the same order."""
+    from train.latent_cache import build_cache
+
+    vae = vae_tiny(sample_size=16).eval()
+    kw = dict(size=16, frames=4, n_continuations=3, n_end_frames=3, progress=False)
+    alone = build_cache(vae, 5, 7, **kw)
+    pooled = build_cache(vae, 5, 7, workers=2, **kw)
+    for part in ("clips", "images", "end_frames"):
+        assert torch.equal(getattr(alone, part), getattr(pooled, part)), part
+    assert alone.clip_specs == pooled.clip_specs and alone.image_specs == pooled.image_specs
+    assert alone.end_specs == pooled.end_specs
 
 
 def test_continuation_clips_join_the_training_cache(dit_config, cache_dir):

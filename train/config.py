@@ -152,7 +152,7 @@ class DataConfig:
     shards: list[str] = field(default_factory=list)
     buckets: list[BucketConfig] = field(default_factory=list)
     shuffle: int = 256  # shuffle buffer (samples); 0 = shard order
-    num_workers: int = 0  # DataLoader workers decoding shards
+    num_workers: int = 0  # workers decoding shards, or rendering the Shapes World latent cache
     # How ranks × workers share the shards: "shards" (each reads its own shards) or
     # "samples" (each reads all, keeps every n-th: use it when few shards hold the images)
     split_by: str = "shards"
@@ -364,6 +364,10 @@ class DiTTrainConfig:
     # clips (their own seed, fixed noise and timesteps); 0 = none
     validation_clips: int = 0
     max_steps: int | None = None  # stop early (for tests); None = run all stages
+    # Stop at the first step that ends past this many minutes of this process's training
+    # (its cache and model loading not counted), checkpoint there and export as at the end: a
+    # lent machine's fixed lease (benchmarks/gpu_train). None = no limit.
+    time_limit_minutes: float | None = None
 
     # keys a resume must keep (train.checkpoint.check_resumable)
     ARCHITECTURE: ClassVar[tuple[str, ...]] = (
@@ -394,6 +398,7 @@ class DiTTrainConfig:
             sample_steps=(1, 1000),
             guidance_scale=(0.0, 100.0),
             max_steps=POSITIVE_INT,
+            time_limit_minutes=(TINY, None),
             text_max_length=(1, 4096),
             gradient_accumulation_steps=(1, 4096),
             validation_clips=(0, 4096),

@@ -15,10 +15,12 @@ reverses them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 import os
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,8 +117,11 @@ def build_cache(
     n_end_frames: int = 0,
     n_continuations: int = 0,
     continuation_frames: tuple[int, int] = (2, 8),
+    workers: int = 0,
 ) -> LatentCache:
     """Render and encode; deterministic for a seed (sample i of each part uses index i).
+    ``workers`` > 0 renders in that many processes (the same samples: each is a function of
+    its index), leaving the encoding to this one.
 
     ``n_references`` reference-element clips are added with their reference images (the
     training exclusions hold: no held-out sprite is rendered). ``n_end_frames`` single- and
@@ -134,6 +139,7 @@ def build_cache(
         disable=not progress,
     )
     per_batch = max(1, batch_frames // frames)
+    pool = ProcessPoolExecutor(workers) if workers > 0 else None
     cont_world = ShapesWorld(
         size=size,
         frames=frames,
@@ -143,12 +149,12 @@ def build_cache(
     )
     # the plain clips, then the extra continuations (their sample indices start at 4·10⁸)
     for part_world, base, n in ((world, 0, n_clips), (cont_world, 4 * 10**8, n_continuations)):
-        for samples in _sample_batches(part_world, base, n, per_batch):
+        for samples in _sample_batches(part_world, base, n, per_batch, pool):
             clip_lat.append(_encode_clips(vae, samples, frames))
             clip_specs += [_spec(s) for s in samples]
             bar.update(len(samples))
     image_lat, image_specs = [], []
-    for samples in _sample_batches(world, 10**8, n_images, batch_frames, kind="image"):
+    for samples in _sample_batches(world, 10**8, n_images, batch_frames, pool, kind="image"):
         image_lat.append(encode(vae, np.concatenate([s.frames for s in samples])).half().cpu())
         image_specs += [_spec(s) for s in samples]
         bar.update(len(samples))
@@ -156,7 +162,7 @@ def build_cache(
     if n_references:
         ref_world = ShapesWorld(size=size, frames=frames, seed=seed, mix={"reference": 1.0})
         ref_clips, ref_images, ref_specs = [], [], []
-        for samples in _sample_batches(ref_world, 2 * 10**8, n_references, per_batch):
+        for samples in _sample_batches(ref_world, 2 * 10**8, n_references, per_batch, pool):
             ref_clips.append(_encode_clips(vae, samples, frames))
             refs = encode(vae, np.concatenate([np.stack(s.references) for s in samples]))
             padded = torch.zeros(len(samples), MAX_SPRITES, *refs.shape[1:])
@@ -174,13 +180,15 @@ def build_cache(
             size=size, frames=frames, seed=seed, mix={k: VIDEO_WEIGHTS[k] for k in END_KINDS}
         )
         end_frames, end_specs = [], []
-        for samples in _sample_batches(end_world, 3 * 10**8, n_end_frames, batch_frames // 2):
+        for samples in _sample_batches(end_world, 3 * 10**8, n_end_frames, batch_frames // 2, pool):
             z = encode(vae, np.concatenate([s.frames[[0, -1]] for s in samples]))  # 2 a clip
             end_frames.append(z.reshape(len(samples), 2, *z.shape[1:]).half().cpu())
             end_specs += [_spec(s) for s in samples]
             bar.update(len(samples))
         end_frames = torch.cat(end_frames)
     bar.close()
+    if pool is not None:
+        pool.shutdown()
     space = LatentSpace(vae)
     c, h, f = space.channels, size // space.spatial_scale, space.latent_frames(frames)
     return LatentCache(
@@ -208,10 +216,22 @@ def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return torch.nn.functional.conv2d(x, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
-def _sample_batches(world: ShapesWorld, base: int, n: int, per_batch: int, **kwargs):
-    """Samples ``base + 0 .. base + n - 1`` of ``world``, in lists of at most ``per_batch``."""
+def _sample_batches(
+    world: ShapesWorld, base: int, n: int, per_batch: int, pool: Executor | None = None, **kwargs
+):
+    """Samples ``base + 0 .. base + n - 1`` of ``world``, in lists of at most ``per_batch``;
+    with ``pool``, rendered there."""
+    draw = functools.partial(_draw, world, kwargs)
     for start in range(0, n, per_batch):
-        yield [world.sample(base + j, **kwargs) for j in range(start, min(n, start + per_batch))]
+        indices = range(base + start, base + min(n, start + per_batch))
+        if pool is None:
+            yield [draw(i) for i in indices]
+        else:
+            yield list(pool.map(draw, indices, chunksize=max(1, len(indices) // 32)))
+
+
+def _draw(world: ShapesWorld, kwargs: dict, index: int):
+    return world.sample(index, **kwargs)
 
 
 def _encode_clips(vae, samples: list, frames: int) -> torch.Tensor:

@@ -962,6 +962,7 @@ def _shapes_cache(cfg: DiTTrainConfig, vae, out: Path, accelerator) -> LatentCac
                     size=cfg.data.size,
                     frames=cfg.data.clip_frames,
                     seed=cfg.data.seed,
+                    workers=cfg.data.num_workers,
                 )
                 save_cache(built, path)
     accelerator.wait_for_everyone()
@@ -1121,6 +1122,7 @@ def main(cfg: DiTTrainConfig) -> Path:
     model.train()
     streams: dict[tuple[int, bool], ShardBatchStream] = {}
     accumulate = cfg.gradient_accumulation_steps
+    deadline = None if cfg.time_limit_minutes is None else time.time() + 60 * cfg.time_limit_minutes
     for step in bar:
         stage_idx, stage = stage_at(cfg, step)
         step_loss, step_samples = 0.0, 0
@@ -1157,7 +1159,14 @@ def main(cfg: DiTTrainConfig) -> Path:
                 log.flush()
             accelerator.log({k: v for k, v in entry.items() if k != "stage"}, step=step + 1)
             t_last, samples_since, loss_sum, loss_n = time.time(), 0, 0.0, 0
-        if (step + 1) % cfg.save_every == 0 or step + 1 == total:
+        # every process stops at the same step: the first past its deadline decides
+        out_of_time = deadline is not None and bool(
+            accelerator.reduce(
+                torch.tensor(float(time.time() > deadline), device=accelerator.device), "sum"
+            )
+            > 0
+        )
+        if (step + 1) % cfg.save_every == 0 or step + 1 == total or out_of_time:
             save_checkpoint(accelerator, out, step + 1, states={"ema": ema})
         if validation is not None and cfg.sample_every and (step + 1) % cfg.sample_every == 0:
             val = validation.loss(accelerator.unwrap_model(model), cfg, accelerator)
@@ -1177,6 +1186,12 @@ def main(cfg: DiTTrainConfig) -> Path:
                 image_source,
             )
             log_previews(accelerator, out / "samples" / f"step-{step + 1:07d}", step + 1)
+        if out_of_time:
+            accelerator.print(
+                f"time limit ({cfg.time_limit_minutes} min) reached at step {step + 1} of "
+                f"{total}: checkpointed; exporting"
+            )
+            break
 
     # ======================================================== data report (shards)
     if streams:
