@@ -344,17 +344,24 @@ def test_vae_training_exports_final_with_scaling_factor(tmp_path):
             "warmup=1",
             "log_every=1",
             "mixed_precision=no",
+            "model_kwargs={latent_channels: 6}",  # the factory's constructor arguments
         ],
     )
     final = train_vae(cfg)
     assert final == tmp_path / "final"
     vae = AutoencoderKL.from_pretrained(final)
+    assert vae.config.latent_channels == 6
     assert vae.config.scaling_factor != 0.18215 and vae.config.scaling_factor > 0
     assert vae.config.shift_factor is not None
     assert list(vae.config.block_out_channels) == [8, 8]
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [e["step"] for e in log] == [1, 2]
     assert checkpoint_step(latest_checkpoint(tmp_path)) == 2
+
+
+def test_vae_model_kwargs_build_a_new_vae_only():
+    with pytest.raises(ConfigError, match="model_kwargs builds a new VAE"):
+        load_config(VAETrainConfig, None, ["init=studio/default_model/vae", "model_kwargs={a: 1}"])
 
 
 def test_timestep_samplings_cover_the_ends_differently():

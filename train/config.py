@@ -54,6 +54,9 @@ REPORT_TO = ("none", "tensorboard", "wandb")
 class VAETrainConfig:
     output_dir: str = "runs/vae"
     model: str = "vae_shapes"  # factory in pipelines.components.VAE_MODELS
+    # constructor arguments over the factory's (AutoencoderKL's: latent_channels,
+    # block_out_channels, down_block_types, ...); a new VAE only, not with ``init``
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
     size: int = 64
     batch_size: int = 32
     steps: int = 3000
@@ -73,9 +76,11 @@ class VAETrainConfig:
     anchor_weight: float = 0.0
     mix: dict[str, float] | None = None  # ShapesWorld kind weights (None: its default mix)
 
-    ARCHITECTURE: ClassVar[tuple[str, ...]] = ("model", "init")  # keys a resume must keep
+    ARCHITECTURE: ClassVar[tuple[str, ...]] = ("model", "model_kwargs", "init")  # resume keeps
 
     def __post_init__(self) -> None:
+        if self.init and self.model_kwargs:
+            raise ConfigError("model_kwargs builds a new VAE: not with init (a saved VAE)")
         _check(
             self,
             size=(8, 1024),

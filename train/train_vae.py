@@ -99,7 +99,8 @@ def main(cfg: VAETrainConfig) -> Path:
             else None
         )
     else:
-        vae, anchor = VAE_MODELS[cfg.model](sample_size=cfg.size), None
+        vae = VAE_MODELS[cfg.model](**{"sample_size": cfg.size, **cfg.model_kwargs})
+        anchor = None
     model = ReconstructionModel(vae)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(
