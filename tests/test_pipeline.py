@@ -362,6 +362,28 @@ def test_first_frame_guidance_guides_frame_zero_apart_from_the_clip(text_encoder
     assert loaded.config.first_frame_guidance == 4.0
 
 
+def test_first_frame_steps_draw_frame_zero_in_its_own_step_count(text_encoder, tmp_path):
+    pipe = image_model_pipeline(text_encoder)
+    pipe.register_to_config(first_frame_steps=STEPS + 2)
+    clip = run(pipe, image_first=True, output_type="latent").frames
+    # frame 0 at the pipeline's first-frame steps, not at the call's
+    by_steps = first_frame_by_hand(pipe, num_inference_steps=STEPS + 2)
+    torch.testing.assert_close(clip[:, :, :1], by_steps)
+    assert not torch.allclose(by_steps, first_frame_by_hand(pipe))
+    # the clip keeps the call's steps: the image model runs STEPS + 2 times, the video model STEPS
+    calls = {"image": 0, "video": 0}
+    pipe.image_transformer.register_forward_hook(
+        lambda *a: calls.__setitem__("image", calls["image"] + 1)
+    )
+    pipe.transformer.register_forward_hook(
+        lambda *a: calls.__setitem__("video", calls["video"] + 1)
+    )
+    run(pipe, image_first=True, output_type="latent")
+    assert calls == {"image": STEPS + 2, "video": STEPS}
+    pipe.save_pretrained(tmp_path, save_text_encoder=False)
+    assert ShapesVideoPipeline.from_pretrained(tmp_path).config.first_frame_steps == STEPS + 2
+
+
 def test_latent_multiple_covers_both_patch_sizes(text_encoder):
     from .conftest import build_tiny_pipeline, make_tiny_dit
 

@@ -5,7 +5,9 @@ suite while choosing). The first frame keeps its own stochastic Euler sampler.
 
     python experiments/fast_sampling/sampler_probe.py OUT_DIR euler:25 unipc:10 euler:25:bf16 ...
 
-A third field ``bf16`` runs the whole generation under CPU bf16 autocast (AMX / AVX512-BF16).
+A third field ``bf16`` runs the whole generation under CPU bf16 autocast (AMX / AVX512-BF16);
+``f0=N`` draws the first frame in N steps of its own sampler whatever the clip's steps
+(the pipeline's ``first_frame_steps``), e.g. ``unipc:10:f0=25``.
 """
 
 from __future__ import annotations
@@ -41,9 +43,12 @@ def main(out: str, *configs: str) -> None:
     euler = pipe.scheduler
     rows = {}
     for config in configs:
-        kind, steps, *precision = config.split(":")
+        kind, steps, *extra = config.split(":")
+        f0 = [int(e[3:]) for e in extra if e.startswith("f0=")]
+        precision = [e for e in extra if e == "bf16"]
+        pipe.register_to_config(first_frame_steps=f0[0] if f0 else None)
         pipe.scheduler = euler if kind == "euler" else scheduler(kind, euler.config.shift)
-        run_dir = Path(out) / f"{kind}{steps}{''.join(precision)}"
+        run_dir = Path(out) / f"{kind}{steps}{''.join(precision)}{f'f0{f0[0]}' if f0 else ''}"
         options = BatchOptions(
             prompts=VAL_PATH, out_dir=run_dir, samples=1, seed=500, steps=int(steps)
         )
