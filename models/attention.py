@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention as _DiffusersAttention
 from diffusers.models.attention_processor import XFormersAttnProcessor
-from diffusers.models.embeddings import apply_rotary_emb, get_1d_rotary_pos_embed
+from diffusers.models.embeddings import get_1d_rotary_pos_embed
 from diffusers.models.normalization import RMSNorm
 from torch import nn
 
@@ -33,7 +33,6 @@ __all__ = [
     "window_partition",
     "window_reverse",
     "WindowCrossAttention",
-    "RotaryAttnProcessor",
     "rotary_3d",
     "cached_rotary_3d",
 ]
@@ -225,8 +224,8 @@ def _rms_rope(
 class SDPAProcessor:
     """torch SDPA for :class:`Attention` — self- or cross-attention, optional q/k RMS norms,
     optional rotary positions (``rotary_emb`` = (cos, sin) from :func:`rotary_3d`) — the
-    function of diffusers' ``AttnProcessor2_0`` (and of :class:`RotaryAttnProcessor` given
-    ``rotary_emb``) in fewer, larger kernels:
+    function of diffusers' ``AttnProcessor2_0`` (with RoPE applied to q and k after their norms,
+    given ``rotary_emb``) in fewer, larger kernels:
 
     * q, k, v (k, v for cross-attention) from one matrix product (:func:`_fused_linear`),
       biases added inside the products (:func:`linear`);
@@ -328,38 +327,6 @@ class SDPAProcessor:
         # does: under autocast the output projection casts again.
         out = out.transpose(1, 2).flatten(2)  # (B, S, D)
         return attn.to_out[1](apply_linear(attn.to_out[0], out))
-
-
-class RotaryAttnProcessor:
-    """SDPA self-attention with rotary positions (RoPE, Su et al. 2021) on queries and keys,
-    after their norms: ``rotary_emb`` = (cos, sin), each (S, head_dim), from
-    :func:`rotary_3d`. The score of two tokens then depends on their relative position, so a
-    query can ask for "the token k frames back and j columns left" whatever its own place.
-
-    The plain form of what :class:`SDPAProcessor` computes given ``rotary_emb`` (the model's
-    default); kept as the reference the tests compare it with."""
-
-    def __call__(
-        self,
-        attn: Attention,
-        hidden_states: torch.Tensor,
-        encoder_hidden_states: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        if encoder_hidden_states is not None:
-            raise ValueError("RotaryAttnProcessor is for self-attention")
-        q, k, v = (
-            proj(hidden_states).unflatten(-1, (attn.heads, -1)).transpose(1, 2)
-            for proj in (attn.to_q, attn.to_k, attn.to_v)
-        )  # (B, heads, S, head_dim)
-        if attn.norm_q is not None:
-            q, k = attn.norm_q(q), attn.norm_k(k)
-        if rotary_emb is not None:
-            q, k = apply_rotary_emb(q, rotary_emb), apply_rotary_emb(k, rotary_emb)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask)
-        out = out.transpose(1, 2).flatten(2).to(q.dtype)  # (B, S, D)
-        return attn.to_out[1](attn.to_out[0](out))
 
 
 def rotary_3d(

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+from diffusers.models.embeddings import apply_rotary_emb
 
 from models import attention as attention_mod
 from models.attention import (
     Attention,
-    RotaryAttnProcessor,
     SDPAProcessor,
     WindowCrossAttention,
     default_processor,
@@ -631,6 +632,38 @@ def test_fused_qkv_projections_compute_the_same_and_unfuse_cleanly():
 
 
 # -- the optimised forward against the reference computation -----------------------------------
+class RotaryAttnProcessor:
+    """SDPA self-attention with rotary positions (RoPE, Su et al. 2021) on queries and keys,
+    after their norms: ``rotary_emb`` = (cos, sin), each (S, head_dim), from
+    :func:`rotary_3d`. The score of two tokens then depends on their relative position, so a
+    query can ask for "the token k frames back and j columns left" whatever its own place.
+
+    The plain form of what :class:`SDPAProcessor` computes given ``rotary_emb`` (the model's
+    default), the reference the optimised forward is compared with."""
+
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        if encoder_hidden_states is not None:
+            raise ValueError("RotaryAttnProcessor is for self-attention")
+        q, k, v = (
+            proj(hidden_states).unflatten(-1, (attn.heads, -1)).transpose(1, 2)
+            for proj in (attn.to_q, attn.to_k, attn.to_v)
+        )  # (B, heads, S, head_dim)
+        if attn.norm_q is not None:
+            q, k = attn.norm_q(q), attn.norm_k(k)
+        if rotary_emb is not None:
+            q, k = apply_rotary_emb(q, rotary_emb), apply_rotary_emb(k, rotary_emb)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask)
+        out = out.transpose(1, 2).flatten(2).to(q.dtype)  # (B, S, D)
+        return attn.to_out[1](attn.to_out[0](out))
+
+
 def reference_block(block: SwapBlock, x, cond, grid, text, text_bias, rotary):
     """SwapBlock.forward as first written (before issue 36's speed work): diffusers'
     AttnProcessor2_0 and the plain RotaryAttnProcessor, separate multiply and add kernels."""
