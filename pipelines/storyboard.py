@@ -49,7 +49,7 @@ import numpy as np
 import torch
 import yaml
 
-from .text_to_video import DEFAULT_GUIDANCE, ShapesVideoPipeline, to_uint8
+from .text_to_video import DEFAULT_GUIDANCE, DEFAULT_STEPS, ShapesVideoPipeline, to_uint8
 from .video_io import MAX_FPS
 
 SCENE_KEYS: tuple[str, ...] = ("prompt", "frames", "seconds", "references")
@@ -444,7 +444,7 @@ def generate_storyboard(
     seed: int = 0,
     window: int = DEFAULT_WINDOW,
     context: int = DEFAULT_CONTEXT,
-    steps: int = 25,
+    steps: int = DEFAULT_STEPS,
     guidance: float = DEFAULT_GUIDANCE,
     height: int = 64,
     width: int = 64,

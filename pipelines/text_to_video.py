@@ -37,6 +37,8 @@ MAX_STEPS = 1000
 MAX_GUIDANCE = 50.0
 # chosen on the validation prompts for the shipped model (experiments/squares/REPORT.md)
 DEFAULT_GUIDANCE = 3.0
+# sampling steps of every front end's default (the shipped model's; experiments/fast_sampling)
+DEFAULT_STEPS = 25
 OUTPUT_TYPES = ("np", "pt", "pil", "latent")
 
 
@@ -358,7 +360,7 @@ class ShapesVideoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         num_frames: int = 16,
         height: int = 64,
         width: int = 64,
-        num_inference_steps: int = 25,
+        num_inference_steps: int = DEFAULT_STEPS,
         guidance_scale: float = DEFAULT_GUIDANCE,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,

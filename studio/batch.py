@@ -37,7 +37,7 @@ from accelerate import PartialState
 from accelerate.utils import DistributedType, gather_object, get_int_from_env
 from tqdm.auto import tqdm
 
-from pipelines.text_to_video import DEFAULT_GUIDANCE
+from pipelines.text_to_video import DEFAULT_GUIDANCE, DEFAULT_STEPS
 
 from .generate import (
     SIDECAR_KEYS,
@@ -77,7 +77,7 @@ class BatchOptions:
     samples: int = 1
     seed: int = 0
     model: str | None = None
-    steps: int = 25
+    steps: int = DEFAULT_STEPS
     guidance: float = DEFAULT_GUIDANCE
     frames: int = 16
     fps: int = 8

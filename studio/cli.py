@@ -18,6 +18,7 @@ from .shipped import scorer_spec
 # pipelines.text_to_video.DEFAULT_GUIDANCE, repeated so that `studio --help` does not import torch
 # (tests/test_cli.py checks that the two agree)
 DEFAULT_GUIDANCE = 3.0
+DEFAULT_STEPS = 25  # likewise pipelines.text_to_video.DEFAULT_STEPS
 GUIDANCE_HELP = f"classifier-free guidance scale (default {DEFAULT_GUIDANCE})"
 
 EXIT_USAGE = 2
@@ -641,7 +642,12 @@ def _option_groups() -> dict[str, argparse.ArgumentParser]:
 
     sampling, g = group("sampling")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--steps", type=int, default=25, help="denoising steps (1..1000)")
+    g.add_argument(
+        "--steps",
+        type=int,
+        default=DEFAULT_STEPS,
+        help=f"denoising steps (1..1000, default {DEFAULT_STEPS})",
+    )
     g.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, help=GUIDANCE_HELP)
 
     image_first, g = group("first frame")

@@ -35,7 +35,12 @@ from pipelines.files import (  # noqa: F401  (re-exported for the commands)
     write_temp_text,
 )
 from pipelines.storyboard import DEFAULT_CANDIDATES, DEFAULT_CONTEXT, DEFAULT_WINDOW
-from pipelines.text_to_video import DEFAULT_GUIDANCE, ShapesVideoPipeline, to_uint8
+from pipelines.text_to_video import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_STEPS,
+    ShapesVideoPipeline,
+    to_uint8,
+)
 from pipelines.video_io import MAX_FPS, SUPPORTED_EXTENSIONS, write_video
 
 from .errors import StudioError
@@ -128,7 +133,7 @@ class GenerateRequest:
     prompt: str
     negative_prompt: str | None = None
     seed: int = 0
-    steps: int = 25
+    steps: int = DEFAULT_STEPS
     guidance: float = DEFAULT_GUIDANCE
     frames: int = 16
     fps: int = 8
@@ -524,7 +529,7 @@ class StoryboardOptions:
     """How a storyboard is rendered (the story itself says what happens)."""
 
     seed: int = 0
-    steps: int = 25
+    steps: int = DEFAULT_STEPS
     guidance: float = DEFAULT_GUIDANCE
     window: int = DEFAULT_WINDOW
     context: int = DEFAULT_CONTEXT

@@ -370,8 +370,11 @@ def test_ui_command_serves_without_a_file_watcher_or_forced_gc_and_passes_limits
 )
 def test_cli_default_guidance_is_the_pipelines(argv):
     """The CLI repeats the pipeline's default guidance (to keep torch out of --help): they agree."""
+    from pipelines.text_to_video import DEFAULT_STEPS
     from studio.cli import DEFAULT_GUIDANCE as CLI_DEFAULT_GUIDANCE
+    from studio.cli import DEFAULT_STEPS as CLI_DEFAULT_STEPS
     from studio.cli import build_parser
 
-    assert CLI_DEFAULT_GUIDANCE == DEFAULT_GUIDANCE
+    assert CLI_DEFAULT_GUIDANCE == DEFAULT_GUIDANCE and CLI_DEFAULT_STEPS == DEFAULT_STEPS
     assert build_parser().parse_args(argv).guidance == DEFAULT_GUIDANCE
+    assert build_parser().parse_args(argv).steps == DEFAULT_STEPS

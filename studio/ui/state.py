@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from pipelines.storyboard import DEFAULT_CANDIDATES
-from pipelines.text_to_video import DEFAULT_GUIDANCE
+from pipelines.text_to_video import DEFAULT_GUIDANCE, DEFAULT_STEPS
 from pipelines.video_io import encode_video_bytes, read_video
 from studio.gallery import Job
 from studio.jobs import MAX_FRAMES
@@ -32,7 +32,7 @@ GENERATE_DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "seed_locked": False,
     "frames": 16,
-    "steps": 25,
+    "steps": DEFAULT_STEPS,
     "guidance": DEFAULT_GUIDANCE,
     "first_frame": "model's default",
     "best_of": 1,
@@ -43,7 +43,7 @@ GENERATE_DEFAULTS: dict[str, Any] = {
 STORYBOARD_DEFAULTS: dict[str, Any] = {
     "sb_seed": 0,
     "sb_seed_locked": False,
-    "sb_steps": 25,
+    "sb_steps": DEFAULT_STEPS,
     "sb_guidance": DEFAULT_GUIDANCE,
     "sb_first_frame": "model's default",
     "candidates": DEFAULT_CANDIDATES,
