@@ -20,7 +20,9 @@ Prints Markdown tables for BENCHMARKS.md:
    over the FLOP/s of a large matrix product measured in the same run, for fp32 and — where
    the CPU has fast bf16 (AMX / AVX512-BF16) — bf16 autocast;
 3. end-to-end default generation as ``studio generate`` runs it (shipped model, image-first
-   as its config says, 16 frames at 8 fps, ``--steps`` steps, guidance 3) in a fresh subprocess, eager and (``--compile``) compiled: wall seconds per
+   as its config says, 16 frames at 8 fps, guidance 3) in a fresh subprocess, once for each
+   ``--steps`` count (default: the studio's default steps), eager and (``--compile``)
+   compiled: wall seconds per
    second of video, the warm-up (compilation) time and peak resident memory;
 4. training throughput per curriculum stage from a training log, with its MFU
    (3 × forward FLOPs per sample).
@@ -29,6 +31,7 @@ Prints Markdown tables for BENCHMARKS.md:
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import resource
 import statistics
@@ -41,6 +44,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from models.video_dit import VideoDiT
+from pipelines.text_to_video import DEFAULT_STEPS
 from studio.shipped import DEFAULT_MODEL_DIR
 from train.config import cpu_has_fast_bf16
 
@@ -208,7 +212,13 @@ def main() -> None:
     parser.add_argument(
         "--compile", action="store_true", help="also time torch.compile (inductor) of both"
     )
-    parser.add_argument("--steps", type=int, default=25, help="sampling steps end to end")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        nargs="+",
+        default=[DEFAULT_STEPS],
+        help=f"sampling steps end to end, one row each (default {DEFAULT_STEPS})",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     parser.add_argument(
         "--cpu-time",
@@ -222,7 +232,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     clock = time.thread_time if args.cpu_time else time.perf_counter
     if args.part == "e2e":
-        print(json.dumps(end_to_end(args.compile, args.steps)))
+        print(json.dumps(end_to_end(args.compile, args.steps[0])))
         return
 
     torch.manual_seed(0)
@@ -306,12 +316,14 @@ def main() -> None:
 
     if not args.skip_e2e:
         print(
-            f"\n| end to end (shipped model, 16 frames @ 8 fps, {args.steps} steps, guidance 3)"
+            "\n| end to end (shipped model, 16 frames @ 8 fps, guidance 3) | steps"
             " | per clip (median of 3) | per second of video | warm-up | peak memory |"
         )
-        print("|---|---:|---:|---:|---:|")
-        for compile in (False, True) if args.compile else (False,):
-            command = [sys.executable, __file__, "--part", "e2e", "--steps", str(args.steps)]
+        print("|---|---:|---:|---:|---:|---:|")
+        for compile, steps in itertools.product(
+            (False, True) if args.compile else (False,), args.steps
+        ):
+            command = [sys.executable, __file__, "--part", "e2e", "--steps", str(steps)]
             done = subprocess.run(
                 command + (["--compile"] if compile else []),
                 capture_output=True,
@@ -321,7 +333,7 @@ def main() -> None:
             )
             e2e = json.loads(done.stdout.strip().splitlines()[-1])
             print(
-                f"| {'torch.compile' if compile else 'eager'} | {e2e['seconds']:.2f} s | "
+                f"| {'torch.compile' if compile else 'eager'} | {steps} | {e2e['seconds']:.2f} s | "
                 f"{e2e['seconds'] / e2e['video_seconds']:.2f} | {e2e['warmup_seconds']:.1f} s | "
                 f"{e2e['peak_rss_mb']:.0f} MB |"
             )
