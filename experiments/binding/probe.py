@@ -6,17 +6,21 @@ A model that reads which object moves where has the lower error under the truth.
 
     python experiments/binding/probe.py MODEL [MODEL ...] [--clips 96] [--t 0.7 0.95 0.99]
 
-MODEL: a pipeline folder (studio/default_model, runs/dit_binding/pipeline). Prints per t the
-share of clips where the truth wins and the mean log(e_swapped / e_true).
+MODEL: a pipeline folder (studio/default_model, runs/dit_binding/pipeline), or a training
+checkpoint folder (runs/dit_binding/checkpoints/step-0000400: its raw, not EMA, transformer
+weights in the shipped pipeline). Prints per t the share of clips where the truth wins and the
+mean log(e_swapped / e_true).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 
 from pipelines.components import encode_text
 from pipelines.text_to_video import ShapesVideoPipeline
@@ -47,7 +51,11 @@ def clips(n: int):
 
 @torch.no_grad()
 def probe(folder: str, data, ts: list[float], batch: int = 16) -> dict[float, tuple[float, float]]:
-    pipe = ShapesVideoPipeline.from_pretrained(folder)
+    if (Path(folder) / "model.safetensors").is_file():  # a checkpoint of a run
+        pipe = ShapesVideoPipeline.from_pretrained("studio/default_model")
+        pipe.transformer.load_state_dict(load_file(str(Path(folder) / "model.safetensors")))
+    else:
+        pipe = ShapesVideoPipeline.from_pretrained(folder)
     model = pipe.transformer.eval()
     pixels = torch.from_numpy(np.stack([d[0] for d in data])).permute(0, 1, 4, 2, 3)
     x0 = encode_videos(pipe.vae, pixels.float() / 127.5 - 1.0).float()  # (N, C, F, h, w)
