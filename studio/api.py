@@ -89,6 +89,9 @@ class GenerateIn(_Strict):
     best_of: int = Field(
         1, description="candidates (seeds seed…seed+N-1), the scorer's best kept; 1 to 8"
     )
+    lora: str | None = Field(
+        None, description="a LoRA adapter on the model, PATH[:SCALE] (a folder on the server)"
+    )
 
 
 class SceneIn(_Strict):
@@ -107,6 +110,9 @@ class StoryboardIn(_Strict):
     candidates: int = Field(
         _default(StoryboardOptions, "candidates"),
         description="draws per continued window, the most continuous kept; 1 to 4",
+    )
+    lora: str | None = Field(
+        None, description="a LoRA adapter on the model, PATH[:SCALE] (a folder on the server)"
     )
 
 
@@ -146,6 +152,11 @@ class WorkerOut(BaseModel):
     running: bool
     holds_lock: bool = Field(description="false: another process (e.g. `studio ui`) runs jobs")
     current: str | None
+    model: Literal["off", "loading", "ready", "failed"] = Field(
+        description="the model, loaded as the server starts: a job queued while it loads "
+        "starts when it is ready"
+    )
+    model_error: str | None = Field(None, description="why the model could not be loaded")
 
 
 class Health(BaseModel):
@@ -266,7 +277,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        worker = Worker(gallery, model=model, poll_s=poll_s).start() if start_worker else None
+        worker = (
+            Worker(gallery, model=model, poll_s=poll_s, preload=True).start()
+            if start_worker
+            else None
+        )
         app.state.worker = worker
         try:
             yield
@@ -335,12 +350,15 @@ def create_app(
     def health() -> Health:
         """The server answers; how many jobs wait; this process's worker."""
         worker = app.state.worker
-        status = worker.status() if worker is not None else None
+        out = None
+        if worker is not None:
+            loaded = worker.model_status()
+            out = WorkerOut(**vars(worker.status()), model=loaded.state, model_error=loaded.error)
         return Health(
             status="ok",
             queued=len(gallery.search(status="queued", limit=max_queued + 1)),
             max_queued=max_queued,
-            worker=WorkerOut(**vars(status)) if status is not None else None,
+            worker=out,
         )
 
     @app.post(

@@ -89,6 +89,31 @@ def serve(tmp_path, tiny_pipeline_dir):
 
 
 # ---------------------------------------------------------------------------- jobs
+def test_the_server_loads_its_model_as_it_starts_and_jobs_take_a_lora(serve, lora_adapter):
+    """/health says the model is loading, then ready, with no job asked; a clip and a film
+    with a LoRA adapter run with it and record it."""
+    api = serve()
+    deadline = time.time() + 120
+    while (worker := api.client.get("/health").json()["worker"])["model"] != "ready":
+        assert worker["model"] == "loading" and time.time() < deadline, worker
+        time.sleep(0.05)
+    assert worker["model_error"] is None and api.all_jobs() == []
+    spec = f"{lora_adapter}:0.5"
+    clip = api.wait(api.submit(lora=spec).json()["id"])
+    assert clip["status"] == "done", clip["error"]
+    sidecar = json.loads(api.client.get(f"/jobs/{clip['id']}/sidecar").content)
+    assert sidecar["lora"] == spec
+    film = api.client.post(
+        "/jobs/storyboard",
+        json={"scenes": [{"prompt": PROMPT, "frames": 4}], "steps": 2, "lora": spec},
+    )
+    assert film.status_code == 202, film.text
+    assert api.wait(film.json()["id"])["status"] == "done"
+    # a missing adapter is refused at the door
+    r = api.submit(lora=str(lora_adapter) + "-missing")
+    assert r.status_code == 422 and "no LoRA adapter" in r.json()["detail"]
+
+
 def test_generate_runs_and_downloads_video_sidecar_and_thumbnail(serve, tmp_path):
     api = serve()
     r = api.submit(seed=3)
