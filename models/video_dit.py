@@ -288,6 +288,12 @@ class VideoDiT(ModelMixin, ConfigMixin, PeftAdapterMixin):
         reference_depth: transformer layers of the reference encoder.
         reference_in_context: also put the reference latents before the clip as clean
             frames (SkyReels-A2's spatial path).
+        text_refiner_layers: trainable transformer layers over the projected caption tokens
+            before every block reads them (a token refiner, as HunyuanVideo's): the frozen
+            encoder's state of "yellow" barely says what the yellow object does, and a
+            layer that lets the tokens of each object's phrase read each other can put it
+            there. Zero-initialised residuals: 0 layers and N fresh layers give the same
+            output, so a trained model takes them on.
     """
 
     _supports_gradient_checkpointing = True
@@ -313,6 +319,7 @@ class VideoDiT(ModelMixin, ConfigMixin, PeftAdapterMixin):
         reference_depth: int = 2,
         reference_in_context: bool = True,
         space_time_rope: bool = False,
+        text_refiner_layers: int = 0,
     ):
         super().__init__()
         if max_references < 0:
@@ -335,6 +342,13 @@ class VideoDiT(ModelMixin, ConfigMixin, PeftAdapterMixin):
         )
         self.pooled_proj = nn.Sequential(
             nn.Linear(text_dim, width), nn.SiLU(), nn.Linear(width, width)
+        )
+        self.text_refiner = (
+            nn.ModuleList(
+                TextRefinerLayer(width, heads, mlp_ratio) for _ in range(text_refiner_layers)
+            )
+            if text_refiner_layers
+            else None
         )
         self.blocks = nn.ModuleList(
             SwapBlock(
@@ -529,6 +543,10 @@ class VideoDiT(ModelMixin, ConfigMixin, PeftAdapterMixin):
         text_in = encoder_hidden_states.to(dtype)
         pooled = self.pooled_proj(masked_mean(text_in, encoder_attention_mask))  # (B, D)
         text = self.text_proj(text_in)  # (B, L, D)
+        if self.text_refiner is not None:
+            padding = ~encoder_attention_mask.bool()  # (B, L), True = no token
+            for layer in self.text_refiner:
+                text = layer(text, padding)  # (B, L, D)
         if text_reference_ids is not None and self.ref_slots is not None:
             ids = text_reference_ids.long().clamp(0, self.config.max_references)
             text = text + self.ref_slots(ids).to(dtype)  # binds <refN> to slot N
@@ -623,6 +641,30 @@ def dit_xs(**kw) -> VideoDiT:
     frame) it spends its compute on finer tokens rather than a wider model (DiT: Gflops, not
     parameters, track quality)."""
     return VideoDiT(**{"width": 128, "depth": 6, "heads": 4, **kw})
+
+
+class TextRefinerLayer(nn.Module):
+    """Pre-norm self-attention and MLP over caption tokens, both residuals zero-initialised
+    (the identity until trained)."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width)
+        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.norm2 = nn.LayerNorm(width)
+        hidden = int(width * mlp_ratio)
+        self.mlp = nn.Sequential(
+            nn.Linear(width, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, width)
+        )
+        for layer in (self.attn.out_proj, self.mlp[2]):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, text: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        """text (B, L, D), padding (B, L) bool (True = no token) → (B, L, D)."""
+        h = self.norm1(text)
+        text = text + self.attn(h, h, h, key_padding_mask=padding, need_weights=False)[0]
+        return text + self.mlp(self.norm2(text))
 
 
 def dit_s(**kw) -> VideoDiT:

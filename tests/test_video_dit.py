@@ -882,3 +882,30 @@ def test_linear_kernel_equals_linear_then_gelu(gelu, bias):
     out = linear(x, w, b, gelu=gelu)
     out.sum().backward()
     assert w.grad is not None and w.grad.abs().sum() > 0
+
+
+def test_text_refiner_starts_as_the_identity_and_then_mixes_the_caption():
+    """text_refiner_layers: fresh layers leave the output as it was (a trained model takes
+    them on); once trained, a token's state depends on the other tokens of its caption."""
+    torch.manual_seed(0)
+    plain = dit_tiny(in_channels=4, patch_size=2, text_dim=32).eval()
+    refined = dit_tiny(in_channels=4, patch_size=2, text_dim=32, text_refiner_layers=2).eval()
+    missing, unexpected = refined.load_state_dict(plain.state_dict(), strict=False)
+    assert unexpected == [] and all(k.startswith("text_refiner.") for k in missing) and missing
+    x = torch.randn(2, 4, 3, 8, 8)
+    text, mask = torch.randn(2, 5, 32), torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    args = (x, torch.tensor([500.0, 900.0]), text, mask)
+    torch.testing.assert_close(refined(*args).sample, plain(*args).sample)
+    for layer in refined.text_refiner:  # as if trained
+        torch.nn.init.normal_(layer.attn.out_proj.weight, std=0.2)
+    changed = text.clone()
+    changed[:, 2] += 1.0  # one token of each caption
+    one = refined.text_proj(text)
+    pad = ~mask.bool()
+    a, b = one, refined.text_proj(changed)
+    for layer in refined.text_refiner:
+        a, b = layer(a, pad), layer(b, pad)
+    assert not torch.allclose(a[:, 0], b[:, 0])  # token 0 read token 2
+    torch.testing.assert_close(
+        refined.text_proj(changed)[:, 0], one[:, 0]
+    )  # the projection alone does not

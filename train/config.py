@@ -238,9 +238,13 @@ class ModelConfig:
     max_references: int = 0  # reference images per prompt (0: text-to-video only)
     # zero-initialised space-time self-attention with 3-D rotary positions in every block
     space_time_rope: bool = False
+    # trainable layers over the caption tokens (models/video_dit.py; experiments/binding)
+    text_refiner_layers: int = 0
 
     def __post_init__(self) -> None:
-        _check(self, "model.", patch_size=(1, 64), max_references=(0, 16))
+        _check(
+            self, "model.", patch_size=(1, 64), max_references=(0, 16), text_refiner_layers=(0, 16)
+        )
 
 
 @dataclass

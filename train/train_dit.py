@@ -591,6 +591,7 @@ def build_model(
         max_frames=max(64, max(s.frames for s in cfg.stages)),
         max_references=cfg.model.max_references,
         space_time_rope=cfg.model.space_time_rope,
+        text_refiner_layers=cfg.model.text_refiner_layers,
     )
 
 
@@ -691,7 +692,7 @@ def drop_log_after(path: Path, step: int) -> None:
         path.write_text("".join(line + "\n" for line in kept))
 
 
-TEXT_MODULES = ("text_proj", "pooled_proj")  # + every block's cross_attn
+TEXT_MODULES = ("text_proj", "pooled_proj", "text_refiner")  # + every block's cross_attn
 
 
 def add_lora(model: VideoDiT, cfg: DiTTrainConfig) -> None:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from models.video_dit import VideoDiT
 from pipelines.components import encode_text
 from pipelines.text_to_video import ShapesVideoPipeline
 from train.latent_cache import _spec, encode_videos
@@ -53,7 +54,12 @@ def clips(n: int):
 def probe(folder: str, data, ts: list[float], batch: int = 16) -> dict[float, tuple[float, float]]:
     if (Path(folder) / "model.safetensors").is_file():  # a checkpoint of a run
         pipe = ShapesVideoPipeline.from_pretrained("studio/default_model")
-        pipe.transformer.load_state_dict(load_file(str(Path(folder) / "model.safetensors")))
+        state = load_file(str(Path(folder) / "model.safetensors"))
+        layers = len({k.split(".")[1] for k in state if k.startswith("text_refiner.")})
+        if layers:  # a run that added text refiner layers
+            config = {**pipe.transformer.config, "text_refiner_layers": layers}
+            pipe.transformer = VideoDiT.from_config(config)
+        pipe.transformer.load_state_dict(state)
     else:
         pipe = ShapesVideoPipeline.from_pretrained(folder)
     model = pipe.transformer.eval()
