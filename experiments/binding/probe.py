@@ -58,6 +58,7 @@ def probe(folder: str, data, ts: list[float], batch: int = 16) -> dict[float, tu
         layers = len({k.split(".")[1] for k in state if k.startswith("text_refiner.")})
         if layers:  # a run that added text refiner layers
             config = {**pipe.transformer.config, "text_refiner_layers": layers}
+            config.pop("_use_default_values", None)  # else diffusers keeps the default 0
             pipe.transformer = VideoDiT.from_config(config)
         pipe.transformer.load_state_dict(state)
     else:
