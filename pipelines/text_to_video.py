@@ -38,7 +38,7 @@ MAX_GUIDANCE = 50.0
 # chosen on the validation prompts for the shipped model (experiments/squares/REPORT.md)
 DEFAULT_GUIDANCE = 3.0
 # sampling steps of every front end's default (the shipped model's; experiments/fast_sampling)
-DEFAULT_STEPS = 25
+DEFAULT_STEPS = 12
 OUTPUT_TYPES = ("np", "pt", "pil", "latent")
 
 

@@ -18,7 +18,7 @@ from .shipped import scorer_spec
 # pipelines.text_to_video.DEFAULT_GUIDANCE, repeated so that `studio --help` does not import torch
 # (tests/test_cli.py checks that the two agree)
 DEFAULT_GUIDANCE = 3.0
-DEFAULT_STEPS = 25  # likewise pipelines.text_to_video.DEFAULT_STEPS
+DEFAULT_STEPS = 12  # likewise pipelines.text_to_video.DEFAULT_STEPS
 GUIDANCE_HELP = f"classifier-free guidance scale (default {DEFAULT_GUIDANCE})"
 
 EXIT_USAGE = 2
