@@ -11,6 +11,7 @@ import math
 import os
 import platform
 import time
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
@@ -61,7 +62,10 @@ def weights_hash(model_dir: Path) -> str:
     return h.hexdigest()[:16]
 
 
-_PIPELINES: dict[str, ShapesVideoPipeline] = {}
+# Loaded pipelines, most recently used last. A server takes jobs naming any adapter and scale:
+# at most this many stay loaded (the least recently used is dropped), so memory stays bounded.
+MAX_LOADED_PIPELINES = 3
+_PIPELINES: OrderedDict[str, ShapesVideoPipeline] = OrderedDict()
 
 
 def parse_lora(spec: str) -> tuple[Path, float]:
@@ -97,6 +101,7 @@ def load_pipeline(
     adapter = parse_lora(lora) if lora else None
     key = f"{path.resolve()}|{device}|{compile}|{adapter}"
     if key in _PIPELINES:
+        _PIPELINES.move_to_end(key)
         return _PIPELINES[key]
     if not (path / "model_index.json").is_file():
         raise StudioError(f"no model at {path}: expected a diffusers folder with model_index.json")
@@ -125,6 +130,8 @@ def load_pipeline(
         if pipe.image_transformer is not None:
             pipe.image_transformer.compile()
     _PIPELINES[key] = pipe
+    while len(_PIPELINES) > MAX_LOADED_PIPELINES:
+        _PIPELINES.popitem(last=False)
     return pipe
 
 

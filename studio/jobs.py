@@ -325,6 +325,7 @@ class ModelLoad:
 
 
 _LOADS: dict[str, ModelLoad] = {}
+MAX_LOAD_RECORDS = 64
 _LOAD_LOCK = threading.Lock()  # one load at a time: a second asker waits and shares it
 
 
@@ -348,7 +349,9 @@ def load_model(model: str | Path, lora: str | None = None) -> tuple[Any, ModelLo
         pipe = load_pipeline(model, lora=lora)
         if key not in _LOADS:
             _LOADS[key] = ModelLoad(ready_at=time.time(), load_s=time.time() - t0)
-    return pipe, _LOADS[key]
+            while len(_LOADS) > MAX_LOAD_RECORDS:  # as bounded as the pipelines themselves
+                del _LOADS[next(iter(_LOADS))]
+        return pipe, _LOADS[key]
 
 
 def run_job(gallery: Gallery, job: Job, model: str | Path | None = None) -> Job:

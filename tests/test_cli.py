@@ -378,3 +378,18 @@ def test_cli_default_guidance_is_the_pipelines(argv):
     assert CLI_DEFAULT_GUIDANCE == DEFAULT_GUIDANCE and CLI_DEFAULT_STEPS == DEFAULT_STEPS
     assert build_parser().parse_args(argv).guidance == DEFAULT_GUIDANCE
     assert build_parser().parse_args(argv).steps == DEFAULT_STEPS
+
+
+def test_loaded_pipelines_are_bounded(monkeypatch, tiny_pipeline_dir, lora_adapter):
+    """A server takes jobs naming any adapter and scale: at most MAX_LOADED_PIPELINES stay
+    loaded, the least recently used dropped first."""
+    from studio import generate
+
+    monkeypatch.setattr(generate, "_PIPELINES", type(generate._PIPELINES)())
+    base = generate.load_pipeline(tiny_pipeline_dir)
+    for scale in (0.2, 0.4, 0.6):
+        generate.load_pipeline(tiny_pipeline_dir, lora=f"{lora_adapter}:{scale}")
+        assert len(generate._PIPELINES) <= generate.MAX_LOADED_PIPELINES
+    assert generate.load_pipeline(tiny_pipeline_dir) is not base  # dropped, loaded again
+    again = generate.load_pipeline(tiny_pipeline_dir, lora=f"{lora_adapter}:0.6")
+    assert again is generate.load_pipeline(tiny_pipeline_dir, lora=f"{lora_adapter}:0.6")

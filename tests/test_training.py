@@ -730,7 +730,7 @@ def test_video_run_keeps_the_image_model_it_is_for(dit_config, straight_run, tmp
     channels = source.transformer.config.in_channels
     image_model = dit_tiny(in_channels=channels, patch_size=1, text_dim=384).to(torch.float16)
     source.register_modules(image_transformer=image_model)
-    source.register_to_config(image_shift=2.5)
+    source.register_to_config(image_shift=2.5, first_frame_steps=7)
     source.save_pretrained(tmp_path / "source", save_text_encoder=False)
 
     cfg = dit_config(
@@ -749,6 +749,7 @@ def test_video_run_keeps_the_image_model_it_is_for(dit_config, straight_run, tmp
         assert torch.equal(weights[k], v), k
     pipe = ShapesVideoPipeline.from_pretrained(final)
     assert pipe.config.image_shift == 2.5 and pipe.config.image_first is True
+    assert pipe.config.first_frame_steps == 7  # the image model's settings come with it
     assert pipe.scheduler.config.shift == 7.0  # the new video model's own
     assert pipe.transformer.config.patch_size == 2  # the video model trained here
     video = pipe(
@@ -1017,6 +1018,14 @@ def test_swapped_motions_swaps_only_when_the_objects_move_differently():
     assert [o["motion"] for o in swapped["objects"]] == ["up", "left"]
     assert [o["color"] for o in swapped["objects"]] == ["red", "blue"]  # looks stay put
     assert swapped_motions(_two_object_spec("down", "down")) is None
+    # after a scene change the caption names the new motions: equal new motions, no negative
+    switched = _two_object_spec("left", "up")
+    switched["switch_frame"] = 2
+    for o in switched["objects"]:
+        o["motion_after"] = "down"
+    assert swapped_motions(switched) is None
+    switched["objects"][1]["motion_after"] = "right"
+    assert [o["motion_after"] for o in swapped_motions(switched)["objects"]] == ["right", "down"]
     one = _two_object_spec("left", "up")
     one["objects"] = one["objects"][:1]
     assert swapped_motions(one) is None
@@ -1075,6 +1084,19 @@ def test_binding_hinge_charges_a_model_that_ignores_the_caption():
         base = flow_loss(model, x0, text, mask, None, cfg, gen())
         with_neg = flow_loss(model, x0, text, mask, None, cfg, gen(), negative)
         assert with_neg.item() == pytest.approx(base.item() + extra, abs=1e-6)
+    # with references in the batch the negatives (plain clips) read no <refN> slot
+    seen = {}
+
+    class Refs(Blind):
+        def forward(self, x, t, text, mask, *a, text_reference_ids=None, **k):
+            seen.setdefault("ids", []).append(text_reference_ids)
+            assert text_reference_ids.shape == mask.shape
+            return super().forward(x, t, text, mask)
+
+    ids = torch.tensor([[0, 1, 0], [0, 0, 0]])
+    long_neg = (torch.tensor([1]), -torch.ones(1, 5, 384), torch.ones(1, 5))
+    flow_loss(Refs(), x0, text, mask, None, cfg, gen(), long_neg, text_reference_ids=ids)
+    assert seen["ids"][1].shape == (1, 5) and not seen["ids"][1].any()
     # below BINDING_MIN_T the hinge is not taken
     cfg.timestep_shift = 1e-3
     base = flow_loss(Blind(), x0, text, mask, None, cfg, gen())

@@ -373,8 +373,8 @@ class DiTTrainConfig:
     # clips (their own seed, fixed noise and timesteps); 0 = none
     validation_clips: int = 0
     max_steps: int | None = None  # stop early (for tests); None = run all stages
-    # Stop at the first step that ends past this many minutes of this process's training
-    # (its cache and model loading not counted), checkpoint there and export as at the end: a
+    # Stop at the first step that ends past this many minutes since the run started (building
+    # its caches and loading the models count), checkpoint there and export as at the end: a
     # lent machine's fixed lease (benchmarks/gpu_train). None = no limit.
     time_limit_minutes: float | None = None
 

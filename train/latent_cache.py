@@ -132,7 +132,6 @@ def build_cache(
     world = ShapesWorld(
         size=size, frames=frames, seed=seed, mix=VIDEO_WEIGHTS | {"image": 0.0, "reference": 0.0}
     )
-    clip_lat, clip_specs = [], []
     bar = tqdm(
         total=n_clips + n_continuations + n_images + n_references + n_end_frames,
         desc="latent cache",
@@ -140,6 +139,22 @@ def build_cache(
     )
     per_batch = max(1, batch_frames // frames)
     pool = ProcessPoolExecutor(workers) if workers > 0 else None
+    try:
+        return _build(
+            vae, world, pool, bar, per_batch, n_clips, n_images, size, frames, seed, batch_frames,
+            n_references, n_end_frames, n_continuations, continuation_frames,
+        )  # fmt: skip
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+
+def _build(
+    vae, world, pool, bar, per_batch, n_clips, n_images, size, frames, seed, batch_frames,
+    n_references, n_end_frames, n_continuations, continuation_frames,
+) -> LatentCache:  # fmt: skip
+    """build_cache's body, with its worker pool (or None) and progress bar."""
+    clip_lat, clip_specs = [], []
     cont_world = ShapesWorld(
         size=size,
         frames=frames,
@@ -187,8 +202,6 @@ def build_cache(
             bar.update(len(samples))
         end_frames = torch.cat(end_frames)
     bar.close()
-    if pool is not None:
-        pool.shutdown()
     space = LatentSpace(vae)
     c, h, f = space.channels, size // space.spatial_scale, space.latent_frames(frames)
     return LatentCache(

@@ -124,7 +124,11 @@ def swapped_motions(spec: dict) -> dict | None:
     if len(objects) != 2:
         return None
     a, b = objects
-    if (a["motion"], a.get("motion_after")) == (b["motion"], b.get("motion_after")):
+
+    def said(o: dict) -> str:  # the motion the caption names (after a scene change, the new one)
+        return o["motion_after"] if spec.get("switch_frame") is not None else o["motion"]
+
+    if said(a) == said(b):
         return None
     keys = ("motion", "motion_after")
     return dict(
@@ -552,6 +556,8 @@ def flow_loss(
     rows, neg_text, neg_mask = rows[high], neg_text[high], neg_mask[high]
     fmask = None if frame_mask is None else frame_mask[rows]
     neg_conditions = {k: v[rows] for k, v in conditions.items()}
+    if "text_reference_ids" in neg_conditions:  # negatives are plain clips: no <refN> token
+        neg_conditions["text_reference_ids"] = torch.zeros_like(neg_mask, dtype=torch.long)
     neg_out = model(
         xt[rows], t[rows] * 1000, neg_text, neg_mask, frame_mask=fmask, **neg_conditions
     )
@@ -644,7 +650,7 @@ def make_pipeline(
 
 
 # pipeline settings that belong to its first-frame image model (kept by ``image_model_from``)
-IMAGE_MODEL_KEYS = ("image_shift", "image_stochastic", "first_frame_guidance")
+IMAGE_MODEL_KEYS = ("image_shift", "image_stochastic", "first_frame_guidance", "first_frame_steps")
 
 
 def stored_dtype(folder: Path) -> torch.dtype:
@@ -991,6 +997,7 @@ def _shapes_cache(cfg: DiTTrainConfig, vae, out: Path, accelerator) -> LatentCac
 
 
 def main(cfg: DiTTrainConfig) -> Path:
+    started = time.time()  # time_limit_minutes counts from here: caches and loading included
     # ======================================================== setup
     # image batches (F = 1) leave the temporal and swap paths unused
     accelerator, out = start_run(
@@ -1123,7 +1130,7 @@ def main(cfg: DiTTrainConfig) -> Path:
     model.train()
     streams: dict[tuple[int, bool], ShardBatchStream] = {}
     accumulate = cfg.gradient_accumulation_steps
-    deadline = None if cfg.time_limit_minutes is None else time.time() + 60 * cfg.time_limit_minutes
+    deadline = None if cfg.time_limit_minutes is None else started + 60 * cfg.time_limit_minutes
     for step in bar:
         stage_idx, stage = stage_at(cfg, step)
         step_loss, step_samples = 0.0, 0

@@ -19,7 +19,8 @@ export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 python3 -c "import torch; print('device:', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')" | tee "$OUT/train.log"
 RUN=$(python3 -c "import sys; from train.config import DiTTrainConfig, load_config; print(load_config(DiTTrainConfig, sys.argv[1], sys.argv[2:]).output_dir)" "$CFG" "$@")
 T0=$(date +%s)
+# the whole log goes to OUT/train.log as it runs (a call cut short still brings it back)
 python3 -m studio.cli train dit --config "$CFG" "$@" 2>&1 | tr '\r' '\n' | grep -v "it/s\]$" \
-  | tail -60 | tee -a "$OUT/train.log"
+  | tee -a "$OUT/train.log" | tail -60
 echo "training, with its cache: $(( $(date +%s) - T0 )) s" | tee -a "$OUT/train.log"
 python3 benchmarks/gpu_train/finish.py "$RUN" "$OUT" | tee -a "$OUT/train.log"
