@@ -543,14 +543,12 @@ class VideoDiT(ModelMixin, ConfigMixin, PeftAdapterMixin):
         text_in = encoder_hidden_states.to(dtype)
         pooled = self.pooled_proj(masked_mean(text_in, encoder_attention_mask))  # (B, D)
         text = self.text_proj(text_in)  # (B, L, D)
-        if self.text_refiner is not None:
-            padding = ~encoder_attention_mask.bool()  # (B, L), True = no token
-            for layer in self.text_refiner:
-                text = layer(text, padding)  # (B, L, D)
+        text_bias = mask_to_bias(encoder_attention_mask, dtype)  # (B, 1, L)
+        for layer in self.text_refiner or ():
+            text = layer(text, text_bias)  # (B, L, D)
         if text_reference_ids is not None and self.ref_slots is not None:
             ids = text_reference_ids.long().clamp(0, self.config.max_references)
             text = text + self.ref_slots(ids).to(dtype)  # binds <refN> to slot N
-        text_bias = mask_to_bias(encoder_attention_mask, dtype)  # (B, 1, L)
 
         # 3. References: tokens for the reference cross-attention, and clean frames put
         #    before the clip (their timestep is 0; their outputs are dropped in step 5).
@@ -644,26 +642,22 @@ def dit_xs(**kw) -> VideoDiT:
 
 
 class TextRefinerLayer(nn.Module):
-    """Pre-norm self-attention and MLP over caption tokens, both residuals zero-initialised
-    (the identity until trained)."""
+    """Pre-norm self-attention (the blocks' :class:`Attention`) and :class:`FeedForward` over
+    caption tokens, both residuals zero-initialised (the identity until trained)."""
 
     def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0):
         super().__init__()
         self.norm1 = nn.LayerNorm(width)
-        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.attn = Attention(width, heads=heads, dim_head=width // heads, bias=True)
         self.norm2 = nn.LayerNorm(width)
-        hidden = int(width * mlp_ratio)
-        self.mlp = nn.Sequential(
-            nn.Linear(width, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, width)
-        )
-        for layer in (self.attn.out_proj, self.mlp[2]):
+        self.mlp = FeedForward(width, mlp_ratio)
+        for layer in (self.attn.to_out[0], self.mlp[2]):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
-    def forward(self, text: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
-        """text (B, L, D), padding (B, L) bool (True = no token) → (B, L, D)."""
-        h = self.norm1(text)
-        text = text + self.attn(h, h, h, key_padding_mask=padding, need_weights=False)[0]
+    def forward(self, text: torch.Tensor, text_bias: torch.Tensor) -> torch.Tensor:
+        """text (B, L, D), text_bias (B, 1, L) additive key-padding bias → (B, L, D)."""
+        text = text + self.attn(self.norm1(text), attention_mask=text_bias)
         return text + self.mlp(self.norm2(text))
 
 

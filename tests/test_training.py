@@ -174,14 +174,20 @@ def test_resume_after_a_stop_between_checkpoints(dit_config, straight_run):
 def test_time_limit_checkpoints_exports_and_resumes(dit_config, straight_run):
     """time_limit_minutes: the first step past the limit ends the run with a checkpoint and
     an exported pipeline; the same run without the limit then resumes to the end. With the
-    binding hard negatives on, which these tiny runs also exercise."""
-    run = dit_config("D", "time_limit_minutes=1e-9", "save_every=100", "binding_weight=0.5")
+    binding hard negatives and a text refiner on, which these tiny runs also exercise."""
+    refiner = "model.text_refiner_layers=1"  # and the text refiner the binding runs add
+    run = dit_config(
+        "D", "time_limit_minutes=1e-9", "save_every=100", "binding_weight=0.5", refiner
+    )
     final = train_dit.main(run)
     out = Path(run.output_dir)
     assert sorted(losses(out)) == [1] and checkpoint_step(latest_checkpoint(out)) == 1
     assert (final / "model_index.json").is_file()
+    assert (
+        json.loads((final / "transformer" / "config.json").read_text())["text_refiner_layers"] == 1
+    )
     reset_accelerate()
-    train_dit.main(dit_config("D", "save_every=100", "binding_weight=0.5"))
+    train_dit.main(dit_config("D", "save_every=100", "binding_weight=0.5", refiner))
     log = losses(out)
     assert sorted(log) == list(range(1, TOTAL_STEPS + 1))
     assert all(math.isfinite(v) for v in log.values())

@@ -897,14 +897,14 @@ def test_text_refiner_starts_as_the_identity_and_then_mixes_the_caption():
     args = (x, torch.tensor([500.0, 900.0]), text, mask)
     torch.testing.assert_close(refined(*args).sample, plain(*args).sample)
     for layer in refined.text_refiner:  # as if trained
-        torch.nn.init.normal_(layer.attn.out_proj.weight, std=0.2)
+        torch.nn.init.normal_(layer.attn.to_out[0].weight, std=0.2)
     changed = text.clone()
     changed[:, 2] += 1.0  # one token of each caption
     one = refined.text_proj(text)
-    pad = ~mask.bool()
+    bias = mask_to_bias(mask, one.dtype)
     a, b = one, refined.text_proj(changed)
     for layer in refined.text_refiner:
-        a, b = layer(a, pad), layer(b, pad)
+        a, b = layer(a, bias), layer(b, bias)
     assert not torch.allclose(a[:, 0], b[:, 0])  # token 0 read token 2
     torch.testing.assert_close(
         refined.text_proj(changed)[:, 0], one[:, 0]
