@@ -140,67 +140,58 @@ def build_cache(
     per_batch = max(1, batch_frames // frames)
     pool = ProcessPoolExecutor(workers) if workers > 0 else None
     try:
-        return _build(
-            vae, world, pool, bar, per_batch, n_clips, n_images, size, frames, seed, batch_frames,
-            n_references, n_end_frames, n_continuations, continuation_frames,
-        )  # fmt: skip
+        clip_lat, clip_specs = [], []
+        cont_world = ShapesWorld(
+            size=size,
+            frames=frames,
+            seed=seed,
+            mix={"continuation": 1.0},
+            continuation_frames=continuation_frames,
+        )
+        # the plain clips, then the extra continuations (their sample indices start at 4·10⁸)
+        for part_world, base, n in ((world, 0, n_clips), (cont_world, 4 * 10**8, n_continuations)):
+            for samples in _sample_batches(part_world, base, n, per_batch, pool):
+                clip_lat.append(_encode_clips(vae, samples, frames))
+                clip_specs += [_spec(s) for s in samples]
+                bar.update(len(samples))
+        image_lat, image_specs = [], []
+        for samples in _sample_batches(world, 10**8, n_images, batch_frames, pool, kind="image"):
+            image_lat.append(encode(vae, np.concatenate([s.frames for s in samples])).half().cpu())
+            image_specs += [_spec(s) for s in samples]
+            bar.update(len(samples))
+        ref_clips = ref_images = ref_specs = None
+        if n_references:
+            ref_world = ShapesWorld(size=size, frames=frames, seed=seed, mix={"reference": 1.0})
+            ref_clips, ref_images, ref_specs = [], [], []
+            for samples in _sample_batches(ref_world, 2 * 10**8, n_references, per_batch, pool):
+                ref_clips.append(_encode_clips(vae, samples, frames))
+                refs = encode(vae, np.concatenate([np.stack(s.references) for s in samples]))
+                padded = torch.zeros(len(samples), MAX_SPRITES, *refs.shape[1:])
+                k = 0
+                for i, s in enumerate(samples):
+                    padded[i, : len(s.references)] = refs[k : k + len(s.references)]
+                    k += len(s.references)
+                ref_images.append(padded.half().cpu())
+                ref_specs += [_spec(s) for s in samples]
+                bar.update(len(samples))
+            ref_clips, ref_images = torch.cat(ref_clips), torch.cat(ref_images)
+        end_frames = end_specs = None
+        if n_end_frames:
+            end_world = ShapesWorld(
+                size=size, frames=frames, seed=seed, mix={k: VIDEO_WEIGHTS[k] for k in END_KINDS}
+            )
+            end_frames, end_specs = [], []
+            for samples in _sample_batches(
+                end_world, 3 * 10**8, n_end_frames, batch_frames // 2, pool
+            ):
+                z = encode(vae, np.concatenate([s.frames[[0, -1]] for s in samples]))  # 2 a clip
+                end_frames.append(z.reshape(len(samples), 2, *z.shape[1:]).half().cpu())
+                end_specs += [_spec(s) for s in samples]
+                bar.update(len(samples))
+            end_frames = torch.cat(end_frames)
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
-
-
-def _build(
-    vae, world, pool, bar, per_batch, n_clips, n_images, size, frames, seed, batch_frames,
-    n_references, n_end_frames, n_continuations, continuation_frames,
-) -> LatentCache:  # fmt: skip
-    """build_cache's body, with its worker pool (or None) and progress bar."""
-    clip_lat, clip_specs = [], []
-    cont_world = ShapesWorld(
-        size=size,
-        frames=frames,
-        seed=seed,
-        mix={"continuation": 1.0},
-        continuation_frames=continuation_frames,
-    )
-    # the plain clips, then the extra continuations (their sample indices start at 4·10⁸)
-    for part_world, base, n in ((world, 0, n_clips), (cont_world, 4 * 10**8, n_continuations)):
-        for samples in _sample_batches(part_world, base, n, per_batch, pool):
-            clip_lat.append(_encode_clips(vae, samples, frames))
-            clip_specs += [_spec(s) for s in samples]
-            bar.update(len(samples))
-    image_lat, image_specs = [], []
-    for samples in _sample_batches(world, 10**8, n_images, batch_frames, pool, kind="image"):
-        image_lat.append(encode(vae, np.concatenate([s.frames for s in samples])).half().cpu())
-        image_specs += [_spec(s) for s in samples]
-        bar.update(len(samples))
-    ref_clips = ref_images = ref_specs = None
-    if n_references:
-        ref_world = ShapesWorld(size=size, frames=frames, seed=seed, mix={"reference": 1.0})
-        ref_clips, ref_images, ref_specs = [], [], []
-        for samples in _sample_batches(ref_world, 2 * 10**8, n_references, per_batch, pool):
-            ref_clips.append(_encode_clips(vae, samples, frames))
-            refs = encode(vae, np.concatenate([np.stack(s.references) for s in samples]))
-            padded = torch.zeros(len(samples), MAX_SPRITES, *refs.shape[1:])
-            k = 0
-            for i, s in enumerate(samples):
-                padded[i, : len(s.references)] = refs[k : k + len(s.references)]
-                k += len(s.references)
-            ref_images.append(padded.half().cpu())
-            ref_specs += [_spec(s) for s in samples]
-            bar.update(len(samples))
-        ref_clips, ref_images = torch.cat(ref_clips), torch.cat(ref_images)
-    end_frames = end_specs = None
-    if n_end_frames:
-        end_world = ShapesWorld(
-            size=size, frames=frames, seed=seed, mix={k: VIDEO_WEIGHTS[k] for k in END_KINDS}
-        )
-        end_frames, end_specs = [], []
-        for samples in _sample_batches(end_world, 3 * 10**8, n_end_frames, batch_frames // 2, pool):
-            z = encode(vae, np.concatenate([s.frames[[0, -1]] for s in samples]))  # 2 a clip
-            end_frames.append(z.reshape(len(samples), 2, *z.shape[1:]).half().cpu())
-            end_specs += [_spec(s) for s in samples]
-            bar.update(len(samples))
-        end_frames = torch.cat(end_frames)
     bar.close()
     space = LatentSpace(vae)
     c, h, f = space.channels, size // space.spatial_scale, space.latent_frames(frames)
