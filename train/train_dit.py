@@ -533,12 +533,16 @@ def flow_loss(
     if frame_mask is not None:
         keep = frame_mask[:, None, :, None, None]
         xt = torch.where(keep, x0, xt)
+
+    def error(out: torch.Tensor, rows=slice(None)) -> torch.Tensor:
+        """Squared error of the model's output for ``rows``, in ``cfg.loss_space``."""
+        if cfg.loss_space == "sample":
+            return (out - x0[rows]) ** 2
+        pred = _unwrap(model).to_velocity(out, xt[rows], t[rows])
+        return (pred - (noise[rows] - x0[rows])) ** 2
+
     out = model(xt, t * 1000, text, text_mask, frame_mask=frame_mask, **conditions).sample.float()
-    if cfg.loss_space == "sample":
-        err = (out - x0) ** 2
-    else:
-        pred = _unwrap(model).to_velocity(out, xt, t)
-        err = (pred - (noise - x0)) ** 2
+    err = error(out)
     weight = torch.ones_like(x0[:, :1])  # (B, 1, F, h, w)
     if cfg.foreground_weight != 1.0:
         fg = foreground_mask(x0, cfg.foreground_threshold)
@@ -561,12 +565,7 @@ def flow_loss(
     neg_out = model(
         xt[rows], t[rows] * 1000, neg_text, neg_mask, frame_mask=fmask, **neg_conditions
     )
-    neg_out = neg_out.sample.float()
-    if cfg.loss_space == "sample":
-        neg_err = (neg_out - x0[rows]) ** 2
-    else:
-        neg_pred = _unwrap(model).to_velocity(neg_out, xt[rows], t[rows])
-        neg_err = (neg_pred - (noise[rows] - x0[rows])) ** 2
+    neg_err = error(neg_out.sample.float(), rows)
     objects = foreground_mask(x0[rows], cfg.foreground_threshold)  # (K, 1, F, h, w)
     if fmask is not None:
         objects = objects * (~fmask)[:, None, :, None, None].to(objects.dtype)
