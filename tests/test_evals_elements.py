@@ -27,6 +27,7 @@ from pipelines.video_io import read_video, write_video
 from studio.cli import main
 from studio.elements_batch import generate_elements_run, reference_images, render_ground_truth_run
 from train.elements_suite import build_elements_suite, write_elements_suite
+from train.scorer_data import gaussian_blur
 from world import shapes_world as sw
 from world.placement import place_sprites
 
@@ -66,25 +67,10 @@ def sprite_clip(
     return sw.render(sw.ClipSpec(specs, background, frames)), exp
 
 
-def gaussian_blur(frames: np.ndarray, sigma: float = 1.0) -> np.ndarray:
-    """Separable Gaussian blur of (F, H, W, 3) frames, edges replicated; float32."""
-    radius = 3
-    k = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
-    k /= k.sum()
-    x = frames.astype(np.float32)
-    for axis in (1, 2):
-        pad = [(0, 0)] * 4
-        pad[axis] = (radius, radius)
-        xp = np.pad(x, pad, mode="edge")
-        n = x.shape[axis]
-        x = sum(w * np.take(xp, range(i, i + n), axis=axis) for i, w in enumerate(k))
-    return x
-
-
 def degrade(frames: np.ndarray, rng: np.random.Generator, tmp: Path) -> np.ndarray:
     """A stand-in for a generator's output: Gaussian blur (σ = 1 px), a global tint of up to
     ±10 levels, noise (σ = 6) and an H.264 (yuv420p) round trip through the project's writer."""
-    x = gaussian_blur(frames) + rng.uniform(-10, 10, size=3) + rng.normal(0, 6, frames.shape)
+    x = gaussian_blur(frames, 1.0) + rng.uniform(-10, 10, size=3) + rng.normal(0, 6, frames.shape)
     x = np.clip(x, 0, 255).round().astype(np.uint8)
     path = tmp / "degraded.mp4"
     write_video(path, x, fps=8)
