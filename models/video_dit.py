@@ -27,6 +27,11 @@ Architecture (one file, DiT style):
   the clip as clean in-context frames (spatial path). A learned slot embedding ``N`` is added
   both to reference ``N``'s tokens and frame and to the text tokens of the ``<refN>``
   placeholder, which binds each placeholder to its image.
+* **Embedded guidance** (``guidance_embeds``, as FLUX.1-dev's guidance-distilled
+  transformer) — the classifier-free guidance scale is an input, embedded like the timestep
+  and added to every frame's conditioning; a student trained to predict its teacher's guided
+  output (``guidance_distill`` in :mod:`train.train_dit`) samples with one model call a step
+  instead of two.
 """
 
 from __future__ import annotations
@@ -294,6 +299,9 @@ class VideoDiT(ModelMixin, ConfigMixin, PeftAdapterMixin):
             layer that lets the tokens of each object's phrase read each other can put it
             there. Zero-initialised residuals: 0 layers and N fresh layers give the same
             output, so a trained model takes them on.
+        guidance_embeds: the guidance scale is an input (:meth:`forward`'s ``guidance``),
+            embedded through a zero-initialised layer: a model given it starts as the
+            conditional model it continues (scale 1).
     """
 
     _supports_gradient_checkpointing = True
@@ -320,6 +328,7 @@ class VideoDiT(ModelMixin, ConfigMixin, PeftAdapterMixin):
         reference_in_context: bool = True,
         space_time_rope: bool = False,
         text_refiner_layers: int = 0,
+        guidance_embeds: bool = False,
     ):
         super().__init__()
         if max_references < 0:
@@ -337,6 +346,7 @@ class VideoDiT(ModelMixin, ConfigMixin, PeftAdapterMixin):
         self.patch = nn.Conv2d(in_channels, width, kernel_size=patch_size, stride=patch_size)
         self.time_proj = Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0)
         self.time_embed = TimestepEmbedding(256, width)
+        self.guidance_embed = TimestepEmbedding(256, width) if guidance_embeds else None
         self.text_proj = nn.Sequential(
             nn.Linear(text_dim, width), nn.GELU(approximate="tanh"), nn.Linear(width, width)
         )
@@ -393,6 +403,10 @@ class VideoDiT(ModelMixin, ConfigMixin, PeftAdapterMixin):
         nn.init.zeros_(self.patch.bias)
         nn.init.normal_(self.time_embed.linear_1.weight, std=0.02)
         nn.init.normal_(self.time_embed.linear_2.weight, std=0.02)
+        if self.guidance_embed is not None:
+            nn.init.normal_(self.guidance_embed.linear_1.weight, std=0.02)
+            nn.init.zeros_(self.guidance_embed.linear_2.weight)  # starts as the model it continues
+            nn.init.zeros_(self.guidance_embed.linear_2.bias)
         for block in self.blocks:
             # adaLN-Zero: every modulated residual starts closed, so each block starts as identity.
             nn.init.zeros_(block.adaLN[-1].weight)
@@ -496,6 +510,7 @@ class VideoDiT(ModelMixin, ConfigMixin, PeftAdapterMixin):
         reference_latents: torch.Tensor | None = None,
         reference_mask: torch.Tensor | None = None,
         text_reference_ids: torch.Tensor | None = None,
+        guidance: torch.Tensor | None = None,
     ) -> VideoDiTOutput | tuple[torch.Tensor]:
         """Predict the flow velocity.
 
@@ -511,6 +526,8 @@ class VideoDiT(ModelMixin, ConfigMixin, PeftAdapterMixin):
                 was dropped for guidance); default all True.
             text_reference_ids: (B, L) long, N on the tokens of a ``<refN>`` placeholder,
                 0 elsewhere (:func:`pipelines.components.reference_token_ids`).
+            guidance: (B,) or scalar classifier-free guidance scale the output is to carry
+                (``guidance_embeds`` models only; None = 1, the conditional prediction).
 
         Returns:
             velocity (B, C, F, H, W), exactly 0 on conditioning frames; or, with
@@ -585,6 +602,13 @@ class VideoDiT(ModelMixin, ConfigMixin, PeftAdapterMixin):
                 r_ctx = r
         t_emb = self.time_embed(self.time_proj(timestep.reshape(-1)).to(dtype))
         cond = t_emb.reshape(b, r_ctx + f, d) + pooled[:, None]  # (B, R + F, D)
+        if guidance is not None and self.guidance_embed is None:
+            raise ValueError("this model has no guidance input (guidance_embeds = False)")
+        if self.guidance_embed is not None:
+            g = torch.ones(b, device=x.device) if guidance is None else guidance
+            g = torch.as_tensor(g, dtype=torch.float32, device=x.device).reshape(-1).expand(b)
+            g_emb = self.guidance_embed(self.time_proj(g * GUIDANCE_EMBED_SCALE).to(dtype))
+            cond = cond + g_emb[:, None]  # (B, R + F, D)
 
         # 4. Blocks.
         rotary = None
@@ -627,6 +651,8 @@ class VideoDiT(ModelMixin, ConfigMixin, PeftAdapterMixin):
 
 
 PREDICTION_TYPES = ("velocity", "sample")
+#: guidance scales 1 … 10 reach the timestep projection as 100 … 1000, the timesteps' range
+GUIDANCE_EMBED_SCALE = 100.0
 
 
 def dit_tiny(**kw) -> VideoDiT:

@@ -386,6 +386,10 @@ class ShapesVideoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
             reference_images: up to ``max_references`` images (PIL or uint8/float arrays, any
                 size or mode), the same for every prompt; ``<refN>`` in a prompt names the
                 N-th. The unconditional half of guidance sees neither text nor references.
+            guidance_scale: classifier-free guidance; ≤ 1 = none. A model with embedded
+                guidance (``guidance_embeds``, a guidance-distilled student) takes the scale as
+                an input and runs once a step; given a ``negative_prompt`` it runs twice, as
+                classic guidance between the prompt and the negative at embedded scale 1.
             callback_on_step_end: ``fn(pipe, step, timestep, kwargs) -> dict`` after each step;
                 returned tensors (e.g. ``latents``) replace the pipeline's.
         """
@@ -410,7 +414,15 @@ class ShapesVideoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
                 )
         device = self._execution_device
         batch = len(prompts)
-        guided = guidance_scale > 1.0
+        uses_image_model = self._uses_image_model(num_frames, conditioning_frames, reference_images)
+        model = self.image_transformer if uses_image_model else self.transformer
+        # embedded guidance: one model call a step carries the scale (1 = the conditional)
+        embedded = bool(model.config.get("guidance_embeds")) and negative_prompt is None
+        guided = guidance_scale > 1.0 and not embedded
+        guidance_kw = {}
+        if model.config.get("guidance_embeds"):
+            scale_in = max(guidance_scale, 1.0) if embedded else 1.0
+            guidance_kw = {"guidance": torch.tensor([scale_in], device=device)}
 
         # 2. Encode the prompt (negatives first, batched with the prompt for guidance)
         negatives = None
@@ -437,9 +449,8 @@ class ShapesVideoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
             )
 
         # 3. Model and timesteps (a single frame from text alone: the image model, if any)
-        model, scheduler, scale = self.transformer, self.scheduler, self.vae_scale
-        if self._uses_image_model(num_frames, conditioning_frames, reference_images):
-            model = self.image_transformer
+        scheduler, scale = self.scheduler, self.vae_scale
+        if uses_image_model:
             overrides = {
                 "shift": self.config.get("image_shift"),
                 "stochastic_sampling": self.config.get("image_stochastic"),
@@ -524,6 +535,7 @@ class ShapesVideoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
                 text_mask,
                 frame_mask=mask_in,
                 **ref_kwargs,
+                **guidance_kw,
             ).sample.float()
             velocity = model.to_velocity(out, model_in, sigma)
             if guided:

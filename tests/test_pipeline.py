@@ -490,3 +490,27 @@ def test_sample_prediction_model_generates_and_keeps_given_frames(text_encoder):
     with torch.no_grad():
         x0 = pipe.transformer(noise, torch.tensor([1000.0]), text, mask).sample
     assert torch.allclose(one.frames, x0, atol=1e-5)
+
+
+def test_embedded_guidance_model_runs_once_a_step_with_the_scale(text_encoder):
+    """A guidance-distilled transformer (``guidance_embeds``) gets the scale as an input and
+    runs once a step on the prompt alone; with a negative prompt it runs classic guidance
+    (both halves) at embedded scale 1; a scale ≤ 1 reaches it as 1."""
+    from .conftest import build_tiny_pipeline
+
+    pipe = build_tiny_pipeline(text_encoder, guidance_embeds=True)  # opened: the input is live
+    seen = []
+
+    def hook(module, args, kwargs):
+        seen.append((args[0].shape[0], kwargs["guidance"].tolist()))
+
+    pipe.transformer.register_forward_pre_hook(hook, with_kwargs=True)
+    at_3 = run(pipe, guidance_scale=3.0, output_type="latent").frames
+    assert seen == [(1, [3.0])] * STEPS
+    seen.clear()
+    run(pipe, guidance_scale=3.0, negative_prompt="blurry", output_type="latent")
+    assert seen == [(2, [1.0])] * STEPS
+    seen.clear()
+    run(pipe, guidance_scale=0.5, output_type="latent")
+    assert seen == [(1, [1.0])] * STEPS
+    assert not torch.allclose(at_3, run(pipe, guidance_scale=5.0, output_type="latent").frames)

@@ -1107,3 +1107,72 @@ def test_binding_hinge_charges_a_model_that_ignores_the_caption():
     cfg.timestep_shift = 1e-3
     base = flow_loss(Blind(), x0, text, mask, None, cfg, gen())
     assert flow_loss(Blind(), x0, text, mask, None, cfg, gen(), negative).item() == base.item()
+
+
+def test_guidance_distillation_learns_the_teachers_guided_output(text_encoder, tmp_path):
+    """guidance_distill: the target is the teacher's u + w·(c − u) at the drawn scale. A
+    student that is the teacher with a fresh (zero) guidance input predicts c at every
+    scale: no loss at w = 1, a loss at w = 3 equal to the error against the guided output
+    computed by hand."""
+    from tests.conftest import open_zero_inits
+
+    from models.video_dit import dit_tiny
+    from pipelines.components import encode_text
+    from train.train_dit import GuidanceTeacher, flow_loss
+
+    encoder, tokenizer = text_encoder
+    torch.manual_seed(0)
+    teacher = open_zero_inits(dit_tiny(in_channels=4, patch_size=2, text_dim=384)).eval()
+    teacher.save_pretrained(tmp_path / "teacher")
+    student = dit_tiny(in_channels=4, patch_size=2, text_dim=384, guidance_embeds=True).eval()
+    student.load_state_dict(teacher.state_dict(), strict=False)
+    cfg = DiTTrainConfig(loss_space="velocity", foreground_weight=1.0)
+    cfg.model.guidance_embeds, cfg.model.patch_size = True, 2
+    cfg.guidance_distill.teacher = str(tmp_path / "teacher")
+    x0 = torch.randn(2, 4, 3, 8, 8)
+    text, mask = encode_text(encoder, tokenizer, ["a red square", "a blue circle"], 64, "cpu")
+    gen = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    with torch.no_grad():
+        cfg.guidance_distill.scales = [1.0, 1.0]
+        t1 = GuidanceTeacher.load(cfg, encoder, tokenizer, "cpu")
+        assert flow_loss(student, x0, text, mask, None, cfg, gen(), teacher=t1).item() < 1e-9
+        cfg.guidance_distill.scales = [3.0, 3.0]
+        t3 = GuidanceTeacher.load(cfg, encoder, tokenizer, "cpu")
+        loss = flow_loss(student, x0, text, mask, None, cfg, gen(), teacher=t3).item()
+        # by hand: the same t and noise as flow_loss draws them
+        g = gen()
+        t = train_dit.sample_timesteps(cfg, 2, g)
+        noise = torch.randn(x0.shape, generator=g)
+        xt = (1 - t[:, None, None, None, None]) * x0 + t[:, None, None, None, None] * noise
+        c = teacher(xt, t * 1000, text, mask).sample
+        u = teacher(xt, t * 1000, t3.empty_text.expand(2, -1, -1), t3.empty_mask.expand(2, -1))
+        guided = u.sample + 3.0 * (c - u.sample)
+        assert loss > 1e-6
+        assert loss == pytest.approx(((c - guided) ** 2).mean().item(), rel=1e-4)
+    # a student without the guidance input, or a teacher of another patch size: refused
+    with pytest.raises(ConfigError, match="guidance_embeds"):
+        DiTTrainConfig(guidance_distill=config_mod.GuidanceDistillConfig(teacher="x"))
+    cfg.model.patch_size = 4
+    with pytest.raises(ValueError, match="patch_size"):
+        GuidanceTeacher.load(cfg, encoder, tokenizer, "cpu")
+
+
+def test_guidance_distillation_run_exports_a_one_call_student(dit_config, straight_run):
+    """A tiny distillation run from run A (teacher and initialisation) trains, exports a
+    transformer with the guidance input, and its pipeline samples once a step."""
+    _, teacher = straight_run
+    run = dit_config(
+        "G", f"init_from={teacher}", f"guidance_distill.teacher={teacher}",
+        "model.guidance_embeds=true", "save_every=100", "max_steps=3",
+    )  # fmt: skip
+    final = train_dit.main(run)
+    assert sorted(losses(Path(run.output_dir))) == [1, 2, 3]
+    pipe = ShapesVideoPipeline.from_pretrained(final)
+    assert pipe.transformer.config.guidance_embeds is True
+    assert pipe.transformer.guidance_embed.linear_2.weight.abs().sum() > 0  # it trained
+    rows = []
+    pipe.transformer.register_forward_pre_hook(lambda m, a: rows.append(a[0].shape[0]))
+    pipe.set_progress_bar_config(disable=True)
+    pipe("a red square", num_frames=4, height=16, width=16, num_inference_steps=2,
+         guidance_scale=3.0, image_first=False)  # fmt: skip
+    assert rows == [1, 1]

@@ -909,3 +909,31 @@ def test_text_refiner_starts_as_the_identity_and_then_mixes_the_caption():
     torch.testing.assert_close(
         refined.text_proj(changed)[:, 0], one[:, 0]
     )  # the projection alone does not
+
+
+def test_guidance_embedding_starts_as_the_conditional_model_then_carries_the_scale():
+    """guidance_embeds: a fresh guidance input leaves the model it continues unchanged at any
+    scale (zero-initialised); once trained the output depends on the scale; None means 1; a
+    model without the input refuses a scale."""
+    torch.manual_seed(0)
+    plain = dit_tiny(in_channels=4, patch_size=2, text_dim=32).eval()
+    student = dit_tiny(in_channels=4, patch_size=2, text_dim=32, guidance_embeds=True).eval()
+    missing, unexpected = student.load_state_dict(plain.state_dict(), strict=False)
+    assert unexpected == [] and missing and all(k.startswith("guidance_embed.") for k in missing)
+    open_zero_inits(plain)  # a trained trunk, the same in both
+    student.load_state_dict(plain.state_dict(), strict=False)
+    x = torch.randn(2, 4, 3, 8, 8)
+    args = (x, torch.tensor([500.0, 900.0]), torch.randn(2, 5, 32), torch.ones(2, 5))
+    ref = plain(*args).sample
+    for g in (None, 1.0, torch.tensor([2.0, 6.0])):
+        torch.testing.assert_close(student(*args, guidance=g).sample, ref)
+    torch.nn.init.normal_(student.guidance_embed.linear_2.weight, std=0.2)  # as if trained
+    at_1 = student(*args, guidance=torch.tensor([1.0, 1.0])).sample
+    torch.testing.assert_close(student(*args).sample, at_1)  # None = scale 1
+    at_3 = student(*args, guidance=torch.tensor([3.0, 3.0])).sample
+    assert not torch.allclose(at_1, at_3)
+    mixed = student(*args, guidance=torch.tensor([1.0, 3.0])).sample  # per sample
+    torch.testing.assert_close(mixed[0], at_1[0])
+    torch.testing.assert_close(mixed[1], at_3[1])
+    with pytest.raises(ValueError, match="no guidance input"):
+        plain(*args, guidance=torch.tensor([3.0, 3.0]))

@@ -240,11 +240,34 @@ class ModelConfig:
     space_time_rope: bool = False
     # trainable layers over the caption tokens (models/video_dit.py; experiments/binding)
     text_refiner_layers: int = 0
+    # the guidance scale as an input (a guidance-distilled student: guidance_distill)
+    guidance_embeds: bool = False
 
     def __post_init__(self) -> None:
         _check(
             self, "model.", patch_size=(1, 64), max_references=(0, 16), text_refiner_layers=(0, 16)
         )
+
+
+@dataclass
+class GuidanceDistillConfig:
+    """Guidance distillation (Meng et al., arXiv:2210.03142, stage one): the model, given the
+    guidance scale as an input (``model.guidance_embeds``), learns its teacher's guided
+    output ``u + w·(c − u)`` (c: the caption's output, u: the empty caption's) at the same
+    noised latents, w drawn uniformly from ``scales``; sampling then takes one model call a
+    step instead of two (experiments/guidance_distill)."""
+
+    # saved pipeline (its transformer, or with image_model_for its image_transformer) or
+    # model folder whose guided output is learnt; None = no distillation (the data's flow)
+    teacher: str | None = None
+    scales: list[float] = field(default_factory=lambda: [1.0, 6.0])
+
+    def __post_init__(self) -> None:
+        if len(self.scales) != 2 or not 0.0 <= self.scales[0] <= self.scales[1] <= 50.0:
+            raise ConfigError(
+                f"guidance_distill.scales must be [lo, hi] with 0 <= lo <= hi <= 50, got "
+                f"{list(self.scales)}"
+            )
 
 
 @dataclass
@@ -377,6 +400,7 @@ class DiTTrainConfig:
     # its caches and loading the models count), checkpoint there and export as at the end: a
     # lent machine's fixed lease (benchmarks/gpu_train). None = no limit.
     time_limit_minutes: float | None = None
+    guidance_distill: GuidanceDistillConfig = field(default_factory=GuidanceDistillConfig)
 
     # keys a resume must keep (train.checkpoint.check_resumable)
     ARCHITECTURE: ClassVar[tuple[str, ...]] = (
@@ -418,6 +442,11 @@ class DiTTrainConfig:
             raise ConfigError("training: lora adapts a trained model: set init_from")
         if self.report_to not in REPORT_TO:
             raise ConfigError(f"report_to must be one of {REPORT_TO}, got {self.report_to!r}")
+        if self.guidance_distill.teacher is not None and not self.model.guidance_embeds:
+            raise ConfigError(
+                "guidance_distill.teacher needs model.guidance_embeds: true (the student takes "
+                "the guidance scale as an input)"
+            )
 
     @property
     def total_steps(self) -> int:

@@ -20,6 +20,10 @@ every frame count (stages, ``data.clip_frames``, buckets) is ``1 + k·step`` pix
 cut to their prefixes only (a window starting later would begin with a latent frame that is
 no image) and never reversed in time; images are clips of one frame.
 
+Guidance distillation (``guidance_distill.teacher``): the target is not the data's flow but
+the teacher's guided output at the same noised latents, the scale drawn per sample and given
+to the student (``model.guidance_embeds``), so that it samples with one call a step.
+
 Every batch, its noise and its timesteps are a pure function of (seed, step, rank): the
 data position *is* the step (a shard stream is replayed to it on resume), so resuming from a
 checkpoint with the same number of processes reproduces the uninterrupted run.
@@ -500,6 +504,59 @@ def _unwrap(model):
     return getattr(model, "module", model)
 
 
+@dataclass
+class GuidanceTeacher:
+    """The frozen model whose classifier-free guided output a guidance-embedding student
+    learns (``cfg.guidance_distill``), with the empty caption's states for its unconditional
+    half (what the pipeline's unconditional half reads)."""
+
+    model: VideoDiT
+    empty_text: torch.Tensor  # (1, L, D)
+    empty_mask: torch.Tensor  # (1, L)
+    scales: tuple[float, float]
+
+    @classmethod
+    def load(cls, cfg: DiTTrainConfig, text_encoder, tokenizer, device) -> GuidanceTeacher:
+        folder = Path(cfg.guidance_distill.teacher)
+        sub = "image_transformer" if cfg.image_model_for is not None else "transformer"
+        if (folder / sub).is_dir():
+            folder = folder / sub
+        if not (folder / "config.json").is_file():
+            raise ValueError(f"guidance_distill.teacher: no saved model at {folder}")
+        model = VideoDiT.from_pretrained(folder).float().to(device).eval().requires_grad_(False)
+        for key in ("prediction_type", "patch_size", "in_channels"):
+            if model.config[key] != getattr(cfg.model, key, model.config[key]):
+                raise ValueError(
+                    f"guidance_distill.teacher {folder}: {key} {model.config[key]!r}, the "
+                    f"student's is {getattr(cfg.model, key)!r}"
+                )
+        if model.config.max_references:
+            raise ValueError("guidance_distill: a teacher with a reference path is not supported")
+        text, mask = encode_text(text_encoder, tokenizer, [""], cfg.text_max_length, device)
+        return cls(model, text, mask, tuple(cfg.guidance_distill.scales))
+
+    def draw(self, b: int, generator: torch.Generator) -> torch.Tensor:
+        """(B,) guidance scales, uniform in ``scales``."""
+        lo, hi = self.scales
+        return lo + (hi - lo) * torch.rand(b, generator=generator)
+
+    @torch.no_grad()
+    def goal(
+        self, xt, t, text, text_mask, frame_mask, w: torch.Tensor, loss_space: str
+    ) -> torch.Tensor:
+        """The guided output u + w·(c − u) at ``xt``, as a clean sample (``loss_space``
+        sample) or a velocity: (B, C, F, h, w)."""
+        b = xt.shape[0]
+        cond = self.model(xt, t * 1000, text, text_mask, frame_mask=frame_mask).sample.float()
+        empty, mask = self.empty_text.expand(b, -1, -1), self.empty_mask.expand(b, -1)
+        uncond = self.model(xt, t * 1000, empty, mask, frame_mask=frame_mask).sample.float()
+        ww = w.to(cond)[:, None, None, None, None]
+        guided = uncond + ww * (cond - uncond)  # the pipeline's guidance, in output space
+        if loss_space == "sample":
+            return guided
+        return self.model.to_velocity(guided, xt, t)
+
+
 #: The binding hard negatives are taken at noise levels t ≥ this (flow time, 1 = noise): where
 #: the caption, not the noised clip, still decides which object goes where.
 BINDING_MIN_T = 0.5
@@ -514,6 +571,7 @@ def flow_loss(
     cfg: DiTTrainConfig,
     generator: torch.Generator,
     negative: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    teacher: GuidanceTeacher | None = None,
     **conditions,
 ) -> torch.Tensor:
     """Rectified-flow loss on the generated (not given) frames, object latents weighted
@@ -524,7 +582,10 @@ def flow_loss(
     hold for those rows' clips (the binding hard negatives); adds ``cfg.binding_weight`` ·
     mean relu(margin + log e_true − log e_negative), e being a row's mean error on its object
     latents (:func:`foreground_mask`) in the generated frames, at the same noise and time, for
-    the rows noised to t ≥ :data:`BINDING_MIN_T`."""
+    the rows noised to t ≥ :data:`BINDING_MIN_T`.
+
+    ``teacher``: the target is its guided output at a scale drawn per row, which the model
+    is given (guidance distillation), instead of the data's flow."""
     b = x0.shape[0]
     t = sample_timesteps(cfg, b, generator).to(x0.device)  # (B,)
     noise = torch.randn(x0.shape, generator=generator).to(x0.device)
@@ -534,12 +595,20 @@ def flow_loss(
         keep = frame_mask[:, None, :, None, None]
         xt = torch.where(keep, x0, xt)
 
+    goal = x0 if cfg.loss_space == "sample" else noise - x0  # (B, C, F, h, w)
+    if teacher is not None:
+        w = teacher.draw(b, generator).to(x0.device)
+        goal = teacher.goal(xt, t, text, text_mask, frame_mask, w, cfg.loss_space)
+        conditions = {**conditions, "guidance": w}
+
     def error(out: torch.Tensor, rows=slice(None)) -> torch.Tensor:
         """Squared error of the model's output for ``rows``, in ``cfg.loss_space``."""
-        if cfg.loss_space == "sample":
-            return (out - x0[rows]) ** 2
-        pred = _unwrap(model).to_velocity(out, xt[rows], t[rows])
-        return (pred - (noise[rows] - x0[rows])) ** 2
+        pred = (
+            out
+            if cfg.loss_space == "sample"
+            else _unwrap(model).to_velocity(out, xt[rows], t[rows])
+        )
+        return (pred - goal[rows]) ** 2
 
     out = model(xt, t * 1000, text, text_mask, frame_mask=frame_mask, **conditions).sample.float()
     err = error(out)
@@ -597,6 +666,7 @@ def build_model(
         max_references=cfg.model.max_references,
         space_time_rope=cfg.model.space_time_rope,
         text_refiner_layers=cfg.model.text_refiner_layers,
+        guidance_embeds=cfg.model.guidance_embeds,
     )
 
 
@@ -781,13 +851,15 @@ def batch_loss(
     model,
     accelerator,
     shard_latents: ShardLatents | None = None,
+    teacher: GuidanceTeacher | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One micro-batch of optimizer step ``step`` → (its latents (B, C, F, h, w), its loss).
 
     Everything random is drawn from (seed, step, rank[, micro]), so a resumed run and a run
     with another number of micro-batches per step see the same data at the same place; the
     first micro-batch of a step is what a run without accumulation draws. ``shard_latents``:
-    shard batches come from that cache, caption states included."""
+    shard batches come from that cache, caption states included. ``teacher``: guidance
+    distillation (:func:`flow_loss`)."""
     stage_idx, stage = stage_at(cfg, step)
     rng = np.random.default_rng([cfg.seed, step, rank] + ([micro] if micro else []))
     generator = torch.Generator().manual_seed(int(rng.integers(1 << 62)))
@@ -851,7 +923,7 @@ def batch_loss(
     with accelerator.autocast():
         loss = flow_loss(
             model, x0.to(device), text, text_mask, frame_mask, cfg, generator, negative,
-            **conditions,
+            teacher, **conditions,
         )  # fmt: skip
     return x0, loss
 
@@ -1090,6 +1162,10 @@ def main(cfg: DiTTrainConfig) -> Path:
     accelerator.print(
         f"VideoDiT {cfg.model.size}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters"
     )
+    teacher = None
+    if cfg.guidance_distill.teacher is not None:
+        teacher = GuidanceTeacher.load(cfg, text_encoder, tokenizer, accelerator.device)
+        accelerator.print(f"guidance distillation from {cfg.guidance_distill.teacher}")
     ema = EMAModel(
         trained(model),
         decay=cfg.ema_decay,
@@ -1137,7 +1213,7 @@ def main(cfg: DiTTrainConfig) -> Path:
             with accelerator.accumulate(model):
                 x0, loss = batch_loss(
                     cfg, step, micro, rank, cache, ends, streams, vae, text_encoder, tokenizer,
-                    model, accelerator, shard_latents,
+                    model, accelerator, shard_latents, teacher,
                 )  # fmt: skip
                 optimizer_step(accelerator, model, optimizer, schedule, loss, cfg.grad_clip)
             step_loss += accelerator.reduce(loss.detach(), reduction="mean").item() / accumulate

@@ -7,7 +7,9 @@ suite while choosing). The first frame keeps its own stochastic Euler sampler.
 
 A third field ``bf16`` runs the whole generation under CPU bf16 autocast (AMX / AVX512-BF16);
 ``f0=N`` draws the first frame in N steps of its own sampler whatever the clip's steps
-(the pipeline's ``first_frame_steps``), e.g. ``unipc:10:f0=25``.
+(the pipeline's ``first_frame_steps``), e.g. ``unipc:10:f0=25``; ``g=X`` guides the clip at X
+(default: the studio's 3; 1 = unguided, one model call a step) and ``f0g=X`` frame 0 at X
+(default: the shipped ``first_frame_guidance``), e.g. ``euler:12:f0=25:g=1``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
 
 from evals.report import write_shapes_report
 from evals.shapes import VAL_PATH, evaluate_dir
+from pipelines.text_to_video import DEFAULT_GUIDANCE
 from studio.batch import BatchOptions, run_batch
 from studio.generate import load_pipeline
 
@@ -41,17 +44,23 @@ def scheduler(kind: str, shift: float):
 def main(out: str, *configs: str) -> None:
     pipe = load_pipeline()
     euler = pipe.scheduler
+    shipped_f0_guidance = pipe.config.first_frame_guidance
     rows = {}
     for config in configs:
         kind, steps, *extra = config.split(":")
         f0 = [int(e[3:]) for e in extra if e.startswith("f0=")]
         precision = [e for e in extra if e == "bf16"]
-        pipe.register_to_config(first_frame_steps=f0[0] if f0 else None)
-        pipe.scheduler = euler if kind == "euler" else scheduler(kind, euler.config.shift)
-        run_dir = Path(out) / f"{kind}{steps}{''.join(precision)}{f'f0{f0[0]}' if f0 else ''}"
-        options = BatchOptions(
-            prompts=VAL_PATH, out_dir=run_dir, samples=1, seed=500, steps=int(steps)
+        given = dict(e.split("=") for e in extra if "=" in e)
+        pipe.register_to_config(
+            first_frame_steps=f0[0] if f0 else None,
+            first_frame_guidance=float(given.get("f0g", shipped_f0_guidance)),
         )
+        pipe.scheduler = euler if kind == "euler" else scheduler(kind, euler.config.shift)
+        run_dir = Path(out) / config.replace(":", "_").replace("=", "")
+        options = BatchOptions(
+            prompts=VAL_PATH, out_dir=run_dir, samples=1, seed=500, steps=int(steps),
+            guidance=float(given.get("g", DEFAULT_GUIDANCE)),
+        )  # fmt: skip
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == ["bf16"]):
             run_batch(options, progress=False, pipe=pipe)
         report = evaluate_dir(run_dir)
