@@ -1,7 +1,8 @@
 """Speed of the shipped video DiT on this machine, side by side in one run.
 
     python benchmarks/perf.py [--repeats 7] [--train-log runs/dit/log.jsonl] [--skip-e2e]
-                              [--compile] [--threads N] [--cpu-time]
+                              [--compile] [--threads N] [--cpu-time] [--steps N ...]
+                              [--models shipped DIR ...]
 
 Prints Markdown tables for BENCHMARKS.md:
 
@@ -21,7 +22,8 @@ Prints Markdown tables for BENCHMARKS.md:
    the CPU has fast bf16 (AMX / AVX512-BF16) — bf16 autocast;
 3. end-to-end default generation as ``studio generate`` runs it (shipped model, image-first
    as its config says, 16 frames at 8 fps, guidance 3) in a fresh subprocess, once for each
-   ``--steps`` count (default: the studio's default steps), eager and (``--compile``)
+   ``--steps`` count (default: the studio's default steps) and ``--models`` pipeline
+   (default: the shipped one; e.g. a candidate beside it), eager and (``--compile``)
    compiled: wall seconds per
    second of video, the warm-up (compilation) time and peak resident memory;
 4. training throughput per curriculum stage from a training log, with its MFU
@@ -145,12 +147,13 @@ def matmul_flops_per_s(
     return 2 * n**3 * repeats / (clock() - start)
 
 
-def end_to_end(compile: bool = False, steps: int = 25) -> dict:
-    """Run in a fresh process (``--part e2e``): the shipped pipeline, timed after a warm-up
-    (which, with ``compile``, includes compiling the transformer: reported apart)."""
+def end_to_end(compile: bool = False, steps: int = 25, model: str | None = None) -> dict:
+    """Run in a fresh process (``--part e2e``): the shipped pipeline (or ``model``), timed
+    after a warm-up (which, with ``compile``, includes compiling the transformer: reported
+    apart)."""
     from studio.generate import load_pipeline
 
-    pipe = load_pipeline(compile=compile)
+    pipe = load_pipeline(model, compile=compile)
     pipe.set_progress_bar_config(disable=True)
     kwargs = dict(num_frames=16, num_inference_steps=steps, height=64, width=64)  # guidance 3
     prompt = "a small red circle moving left on a black background"
@@ -219,6 +222,12 @@ def main() -> None:
         default=[DEFAULT_STEPS],
         help=f"sampling steps end to end, one row each (default {DEFAULT_STEPS})",
     )
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["shipped"],
+        help="end to end: these saved pipelines too, timed in turn (shipped = the default model)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     parser.add_argument(
         "--cpu-time",
@@ -232,7 +241,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     clock = time.thread_time if args.cpu_time else time.perf_counter
     if args.part == "e2e":
-        print(json.dumps(end_to_end(args.compile, args.steps[0])))
+        model = None if args.models == ["shipped"] else args.models[0]
+        print(json.dumps(end_to_end(args.compile, args.steps[0], model)))
         return
 
     torch.manual_seed(0)
@@ -316,14 +326,15 @@ def main() -> None:
 
     if not args.skip_e2e:
         print(
-            "\n| end to end (shipped model, 16 frames @ 8 fps, guidance 3) | steps"
+            "\n| end to end (16 frames @ 8 fps, guidance 3) | model | steps"
             " | per clip (median of 3) | per second of video | warm-up | peak memory |"
         )
-        print("|---|---:|---:|---:|---:|---:|")
-        for compile, steps in itertools.product(
-            (False, True) if args.compile else (False,), args.steps
+        print("|---|---|---:|---:|---:|---:|---:|")
+        for compile, steps, model in itertools.product(
+            (False, True) if args.compile else (False,), args.steps, args.models
         ):
             command = [sys.executable, __file__, "--part", "e2e", "--steps", str(steps)]
+            command += ["--models", model]
             done = subprocess.run(
                 command + (["--compile"] if compile else []),
                 capture_output=True,
@@ -333,7 +344,8 @@ def main() -> None:
             )
             e2e = json.loads(done.stdout.strip().splitlines()[-1])
             print(
-                f"| {'torch.compile' if compile else 'eager'} | {steps} | {e2e['seconds']:.2f} s | "
+                f"| {'torch.compile' if compile else 'eager'} | {model} | {steps} | "
+                f"{e2e['seconds']:.2f} s | "
                 f"{e2e['seconds'] / e2e['video_seconds']:.2f} | {e2e['warmup_seconds']:.1f} s | "
                 f"{e2e['peak_rss_mb']:.0f} MB |"
             )
