@@ -34,6 +34,18 @@ def test_recipe_continues_the_shipped_model_within_one_call():
     assert cfg.timestep_shift == wordnet.timestep_shift and cfg.model == wordnet.model
 
 
+def test_distillation_recipe_is_the_same_call_with_the_shipped_model_as_teacher():
+    """distill_video.yaml (experiments/guidance_distill on a lent GPU): train.yaml's call, the
+    student given the guidance input and the shipped model as its teacher and start."""
+    base = load_config(DiTTrainConfig, str(RECIPE / "train.yaml"), [])
+    cfg = load_config(DiTTrainConfig, str(RECIPE / "distill_video.yaml"), [])
+    assert cfg.model.guidance_embeds and not base.model.guidance_embeds
+    assert cfg.guidance_distill.teacher == cfg.init_from == "studio/default_model"
+    assert (ROOT / cfg.guidance_distill.teacher / "transformer" / "config.json").is_file()
+    assert cfg.time_limit_minutes == base.time_limit_minutes and cfg.export_dtype == "float16"
+    assert cfg.data == base.data and cfg.text_encoder == base.text_encoder
+
+
 def test_finish_brings_back_the_pipeline_naming_the_packaged_encoder(tmp_path):
     run = tmp_path / "run"
     pipe = run / "pipeline"
