@@ -9,12 +9,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import torch
+from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file
 
+from models.video_dit import VideoDiT
 from pipelines.components import load_text_encoder, load_vae, text_hidden_size
 from pipelines.latent_space import LatentSpace
-from train.checkpoint import checkpoint_root, latest_checkpoint
+from train.checkpoint import checkpoint_root, latest_checkpoint, load_states
 from train.config import DiTTrainConfig, load_config
 from train.train_dit import ImageModelSource, build_model, make_pipeline, trained
 
@@ -29,10 +30,9 @@ def main(run: str, out: str, step: str | None = None) -> Path:
         cfg, space.channels, text_hidden_size(text_encoder), cfg.data.size // space.spatial_scale
     )
     model.load_state_dict(load_file(str(ckpt / "model.safetensors")))
-    shadow = load_file(str(ckpt / "ema.state.safetensors"))  # in the order EMAModel was given
-    with torch.no_grad():
-        for i, param in enumerate(trained(model)):
-            param.copy_(shadow[f"shadow_params.{i}"])
+    ema = EMAModel(trained(model), model_cls=VideoDiT, model_config=model.config)
+    load_states(ckpt, {"ema": ema})  # as the trainer resumes it
+    ema.copy_to(trained(model))
     image_source = ImageModelSource.load(cfg.image_model_from) if cfg.image_model_from else None
     pipe = make_pipeline(cfg, model.eval(), vae, text_encoder, tokenizer, image_source)
     pipe.save_pretrained(out)
