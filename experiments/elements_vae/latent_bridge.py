@@ -54,6 +54,12 @@ def patches(z: torch.Tensor, p: int) -> torch.Tensor:
     return z.permute(0, 1, 2, 4, 3, 5, 6).reshape(-1, p * p * c)
 
 
+def held_out_r2(pred: torch.Tensor, truth: torch.Tensor) -> float:
+    """Mean over output dimensions of 1 − residual / total sum of squares."""
+    r2 = 1 - ((pred - truth) ** 2).sum(0) / ((truth - truth.mean(0)) ** 2).sum(0)
+    return float(r2.mean())
+
+
 def procrustes(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, float]:
     """y − ȳ ≈ (x − x̄) @ W with W (Dx, Dy) of orthonormal columns (Dx ≥ Dy), fitted on 3/4
     of the rows, as [W; ȳ − x̄ W] → (that (Dx + 1, Dy), held-out mean R²). Orthonormal, the
@@ -65,9 +71,7 @@ def procrustes(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, float]:
     u, _, vh = torch.linalg.svd((x[:n] - mx).T @ (y[:n] - my), full_matrices=False)
     w = u @ vh  # (Dx, Dy), WᵀW = I
     full = torch.cat([w, (my - mx @ w)[None]])
-    pred, truth = x[n:] @ w + full[-1], y[n:]
-    r2 = 1 - ((pred - truth) ** 2).sum(0) / ((truth - truth.mean(0)) ** 2).sum(0)
-    return full.float(), float(r2.mean())
+    return full.float(), held_out_r2(x[n:] @ w + full[-1], y[n:])
 
 
 def ridge(x: torch.Tensor, y: torch.Tensor, lam: float = 1e-3) -> tuple[torch.Tensor, float]:
@@ -77,9 +81,7 @@ def ridge(x: torch.Tensor, y: torch.Tensor, lam: float = 1e-3) -> tuple[torch.Te
     n = len(x1) * 3 // 4
     gram = x1[:n].T @ x1[:n] + lam * n * torch.eye(x1.shape[1], dtype=x1.dtype)
     w = torch.linalg.solve(gram, x1[:n].T @ y[:n])
-    pred, truth = x1[n:] @ w, y[n:]
-    r2 = 1 - ((pred - truth) ** 2).sum(0) / ((truth - truth.mean(0)) ** 2).sum(0)
-    return w.float(), float(r2.mean())
+    return w.float(), held_out_r2(x1[n:] @ w, y[n:])
 
 
 @torch.no_grad()
@@ -88,15 +90,19 @@ def carry(model: VideoDiT, z_old: torch.Tensor, z_new: torch.Tensor) -> VideoDiT
     composed with the fitted maps, reading and writing ``z_new``'s."""
     if model.config.prediction_type != "sample":
         raise ValueError("the output map needs a model that predicts the clean sample")
-    p, c_old, c_new = model.config.patch_size, z_old.shape[1], z_new.shape[1]
+    p, c_new = model.config.patch_size, z_new.shape[1]
     old, new = patches(z_old, p), patches(z_new, p)
     a, r2_in = procrustes(new, old)  # old patch ≈ [new patch, 1] @ a, noise kept white
     b, r2_out = ridge(old, new)  # new patch ≈ [old patch, 1] @ b
     print(f"patch {p}: R² old←new {r2_in:.3f}, new←old {r2_out:.3f}")
     carried = VideoDiT.from_config({**model.config, "in_channels": c_new}).float()
-    state = {k: v for k, v in model.state_dict().items() if not k.startswith(("patch.", "proj_out."))}
+    state = {
+        k: v for k, v in model.state_dict().items() if not k.startswith(("patch.", "proj_out."))
+    }
     missing = carried.load_state_dict(state, strict=False).missing_keys
-    assert set(missing) == {"patch.weight", "patch.bias", "proj_out.weight", "proj_out.bias"}, missing
+    assert set(missing) == {"patch.weight", "patch.bias", "proj_out.weight", "proj_out.bias"}, (
+        missing
+    )
     w = model.patch.weight.float()  # (D, C_old, p, p)
     d = w.shape[0]
     w_flat = w.permute(0, 2, 3, 1).reshape(d, -1)  # (D, p·p·C_old), patch order
