@@ -417,10 +417,11 @@ class ShapesVideoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         uses_image_model = self._uses_image_model(num_frames, conditioning_frames, reference_images)
         model = self.image_transformer if uses_image_model else self.transformer
         # embedded guidance: one model call a step carries the scale (1 = the conditional)
-        embedded = bool(model.config.get("guidance_embeds")) and negative_prompt is None
+        takes_scale = bool(model.config.get("guidance_embeds"))
+        embedded = takes_scale and negative_prompt is None
         guided = guidance_scale > 1.0 and not embedded
         guidance_kw = {}
-        if model.config.get("guidance_embeds"):
+        if takes_scale:
             scale_in = max(guidance_scale, 1.0) if embedded else 1.0
             guidance_kw = {"guidance": torch.tensor([scale_in], device=device)}
 
