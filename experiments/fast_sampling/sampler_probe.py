@@ -48,11 +48,10 @@ def main(out: str, *configs: str) -> None:
     rows = {}
     for config in configs:
         kind, steps, *extra = config.split(":")
-        f0 = [int(e[3:]) for e in extra if e.startswith("f0=")]
         precision = [e for e in extra if e == "bf16"]
-        given = dict(e.split("=") for e in extra if "=" in e)
+        given = dict(e.split("=") for e in extra if "=" in e)  # f0, g, f0g
         pipe.register_to_config(
-            first_frame_steps=f0[0] if f0 else None,
+            first_frame_steps=int(given["f0"]) if "f0" in given else None,
             first_frame_guidance=float(given.get("f0g", shipped_f0_guidance)),
         )
         pipe.scheduler = euler if kind == "euler" else scheduler(kind, euler.config.shift)
