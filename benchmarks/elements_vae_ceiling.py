@@ -27,7 +27,7 @@ def load_vae(path: str) -> AutoencoderKL:
     folder = Path(path)
     if (folder / "vae").is_dir():
         folder = folder / "vae"
-    return AutoencoderKL.from_pretrained(folder).eval()
+    return AutoencoderKL.from_pretrained(folder, use_safetensors=True).eval()
 
 
 @torch.no_grad()

@@ -58,7 +58,7 @@ LATENT, CHANNELS, PATCH = SHIPPED["sample_size"], SHIPPED["in_channels"], SHIPPE
 
 def ours() -> torch.nn.Module:
     """The shipped transformer, as ``studio generate`` loads it."""
-    return VideoDiT.from_pretrained(DEFAULT_MODEL_DIR / "transformer").float()
+    return VideoDiT.from_pretrained(DEFAULT_MODEL_DIR / "transformer", use_safetensors=True).float()
 
 
 def latte(layers: int) -> torch.nn.Module:

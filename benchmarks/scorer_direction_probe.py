@@ -25,7 +25,7 @@ from world.shapes_world import ShapesWorld, caption, counterfactual, render
 
 
 def main(scorer_dir: str = "studio/default_scorer", n: int = 300) -> dict[str, float]:
-    scorer = VideoTextScorer.from_pretrained(scorer_dir)
+    scorer = VideoTextScorer.from_pretrained(scorer_dir, use_safetensors=True)
     world = ShapesWorld(size=64, frames=16, seed=4_242_001, exclusions=False)
     rng = np.random.default_rng(4_242_001)
     emb, label, cos_rev, cos_text, margins = [], [], [], [], []

@@ -22,7 +22,7 @@ from world.shapes_world import ShapesWorld
 
 
 def main(model_dir: str, n: int = 40) -> dict[str, float]:
-    vae = AutoencoderKL.from_pretrained(model_dir, subfolder="vae").eval()
+    vae = AutoencoderKL.from_pretrained(model_dir, subfolder="vae", use_safetensors=True).eval()
     world = ShapesWorld(seed=555, exclusions=False)
     results = []
     for i in range(n):

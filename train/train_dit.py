@@ -523,7 +523,13 @@ class GuidanceTeacher:
             folder = folder / sub
         if not (folder / "config.json").is_file():
             raise ValueError(f"guidance_distill.teacher: no saved model at {folder}")
-        model = VideoDiT.from_pretrained(folder).float().to(device).eval().requires_grad_(False)
+        model = (
+            VideoDiT.from_pretrained(folder, use_safetensors=True)
+            .float()
+            .to(device)
+            .eval()
+            .requires_grad_(False)
+        )
         for key in ("prediction_type", "patch_size", "in_channels"):
             if model.config[key] != getattr(cfg.model, key, model.config[key]):
                 raise ValueError(

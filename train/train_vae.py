@@ -91,7 +91,7 @@ def main(cfg: VAETrainConfig) -> Path:
     accelerator, out = start_run(cfg, resolve_mixed_precision(cfg.mixed_precision))
     world = ShapesWorld(size=cfg.size, seed=cfg.seed, mix=cfg.mix)
     if cfg.init:
-        vae = AutoencoderKL.from_pretrained(cfg.init)
+        vae = AutoencoderKL.from_pretrained(cfg.init, use_safetensors=True)
         # frozen copy of the starting encoder: the anchor for plain frames' latents
         anchor = (
             copy.deepcopy(vae).requires_grad_(False).eval().to(accelerator.device)

@@ -19,7 +19,8 @@ from train.config import VAETrainConfig, load_config
 def main(run: str, out: str, step: str | None = None) -> Path:
     cfg = load_config(VAETrainConfig, Path(run) / "config.yaml")
     ckpt = checkpoint_root(run) / f"step-{int(step):07d}" if step else latest_checkpoint(run)
-    vae = AutoencoderKL.from_pretrained(cfg.init)  # the architecture and the latent scaling
+    # the architecture and the latent scaling
+    vae = AutoencoderKL.from_pretrained(cfg.init, use_safetensors=True)
     state = load_file(str(ckpt / "model.safetensors"))
     vae.load_state_dict({k.removeprefix("vae."): v for k, v in state.items()})
     vae.save_pretrained(out)

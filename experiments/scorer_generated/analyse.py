@@ -31,7 +31,7 @@ def scores_of(model: str, run_dir: Path, items: list[dict]) -> dict[str, float]:
     cache = run_dir / f"scores_{Path(model).parent.name}_{Path(model).name}.json"
     if cache.is_file():
         return json.loads(cache.read_text())
-    scorer = VideoTextScorer.from_pretrained(model)
+    scorer = VideoTextScorer.from_pretrained(model, use_safetensors=True)
     out = {}
     for it in items:
         frames, _ = read_video(run_dir / it["video"])

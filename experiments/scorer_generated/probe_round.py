@@ -32,7 +32,7 @@ def main() -> int:
     labels = [ok for *_, ok in clips]
     print(f"{len(clips)} clips, {sum(labels)} judged right")
     for model in sys.argv[1:]:
-        scorer = VideoTextScorer.from_pretrained(model)
+        scorer = VideoTextScorer.from_pretrained(model, use_safetensors=True)
         scores = [float(scorer.scores([f], t)[0]) for f, t, _ in clips]
         print(f"{model}: AUC {auc(scores, labels):.3f}")
     return 0

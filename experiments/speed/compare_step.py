@@ -52,7 +52,11 @@ def main() -> None:
     from models_ref.video_dit import VideoDiT as Baseline
 
     new = ours().eval()
-    base = Baseline.from_pretrained(DEFAULT_MODEL_DIR / "transformer").float().eval()
+    base = (
+        Baseline.from_pretrained(DEFAULT_MODEL_DIR / "transformer", use_safetensors=True)
+        .float()
+        .eval()
+    )
     latte, layers = matched_latte(n_params(new))
     x, t, text, mask = inputs()
     runs = {
