@@ -463,6 +463,34 @@ def cmd_data_shapes(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_sprite(args: argparse.Namespace) -> int:
+    """``studio data sprite OUT.png``: a reference element as Shapes World draws one (the
+    sprite alone, centred on white), for ``studio generate --ref``."""
+    from PIL import Image
+
+    from world.shapes_world import ObjectSpec, render_reference
+
+    from .generate import check_output_folder
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise StudioError(f"the sprite is written as PNG: name it NAME.png, got {out.name!r}")
+    color, color2 = args.colors
+    try:
+        sprite = ObjectSpec(
+            args.shape, color, args.size, "still", 0, 0, pattern=args.pattern, color2=color2
+        )
+    except ValueError as e:  # an unknown colour: the world's own message names the palette
+        raise StudioError(str(e)) from None
+    check_output_folder(out)
+    image = render_reference(sprite, image_size=args.image_size)
+    tmp = out.with_name(f".{out.name}.tmp")
+    Image.fromarray(image).save(tmp, format="PNG")
+    tmp.replace(out)  # no half-written file under the real name
+    print(f"wrote {out}: a {args.size} {args.shape}, {args.pattern} in {color} and {color2}")
+    return 0
+
+
 def cmd_data_pack(args: argparse.Namespace) -> int:
     if args.shard_size < 1:
         raise StudioError(f"--shard-size must be >= 1, got {args.shard_size}")
@@ -918,6 +946,27 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--size", type=_positive_int, default=64)
     ds.add_argument("--frames", type=_positive_int, default=16)
     ds.set_defaults(func=cmd_data_shapes)
+    from world.shapes_world import PATTERNS, SHAPES, SIZES
+
+    dsp = dsub.add_parser(
+        "sprite",
+        help="draw a reference element (a patterned sprite) for --ref",
+        description="Draw a Shapes World sprite as its reference image: one shape filled with "
+        "a two-colour pattern, alone and centred on white (../shared/shapes_world.md, "
+        "'Reference elements'). Give it to `studio generate --ref`.",
+    )
+    dsp.add_argument("out", metavar="OUT.png")
+    dsp.add_argument("--shape", choices=SHAPES, default="circle")
+    dsp.add_argument("--pattern", choices=PATTERNS, default="hstripes")
+    dsp.add_argument(
+        "--colors", nargs=2, metavar=("COLOR", "COLOR2"), default=["red", "yellow"],
+        help="the pattern's two colours, from the object palette (default: red yellow)",
+    )
+    dsp.add_argument("--size", choices=SIZES, default="large", help="its size in the clip")
+    dsp.add_argument(
+        "--image-size", type=_positive_int, default=64, help="side of the image in px (64)"
+    )
+    dsp.set_defaults(func=cmd_data_sprite)
     dp = dsub.add_parser(
         "pack",
         parents=parents("runtime"),

@@ -333,12 +333,17 @@ def check_output_path(out: str | Path) -> Path:
         raise StudioError(
             f"unknown output extension {out.suffix or '(none)'!r} for {out}; allowed: {', '.join(SUPPORTED_EXTENSIONS)}"
         )
+    check_output_folder(out)
+    return out
+
+
+def check_output_folder(out: Path) -> None:
+    """The folder ``out`` is written into exists and is writable; StudioError otherwise."""
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise StudioError(f"output folder does not exist: {parent}")
     if not os.access(parent, os.W_OK):
         raise StudioError(f"output folder is not writable: {parent}")
-    return out
 
 
 def ensure_output_dir(path: str | Path) -> Path:

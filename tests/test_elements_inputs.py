@@ -671,3 +671,47 @@ def test_ui_elements_go_to_a_model_that_takes_them(tmp_path, monkeypatch, ref_pi
     assert job.status == "done", job.error
     record = json.loads(gallery.path("videos", job.sidecar).read_text())
     assert record["references"][0]["sha256"].startswith(name.removesuffix(".png"))
+
+
+# ---------------------------------------------------------------------- studio data sprite
+def test_data_sprite_draws_the_worlds_reference_and_generate_takes_it(
+    cli, tmp_path, ref_pipeline_dir
+):
+    """The README's reference example on a fresh clone: the sprite command writes exactly
+    the world's reference image, and `generate --ref` reads it."""
+    from world.shapes_world import ObjectSpec, render_reference
+
+    out = tmp_path / "sprite.png"
+    code, stdout, err = cli(
+        "data", "sprite", out, "--shape", "triangle", "--pattern", "checker",
+        "--colors", "green", "orange", "--size", "small",
+    )
+    assert code == 0, err
+    assert "small triangle, checker in green and orange" in stdout
+    expected = render_reference(
+        ObjectSpec("triangle", "green", "small", "still", 0, 0, pattern="checker", color2="orange")
+    )
+    np.testing.assert_array_equal(np.asarray(Image.open(out).convert("RGB")), expected)
+    assert [p.name for p in tmp_path.iterdir()] == ["sprite.png"]  # no temporary file left
+
+    code, _, err = cli(
+        "generate", "<ref1> moving left on a gray background", "--ref", out,
+        "--out", tmp_path / "x.mp4", "--model", ref_pipeline_dir, *SMALL,
+    )
+    assert code == 0, err
+    record = json.loads((tmp_path / "x.json").read_text())
+    assert record["references"][0]["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "args, pattern",
+    [
+        (["s.jpg"], r"PNG.*s\.jpg"),
+        (["s.png", "--colors", "red", "pink"], r"unknown color2 'pink'.*'purple'"),
+        (["missing/s.png"], r"missing"),
+    ],
+)
+def test_data_sprite_bad_input_is_one_error_line_and_no_file(cli, tmp_path, args, pattern):
+    code, _, err = cli("data", "sprite", tmp_path / args[0], *args[1:])
+    assert_one_line_error(code, err, pattern)
+    assert list(tmp_path.iterdir()) == []
