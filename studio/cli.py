@@ -959,7 +959,10 @@ def build_parser() -> argparse.ArgumentParser:
     dsp.add_argument("--shape", choices=SHAPES, default="circle")
     dsp.add_argument("--pattern", choices=PATTERNS, default="hstripes")
     dsp.add_argument(
-        "--colors", nargs=2, metavar=("COLOR", "COLOR2"), default=["red", "yellow"],
+        "--colors",
+        nargs=2,
+        metavar=("COLOR", "COLOR2"),
+        default=["red", "yellow"],
         help="the pattern's two colours, from the object palette (default: red yellow)",
     )
     dsp.add_argument("--size", choices=SIZES, default="large", help="its size in the clip")

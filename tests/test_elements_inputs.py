@@ -683,8 +683,18 @@ def test_data_sprite_draws_the_worlds_reference_and_generate_takes_it(
 
     out = tmp_path / "sprite.png"
     code, stdout, err = cli(
-        "data", "sprite", out, "--shape", "triangle", "--pattern", "checker",
-        "--colors", "green", "orange", "--size", "small",
+        "data",
+        "sprite",
+        out,
+        "--shape",
+        "triangle",
+        "--pattern",
+        "checker",
+        "--colors",
+        "green",
+        "orange",
+        "--size",
+        "small",
     )
     assert code == 0, err
     assert "small triangle, checker in green and orange" in stdout
@@ -695,8 +705,15 @@ def test_data_sprite_draws_the_worlds_reference_and_generate_takes_it(
     assert [p.name for p in tmp_path.iterdir()] == ["sprite.png"]  # no temporary file left
 
     code, _, err = cli(
-        "generate", "<ref1> moving left on a gray background", "--ref", out,
-        "--out", tmp_path / "x.mp4", "--model", ref_pipeline_dir, *SMALL,
+        "generate",
+        "<ref1> moving left on a gray background",
+        "--ref",
+        out,
+        "--out",
+        tmp_path / "x.mp4",
+        "--model",
+        ref_pipeline_dir,
+        *SMALL,
     )
     assert code == 0, err
     record = json.loads((tmp_path / "x.json").read_text())

@@ -1,7 +1,7 @@
 """Carry a trained pipeline onto another VAE's latent space (issue 33: the 16-channel VAE
 that keeps sprites) by linear maps between the two latents, before any retraining.
 
-    python experiments/elements_vae/latent_bridge.py PIPELINE NEW_VAE OUT [--clips 400]
+    python -m train.latent_bridge PIPELINE NEW_VAE OUT [--clips 400]
 
 Both VAEs encode the same Shapes World frames (clips and images, as the video model trains
 on); per patch of the transformer (p × p latent pixels, all channels) two ridge regressions
@@ -115,23 +115,29 @@ def carry(model: VideoDiT, z_old: torch.Tensor, z_new: torch.Tensor) -> VideoDiT
     return carried
 
 
-def main() -> None:
+def bridge(pipe: ShapesVideoPipeline, new_vae, clips: int = 400) -> ShapesVideoPipeline:
+    """``pipe`` with ``new_vae`` and its transformers carried onto that VAE's latent (fp32),
+    fitted on ``clips`` Shapes World samples; ``pipe`` itself is changed in place."""
+    px = frames(clips)
+    with torch.no_grad():
+        z_old = encode_videos(pipe.vae.float().eval(), px).float()
+        z_new = encode_videos(new_vae.float().eval(), px).float()
+    modules = {"vae": new_vae, "transformer": carry(pipe.transformer.float(), z_old, z_new)}
+    if getattr(pipe, "image_transformer", None) is not None:
+        modules["image_transformer"] = carry(pipe.image_transformer.float(), z_old, z_new)
+    pipe.register_modules(**modules)
+    return pipe
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("pipeline", type=Path)
     parser.add_argument("vae", type=Path)
     parser.add_argument("out", type=Path)
     parser.add_argument("--clips", type=int, default=400)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     pipe = ShapesVideoPipeline.from_pretrained(args.pipeline)
-    new_vae = load_vae(str(args.vae)).eval()
-    px = frames(args.clips)
-    with torch.no_grad():
-        z_old = encode_videos(pipe.vae.float().eval(), px).float()
-        z_new = encode_videos(new_vae, px).float()
-    modules = {"vae": new_vae, "transformer": carry(pipe.transformer.float(), z_old, z_new)}
-    if getattr(pipe, "image_transformer", None) is not None:
-        modules["image_transformer"] = carry(pipe.image_transformer.float(), z_old, z_new)
-    pipe.register_modules(**modules)
+    bridge(pipe, load_vae(str(args.vae)), args.clips)
     pipe.save_pretrained(args.out, save_text_encoder=False)
     print(f"{args.pipeline} on {args.vae} -> {args.out}")
 
