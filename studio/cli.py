@@ -58,9 +58,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
         check_prompt_references,
         check_request,
         clean_stale_temps,
-        default_model_path,
         generate,
         max_references,
+        model_for,
         read_references,
         reference_size,
         request_from_sidecar,
@@ -101,7 +101,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     check_prompt_references(request.prompt, len(request.references))
     out = check_output_path(args.out)
     clean_stale_temps(out.parent)  # what a killed run left beside the output
-    model_path = Path(model) if model else default_model_path()
+    model_path = model_for(model, references=bool(request.references))
     check_model_takes_references(len(request.references), max_references(model_path), model_path)
     # The bar opens at the first finished step, once the model has loaded and accepted the
     # inputs: a rejected request then prints only its one-line error.
@@ -271,9 +271,9 @@ def cmd_eval_elements(args: argparse.Namespace) -> int:
                 suite, run_dir, samples=args.samples, seed=args.seed, progress=not args.quiet
             )
         else:
-            from .generate import default_model_path, load_pipeline
+            from .generate import load_pipeline, model_for
 
-            model = Path(args.model) if args.model else default_model_path()
+            model = model_for(args.model, references=True)
             try:
                 counts = generate_elements_run(
                     load_pipeline(model, lora=args.lora),

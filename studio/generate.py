@@ -45,7 +45,7 @@ from pipelines.text_to_video import (
 from pipelines.video_io import MAX_FPS, SUPPORTED_EXTENSIONS, write_video
 
 from .errors import StudioError
-from .shipped import MODEL_ENV, SCORER_ENV, default_model_path  # noqa: F401
+from .shipped import MODEL_ENV, SCORER_ENV, default_model_path, model_for  # noqa: F401
 from .uploads import UploadLimits, check_image, read_image_file
 
 # torch's generators take any seed below 2**64, but the gallery stores seeds as SQLite's
@@ -433,7 +433,7 @@ def generate(
     check_seed(request.seed + best_of - 1, f"seed + best-of - 1 ({request.seed} + {best_of} - 1)")
     references = read_references(request.references, size=reference_size(request))
     check_prompt_references(request.prompt, len(references))
-    model_path = Path(model) if model else default_model_path()
+    model_path = model_for(model, references=bool(references))
     if pipe is None:
         check_model_takes_references(len(references), max_references(model_path), model_path)
         pipe = load_pipeline(model_path, lora=request.lora)
@@ -586,7 +586,7 @@ def render_storyboard(
     t0 = time.time()
     out = check_output_path(out)
     check_seed(options.seed)
-    model_path = Path(model) if model else default_model_path()
+    model_path = model_for(model, references=any(s.references for s in story.scenes))
     check_scene_references(story.scenes, max_references(pipe if pipe is not None else model_path))
     references = read_story_references(story, size=reference_side(options.height, options.width))
     pipe = pipe or load_pipeline(model_path, lora=options.lora)

@@ -43,6 +43,7 @@ from .generate import (
     image_first_used,
     load_pipeline,
     max_references,
+    model_for,
     parse_lora,
     read_references,
     render_storyboard,
@@ -191,11 +192,12 @@ def submit_generate(
     spec) ranks highest.
 
     elements: the Elements page's stored elements; the prompt's placeholders pick which
-        (:func:`element_references`), when ``model`` (the worker's, default the shipped
-        one; only its config is read) takes reference elements. Without such a model a
-        ``<refN>`` prompt is refused as before.
+        (:func:`element_references`), when the model a request with elements runs on (the
+        worker's ``model``, default the shipped one, whose elements go to the shipped
+        elements model: :func:`studio.shipped.model_for`; only its config is read) takes
+        reference elements. Without such a model a ``<refN>`` prompt is refused as before.
     """
-    model = model or default_model_path()
+    model = model_for(model, references=True)
     model_max = max_references(model)
     request = check_generate_request(request, references=bool(model_max))
     if model_max:
@@ -239,6 +241,13 @@ def variation(gallery: Gallery, job_id: str, seed: int) -> Job:
     else:
         request["options"]["seed"] = seed
     return gallery.enqueue(job.kind, request, job.prompt, seed)
+
+
+def job_has_references(job: Job) -> bool:
+    """Whether a job draws reference elements (a clip's, or any storyboard scene's)."""
+    if job.kind == "generate":
+        return bool(job.request.get("references"))
+    return any(s.get("references") for s in job.request["story"]["scenes"])
 
 
 def job_lora(job: Job) -> str | None:
@@ -363,7 +372,7 @@ def run_job(gallery: Gallery, job: Job, model: str | Path | None = None) -> Job:
     videos = gallery.home / "videos"
     out = videos / f"{job.id}.mp4"
     stages = _Stages(gallery, job)
-    model = model or default_model_path()
+    model = model_for(model, references=job_has_references(job))
     lora = job_lora(job)
 
     def progress(done: int, total: int) -> None:

@@ -12,11 +12,25 @@ MODEL_ENV = "STUDIO_MODEL"
 SCORER_ENV = "STUDIO_SCORER"  # the UI's scorer spec for best-of-N (``studio ui --scorer``)
 DEFAULT_MODEL_DIR = Path(str(files("studio") / "default_model"))
 DEFAULT_SCORER_DIR = Path(str(files("studio") / "default_scorer"))
+#: The shipped model for reference elements (docs/elements.md): requests with references that
+#: would run on the shipped model run on it, while the shipped model keeps text-to-video.
+ELEMENTS_MODEL_DIR = Path(str(files("studio") / "elements_model"))
 
 
 def default_model_path() -> Path:
     """``$STUDIO_MODEL`` if set, else the model shipped inside the package."""
     return Path(os.environ.get(MODEL_ENV) or DEFAULT_MODEL_DIR)
+
+
+def model_for(model: str | Path | None, references: bool = False) -> Path:
+    """The model a request runs on: ``model`` (None: :func:`default_model_path`), except that
+    a request with reference elements that would run on the shipped model runs on the
+    shipped elements model, where one is installed."""
+    path = Path(model) if model else default_model_path()
+    if references and (ELEMENTS_MODEL_DIR / "model_index.json").is_file():
+        if path.resolve() == DEFAULT_MODEL_DIR.resolve():
+            return ELEMENTS_MODEL_DIR
+    return path
 
 
 def scorer_spec(spec: str) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 import struct
 import zlib
 from pathlib import Path
@@ -43,6 +44,7 @@ from tests.test_cli import assert_one_line_error
 
 BG = list(REFERENCE_BACKGROUND)
 TWO = "<ref1> moving left and <ref2> moving up on a gray background"
+ONE = "<ref1> moving left on a gray background"
 LIMITS = UploadLimits(max_bytes=1_000_000, max_pixels=1_000_000)
 
 
@@ -646,16 +648,57 @@ def test_generate_api_takes_images_and_arrays(tmp_path, ref_pipeline_dir):
     np.testing.assert_array_equal(result.frames, again.frames)  # PIL or array: same pixels
 
 
-def test_ui_elements_go_to_a_model_that_takes_them(tmp_path, monkeypatch, ref_pipeline_dir):
+@pytest.fixture
+def shipped_with_elements_model(monkeypatch, tiny_pipeline_dir, ref_pipeline_dir):
+    """The package as shipped: a model without references (the tiny one) and, beside it, an
+    elements model (the tiny one with references); $STUDIO_MODEL unset."""
+    import studio.shipped
+
+    monkeypatch.delenv("STUDIO_MODEL", raising=False)
+    monkeypatch.setattr(studio.shipped, "DEFAULT_MODEL_DIR", tiny_pipeline_dir)
+    monkeypatch.setattr(studio.shipped, "ELEMENTS_MODEL_DIR", ref_pipeline_dir)
+
+
+def test_generate_with_references_runs_on_the_shipped_elements_model(
+    cli, tmp_path, tiny_pipeline_dir, ref_pipeline_dir, shipped_with_elements_model
+):
+    """No --model: a clip with references is drawn by the elements model, one without by the
+    shipped model; a model named otherwise is used as named (and refuses references)."""
+    a = save(tmp_path, "a.png", sprite(64, 0))
+    code, _, err = cli("generate", ONE, "--ref", a, "--out", tmp_path / "r.mp4", *SMALL)
+    assert code == 0, err
+    code, _, err = cli("generate", "a red square", "--out", tmp_path / "t.mp4", *SMALL)
+    assert code == 0, err
+    assert json.loads((tmp_path / "r.json").read_text())["model"] == str(ref_pipeline_dir)
+    assert json.loads((tmp_path / "t.json").read_text())["model"] == str(tiny_pipeline_dir)
+
+    other = tmp_path / "other_model"
+    shutil.copytree(tiny_pipeline_dir, other)
+    out = tmp_path / "o.mp4"
+    code, _, err = cli("generate", ONE, "--ref", a, "--out", out, "--model", other, *SMALL)
+    assert_one_line_error(code, err, "reference")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("how", ["STUDIO_MODEL", "shipped elements model"])
+def test_ui_elements_go_to_a_model_that_takes_them(
+    tmp_path, monkeypatch, request, ref_pipeline_dir, how
+):
     pytest.importorskip("streamlit")
     from tests.test_ui import app, button, wait_done
 
     home = tmp_path / "home"
     monkeypatch.setenv("STUDIO_HOME", str(home))
-    monkeypatch.setenv("STUDIO_MODEL", str(ref_pipeline_dir))
+    if how == "STUDIO_MODEL":
+        monkeypatch.setenv("STUDIO_MODEL", str(ref_pipeline_dir))
+    else:
+        request.getfixturevalue("shipped_with_elements_model")
     gallery = Gallery(home)
     name = accept_element(png(sprite()), LIMITS, "a.png", gallery.home / "elements")
     at = app("elements")
+    assert not at.warning  # the page knows the model elements run on takes them
+    label = "the shipped elements model" if how != "STUDIO_MODEL" else str(ref_pipeline_dir)
+    assert any(label in c.value for c in at.caption), [c.value for c in at.caption]
     at.session_state["elements"] = [name]
     at.run()
     button(at, "Insert <ref1>").click().run()
@@ -671,6 +714,7 @@ def test_ui_elements_go_to_a_model_that_takes_them(tmp_path, monkeypatch, ref_pi
     assert job.status == "done", job.error
     record = json.loads(gallery.path("videos", job.sidecar).read_text())
     assert record["references"][0]["sha256"].startswith(name.removesuffix(".png"))
+    assert record["model"] == str(ref_pipeline_dir)
 
 
 # ---------------------------------------------------------------------- studio data sprite

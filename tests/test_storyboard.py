@@ -637,8 +637,12 @@ def test_cli_references_on_a_model_without_them_exit_2_before_loading(
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     args = list(small_cli)
-    if model == "shipped":  # the model inside the package: no reference path
+    if model == "shipped":  # the model inside the package, with no elements model beside it
+        import studio.shipped
+
         monkeypatch.delenv("STUDIO_MODEL", raising=False)
+        monkeypatch.setattr(studio.shipped, "DEFAULT_MODEL_DIR", tiny_pipeline_dir)
+        monkeypatch.setattr(studio.shipped, "ELEMENTS_MODEL_DIR", tmp_path / "no_elements_model")
         i = args.index("--model")
         del args[i : i + 2]
     loads = []
@@ -649,6 +653,31 @@ def test_cli_references_on_a_model_without_them_exit_2_before_loading(
         code, err, r"scene 2 has 1 reference image but the model takes no reference images"
     )
     assert list(out_dir.iterdir()) == [] and loads == [] and calls == []
+
+
+def test_cli_story_with_references_on_the_shipped_model_runs_on_the_elements_model(
+    cli, small_cli, tmp_path, tiny_pipeline_dir, ref_pipeline_dir, monkeypatch
+):
+    """The shipped model takes no references; a story whose scenes have some runs, whole, on
+    the shipped elements model, and a story without them stays on the shipped model."""
+    import studio.shipped
+
+    monkeypatch.delenv("STUDIO_MODEL", raising=False)
+    monkeypatch.setattr(studio.shipped, "DEFAULT_MODEL_DIR", tiny_pipeline_dir)
+    monkeypatch.setattr(studio.shipped, "ELEMENTS_MODEL_DIR", ref_pipeline_dir)
+    story = _ref_story_file(
+        tmp_path / "story", "prompt: <ref1> moving up on a black background, references: sprite.png"
+    )
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(STORY_YAML)
+    args = list(small_cli)
+    i = args.index("--model")
+    del args[i : i + 2]
+    for source, out in ((story, tmp_path / "film.mp4"), (plain, tmp_path / "plain.mp4")):
+        code, _, err = cli("storyboard", source, "--out", out, *args)
+        assert code == 0, err
+    assert json.loads((tmp_path / "film.json").read_text())["model"] == str(ref_pipeline_dir)
+    assert json.loads((tmp_path / "plain.json").read_text())["model"] == str(tiny_pipeline_dir)
 
 
 @pytest.mark.parametrize(

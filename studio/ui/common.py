@@ -12,10 +12,11 @@ from typing import Any
 
 import streamlit as st
 
+import studio.shipped as shipped_models
 from studio.gallery import Gallery, Job
 from studio.generate import StudioError, max_references
 from studio.jobs import job_lora, variation
-from studio.shipped import configured_scorer_spec, default_model_path
+from studio.shipped import configured_scorer_spec, model_for
 from studio.ui import warm
 from studio.ui.progress import duration, job_progress, stage_caption, time_taken, used_seed
 from studio.ui.state import (
@@ -49,13 +50,17 @@ class Studio:
         self.model = model
         self.scorer = configured_scorer_spec()  # for best-of-N; None: not offered
         self.limits = UploadLimits.from_env()
-        try:  # from the model's config, without loading it
-            self.max_references = max_references(model) or 0
+        elements_model = model_for(model, references=True)  # the model clips with elements use
+        try:  # from its config, without loading it
+            self.max_references = max_references(elements_model) or 0
         except (StudioError, ValueError, OSError):
             self.max_references = 0
         self.image_first = bool(_model_config(model).get("image_first", False))
-        shipped = model.resolve() == default_model_path().resolve()
+        shipped = model.resolve() == shipped_models.DEFAULT_MODEL_DIR.resolve()  # not $STUDIO_MODEL
         self.model_label = "the shipped model" if shipped else str(model)
+        self.elements_label = (
+            "the shipped elements model" if elements_model != model else self.model_label
+        )
         # started by `studio ui` before the first page (studio.ui.serve), its model loading
         # or loaded already; started here, loading in the background, when it was not
         self.worker = warm.worker(home, model)

@@ -17,13 +17,16 @@ st.caption(
 )
 if not studio.max_references:
     st.warning(
-        f"The loaded model ({studio.model_label}) cannot use reference elements: it was not "
+        f"The loaded model ({studio.elements_label}) cannot use reference elements: it was not "
         "trained with them, so a prompt with `<ref1>` is refused. Uploads here wait for a "
         "model that can (`studio ui --model PATH`, see docs/elements.md).",
         icon=":material/block:",
     )
 else:
-    st.caption(f"The loaded model takes up to {studio.max_references} elements per clip.")
+    st.caption(
+        f"Clips with elements are drawn by {studio.elements_label}, up to "
+        f"{studio.max_references} elements per clip."
+    )
 st.session_state.setdefault("elements", [])
 st.session_state.setdefault("draft", "")
 
