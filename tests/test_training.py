@@ -1114,10 +1114,9 @@ def test_guidance_distillation_learns_the_teachers_guided_output(text_encoder, t
     student that is the teacher with a fresh (zero) guidance input predicts c at every
     scale: no loss at w = 1, a loss at w = 3 equal to the error against the guided output
     computed by hand."""
-    from tests.conftest import open_zero_inits
-
     from models.video_dit import dit_tiny
     from pipelines.components import encode_text
+    from tests.conftest import open_zero_inits
     from train.train_dit import GuidanceTeacher, flow_loss
 
     encoder, tokenizer = text_encoder
