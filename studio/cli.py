@@ -468,6 +468,7 @@ def cmd_data_sprite(args: argparse.Namespace) -> int:
     sprite alone, centred on white), for ``studio generate --ref``."""
     from PIL import Image
 
+    from pipelines.files import temp_sibling
     from world.shapes_world import ObjectSpec, render_reference
 
     from .generate import check_output_folder
@@ -484,9 +485,13 @@ def cmd_data_sprite(args: argparse.Namespace) -> int:
         raise StudioError(str(e)) from None
     check_output_folder(out)
     image = render_reference(sprite, image_size=args.image_size)
-    tmp = out.with_name(f".{out.name}.tmp")
-    Image.fromarray(image).save(tmp, format="PNG")
-    tmp.replace(out)  # no half-written file under the real name
+    tmp = temp_sibling(out)  # the studio's temporary name: a killed run's is cleaned later
+    try:
+        Image.fromarray(image).save(tmp, format="PNG")
+        tmp.replace(out)  # no half-written file under the real name
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     print(f"wrote {out}: a {args.size} {args.shape}, {args.pattern} in {color} and {color2}")
     return 0
 
