@@ -4,8 +4,9 @@ that keeps sprites) by linear maps between the two latents, before any retrainin
     python -m train.latent_bridge PIPELINE NEW_VAE OUT [--clips 400]
 
 Both VAEs encode the same Shapes World frames (clips and images, as the video model trains
-on); per patch of the transformer (p × p latent pixels, all channels) two ridge regressions
-are fitted on them: old patch ← new patch, and new patch ← old patch. The patch embedding
+on); per patch of the transformer (p × p latent pixels, all channels) two linear maps are
+fitted on them: old patch ← new patch, orthonormal (Procrustes, so that white noise stays
+white noise), and new patch ← old patch, a ridge regression. The patch embedding
 reads a new latent through the first (its convolution composed with the map), and the
 output layer writes a new latent through the second (the model predicts the clean sample,
 ``prediction_type: sample``, so its output is a latent). Every other weight is kept, so the
