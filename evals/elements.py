@@ -659,6 +659,8 @@ def judge_elements(
 # ----------------------------------------------------------------------------------------------
 
 ELEMENTS_SUITE_PATH = SUITES_DIR / "elements_suite.jsonl"
+#: Validation prompts for choosing settings: training sprites, no entry of the held-out suite.
+ELEMENTS_VAL_PATH = SUITES_DIR / "elements_val.jsonl"
 #: The suite's clips: 16 frames on a 64 px canvas.
 SUITE_FRAMES = 16
 SUITE_CANVAS = 64

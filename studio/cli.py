@@ -889,7 +889,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="first render the suite with the renderer into DIR: the judge's own check",
     )
     eel.add_argument(
-        "--suite", default=None, help="suite JSONL (default: the built-in held-out suite)"
+        "--suite",
+        default=None,
+        help="suite JSONL (default: the built-in held-out suite; to choose settings: "
+        "evals/suites/elements_val.jsonl)",
     )
     eel.add_argument("--samples", type=_positive_int, default=1, help="videos per entry")
     eel.set_defaults(func=cmd_eval_elements, seed=1000, guidance=4.0)  # as measured

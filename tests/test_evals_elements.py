@@ -14,6 +14,7 @@ import pytest
 
 from evals.elements import (
     ELEMENTS_SUITE_PATH,
+    ELEMENTS_VAL_PATH,
     ElementsExpectation,
     ExpectedSprite,
     detect_sprites,
@@ -26,7 +27,12 @@ from evals.report import write_elements_report
 from pipelines.video_io import read_video, write_video
 from studio.cli import main
 from studio.elements_batch import generate_elements_run, reference_images, render_ground_truth_run
-from train.elements_suite import build_elements_suite, write_elements_suite
+from train.elements_suite import (
+    build_elements_suite,
+    build_elements_val,
+    write_elements_suite,
+    write_elements_val,
+)
 from train.scorer_data import gaussian_blur
 from world import shapes_world as sw
 from world.placement import place_sprites
@@ -279,6 +285,24 @@ def test_committed_suite_is_up_to_date(tmp_path):
         "regenerate with `python -m train.elements_suite`"
     )
     assert load_elements_suite() == build_elements_suite()
+
+
+def test_validation_suite_uses_training_sprites_and_is_committed(tmp_path):
+    val = build_elements_val()
+    assert [e["category"] for e in val].count("one_ref") == 20
+    assert [e["category"] for e in val].count("two_refs") == 20
+    for r in (r for e in val for r in e["references"]):
+        assert not sw.is_heldout_sprite(r["shape"], r["pattern"], r["color"], r["color2"]), r
+        assert not sw.is_excluded(r["shape"], r["color"], r["color2"]), r
+    held_out = build_elements_suite()
+    assert not {e["name"] for e in val} & {e["name"] for e in held_out}
+    for e in val:  # the judge reads what the prompt says
+        exp = parse_elements_caption(e["prompt"], e["references"])
+        assert [sp.motion for sp in exp.sprites] == e["motions"], e["prompt"]
+    fresh = write_elements_val(tmp_path / "val.jsonl")
+    assert fresh.read_text() == ELEMENTS_VAL_PATH.read_text(), (
+        "regenerate with `python -m train.elements_suite`"
+    )
 
 
 def test_reference_images_are_the_renderers(small_suite):

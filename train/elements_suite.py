@@ -1,11 +1,13 @@
 """Maintainer tool: build the held-out elements suite from the renderer's held-out sprites.
 
-``python -m train.elements_suite`` rewrites ``evals/suites/elements_suite.jsonl`` (the judge,
-:mod:`evals.elements`, only reads it). The suite's references are sprites the training data
-leaves out (``world.shapes_world.is_heldout_sprite``), its prompts use the held-out wording of
-the shapes suite (:mod:`evals.shapes`), and every entry has a layout the world allows
-(:func:`world.placement.place_sprites`). ``tests/test_evals_elements.py`` checks that the
-committed file is this builder's output.
+``python -m train.elements_suite`` rewrites ``evals/suites/elements_suite.jsonl`` and the
+validation suite ``evals/suites/elements_val.jsonl`` (the judge, :mod:`evals.elements`, only
+reads them). The suite's references are sprites the training data leaves out
+(``world.shapes_world.is_heldout_sprite``); the validation suite's are sprites training draws,
+in other entries, for choosing settings without looking at the held-out sprites. Prompts use
+the held-out wording of the shapes suite (:mod:`evals.shapes`), and every entry has a layout
+the world allows (:func:`world.placement.place_sprites`). ``tests/test_evals_elements.py``
+checks that the committed files are this builder's output.
 """
 
 from __future__ import annotations
@@ -26,12 +28,15 @@ from evals.contract import (
     SIZES,
     UNSEEN_PAIRS,
 )
-from evals.elements import ELEMENTS_SUITE_PATH
+from evals.elements import ELEMENTS_SUITE_PATH, ELEMENTS_VAL_PATH
 from evals.shapes import BG_PREFIX, BG_SUFFIX, SUITE_MOTIONS, balanced
 from world.placement import place_sprites
 from world.shapes_world import PATTERNS, is_heldout_sprite
 
 ELEMENTS_SUITE_SIZES: dict[str, int] = {"one_ref": 40, "two_refs": 40}
+#: The validation suite: training sprites, its own seed, half the size.
+ELEMENTS_VAL_SIZES: dict[str, int] = {"one_ref": 20, "two_refs": 20}
+ELEMENTS_VAL_SEED = 2025
 
 _ONE_REF_TEMPLATES = [
     "{r1} {part1}{bg_suffix}",
@@ -48,11 +53,12 @@ _TWO_REF_TEMPLATES = [
 ]
 
 
-def heldout_sprites() -> list[dict[str, str]]:
+def heldout_sprites(heldout: bool = True) -> list[dict[str, str]]:
     """Every sprite look the suite may use: held out from training
-    (``world.shapes_world.is_heldout_sprite``), no image-only colour (purple), no unseen
-    colour/shape pair of the contract in either colour. Looks are ``{"shape", "pattern",
-    "color", "color2"}``; the order of the two colours sets the pattern's phase."""
+    (``world.shapes_world.is_heldout_sprite``; ``heldout=False``: those training draws, for
+    the validation suite), no image-only colour (purple), no unseen colour/shape pair of the
+    contract in either colour. Looks are ``{"shape", "pattern", "color", "color2"}``; the
+    order of the two colours sets the pattern's phase."""
     colors = [c for c in OBJECT_COLORS if c != IMAGE_ONLY_COLOR]
     return [
         {"shape": s, "pattern": p, "color": a, "color2": b}
@@ -63,7 +69,7 @@ def heldout_sprites() -> list[dict[str, str]]:
         if a != b
         and (a, s) not in UNSEEN_PAIRS
         and (b, s) not in UNSEEN_PAIRS
-        and is_heldout_sprite(s, p, a, b)
+        and is_heldout_sprite(s, p, a, b) == heldout
     ]
 
 
@@ -82,15 +88,16 @@ def _suite_prompt(n_refs: int, motions: list[str], bg: str, rng: random.Random) 
 
 
 def build_elements_suite(
-    n: int | dict[str, int] | None = None, seed: int = 2024
+    n: int | dict[str, int] | None = None, seed: int = 2024, heldout: bool = True
 ) -> list[dict[str, Any]]:
     """The held-out elements prompts, deterministic in ``seed``.
 
     ``n``: entries per category (``one_ref``, ``two_refs``), one number for both or a dict
     overriding ``ELEMENTS_SUITE_SIZES``. Every reference is a held-out sprite
-    (:func:`heldout_sprites`); shapes, sizes, motions and backgrounds are balanced; the two
-    sprites of an entry have different colour pairs, and every entry has a layout the
-    world allows (:func:`place_sprites`). Prompts use the held-out wording of the shapes
+    (:func:`heldout_sprites`; ``heldout=False``: a training sprite, the validation suite);
+    shapes, sizes, motions and backgrounds are balanced; the two sprites of an entry have
+    different colour pairs, and every entry has a layout the world allows
+    (:func:`place_sprites`). Prompts use the held-out wording of the shapes
     suite. Entries are ``{"name", "category", "prompt", "references": [{"shape", "pattern",
     "color", "color2", "size"}], "motions", "background"}``; ``motions`` and ``background``
     are what the prompt says (the ground-truth renderer reads them, the judge reads the
@@ -105,7 +112,7 @@ def build_elements_suite(
             raise ValueError(f"unknown categories {sorted(unknown)}; allowed: {list(sizes)}")
         sizes |= n
     rng = random.Random(seed)
-    looks = heldout_sprites()
+    looks = heldout_sprites(heldout)
     by_shape = {s: [lk for lk in looks if lk["shape"] == s] for s in SHAPES}
     cursor = dict.fromkeys(SHAPES, 0)
     for s in SHAPES:
@@ -162,14 +169,29 @@ def build_elements_suite(
     return suite
 
 
+def build_elements_val() -> list[dict[str, Any]]:
+    """The validation suite (``evals/suites/elements_val.jsonl``): training sprites, its own
+    seed and entry names (``elements-val-NNN``), so no entry is a held-out one."""
+    suite = build_elements_suite(ELEMENTS_VAL_SIZES, seed=ELEMENTS_VAL_SEED, heldout=False)
+    return [e | {"name": e["name"].replace("elements-", "elements-val-")} for e in suite]
+
+
 def write_elements_suite(path: Path = ELEMENTS_SUITE_PATH, seed: int = 2024) -> Path:
     """Write ``build_elements_suite(seed=seed)`` as JSON lines (the committed
     ``evals/suites/elements_suite.jsonl``)."""
-    path = Path(path)
+    return _write(Path(path), build_elements_suite(seed=seed))
+
+
+def write_elements_val(path: Path = ELEMENTS_VAL_PATH) -> Path:
+    """Write :func:`build_elements_val` as JSON lines (the committed validation suite)."""
+    return _write(Path(path), build_elements_val())
+
+
+def _write(path: Path, suite: list[dict[str, Any]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(e) + "\n" for e in build_elements_suite(seed=seed)))
+    path.write_text("".join(json.dumps(e) + "\n" for e in suite))
     return path
 
 
 if __name__ == "__main__":
-    print(f"wrote {write_elements_suite()}")
+    print(f"wrote {write_elements_suite()} and {write_elements_val()}")
