@@ -12,7 +12,6 @@ checks that the committed files are this builder's output.
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from evals.contract import (
 )
 from evals.elements import ELEMENTS_SUITE_PATH, ELEMENTS_VAL_PATH
 from evals.shapes import BG_PREFIX, BG_SUFFIX, SUITE_MOTIONS, balanced
+from pipelines.files import write_jsonl_atomic
 from world.placement import place_sprites
 from world.shapes_world import PATTERNS, is_heldout_sprite
 
@@ -53,7 +53,7 @@ _TWO_REF_TEMPLATES = [
 ]
 
 
-def heldout_sprites(heldout: bool = True) -> list[dict[str, str]]:
+def suite_sprites(heldout: bool = True) -> list[dict[str, str]]:
     """Every sprite look the suite may use: held out from training
     (``world.shapes_world.is_heldout_sprite``; ``heldout=False``: those training draws, for
     the validation suite), no image-only colour (purple), no unseen colour/shape pair of the
@@ -94,7 +94,7 @@ def build_elements_suite(
 
     ``n``: entries per category (``one_ref``, ``two_refs``), one number for both or a dict
     overriding ``ELEMENTS_SUITE_SIZES``. Every reference is a held-out sprite
-    (:func:`heldout_sprites`; ``heldout=False``: a training sprite, the validation suite);
+    (:func:`suite_sprites`; ``heldout=False``: a training sprite, the validation suite);
     shapes, sizes, motions and backgrounds are balanced; the two sprites of an entry have
     different colour pairs, and every entry has a layout the world allows
     (:func:`place_sprites`). Prompts use the held-out wording of the shapes
@@ -112,7 +112,7 @@ def build_elements_suite(
             raise ValueError(f"unknown categories {sorted(unknown)}; allowed: {list(sizes)}")
         sizes |= n
     rng = random.Random(seed)
-    looks = heldout_sprites(heldout)
+    looks = suite_sprites(heldout)
     by_shape = {s: [lk for lk in looks if lk["shape"] == s] for s in SHAPES}
     cursor = dict.fromkeys(SHAPES, 0)
     for s in SHAPES:
@@ -189,7 +189,7 @@ def write_elements_val(path: Path = ELEMENTS_VAL_PATH) -> Path:
 
 def _write(path: Path, suite: list[dict[str, Any]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(e) + "\n" for e in suite))
+    write_jsonl_atomic(path, suite)
     return path
 
 
