@@ -49,6 +49,7 @@ from .generate import (
     ensure_output_dir,
     generate,
     load_pipeline,
+    model_frames,
     write_jsonl_atomic,
 )
 
@@ -363,7 +364,7 @@ def run_batch(options: BatchOptions, progress: bool = True, pipe=None) -> dict:
             pipe.check_inputs(
                 req.prompt,
                 None,
-                req.frames,
+                model_frames(pipe, req.frames),
                 req.height,
                 req.width,
                 req.steps,

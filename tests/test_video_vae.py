@@ -431,3 +431,19 @@ def test_cached_shard_latents_give_the_batches_encoded_on_the_fly(
         z = encode_videos(vae, pixels["video"])  # (B, C, 2, h, w)
         assert read["latents"].shape == z.shape and z.shape[2] == 2
         torch.testing.assert_close(read["latents"].float(), z, atol=2e-3, rtol=2e-3)
+
+
+def test_studio_cuts_a_count_the_vae_cannot_make_from_the_next_it_can(vae_dirs, text_encoder):
+    """`studio generate --frames 16` (the default) on a 4× video VAE: 17 frames made, 16
+    kept, the same as the first 16 of a 17-frame request; valid counts are asked as they are."""
+    from studio.generate import GenerateRequest, model_frames, sample
+
+    pipe = build_pipe(load_vae(str(vae_dirs["wan"])).eval(), text_encoder)
+    assert [model_frames(pipe, f) for f in (16, 17, 1, 2, 0)] == [17, 17, 1, 5, 0]
+    request = GenerateRequest(prompt=PROMPT, steps=2, frames=16, height=SIZE, width=SIZE)
+    video = sample(pipe, request)
+    assert video.shape == (16, SIZE, SIZE, 3)
+    longer = sample(
+        pipe, GenerateRequest(prompt=PROMPT, steps=2, frames=17, height=SIZE, width=SIZE)
+    )
+    assert np.array_equal(video, longer[:16])
