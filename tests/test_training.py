@@ -460,6 +460,60 @@ def test_foreground_weight_moves_the_loss_toward_object_errors():
     assert loss(4.0) > loss(1.0)
 
 
+def test_blur_latents_smooths_per_sample_and_keeps_flat_frames():
+    from train.train_dit import blur_latents
+
+    x = torch.zeros(3, 2, 2, 8, 8)
+    x[:, :, :, 3:5, 3:5] = 4.0  # a square of latent pixels
+    y = blur_latents(x, torch.tensor([0.0, 0.5, 1.0]))
+    assert torch.equal(y[0], x[0])  # sigma 0: untouched
+    # a wider blur spreads more of the square onto its surroundings, mass kept
+    spread = [(y[i, :, :, 3:5, 3:5] - 4.0).abs().mean().item() for i in (1, 2)]
+    assert 0 < spread[0] < spread[1]
+    assert torch.allclose(y.sum(dim=(-1, -2)), x.sum(dim=(-1, -2)), rtol=1e-4)
+    flat = torch.full((2, 3, 1, 6, 6), 2.5)
+    assert torch.allclose(blur_latents(flat, torch.tensor([1.0, 0.7])), flat)
+
+
+def test_context_blur_reaches_only_the_given_frames():
+    """``context_blur``: the model sees the given frames blurred, the frames it draws noised
+    as before, and the loss still targets the clean clip."""
+    from train.config import DiTTrainConfig
+    from train.train_dit import flow_loss
+
+    seen = []
+
+    class Record(torch.nn.Module):
+        def forward(self, x, t, *a, **k):
+            seen.append(x.clone())
+            return type("O", (), {"sample": torch.zeros_like(x)})()
+
+        def to_velocity(self, out, sample, sigma):
+            return out
+
+    x0 = torch.zeros(4, 2, 3, 8, 8)
+    x0[:, :, :, 3:5, 3:5] = 4.0
+    text, mask = torch.zeros(4, 3, 384), torch.ones(4, 3)
+    frame_mask = torch.tensor([[True, False, False]] * 4)
+
+    def run(**kw):
+        seen.clear()
+        cfg = DiTTrainConfig(**kw)
+        loss = flow_loss(Record(), x0, text, mask, frame_mask, cfg, torch.Generator().manual_seed(3))
+        return seen[0], loss
+
+    plain, loss_plain = run()
+    assert torch.equal(plain[:, :, 0], x0[:, :, 0])  # given frames clean by default
+    blurred, loss_blur = run(context_blur=1.0, context_blur_prob=1.0)
+    assert not torch.equal(blurred[:, :, 0], x0[:, :, 0])
+    assert torch.allclose(blurred[:, :, 0].sum(dim=(-1, -2)), x0[:, :, 0].sum(dim=(-1, -2)), rtol=1e-4)
+    # the drawn frames and the loss are the same draws: only the given frames changed
+    assert torch.equal(blurred[:, :, 1:], plain[:, :, 1:])
+    assert torch.isfinite(loss_blur)
+    none, _ = run(context_blur=1.0, context_blur_prob=0.0)
+    assert torch.equal(none[:, :, 0], x0[:, :, 0])
+
+
 def test_sample_prediction_trains(cli, tmp_path):
     """``model.prediction_type=sample``: the x0-predicting model trains through the same loss."""
     from train.config import DiTTrainConfig, load_config

@@ -367,6 +367,14 @@ class DiTTrainConfig:
     # binding_weight · relu(margin + log e_true − log e_swapped). 0 = off.
     binding_weight: float = 0.0
     binding_margin: float = 0.1
+    # Given frames as the model will meet them (experiments/context_blur): at sampling they are
+    # its own earlier frames (image-first's frame 0, a storyboard window's context), blobs
+    # with rounded corners, not renders. In ``context_blur_prob`` of the clips with given
+    # frames, those frames' latents are blurred (Gaussian, sigma uniform in [0,
+    # ``context_blur``] latent pixels) while the frames to generate keep their clean
+    # targets: the model learns to continue a blob as the shape its caption names. 0 = off.
+    context_blur: float = 0.0
+    context_blur_prob: float = 0.5
     # Where the loss is taken: "velocity" (ε − x0; with x0-prediction that is |x0 − x̂0|²/t²,
     # so low-noise samples dominate) or "sample" (|x0 − x̂0|², x0-prediction only: every noise
     # level alike, so the high-noise samples, where the caption alone decides the layout and
@@ -425,6 +433,8 @@ class DiTTrainConfig:
             foreground_weight=NON_NEGATIVE,
             binding_weight=NON_NEGATIVE,
             binding_margin=NON_NEGATIVE,
+            context_blur=(0.0, 16.0),
+            context_blur_prob=SHARE,
             log_every=POSITIVE_INT,
             save_every=POSITIVE_INT,
             sample_every=NON_NEGATIVE,

@@ -499,6 +499,23 @@ def foreground_mask(x0: torch.Tensor, threshold: float) -> torch.Tensor:
     return fg.reshape(b, f, 1, h, w).permute(0, 2, 1, 3, 4)
 
 
+def blur_latents(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Latents (B, C, F, h, w) blurred over (h, w) by a Gaussian of ``sigma`` (B,) latent
+    pixels each (0 = unchanged), edges replicated."""
+    b, c, f, h, w = x.shape
+    r = max(1, int(math.ceil(2 * float(sigma.max()))))
+    d = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-(d[None] ** 2) / (2 * sigma.to(x)[:, None].clamp_min(1e-3) ** 2))
+    k = k / k.sum(dim=1, keepdim=True)  # (B, 2r+1)
+    flat = x.permute(0, 2, 1, 3, 4).reshape(1, b * f * c, h, w)
+    kk = k.repeat_interleave(f * c, dim=0)[:, None]  # (B·F·C, 1, 2r+1)
+    flat = torch.nn.functional.pad(flat, (r, r, r, r), mode="replicate")
+    flat = torch.nn.functional.conv2d(flat, kk[:, :, None, :], groups=b * f * c)
+    flat = torch.nn.functional.conv2d(flat, kk[:, :, :, None], groups=b * f * c)
+    out = flat.reshape(b, f, c, h, w).permute(0, 2, 1, 3, 4)
+    return torch.where((sigma > 0).to(x.device)[:, None, None, None, None], out, x)
+
+
 def _unwrap(model):
     """The VideoDiT under a DDP/accelerate wrapper."""
     return getattr(model, "module", model)
@@ -599,7 +616,12 @@ def flow_loss(
     xt = (1 - tt) * x0 + tt * noise
     if frame_mask is not None:
         keep = frame_mask[:, None, :, None, None]
-        xt = torch.where(keep, x0, xt)
+        given = x0
+        if cfg.context_blur > 0:
+            blurred = torch.rand(b, generator=generator) < cfg.context_blur_prob
+            sigma = cfg.context_blur * torch.rand(b, generator=generator) * blurred
+            given = blur_latents(x0, sigma.to(x0.device))
+        xt = torch.where(keep, given, xt)
 
     goal = x0 if cfg.loss_space == "sample" else noise - x0  # (B, C, F, h, w)
     if teacher is not None:
