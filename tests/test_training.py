@@ -499,14 +499,18 @@ def test_context_blur_reaches_only_the_given_frames():
     def run(**kw):
         seen.clear()
         cfg = DiTTrainConfig(**kw)
-        loss = flow_loss(Record(), x0, text, mask, frame_mask, cfg, torch.Generator().manual_seed(3))
+        loss = flow_loss(
+            Record(), x0, text, mask, frame_mask, cfg, torch.Generator().manual_seed(3)
+        )
         return seen[0], loss
 
     plain, loss_plain = run()
     assert torch.equal(plain[:, :, 0], x0[:, :, 0])  # given frames clean by default
     blurred, loss_blur = run(context_blur=1.0, context_blur_prob=1.0)
     assert not torch.equal(blurred[:, :, 0], x0[:, :, 0])
-    assert torch.allclose(blurred[:, :, 0].sum(dim=(-1, -2)), x0[:, :, 0].sum(dim=(-1, -2)), rtol=1e-4)
+    assert torch.allclose(
+        blurred[:, :, 0].sum(dim=(-1, -2)), x0[:, :, 0].sum(dim=(-1, -2)), rtol=1e-4
+    )
     # the drawn frames and the loss are the same draws: only the given frames changed
     assert torch.equal(blurred[:, :, 1:], plain[:, :, 1:])
     assert torch.isfinite(loss_blur)

@@ -114,7 +114,9 @@ def main() -> None:
         frames = torch.from_numpy(np.stack([s.frames for s in samples]))  # (B, F, H, W, 3)
         pixels = frames.permute(0, 1, 4, 2, 3).float() / 127.5 - 1.0  # (B, F, 3, H, W)
         z = space.encode(pixels)
-        out = redraw(pipe, model, sched, z, [s.caption for s in samples], start, guidance, generator)
+        out = redraw(
+            pipe, model, sched, z, [s.caption for s in samples], start, guidance, generator
+        )
         flat_z = out.permute(0, 2, 1, 3, 4).reshape(-1, *out.shape[1:2], *out.shape[3:])
         flat_px = pixels.reshape(-1, *pixels.shape[2:])
         old = space.decode(out).reshape(-1, *pixels.shape[2:]) * 2 - 1

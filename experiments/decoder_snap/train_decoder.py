@@ -85,8 +85,10 @@ def main() -> None:
     def validate() -> float:
         vae.eval()
         losses = [
-            loss_fn(vae.decode(z_all[n - n_val + i : n - n_val + i + 64]).sample,
-                    x_all[n - n_val + i : n - n_val + i + 64]).item()
+            loss_fn(
+                vae.decode(z_all[n - n_val + i : n - n_val + i + 64]).sample,
+                x_all[n - n_val + i : n - n_val + i + 64],
+            ).item()
             for i in range(0, n_val, 64)
         ]
         vae.train()
@@ -115,8 +117,12 @@ def main() -> None:
         if (step + 1) % 500 == 0 or step + 1 == args.steps:
             tmp = ckpt.with_suffix(".tmp")
             torch.save(
-                {"vae": vae.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                 "step": step + 1},
+                {
+                    "vae": vae.state_dict(),
+                    "opt": opt.state_dict(),
+                    "sched": sched.state_dict(),
+                    "step": step + 1,
+                },
                 tmp,
             )
             tmp.replace(ckpt)

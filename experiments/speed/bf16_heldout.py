@@ -19,7 +19,18 @@ if __name__ == "__main__":
     out = sys.argv[1]
     with torch.autocast("cpu", dtype=torch.bfloat16):
         code = main(
-            ["eval", "shapes", out, "--generate", "--samples", "2", "--seed", "1000",
-             "--steps", "12", "--quiet"]
+            [
+                "eval",
+                "shapes",
+                out,
+                "--generate",
+                "--samples",
+                "2",
+                "--seed",
+                "1000",
+                "--steps",
+                "12",
+                "--quiet",
+            ]
         )
     sys.exit(code)
