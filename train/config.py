@@ -367,7 +367,7 @@ class DiTTrainConfig:
     # binding_weight · relu(margin + log e_true − log e_swapped). 0 = off.
     binding_weight: float = 0.0
     binding_margin: float = 0.1
-    # Given frames as the model will meet them (experiments/context_blur): at sampling they are
+    # Given frames as the model will meet them (experiments/elements_vae/REPORT.md): at sampling they are
     # its own earlier frames (image-first's frame 0, a storyboard window's context), blobs
     # with rounded corners, not renders. In ``context_blur_prob`` of the clips with given
     # frames, those frames' latents are blurred (Gaussian, sigma uniform in [0,

@@ -61,7 +61,7 @@ def main() -> None:
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * s / args.steps))
     )
-    data = torch.load(args.pairs)
+    data = torch.load(args.pairs, weights_only=True)
     n = len(data["latents"])
     n_val = max(64, n // 20)  # the last 5 %: validation
     z_all = data["latents"].float() / scale + shift  # raw latents, as the decoder reads them
@@ -74,7 +74,7 @@ def main() -> None:
     world = ShapesWorld(size=64, seed=args.seed, mix=mix)
     start = 0
     if ckpt.exists():
-        state = torch.load(ckpt)
+        state = torch.load(ckpt, weights_only=True)
         vae.load_state_dict(state["vae"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])

@@ -42,7 +42,7 @@ def generate(out: str, model: str, samples: int, seed: int) -> None:
 
 
 def judge_all(path: str, decoders: list[str]) -> None:
-    data = torch.load(path)
+    data = torch.load(path, weights_only=True)
     entries, latents = data["entries"], data["latents"]  # (P, S, C, F, h, w)
     for dec in decoders:
         root = Path(dec)
