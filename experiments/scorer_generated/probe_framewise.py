@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -52,23 +53,23 @@ def clip_features(scorer: VideoTextScorer, run_dir: Path, items: list[dict]) -> 
 
 
 def pick_stats(groups: dict[str, list[dict]], score: dict[str, float]) -> tuple[float, int, int]:
+    """Pooled pick AUC against the judge's all-correct, and the split prompts (samples the
+    judge calls right and wrong) whose best-scored sample is a right one, of how many."""
     items = [it for g in groups.values() for it in g]
     area = auc([score[it["video"]] for it in items], [bool(it["all_correct"]) for it in items])
     split = [g for g in groups.values() if len({it["all_correct"] for it in g}) == 2]
-    right = 0
-    for g in split:
-        best = max(g, key=lambda it: score[it["video"]])
-        right += bool(best["all_correct"])
+    right = sum(bool(max(g, key=lambda it: score[it["video"]])["all_correct"]) for g in split)
     return area, right, len(split)
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def rules_table(argv: list[str] | None, rules: dict[str, Callable[[dict], float]], features) -> int:
+    """The probes' command line (SCORER DIR [DIR ...]) → a markdown row per folder: each
+    rule (per-video features → score) as pick AUC, split prompts picked right."""
+    p = argparse.ArgumentParser()
     p.add_argument("scorer")
     p.add_argument("run_dirs", nargs="+")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     scorer = VideoTextScorer.from_pretrained(args.scorer)
-    rules = ["clip", "frame_mean", "frame_min"] + [f"clip + {w} frame_mean" for w in WEIGHTS]
     print("| folder | " + " | ".join(rules) + " |")
     print("|---|" + "---:|" * len(rules))
     for d in map(Path, args.run_dirs):
@@ -76,18 +77,25 @@ def main() -> int:
         groups: dict[str, list[dict]] = defaultdict(list)
         for it in items:
             groups[it["prompt"]].append(it)
-        feats = clip_features(scorer, d, items)
+        feats = features(scorer, d, items)
         cells = []
-        for rule in rules:
-            if rule in ("clip", "frame_mean", "frame_min"):
-                score = {v: f[rule] for v, f in feats.items()}
-            else:
-                w = float(rule.split()[2])
-                score = {v: f["clip"] + w * f["frame_mean"] for v, f in feats.items()}
-            area, right, n = pick_stats(groups, score)
+        for rule in rules.values():
+            area, right, n = pick_stats(groups, {v: rule(f) for v, f in feats.items()})
             cells.append(f"{area:.3f}, {right}/{n}")
         print(f"| {d} | " + " | ".join(cells) + " |")
     return 0
+
+
+RULES: dict[str, Callable[[dict], float]] = {
+    "clip": lambda f: f["clip"],
+    "frame_mean": lambda f: f["frame_mean"],
+    "frame_min": lambda f: f["frame_min"],
+    **{f"clip + {w} frame_mean": (lambda f, w=w: f["clip"] + w * f["frame_mean"]) for w in WEIGHTS},
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return rules_table(argv, RULES, clip_features)
 
 
 if __name__ == "__main__":

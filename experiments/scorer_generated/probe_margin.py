@@ -15,16 +15,13 @@ training-prompt folders (runs/scorer_gen_train*), then read the held-out folders
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
-from collections import defaultdict
 from pathlib import Path
 
 import torch
+from probe_framewise import rules_table  # this folder (the script's own directory)
 
-from evals.best_of import auc
-from evals.shapes import evaluate_dir
 from pipelines.scoring import VideoTextScorer
 from pipelines.video_io import read_video
 from world.shapes_world import OBJECT_COLORS, SHAPES
@@ -54,7 +51,7 @@ def features(scorer: VideoTextScorer, run_dir: Path, items: list[dict]) -> dict[
         for p in prompts
     }
     texts = sorted({*prompts, *(c for d in cf.values() for v in d.values() for c in v)})
-    emb = dict(zip(texts, scorer.text_embeds(texts)))
+    emb = dict(zip(texts, scorer.text_embeds(texts), strict=True))
     out = {}
     for it in items:
         frames, _ = read_video(run_dir / it["video"])
@@ -72,14 +69,6 @@ def features(scorer: VideoTextScorer, run_dir: Path, items: list[dict]) -> dict[
     return out
 
 
-def pick_stats(groups: dict[str, list[dict]], score: dict[str, float]) -> tuple[float, int, int]:
-    items = [it for g in groups.values() for it in g]
-    area = auc([score[it["video"]] for it in items], [bool(it["all_correct"]) for it in items])
-    split = [g for g in groups.values() if len({it["all_correct"] for it in g}) == 2]
-    right = sum(bool(max(g, key=lambda it: score[it["video"]])["all_correct"]) for g in split)
-    return area, right, len(split)
-
-
 RULES = {
     "clip": lambda f: f["clip"],
     "margin shape": lambda f: f["margin_shape"],
@@ -89,26 +78,8 @@ RULES = {
 }
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("scorer")
-    p.add_argument("run_dirs", nargs="+")
-    args = p.parse_args()
-    scorer = VideoTextScorer.from_pretrained(args.scorer)
-    print("| folder | " + " | ".join(RULES) + " |")
-    print("|---|" + "---:|" * len(RULES))
-    for d in map(Path, args.run_dirs):
-        items = [it for it in evaluate_dir(d)["items"] if it["status"] == "ok"]
-        groups: dict[str, list[dict]] = defaultdict(list)
-        for it in items:
-            groups[it["prompt"]].append(it)
-        feats = features(scorer, d, items)
-        cells = []
-        for rule in RULES.values():
-            area, right, n = pick_stats(groups, {v: rule(f) for v, f in feats.items()})
-            cells.append(f"{area:.3f}, {right}/{n}")
-        print(f"| {d} | " + " | ".join(cells) + " |")
-    return 0
+def main(argv: list[str] | None = None) -> int:
+    return rules_table(argv, RULES, features)
 
 
 if __name__ == "__main__":
