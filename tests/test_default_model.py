@@ -76,3 +76,42 @@ def test_same_request_same_frames(tmp_path):
     a = generate(request, tmp_path / "a.mp4").frames
     b = generate(request, tmp_path / "b.mp4").frames
     assert np.array_equal(a, b)
+
+
+def _recipes_from_the_shipped_model():
+    """Every DiT recipe (configs/train, benchmarks/gpu_train) whose ``init_from``, after its
+    ``base:`` chain, is the shipped model: what a newcomer runs on a fresh clone."""
+    from pathlib import Path
+
+    from train.config import DiTTrainConfig, load_config
+
+    root = Path(__file__).resolve().parents[1]
+    files = [*sorted((root / "configs/train").glob("dit_*.yaml"))]
+    files += sorted((root / "benchmarks/gpu_train").glob("*.yaml"))
+    out = []
+    for f in files:
+        cfg = load_config(DiTTrainConfig, str(f), [])
+        if cfg.init_from == "studio/default_model":
+            out.append((f.relative_to(root), cfg))
+    return out
+
+
+def test_recipes_that_start_from_the_shipped_model_match_its_architecture():
+    """When the shipped model changes (a new latent, text refiner layers), the recipes that
+    fine-tune it must still load it: init_from refuses weights it has no place for."""
+    from train.checkpoint import init_weights_from
+    from train.train_dit import build_model
+
+    recipes = _recipes_from_the_shipped_model()
+    names = {str(name) for name, _ in recipes}
+    assert {"configs/train/dit_lora.yaml", "configs/train/dit_elements.yaml"} <= names
+    assert "benchmarks/gpu_train/train.yaml" in names
+    shipped = json.loads((DEFAULT_MODEL_DIR / "transformer" / "config.json").read_text())
+    for name, cfg in recipes:
+        model = build_model(
+            cfg, shipped["in_channels"], shipped["text_dim"], shipped["sample_size"]
+        )
+        fresh = init_weights_from(model, DEFAULT_MODEL_DIR)  # raises on a mismatch
+        # what a recipe adds starts fresh: a reference path, a guidance input, refiner layers
+        added = ("ref_", "norm_r.", "guidance_embed.", "text_refiner.")
+        assert all(any(a in k for a in added) for k in fresh), (name, fresh[:5])
