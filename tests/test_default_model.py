@@ -86,7 +86,7 @@ def _recipes_from_the_shipped_model():
     from train.config import DiTTrainConfig, load_config
 
     root = Path(__file__).resolve().parents[1]
-    files = [*sorted((root / "configs/train").glob("dit_*.yaml"))]
+    files = sorted((root / "configs/train").glob("dit_*.yaml"))
     files += sorted((root / "benchmarks/gpu_train").glob("*.yaml"))
     out = []
     for f in files:

@@ -20,7 +20,7 @@ from probe import clips  # this folder's probe (the script's own directory)
 
 from evals.contract import parse_caption
 from evals.shapes import judge
-from pipelines.text_to_video import ShapesVideoPipeline
+from pipelines.text_to_video import ShapesVideoPipeline, to_uint8
 
 
 def verdicts(videos: list[np.ndarray], captions: list[str]) -> dict[str, int]:
@@ -47,7 +47,7 @@ def drawn(folder: str, data, steps: int) -> list[np.ndarray]:
             generator=g,
             output_type="np",
         ).frames[0]
-        out.append((np.asarray(video) * 255).round().clip(0, 255).astype(np.uint8))
+        out.append(to_uint8(np.asarray(video)))
     return out
 
 
