@@ -367,6 +367,10 @@ class DiTTrainConfig:
     # binding_weight · relu(margin + log e_true − log e_swapped). 0 = off.
     binding_weight: float = 0.0
     binding_margin: float = 0.1
+    # The same hinge on image batches (an image model's training): every two-object frame is
+    # also denoised under its caption with the objects' shapes (or, where they share a shape,
+    # colours) swapped (experiments/binding/image_binding.yaml).
+    binding_images: bool = False
     # Given frames as the model will meet them (experiments/elements_vae/REPORT.md): at sampling they are
     # its own earlier frames (image-first's frame 0, a storyboard window's context), blobs
     # with rounded corners, not renders. In ``context_blur_prob`` of the clips with given

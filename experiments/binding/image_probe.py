@@ -1,0 +1,105 @@
+"""Does the first-frame image model bind each object's shape (or colour) to it? The probe of
+probe.py for frame 0: two-object validation clips' first frames (Shapes World at the probe's
+seed) whose objects differ in the attribute, noised to t; the image model's error on the object
+latents under the clip's true caption against the caption with the two objects' shapes (or
+colours) swapped, same words otherwise. A model that reads which object is which shape has the
+lower error under the truth.
+
+    python experiments/binding/image_probe.py MODEL [MODEL ...] [--swap shape colour] [--t 0.5 0.7 0.9]
+
+MODEL: a pipeline folder whose ``image_transformer`` is judged (studio/default_model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+
+import numpy as np
+import torch
+from probe import PROBE_SEED  # this folder's probe (the script's own directory)
+
+from pipelines.components import encode_text
+from pipelines.text_to_video import ShapesVideoPipeline
+from train.latent_cache import _spec, encode_videos
+from train.train_dit import _spec_caption, foreground_mask
+from world.shapes_world import ShapesWorld
+
+
+def swapped(spec: dict, key: str) -> dict | None:
+    """The spec with its two objects' ``key`` ("shape" or "color") swapped; None when they
+    share it (the swap would say the same)."""
+    objects = spec["objects"]
+    if len(objects) != 2 or objects[0][key] == objects[1][key]:
+        return None
+    a, b = objects
+    return dict(spec, objects=[dict(a, **{key: b[key]}), dict(b, **{key: a[key]})])
+
+
+def first_frames(n: int, key: str):
+    world = ShapesWorld(size=64, frames=16, seed=PROBE_SEED)
+    out, i = [], 0
+    while len(out) < n:
+        sample = world.sample(i, kind="video2")
+        i += 1
+        spec = _spec(sample)
+        negative = swapped(spec, key)
+        if negative is None:
+            continue
+        rng = np.random.default_rng(i)
+        twin = copy.deepcopy(rng)
+        out.append(
+            (sample.frames[:1], _spec_caption(spec, rng, False), _spec_caption(negative, twin, False))
+        )
+    return out
+
+
+@torch.no_grad()
+def probe(pipe, data, ts: list[float], batch: int = 32) -> dict[float, tuple[float, float]]:
+    model = pipe.image_transformer.eval()
+    pixels = torch.from_numpy(np.stack([d[0] for d in data])).permute(0, 1, 4, 2, 3)
+    x0 = encode_videos(pipe.vae, pixels.float() / 127.5 - 1.0).float()  # (N, C, 1, h, w)
+    true_t, true_m = encode_text(pipe.text_encoder, pipe.tokenizer, [d[1] for d in data])
+    swap_t, swap_m = encode_text(pipe.text_encoder, pipe.tokenizer, [d[2] for d in data])
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(PROBE_SEED))
+    objects = foreground_mask(x0, 1.5)
+    results = {}
+    for t in ts:
+        xt = (1 - t) * x0 + t * noise
+        errs = {}
+        for name, text, mask in (("true", true_t, true_m), ("swap", swap_t, swap_m)):
+            e = []
+            for s in range(0, len(x0), batch):
+                sl = slice(s, s + batch)
+                tt = torch.full((xt[sl].shape[0],), t)
+                out = model(xt[sl], tt * 1000, text[sl], mask[sl]).sample
+                v = model.to_velocity(out.float(), xt[sl], tt)
+                err = (v - (noise[sl] - x0[sl])) ** 2 * objects[sl]
+                e.append(err.sum(dim=(1, 2, 3, 4)) / objects[sl].sum(dim=(1, 2, 3, 4)).clamp_min(1))
+            errs[name] = torch.cat(e)
+        wins = (errs["true"] < errs["swap"]).float().mean().item()
+        ratio = torch.log(errs["swap"] / errs["true"]).mean().item()
+        results[t] = (wins, ratio)
+    return results
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("models", nargs="+")
+    ap.add_argument("--clips", type=int, default=96)
+    ap.add_argument("--swap", nargs="+", default=["shape", "color"], choices=["shape", "color"])
+    ap.add_argument("--t", type=float, nargs="+", default=[0.5, 0.7, 0.9])
+    args = ap.parse_args()
+    for key in args.swap:
+        data = first_frames(args.clips, key)
+        for folder in args.models:
+            pipe = ShapesVideoPipeline.from_pretrained(folder)
+            for t, (wins, ratio) in probe(pipe, data, args.t).items():
+                print(
+                    f"{folder}  {key} swapped  t={t:.2f}  truth wins {wins:.2f}  "
+                    f"mean log(e_swap/e_true) {ratio:+.3f}"
+                )
+
+
+if __name__ == "__main__":
+    main()
