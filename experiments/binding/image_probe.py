@@ -49,7 +49,11 @@ def first_frames(n: int, key: str):
         rng = np.random.default_rng(i)
         twin = copy.deepcopy(rng)
         out.append(
-            (sample.frames[:1], _spec_caption(spec, rng, False), _spec_caption(negative, twin, False))
+            (
+                sample.frames[:1],
+                _spec_caption(spec, rng, False),
+                _spec_caption(negative, twin, False),
+            )
         )
     return out
 
