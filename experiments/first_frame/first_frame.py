@@ -2,7 +2,6 @@
 
     python experiments/first_frame/first_frame.py [MODEL] [--samples 2] [--guidance 4 2] [--shift 20 3]
                                      [--rerank K] [--stochastic] [--steps 25]
-                                     [--min-sigma S ...]
                                      [--prompts evals/suites/shapes_val.jsonl]
 
 An image-first pipeline (``image_first`` in its ``model_index.json``) draws frame 0 as an image
@@ -26,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import itertools
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -132,9 +130,6 @@ def main() -> None:
     ap.add_argument("--guidance", type=float, nargs="+", default=[4.0])
     ap.add_argument("--shift", type=float, nargs="+", default=[None])
     ap.add_argument("--steps", type=int, default=25, help="denoising steps for the frame")
-    ap.add_argument(
-        "--min-sigma", type=float, nargs="+", default=[None], help="guidance_min_sigma values"
-    )
     ap.add_argument("--rerank", type=int, default=0, help="K first frames per prompt, scorer picks")
     ap.add_argument(
         "--stochastic",
@@ -168,8 +163,7 @@ def main() -> None:
         )
         if image_shift is not None:
             pipe.register_to_config(image_shift=shift, image_stochastic=args.stochastic or None)
-        for g, min_sigma in itertools.product(args.guidance, args.min_sigma):
-            pipe.register_to_config(guidance_min_sigma=min_sigma)
+        for g in args.guidance:
             n = max(args.samples, args.rerank)
             verdicts = np.empty((len(prompts), n), dtype=object)
             frames = []
@@ -179,8 +173,6 @@ def main() -> None:
                 for i, e in enumerate(entries):
                     verdicts[i, k] = frame_right(frames[-1][i], e["expect"])
             name = f"guidance {g:g}, shift {shift:g}, {args.steps} steps"
-            if min_sigma is not None:
-                name += f", guided above sigma {min_sigma:g}"
             if not args.rerank:
                 by_cat = defaultdict(list)
                 for i, e in enumerate(entries):
