@@ -1122,23 +1122,20 @@ def test_binding_negatives_are_the_caption_with_the_motions_swapped():
     assert plain == captions and none == [None] * len(plain)
 
 
-def test_image_binding_negatives_swap_the_two_objects_looks_in_the_same_words():
+def test_image_binding_negatives_swap_the_two_objects_shapes_in_the_same_words():
     from evals.contract import parse_caption
     from train.latent_cache import LatentCache
-    from train.train_dit import image_batch, swapped_looks
+    from train.train_dit import image_batch, swapped_shapes
 
     spec = _two_object_spec("left", "up")  # a red circle and a blue square
-    assert [o["shape"] for o in swapped_looks(spec)["objects"]] == ["square", "circle"]
-    assert [o["color"] for o in swapped_looks(spec)["objects"]] == ["red", "blue"]
-    same_shape = _two_object_spec("left", "up")
+    assert [o["shape"] for o in swapped_shapes(spec)["objects"]] == ["square", "circle"]
+    assert [o["color"] for o in swapped_shapes(spec)["objects"]] == ["red", "blue"]
+    same_shape = _two_object_spec("left", "up")  # a colour swap would say the same scene
     same_shape["objects"][1]["shape"] = "circle"
-    assert [o["color"] for o in swapped_looks(same_shape)["objects"]] == ["blue", "red"]
-    twins = _two_object_spec("left", "up")
-    twins["objects"][1].update(shape="circle", color="red")
-    assert swapped_looks(twins) is None
+    assert swapped_shapes(same_shape) is None
     one = _two_object_spec("left", "up")
     one["objects"] = one["objects"][:1]
-    assert swapped_looks(one) is None
+    assert swapped_shapes(one) is None
 
     cache = LatentCache(torch.zeros(1, 2, 4, 2, 2).half(), torch.zeros(2, 2, 2, 2).half(), [], [])
     cache.image_specs = [dict(spec, kind="image2"), dict(one, kind="image")]
@@ -1154,9 +1151,14 @@ def test_image_binding_negatives_swap_the_two_objects_looks_in_the_same_words():
             assert [o.shape for o in swapped] == [o.shape for o in reversed(true)]
             assert [o.color for o in swapped] == [o.color for o in true]
             assert [o.motion for o in swapped] == [o.motion for o in true]
+            # the same words but for the two shape words
+            differ = [(a, b) for a, b in zip(cap.split(), neg.split(), strict=True) if a != b]
+            assert len(differ) == 2 and differ[0] == differ[1][::-1]
         # off: no negatives, and the same captions drawn
         _, plain, none = image_batch(cache, 40, np.random.default_rng(5), end_frames, 0.5)
         assert plain == captions and none == [None] * 40
+    with pytest.raises(config_mod.ConfigError, match="binding_weight"):
+        DiTTrainConfig(binding_images=True)
 
 
 def test_binding_hinge_charges_a_model_that_ignores_the_caption():

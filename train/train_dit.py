@@ -141,18 +141,17 @@ def swapped_motions(spec: dict) -> dict | None:
     )
 
 
-def swapped_looks(spec: dict) -> dict | None:
-    """A two-object spec with its objects' shapes swapped, or, where they share a shape, their
-    colours: the binding hard negative of an image model (``binding_images``); None when the
-    objects look alike or there are not two."""
+def swapped_shapes(spec: dict) -> dict | None:
+    """A two-object spec with its objects' shapes swapped, the binding hard negative of an image
+    model (``binding_images``); None when they share a shape or there are not two. (Swapping
+    colours would say nothing new: a caption places no object, so "a red circle and a blue
+    square" with its colours swapped is the same scene as with its shapes swapped, and with a
+    shared shape, the same scene as the caption itself.)"""
     objects = spec["objects"]
-    if len(objects) != 2:
+    if len(objects) != 2 or objects[0]["shape"] == objects[1]["shape"]:
         return None
     a, b = objects
-    for key in ("shape", "color"):
-        if a[key] != b[key]:
-            return dict(spec, objects=[dict(a, **{key: b[key]}), dict(b, **{key: a[key]})])
-    return None
+    return dict(spec, objects=[dict(a, shape=b["shape"]), dict(b, shape=a["shape"])])
 
 
 def image_batch(
@@ -168,12 +167,12 @@ def image_batch(
     each sample is with chance ``clip_frame_prob`` a clip's first frame with the clip's caption
     or its last frame with the time-reversed caption, else an image with an image caption.
     ``wordnet_prob``: see :func:`world.shapes_world.caption` (clip captions only).
-    ``binding``: each two-object frame's negative is its caption with the objects' shapes (or,
-    where they share a shape, colours) swapped in the same words (:func:`swapped_looks`), the
-    binding hard negative of an image model; else, and for every other frame, None."""
+    ``binding``: each two-object frame's negative is its caption with the objects' shapes
+    swapped in the same words (:func:`swapped_shapes`), the binding hard negative of an image
+    model; None for every other frame."""
 
     def caption_pair(spec: dict, **kw) -> tuple[str, str | None]:
-        negative = swapped_looks(spec) if binding else None
+        negative = swapped_shapes(spec) if binding else None
         phrasing = copy.deepcopy(rng) if negative is not None else None
         text = _spec_caption(spec, rng, **kw)
         return text, None if negative is None else _spec_caption(negative, phrasing, **kw)

@@ -1,11 +1,11 @@
-"""Does the first-frame image model bind each object's shape (or colour) to it? The probe of
-probe.py for frame 0: two-object validation clips' first frames (Shapes World at the probe's
-seed) whose objects differ in the attribute, noised to t; the image model's error on the object
-latents under the clip's true caption against the caption with the two objects' shapes (or
-colours) swapped, same words otherwise. A model that reads which object is which shape has the
-lower error under the truth.
+"""Does the first-frame image model bind each object's shape to it? The probe of probe.py for
+frame 0: two-object validation clips' first frames (Shapes World at the probe's seed) whose
+objects differ in shape, noised to t; the image model's error on the object latents under the
+clip's true caption against the caption with the two objects' shapes swapped, same words
+otherwise (train.train_dit.swapped_shapes; a colour swap would be the same negative in other
+words). A model that reads which object is which shape has the lower error under the truth.
 
-    python experiments/binding/image_probe.py MODEL [MODEL ...] [--swap shape colour] [--t 0.5 0.7 0.9]
+    python experiments/binding/image_probe.py MODEL [MODEL ...] [--t 0.5 0.7 0.9]
 
 MODEL: a pipeline folder whose ``image_transformer`` is judged (studio/default_model).
 """
@@ -22,28 +22,18 @@ from probe import PROBE_SEED  # this folder's probe (the script's own directory)
 from pipelines.components import encode_text
 from pipelines.text_to_video import ShapesVideoPipeline
 from train.latent_cache import _spec, encode_videos
-from train.train_dit import _spec_caption, foreground_mask
+from train.train_dit import _spec_caption, foreground_mask, swapped_shapes
 from world.shapes_world import ShapesWorld
 
 
-def swapped(spec: dict, key: str) -> dict | None:
-    """The spec with its two objects' ``key`` ("shape" or "color") swapped; None when they
-    share it (the swap would say the same)."""
-    objects = spec["objects"]
-    if len(objects) != 2 or objects[0][key] == objects[1][key]:
-        return None
-    a, b = objects
-    return dict(spec, objects=[dict(a, **{key: b[key]}), dict(b, **{key: a[key]})])
-
-
-def first_frames(n: int, key: str):
+def first_frames(n: int):
     world = ShapesWorld(size=64, frames=16, seed=PROBE_SEED)
     out, i = [], 0
     while len(out) < n:
         sample = world.sample(i, kind="video2")
         i += 1
         spec = _spec(sample)
-        negative = swapped(spec, key)
+        negative = swapped_shapes(spec)
         if negative is None:
             continue
         rng = np.random.default_rng(i)
@@ -91,18 +81,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="+")
     ap.add_argument("--clips", type=int, default=96)
-    ap.add_argument("--swap", nargs="+", default=["shape", "color"], choices=["shape", "color"])
     ap.add_argument("--t", type=float, nargs="+", default=[0.5, 0.7, 0.9])
     args = ap.parse_args()
-    for key in args.swap:
-        data = first_frames(args.clips, key)
-        for folder in args.models:
-            pipe = ShapesVideoPipeline.from_pretrained(folder)
-            for t, (wins, ratio) in probe(pipe, data, args.t).items():
-                print(
-                    f"{folder}  {key} swapped  t={t:.2f}  truth wins {wins:.2f}  "
-                    f"mean log(e_swap/e_true) {ratio:+.3f}"
-                )
+    data = first_frames(args.clips)
+    for folder in args.models:
+        pipe = ShapesVideoPipeline.from_pretrained(folder)
+        for t, (wins, ratio) in probe(pipe, data, args.t).items():
+            print(
+                f"{folder}  t={t:.2f}  truth wins {wins:.2f}  mean log(e_swap/e_true) {ratio:+.3f}"
+            )
 
 
 if __name__ == "__main__":
