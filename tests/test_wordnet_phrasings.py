@@ -179,7 +179,7 @@ def test_training_batches_use_the_table_when_asked():
         assert any(from_table) == expect_table
         assert all(_motion_phrase(t) in table for t in captions) == expect_table
     ends = (torch.zeros(1, 2, 2, 2, 2), [spec])
-    _, captions, _ = image_batch(cache, 32, np.random.default_rng(0), ends, 1.0, wordnet_prob=1.0)
+    _, captions = image_batch(cache, 32, np.random.default_rng(0), ends, 1.0, wordnet_prob=1.0)
     # first frames say "down", last frames the reversed "up": both from the table
     both = table | set(load_table()["up"])
     assert all(_motion_phrase(t) in both for t in captions)

@@ -367,10 +367,6 @@ class DiTTrainConfig:
     # binding_weight · relu(margin + log e_true − log e_swapped). 0 = off.
     binding_weight: float = 0.0
     binding_margin: float = 0.1
-    # The same hinge on image batches (an image model's training): every two-object frame whose
-    # objects differ in shape is also denoised under its caption with the shapes swapped
-    # (experiments/binding/image_binding.yaml); needs binding_weight > 0.
-    binding_images: bool = False
     # Given frames as the model will meet them (experiments/elements_vae/REPORT.md): at sampling they are
     # its own earlier frames (image-first's frame 0, a storyboard window's context), blobs
     # with rounded corners, not renders. In ``context_blur_prob`` of the clips with given
@@ -460,10 +456,6 @@ class DiTTrainConfig:
             raise ConfigError(
                 "guidance_distill.teacher needs model.guidance_embeds: true (the student takes "
                 "the guidance scale as an input)"
-            )
-        if self.binding_images and self.binding_weight == 0:
-            raise ConfigError(
-                "binding_images puts the binding hinge on images: set binding_weight > 0"
             )
 
     @property

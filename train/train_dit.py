@@ -141,19 +141,6 @@ def swapped_motions(spec: dict) -> dict | None:
     )
 
 
-def swapped_shapes(spec: dict) -> dict | None:
-    """A two-object spec with its objects' shapes swapped, the binding hard negative of an image
-    model (``binding_images``); None when they share a shape or there are not two. (Swapping
-    colours would say nothing new: a caption places no object, so "a red circle and a blue
-    square" with its colours swapped is the same scene as with its shapes swapped, and with a
-    shared shape, the same scene as the caption itself.)"""
-    objects = spec["objects"]
-    if len(objects) != 2 or objects[0]["shape"] == objects[1]["shape"]:
-        return None
-    a, b = objects
-    return dict(spec, objects=[dict(a, shape=b["shape"]), dict(b, shape=a["shape"])])
-
-
 def image_batch(
     cache: LatentCache,
     size: int,
@@ -161,41 +148,30 @@ def image_batch(
     ends: tuple[torch.Tensor, list[dict]] | None = None,
     clip_frame_prob: float = 0.0,
     wordnet_prob: float = 0.0,
-    binding: bool = False,
-) -> tuple[torch.Tensor, list[str], list[str | None]]:
-    """→ latents (B, C, 1, h, w), captions, negatives. With ``ends`` (:func:`clip_end_frames`),
-    each sample is with chance ``clip_frame_prob`` a clip's first frame with the clip's caption
-    or its last frame with the time-reversed caption, else an image with an image caption.
-    ``wordnet_prob``: see :func:`world.shapes_world.caption` (clip captions only).
-    ``binding``: each two-object frame's negative is its caption with the objects' shapes
-    swapped in the same words (:func:`swapped_shapes`), the binding hard negative of an image
-    model; None for every other frame."""
-
-    def caption_pair(spec: dict, **kw) -> tuple[str, str | None]:
-        negative = swapped_shapes(spec) if binding else None
-        phrasing = copy.deepcopy(rng) if negative is not None else None
-        text = _spec_caption(spec, rng, **kw)
-        return text, None if negative is None else _spec_caption(negative, phrasing, **kw)
-
+) -> tuple[torch.Tensor, list[str]]:
+    """→ latents (B, C, 1, h, w), captions. With ``ends`` (:func:`clip_end_frames`), each
+    sample is with chance ``clip_frame_prob`` a clip's first frame with the clip's caption or
+    its last frame with the time-reversed caption, else an image with an image caption.
+    ``wordnet_prob``: see :func:`world.shapes_world.caption` (clip captions only)."""
     if ends is None:  # images only: indices drawn at once, as before clip frames existed
         idx = rng.integers(len(cache.images), size=size)
         latents = cache.images[idx].float().unsqueeze(2)
-        pairs = [caption_pair(cache.image_specs[i], image=True) for i in idx]
-        return latents, [p[0] for p in pairs], [p[1] for p in pairs]
+        captions = [_spec_caption(cache.image_specs[i], rng, image=True) for i in idx]
+        return latents, captions
     from_clips = rng.random(size) < clip_frame_prob
-    latents, pairs = [], []
+    latents, captions = [], []
     for j in range(size):
         if from_clips[j]:
             k, last = int(rng.integers(len(ends[1]))), bool(rng.random() < 0.5)
             latents.append(ends[0][k, int(last)])
-            pairs.append(
-                caption_pair(ends[1][k], image=False, reverse=last, wordnet_prob=wordnet_prob)
+            captions.append(
+                _spec_caption(ends[1][k], rng, False, reverse=last, wordnet_prob=wordnet_prob)
             )
         else:
             i = int(rng.integers(len(cache.images)))
             latents.append(cache.images[i])
-            pairs.append(caption_pair(cache.image_specs[i], image=True))
-    return torch.stack(latents).float().unsqueeze(2), [p[0] for p in pairs], [p[1] for p in pairs]
+            captions.append(_spec_caption(cache.image_specs[i], rng, image=True))
+    return torch.stack(latents).float().unsqueeze(2), captions
 
 
 def clip_end_frames(
@@ -918,14 +894,13 @@ def batch_loss(
     images = is_image_step(stage, step)
     references = cached_text = negatives = None
     if cache is not None and images:
-        x0, captions, negatives = image_batch(
+        x0, captions = image_batch(
             cache,
             stage.image_batch_size,
             rng,
             ends,
             cfg.data.clip_frame_prob,
             wordnet_prob=cfg.data.wordnet_phrasing_prob,
-            binding=cfg.binding_images and cfg.binding_weight > 0,
         )
         frame_mask = None
     elif cache is not None:

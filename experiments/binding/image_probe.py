@@ -2,8 +2,8 @@
 frame 0: two-object validation clips' first frames (Shapes World at the probe's seed) whose
 objects differ in shape, noised to t; the image model's error on the object latents under the
 clip's true caption against the caption with the two objects' shapes swapped, same words
-otherwise (train.train_dit.swapped_shapes; a colour swap would be the same negative in other
-words). A model that reads which object is which shape has the lower error under the truth.
+otherwise (a colour swap would be the same negative in other words: a caption places no
+object). A model that reads which object is which shape has the lower error under the truth.
 
     python experiments/binding/image_probe.py MODEL [MODEL ...] [--t 0.5 0.7 0.9]
 
@@ -22,8 +22,17 @@ from probe import PROBE_SEED  # this folder's probe (the script's own directory)
 from pipelines.components import encode_text
 from pipelines.text_to_video import ShapesVideoPipeline
 from train.latent_cache import _spec, encode_videos
-from train.train_dit import _spec_caption, foreground_mask, swapped_shapes
+from train.train_dit import _spec_caption, foreground_mask
 from world.shapes_world import ShapesWorld
+
+
+def swapped_shapes(spec: dict) -> dict | None:
+    """The two-object spec with its objects' shapes swapped; None when they share a shape."""
+    objects = spec["objects"]
+    if len(objects) != 2 or objects[0]["shape"] == objects[1]["shape"]:
+        return None
+    a, b = objects
+    return dict(spec, objects=[dict(a, shape=b["shape"]), dict(b, shape=a["shape"])])
 
 
 def first_frames(n: int):
