@@ -17,7 +17,7 @@ import copy
 
 import numpy as np
 import torch
-from probe import PROBE_SEED  # this folder's probe (the script's own directory)
+from probe import PROBE_SEED, truth_wins  # this folder's probe (the script's own directory)
 
 from pipelines.components import encode_text
 from pipelines.text_to_video import ShapesVideoPipeline
@@ -66,24 +66,20 @@ def probe(pipe, data, ts: list[float], batch: int = 32) -> dict[float, tuple[flo
     swap_t, swap_m = encode_text(pipe.text_encoder, pipe.tokenizer, [d[2] for d in data])
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(PROBE_SEED))
     objects = foreground_mask(x0, 1.5)
-    results = {}
-    for t in ts:
-        xt = (1 - t) * x0 + t * noise
-        errs = {}
-        for name, text, mask in (("true", true_t, true_m), ("swap", swap_t, swap_m)):
-            e = []
-            for s in range(0, len(x0), batch):
-                sl = slice(s, s + batch)
-                tt = torch.full((xt[sl].shape[0],), t)
-                out = model(xt[sl], tt * 1000, text[sl], mask[sl]).sample
-                v = model.to_velocity(out.float(), xt[sl], tt)
-                err = (v - (noise[sl] - x0[sl])) ** 2 * objects[sl]
-                e.append(err.sum(dim=(1, 2, 3, 4)) / objects[sl].sum(dim=(1, 2, 3, 4)).clamp_min(1))
-            errs[name] = torch.cat(e)
-        wins = (errs["true"] < errs["swap"]).float().mean().item()
-        ratio = torch.log(errs["swap"] / errs["true"]).mean().item()
-        results[t] = (wins, ratio)
-    return results
+    return {
+        t: truth_wins(
+            model,
+            x0,
+            (1 - t) * x0 + t * noise,
+            noise,
+            t,
+            objects,
+            (true_t, true_m),
+            (swap_t, swap_m),
+            batch=batch,
+        )  # fmt: skip
+        for t in ts
+    }
 
 
 def main() -> None:
