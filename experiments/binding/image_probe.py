@@ -13,17 +13,15 @@ MODEL: a pipeline folder whose ``image_transformer`` is judged (studio/default_m
 from __future__ import annotations
 
 import argparse
-import copy
 
 import numpy as np
 import torch
-from probe import PROBE_SEED, truth_wins  # this folder's probe (the script's own directory)
+from probe import PROBE_SEED, clips, truth_wins  # this folder's probe (the script's own directory)
 
 from pipelines.components import encode_text
 from pipelines.text_to_video import ShapesVideoPipeline
-from train.latent_cache import _spec, encode_videos
-from train.train_dit import _spec_caption, foreground_mask
-from world.shapes_world import ShapesWorld
+from train.latent_cache import encode_videos
+from train.train_dit import foreground_mask
 
 
 def swapped_shapes(spec: dict) -> dict | None:
@@ -36,25 +34,8 @@ def swapped_shapes(spec: dict) -> dict | None:
 
 
 def first_frames(n: int):
-    world = ShapesWorld(size=64, frames=16, seed=PROBE_SEED)
-    out, i = [], 0
-    while len(out) < n:
-        sample = world.sample(i, kind="video2")
-        i += 1
-        spec = _spec(sample)
-        negative = swapped_shapes(spec)
-        if negative is None:
-            continue
-        rng = np.random.default_rng(i)
-        twin = copy.deepcopy(rng)
-        out.append(
-            (
-                sample.frames[:1],
-                _spec_caption(spec, rng, False),
-                _spec_caption(negative, twin, False),
-            )
-        )
-    return out
+    """The probe's clips whose objects differ in shape, frame 0 only, shapes swapped."""
+    return [(frames[:1], true, swap) for frames, true, swap in clips(n, swapped_shapes)]
 
 
 @torch.no_grad()

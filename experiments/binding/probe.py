@@ -32,14 +32,16 @@ from world.shapes_world import ShapesWorld
 PROBE_SEED = VALIDATION_SEED + 35
 
 
-def clips(n: int):
+def clips(n: int, negative=swapped_motions):
+    """n two-object validation clips (frames, caption, negative caption) whose spec has a
+    ``negative`` (a spec → spec or None; by default the motions swapped), in the same words."""
     world = ShapesWorld(size=64, frames=16, seed=PROBE_SEED)
     out, i = [], 0
     while len(out) < n:
         sample = world.sample(i, kind="video2")
         i += 1
         spec = _spec(sample)
-        swapped = swapped_motions(spec)
+        swapped = negative(spec)
         if swapped is None:
             continue
         rng = np.random.default_rng(i)
