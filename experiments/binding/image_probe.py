@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
 import torch
-from probe import PROBE_SEED, clips, truth_wins  # this folder's probe (the script's own directory)
+from probe import clips, encoded, truth_wins  # this folder's probe (the script's own directory)
 
-from pipelines.components import encode_text
 from pipelines.text_to_video import ShapesVideoPipeline
-from train.latent_cache import encode_videos
 from train.train_dit import foreground_mask
 
 
@@ -41,24 +38,12 @@ def first_frames(n: int):
 @torch.no_grad()
 def probe(pipe, data, ts: list[float], batch: int = 32) -> dict[float, tuple[float, float]]:
     model = pipe.image_transformer.eval()
-    pixels = torch.from_numpy(np.stack([d[0] for d in data])).permute(0, 1, 4, 2, 3)
-    x0 = encode_videos(pipe.vae, pixels.float() / 127.5 - 1.0).float()  # (N, C, 1, h, w)
-    true_t, true_m = encode_text(pipe.text_encoder, pipe.tokenizer, [d[1] for d in data])
-    swap_t, swap_m = encode_text(pipe.text_encoder, pipe.tokenizer, [d[2] for d in data])
-    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(PROBE_SEED))
+    x0, true, swap, noise = encoded(pipe, data)  # x0 (N, C, 1, h, w)
     objects = foreground_mask(x0, 1.5)
     return {
         t: truth_wins(
-            model,
-            x0,
-            (1 - t) * x0 + t * noise,
-            noise,
-            t,
-            objects,
-            (true_t, true_m),
-            (swap_t, swap_m),
-            batch=batch,
-        )  # fmt: skip
+            model, x0, (1 - t) * x0 + t * noise, noise, t, objects, true, swap, batch=batch
+        )
         for t in ts
     }
 

@@ -66,22 +66,27 @@ def probe(folder: str, data, ts: list[float], batch: int = 16) -> dict[float, tu
     else:
         pipe = ShapesVideoPipeline.from_pretrained(folder)
     model = pipe.transformer.eval()
-    pixels = torch.from_numpy(np.stack([d[0] for d in data])).permute(0, 1, 4, 2, 3)
-    x0 = encode_videos(pipe.vae, pixels.float() / 127.5 - 1.0).float()  # (N, C, F, h, w)
-    true_t, true_m = encode_text(pipe.text_encoder, pipe.tokenizer, [d[1] for d in data])
-    swap_t, swap_m = encode_text(pipe.text_encoder, pipe.tokenizer, [d[2] for d in data])
-    gen = torch.Generator().manual_seed(PROBE_SEED)
-    noise = torch.randn(x0.shape, generator=gen)
+    x0, true, swap, noise = encoded(pipe, data)
     given = torch.zeros(x0.shape[0], x0.shape[2], dtype=torch.bool)
     given[:, 0] = True
     objects = foreground_mask(x0, 1.5) * (~given)[:, None, :, None, None]
     results = {}
     for t in ts:
         xt = torch.where(given[:, None, :, None, None], x0, (1 - t) * x0 + t * noise)
-        results[t] = truth_wins(
-            model, x0, xt, noise, t, objects, (true_t, true_m), (swap_t, swap_m), given, batch
-        )
+        results[t] = truth_wins(model, x0, xt, noise, t, objects, true, swap, given, batch)
     return results
+
+
+def encoded(pipe, data):
+    """The probe's (frames, caption, negative caption) through the pipeline's VAE and text
+    encoder → latents (N, C, F, h, w), (text, mask) of the captions and of the negatives, and
+    the probe's fixed noise."""
+    pixels = torch.from_numpy(np.stack([d[0] for d in data])).permute(0, 1, 4, 2, 3)
+    x0 = encode_videos(pipe.vae, pixels.float() / 127.5 - 1.0).float()
+    true = encode_text(pipe.text_encoder, pipe.tokenizer, [d[1] for d in data])
+    swap = encode_text(pipe.text_encoder, pipe.tokenizer, [d[2] for d in data])
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(PROBE_SEED))
+    return x0, true, swap, noise
 
 
 def truth_wins(
