@@ -39,6 +39,7 @@ from pipelines.storyboard import (
     plan_windows,
 )
 from studio.generate import load_pipeline
+from studio.shipped import scorer_spec
 
 KEYS = ("identity_kept", "jump_ok", "motion")
 
@@ -130,7 +131,7 @@ def main() -> None:
     stories = dev_stories(args.stories, args.seed)
     pipe = load_pipeline(args.model)
     pipe.set_progress_bar_config(disable=True)
-    scorer = load_scorer(args.scorer) if args.scorer else None
+    scorer = load_scorer(scorer_spec(args.scorer)) if args.scorer else None
     table = run(pipe, stories, args.candidates, scorer=scorer)
     n = table["draw 0"]["windows"]
     print(f"{len(stories)} stories, {n} continued windows, {args.candidates} draws each")

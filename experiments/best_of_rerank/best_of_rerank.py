@@ -23,6 +23,7 @@ import numpy as np
 
 from pipelines.scoring import load_scorer
 from pipelines.video_io import read_video
+from studio.shipped import scorer_spec
 
 CRITERIA = ("colour", "shape", "motion", "all_correct")
 
@@ -52,7 +53,7 @@ def main(run_dir: str, specs: list[str]) -> dict:
         methods["oracle"][cat].append(max(samples, key=lambda i: bool(i["all_correct"])))
     frames = {i["video"]: read_video(run / i["video"])[0] for i in items}
     for spec in specs:
-        scorer = load_scorer(spec)
+        scorer = load_scorer(scorer_spec(spec))
         for prompt, samples in by_prompt.items():
             scores = [scorer.score(frames[i["video"]], prompt).score for i in samples]
             methods[f"best of {len(samples)} by {spec}"][samples[0]["category"]].append(

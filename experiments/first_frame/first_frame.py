@@ -150,8 +150,9 @@ def main() -> None:
     scorer = text = None
     if args.rerank:
         from pipelines.scoring import load_scorer
+        from studio.shipped import scorer_spec
 
-        scorer = load_scorer(args.scorer)
+        scorer = load_scorer(scorer_spec(args.scorer))
         text = scorer.text_embeds(prompts)
     rows = []
     # a pipeline with a first-frame image model draws frame 0 with its own shift (image_shift)
