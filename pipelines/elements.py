@@ -127,7 +127,8 @@ def prepare_reference(image: Image.Image | np.ndarray, size: int = REFERENCE_SIZ
     1. Colour: :func:`to_rgb` (alpha composited over :data:`REFERENCE_BACKGROUND`).
     2. Square: a non-square image is padded with :data:`REFERENCE_BACKGROUND` to a square,
        the image centred (an odd leftover pixel goes to the bottom / right), so the sprite
-       keeps its aspect ratio and stays centred, as in the contract.
+       keeps its aspect ratio and stays centred, as in the contract; one larger than ``size``
+       is shrunk (as in 3) before it is padded.
     3. Size: shrinking averages the source pixels each output pixel covers (Pillow's
        ``BOX`` filter, i.e. area averaging), so stripes thinner than a pixel become their
        mean colour instead of aliasing to one of them; enlarging repeats pixels (nearest),
@@ -140,6 +141,12 @@ def prepare_reference(image: Image.Image | np.ndarray, size: int = REFERENCE_SIZ
     rgb = to_rgb(image)  # (H, W, 3) uint8
     h, w = rgb.shape[:2]
     side = max(h, w)
+    if h != w and side > size:
+        # shrink first, then pad: padding a 100 000 × 1 strip to its square would take
+        # 30 GB (Pillow's pixel cap counts the image, not the square)
+        h, w = max(1, round(h * size / side)), max(1, round(w * size / side))
+        rgb = np.asarray(Image.fromarray(rgb).resize((w, h), Image.BOX), dtype=np.uint8)
+        side = size
     if h != w:
         square = np.empty((side, side, 3), np.uint8)
         square[:] = REFERENCE_BACKGROUND

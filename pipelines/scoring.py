@@ -323,7 +323,6 @@ def load_scorer(spec: str, device: str = "cpu"):
     kind, sep, where = spec.partition(":")
     if not sep or kind not in SCORER_KINDS or not where:
         raise ValueError(
-            "scorer spec must be shapes:PATH, clip:PATH_OR_ID or xclip:PATH_OR_ID, got "
-            f"{spec!r} (the studio's `default` is resolved by studio.shipped.scorer_spec)"
+            f"scorer spec must be shapes:PATH, clip:PATH_OR_ID or xclip:PATH_OR_ID, got {spec!r}"
         )
     return SCORER_KINDS[kind].from_pretrained(where, device=device)

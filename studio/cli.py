@@ -47,6 +47,37 @@ def _nonneg_int(text: str) -> int:
     return value
 
 
+# generate's options that replace a sidecar's recorded setting under --from-sidecar
+SIDECAR_OVERRIDES = {
+    "prompt": "prompt",
+    "--negative": "negative_prompt",
+    "--seed": "seed",
+    "--steps": "steps",
+    "--guidance": "guidance",
+    "--frames": "frames",
+    "--fps": "fps",
+    "--height": "height",
+    "--width": "width",
+    "--image-first": "image_first",
+    "--lora": "lora",
+}
+
+
+def _given_options(args: argparse.Namespace, command: str, options: dict[str, str]) -> dict:
+    """Of ``options`` (flag → request field), those given on the command line with a value
+    other than ``command``'s default → {flag: value}."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    defaults = sub.choices[command]
+    given = {}
+    for flag in options:
+        dest = flag.lstrip("-").replace("-", "_")
+        value = getattr(args, dest)
+        if value != defaults.get_default(dest):
+            given[flag] = value
+    return given
+
+
 # ---------------------------------------------------------------------------- commands
 def cmd_generate(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
@@ -76,10 +107,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
         request = request_from_sidecar(args.from_sidecar)
         if model is None:  # the sidecar's model, so that the same sidecar gives the same frames
             model = sidecar_model(args.from_sidecar)
+        # options given beside the sidecar replace what it recorded (same clip, another seed)
+        changed = _given_options(args, "generate", SIDECAR_OVERRIDES)
+        for name, value in changed.items():
+            setattr(request, SIDECAR_OVERRIDES[name], value)
+        if changed:
+            check_request(request)
+            if not args.quiet:
+                print(f"{args.from_sidecar}'s settings with {', '.join(changed)} replaced")
     else:
-        if args.prompt is None or not args.prompt.strip():
+        if args.prompt is None:
             raise StudioError(
-                'the prompt is empty; give a sentence such as "a red circle moving left on a black background"'
+                'no prompt; give a sentence such as "a red circle moving left on a black background"'
             )
         request = GenerateRequest(
             prompt=args.prompt,
@@ -96,6 +135,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
             lora=args.lora,
         )
         check_request(request)  # a sidecar's settings are checked as it is read
+    if not request.prompt.strip():
+        raise StudioError(
+            'the prompt is empty; give a sentence such as "a red circle moving left on a black background"'
+        )
     # Every input is checked before the scorer or the model loads: a bad one fails at once.
     request.references = read_references(request.references, size=reference_size(request))
     check_prompt_references(request.prompt, len(request.references))
@@ -116,7 +159,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
         bar.update(1)
 
     scorer = None
-    if args.best_of > 1 or args.scorer:
+    if args.scorer and args.best_of == 1:
+        raise StudioError("--scorer ranks --best-of N candidates: give --best-of 2 or more")
+    if args.best_of > 1:
         if not args.scorer:
             raise StudioError(
                 "--best-of N needs --scorer default, shapes:PATH, clip:PATH_OR_ID or xclip:PATH_OR_ID"
@@ -420,6 +465,9 @@ def cmd_score(args: argparse.Namespace) -> int:
             raise StudioError("--out SCORES.jsonl is required when scoring a pairs file")
         pairs, problems = read_pairs(src)
         base, out = src.parent, Path(args.out)
+    inputs = [src / "manifest.jsonl"] if src.is_dir() else [src]
+    if out.exists() and any(out.resolve() == i.resolve() for i in inputs if i.exists()):
+        raise StudioError(f"--out {out} is the input it scores; write the scores to another file")
     check_writable(out)  # before scoring: a bad --out costs nothing
     for p in problems:
         print(f"warning: {p}", file=sys.stderr)
@@ -794,7 +842,10 @@ def build_parser() -> argparse.ArgumentParser:
         "K-th --ref is <refK> in the prompt, e.g. '<ref1> moving left on a gray background'",
     )
     g.add_argument(
-        "--from-sidecar", default=None, help="re-run the settings recorded in a sidecar JSON"
+        "--from-sidecar",
+        default=None,
+        help="re-run the settings recorded in a sidecar JSON; the prompt and options given "
+        "beside it (--seed, --steps, --frames, …) replace the recorded ones",
     )
     g.add_argument(
         "--best-of",

@@ -334,12 +334,33 @@ def check_output_path(out: str | Path) -> Path:
             f"unknown output extension {out.suffix or '(none)'!r} for {out}; allowed: {', '.join(SUPPORTED_EXTENSIONS)}"
         )
     check_output_folder(out)
+    if out.is_dir():
+        raise StudioError(f"{out} is a folder; give a file name such as {out / 'clip.mp4'}")
+    check_sidecar_owner(out)
     return out
+
+
+def check_sidecar_owner(out: Path) -> None:
+    """StudioError when ``out``'s sidecar (``NAME.json``) describes another video that is
+    still there (``NAME.gif`` beside ``NAME.mp4``): writing ``out`` would leave that video
+    beside a record of other frames."""
+    sidecar = out.with_suffix(".json")
+    try:
+        owner = json.loads(sidecar.read_text()).get("output")
+    except (OSError, ValueError, AttributeError):
+        return  # no sidecar, or not one of ours: it is replaced as before
+    if isinstance(owner, str) and owner != out.name and (out.parent / owner).is_file():
+        raise StudioError(
+            f"{sidecar} is the record of {out.parent / owner}, which writing {out} would "
+            "replace; choose another output name (each video's sidecar is NAME.json)"
+        )
 
 
 def check_output_folder(out: Path) -> None:
     """The folder ``out`` is written into exists and is writable; StudioError otherwise."""
     parent = out.parent if str(out.parent) else Path(".")
+    if parent.exists() and not parent.is_dir():
+        raise StudioError(f"{parent} is a file, not a folder to write {out.name} into")
     if not parent.is_dir():
         raise StudioError(f"output folder does not exist: {parent}")
     if not os.access(parent, os.W_OK):

@@ -8,6 +8,8 @@ import os
 from importlib.resources import files
 from pathlib import Path
 
+from .errors import StudioError
+
 MODEL_ENV = "STUDIO_MODEL"
 SCORER_ENV = "STUDIO_SCORER"  # the UI's scorer spec for best-of-N (``studio ui --scorer``)
 DEFAULT_MODEL_DIR = Path(str(files("studio") / "default_model"))
@@ -36,7 +38,15 @@ def model_for(model: str | Path | None, references: bool = False) -> Path:
 def scorer_spec(spec: str) -> str:
     """A scorer spec with ``default`` resolved to the shipped scorer (``shapes:DIR``); other
     specs (``shapes:PATH``, ``clip:…``, ``xclip:…``) unchanged."""
-    return f"shapes:{DEFAULT_SCORER_DIR}" if spec == "default" else spec
+    if spec == "default":
+        return f"shapes:{DEFAULT_SCORER_DIR}"
+    kind, sep, where = spec.partition(":")
+    if kind not in ("shapes", "clip", "xclip") or not sep or not where:
+        raise StudioError(
+            "scorer spec must be default, shapes:PATH, clip:PATH_OR_ID or xclip:PATH_OR_ID, "
+            f"got {spec!r}"
+        )
+    return spec
 
 
 def configured_scorer_spec() -> str | None:

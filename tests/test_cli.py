@@ -198,6 +198,31 @@ def test_generate_missing_output_folder(cli, small, tmp_path):
     assert not missing.exists()
 
 
+def test_generate_output_that_is_a_folder_or_inside_a_file(cli, small, tmp_path):
+    (tmp_path / "d.mp4").mkdir()
+    code, _, err = cli("generate", "a square", "--out", tmp_path / "d.mp4", *small)
+    assert_one_line_error(code, err, "d.mp4 is a folder")
+    (tmp_path / "f.png").write_bytes(b"x")
+    code, _, err = cli("generate", "a square", "--out", tmp_path / "f.png" / "x.mp4", *small)
+    assert_one_line_error(code, err, "f.png is a file, not a folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.mp4", "f.png"]
+
+
+def test_a_sidecar_of_another_video_is_not_taken_over(cli, small, tmp_path):
+    # clip.mp4 and clip.gif would share clip.json: the second write is refused
+    assert cli("generate", "a red square", "--out", tmp_path / "clip.mp4", *small)[0] == 0
+    code, _, err = cli("generate", "a blue circle", "--out", tmp_path / "clip.gif", *small)
+    assert_one_line_error(code, err, "clip.json is the record of .*clip.mp4")
+    assert not (tmp_path / "clip.gif").exists()
+    record = json.loads((tmp_path / "clip.json").read_text())
+    assert record["output"] == "clip.mp4" and record["prompt"] == "a red square"
+    # the same name again replaces both, and once clip.mp4 is gone clip.gif may take the name
+    assert cli("generate", "a green square", "--out", tmp_path / "clip.mp4", *small)[0] == 0
+    (tmp_path / "clip.mp4").unlink()
+    assert cli("generate", "a blue circle", "--out", tmp_path / "clip.gif", *small)[0] == 0
+    assert json.loads((tmp_path / "clip.json").read_text())["output"] == "clip.gif"
+
+
 def test_generate_unwritable_output_folder(cli, small, tmp_path, monkeypatch):
     locked = tmp_path / "locked"
     locked.mkdir()
@@ -259,6 +284,34 @@ def test_image_first_flag_overrides_the_model_and_is_recorded(cli, small, tmp_pa
     sidecar = tmp_path / "image-first.json"
     assert cli("generate", "--from-sidecar", sidecar, "--out", again, "--quiet")[0] == 0
     np.testing.assert_array_equal(read_video(again)[0], clips["--image-first"])
+
+
+def test_options_beside_a_sidecar_replace_its_settings(cli, small, tmp_path, tiny_pipeline_dir):
+    first = tmp_path / "first.mp4"
+    assert cli("generate", "a green triangle", "--out", first, "--seed", 5, *small)[0] == 0
+    again = tmp_path / "again.mp4"
+    code, out, err = cli(
+        "generate", "--from-sidecar", tmp_path / "first.json", "--seed", 6, "--out", again
+    )
+    assert code == 0, err
+    assert "--seed replaced" in out
+    record = json.loads((tmp_path / "again.json").read_text())
+    assert record["seed"] == 6
+    assert (record["prompt"], record["steps"], record["frames"]) == ("a green triangle", 2, 4)
+    # the same as asking for seed 6 directly, and not the sidecar's seed-5 clip
+    direct = tmp_path / "direct.mp4"
+    assert cli("generate", "a green triangle", "--out", direct, "--seed", 6, *small)[0] == 0
+    np.testing.assert_array_equal(read_video(again)[0], read_video(direct)[0])
+    assert not np.array_equal(read_video(again)[0], read_video(first)[0])
+    # a prompt given beside it replaces the recorded one; a bad value fails as usual
+    other = tmp_path / "other.mp4"
+    args = ("--from-sidecar", tmp_path / "first.json", "--out", other, "--quiet")
+    assert cli("generate", "a blue circle", *args)[0] == 0
+    assert json.loads(other.with_suffix(".json").read_text())["prompt"] == "a blue circle"
+    code, _, err = cli("generate", " ", *args)
+    assert_one_line_error(code, err, "the prompt is empty")
+    code, _, err = cli("generate", *args, "--fps", 500)
+    assert_one_line_error(code, err, "fps must be")
 
 
 def test_generate_missing_sidecar(cli, tmp_path):

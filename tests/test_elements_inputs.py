@@ -776,3 +776,16 @@ def test_data_sprite_bad_input_is_one_error_line_and_no_file(cli, tmp_path, args
     code, _, err = cli("data", "sprite", tmp_path / args[0], *args[1:])
     assert_one_line_error(code, err, pattern)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_long_thin_image_is_shrunk_before_it_is_padded():
+    # 100 000 × 1: padding it to its square first would allocate 30 GB
+    strip = np.zeros((1, 100_000, 3), np.uint8)
+    out = prepare_reference(strip, size=8)
+    assert out.shape == (8, 8, 3)
+    assert (out[3] == 0).all()  # the strip, one row at the centre (the odd leftover below)
+    assert (np.delete(out, 3, axis=0) == 240).all()  # the background everywhere else
+    wide = np.zeros((20, 60, 3), np.uint8)  # shrunk to 6 × 2, centred as when padded first
+    np.testing.assert_array_equal(
+        prepare_reference(wide, size=6), prepare_reference(np.zeros((2, 6, 3), np.uint8), size=6)
+    )

@@ -260,6 +260,29 @@ def test_generate_best_of_keeps_the_top_scored_candidate(
     np.testing.assert_array_equal(read_video(out)[0], read_video(again)[0])
 
 
+def test_cli_score_refuses_to_write_over_its_input(cli, clip_dir, tmp_path):
+    write_clip(tmp_path / "a.mp4")
+    pairs = tmp_path / "pairs.jsonl"
+    text = json.dumps({"video": "a.mp4", "caption": "a red circle"}) + "\n{not json\n"
+    pairs.write_text(text)
+    code, _, err = cli("score", pairs, "--out", pairs, "--scorer", f"clip:{clip_dir}")
+    assert code == 2 and "is the input it scores" in err
+    assert pairs.read_text() == text
+    run = tmp_path / "run"
+    run.mkdir()
+    manifest = run / "manifest.jsonl"
+    manifest.write_text(json.dumps({"prompt": "x", "sample": 0, "status": "error"}) + "\n")
+    code, _, err = cli("score", run, "--out", manifest, "--scorer", f"clip:{clip_dir}")
+    assert code == 2 and "is the input it scores" in err
+
+
+def test_scorer_without_best_of_exits_2(cli, clip_dir, tmp_path):
+    out = tmp_path / "x.mp4"
+    code, _, err = cli("generate", "a red circle", "--out", out, "--scorer", f"clip:{clip_dir}")
+    assert code == 2 and "--best-of 2 or more" in err
+    assert not out.exists()
+
+
 def test_best_of_without_a_scorer_exits_2(cli, tiny_pipeline_dir, tmp_path):
     code, _, err = cli("generate", "a red circle", "--out", tmp_path / "x.mp4", "--best-of", "2")
     assert code == 2 and "needs --scorer" in err
