@@ -277,6 +277,34 @@ def _append_jsonl(path: Path, record: dict) -> None:
         fh.write(json.dumps(record) + "\n")
 
 
+def _check_same_settings(sidecar: Path, options: BatchOptions, seed: int) -> None:
+    """StudioError when a finished video's sidecar records other settings than this run's:
+    resuming would leave one folder (and its evaluation) with videos of two settings."""
+    try:
+        record = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        return  # unreadable: the video is kept as before; the judge reads the video
+    if not isinstance(record, dict):
+        return
+    now = {
+        "seed": seed,
+        "steps": options.steps,
+        "guidance": options.guidance,
+        "frames": options.frames,
+        "fps": options.fps,
+        "lora": options.lora,
+    }
+    if options.image_first is not None:  # None: the model's own, recorded as used
+        now["image_first"] = options.image_first
+    for key, value in now.items():
+        if key in record and record[key] != value:
+            raise StudioError(
+                f"{sidecar.parent} already holds videos made with {key} {record[key]!r} "
+                f"({sidecar.name}), this run asks for {value!r}: rerun with the same settings "
+                "to resume, or write to another --out-dir"
+            )
+
+
 def run_batch(options: BatchOptions, progress: bool = True, pipe=None) -> dict:
     """Generate every missing (prompt, sample); returns counts {done, skipped, failed, total}.
 
@@ -335,6 +363,7 @@ def run_batch(options: BatchOptions, progress: bool = True, pipe=None) -> dict:
         video, sidecar = out / f"{stem}.mp4", out / f"{stem}.json"
         prev = previous.get((entry.prompt, i))
         if video.is_file() and sidecar.is_file() and prev and prev.get("status") == "ok":
+            _check_same_settings(sidecar, options, options.seed + i)
             records[(entry.prompt, i)] = prev
             counts["skipped"] += 1
         else:
@@ -353,9 +382,10 @@ def run_batch(options: BatchOptions, progress: bool = True, pipe=None) -> dict:
         )
     if todo:
         # The settings are shared by every video: a bad one is a usage error (exit 2), not
-        # a batch of identical failures.
+        # a batch of identical failures. (Each line's own prompt, references included, is
+        # checked with its video: a prompt here would make the line order matter.)
         req = GenerateRequest(
-            prompt=todo[0][0].prompt,
+            prompt="the shared settings",
             steps=options.steps,
             guidance=options.guidance,
             frames=options.frames,

@@ -37,6 +37,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _bounded_int(high: int):
+    """An argparse type: a whole number from 1 to ``high``."""
+
+    def parse(text: str) -> int:
+        value = _positive_int(text)
+        if value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high}, got {value}")
+        return value
+
+    return parse
+
+
 def _nonneg_int(text: str) -> int:
     try:
         value = int(text)
@@ -774,7 +786,7 @@ def _option_groups() -> dict[str, argparse.ArgumentParser]:
 
     server, g = group("server")
     g.add_argument("--host", default="127.0.0.1", help="address to listen on (default: localhost)")
-    g.add_argument("--port", type=_positive_int, help="port (ui: 8501, serve: 8000)")
+    g.add_argument("--port", type=_bounded_int(65535), help="port (ui: 8501, serve: 8000)")
     g.add_argument(
         "--home",
         default=None,
@@ -1026,7 +1038,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dsp.add_argument("--size", choices=SIZES, default="large", help="its size in the clip")
     dsp.add_argument(
-        "--image-size", type=_positive_int, default=64, help="side of the image in px (64)"
+        "--image-size",
+        type=_bounded_int(MAX_DATA_SIZE),
+        default=64,
+        help=f"side of the image in px (64; at most {MAX_DATA_SIZE})",
     )
     dsp.set_defaults(func=cmd_data_sprite)
     dp = dsub.add_parser(

@@ -236,6 +236,36 @@ def test_cli_batch_and_resume(cli, tmp_path, tiny_pipeline_dir):
     assert code == 0 and "0 videos written, 4 already done" in stdout
 
 
+def test_cli_resume_with_other_settings_is_refused(cli, tmp_path, tiny_pipeline_dir):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red square\na green circle\n")
+    out = tmp_path / "out"
+    args = (prompts, "--out-dir", out, "--model", tiny_pipeline_dir, "--frames", 2)
+    assert cli(*args, "--steps", 1)[0] == 0
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    for other in (("--steps", 2), ("--steps", 1, "--seed", 7), ("--steps", 1, "--guidance", 1)):
+        code, _, err = cli(*args, *other)
+        one_line_error(code, err, f"{out} already holds videos made with .*another --out-dir")
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before  # nothing rewritten
+    code, stdout, _ = cli(*args, "--steps", 1)  # the same settings resume
+    assert code == 0 and "0 videos written, 2 already done" in stdout
+
+
+def test_cli_a_reference_line_fails_alone_wherever_it_is(cli, tmp_path, tiny_pipeline_dir):
+    # the tiny model takes no references: the line fails, the others are made, in any order
+    for order in (("<ref1> moving left", "a red square"), ("a red square", "<ref1> moving left")):
+        prompts = tmp_path / "p.txt"
+        prompts.write_text("\n".join(order) + "\n")
+        out = tmp_path / f"out_{order[0][0]}"
+        code, stdout, _ = cli(
+            prompts, "--out-dir", out, "--model", tiny_pipeline_dir, "--frames", 2
+        )
+        assert code == 1 and "1 videos written" in stdout and "1 failed" in stdout, stdout
+        assert videos(out) == ["a red square-0.mp4"]
+        failed = [r for r in manifest(out) if r["status"] == "error"]
+        assert [r["prompt"] for r in failed] == ["<ref1> moving left"]
+
+
 def one_line_error(code, err, pattern):
     import re
 

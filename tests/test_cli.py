@@ -387,6 +387,12 @@ def test_bad_option_values_are_one_error_line(cli):
     assert code == 2 and err.strip() == (
         "error: studio serve: argument --port: must be >= 1, got 0 (see studio serve --help)"
     )
+    for argv, message in [
+        (("ui", "--port", "70000"), "--port: must be at most 65535, got 70000"),
+        (("data", "sprite", "s.png", "--image-size", "100000"), "must be at most 1024"),
+    ]:
+        code, _, err = cli(*argv)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_cached_pipeline_is_reused(tiny_pipeline_dir):
