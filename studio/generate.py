@@ -118,10 +118,14 @@ def load_pipeline(
         raise StudioError(f"could not load the model at {path}: {first}") from None
     if adapter is not None:
         try:
-            pipe.load_lora_weights(str(adapter[0]), adapter_name="lora")
+            # safetensors only: diffusers' default falls back to unpickling a .bin adapter
+            pipe.load_lora_weights(str(adapter[0]), adapter_name="lora", use_safetensors=True)
         except Exception as exc:  # a folder without an adapter, another model's adapter, ...
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise StudioError(f"could not load the LoRA adapter {adapter[0]}: {first}") from None
+            raise StudioError(
+                f"could not load the LoRA adapter {adapter[0]} (a .safetensors file or a folder "
+                f"holding one): {first}"
+            ) from None
         pipe.set_adapters(["lora"], [adapter[1]])
     pipe.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     pipe.set_progress_bar_config(disable=True)

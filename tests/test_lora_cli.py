@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from pipelines.video_io import read_video
 
@@ -55,3 +56,31 @@ def test_bad_lora_specs_are_one_error_line(
     )  # fmt: skip
     assert code == 2 and err.strip().startswith("error:") and message in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "x.mp4").exists()
+
+
+class _Marker:
+    """Unpickling this writes a file: the proof that a pickle ran code."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_pickled_adapter_is_refused_unread(cli, tmp_path, tiny_pipeline_dir, adapter):
+    from safetensors.torch import load_file
+
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    marker = tmp_path / "ran"
+    state = load_file(str(adapter / "pytorch_lora_weights.safetensors"))
+    torch.save({**state, "x": _Marker(marker)}, pickled / "pytorch_lora_weights.bin")
+    code, _, err = cli(
+        "generate", "a red square", "--model", tiny_pipeline_dir, "--lora", pickled,
+        "--out", tmp_path / "x.mp4", "--steps", "1", "--frames", "2", "--quiet",
+    )  # fmt: skip
+    assert code == 2 and "could not load the LoRA adapter" in err and ".safetensors" in err
+    assert "pytorch_lora_weights.bin" not in err  # never opened, not merely failed to unpickle
+    assert len(err.strip().splitlines()) == 1
+    assert not marker.exists() and not (tmp_path / "x.mp4").exists()
