@@ -297,6 +297,8 @@ def cmd_eval_shapes(args: argparse.Namespace) -> int:
             ),
             progress=not args.quiet,
         )
+    if not run_dir.is_dir():
+        raise StudioError(f"folder not found: {run_dir} (pass --generate to fill it)")
     if not (run_dir / "manifest.jsonl").is_file():
         raise StudioError(
             f"no manifest.jsonl in {run_dir}: run `studio batch` first or pass --generate"

@@ -673,6 +673,8 @@ def load_config(
             except yaml.YAMLError as exc:
                 problem = getattr(exc, "problem", None) or "not valid YAML"
                 raise ConfigError(f"bad override {item!r}: {problem}") from None
+            except OmegaConfBaseException as exc:  # the override's fault, not the file's
+                raise ConfigError(f"bad override {item!r}: {str(exc).splitlines()[0]}") from None
         return OmegaConf.to_object(cfg)
     except ConfigError as exc:  # a range check of the dataclasses
         raise ConfigError(f"bad config{where}: {exc}") from None
