@@ -12,7 +12,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from .errors import StudioError
+from .errors import StudioError, user_words
 from .shipped import scorer_spec
 
 # pipelines.text_to_video.DEFAULT_GUIDANCE, repeated so that `studio --help` does not import torch
@@ -1171,7 +1171,7 @@ def main(argv: list[str] | None = None) -> int:
     except (StudioError, ValueError, OSError) as exc:
         if os.environ.get("STUDIO_DEBUG"):
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {user_words(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -311,7 +311,7 @@ def test_cli_bad_shared_setting_is_a_usage_error(cli, tmp_path, tiny_pipeline_di
     prompts.write_text("a red square\na blue circle\n")
     out = tmp_path / "out"
     code, _, err = cli(prompts, "--out-dir", out, "--model", tiny_pipeline_dir, "--steps", 0)
-    one_line_error(code, err, r"num_inference_steps .*got 0$")
+    one_line_error(code, err, r"^error: steps .*got 0$")
     assert videos(out) == [] and not (out / "manifest.jsonl").exists()
 
 

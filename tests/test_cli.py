@@ -163,13 +163,13 @@ def test_progress_callback_counts_steps(tiny_pipeline_dir, tmp_path):
     [
         ("", [], "prompt is empty"),
         ("   ", [], "prompt is empty"),
-        ("a square", ["--frames", "0"], r"num_frames .*got 0$"),
-        ("a square", ["--frames", "1000"], r"num_frames .*got 1000$"),
+        ("a square", ["--frames", "0"], r"^error: frames .*got 0$"),
+        ("a square", ["--frames", "1000"], r"^error: frames .*got 1000$"),
         ("a square", ["--height", "30"], r"height .*multiple of 4.*got 30$"),
         ("a square", ["--width", "0"], r"width .*got 0$"),
-        ("a square", ["--steps", "0"], r"num_inference_steps .*got 0$"),
-        ("a square", ["--steps", "100000"], r"num_inference_steps .*got 100000$"),
-        ("a square", ["--guidance", "-2"], r"guidance_scale .*got -2\.0$"),
+        ("a square", ["--steps", "0"], r"^error: steps .*got 0$"),
+        ("a square", ["--steps", "100000"], r"^error: steps .*got 100000$"),
+        ("a square", ["--guidance", "-2"], r"^error: guidance .*got -2\.0$"),
     ],
 )
 def test_generate_bad_request(cli, small, tmp_path, prompt, extra, pattern):

@@ -427,7 +427,7 @@ def test_cli_bad_story_exits_2_without_files(cli, small_cli, tmp_path, text, pat
             ["--out", "{out}/film.mp4", "--context", "6"],
             r"context must be an integer in 1..window-1",
         ),
-        (["--out", "{out}/film.mp4", "--steps", "0"], r"num_inference_steps"),
+        (["--out", "{out}/film.mp4", "--steps", "0"], r"^error: steps must"),
         (["--out", "{out}/film.mp4", "--model", "{out}/no_model"], r"no model at"),
     ],
 )
