@@ -107,6 +107,7 @@ def load_text_encoder(
             f"text encoder {spec!r} is not a local folder and the hub is offline"
         )
     hf_logging.set_verbosity_error()  # the pooler-weights load report is noise here
+    hf_logging.disable_progress_bar()  # and so is a "Loading weights" bar per encoder
     refuse_remote_code(path, "text encoder")
     safe = NO_REMOTE_CODE
     config = AutoConfig.from_pretrained(path, **safe)

@@ -45,6 +45,7 @@ def _check_frames(frames: np.ndarray) -> np.ndarray:
 def _load(path_or_id: str | Path, expected: tuple[str, ...]):
     """Config first, so a folder holding another model type fails with a clear message."""
     from transformers import AutoConfig, AutoModel, AutoProcessor
+    from transformers.utils import logging as hf_logging
 
     from .components import NO_REMOTE_CODE, refuse_remote_code
 
@@ -58,6 +59,7 @@ def _load(path_or_id: str | Path, expected: tuple[str, ...]):
         raise ValueError(
             f"{path_or_id} is a {config.model_type!r} model; this scorer needs one of {expected}"
         )
+    hf_logging.disable_progress_bar()  # no "Loading weights" bar under `--quiet`
     model = AutoModel.from_pretrained(str(path_or_id), **NO_REMOTE_CODE).eval()
     processor = AutoProcessor.from_pretrained(str(path_or_id), **NO_REMOTE_CODE)
     return model, processor
