@@ -736,7 +736,9 @@ def _option_groups() -> dict[str, argparse.ArgumentParser]:
     )
 
     sampling, g = group("sampling")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument(
+        "--seed", type=int, default=0, help="random seed (0 .. 2**63-1, default %(default)s)"
+    )
     g.add_argument(
         "--steps",
         type=int,
@@ -755,12 +757,19 @@ def _option_groups() -> dict[str, argparse.ArgumentParser]:
     )
 
     timing, g = group("clip")
-    g.add_argument("--frames", type=int, default=16)
-    g.add_argument("--fps", type=_positive_int, default=8)
+    g.add_argument(
+        "--frames", type=int, default=16, help="frames in the clip (default %(default)s)"
+    )
+    g.add_argument(
+        "--fps",
+        type=_positive_int,
+        default=8,
+        help="frames per second of the file (default %(default)s)",
+    )
 
     size, g = group("size")
-    g.add_argument("--height", type=int, default=64)
-    g.add_argument("--width", type=int, default=64)
+    g.add_argument("--height", type=int, default=64, help="pixels (default %(default)s)")
+    g.add_argument("--width", type=int, default=64, help="pixels (default %(default)s)")
 
     windows, g = group("storyboard windows")
     g.add_argument("--window", type=_positive_int, default=16, help="frames per model call")
