@@ -19,6 +19,8 @@ import numpy as np
 from PIL import Image
 
 MAX_REFERENCES = 3
+# a non-square reference whose padded square would be larger is shrunk before padding
+MAX_PADDED_PIXELS = 4096 * 4096
 REFERENCE_BACKGROUND = (240, 240, 240)
 REFERENCE_SIZE = 64
 
@@ -127,8 +129,8 @@ def prepare_reference(image: Image.Image | np.ndarray, size: int = REFERENCE_SIZ
     1. Colour: :func:`to_rgb` (alpha composited over :data:`REFERENCE_BACKGROUND`).
     2. Square: a non-square image is padded with :data:`REFERENCE_BACKGROUND` to a square,
        the image centred (an odd leftover pixel goes to the bottom / right), so the sprite
-       keeps its aspect ratio and stays centred, as in the contract; one larger than ``size``
-       is shrunk (as in 3) before it is padded.
+       keeps its aspect ratio and stays centred, as in the contract; one whose square would
+       exceed :data:`MAX_PADDED_PIXELS` is shrunk (as in 3) before it is padded.
     3. Size: shrinking averages the source pixels each output pixel covers (Pillow's
        ``BOX`` filter, i.e. area averaging), so stripes thinner than a pixel become their
        mean colour instead of aliasing to one of them; enlarging repeats pixels (nearest),
@@ -141,9 +143,10 @@ def prepare_reference(image: Image.Image | np.ndarray, size: int = REFERENCE_SIZ
     rgb = to_rgb(image)  # (H, W, 3) uint8
     h, w = rgb.shape[:2]
     side = max(h, w)
-    if h != w and side > size:
+    if h != w and side > size and side * side > MAX_PADDED_PIXELS:
         # shrink first, then pad: padding a 100 000 × 1 strip to its square would take
-        # 30 GB (Pillow's pixel cap counts the image, not the square)
+        # 30 GB (Pillow's pixel cap counts the image, not the square); below the cap the
+        # square is padded first, as always (pixel-exact with earlier sidecars' frames)
         h, w = max(1, round(h * size / side)), max(1, round(w * size / side))
         rgb = np.asarray(Image.fromarray(rgb).resize((w, h), Image.BOX), dtype=np.uint8)
         side = size

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import re
 from dataclasses import dataclass
 from datetime import timedelta
@@ -39,6 +40,7 @@ from tqdm.auto import tqdm
 
 from pipelines.text_to_video import DEFAULT_GUIDANCE, DEFAULT_STEPS
 
+from .errors import user_words
 from .generate import (
     SIDECAR_KEYS,
     GenerateRequest,
@@ -50,6 +52,7 @@ from .generate import (
     generate,
     load_pipeline,
     model_frames,
+    parse_lora,
     write_jsonl_atomic,
 )
 
@@ -277,6 +280,17 @@ def _append_jsonl(path: Path, record: dict) -> None:
         fh.write(json.dumps(record) + "\n")
 
 
+def _lora_key(spec):
+    """A LoRA spec as (resolved path, scale), so ``adp``, ``./adp/`` and ``adp:1.0`` match."""
+    if not isinstance(spec, str):
+        return spec
+    try:
+        path, scale = parse_lora(spec)
+    except StudioError:  # gone since: compare as written
+        return spec
+    return str(path.resolve()), scale
+
+
 def _check_same_settings(sidecar: Path, options: BatchOptions, seed: int) -> None:
     """StudioError when a finished video's sidecar records other settings than this run's:
     resuming would leave one folder (and its evaluation) with videos of two settings."""
@@ -296,8 +310,9 @@ def _check_same_settings(sidecar: Path, options: BatchOptions, seed: int) -> Non
     }
     if options.image_first is not None:  # None: the model's own, recorded as used
         now["image_first"] = options.image_first
+    same = {"lora": lambda a, b: _lora_key(a) == _lora_key(b)}
     for key, value in now.items():
-        if key in record and record[key] != value:
+        if key in record and not same.get(key, operator.eq)(record[key], value):
             raise StudioError(
                 f"{sidecar.parent} already holds videos made with {key} {record[key]!r} "
                 f"({sidecar.name}), this run asks for {value!r}: rerun with the same settings "
@@ -403,7 +418,7 @@ def run_batch(options: BatchOptions, progress: bool = True, pipe=None) -> dict:
                 None,
             )
         except ValueError as exc:
-            raise StudioError(str(exc)) from None
+            raise StudioError(user_words(str(exc))) from None
     desc = "batch" if world == 1 else f"batch (process 0's share of {len(todo)}, {world} procs)"
     bar = tqdm(mine, desc=desc, unit="video", disable=not (progress and state.is_main_process))
     for entry, i, stem in bar:

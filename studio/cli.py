@@ -12,7 +12,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from .errors import StudioError, user_words
+from .errors import StudioError
 from .shipped import scorer_spec
 
 # pipelines.text_to_video.DEFAULT_GUIDANCE, repeated so that `studio --help` does not import torch
@@ -75,19 +75,17 @@ SIDECAR_OVERRIDES = {
 }
 
 
-def _given_options(args: argparse.Namespace, command: str, options: dict[str, str]) -> dict:
-    """Of ``options`` (flag → request field), those given on the command line with a value
-    other than ``command``'s default → {flag: value}."""
+def _given_options(args: argparse.Namespace, options: dict[str, str]) -> dict:
+    """Of ``options`` (flag → request field), those typed on the command line (whatever
+    their value, the default included) → {flag: value}."""
     parser = build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    defaults = sub.choices[command]
-    given = {}
-    for flag in options:
-        dest = flag.lstrip("-").replace("-", "_")
-        value = getattr(args, dest)
-        if value != defaults.get_default(dest):
-            given[flag] = value
-    return given
+    for sub in (a for a in parser._actions if isinstance(a, argparse._SubParsersAction)):
+        for command in sub.choices.values():
+            for action in command._actions:
+                action.default = argparse.SUPPRESS
+    typed = vars(parser.parse_known_args(args.argv)[0])
+    dests = {flag: flag.lstrip("-").replace("-", "_") for flag in options}
+    return {flag: getattr(args, dest) for flag, dest in dests.items() if dest in typed}
 
 
 # ---------------------------------------------------------------------------- commands
@@ -120,7 +118,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         if model is None:  # the sidecar's model, so that the same sidecar gives the same frames
             model = sidecar_model(args.from_sidecar)
         # options given beside the sidecar replace what it recorded (same clip, another seed)
-        changed = _given_options(args, "generate", SIDECAR_OVERRIDES)
+        changed = _given_options(args, SIDECAR_OVERRIDES)
         for name, value in changed.items():
             setattr(request, SIDECAR_OVERRIDES[name], value)
         if changed:
@@ -1174,13 +1172,14 @@ def main(argv: list[str] | None = None) -> int:
             args.overrides = [*args.overrides, *extra]
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what was typed (_given_options)
     warnings.filterwarnings("ignore", category=FutureWarning)
     try:
         return args.func(args)
     except (StudioError, ValueError, OSError) as exc:
         if os.environ.get("STUDIO_DEBUG"):
             raise
-        print(f"error: {user_words(str(exc))}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

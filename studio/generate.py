@@ -44,7 +44,7 @@ from pipelines.text_to_video import (
 )
 from pipelines.video_io import MAX_FPS, SUPPORTED_EXTENSIONS, write_video
 
-from .errors import StudioError
+from .errors import StudioError, user_words
 from .shipped import MODEL_ENV, SCORER_ENV, default_model_path, model_for  # noqa: F401
 from .uploads import UploadLimits, check_image, read_image_file
 
@@ -353,7 +353,12 @@ def check_sidecar_owner(out: Path) -> None:
         owner = json.loads(sidecar.read_text()).get("output")
     except (OSError, ValueError, AttributeError):
         return  # no sidecar, or not one of ours: it is replaced as before
-    if isinstance(owner, str) and owner != out.name and (out.parent / owner).is_file():
+    if (
+        isinstance(owner, str)
+        and owner != out.name
+        and Path(owner).stem == out.stem  # NAME.gif's record, not a copied pair's
+        and (out.parent / owner).is_file()
+    ):
         raise StudioError(
             f"{sidecar} is the record of {out.parent / owner}, which writing {out} would "
             "replace; choose another output name (each video's sidecar is NAME.json)"
@@ -438,8 +443,8 @@ def sample(
             callback_on_step_end=on_step,
             **extra,
         ).frames[0]
-    except ValueError as exc:
-        raise StudioError(str(exc)) from None
+    except ValueError as exc:  # the pipeline's checks, in the studio's words
+        raise StudioError(user_words(str(exc))) from None
     return to_uint8(video)[: request.frames]
 
 
@@ -633,22 +638,25 @@ def render_storyboard(
 
     # 2. Generate every window (nothing is written yet)
     t1 = time.time()
-    frames, ranges = generate_storyboard(
-        pipe,
-        story,
-        seed=options.seed,
-        window=options.window,
-        context=options.context,
-        steps=options.steps,
-        guidance=options.guidance,
-        height=options.height,
-        width=options.width,
-        progress=progress,
-        reference_images=[[r.pixels for r in refs] for refs in references],
-        image_first=options.image_first,
-        full_windows=options.full_windows,
-        candidates=options.candidates,
-    )
+    try:
+        frames, ranges = generate_storyboard(
+            pipe,
+            story,
+            seed=options.seed,
+            window=options.window,
+            context=options.context,
+            steps=options.steps,
+            guidance=options.guidance,
+            height=options.height,
+            width=options.width,
+            progress=progress,
+            reference_images=[[r.pixels for r in refs] for refs in references],
+            image_first=options.image_first,
+            full_windows=options.full_windows,
+            candidates=options.candidates,
+        )
+    except ValueError as exc:  # the pipeline's checks (each window's), in the studio's words
+        raise StudioError(user_words(str(exc))) from None
     t_gen = time.time() - t1
 
     # 3. Write the video, the per-scene files and the sidecar to temporaries, then move them

@@ -28,7 +28,6 @@ from pipelines.elements import REF_PLACEHOLDER, placeholders
 from pipelines.storyboard import Scene, Storyboard, load_storyboard
 from pipelines.text_to_video import MAX_GUIDANCE, MAX_STEPS
 
-from .errors import user_words
 from .gallery import Gallery, Job
 from .generate import (
     GenerateRequest,
@@ -430,8 +429,7 @@ def run_job(gallery: Gallery, job: Job, model: str | Path | None = None) -> Job:
     except JobCancelled:
         gallery.finish(job.id, "cancelled")
     except (StudioError, ValueError, OSError) as exc:
-        message = user_words(str(exc).splitlines()[0]) if str(exc) else "failed"
-        gallery.finish(job.id, "failed", error=message)
+        gallery.finish(job.id, "failed", error=str(exc).splitlines()[0] if str(exc) else "failed")
     except Exception as exc:  # a bug: keep the worker alive, keep the trace in the log
         log.error("job %s failed:\n%s", job.id, traceback.format_exc())
         gallery.finish(job.id, "failed", error=f"{type(exc).__name__}: {exc}")

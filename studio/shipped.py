@@ -40,8 +40,10 @@ def scorer_spec(spec: str) -> str:
     specs (``shapes:PATH``, ``clip:…``, ``xclip:…``) unchanged."""
     if spec == "default":
         return f"shapes:{DEFAULT_SCORER_DIR}"
+    from pipelines.scoring import SCORER_KINDS  # here: `studio --help` loads no torch
+
     kind, sep, where = spec.partition(":")
-    if kind not in ("shapes", "clip", "xclip") or not sep or not where:
+    if kind not in SCORER_KINDS or not sep or not where:
         raise StudioError(
             "scorer spec must be default, shapes:PATH, clip:PATH_OR_ID or xclip:PATH_OR_ID, "
             f"got {spec!r}"

@@ -303,6 +303,11 @@ def test_options_beside_a_sidecar_replace_its_settings(cli, small, tmp_path, tin
     assert cli("generate", "a green triangle", "--out", direct, "--seed", 6, *small)[0] == 0
     np.testing.assert_array_equal(read_video(again)[0], read_video(direct)[0])
     assert not np.array_equal(read_video(again)[0], read_video(first)[0])
+    # an option typed with its default value still replaces the recorded one
+    zero = tmp_path / "zero.mp4"
+    args = ("--from-sidecar", tmp_path / "first.json", "--out", zero, "--seed", 0, "--quiet")
+    assert cli("generate", *args)[0] == 0
+    assert json.loads(zero.with_suffix(".json").read_text())["seed"] == 0
     # a prompt given beside it replaces the recorded one; a bad value fails as usual
     other = tmp_path / "other.mp4"
     args = ("--from-sidecar", tmp_path / "first.json", "--out", other, "--quiet")
@@ -344,6 +349,9 @@ def test_train_overrides_after_the_config_option(cli, tmp_path):
     good.write_text("lr: 1.0e-3\n")
     code, _, err = cli("train", "vae", "--config", good, "steps=many")
     assert_one_line_error(code, err, r"\bsteps\b.*'many'")
+    # a config key is named as the config has it (the studio's "guidance" is for sampling)
+    code, _, err = cli("train", "dit", "--config", good, "guidance_scale=200")
+    assert_one_line_error(code, err, r"guidance_scale must be in")
 
 
 def test_train_missing_config_file(cli, tmp_path):

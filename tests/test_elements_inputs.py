@@ -785,7 +785,8 @@ def test_a_long_thin_image_is_shrunk_before_it_is_padded():
     assert out.shape == (8, 8, 3)
     assert (out[3] == 0).all()  # the strip, one row at the centre (the odd leftover below)
     assert (np.delete(out, 3, axis=0) == 240).all()  # the background everywhere else
-    wide = np.zeros((20, 60, 3), np.uint8)  # shrunk to 6 × 2, centred as when padded first
-    np.testing.assert_array_equal(
-        prepare_reference(wide, size=6), prepare_reference(np.zeros((2, 6, 3), np.uint8), size=6)
-    )
+    # below the cap a non-square image is padded first, as before (earlier sidecars' frames)
+    wide = np.random.default_rng(0).integers(0, 256, (70, 100, 3), dtype=np.uint8)
+    square = np.full((100, 100, 3), 240, np.uint8)
+    square[15:85] = wide
+    np.testing.assert_array_equal(prepare_reference(wide), prepare_reference(square))

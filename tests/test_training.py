@@ -315,7 +315,10 @@ def test_load_config_layers_defaults_yaml_and_overrides(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(DiTTrainConfig, tmp_path / "missing.yaml")
     # a bad override is named as such, not blamed on the file
-    for item, pattern in [("bogus=1", r"bad override 'bogus=1': .*bogus"), ("lr=x", "'lr=x'")]:
+    for item, pattern in [
+        ("bogus=1", r"^bad override 'bogus=1': .*bogus"),
+        ("lr=x", "^bad override 'lr=x'"),
+    ]:
         with pytest.raises(ConfigError, match=pattern):
             load_config(DiTTrainConfig, exp, [item])
 

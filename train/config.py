@@ -676,7 +676,9 @@ def load_config(
             except OmegaConfBaseException as exc:  # the override's fault, not the file's
                 raise ConfigError(f"bad override {item!r}: {str(exc).splitlines()[0]}") from None
         return OmegaConf.to_object(cfg)
-    except ConfigError as exc:  # a range check of the dataclasses
+    except ConfigError as exc:  # a range check of the dataclasses (or a bad override, as is)
+        if str(exc).startswith("bad override"):
+            raise
         raise ConfigError(f"bad config{where}: {exc}") from None
     except OmegaConfBaseException as exc:
         message = str(exc).splitlines()[0]
