@@ -10,6 +10,7 @@ import json
 import math
 import os
 import platform
+import re
 import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, replace
@@ -710,13 +711,29 @@ def render_storyboard(
             **(extra or {}),
         }
         sidecar_tmp = write_temp_text(sidecar, json.dumps(record, indent=2))
+        stale = _scene_files(sidecar, out) - {p.name for _, p in written}
         place_with_sidecar(written, sidecar_tmp, sidecar)
     except BaseException:
         for tmp in [*(t for t, _ in written), sidecar_tmp]:
             if tmp is not None:
                 tmp.unlink(missing_ok=True)
         raise
+    for name in stale:  # a longer earlier story's scene files, which the new record does not list
+        (out.parent / name).unlink(missing_ok=True)
     return GenerateResult(path=out, sidecar=sidecar, frames=frames, record=record)
+
+
+def _scene_files(sidecar: Path, out: Path) -> set[str]:
+    """The per-scene files (``NAME-sceneK.EXT``) that ``out``'s present storyboard sidecar
+    lists; any other name a sidecar holds is ignored (it never names a file to remove)."""
+    try:
+        record = json.loads(sidecar.read_text())
+        scenes = record["scenes"] if record.get("output") == out.name else []
+        names = {s.get("file") for s in scenes if isinstance(s, dict)}
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return set()
+    pattern = re.compile(rf"{re.escape(out.stem)}-scene[1-9][0-9]*{re.escape(out.suffix)}")
+    return {n for n in names if isinstance(n, str) and pattern.fullmatch(n)}
 
 
 def sidecar_model(path: str | Path) -> str | None:

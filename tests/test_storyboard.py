@@ -367,6 +367,28 @@ def test_cli_writes_video_sidecar_and_scene_files(cli, small_cli, tmp_path, tiny
     assert record["timings"]["generate_s"] >= 0 and record["frames"] == 8
 
 
+def test_a_shorter_story_removes_the_scene_files_of_the_longer_one(cli, small_cli, tmp_path):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = out_dir / "film.mp4"
+    story = tmp_path / "story.yaml"
+    story.write_text(STORY_YAML)  # two scenes
+    assert cli("storyboard", story, "--out", out, "--per-scene", *small_cli)[0] == 0
+    (out_dir / "film-scene7.mp4").write_bytes(b"not listed in film.json: kept")
+    record = json.loads((out_dir / "film.json").read_text())
+    record["scenes"][0]["file"] = "../outside.mp4"  # a sidecar never names a file to remove
+    (out_dir / "film.json").write_text(json.dumps(record))
+    (tmp_path / "outside.mp4").write_bytes(b"x")
+    story.write_text(
+        "fps: 4\nscenes:\n  - {prompt: a red square moving right on a black background, frames: 4}\n"
+    )
+    assert cli("storyboard", story, "--out", out, "--per-scene", *small_cli)[0] == 0
+    assert sorted(p.name for p in out_dir.iterdir()) == [
+        "film-scene1.mp4", "film-scene7.mp4", "film.json", "film.mp4"
+    ]  # fmt: skip
+    assert (tmp_path / "outside.mp4").exists()
+
+
 def test_cli_candidates_are_used_and_recorded(cli, small_cli, tmp_path):
     story = tmp_path / "story.yaml"
     story.write_text(STORY_YAML)
