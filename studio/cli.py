@@ -517,9 +517,10 @@ def cmd_data_shapes(args: argparse.Namespace) -> int:
         frames=args.frames,
         progress=not args.quiet,
     )
-    print(
-        f"wrote {len(summary.get('shards', []))} shards to {args.out}: {summary.get('counts', summary)}"
-    )
+    n = len(summary.get("shards", []))
+    counts = summary.get("counts", {})
+    made = ", ".join(f"{k} {v}" for k, v in counts.items()) if isinstance(counts, dict) else counts
+    print(f"wrote {n} shard{'s' * (n != 1)} to {args.out}; samples by kind: {made}")
     return 0
 
 
