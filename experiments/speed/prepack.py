@@ -29,8 +29,8 @@ def main() -> None:
     for m, k, n in [(512, 192, 576), (512, 192, 768), (512, 768, 192), (256, 192, 576)]:
         x, w, b = torch.randn(m, k), torch.randn(n, k), torch.randn(n)
         packed = torch.ops.mkl._mkl_reorder_linear_weight(w, m)
-        plain = bench(lambda: F.linear(x, w, b))
-        pre = bench(lambda: torch.ops.mkl._mkl_linear(x, packed, w, b, m))
+        plain = bench(lambda x=x, w=w, b=b: F.linear(x, w, b))
+        pre = bench(lambda x=x, p=packed, w=w, b=b, m=m: torch.ops.mkl._mkl_linear(x, p, w, b, m))
         diff = (torch.ops.mkl._mkl_linear(x, packed, w, b, m) - F.linear(x, w, b)).abs().max()
         print(f"| {m} × {k} × {n} | {plain:.0f} | {pre:.0f} | {diff.item():.1e} |")
 
