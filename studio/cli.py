@@ -538,6 +538,8 @@ def cmd_data_sprite(args: argparse.Namespace) -> int:
     if out.suffix.lower() != ".png":
         raise StudioError(f"the sprite is written as PNG: name it NAME.png, got {out.name!r}")
     color, color2 = args.colors
+    if color == color2:  # shapes_world.md: a two-colour pattern
+        raise StudioError(f"--colors: the pattern's two colours must differ, got {color} twice")
     try:
         sprite = ObjectSpec(
             args.shape, color, args.size, "still", 0, 0, pattern=args.pattern, color2=color2

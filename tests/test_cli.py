@@ -398,6 +398,7 @@ def test_bad_option_values_are_one_error_line(cli):
     for argv, message in [
         (("ui", "--port", "70000"), "--port: must be at most 65535, got 70000"),
         (("data", "sprite", "s.png", "--image-size", "100000"), "must be at most 1024"),
+        (("data", "sprite", "s.png", "--colors", "red", "red"), "two colours must differ"),
     ]:
         code, _, err = cli(*argv)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
