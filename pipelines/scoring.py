@@ -319,12 +319,18 @@ class VideoTextScorer(_TextTruncation):
 SCORER_KINDS = {"clip": ClipSimScorer, "xclip": XClipScorer, "shapes": VideoTextScorer}
 
 
+def split_spec(spec: str) -> tuple[str, str] | None:
+    """``KIND:WHERE`` → (kind, where) for a kind of :data:`SCORER_KINDS`; None otherwise."""
+    kind, sep, where = spec.partition(":")
+    return (kind, where) if sep and kind in SCORER_KINDS and where else None
+
+
 def load_scorer(spec: str, device: str = "cpu"):
     """``shapes:PATH``, ``clip:PATH_OR_ID`` or ``xclip:PATH_OR_ID`` → a scorer (the studio
     resolves ``default``, the shipped scorer, to ``shapes:DIR``: studio.shipped.scorer_spec)."""
-    kind, sep, where = spec.partition(":")
-    if not sep or kind not in SCORER_KINDS or not where:
+    parts = split_spec(spec)
+    if parts is None:
         raise ValueError(
             f"scorer spec must be shapes:PATH, clip:PATH_OR_ID or xclip:PATH_OR_ID, got {spec!r}"
         )
-    return SCORER_KINDS[kind].from_pretrained(where, device=device)
+    return SCORER_KINDS[parts[0]].from_pretrained(parts[1], device=device)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import operator
 import re
 from dataclasses import dataclass
 from datetime import timedelta
@@ -53,6 +52,7 @@ from .generate import (
     load_pipeline,
     model_frames,
     parse_lora,
+    read_record,
     write_jsonl_atomic,
 )
 
@@ -294,12 +294,7 @@ def _lora_key(spec):
 def _check_same_settings(sidecar: Path, options: BatchOptions, seed: int) -> None:
     """StudioError when a finished video's sidecar records other settings than this run's:
     resuming would leave one folder (and its evaluation) with videos of two settings."""
-    try:
-        record = json.loads(sidecar.read_text())
-    except (OSError, ValueError):
-        return  # unreadable: the video is kept as before; the judge reads the video
-    if not isinstance(record, dict):
-        return
+    record = read_record(sidecar)  # unreadable: the video is kept as before
     now = {
         "seed": seed,
         "steps": options.steps,
@@ -310,9 +305,11 @@ def _check_same_settings(sidecar: Path, options: BatchOptions, seed: int) -> Non
     }
     if options.image_first is not None:  # None: the model's own, recorded as used
         now["image_first"] = options.image_first
-    same = {"lora": lambda a, b: _lora_key(a) == _lora_key(b)}
     for key, value in now.items():
-        if key in record and not same.get(key, operator.eq)(record[key], value):
+        if key not in record:
+            continue
+        same = _lora_key(record[key]) == _lora_key(value) if key == "lora" else record[key] == value
+        if not same:
             raise StudioError(
                 f"{sidecar.parent} already holds videos made with {key} {record[key]!r} "
                 f"({sidecar.name}), this run asks for {value!r}: rerun with the same settings "

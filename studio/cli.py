@@ -477,8 +477,8 @@ def cmd_score(args: argparse.Namespace) -> int:
             raise StudioError("--out SCORES.jsonl is required when scoring a pairs file")
         pairs, problems = read_pairs(src)
         base, out = src.parent, Path(args.out)
-    inputs = [src / "manifest.jsonl"] if src.is_dir() else [src]
-    if out.exists() and any(out.resolve() == i.resolve() for i in inputs if i.exists()):
+    scored = src / "manifest.jsonl" if src.is_dir() else src
+    if out.exists() and out.resolve() == scored.resolve():
         raise StudioError(f"--out {out} is the input it scores; write the scores to another file")
     check_writable(out)  # before scoring: a bad --out costs nothing
     for p in problems:

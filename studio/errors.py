@@ -1,6 +1,8 @@
 """The studio's user-error type, in a module that imports nothing heavy: ``studio --help``
 and the CLI's argument checks run without loading torch."""
 
+import re
+
 
 class StudioError(Exception):
     """A user error: printed as one line, exit code 2."""
@@ -17,8 +19,6 @@ _PIPELINE_WORDS = {
 
 def user_words(message: str) -> str:
     """``message`` with the pipeline's parameter names replaced by the studio's."""
-    import re
-
     for name, word in _PIPELINE_WORDS.items():
         message = re.sub(rf"\b{name}\b", word, message)
     return message

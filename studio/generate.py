@@ -345,15 +345,22 @@ def check_output_path(out: str | Path) -> Path:
     return out
 
 
+def read_record(path: Path) -> dict:
+    """A sidecar's JSON object, or ``{}`` when there is none or it is not one (a check that
+    only consults a sidecar then lets the write go on as before)."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 def check_sidecar_owner(out: Path) -> None:
     """StudioError when ``out``'s sidecar (``NAME.json``) describes another video that is
     still there (``NAME.gif`` beside ``NAME.mp4``): writing ``out`` would leave that video
     beside a record of other frames."""
     sidecar = out.with_suffix(".json")
-    try:
-        owner = json.loads(sidecar.read_text()).get("output")
-    except (OSError, ValueError, AttributeError):
-        return  # no sidecar, or not one of ours: it is replaced as before
+    owner = read_record(sidecar).get("output")  # none, or not one of ours: replaced as before
     if (
         isinstance(owner, str)
         and owner != out.name
@@ -726,12 +733,11 @@ def render_storyboard(
 def _scene_files(sidecar: Path, out: Path) -> set[str]:
     """The per-scene files (``NAME-sceneK.EXT``) that ``out``'s present storyboard sidecar
     lists; any other name a sidecar holds is ignored (it never names a file to remove)."""
-    try:
-        record = json.loads(sidecar.read_text())
-        scenes = record["scenes"] if record.get("output") == out.name else []
-        names = {s.get("file") for s in scenes if isinstance(s, dict)}
-    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+    record = read_record(sidecar)
+    scenes = record.get("scenes") if record.get("output") == out.name else None
+    if not isinstance(scenes, list):
         return set()
+    names = {s.get("file") for s in scenes if isinstance(s, dict)}
     pattern = re.compile(rf"{re.escape(out.stem)}-scene[1-9][0-9]*{re.escape(out.suffix)}")
     return {n for n in names if isinstance(n, str) and pattern.fullmatch(n)}
 

@@ -40,10 +40,9 @@ def scorer_spec(spec: str) -> str:
     specs (``shapes:PATH``, ``clip:…``, ``xclip:…``) unchanged."""
     if spec == "default":
         return f"shapes:{DEFAULT_SCORER_DIR}"
-    from pipelines.scoring import SCORER_KINDS  # here: `studio --help` loads no torch
+    from pipelines.scoring import split_spec  # here: `studio --help` loads no torch
 
-    kind, sep, where = spec.partition(":")
-    if kind not in SCORER_KINDS or not sep or not where:
+    if split_spec(spec) is None:
         raise StudioError(
             "scorer spec must be default, shapes:PATH, clip:PATH_OR_ID or xclip:PATH_OR_ID, "
             f"got {spec!r}"
