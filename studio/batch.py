@@ -292,9 +292,7 @@ def _lora_key(spec):
 
 
 def _check_same_settings(sidecar: Path, options: BatchOptions, seed: int) -> None:
-    """StudioError when a finished video's sidecar records other settings than this run's:
-    resuming would leave one folder (and its evaluation) with videos of two settings."""
-    record = read_record(sidecar)  # unreadable: the video is kept as before
+    """StudioError when a finished video's sidecar records other settings than this run's."""
     now = {
         "seed": seed,
         "steps": options.steps,
@@ -305,6 +303,14 @@ def _check_same_settings(sidecar: Path, options: BatchOptions, seed: int) -> Non
     }
     if options.image_first is not None:  # None: the model's own, recorded as used
         now["image_first"] = options.image_first
+    check_same_settings(sidecar, now, "another --out-dir")
+
+
+def check_same_settings(sidecar: Path, now: dict, elsewhere: str) -> None:
+    """StudioError when ``sidecar`` (a finished video's) records another value for a key of
+    ``now``: resuming would leave one folder (and its evaluation) with videos of two settings.
+    A key the sidecar lacks, or an unreadable sidecar, is not compared (kept as before)."""
+    record = read_record(sidecar)
     for key, value in now.items():
         if key not in record:
             continue
@@ -313,7 +319,7 @@ def _check_same_settings(sidecar: Path, options: BatchOptions, seed: int) -> Non
             raise StudioError(
                 f"{sidecar.parent} already holds videos made with {key} {record[key]!r} "
                 f"({sidecar.name}), this run asks for {value!r}: rerun with the same settings "
-                "to resume, or write to another --out-dir"
+                f"to resume, or write to {elsewhere}"
             )
 
 

@@ -56,13 +56,16 @@ def _run_suite(
     sidecar_extra: dict[str, Any],
     fps: int = 8,
     progress: bool = False,
+    settings: dict[str, Any] | None = None,
 ) -> dict[str, int]:
     """Fill ``out_dir`` with one video per (entry, sample): ``NAME-i.mp4``, its sidecar
     ``NAME-i.json``, the reference images ``NAME-refK.png`` and a ``manifest.jsonl`` line.
 
     Resumable: a (entry, sample) whose manifest line is ``ok`` for the same prompt and
-    references, and whose files exist, is skipped. A failing video is recorded as ``error``
-    and the run goes on. Sample ``i`` uses seed ``seed + i``, like ``studio batch``.
+    references, and whose files exist, is skipped; StudioError when its sidecar records other
+    ``settings`` (or another seed, fps or source) than this run's, as ``studio batch`` does.
+    A failing video is recorded as ``error`` and the run goes on. Sample ``i`` uses seed
+    ``seed + i``, like ``studio batch``.
     """
     from PIL import Image
     from tqdm.auto import tqdm
@@ -70,6 +73,7 @@ def _run_suite(
     from pipelines.files import write_json_atomic, write_jsonl_atomic
     from pipelines.video_io import write_video
 
+    from .batch import check_same_settings
     from .generate import ensure_output_dir
 
     if samples < 1:
@@ -92,6 +96,8 @@ def _run_suite(
             and (out / f"{stem}.mp4").is_file()
             and (out / f"{stem}.json").is_file()
         ):
+            now = {"seed": seed + i, "fps": fps, "source": sidecar_extra.get("source")}
+            check_same_settings(out / f"{stem}.json", now | (settings or {}), "another folder")
             records.append(prev)
             counts["skipped"] += 1
             continue
@@ -214,7 +220,12 @@ def generate_elements_run(
             "weights_hash": weights_hash(Path(model)) if Path(model).is_dir() else None,
             "versions": package_versions(),
         }
-    return _run_suite(suite, Path(out_dir), samples, seed, make_video, extra, fps, progress)
+    # what a resume must share; the model by its weights (a path may be written two ways)
+    settings = {"steps": steps, "guidance": guidance, "frames": frames}
+    settings |= {"weights_hash": extra["weights_hash"]} if extra.get("weights_hash") else {}
+    return _run_suite(
+        suite, Path(out_dir), samples, seed, make_video, extra, fps, progress, settings
+    )
 
 
 def render_ground_truth_run(

@@ -355,15 +355,17 @@ def read_record(path: Path) -> dict:
     return record if isinstance(record, dict) else {}
 
 
-def check_sidecar_owner(out: Path) -> None:
+def check_sidecar_owner(out: Path, writes_sidecar: bool = True) -> None:
     """StudioError when ``out``'s sidecar (``NAME.json``) describes another video that is
     still there (``NAME.gif`` beside ``NAME.mp4``): writing ``out`` would leave that video
-    beside a record of other frames."""
+    beside a record of other frames. A file written without its own sidecar
+    (``writes_sidecar=False``: a storyboard's ``NAME-sceneK.EXT``) may not replace the video
+    its ``NAME.json`` records either, since that record would then describe other frames."""
     sidecar = out.with_suffix(".json")
     owner = read_record(sidecar).get("output")  # none, or not one of ours: replaced as before
     if (
         isinstance(owner, str)
-        and owner != out.name
+        and (owner != out.name or not writes_sidecar)
         and Path(owner).stem == out.stem  # NAME.gif's record, not a copied pair's
         and (out.parent / owner).is_file()
     ):
@@ -635,13 +637,15 @@ def render_storyboard(
     t0 = time.time()
     out = check_output_path(out)
     check_seed(options.seed)
+    scene_paths = [
+        out.with_name(f"{out.stem}-scene{i}{out.suffix}") for i in range(1, len(story.scenes) + 1)
+    ]
+    for path in scene_paths if options.per_scene else []:
+        check_sidecar_owner(path, writes_sidecar=False)  # a clip `studio generate` wrote there
     model_path = model_for(model, references=any(s.references for s in story.scenes))
     check_scene_references(story.scenes, max_references(pipe if pipe is not None else model_path))
     references = read_story_references(story, size=reference_side(options.height, options.width))
     pipe = pipe or load_pipeline(model_path, lora=options.lora)
-    scene_paths = [
-        out.with_name(f"{out.stem}-scene{i}{out.suffix}") for i in range(1, len(story.scenes) + 1)
-    ]
     t_load = time.time() - t0
 
     # 2. Generate every window (nothing is written yet)

@@ -27,6 +27,7 @@ from evals.report import write_elements_report
 from pipelines.video_io import read_video, write_video
 from studio.cli import main
 from studio.elements_batch import generate_elements_run, reference_images, render_ground_truth_run
+from studio.errors import StudioError
 from train.elements_suite import (
     build_elements_suite,
     build_elements_val,
@@ -401,7 +402,21 @@ def test_generate_elements_run_calls_the_pipeline_by_contract(tmp_path, small_su
     assert evaluate_elements_dir(tmp_path)["overall"]["all_correct"] == 1.0
     # resumable: nothing is generated twice
     pipe.calls.clear()
-    assert generate_elements_run(pipe, small_suite, tmp_path, samples=2, seed=7)["skipped"] == 12
+    again = generate_elements_run(pipe, small_suite, tmp_path, samples=2, seed=7, steps=3)
+    assert again["skipped"] == 12 and pipe.calls == []
+    # a resume with other settings, or the renderer into the model's folder, is refused before
+    # any video is made (the folder would mix two settings under one report)
+    for kwargs, word in (
+        ({"steps": 4}, "steps 3"),
+        ({"seed": 8}, "seed 7"),
+        ({"frames": 8}, "frames 16"),
+    ):
+        with pytest.raises(StudioError, match=f"already holds videos made with {word}"):
+            generate_elements_run(
+                pipe, small_suite, tmp_path, samples=2, **{"seed": 7, "steps": 3} | kwargs
+            )
+    with pytest.raises(StudioError, match="source 'model'"):
+        render_ground_truth_run(small_suite, tmp_path, samples=2, seed=7)
     assert pipe.calls == []
 
 

@@ -389,6 +389,23 @@ def test_a_shorter_story_removes_the_scene_files_of_the_longer_one(cli, small_cl
     assert (tmp_path / "outside.mp4").exists()
 
 
+def test_per_scene_files_do_not_replace_a_clip_with_its_own_record(cli, small_cli, tmp_path):
+    # film-scene2.mp4 was written by `studio generate`, with its record film-scene2.json: a
+    # storyboard's scene file there would leave that record describing other frames
+    story = tmp_path / "story.yaml"
+    story.write_text(STORY_YAML)
+    out = tmp_path / "film.mp4"
+    clip, record = tmp_path / "film-scene2.mp4", tmp_path / "film-scene2.json"
+    clip.write_bytes(b"a clip of its own")
+    record.write_text(json.dumps({"prompt": "a blue circle", "output": "film-scene2.mp4"}))
+    code, _, err = cli("storyboard", story, "--out", out, "--per-scene", *small_cli)
+    assert code == 2 and f"{record} is the record of {clip}" in err
+    assert clip.read_bytes() == b"a clip of its own" and not out.exists()
+    # without --per-scene nothing is written there, so the storyboard goes ahead
+    assert cli("storyboard", story, "--out", out, *small_cli)[0] == 0
+    assert clip.read_bytes() == b"a clip of its own" and out.is_file()
+
+
 def test_cli_candidates_are_used_and_recorded(cli, small_cli, tmp_path):
     story = tmp_path / "story.yaml"
     story.write_text(STORY_YAML)
