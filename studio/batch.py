@@ -53,8 +53,10 @@ from .generate import (
     model_frames,
     parse_lora,
     read_record,
+    weights_hash,
     write_jsonl_atomic,
 )
+from .shipped import model_for
 
 _FORBIDDEN = re.compile(r'[/\\:*?"<>|\x00-\x1f\x7f]')
 MAX_NAME_BYTES = 200
@@ -291,8 +293,11 @@ def _lora_key(spec):
     return str(path.resolve()), scale
 
 
-def _check_same_settings(sidecar: Path, options: BatchOptions, seed: int) -> None:
-    """StudioError when a finished video's sidecar records other settings than this run's."""
+def _check_same_settings(
+    sidecar: Path, options: BatchOptions, seed: int, weights: str | None
+) -> None:
+    """StudioError when a finished video's sidecar records other settings than this run's,
+    or another model's weights (``weights``: this run's model's ``weights_hash``)."""
     now = {
         "seed": seed,
         "steps": options.steps,
@@ -303,6 +308,8 @@ def _check_same_settings(sidecar: Path, options: BatchOptions, seed: int) -> Non
     }
     if options.image_first is not None:  # None: the model's own, recorded as used
         now["image_first"] = options.image_first
+    if weights is not None:  # a model folder, not a hub id
+        now["weights_hash"] = weights
     check_same_settings(sidecar, now, "another --out-dir")
 
 
@@ -373,6 +380,9 @@ def run_batch(options: BatchOptions, progress: bool = True, pipe=None) -> dict:
     }
     todo = []
     owners: dict[str, str] = {}  # file stem → the prompt it belongs to
+    model = model_for(options.model)  # a folder's weights are compared by their bytes
+    weights = weights_hash(model) if previous and model.is_dir() else None
+
     for entry, i in jobs:
         stem = video_stem(entry.prompt, i)
         if owners.setdefault(stem, entry.prompt) != entry.prompt:
@@ -381,7 +391,7 @@ def run_batch(options: BatchOptions, progress: bool = True, pipe=None) -> dict:
         video, sidecar = out / f"{stem}.mp4", out / f"{stem}.json"
         prev = previous.get((entry.prompt, i))
         if video.is_file() and sidecar.is_file() and prev and prev.get("status") == "ok":
-            _check_same_settings(sidecar, options, options.seed + i)
+            _check_same_settings(sidecar, options, options.seed + i, weights)
             records[(entry.prompt, i)] = prev
             counts["skipped"] += 1
         else:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from safetensors.torch import load_file, save_file
 
 from studio import batch as batch_mod
 from studio.batch import (
@@ -249,6 +250,20 @@ def test_cli_resume_with_other_settings_is_refused(cli, tmp_path, tiny_pipeline_
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before  # nothing rewritten
     code, stdout, _ = cli(*args, "--steps", 1)  # the same settings resume
     assert code == 0 and "0 videos written, 2 already done" in stdout
+    # the model by its weights: a copy of it resumes, other weights (a new default) do not
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_pipeline_dir, copy)
+    same = (prompts, "--out-dir", out, "--model", copy, "--frames", 2, "--steps", 1)
+    code, stdout, _ = cli(*same)
+    assert code == 0 and "0 videos written, 2 already done" in stdout
+    weights = next(copy.glob("transformer/*.safetensors"))
+    tensors = load_file(weights)
+    name = next(iter(tensors))
+    save_file(tensors | {name: tensors[name] + 1}, weights)
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    code, _, err = cli(*same)
+    one_line_error(code, err, f"{out} already holds videos made with weights_hash")
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
 
 
 def test_cli_a_reference_line_fails_alone_wherever_it_is(cli, tmp_path, tiny_pipeline_dir):
