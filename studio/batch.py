@@ -322,12 +322,17 @@ def check_same_settings(sidecar: Path, now: dict, elsewhere: str) -> None:
         if key not in record:
             continue
         same = _lora_key(record[key]) == _lora_key(value) if key == "lora" else record[key] == value
-        if not same:
-            raise StudioError(
-                f"{sidecar.parent} already holds videos made with {key} {record[key]!r} "
-                f"({sidecar.name}), this run asks for {value!r}: rerun with the same settings "
-                f"to resume, or write to {elsewhere}"
-            )
+        if same:
+            continue
+        if key == "weights_hash":  # a hash means nothing to a user: name the model
+            made = f"another model's weights ({record.get('model', 'a model')}, {record[key]})"
+            asks = f"this run's model has {value}"
+        else:
+            made, asks = f"{key} {record[key]!r}", f"this run asks for {value!r}"
+        raise StudioError(
+            f"{sidecar.parent} already holds videos made with {made} ({sidecar.name}), "
+            f"{asks}: rerun with the same settings to resume, or write to {elsewhere}"
+        )
 
 
 def run_batch(options: BatchOptions, progress: bool = True, pipe=None) -> dict:

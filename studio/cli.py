@@ -342,6 +342,7 @@ def cmd_eval_elements(args: argparse.Namespace) -> int:
                     guidance=args.guidance,
                     model=str(model),
                     progress=not args.quiet,
+                    lora=args.lora,
                 )
             except ValueError as exc:  # a pipeline that takes no reference images
                 raise StudioError(str(exc)) from None

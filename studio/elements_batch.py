@@ -82,10 +82,13 @@ def _run_suite(
     manifest = out / MANIFEST
     previous = {(r.get("name"), r.get("sample")): r for r in read_manifest(manifest)}
     counts = {"done": 0, "skipped": 0, "failed": 0, "total": len(suite) * samples}
-    records: list[dict[str, Any]] = []
     jobs = [(e, i) for e in suite for i in range(samples)]
-    for entry, i in tqdm(jobs, desc="elements", unit="video", disable=not progress):
-        # 1. Resume: keep a finished video
+
+    # 1. Resume: keep the finished videos, each checked against this run's settings before
+    #    anything is made (a refused run leaves the folder as it was)
+    results: dict[int, dict[str, Any]] = {}  # job index → its manifest line
+    shared = {"fps": fps, "source": sidecar_extra.get("source")} | (settings or {})
+    for j, (entry, i) in enumerate(jobs):
         stem = f"{entry['name']}-{i}"
         prev = previous.get((entry["name"], i))
         if (
@@ -96,11 +99,14 @@ def _run_suite(
             and (out / f"{stem}.mp4").is_file()
             and (out / f"{stem}.json").is_file()
         ):
-            now = {"seed": seed + i, "fps": fps, "source": sidecar_extra.get("source")}
-            check_same_settings(out / f"{stem}.json", now | (settings or {}), "another folder")
-            records.append(prev)
-            counts["skipped"] += 1
-            continue
+            check_same_settings(out / f"{stem}.json", shared | {"seed": seed + i}, "another folder")
+            results[j] = prev
+    counts["skipped"] = len(results)
+    todo = [j for j in range(len(jobs)) if j not in results]
+
+    for j in tqdm(todo, desc="elements", unit="video", disable=not progress):
+        entry, i = jobs[j]
+        stem = f"{entry['name']}-{i}"
         # 2. Reference images, written once per entry
         refs = reference_images(entry)
         ref_names = [f"{entry['name']}-ref{k}.png" for k in range(1, len(refs) + 1)]
@@ -142,10 +148,11 @@ def _run_suite(
         except Exception as exc:  # one failing video must not stop the run
             record |= {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
             counts["failed"] += 1
-        records.append(record)
-        # Rewrite the manifest after every video: an interruption loses at most this one.
-        write_jsonl_atomic(manifest, records)
-    write_jsonl_atomic(manifest, records)
+        results[j] = record
+        # The manifest after every video, the finished ones still to come included: an
+        # interruption loses at most this one.
+        write_jsonl_atomic(manifest, [results[k] for k in sorted(results)])
+    write_jsonl_atomic(manifest, [results[k] for k in sorted(results)])
     return counts
 
 
@@ -161,8 +168,11 @@ def generate_elements_run(
     fps: int = 8,
     model: str | None = None,
     progress: bool = False,
+    lora: str | None = None,
 ) -> dict[str, int]:
     """Generate every (suite entry, sample) with ``pipe`` into ``out_dir`` (resumable).
+    ``model`` and ``lora`` (the adapter ``pipe`` was loaded with) are recorded and compared
+    on a resume.
 
     The pipeline is called as ``pipe(prompt, reference_images=[(64, 64, 3) uint8, ...],
     num_frames=frames, num_inference_steps=steps, guidance_scale=guidance,
@@ -211,7 +221,7 @@ def generate_elements_run(
         ).frames[0]
         return to_uint8(np.asarray(out))
 
-    extra: dict[str, Any] = {"steps": steps, "guidance": guidance, "source": "model"}
+    extra: dict[str, Any] = {"steps": steps, "guidance": guidance, "source": "model", "lora": lora}
     if model is not None:
         from .generate import package_versions, weights_hash
 
@@ -221,7 +231,7 @@ def generate_elements_run(
             "versions": package_versions(),
         }
     # what a resume must share; the model by its weights (a path may be written two ways)
-    settings = {"steps": steps, "guidance": guidance, "frames": frames}
+    settings = {"steps": steps, "guidance": guidance, "frames": frames, "lora": lora}
     settings |= {"weights_hash": extra["weights_hash"]} if extra.get("weights_hash") else {}
     return _run_suite(
         suite, Path(out_dir), samples, seed, make_video, extra, fps, progress, settings

@@ -736,14 +736,22 @@ def render_storyboard(
 
 def _scene_files(sidecar: Path, out: Path) -> set[str]:
     """The per-scene files (``NAME-sceneK.EXT``) that ``out``'s present storyboard sidecar
-    lists; any other name a sidecar holds is ignored (it never names a file to remove)."""
+    lists and that no record of their own claims; any other name a sidecar holds is ignored
+    (it never names a file to remove)."""
     record = read_record(sidecar)
     scenes = record.get("scenes") if record.get("output") == out.name else None
     if not isinstance(scenes, list):
         return set()
     names = {s.get("file") for s in scenes if isinstance(s, dict)}
     pattern = re.compile(rf"{re.escape(out.stem)}-scene[1-9][0-9]*{re.escape(out.suffix)}")
-    return {n for n in names if isinstance(n, str) and pattern.fullmatch(n)}
+    return {
+        n
+        for n in names
+        if isinstance(n, str)
+        and pattern.fullmatch(n)
+        # a clip written there since, with its own record, is no longer a scene file
+        and read_record((out.parent / n).with_suffix(".json")).get("output") != n
+    }
 
 
 def sidecar_model(path: str | Path) -> str | None:

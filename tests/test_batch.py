@@ -262,7 +262,7 @@ def test_cli_resume_with_other_settings_is_refused(cli, tmp_path, tiny_pipeline_
     save_file(tensors | {name: tensors[name] + 1}, weights)
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     code, _, err = cli(*same)
-    one_line_error(code, err, f"{out} already holds videos made with weights_hash")
+    one_line_error(code, err, f"{out} already holds videos made with another model's weights")
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
 
 

@@ -420,6 +420,46 @@ def test_generate_elements_run_calls_the_pipeline_by_contract(tmp_path, small_su
     assert pipe.calls == []
 
 
+def test_generate_elements_run_checks_every_finished_video_before_making_one(tmp_path, small_suite):
+    pipe = GroundTruthPipe(small_suite)
+    generate_elements_run(pipe, small_suite, tmp_path, steps=3)
+    manifest = tmp_path / "manifest.jsonl"
+    lines = [json.loads(x) for x in manifest.read_text().splitlines()]
+    lines[0] |= {"status": "error", "error": "out of memory"}  # the first video to redo
+    manifest.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    pipe.calls.clear()
+    for kwargs in ({"steps": 4}, {"steps": 3, "lora": "adapters/style"}):
+        with pytest.raises(StudioError, match="already holds videos made with"):
+            generate_elements_run(pipe, small_suite, tmp_path, **kwargs)
+    assert pipe.calls == [] and {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    # the same settings redo the first video and keep every other line, in order
+    counts = generate_elements_run(pipe, small_suite, tmp_path, steps=3)
+    assert (counts["done"], counts["skipped"]) == (1, len(lines) - 1)
+    after = [json.loads(x) for x in manifest.read_text().splitlines()]
+    assert [x["status"] for x in after] == ["ok"] * len(lines) and after[1:] == lines[1:]
+
+
+def test_an_interrupted_elements_run_keeps_the_finished_lines_after_it(tmp_path, small_suite):
+    pipe = GroundTruthPipe(small_suite)
+    generate_elements_run(pipe, small_suite, tmp_path, steps=3)
+    manifest = tmp_path / "manifest.jsonl"
+    lines = manifest.read_text().splitlines()
+    for line in (lines[0], lines[2]):  # two videos to redo
+        (tmp_path / json.loads(line)["video"]).unlink()
+
+    def interrupted(*args, **kwargs):
+        if len(pipe.calls) == 1:  # the second video to redo: a Ctrl-C while it is made
+            raise KeyboardInterrupt
+        return pipe(*args, **kwargs)
+
+    pipe.calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        generate_elements_run(interrupted, small_suite, tmp_path, steps=3)
+    # the first redone video's line is written, and no finished line after it is lost
+    assert manifest.read_text().splitlines() == [lines[0], lines[1], *lines[3:]]
+
+
 def test_generate_elements_run_refuses_a_pipeline_without_references(tmp_path, small_suite):
     def text_only(prompt, num_frames=16, generator=None):  # no reference_images
         raise AssertionError("must not be called")

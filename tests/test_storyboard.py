@@ -389,6 +389,22 @@ def test_a_shorter_story_removes_the_scene_files_of_the_longer_one(cli, small_cl
     assert (tmp_path / "outside.mp4").exists()
 
 
+def test_a_shorter_story_keeps_a_scene_file_that_has_its_own_record_since(cli, small_cli, tmp_path):
+    out = tmp_path / "film.mp4"
+    story = tmp_path / "story.yaml"
+    story.write_text(STORY_YAML)  # two scenes
+    assert cli("storyboard", story, "--out", out, "--per-scene", *small_cli)[0] == 0
+    # film-scene2.mp4 replaced since by a clip with its own record (as `studio generate` writes)
+    clip = tmp_path / "film-scene2.mp4"
+    clip.write_bytes(b"a clip of its own")
+    (tmp_path / "film-scene2.json").write_text(json.dumps({"output": "film-scene2.mp4"}))
+    story.write_text(
+        "fps: 4\nscenes:\n  - {prompt: a red square moving right on a black background, frames: 4}\n"
+    )
+    assert cli("storyboard", story, "--out", out, "--per-scene", *small_cli)[0] == 0
+    assert clip.read_bytes() == b"a clip of its own"  # not removed as the old scene 2
+
+
 def test_per_scene_files_do_not_replace_a_clip_with_its_own_record(cli, small_cli, tmp_path):
     # film-scene2.mp4 was written by `studio generate`, with its record film-scene2.json: a
     # storyboard's scene file there would leave that record describing other frames
