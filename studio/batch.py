@@ -45,14 +45,13 @@ from .generate import (
     GenerateRequest,
     StudioError,
     check_request,
+    check_same_settings,
     check_seed,
     clean_stale_temps,
     ensure_output_dir,
     generate,
     load_pipeline,
     model_frames,
-    parse_lora,
-    read_record,
     weights_hash,
     write_jsonl_atomic,
 )
@@ -282,17 +281,6 @@ def _append_jsonl(path: Path, record: dict) -> None:
         fh.write(json.dumps(record) + "\n")
 
 
-def _lora_key(spec):
-    """A LoRA spec as (resolved path, scale), so ``adp``, ``./adp/`` and ``adp:1.0`` match."""
-    if not isinstance(spec, str):
-        return spec
-    try:
-        path, scale = parse_lora(spec)
-    except StudioError:  # gone since: compare as written
-        return spec
-    return str(path.resolve()), scale
-
-
 def _check_same_settings(
     sidecar: Path, options: BatchOptions, seed: int, weights: str | None
 ) -> None:
@@ -311,28 +299,6 @@ def _check_same_settings(
     if weights is not None:  # a model folder, not a hub id
         now["weights_hash"] = weights
     check_same_settings(sidecar, now, "another --out-dir")
-
-
-def check_same_settings(sidecar: Path, now: dict, elsewhere: str) -> None:
-    """StudioError when ``sidecar`` (a finished video's) records another value for a key of
-    ``now``: resuming would leave one folder (and its evaluation) with videos of two settings.
-    A key the sidecar lacks, or an unreadable sidecar, is not compared (kept as before)."""
-    record = read_record(sidecar)
-    for key, value in now.items():
-        if key not in record:
-            continue
-        same = _lora_key(record[key]) == _lora_key(value) if key == "lora" else record[key] == value
-        if same:
-            continue
-        if key == "weights_hash":  # a hash means nothing to a user: name the model
-            made = f"another model's weights ({record.get('model', 'a model')}, {record[key]})"
-            asks = f"this run's model has {value}"
-        else:
-            made, asks = f"{key} {record[key]!r}", f"this run asks for {value!r}"
-        raise StudioError(
-            f"{sidecar.parent} already holds videos made with {made} ({sidecar.name}), "
-            f"{asks}: rerun with the same settings to resume, or write to {elsewhere}"
-        )
 
 
 def run_batch(options: BatchOptions, progress: bool = True, pipe=None) -> dict:

@@ -73,8 +73,7 @@ def _run_suite(
     from pipelines.files import write_json_atomic, write_jsonl_atomic
     from pipelines.video_io import write_video
 
-    from .batch import check_same_settings
-    from .generate import ensure_output_dir
+    from .generate import check_same_settings, ensure_output_dir
 
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")

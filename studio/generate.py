@@ -355,6 +355,39 @@ def read_record(path: Path) -> dict:
     return record if isinstance(record, dict) else {}
 
 
+def _lora_key(spec):
+    """A LoRA spec as (resolved path, scale), so ``adp``, ``./adp/`` and ``adp:1.0`` match."""
+    if not isinstance(spec, str):
+        return spec
+    try:
+        path, scale = parse_lora(spec)
+    except StudioError:  # gone since: compare as written
+        return spec
+    return str(path.resolve()), scale
+
+
+def check_same_settings(sidecar: Path, now: dict, elsewhere: str) -> None:
+    """StudioError when ``sidecar`` (a finished video's) records another value for a key of
+    ``now``: resuming would leave one folder (and its evaluation) with videos of two settings.
+    A key the sidecar lacks, or an unreadable sidecar, is not compared (kept as before)."""
+    record = read_record(sidecar)
+    for key, value in now.items():
+        if key not in record:
+            continue
+        same = _lora_key(record[key]) == _lora_key(value) if key == "lora" else record[key] == value
+        if same:
+            continue
+        if key == "weights_hash":  # a hash means nothing to a user: name the model
+            made = f"another model's weights ({record.get('model', 'a model')}, {record[key]})"
+            asks = f"this run's model has {value}"
+        else:
+            made, asks = f"{key} {record[key]!r}", f"this run asks for {value!r}"
+        raise StudioError(
+            f"{sidecar.parent} already holds videos made with {made} ({sidecar.name}), "
+            f"{asks}: rerun with the same settings to resume, or write to {elsewhere}"
+        )
+
+
 def check_sidecar_owner(out: Path, writes_sidecar: bool = True) -> None:
     """StudioError when ``out``'s sidecar (``NAME.json``) describes another video that is
     still there (``NAME.gif`` beside ``NAME.mp4``): writing ``out`` would leave that video
