@@ -33,14 +33,18 @@ def verdicts(videos: list[np.ndarray], captions: list[str]) -> dict[str, int]:
 
 
 @torch.no_grad()
-def drawn(folder: str, data, steps: int) -> list[np.ndarray]:
+def drawn(folder: str, data, steps: int, swapped_negative: float = 0.0) -> list[np.ndarray]:
+    """The clips drawn with frame 0 given; ``swapped_negative`` > 0: guidance at that scale
+    against the motions-swapped caption instead of the empty one (a contrast on binding)."""
     pipe = ShapesVideoPipeline.from_pretrained(folder)
     pipe.set_progress_bar_config(disable=True)
     out = []
-    for i, (frames, caption, _) in enumerate(data):
+    for i, (frames, caption, swapped) in enumerate(data):
         g = torch.Generator().manual_seed(1000 + i)
+        contrast = {"negative_prompt": swapped, "guidance_scale": swapped_negative}
         video = pipe(
             caption,
+            **(contrast if swapped_negative > 0 else {}),
             num_frames=frames.shape[0],
             conditioning_frames=frames[:1],
             num_inference_steps=steps,
@@ -56,6 +60,8 @@ def main() -> None:
     ap.add_argument("models", nargs="+")
     ap.add_argument("--clips", type=int, default=32)
     ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--swapped-negative", type=float, nargs="*", default=[],
+                    help="also draw with guidance at these scales against the swapped caption")
     args = ap.parse_args()
     data = clips(args.clips)
     captions = [d[1] for d in data]
@@ -65,6 +71,9 @@ def main() -> None:
     rows = [("rendered (ceiling)", verdicts([d[0] for d in data], captions))]
     for folder in args.models:
         rows.append((folder, verdicts(drawn(folder, data, args.steps), captions)))
+        for w in args.swapped_negative:
+            videos = drawn(folder, data, args.steps, w)
+            rows.append((f"{folder}, against the swapped caption at {w}", verdicts(videos, captions)))
     for name, v in rows:
         cells = " | ".join(f"{v[k]}" for k in ("motion", "shape", "colour", "all_correct"))
         print(f"| {name} | {cells} |")
