@@ -5,6 +5,7 @@ then reads each object's motion. This separates the video model's binding from t
 first-frame image model's colours and shapes, which text-to-video sampling puts first.
 
     python experiments/binding/i2v_check.py MODEL [MODEL ...] [--clips 32] [--steps 12]
+        [--swapped-negative SCALE ...]
 
 Prints per model: clips whose every object has its own motion, its shape and colour, and
 all-correct; the rendered clips themselves as the ceiling (the judge on ground truth).
@@ -60,8 +61,13 @@ def main() -> None:
     ap.add_argument("models", nargs="+")
     ap.add_argument("--clips", type=int, default=32)
     ap.add_argument("--steps", type=int, default=12)
-    ap.add_argument("--swapped-negative", type=float, nargs="*", default=[],
-                    help="also draw with guidance at these scales against the swapped caption")
+    ap.add_argument(
+        "--swapped-negative",
+        type=float,
+        nargs="*",
+        default=[],
+        help="also draw with guidance at these scales against the swapped caption",
+    )
     args = ap.parse_args()
     data = clips(args.clips)
     captions = [d[1] for d in data]
@@ -73,7 +79,9 @@ def main() -> None:
         rows.append((folder, verdicts(drawn(folder, data, args.steps), captions)))
         for w in args.swapped_negative:
             videos = drawn(folder, data, args.steps, w)
-            rows.append((f"{folder}, against the swapped caption at {w}", verdicts(videos, captions)))
+            rows.append(
+                (f"{folder}, against the swapped caption at {w}", verdicts(videos, captions))
+            )
     for name, v in rows:
         cells = " | ".join(f"{v[k]}" for k in ("motion", "shape", "colour", "all_correct"))
         print(f"| {name} | {cells} |")
