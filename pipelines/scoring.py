@@ -50,6 +50,10 @@ def _load(path_or_id: str | Path, expected: tuple[str, ...]):
     from .components import NO_REMOTE_CODE, refuse_remote_code
 
     refuse_remote_code(path_or_id, "scorer")
+    where = str(path_or_id)
+    if where.startswith(("/", ".", "~")) and not Path(where).expanduser().exists():
+        # a path, not a hub id: say so, not the hub's "repo id must use alphanumeric chars"
+        raise ValueError(f"cannot load a scorer from {where}: no such folder")
     try:
         config = AutoConfig.from_pretrained(str(path_or_id), **NO_REMOTE_CODE)
     except (OSError, ValueError) as exc:

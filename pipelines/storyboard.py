@@ -68,6 +68,11 @@ DEFAULT_CONTEXT = 3
 # did no better on the validation storyboards and cost ~2x the time, over the time
 # bar (experiments/storyboard_seams/REPORT.md).
 DEFAULT_CANDIDATES = 1
+# A film's length, at most: 4096 frames is 8.5 minutes at 8 fps, hours of sampling on a CPU.
+# The finished film is held in memory (frames x height x width x 3 bytes: 48 MiB at 64 px,
+# 12 GiB at 1024 px), so a typo such as 100000000 frames must fail before any work, not as
+# an allocation error after the first window. The web UI and API allow less (studio.jobs).
+MAX_FILM_FRAMES = 4096
 
 
 # ----------------------------------------------------------------------------------------------
@@ -118,6 +123,12 @@ class Storyboard:
             or not 1 <= self.fps <= MAX_FPS
         ):
             raise ValueError(f"fps must be an integer from 1 to {MAX_FPS}, got {self.fps!r}")
+        if self.total_frames > MAX_FILM_FRAMES:
+            raise ValueError(
+                f"the film is {self.total_frames} frames "
+                f"({self.total_frames / self.fps:.0f} s at {self.fps} fps); "
+                f"at most {MAX_FILM_FRAMES} frames: split it into several storyboards"
+            )
 
     @property
     def total_frames(self) -> int:
@@ -172,6 +183,16 @@ def _parse(text: str, is_json: bool, where: str) -> Any:
 
 
 def _seconds_to_frames(value: Any, fps: int) -> int:
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if math.isfinite(number):  # YAML 1.1 reads 1e3 (no dot, no sign) as text
+            raise ValueError(
+                f"seconds must be a number > 0, got the text {value!r}: "
+                "write it with a dot and a signed exponent (1.0e+3) or in full"
+            )
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ValueError(f"seconds must be a number > 0, got {value!r}")
     if value <= 0:
@@ -267,7 +288,10 @@ def load_storyboard(source: str | Path) -> Storyboard:
             scenes.append(_scene(item, fps, base))
         except ValueError as exc:
             raise ValueError(f"{where}scene {i}: {exc}") from None
-    return Storyboard(scenes=scenes, fps=fps, base=base)
+    try:
+        return Storyboard(scenes=scenes, fps=fps, base=base)
+    except ValueError as exc:
+        raise ValueError(f"{where}{exc}") from None
 
 
 # ----------------------------------------------------------------------------------------------

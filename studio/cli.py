@@ -19,7 +19,7 @@ from .shipped import scorer_spec
 # (tests/test_cli.py checks that the two agree)
 DEFAULT_GUIDANCE = 3.0
 DEFAULT_STEPS = 12  # likewise pipelines.text_to_video.DEFAULT_STEPS
-GUIDANCE_HELP = f"classifier-free guidance scale (default {DEFAULT_GUIDANCE})"
+GUIDANCE_HELP = "classifier-free guidance scale (default %(default)s)"
 
 EXIT_USAGE = 2
 # `studio data shapes --size`: the pipeline generates sides up to 1024 px; a larger canvas
@@ -469,6 +469,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     from .score import write_report as write_score_report
 
     src = Path(args.input)
+    if not src.exists():
+        raise StudioError(f"nothing at {src}: give a pairs .jsonl file or a batch folder")
     if src.is_dir():
         pairs, problems = pairs_from_batch_dir(src)
         base, out = src, Path(args.out) if args.out else src / "scores.jsonl"
@@ -531,7 +533,7 @@ def cmd_data_sprite(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from pipelines.files import temp_sibling
-    from world.shapes_world import ObjectSpec, render_reference
+    from world.shapes_world import OBJECT_COLORS, ObjectSpec, render_reference
 
     from .generate import check_output_folder
 
@@ -539,6 +541,11 @@ def cmd_data_sprite(args: argparse.Namespace) -> int:
     if out.suffix.lower() != ".png":
         raise StudioError(f"the sprite is written as PNG: name it NAME.png, got {out.name!r}")
     color, color2 = args.colors
+    for c in (color, color2):
+        if c not in OBJECT_COLORS:
+            raise StudioError(
+                f"--colors: unknown colour {c!r}; choose from {', '.join(OBJECT_COLORS)}"
+            )
     if color == color2:  # shapes_world.md: a two-colour pattern
         raise StudioError(f"--colors: the pattern's two colours must differ, got {color} twice")
     try:
@@ -1185,6 +1192,15 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except MemoryError:
+        if os.environ.get("STUDIO_DEBUG"):
+            raise
+        print(
+            "error: out of memory: ask for fewer or smaller frames (--frames, --height, "
+            "--width, a shorter storyboard) or fewer samples at once",
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

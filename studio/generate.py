@@ -46,7 +46,14 @@ from pipelines.text_to_video import (
 from pipelines.video_io import MAX_FPS, SUPPORTED_EXTENSIONS, write_video
 
 from .errors import StudioError, user_words
-from .shipped import MODEL_ENV, SCORER_ENV, default_model_path, model_for  # noqa: F401
+from .shipped import (  # noqa: F401
+    DEFAULT_MODEL_DIR,
+    ELEMENTS_MODEL_DIR,
+    MODEL_ENV,
+    SCORER_ENV,
+    default_model_path,
+    model_for,
+)
 from .uploads import UploadLimits, check_image, read_image_file
 
 # torch's generators take any seed below 2**64, but the gallery stores seeds as SQLite's
@@ -606,7 +613,7 @@ def _generate_record(
     return {
         **settings,
         **({"references": [r.record for r in references]} if references else {}),
-        "model": str(model_path),
+        "model": str(model_path.absolute()),  # replayable from any working directory
         "weights_hash": weights_hash(model_path) if model_path.is_dir() else None,
         "scheduler": type(pipe.scheduler).__name__,
         "device": str(pipe.device),
@@ -740,7 +747,7 @@ def render_storyboard(
             "fps": story.fps,
             **{k: v for k, v in asdict(options).items() if k != "per_scene"},
             "image_first": image_first_used(pipe, options.image_first),
-            "model": str(model_path),
+            "model": str(model_path.absolute()),  # replayable from any working directory
             "weights_hash": weights_hash(model_path) if model_path.is_dir() else None,
             "scheduler": type(pipe.scheduler).__name__,
             "device": str(pipe.device),
@@ -788,11 +795,24 @@ def _scene_files(sidecar: Path, out: Path) -> set[str]:
 
 
 def sidecar_model(path: str | Path) -> str | None:
-    """The model folder a sidecar was made with (None if it does not say)."""
-    model = json.loads(Path(path).read_text()).get("model")
+    """The model folder a sidecar was made with (None if it does not say). A sidecar made on
+    another machine or install names a folder that is not here: where its weights are the
+    shipped model's (``weights_hash``), that model here; otherwise a StudioError saying so."""
+    record = json.loads(Path(path).read_text())
+    model = record.get("model")
     if model is not None and (not isinstance(model, str) or not model.strip()):
         raise StudioError(f"{Path(path).name}: model must be a folder path, got {model!r}")
-    return model
+    if model is None or Path(model).is_dir():
+        return model
+    recorded = record.get("weights_hash")
+    for shipped in (DEFAULT_MODEL_DIR, ELEMENTS_MODEL_DIR):
+        if recorded and shipped.is_dir() and weights_hash(shipped) == recorded:
+            return str(shipped)
+    raise StudioError(
+        f"{Path(path).name} was made with the model at {model}, which is not here"
+        + (f" (weights {recorded}, not the shipped model's)" if recorded else "")
+        + ": pass --model FOLDER"
+    )
 
 
 def request_from_sidecar(path: str | Path) -> GenerateRequest:

@@ -286,6 +286,38 @@ def test_image_first_flag_overrides_the_model_and_is_recorded(cli, small, tmp_pa
     np.testing.assert_array_equal(read_video(again)[0], clips["--image-first"])
 
 
+def test_a_sidecar_replays_from_another_folder_or_install(
+    cli, small, tmp_path, tiny_pipeline_dir, monkeypatch
+):
+    """The model is recorded as an absolute path (it was typed relative to another folder),
+    and a sidecar naming a folder that is not here replays on the shipped model when its
+    weights are the shipped model's; otherwise one error line asks for --model."""
+    from studio import generate as generate_mod
+
+    monkeypatch.chdir(tiny_pipeline_dir.parent)
+    relative = [tiny_pipeline_dir.name if a == str(tiny_pipeline_dir) else a for a in small]
+    first = tmp_path / "first.mp4"
+    assert cli("generate", "a red square", "--out", first, "--seed", 2, *relative)[0] == 0
+    record = json.loads((tmp_path / "first.json").read_text())
+    assert record["model"] == str(tiny_pipeline_dir)
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli("generate", "--from-sidecar", "first.json", "--out", "again.mp4")
+    assert code == 0, err
+    np.testing.assert_array_equal(read_video(tmp_path / "again.mp4")[0], read_video(first)[0])
+
+    moved = {**record, "model": "/another/install/studio/default_model"}
+    (tmp_path / "moved.json").write_text(json.dumps(moved))
+    monkeypatch.setattr(generate_mod, "DEFAULT_MODEL_DIR", tiny_pipeline_dir)  # as shipped
+    code, _, err = cli("generate", "--from-sidecar", "moved.json", "--out", "moved.mp4")
+    assert code == 0, err
+    np.testing.assert_array_equal(read_video(tmp_path / "moved.mp4")[0], read_video(first)[0])
+
+    (tmp_path / "other.json").write_text(json.dumps({**moved, "weights_hash": "0" * 16}))
+    code, _, err = cli("generate", "--from-sidecar", "other.json", "--out", "other.mp4")
+    assert code == 2 and "pass --model FOLDER" in err and "/another/install" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "other.mp4").exists()
+
+
 def test_options_beside_a_sidecar_replace_its_settings(cli, small, tmp_path, tiny_pipeline_dir):
     first = tmp_path / "first.mp4"
     assert cli("generate", "a green triangle", "--out", first, "--seed", 5, *small)[0] == 0
@@ -382,6 +414,14 @@ def test_help(cli, argv):
     assert out.startswith("usage: studio")
     words = [w for w in argv if not w.startswith("-")]
     assert f"studio {' '.join(words)}".strip() in out
+
+
+def test_help_states_each_commands_own_default_guidance(cli):
+    """`eval elements` samples at its own measured guidance: its help must say that one."""
+    for argv, default in ((["eval", "elements"], 4.0), (["generate"], DEFAULT_GUIDANCE)):
+        code, out, _ = cli(*argv, "--help")
+        assert code == 0
+        assert f"guidance scale (default {default})" in " ".join(out.split()), argv
 
 
 def test_no_command_is_a_usage_error(cli):
