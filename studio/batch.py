@@ -350,13 +350,14 @@ def run_batch(options: BatchOptions, progress: bool = True, pipe=None) -> dict:
         "malformed_lines": len(problems),
     }
     todo = []
-    owners: dict[str, str] = {}  # file stem → the prompt it belongs to
+    # file stem, case-folded (macOS and Windows file names ignore case) → its prompt
+    owners: dict[str, str] = {}
     model = model_for(options.model)  # a folder's weights are compared by their bytes
     weights = weights_hash(model) if previous and model.is_dir() else None
 
     for entry, i in jobs:
         stem = video_stem(entry.prompt, i)
-        if owners.setdefault(stem, entry.prompt) != entry.prompt:
+        if owners.setdefault(stem.casefold(), entry.prompt) != entry.prompt:
             # another prompt cleans to the same name: without this it would be overwritten
             stem = video_stem(entry.prompt, i, disambiguate=True)
         video, sidecar = out / f"{stem}.mp4", out / f"{stem}.json"

@@ -1171,6 +1171,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _new_output_folders(args: argparse.Namespace) -> list[Path]:
+    """The output folders a command names (``--out``, ``--out-dir``, an eval's DIR) that do
+    not exist yet: the command may create them."""
+    named = [getattr(args, k, None) for k in ("out", "out_dir", "dir")]
+    return [Path(v) for v in named if isinstance(v, str | Path) and not Path(v).exists()]
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    for folder in folders:
+        try:
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        except OSError:
+            pass  # another process wrote into it, or it went: nothing of ours to clean
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # `studio train dit --config X key=value`: argparse stops the positional overrides at the
@@ -1185,8 +1201,13 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.argv = list(sys.argv[1:] if argv is None else argv)  # what was typed (_given_options)
     warnings.filterwarnings("ignore", category=FutureWarning)
+    made = _new_output_folders(args)
     try:
-        return args.func(args)
+        try:
+            return args.func(args)
+        except BaseException:
+            _remove_if_empty(made)  # a failed command leaves no empty folder of its own behind
+            raise
     except (StudioError, ValueError, OSError) as exc:
         if os.environ.get("STUDIO_DEBUG"):
             raise

@@ -501,3 +501,22 @@ def test_loaded_pipelines_are_bounded(monkeypatch, tiny_pipeline_dir, lora_adapt
     assert generate.load_pipeline(tiny_pipeline_dir) is not base  # dropped, loaded again
     again = generate.load_pipeline(tiny_pipeline_dir, lora=f"{lora_adapter}:0.6")
     assert again is generate.load_pipeline(tiny_pipeline_dir, lora=f"{lora_adapter}:0.6")
+
+
+def test_a_failed_command_leaves_no_empty_folder_of_its_own(cli, tmp_path):
+    """Bad input leaves no trace: the output folder a command made is removed again when it
+    fails before writing into it; a folder that was there before stays."""
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red circle moving left on a black background\n")
+    for argv in (
+        ("batch", prompts, "--out-dir", tmp_path / "batch", "--model", tmp_path / "nowhere"),
+        ("data", "shapes", "--out", tmp_path / "shards", "--clips", "0", "--images", "0"),
+        ("eval", "shapes", tmp_path / "eval", "--generate", "--model", tmp_path / "nowhere"),
+    ):
+        code, _, err = cli(*argv)
+        assert code == 2 and err.startswith("error:"), (argv, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.txt"]
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    assert cli("batch", prompts, "--out-dir", kept, "--model", tmp_path / "nowhere")[0] == 2
+    assert kept.is_dir()
