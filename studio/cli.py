@@ -172,15 +172,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.scorer and args.best_of == 1:
         raise StudioError("--scorer ranks --best-of N candidates: give --best-of 2 or more")
     if args.best_of > 1:
-        if not args.scorer:
-            raise StudioError(
-                "--best-of N needs --scorer default, shapes:PATH, clip:PATH_OR_ID or xclip:PATH_OR_ID"
-            )
         from pipelines.scoring import load_scorer
 
-        scorer = load_scorer(
-            scorer_spec(args.scorer)
-        )  # before any generation: a bad spec costs nothing
+        # the shipped scorer unless another is named (as the web UI); loaded before any
+        # generation, so a bad spec costs nothing
+        scorer = load_scorer(scorer_spec(args.scorer or "default"))
     try:
         result = generate(
             request, args.out, model=model, progress=progress, best_of=args.best_of, scorer=scorer
@@ -888,8 +884,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--scorer",
         default=None,
-        help="for --best-of: default (the shipped Shapes World scorer), shapes:PATH, "
-        "clip:PATH_OR_ID or xclip:PATH_OR_ID",
+        help="for --best-of: default (the shipped Shapes World scorer; used when this is not "
+        "given), shapes:PATH, clip:PATH_OR_ID or xclip:PATH_OR_ID",
     )
     g.set_defaults(func=cmd_generate)
 

@@ -283,7 +283,18 @@ def test_scorer_without_best_of_exits_2(cli, clip_dir, tmp_path):
     assert not out.exists()
 
 
-def test_best_of_without_a_scorer_exits_2(cli, tiny_pipeline_dir, tmp_path):
-    code, _, err = cli("generate", "a red circle", "--out", tmp_path / "x.mp4", "--best-of", "2")
-    assert code == 2 and "needs --scorer" in err
-    assert not (tmp_path / "x.mp4").exists()
+def test_best_of_without_a_scorer_ranks_with_the_shipped_one(cli, tiny_pipeline_dir, tmp_path):
+    """As in the web UI: --best-of N alone ranks with the shipped scorer."""
+    from pipelines.scoring import load_scorer
+    from pipelines.video_io import read_video
+    from studio.shipped import scorer_spec
+
+    out = tmp_path / "x.mp4"
+    args = ["generate", "a red circle moving left", "--out", out, "--model", tiny_pipeline_dir]
+    code, _, err = cli(*args, "--frames", "4", "--steps", "2", "--best-of", "2", "--quiet")
+    assert code == 0, err
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["best_of"]["scorer"] == "VideoTextScorer" and side["best_of"]["n"] == 2
+    kept = load_scorer(scorer_spec("default")).score(read_video(out)[0], side["prompt"]).score
+    best = max(c["score"] for c in side["best_of"]["candidates"])
+    assert kept == pytest.approx(best, abs=0.05)  # the kept clip, through the video codec
