@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -327,7 +328,7 @@ def run_batch(options: BatchOptions, progress: bool = True, pipe=None) -> dict:
     entries, repeats = _unique_prompts(entries, options.prompts)
     if state.is_main_process:
         for p in [*problems, *repeats]:
-            tqdm.write(f"warning: {p}")
+            tqdm.write(f"warning: {p}", file=sys.stderr)
     out = options.out_dir
     ensure_output_dir(out)
     manifest = out / MANIFEST

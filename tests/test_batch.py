@@ -200,9 +200,9 @@ def test_malformed_jsonl_line_is_reported_and_skipped(options, pipe, capsys):
     opts = options(text, name="p.jsonl")
     counts = run_batch(opts, progress=False, pipe=pipe)
     assert (counts["done"], counts["malformed_lines"]) == (2, 2)
-    out = capsys.readouterr().out
-    assert f"{opts.prompts}:2: malformed line skipped" in out
-    assert f"{opts.prompts}:3: malformed line skipped" in out
+    out, err = capsys.readouterr()
+    assert f"{opts.prompts}:2: malformed line skipped" in err  # warnings: stderr, not stdout
+    assert f"{opts.prompts}:3: malformed line skipped" in err and "malformed" not in out
     assert [r["prompt"] for r in manifest(opts.out_dir)] == ["a red square", "a blue circle"]
 
 
