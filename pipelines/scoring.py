@@ -50,10 +50,12 @@ def _load(path_or_id: str | Path, expected: tuple[str, ...]):
     from .components import NO_REMOTE_CODE, refuse_remote_code
 
     refuse_remote_code(path_or_id, "scorer")
-    where = str(path_or_id)
-    if where.startswith(("/", ".", "~")) and not Path(where).expanduser().exists():
+    local = Path(str(path_or_id)).expanduser()
+    if local.exists():  # a folder here wins over a hub id spelt the same
+        path_or_id = local
+    elif str(path_or_id).startswith(("/", ".", "~")):
         # a path, not a hub id: say so, not the hub's "repo id must use alphanumeric chars"
-        raise ValueError(f"cannot load a scorer from {where}: no such folder")
+        raise ValueError(f"cannot load a scorer from {path_or_id}: no such folder")
     try:
         config = AutoConfig.from_pretrained(str(path_or_id), **NO_REMOTE_CODE)
     except (OSError, ValueError) as exc:

@@ -188,11 +188,13 @@ def _seconds_to_frames(value: Any, fps: int) -> int:
             number = float(value)
         except ValueError:
             number = math.nan
-        if math.isfinite(number):  # YAML 1.1 reads 1e3 (no dot, no sign) as text
-            raise ValueError(
-                f"seconds must be a number > 0, got the text {value!r}: "
-                "write it with a dot and a signed exponent (1.0e+3) or in full"
+        if math.isfinite(number):  # quoted, or YAML 1.1's 1e3 (no dot, no sign): text
+            hint = (
+                ": YAML reads an exponent as a number only with a dot and a sign (1.0e+3)"
+                if "e" in value.lower()
+                else ": write it without quotes"
             )
+            raise ValueError(f"seconds must be a number > 0, got the text {value!r}{hint}")
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ValueError(f"seconds must be a number > 0, got {value!r}")
     if value <= 0:

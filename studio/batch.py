@@ -357,12 +357,17 @@ def run_batch(options: BatchOptions, progress: bool = True, pipe=None) -> dict:
     weights = weights_hash(model) if previous and model.is_dir() else None
 
     for entry, i in jobs:
+        prev = previous.get((entry.prompt, i))
         stem = video_stem(entry.prompt, i)
-        if owners.setdefault(stem.casefold(), entry.prompt) != entry.prompt:
+        named = Path(str((prev or {}).get("video", ""))).stem
+        kept = named in (stem, video_stem(entry.prompt, i, disambiguate=True))
+        if kept and (out / f"{named}.mp4").is_file():
+            stem = named  # a finished video keeps its name (older runs: names kept case)
+        elif owners.get(stem.casefold(), entry.prompt) != entry.prompt:
             # another prompt cleans to the same name: without this it would be overwritten
             stem = video_stem(entry.prompt, i, disambiguate=True)
+        owners.setdefault(stem.casefold(), entry.prompt)
         video, sidecar = out / f"{stem}.mp4", out / f"{stem}.json"
-        prev = previous.get((entry.prompt, i))
         if video.is_file() and sidecar.is_file() and prev and prev.get("status") == "ok":
             _check_same_settings(sidecar, options, options.seed + i, weights)
             records[(entry.prompt, i)] = prev

@@ -174,9 +174,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.best_of > 1:
         from pipelines.scoring import load_scorer
 
-        # the shipped scorer unless another is named (as the web UI); loaded before any
-        # generation, so a bad spec costs nothing
-        scorer = load_scorer(scorer_spec(args.scorer or "default"))
+        from .shipped import configured_scorer_spec
+
+        # unless one is named, the web UI's ($STUDIO_SCORER, else the shipped one); loaded
+        # before any generation, so a bad spec costs nothing
+        spec = args.scorer or configured_scorer_spec()
+        if spec is None or spec == "none":
+            raise StudioError("--best-of N needs a scorer: no shipped scorer here; give --scorer")
+        scorer = load_scorer(scorer_spec(spec))
     try:
         result = generate(
             request, args.out, model=model, progress=progress, best_of=args.best_of, scorer=scorer
@@ -273,8 +278,9 @@ def cmd_eval_shapes(args: argparse.Namespace) -> int:
         from evals.shapes import SUITE_PATH, write_suite
 
         from .batch import BatchOptions, run_batch
+        from .generate import ensure_output_dir
 
-        run_dir.mkdir(parents=True, exist_ok=True)
+        ensure_output_dir(run_dir)
         suite = Path(args.suite) if args.suite else SUITE_PATH
         if not suite.is_file():
             suite = write_suite(run_dir / "suite.jsonl")
@@ -529,7 +535,7 @@ def cmd_data_sprite(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from pipelines.files import temp_sibling
-    from world.shapes_world import OBJECT_COLORS, ObjectSpec, render_reference
+    from world.shapes_world import ObjectSpec, render_reference
 
     from .generate import check_output_folder
 
@@ -537,18 +543,13 @@ def cmd_data_sprite(args: argparse.Namespace) -> int:
     if out.suffix.lower() != ".png":
         raise StudioError(f"the sprite is written as PNG: name it NAME.png, got {out.name!r}")
     color, color2 = args.colors
-    for c in (color, color2):
-        if c not in OBJECT_COLORS:
-            raise StudioError(
-                f"--colors: unknown colour {c!r}; choose from {', '.join(OBJECT_COLORS)}"
-            )
     if color == color2:  # shapes_world.md: a two-colour pattern
         raise StudioError(f"--colors: the pattern's two colours must differ, got {color} twice")
     try:
         sprite = ObjectSpec(
             args.shape, color, args.size, "still", 0, 0, pattern=args.pattern, color2=color2
         )
-    except ValueError as e:  # an unknown colour: the world's own message names the palette
+    except ValueError as e:  # what the world refuses beyond the choices above
         raise StudioError(str(e)) from None
     check_output_folder(out)
     image = render_reference(sprite, image_size=args.image_size)
@@ -1033,7 +1034,7 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--size", type=_positive_int, default=64)
     ds.add_argument("--frames", type=_positive_int, default=16)
     ds.set_defaults(func=cmd_data_shapes)
-    from world.shapes_world import PATTERNS, SHAPES, SIZES
+    from world.shapes_world import OBJECT_COLORS, PATTERNS, SHAPES, SIZES
 
     dsp = dsub.add_parser(
         "sprite",
@@ -1049,6 +1050,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--colors",
         nargs=2,
         metavar=("COLOR", "COLOR2"),
+        choices=list(OBJECT_COLORS),
         default=["red", "yellow"],
         help="the pattern's two colours, from the object palette (default: red yellow)",
     )
@@ -1167,20 +1169,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _new_output_folders(args: argparse.Namespace) -> list[Path]:
-    """The output folders a command names (``--out``, ``--out-dir``, an eval's DIR) that do
-    not exist yet: the command may create them."""
-    named = [getattr(args, k, None) for k in ("out", "out_dir", "dir")]
-    return [Path(v) for v in named if isinstance(v, str | Path) and not Path(v).exists()]
+def _out_of_memory(exc: BaseException) -> bool:
+    """Python's and numpy's MemoryError, torch's OutOfMemoryError (a RuntimeError) and its
+    CPU allocator's failures (a plain RuntimeError naming the allocator)."""
+    text = str(exc)
+    return (
+        isinstance(exc, MemoryError)
+        or type(exc).__name__ == "OutOfMemoryError"
+        or "DefaultCPUAllocator" in text
+        or "not enough memory" in text
+    )
 
 
-def _remove_if_empty(folders: list[Path]) -> None:
-    for folder in folders:
+def _remove_created_if_empty() -> None:
+    """The folders this command created (``ensure_output_dir``), deepest first, if still empty."""
+    from .generate import CREATED_FOLDERS
+
+    for folder in reversed(CREATED_FOLDERS):
         try:
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
         except OSError:
             pass  # another process wrote into it, or it went: nothing of ours to clean
+    CREATED_FOLDERS.clear()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1197,20 +1208,19 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.argv = list(sys.argv[1:] if argv is None else argv)  # what was typed (_given_options)
     warnings.filterwarnings("ignore", category=FutureWarning)
-    made = _new_output_folders(args)
     try:
         try:
             return args.func(args)
         except BaseException:
-            _remove_if_empty(made)  # a failed command leaves no empty folder of its own behind
+            _remove_created_if_empty()  # a failed command leaves no empty folder of its own
             raise
     except (StudioError, ValueError, OSError) as exc:
         if os.environ.get("STUDIO_DEBUG"):
             raise
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except MemoryError:
-        if os.environ.get("STUDIO_DEBUG"):
+    except (MemoryError, RuntimeError) as exc:
+        if os.environ.get("STUDIO_DEBUG") or not _out_of_memory(exc):
             raise
         print(
             "error: out of memory: ask for fewer or smaller frames (--frames, --height, "

@@ -222,13 +222,9 @@ def generate_elements_run(
 
     extra: dict[str, Any] = {"steps": steps, "guidance": guidance, "source": "model", "lora": lora}
     if model is not None:
-        from .generate import package_versions, weights_hash
+        from .generate import model_record, package_versions
 
-        extra |= {
-            "model": str(model),
-            "weights_hash": weights_hash(Path(model)) if Path(model).is_dir() else None,
-            "versions": package_versions(),
-        }
+        extra |= {**model_record(model), "versions": package_versions()}
     # what a resume must share; the model by its weights (a path may be written two ways)
     settings = {"steps": steps, "guidance": guidance, "frames": frames, "lora": lora}
     settings |= {"weights_hash": extra["weights_hash"]} if extra.get("weights_hash") else {}

@@ -11,6 +11,7 @@ import math
 import os
 import platform
 import re
+import sys
 import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, replace
@@ -59,6 +60,16 @@ from .uploads import UploadLimits, check_image, read_image_file
 # torch's generators take any seed below 2**64, but the gallery stores seeds as SQLite's
 # signed 64-bit integers: [0, 2**63 - 1] is what every front end can keep and give back.
 MAX_SEED = 2**63 - 1
+
+
+def model_record(model_path: str | Path) -> dict:
+    """What a sidecar records of its model: the folder as an absolute path (replayable from
+    any working directory) and its weights' hash (what resumes and replays compare)."""
+    path = Path(model_path)
+    return {
+        "model": str(path.absolute()),
+        "weights_hash": weights_hash(path) if path.is_dir() else None,
+    }
 
 
 def weights_hash(model_dir: Path) -> str:
@@ -426,11 +437,19 @@ def check_output_folder(out: Path) -> None:
         raise StudioError(f"output folder is not writable: {parent}")
 
 
+# Folders ensure_output_dir created in this process, parents first: a command that fails
+# removes those still empty (studio.cli.main), so bad input leaves no trace.
+CREATED_FOLDERS: list[Path] = []
+
+
 def ensure_output_dir(path: str | Path) -> Path:
     """Create ``path`` if needed and check it is writable; StudioError otherwise."""
     path = Path(path)
+    missing = [p for p in (path, *path.parents) if not p.exists()][::-1]
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        for folder in missing:
+            folder.mkdir(exist_ok=True)
+            CREATED_FOLDERS.append(folder)
     except OSError as exc:
         raise StudioError(f"cannot create output folder {path}: {exc.strerror}") from None
     if not os.access(path, os.W_OK):
@@ -613,8 +632,7 @@ def _generate_record(
     return {
         **settings,
         **({"references": [r.record for r in references]} if references else {}),
-        "model": str(model_path.absolute()),  # replayable from any working directory
-        "weights_hash": weights_hash(model_path) if model_path.is_dir() else None,
+        **model_record(model_path),
         "scheduler": type(pipe.scheduler).__name__,
         "device": str(pipe.device),
         "versions": package_versions(),
@@ -747,8 +765,7 @@ def render_storyboard(
             "fps": story.fps,
             **{k: v for k, v in asdict(options).items() if k != "per_scene"},
             "image_first": image_first_used(pipe, options.image_first),
-            "model": str(model_path.absolute()),  # replayable from any working directory
-            "weights_hash": weights_hash(model_path) if model_path.is_dir() else None,
+            **model_record(model_path),
             "scheduler": type(pipe.scheduler).__name__,
             "device": str(pipe.device),
             "versions": package_versions(),
@@ -802,9 +819,17 @@ def sidecar_model(path: str | Path) -> str | None:
     model = record.get("model")
     if model is not None and (not isinstance(model, str) or not model.strip()):
         raise StudioError(f"{Path(path).name}: model must be a folder path, got {model!r}")
-    if model is None or Path(model).is_dir():
-        return model
     recorded = record.get("weights_hash")
+    if model is None:
+        return None
+    if Path(model).is_dir():
+        if recorded and weights_hash(Path(model)) != recorded:
+            print(
+                f"warning: {model} holds other weights than {Path(path).name} was made with "
+                f"({recorded}): the clip will differ",
+                file=sys.stderr,
+            )
+        return model
     for shipped in (DEFAULT_MODEL_DIR, ELEMENTS_MODEL_DIR):
         if recorded and shipped.is_dir() and weights_hash(shipped) == recorded:
             return str(shipped)

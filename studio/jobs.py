@@ -144,9 +144,10 @@ def check_storyboard_request(
         cleaned.append(Scene(prompt=prompt, frames=frames))
     if not cleaned:
         raise StudioError("the storyboard is empty: add at least one scene")
+    total = sum(s.frames for s in cleaned)  # before Storyboard, whose own limit is higher
+    if total > MAX_STORY_FRAMES:
+        raise StudioError(f"the film is {total} frames; at most {MAX_STORY_FRAMES}")
     story = Storyboard(cleaned)
-    if story.total_frames > MAX_STORY_FRAMES:
-        raise StudioError(f"the film is {story.total_frames} frames; at most {MAX_STORY_FRAMES}")
     _check_range("steps", options.steps, 1, MAX_STEPS)
     _check_range("guidance", options.guidance, 0.0, MAX_GUIDANCE)
     _check_range("draws per later window", options.candidates, 1, MAX_CANDIDATES)

@@ -131,6 +131,14 @@ def test_prompts_that_clean_to_the_same_name_do_not_overwrite(options, pipe):
     assert len(videos(opts.out_dir)) == 3
     again = run_batch(opts, progress=False, pipe=pipe)  # and the names are stable on resume
     assert again["skipped"] == 3 and again["done"] == 0
+    # a folder made before names ignored case (A_B-0 beside a_b-0) resumes as it is
+    third = opts.out_dir / names[2]
+    for suffix in (".mp4", ".json"):
+        third.with_suffix(suffix).rename(opts.out_dir / f"A_B-0{suffix}")
+    lines = manifest(opts.out_dir)
+    lines[2] = {**lines[2], "video": "A_B-0.mp4", "sidecar": "A_B-0.json"}
+    (opts.out_dir / "manifest.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert run_batch(opts, progress=False, pipe=pipe)["skipped"] == 3
 
 
 # -------------------------------------------------------------------------- resume

@@ -9,6 +9,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from pipelines.text_to_video import DEFAULT_GUIDANCE
 from pipelines.video_io import read_video
@@ -312,6 +313,10 @@ def test_a_sidecar_replays_from_another_folder_or_install(
     assert code == 0, err
     np.testing.assert_array_equal(read_video(tmp_path / "moved.mp4")[0], read_video(first)[0])
 
+    (tmp_path / "changed.json").write_text(json.dumps({**record, "weights_hash": "0" * 16}))
+    code, _, err = cli("generate", "--from-sidecar", "changed.json", "--out", "changed.mp4")
+    assert code == 0 and "holds other weights than changed.json was made with" in err
+
     (tmp_path / "other.json").write_text(json.dumps({**moved, "weights_hash": "0" * 16}))
     code, _, err = cli("generate", "--from-sidecar", "other.json", "--out", "other.mp4")
     assert code == 2 and "pass --model FOLDER" in err and "/another/install" in err
@@ -508,8 +513,9 @@ def test_a_failed_command_leaves_no_empty_folder_of_its_own(cli, tmp_path):
     fails before writing into it; a folder that was there before stays."""
     prompts = tmp_path / "p.txt"
     prompts.write_text("a red circle moving left on a black background\n")
+    deep = tmp_path / "new" / "batch"  # its parent is made too, and removed too
     for argv in (
-        ("batch", prompts, "--out-dir", tmp_path / "batch", "--model", tmp_path / "nowhere"),
+        ("batch", prompts, "--out-dir", deep, "--model", tmp_path / "nowhere"),
         ("data", "shapes", "--out", tmp_path / "shards", "--clips", "0", "--images", "0"),
         ("eval", "shapes", tmp_path / "eval", "--generate", "--model", tmp_path / "nowhere"),
     ):
@@ -520,3 +526,34 @@ def test_a_failed_command_leaves_no_empty_folder_of_its_own(cli, tmp_path):
     kept.mkdir()
     assert cli("batch", prompts, "--out-dir", kept, "--model", tmp_path / "nowhere")[0] == 2
     assert kept.is_dir()
+
+
+def test_out_of_memory_is_one_line_and_other_errors_are_not_hidden(cli, monkeypatch):
+    from studio import cli as cli_mod
+
+    def allocate(args):
+        torch.empty(10**15, dtype=torch.uint8)  # the CPU allocator's own failure
+
+    monkeypatch.setattr(cli_mod, "cmd_data_shapes", allocate)
+    code, _, err = cli("data", "shapes", "--out", "unused")
+    assert code == 1 and err.startswith("error: out of memory") and len(err.splitlines()) == 1
+
+    def bug(args):
+        raise RuntimeError("a bug, not memory")
+
+    monkeypatch.setattr(cli_mod, "cmd_data_shapes", bug)
+    with pytest.raises(RuntimeError, match="a bug"):
+        cli("data", "shapes", "--out", "unused")
+
+
+def test_score_and_sprite_inputs_that_are_not_there_say_so(cli, tmp_path):
+    missing = tmp_path / "missing.jsonl"
+    code, _, err = cli("score", missing)
+    assert code == 2 and f"nothing at {missing}" in err
+    pairs = tmp_path / "p.jsonl"
+    pairs.write_text('{"video": "x.mp4", "caption": "a red circle"}\n')
+    code, _, err = cli("score", pairs, "--out", tmp_path / "s.jsonl", "--scorer", "clip:/no/clip")
+    assert code == 2 and "/no/clip: no such folder" in err
+    code, _, err = cli("data", "sprite", tmp_path / "s.png", "--colors", "red", "mauve")
+    assert code == 2 and "invalid choice: 'mauve'" in err and "purple" in err
+    assert not (tmp_path / "s.png").exists()

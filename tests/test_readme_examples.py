@@ -53,6 +53,15 @@ def test_every_input_file_the_readme_names_exists_or_is_made_above():
     assert checked >= 12
 
 
+def test_the_example_shards_config_loads_as_a_training_config():
+    from train.config import DiTTrainConfig, load_config
+
+    cfg = load_config(DiTTrainConfig, ROOT / "examples" / "my_shards.yaml")
+    assert cfg.training == "lora" and cfg.init_from == "studio/default_model"
+    assert cfg.data.source == "shards" and list(cfg.data.shards) == ["data/mine"]
+    assert cfg.data.split_by == "samples" and cfg.stages[0].batch_size == 2
+
+
 def test_the_example_files_run(cli, tmp_path, tiny_pipeline_dir, monkeypatch):
     """From a root holding examples/: the story renders, the prompts batch, the manifest packs
     (its rows name the clip and the film, cut), the pairs score with the shipped scorer."""

@@ -99,7 +99,8 @@ def test_load_top_level_list_json_file_and_text(tmp_path):
             r"scene 1: seconds=0.01 at 8 fps is less than one frame",
         ),
         ("- prompt: a\n  seconds: -1\n", r"seconds must be > 0"),
-        ("- prompt: a\n  seconds: 1e3\n", r"got the text '1e3': write it with a dot"),
+        ("- prompt: a\n  seconds: 1e3\n", r"got the text '1e3': YAML reads an exponent"),
+        ("- prompt: a\n  seconds: '5'\n", r"got the text '5': write it without quotes"),
         (
             "- prompt: a\n  frames: 4000\n- prompt: b\n  frames: 100\n",
             r"the film is 4100 frames .*; at most 4096 frames",
