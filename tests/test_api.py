@@ -314,6 +314,7 @@ def storyboard(scenes=None, **kw):
         (storyboard([{"prompt": " ", "frames": 4}]), "scene 1 has no prompt"),
         (storyboard([{"prompt": "a", "frames": 65}]), "scene 1 frames must be between 1 and 64"),
         (storyboard([{"prompt": "a", "frames": 64}] * 5), "the film is 320 frames; at most 256"),
+        (storyboard([{"prompt": "a", "frames": 64}] * 65), "the film is 4160 frames; at most 256"),
         (storyboard(candidates=5), "draws per later window must be between 1 and 4, got 5"),
     ],
 )
