@@ -9,8 +9,9 @@ Two backends, one set of codec settings (``_CODECS``):
   call, which dominates shard writing and on-the-fly decoding of 64x64 clips.
 
 GIFs go through Pillow. Pillow merges identical consecutive frames into one longer
-frame; ``read_video`` expands them again from the frame durations. A GIF whose frames
-are *all* identical therefore reads back as a single frame.
+frame; ``read_video`` expands them again from the frame durations, at the rate our GIFs
+record in a comment (another GIF's: its shortest frame's, so one whose frames are *all*
+identical reads back as a single frame).
 
 ``read_video`` holds every decoded frame in memory, so it refuses input that would decode
 to more than ``max_frames`` frames or ``max_bytes`` of RGB: first from what the file
@@ -52,6 +53,9 @@ __all__ = [
 ]
 
 SUPPORTED_EXTENSIONS = (".mp4", ".gif", ".webm")
+# Our GIFs record their frame rate in a comment ("studio-fps=8"): durations alone, in whole
+# centiseconds, cannot say it exactly.
+GIF_FPS_COMMENT = "studio-fps="
 
 # Frames per second a video may play at: past 120 no screen shows the frames, and a GIF's
 # frame time is counted in 10 ms.
@@ -175,17 +179,25 @@ def _prepare(frames: np.ndarray, ext: str, lossless: bool) -> np.ndarray:
     return frames
 
 
+def _gif_durations(n: int, fps: float) -> list[int]:
+    """Frame durations in ms for Pillow. GIF stores whole centiseconds: each frame ends at its
+    time rounded to one (8 fps: 130, 120, 130, … ms), so the clip lasts n / fps seconds
+    instead of drifting (a constant 120 ms played 8 fps as 8.3); at least 1 cs a frame."""
+    ends = [round(100.0 * (k + 1) / fps) for k in range(n)]
+    return [10 * max(1, b - a) for a, b in zip([0, *ends], ends, strict=False)]
+
+
 def _encode_gif(frames: np.ndarray, fps: float, target: str | Path | io.BytesIO) -> None:
     images = [Image.fromarray(f) for f in frames]
-    # GIF stores centiseconds; Pillow wants milliseconds.
     images[0].save(
         target,
         format="GIF",
         save_all=True,
         append_images=images[1:],
-        duration=max(10, round(1000.0 / fps)),
+        duration=_gif_durations(len(images), fps),
         loop=0,
         optimize=False,
+        comment=f"{GIF_FPS_COMMENT}{fps:g}".encode(),  # read_video's rate, exactly
     )
 
 
@@ -294,9 +306,21 @@ def encode_video_bytes(
 # --------------------------------------------------------------------------- reading
 
 
+def _gif_fps(comment: object) -> float | None:
+    """The rate ``_encode_gif`` wrote in the GIF's comment, if it is one of ours."""
+    if not isinstance(comment, bytes) or not comment.startswith(GIF_FPS_COMMENT.encode()):
+        return None
+    try:
+        fps = float(comment[len(GIF_FPS_COMMENT) :].decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return fps if 0 < fps <= MAX_FPS else None
+
+
 def _decode_gif(data: bytes, limits: _Limits) -> tuple[np.ndarray, float]:
     frames, durations = [], []
     with Image.open(io.BytesIO(data)) as image:
+        fps = _gif_fps(image.info.get("comment"))
         frame_bytes = image.size[0] * image.size[1] * 3  # every frame is decoded at this size
         limits.check(1, frame_bytes, f"in one {image.size[0]}x{image.size[1]} frame")
         # ImageSequence rather than range(n_frames): n_frames would seek through every frame
@@ -304,13 +328,14 @@ def _decode_gif(data: bytes, limits: _Limits) -> tuple[np.ndarray, float]:
             limits.check(len(frames) + 1, (len(frames) + 1) * frame_bytes, "in the GIF")
             frames.append(np.asarray(frame.convert("RGB")))
             durations.append(float(frame.info.get("duration") or 100.0))
-    base = min(durations)
-    # Pillow merged runs of identical frames into one longer frame: repeat them back.
+    # Pillow merged runs of identical frames into one longer frame: repeat them back, at
+    # our own GIFs' recorded rate, else at the shortest frame's
+    base = 1000.0 / fps if fps else min(durations)
     repeats = [max(1, round(d / base)) for d in durations]
     total = sum(repeats)  # checked before np.repeat allocates it
     limits.check(total, total * frame_bytes, "once the GIF's frame durations are expanded")
     video = np.repeat(np.stack(frames), repeats, axis=0)
-    return video, 1000.0 / base
+    return video, fps or 1000.0 / base
 
 
 def _declared_frames(stream, rate: Fraction | None) -> int:

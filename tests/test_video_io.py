@@ -7,7 +7,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageSequence
 
 from pipelines import video_io
 from pipelines.video_io import (
@@ -85,8 +85,7 @@ def test_gif_and_webm_are_readable(backend, tmp_path, ext):
     path = write_video(tmp_path / f"clip{ext}", clip, 8)
     frames, fps = read_video(path)
     assert frames.shape == clip.shape
-    # GIF stores centiseconds: 125 ms becomes 120 ms
-    assert fps == pytest.approx(8.0, rel=0.05)
+    assert fps == pytest.approx(8.0)  # a GIF records its rate (durations: whole cs)
     if ext == ".gif":
         np.testing.assert_array_equal(frames, clip)  # < 256 colours: exact palette
     else:
@@ -101,6 +100,21 @@ def test_gif_keeps_repeated_frames(tmp_path):
     clip[2] = clip[3] = clip[1]
     frames, _ = read_video(encode_video_bytes(clip, 8, ".gif"), ".gif")
     np.testing.assert_array_equal(frames, clip)
+
+
+@pytest.mark.parametrize("fps", [8, 24, 10])
+def test_gif_plays_as_long_as_the_clip_and_restores_a_still_clip(fps):
+    """Whole-centisecond durations that add up to n / fps (8 fps: 130, 120, … ms, not a
+    constant 120 that plays 4 % fast), and the rate read back exactly, so a clip whose
+    frames are all one (merged by Pillow into one frame) keeps its length."""
+    clip = _clip(16)
+    data = encode_video_bytes(clip, fps, ".gif")
+    with Image.open(io.BytesIO(data)) as gif:
+        total = sum(frame.info["duration"] for frame in ImageSequence.Iterator(gif))
+    assert abs(total - 16 * 1000 / fps) < 10
+    still = np.repeat(clip[:1], 16, axis=0)
+    frames, rate = read_video(encode_video_bytes(still, fps, ".gif"), ".gif")
+    assert rate == fps and frames.shape == still.shape
 
 
 def test_webm_lossless_is_near_exact(backend):
