@@ -778,7 +778,12 @@ def _option_groups() -> dict[str, argparse.ArgumentParser]:
     g.add_argument("--width", type=int, default=64, help="pixels (default %(default)s)")
 
     windows, g = group("storyboard windows")
-    g.add_argument("--window", type=_positive_int, default=16, help="frames per model call")
+    g.add_argument(
+        "--window",
+        type=_positive_int,
+        default=16,
+        help="frames per model call (default %(default)s)",
+    )
     g.add_argument(
         "--context",
         type=_positive_int,
@@ -914,8 +919,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "prompts", help='a .txt file (one prompt a line) or .jsonl ({"prompt": ...} a line)'
     )
-    b.add_argument("--out-dir", required=True)
-    b.add_argument("--samples", type=_positive_int, default=1, help="videos per prompt")
+    b.add_argument("--out-dir", required=True, help="folder for the videos, sidecars and manifest")
+    b.add_argument(
+        "--samples", type=_positive_int, default=1, help="videos per prompt (default %(default)s)"
+    )
     b.add_argument(
         "--compile",
         action="store_true",
@@ -945,7 +952,9 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument(
         "--suite", default=None, help="prompt suite JSONL (default: the built-in held-out suite)"
     )
-    es.add_argument("--samples", type=_positive_int, default=2)
+    es.add_argument(
+        "--samples", type=_positive_int, default=2, help="videos per prompt (default %(default)s)"
+    )
     es.set_defaults(func=cmd_eval_shapes, seed=1000)
 
     eel = evaluation(
@@ -974,7 +983,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="suite JSONL (default: the built-in held-out suite; to choose settings: "
         "evals/suites/elements_val.jsonl)",
     )
-    eel.add_argument("--samples", type=_positive_int, default=1, help="videos per entry")
+    eel.add_argument(
+        "--samples", type=_positive_int, default=1, help="videos per entry (default %(default)s)"
+    )
     eel.set_defaults(func=cmd_eval_elements, seed=1000, guidance=4.0)  # as measured
 
     esb = evaluation(
@@ -1005,8 +1016,12 @@ def build_parser() -> argparse.ArgumentParser:
         "baseline (the same tower on single frames, averaged).",
     )  # fmt: skip
     ev.add_argument("--model", default="default", help="default, or a `studio train scorer` folder")
-    ev.add_argument("--clips", type=_positive_int, default=200)
-    ev.add_argument("--seed", type=_nonneg_int, default=9_000_001)
+    ev.add_argument(
+        "--clips", type=_positive_int, default=200, help="held-out clips (default %(default)s)"
+    )
+    ev.add_argument(
+        "--seed", type=_nonneg_int, default=9_000_001, help="their seed (default %(default)s)"
+    )
     ev.add_argument("--out", default=None, help="report folder (default: runs/eval_scorer, or DIR)")
     ev.add_argument(
         "--generated",
@@ -1026,13 +1041,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="render Shapes World into WebDataset shards",
         description="Render clips and images (training-set exclusions on) into WebDataset tar shards.",
     )
-    ds.add_argument("--out", required=True)
-    ds.add_argument("--clips", type=_nonneg_int, default=1000)
-    ds.add_argument("--images", type=_nonneg_int, default=1000)
-    ds.add_argument("--seed", type=int, default=0)
-    ds.add_argument("--shard-size", type=_positive_int, default=1000)
-    ds.add_argument("--size", type=_positive_int, default=64)
-    ds.add_argument("--frames", type=_positive_int, default=16)
+    ds.add_argument("--out", required=True, help="folder for the shards")
+    ds.add_argument(
+        "--clips", type=_nonneg_int, default=1000, help="video clips (default %(default)s)"
+    )
+    ds.add_argument(
+        "--images", type=_nonneg_int, default=1000, help="still images (default %(default)s)"
+    )
+    ds.add_argument("--seed", type=int, default=0, help="the world's seed (default %(default)s)")
+    ds.add_argument(
+        "--shard-size",
+        type=_positive_int,
+        default=1000,
+        help="samples per shard (default %(default)s)",
+    )
+    ds.add_argument(
+        "--size", type=_positive_int, default=64, help="canvas side in px (default %(default)s)"
+    )
+    ds.add_argument(
+        "--frames", type=_positive_int, default=16, help="frames per clip (default %(default)s)"
+    )
     ds.set_defaults(func=cmd_data_shapes)
     from world.shapes_world import OBJECT_COLORS, PATTERNS, SHAPES, SIZES
 
@@ -1044,8 +1072,10 @@ def build_parser() -> argparse.ArgumentParser:
         "'Reference elements'). Give it to `studio generate --ref`.",
     )
     dsp.add_argument("out", metavar="OUT.png")
-    dsp.add_argument("--shape", choices=SHAPES, default="circle")
-    dsp.add_argument("--pattern", choices=PATTERNS, default="hstripes")
+    dsp.add_argument("--shape", choices=SHAPES, default="circle", help="(default %(default)s)")
+    dsp.add_argument(
+        "--pattern", choices=PATTERNS, default="hstripes", help="(default %(default)s)"
+    )
     dsp.add_argument(
         "--colors",
         nargs=2,
@@ -1054,7 +1084,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=["red", "yellow"],
         help="the pattern's two colours, from the object palette (default: red yellow)",
     )
-    dsp.add_argument("--size", choices=SIZES, default="large", help="its size in the clip")
+    dsp.add_argument(
+        "--size", choices=SIZES, default="large", help="its size in the clip (default %(default)s)"
+    )
     dsp.add_argument(
         "--image-size",
         type=_bounded_int(MAX_DATA_SIZE),
@@ -1109,7 +1141,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc = sub.add_parser(
         "score",
         parents=parents("runtime"),
-        help="text-video alignment scores (CLIPSIM / X-CLIP)",
+        help="text-video alignment scores (the shipped scorer, CLIPSIM or X-CLIP)",
         description='Score videos against captions: PAIRS.jsonl lines {"video", "caption"} '
         "→ the same lines with score (CLIP: CLIPSIM = mean per-frame cosine, frame_scores, "
         "clipscore = mean 2.5·max(cos, 0)); or a `studio batch` folder through its manifest, "
