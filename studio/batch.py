@@ -89,6 +89,7 @@ class BatchOptions:
     fps: int = 8
     image_first: bool | None = None  # None: the model's own setting
     lora: str | None = None  # a LoRA adapter on the model, PATH[:SCALE]
+    negative: str | None = None  # a negative prompt for every video
     # torch.compile the transformer: ~50 s of compiling before the first video, ~15 % faster
     # after (experiments/speed/REPORT.md), so it pays from a few dozen videos on
     compile: bool = False
@@ -294,6 +295,7 @@ def _check_same_settings(
         "frames": options.frames,
         "fps": options.fps,
         "lora": options.lora,
+        "negative_prompt": options.negative,
     }
     if options.image_first is not None:  # None: the model's own, recorded as used
         now["image_first"] = options.image_first
@@ -424,6 +426,7 @@ def run_batch(options: BatchOptions, progress: bool = True, pipe=None) -> dict:
         }
         request = GenerateRequest(
             prompt=entry.prompt,
+            negative_prompt=options.negative,
             seed=seed,
             steps=options.steps,
             guidance=options.guidance,

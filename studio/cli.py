@@ -257,6 +257,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
             fps=args.fps,
             image_first=args.image_first,
             lora=args.lora,
+            negative=args.negative,
             compile=args.compile,
         ),
         progress=not args.quiet,
@@ -923,6 +924,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--samples", type=_positive_int, default=1, help="videos per prompt (default %(default)s)"
     )
+    b.add_argument("--negative", default=None, help="negative prompt, for every video")
     b.add_argument(
         "--compile",
         action="store_true",

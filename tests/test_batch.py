@@ -254,7 +254,12 @@ def test_cli_resume_with_other_settings_is_refused(cli, tmp_path, tiny_pipeline_
     args = (prompts, "--out-dir", out, "--model", tiny_pipeline_dir, "--frames", 2)
     assert cli(*args, "--steps", 1)[0] == 0
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
-    for other in (("--steps", 2), ("--steps", 1, "--seed", 7), ("--steps", 1, "--guidance", 1)):
+    for other in (
+        ("--steps", 2),
+        ("--steps", 1, "--seed", 7),
+        ("--steps", 1, "--guidance", 1),
+        ("--steps", 1, "--negative", "blurry"),
+    ):
         code, _, err = cli(*args, *other)
         one_line_error(code, err, f"{out} already holds videos made with .*another --out-dir")
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before  # nothing rewritten
@@ -274,6 +279,23 @@ def test_cli_resume_with_other_settings_is_refused(cli, tmp_path, tiny_pipeline_
     code, _, err = cli(*same)
     one_line_error(code, err, f"{out} already holds videos made with another model's weights")
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+
+
+def test_cli_negative_prompt_applies_to_every_video(cli, tmp_path, tiny_pipeline_dir):
+    from pipelines.video_io import read_video
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red square\na green circle\n")
+    args = (prompts, "--model", tiny_pipeline_dir, "--frames", 2, "--steps", 1, "--seed", 3)
+    assert cli(*args, "--out-dir", tmp_path / "n", "--negative", "a blue circle")[0] == 0
+    assert cli(*args, "--out-dir", tmp_path / "plain")[0] == 0
+    sidecars = sorted((tmp_path / "n").glob("a *.json"))
+    assert len(sidecars) == 2
+    for sidecar in sidecars:
+        assert json.loads(sidecar.read_text())["negative_prompt"] == "a blue circle"
+        negative = read_video(sidecar.with_suffix(".mp4"))[0]
+        plain = read_video(tmp_path / "plain" / sidecar.with_suffix(".mp4").name)[0]
+        assert not np.array_equal(negative, plain)  # it reached the sampler
 
 
 def test_cli_a_reference_line_fails_alone_wherever_it_is(cli, tmp_path, tiny_pipeline_dir):
