@@ -1070,7 +1070,7 @@ def build_parser() -> argparse.ArgumentParser:
         "sprite",
         help="draw a reference element (a patterned sprite) for --ref",
         description="Draw a Shapes World sprite as its reference image: one shape filled with "
-        "a two-colour pattern, alone and centred on white (../shared/shapes_world.md, "
+        "a two-colour pattern, alone and centred on white (docs/shapes_world.md, "
         "'Reference elements'). Give it to `studio generate --ref`.",
     )
     dsp.add_argument("out", metavar="OUT.png")

@@ -90,3 +90,13 @@ def test_the_example_files_run(cli, tmp_path, tiny_pipeline_dir, monkeypatch):
     assert code == 0, err
     rows = [json.loads(x) for x in (tmp_path / "scores.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and all(isinstance(r.get("score"), float) for r in rows), rows
+
+
+def test_the_worlds_contract_ships_verbatim():
+    """docs/shapes_world.md is the contract a fresh clone reads; where the workspace holds the
+    original (../shared/shapes_world.md), the copy is the same text."""
+    copy = ROOT / "docs" / "shapes_world.md"
+    assert "# Shapes World" in copy.read_text()
+    original = ROOT.parent / "shared" / "shapes_world.md"
+    if original.is_file():
+        assert copy.read_text() == original.read_text(), "update docs/shapes_world.md"

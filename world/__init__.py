@@ -1,4 +1,4 @@
-"""Shapes World: the procedural domain of the default model (``../shared/shapes_world.md``).
+"""Shapes World: the procedural domain of the default model (``docs/shapes_world.md``).
 
 The renderer, its captions and their vocabulary, the WordNet phrasing table (with its
 licence), reference sprites and counterfactual captions: one source of truth, used by
