@@ -87,6 +87,8 @@ class BatchOptions:
     guidance: float = DEFAULT_GUIDANCE
     frames: int = 16
     fps: int = 8
+    height: int = 64
+    width: int = 64
     image_first: bool | None = None  # None: the model's own setting
     lora: str | None = None  # a LoRA adapter on the model, PATH[:SCALE]
     negative: str | None = None  # a negative prompt for every video
@@ -294,6 +296,8 @@ def _check_same_settings(
         "guidance": options.guidance,
         "frames": options.frames,
         "fps": options.fps,
+        "height": options.height,
+        "width": options.width,
         "lora": options.lora,
         "negative_prompt": options.negative,
     }
@@ -321,6 +325,8 @@ def run_batch(options: BatchOptions, progress: bool = True, pipe=None) -> dict:
         guidance=options.guidance,
         frames=options.frames,
         fps=options.fps,
+        height=options.height,
+        width=options.width,
         image_first=options.image_first,
     )
     check_request(shared)  # the settings every video shares: a bad one fails before any work
@@ -397,6 +403,8 @@ def run_batch(options: BatchOptions, progress: bool = True, pipe=None) -> dict:
             steps=options.steps,
             guidance=options.guidance,
             frames=options.frames,
+            height=options.height,
+            width=options.width,
         )
         try:
             pipe.check_inputs(
@@ -432,6 +440,8 @@ def run_batch(options: BatchOptions, progress: bool = True, pipe=None) -> dict:
             guidance=options.guidance,
             frames=options.frames,
             fps=options.fps,
+            height=options.height,
+            width=options.width,
             image_first=options.image_first,
             lora=options.lora,
         )

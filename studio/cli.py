@@ -255,6 +255,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
             guidance=args.guidance,
             frames=args.frames,
             fps=args.fps,
+            height=args.height,
+            width=args.width,
             image_first=args.image_first,
             lora=args.lora,
             negative=args.negative,
@@ -911,7 +913,7 @@ def build_parser() -> argparse.ArgumentParser:
     sb.set_defaults(func=cmd_storyboard)
 
     b = command(
-        "batch", "model", "sampling", "timing", "image_first", "runtime",
+        "batch", "model", "sampling", "timing", "size", "image_first", "runtime",
         help="generate many prompts (VBench-style names, resumable)",
         description="One video per (prompt, sample) named {prompt}-{i}.mp4, plus manifest.jsonl. "
         "Re-running resumes. Under `torchrun --nproc_per_node N -m studio.cli batch ...` or "

@@ -259,6 +259,7 @@ def test_cli_resume_with_other_settings_is_refused(cli, tmp_path, tiny_pipeline_
         ("--steps", 1, "--seed", 7),
         ("--steps", 1, "--guidance", 1),
         ("--steps", 1, "--negative", "blurry"),
+        ("--steps", 1, "--height", 32),
     ):
         code, _, err = cli(*args, *other)
         one_line_error(code, err, f"{out} already holds videos made with .*another --out-dir")
@@ -296,6 +297,19 @@ def test_cli_negative_prompt_applies_to_every_video(cli, tmp_path, tiny_pipeline
         negative = read_video(sidecar.with_suffix(".mp4"))[0]
         plain = read_video(tmp_path / "plain" / sidecar.with_suffix(".mp4").name)[0]
         assert not np.array_equal(negative, plain)  # it reached the sampler
+
+
+def test_cli_batch_takes_the_frame_size(cli, tmp_path, tiny_pipeline_dir):
+    from pipelines.video_io import read_video
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red square\n")
+    args = (prompts, "--model", tiny_pipeline_dir, "--frames", 2, "--steps", 1)
+    assert cli(*args, "--out-dir", tmp_path / "o", "--height", 16, "--width", 32)[0] == 0
+    frames, _ = read_video(tmp_path / "o" / "a red square-0.mp4")
+    assert frames.shape[1:3] == (16, 32)
+    code, _, err = cli(*args, "--out-dir", tmp_path / "bad", "--height", 17)
+    assert code == 2 and err.startswith("error:") and not (tmp_path / "bad").exists()
 
 
 def test_cli_a_reference_line_fails_alone_wherever_it_is(cli, tmp_path, tiny_pipeline_dir):
