@@ -590,6 +590,23 @@ def test_use_these_settings_fills_the_generate_page(held_worker):
 
 
 @needs_streamlit
+def test_settings_of_a_cli_or_api_job_load_as_they_were(held_worker):
+    """The CLI and API take guidance up to 50, seeds up to 2**63-1 and any fps: such a job's
+    settings load without an error, keep its guidance and fps, and say so about a seed the
+    field cannot hold instead of replacing it silently."""
+    gallery = Gallery(held_worker)
+    done_job(gallery, guidance=20.0, seed=2**60, frames=12, fps=24)
+    at = app("gallery")
+    button(at, "Use these settings").click().run()
+    assert title(at) == "Generate" and not at.exception
+    assert at.slider(key="guidance").value == 20.0
+    assert any("0.5 s at 24 fps" in c.value for c in at.caption), "the job's fps"
+    assert any("seed 1152921504606846976 is larger than the field" in w.value for w in at.warning)
+    assert not at.checkbox(key="seed_locked").value
+    assert at.number_input(key="seed").value != 0
+
+
+@needs_streamlit
 def test_add_to_storyboard_appends_a_scene(held_worker):
     done_job(Gallery(held_worker), frames=8)
     at = app("gallery")

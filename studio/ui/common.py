@@ -154,6 +154,8 @@ def seed_fields(container, key: str) -> int:
     """A seed field and its lock: unlocked, every submission draws a new seed (the page's
     submit buttons call :func:`fresh_seed`); typing a seed locks it."""
     locked = f"{key}_locked"
+    if note := st.session_state.pop(f"{key}_note", None):
+        container.warning(note, icon=":material/info:")
     seed = container.number_input(
         "Seed",
         min_value=0,

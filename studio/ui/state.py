@@ -20,7 +20,10 @@ from studio.gallery import Job
 from studio.jobs import MAX_FRAMES
 
 FPS = 8
-SEED_MAX = 2**31 - 1
+# The seed field's largest value: a browser's number field keeps whole numbers exactly up to
+# 2**53 - 1. A job made through the CLI or API with a larger seed (they take up to 2**63 - 1)
+# loads with a note instead (its Re-run in the Gallery repeats it exactly).
+SEED_MAX = 2**53 - 1
 FIRST_FRAME = {"model's default": None, "image first": True, "with the clip": False}
 PREVIEW_SIDE = 384  # clips are 64 px: shown 6× larger, every pixel a crisp block
 
@@ -32,6 +35,7 @@ GENERATE_DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "seed_locked": False,
     "frames": 16,
+    "fps": FPS,  # no field: a loaded job's own (the API's may differ), else 8
     "steps": DEFAULT_STEPS,
     "guidance": DEFAULT_GUIDANCE,
     "first_frame": "model's default",
@@ -99,6 +103,19 @@ def lora_label(spec: str | None) -> str | None:
     return f"LoRA {name}" + (f" ×{scale:g}" if scale != 1.0 else "")
 
 
+def _seed_settings(key: str, seed: int) -> dict[str, Any]:
+    """A job's seed for the page's field ``key``, locked; one the field cannot hold is not
+    replaced silently: a new seed, unlocked, and a note (``{key}_note``) that says so."""
+    if seed <= SEED_MAX:
+        return {key: seed, f"{key}_locked": True}
+    return {
+        key: new_seed(),
+        f"{key}_locked": False,
+        f"{key}_note": f"This job's seed {seed} is larger than the field holds: a new seed is "
+        "drawn here; Re-run in the Gallery repeats the job exactly.",
+    }
+
+
 def generate_settings(job: Job) -> dict[str, Any]:
     """The Generate page's values that make ``job`` (a ``generate`` job) again; its seed is
     locked, so *Generate* repeats it until the user unlocks it."""
@@ -107,9 +124,9 @@ def generate_settings(job: Job) -> dict[str, Any]:
     return {
         "draft": r.get("prompt", ""),
         "negative": r.get("negative_prompt") or "",
-        "seed": int(r.get("seed", 0)),
-        "seed_locked": True,
+        **_seed_settings("seed", int(r.get("seed", 0))),
         "frames": int(r.get("frames", GENERATE_DEFAULTS["frames"])),
+        "fps": int(r.get("fps", FPS)),
         "steps": int(r.get("steps", GENERATE_DEFAULTS["steps"])),
         "guidance": float(r.get("guidance", DEFAULT_GUIDANCE)),
         "first_frame": first_frame_label(r.get("image_first")),
@@ -129,8 +146,7 @@ def storyboard_settings(job: Job) -> dict[str, Any]:
     lora_path, lora_scale = split_lora(options.get("lora"))
     return {
         "scenes": scenes,
-        "sb_seed": int(options.get("seed", 0)),
-        "sb_seed_locked": True,
+        **_seed_settings("sb_seed", int(options.get("seed", 0))),
         "sb_steps": int(options.get("steps", STORYBOARD_DEFAULTS["sb_steps"])),
         "sb_guidance": float(options.get("guidance", DEFAULT_GUIDANCE)),
         "sb_first_frame": first_frame_label(options.get("image_first")),

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from studio.generate import GenerateRequest, StudioError
-from studio.jobs import MAX_BEST_OF, MAX_STEPS, submit_generate
+from studio.jobs import MAX_BEST_OF, MAX_GUIDANCE, MAX_STEPS, submit_generate
 from studio.ui import vocabulary
 from studio.ui.common import (
     first_frame_choice,
@@ -62,7 +62,7 @@ with form:
     prompt = st.text_area("Prompt", key="draft", height=90, persist_state="session")
     if note := vocabulary.warning(prompt):
         st.warning(note, icon=":material/translate:")
-    if st.session_state.get("elements"):
+    if st.session_state.get("elements") and studio.max_references:
         refs = ", ".join(f"<ref{k}>" for k in range(1, len(st.session_state.elements) + 1))
         st.caption(f"Elements from the Elements page: {refs} in the prompt uses them.")
     # open while a prompt is being built (chips are clicked one after another); it closes
@@ -88,13 +88,19 @@ with form:
     if problem:
         c2.error(problem)
     else:
-        c2.caption(f"{frames / FPS:.1f} s at {FPS} fps")
+        fps = st.session_state.get("fps", FPS)  # a loaded job's own
+        c2.caption(f"{frames / fps:.1f} s at {fps} fps")
     steps = c3.slider(
         "Steps", min_value=1, max_value=MAX_STEPS, key="steps", persist_state="session"
     )
     c4, c5 = st.columns(2, vertical_alignment="bottom")
     guidance = c4.slider(
-        "Guidance", min_value=0.0, max_value=15.0, step=0.5, key="guidance", persist_state="session"
+        "Guidance",
+        min_value=0.0,
+        max_value=MAX_GUIDANCE,
+        step=0.5,
+        key="guidance",
+        persist_state="session",
     )
     image_first = first_frame_choice(c5, "first_frame")
     lora = lora_fields(st, "lora")
@@ -126,7 +132,7 @@ with form:
             steps=int(steps),
             guidance=float(guidance),
             frames=int(frames),
-            fps=FPS,
+            fps=int(st.session_state.get("fps", FPS)),
             image_first=image_first,
             lora=lora,
         )

@@ -5,7 +5,13 @@ import streamlit as st
 
 from pipelines.storyboard import DEFAULT_CANDIDATES
 from studio.generate import GenerateRequest, StoryboardOptions, StudioError
-from studio.jobs import MAX_CANDIDATES, MAX_STEPS, submit_generate, submit_storyboard
+from studio.jobs import (
+    MAX_CANDIDATES,
+    MAX_GUIDANCE,
+    MAX_STEPS,
+    submit_generate,
+    submit_storyboard,
+)
 from studio.ui.common import (
     first_frame_choice,
     follow,
@@ -107,7 +113,12 @@ steps = c2.slider(
     "Steps", min_value=1, max_value=MAX_STEPS, key="sb_steps", persist_state="session"
 )
 guidance = c3.slider(
-    "Guidance", min_value=0.0, max_value=15.0, step=0.5, key="sb_guidance", persist_state="session"
+    "Guidance",
+    min_value=0.0,
+    max_value=MAX_GUIDANCE,
+    step=0.5,
+    key="sb_guidance",
+    persist_state="session",
 )
 image_first = first_frame_choice(
     st, "sb_first_frame", " (the first scene; later scenes continue the film)"
