@@ -487,6 +487,21 @@ def test_storyboard_edits_survive_a_page_switch(home):
 
 
 @needs_streamlit
+def test_a_film_over_the_limit_is_said_before_the_click(home):
+    at = app("storyboard")
+    at.session_state["scenes-0"] = {
+        "edited_rows": {0: {"frames": 64}, 1: {"frames": 64}},
+        "added_rows": [{"prompt": "a red square moving down on a black background", "frames": 64}]
+        * 3,
+        "deleted_rows": [],
+    }
+    at.run()
+    assert any("The film is 320 frames; at most 256" in e.value for e in at.error)
+    assert button(at, "Render film").disabled
+    assert not Gallery(home).search(status=None)
+
+
+@needs_streamlit
 def test_storyboard_scene_preview_queues_one_clip(home):
     at = app("storyboard")
     button(at, "Preview scene").click().run()
@@ -507,6 +522,9 @@ def test_elements_page_inserts_placeholders_into_the_prompt(home):
     at.run()
     button(at, "Insert <ref1>").click().run()
     assert at.session_state["draft"] == "<ref1>"
+    button(at, "Remove the elements").click().run()
+    assert at.session_state["elements"] == [] and "No elements yet." in at.info[0].value
+    at.session_state["elements"] = [name]
     at.switch_page("pages/generate.py").run()
     assert at.text_area(key="draft").value == "<ref1>"
     button(at, "Generate").click().run()  # the tiny model has no reference conditioning

@@ -34,10 +34,13 @@ uploads = st.file_uploader(
     "Reference images",
     type=[f.lower() for f in ALLOWED_FORMATS] + ["jpg"],
     accept_multiple_files=True,
+    key=f"uploads-{st.session_state.get('uploads_version', 0)}",  # a new one empties it
 )
 if uploads:
     if len(uploads) > MAX_ELEMENTS:
-        st.error(f"{len(uploads)} images: at most {MAX_ELEMENTS}; only the first are used.")
+        st.error(
+            f"{len(uploads)} images: at most {MAX_ELEMENTS}; only the first {MAX_ELEMENTS} are used."
+        )
     names = []
     for up in uploads[:MAX_ELEMENTS]:
         try:
@@ -49,6 +52,11 @@ if uploads:
         except StudioError as exc:
             st.error(str(exc))
     st.session_state.elements = names
+
+
+def _remove_elements() -> None:
+    st.session_state.elements = []
+    st.session_state.uploads_version = st.session_state.get("uploads_version", 0) + 1
 
 
 def _insert(k: int) -> None:
@@ -65,5 +73,8 @@ if st.session_state.elements:
     st.text_area(
         "Prompt (shared with the Generate page)", value=st.session_state.draft, disabled=True
     )
+    # the uploader forgets its files on another page while the elements stay: removing them
+    # is this button's job
+    st.button("Remove the elements", key="remove-elements", on_click=_remove_elements)
 else:
     st.info("No elements yet.")

@@ -9,6 +9,7 @@ from studio.jobs import (
     MAX_CANDIDATES,
     MAX_GUIDANCE,
     MAX_STEPS,
+    MAX_STORY_FRAMES,
     submit_generate,
     submit_storyboard,
 )
@@ -138,13 +139,16 @@ candidates = st.number_input(
 lora = lora_fields(st, "sb_lora")
 total = sum(int(s["frames"]) for s in scenes if not problems)
 st.caption(f"{len(scenes)} scenes, {total} frames ({total / FPS:.1f} s at {FPS} fps)")
+too_long = total > MAX_STORY_FRAMES  # said before the click, as a scene's own problems are
+if too_long:
+    st.error(f"The film is {total} frames; at most {MAX_STORY_FRAMES}: shorten or remove scenes.")
 render = st.button(
     "Render film",
     type="primary",
     icon=":material/movie:",
     on_click=fresh_seed,
     args=("sb_seed",),
-    disabled=bool(problems),
+    disabled=bool(problems) or too_long,
 )
 
 try:
