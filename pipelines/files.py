@@ -109,7 +109,7 @@ def _replace_from_temp(path: Path, text: str) -> None:
         raise
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
+def write_json_atomic(path: Path, data: dict | list) -> None:
     """``data`` as indented JSON, written to a temporary sibling and renamed into place."""
     _replace_from_temp(Path(path), json.dumps(data, indent=2))
 

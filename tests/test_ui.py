@@ -504,10 +504,20 @@ def test_a_film_over_the_limit_is_said_before_the_click(home):
 @needs_streamlit
 def test_storyboard_scene_preview_queues_one_clip(home):
     at = app("storyboard")
+    green = "a green circle moving up on a white background"
+    at.session_state["scenes-0"] = {
+        "edited_rows": {0: {"prompt": green}},
+        "added_rows": [],
+        "deleted_rows": [],
+    }
+    at.run()
     button(at, "Preview scene").click().run()
     jobs = Gallery(home).search(status=None)
     assert [(j.kind, j.request["frames"]) for j in jobs] == [("generate", 16)]
     assert url_job(at) == jobs[0].id
+    # a refresh with the preview in the URL (a new session) finds the storyboard as edited
+    again = app("storyboard", job=jobs[0].id)
+    assert again.selectbox(key="scene_pick").options[0] == f"1: {green}"
 
 
 # ---------------------------------------------------------------------------- Elements
@@ -881,6 +891,15 @@ def test_page_state_helpers(tmp_path):
     assert apply_edits(rows, edits) == [{"prompt": "b", "frames": 4}, {"prompt": "", "frames": 16}]
     assert frames_problem(16) is None
     assert "at most 64 frames (8 s at 8 fps)" in frames_problem(100000)
+    from studio.ui.state import read_draft, save_draft
+
+    draft = tmp_path / "draft.json"
+    assert read_draft(draft) is None
+    save_draft(draft, rows)
+    assert read_draft(draft) == rows
+    for bad in ("{not json", '{"prompt": "a"}', "[]", "[1, 2]"):
+        draft.write_text(bad)
+        assert read_draft(draft) is None, bad
     settings = generate_settings(done_job(Gallery(tmp_path), seed=7))
     assert settings["draft"] == PROMPT and settings["seed"] == 7 and settings["seed_locked"]
     assert (settings["lora_path"], settings["lora_scale"]) == ("", 1.0)

@@ -6,6 +6,7 @@ preview of a finished clip. No streamlit here: the pages put these values in
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.files import write_json_atomic
 from pipelines.storyboard import DEFAULT_CANDIDATES
 from pipelines.text_to_video import DEFAULT_GUIDANCE, DEFAULT_STEPS
 from pipelines.video_io import encode_video_bytes, read_video
@@ -55,6 +57,7 @@ STORYBOARD_DEFAULTS: dict[str, Any] = {
     "sb_lora_scale": 1.0,
 }
 NEW_SCENE = {"prompt": "", "frames": 16}
+MAX_DRAFT_SCENES = 256  # rows a saved draft may bring back (a film is at most 256 frames)
 EXAMPLE_SCENES = [
     {"prompt": "a red square moving right on a black background", "frames": 16},
     {"prompt": "a red square moving up on a black background", "frames": 16},
@@ -186,6 +189,26 @@ def clean_scenes(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             frames = int(frames)
         rows.append({"prompt": prompt, "frames": frames})
     return rows
+
+
+def read_draft(path: Path) -> list[dict[str, Any]] | None:
+    """The storyboard rows last edited (:func:`save_draft`), or None when there are none or
+    the file is not a list of scene rows (JSON only: nothing in it runs)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, list) or not data or not all(isinstance(r, dict) for r in data):
+        return None
+    return clean_scenes(data[:MAX_DRAFT_SCENES])
+
+
+def save_draft(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Keep the storyboard being edited, so a refresh while another job (a scene preview)
+    is in the URL, or a new tab, finds it again; written only when it changed."""
+    rows = clean_scenes(rows)
+    if read_draft(path) != rows:
+        write_json_atomic(path, rows)
 
 
 def apply_edits(base: list[dict[str, Any]], edits: dict[str, Any] | None) -> list[dict]:

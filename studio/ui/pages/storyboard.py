@@ -33,6 +33,8 @@ from studio.ui.state import (
     apply_edits,
     clean_scenes,
     move_scene,
+    read_draft,
+    save_draft,
     scene_label,
     scene_problems,
     storyboard_settings,
@@ -41,12 +43,13 @@ from studio.ui.state import (
 studio = get_studio()
 model_panel(studio)  # the sidebar: loading the model, then ready
 job_id = st.query_params.get("job")
-if "scenes" not in st.session_state:  # a fresh tab or a refresh: the followed film's scenes
-    followed = studio.gallery.get(job_id or "")
+DRAFT = studio.gallery.home / "storyboard_draft.json"  # the rows being edited (save_draft)
+if "scenes" not in st.session_state:  # a fresh tab or a refresh: the followed film's scenes,
+    followed = studio.gallery.get(job_id or "")  # else the storyboard last edited
     if followed is not None and followed.kind == "storyboard":
         load(storyboard_settings(followed))
     else:
-        st.session_state.scenes = [dict(s) for s in EXAMPLE_SCENES]
+        st.session_state.scenes = read_draft(DRAFT) or [dict(s) for s in EXAMPLE_SCENES]
 keep(STORYBOARD_DEFAULTS)
 st.session_state.setdefault("editor_version", 0)
 editor = f"scenes-{st.session_state.editor_version}"
@@ -177,4 +180,5 @@ try:
 except StudioError as exc:
     st.error(str(exc))
 
+save_draft(DRAFT, scenes)
 show_job(studio, st.query_params.get("job"), seed_key="sb_seed")
