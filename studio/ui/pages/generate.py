@@ -3,7 +3,7 @@
 import streamlit as st
 
 from studio.generate import GenerateRequest, StudioError
-from studio.jobs import MAX_BEST_OF, MAX_GUIDANCE, MAX_STEPS, submit_generate
+from studio.jobs import MAX_BEST_OF, MAX_GUIDANCE, MAX_PROMPT_CHARS, MAX_STEPS, submit_generate
 from studio.ui import vocabulary
 from studio.ui.common import (
     first_frame_choice,
@@ -59,7 +59,9 @@ with form:
         "Describe a Shapes World clip: colours, shapes, sizes, motions and a background. "
         "Click the words below to build a prompt, or start from an example."
     )
-    prompt = st.text_area("Prompt", key="draft", height=90, persist_state="session")
+    prompt = st.text_area(
+        "Prompt", key="draft", height=90, max_chars=MAX_PROMPT_CHARS, persist_state="session"
+    )
     if note := vocabulary.warning(prompt):
         st.warning(note, icon=":material/translate:")
     if st.session_state.get("elements") and studio.max_references:
