@@ -640,8 +640,12 @@ def test_add_to_storyboard_appends_a_scene(held_worker):
     at = app("gallery")
     button(at, "Add to storyboard").click().run()
     assert title(at) == "Storyboard"
-    assert at.selectbox(key="scene_pick").options[-1] == f"3: {PROMPT}"
-    assert at.data_editor[0].value.to_dict("records")[-1] == {"prompt": PROMPT, "frames": 8}
+    # no storyboard was being edited: a new one starts with the clip, not the examples
+    assert at.selectbox(key="scene_pick").options == [f"1: {PROMPT}"]
+    assert at.data_editor[0].value.to_dict("records") == [{"prompt": PROMPT, "frames": 8}]
+    at.switch_page("pages/gallery.py").run()
+    button(at, "Add to storyboard").click().run()  # then it is appended to
+    assert at.selectbox(key="scene_pick").options[-1] == f"2: {PROMPT}"
 
 
 @needs_streamlit

@@ -57,6 +57,7 @@ STORYBOARD_DEFAULTS: dict[str, Any] = {
     "sb_lora_scale": 1.0,
 }
 NEW_SCENE = {"prompt": "", "frames": 16}
+STORYBOARD_DRAFT = "storyboard_draft.json"  # in the gallery folder: the rows being edited
 MAX_DRAFT_SCENES = 256  # rows a saved draft may bring back (a film is at most 256 frames)
 EXAMPLE_SCENES = [
     {"prompt": "a red square moving right on a black background", "frames": 16},

@@ -16,7 +16,7 @@ from studio.ui.common import (
     show_result,
 )
 from studio.ui.progress import job_progress
-from studio.ui.state import EXAMPLE_SCENES, page_for, settings_for
+from studio.ui.state import STORYBOARD_DRAFT, page_for, read_draft, settings_for
 
 PAGE = 20
 STATUSES = ["done", "failed", "cancelled", "queued", "running", "all"]
@@ -85,7 +85,11 @@ else:
 
 
 def _add_to_storyboard(job) -> None:
-    scenes = st.session_state.get("scenes", [dict(s) for s in EXAMPLE_SCENES])
+    """Appended to the storyboard being edited: this session's, else the one last edited
+    (the Storyboard page's draft), else a new one that starts with this clip."""
+    scenes = st.session_state.get("scenes")
+    if scenes is None:
+        scenes = read_draft(studio.gallery.home / STORYBOARD_DRAFT) or []
     scene = {"prompt": job.request["prompt"], "frames": int(job.request["frames"])}
     load({"scenes": [*scenes, scene]})
 

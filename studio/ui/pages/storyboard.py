@@ -30,6 +30,7 @@ from studio.ui.state import (
     FPS,
     NEW_SCENE,
     STORYBOARD_DEFAULTS,
+    STORYBOARD_DRAFT,
     apply_edits,
     clean_scenes,
     move_scene,
@@ -43,7 +44,7 @@ from studio.ui.state import (
 studio = get_studio()
 model_panel(studio)  # the sidebar: loading the model, then ready
 job_id = st.query_params.get("job")
-DRAFT = studio.gallery.home / "storyboard_draft.json"  # the rows being edited (save_draft)
+DRAFT = studio.gallery.home / STORYBOARD_DRAFT  # the rows being edited (save_draft)
 if "scenes" not in st.session_state:  # a fresh tab or a refresh: the followed film's scenes,
     followed = studio.gallery.get(job_id or "")  # else the storyboard last edited
     if followed is not None and followed.kind == "storyboard":
