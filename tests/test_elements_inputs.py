@@ -768,7 +768,7 @@ def test_data_sprite_draws_the_worlds_reference_and_generate_takes_it(
     "args, pattern",
     [
         (["s.jpg"], r"PNG.*s\.jpg"),
-        (["s.png", "--colors", "red", "pink"], r"unknown color2 'pink'.*'purple'"),
+        (["s.png", "--colors", "red", "pink"], r"invalid choice: 'pink'.*'purple'"),
         (["missing/s.png"], r"missing"),
     ],
 )

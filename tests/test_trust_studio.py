@@ -216,7 +216,7 @@ def test_a_prompt_given_twice_is_generated_once(tmp_path, tiny_pipeline_dir, cap
     assert (counts["done"], counts["total"]) == (2, 2)
     lines = (opts.out_dir / "manifest.jsonl").read_text().splitlines()
     assert [json.loads(x)["prompt"] for x in lines] == ["a red square", "a blue circle"]
-    assert f"{opts.prompts}:3: the prompt of line 1 again: skipped" in capsys.readouterr().out
+    assert f"{opts.prompts}:3: the prompt of line 1 again: skipped" in capsys.readouterr().err
     assert sorted(p.name for p in opts.out_dir.glob("*.mp4")) == [
         "a blue circle-0.mp4",
         "a red square-0.mp4",
