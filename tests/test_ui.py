@@ -112,7 +112,7 @@ def done_job(gallery: Gallery, prompt: str = PROMPT, **request) -> Job:
 def test_generate_page_runs_a_job_and_shows_the_clip(home):
     at = app()
     at.text_area(key="draft").input(PROMPT)
-    at.slider(key="steps").set_value(2)
+    at.number_input(key="steps").set_value(2)
     at.number_input(key="seed").set_value(5)  # typing a seed locks it
     at.radio(key="first_frame").set_value("image first")
     button(at, "Generate").click().run()
@@ -163,7 +163,7 @@ def test_seed_is_new_each_time_unless_locked(home):
 def test_variation_is_the_same_clip_with_a_new_seed(home):
     at = app()
     at.text_area(key="draft").input(PROMPT)
-    at.slider(key="steps").set_value(2)
+    at.number_input(key="steps").set_value(2)
     at.number_input(key="frames").set_value(4)
     button(at, "Generate").click().run()
     first = wait_done(home, url_job(at))
@@ -236,12 +236,12 @@ def test_word_chips_examples_and_unknown_words(home):
 def test_settings_survive_a_page_switch(home):
     at = app()
     at.text_area(key="draft").input(PROMPT)
-    at.slider(key="steps").set_value(7)
+    at.number_input(key="steps").set_value(7)
     at.number_input(key="frames").set_value(8).run()
     at.switch_page("pages/gallery.py").run()
     at.switch_page("pages/generate.py").run()
     assert at.text_area(key="draft").value == PROMPT
-    assert at.slider(key="steps").value == 7 and at.number_input(key="frames").value == 8
+    assert at.number_input(key="steps").value == 7 and at.number_input(key="frames").value == 8
 
 
 # ---------------------------------------------------------------------------- LoRA
@@ -260,7 +260,7 @@ def test_a_lora_adapter_is_queued_used_shown_and_reused(home, adapter):
 
     at = app()
     at.text_area(key="draft").input(PROMPT)
-    at.slider(key="steps").set_value(2)
+    at.number_input(key="steps").set_value(2)
     at.number_input(key="frames").set_value(4)
     at.number_input(key="seed").set_value(5)
     at.text_input(key="lora_path").input(str(adapter))
@@ -345,7 +345,7 @@ def test_the_model_is_ready_before_the_first_click(home, tiny_pipeline_dir):
     at.run()
     assert any("Model ready" in c.value for c in at.sidebar.caption)
     at.text_area(key="draft").input(PROMPT)
-    at.slider(key="steps").set_value(2)
+    at.number_input(key="steps").set_value(2)
     at.number_input(key="frames").set_value(4)
     button(at, "Generate").click().run()
     job = wait_done(home, url_job(at))
@@ -376,7 +376,7 @@ def test_the_page_says_the_model_is_loading_and_a_click_meanwhile_waits(home, mo
         captions = [c.value for c in at.sidebar.caption]
         assert any("Loading model…" in c for c in captions), captions
         at.text_area(key="draft").input(PROMPT)
-        at.slider(key="steps").set_value(2)
+        at.number_input(key="steps").set_value(2)
         at.number_input(key="frames").set_value(4)
         button(at, "Generate").click().run()
         assert not at.exception and not at.error
@@ -441,7 +441,7 @@ def test_storyboard_page_renders_the_film_and_reorders_scenes(home):
     button(at, "↑").click().run()
     assert at.selectbox(key="scene_pick").value == 0
     button(at, "↓").click().run()
-    at.slider(key="sb_steps").set_value(2)
+    at.number_input(key="sb_steps").set_value(2)
     at.radio(key="sb_first_frame").set_value("with the clip")
     at.number_input(key="candidates").set_value(2)
     button(at, "Render film").click().run()
@@ -597,7 +597,7 @@ def test_rerun_opens_the_new_job_on_the_generate_page(held_worker):
     assert new.id != old.id and new.request == old.request
     assert title(at) == "Generate" and url_job(at) == new.id
     assert at.text_area(key="draft").value == PROMPT, "the re-run job's prompt"
-    assert at.slider(key="steps").value == 3 and at.number_input(key="frames").value == 8
+    assert at.number_input(key="steps").value == 3 and at.number_input(key="frames").value == 8
     assert at.number_input(key="seed").value == 11 and at.checkbox(key="seed_locked").value
     assert "Queued: position 1" in at.info[0].value and "Cancel" in labels(at)
 
@@ -611,7 +611,7 @@ def test_use_these_settings_fills_the_generate_page(held_worker):
     assert title(at) == "Generate" and url_job(at) is None
     assert at.text_area(key="draft").value == PROMPT
     assert at.text_input(key="negative").value == "blur"
-    assert at.number_input(key="frames").value == 12 and at.slider(key="steps").value == 4
+    assert at.number_input(key="frames").value == 12 and at.number_input(key="steps").value == 4
     assert at.number_input(key="seed").value == 9
     assert at.radio(key="first_frame").value == "with the clip"
     assert len(gallery.search(status=None)) == 1, "nothing is queued"

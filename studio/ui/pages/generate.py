@@ -92,8 +92,14 @@ with form:
     else:
         fps = st.session_state.get("fps", FPS)  # a loaded job's own
         c2.caption(f"{frames / fps:.1f} s at {fps} fps")
-    steps = c3.slider(
-        "Steps", min_value=1, max_value=MAX_STEPS, key="steps", persist_state="session"
+    steps = c3.number_input(
+        "Steps",
+        min_value=1,
+        max_value=MAX_STEPS,
+        step=1,
+        key="steps",
+        persist_state="session",
+        help=f"denoising steps (default {GENERATE_DEFAULTS['steps']}; more take longer)",
     )
     c4, c5 = st.columns(2, vertical_alignment="bottom")
     guidance = c4.slider(

@@ -114,8 +114,14 @@ if scenes:
 
 c1, c2, c3 = st.columns(3)
 seed = seed_fields(c1, "sb_seed")
-steps = c2.slider(
-    "Steps", min_value=1, max_value=MAX_STEPS, key="sb_steps", persist_state="session"
+steps = c2.number_input(
+    "Steps",
+    min_value=1,
+    max_value=MAX_STEPS,
+    step=1,
+    key="sb_steps",
+    persist_state="session",
+    help=f"denoising steps (default {STORYBOARD_DEFAULTS['sb_steps']}; more take longer)",
 )
 guidance = c3.slider(
     "Guidance",
