@@ -632,6 +632,12 @@ def test_settings_of_a_cli_or_api_job_load_as_they_were(held_worker):
     assert any("seed 1152921504606846976 is larger than the field" in w.value for w in at.warning)
     assert not at.checkbox(key="seed_locked").value
     assert at.number_input(key="seed").value != 0
+    assert at.number_input(key="fps").value == 24
+    at.switch_page("pages/generate.py").run()  # AppTest stays on the page a callback left
+    button(at, "Generate").click().run()
+    assert not at.error, [e.value for e in at.error]
+    queued = [j for j in gallery.search(status=None) if j.status != "done"]
+    assert [(j.request["fps"], j.request["guidance"]) for j in queued] == [(24, 20.0)]
 
 
 @needs_streamlit
@@ -646,6 +652,19 @@ def test_add_to_storyboard_appends_a_scene(held_worker):
     at.switch_page("pages/gallery.py").run()
     button(at, "Add to storyboard").click().run()  # then it is appended to
     assert at.selectbox(key="scene_pick").options[-1] == f"2: {PROMPT}"
+    # a new session (another tab) appends to the storyboard kept from this one
+    other = app("gallery")
+    button(other, "Add to storyboard").click().run()
+    assert other.selectbox(key="scene_pick").options == [f"{k}: {PROMPT}" for k in (1, 2, 3)]
+
+
+@needs_streamlit
+def test_the_example_scenes_are_not_kept_as_a_draft(held_worker):
+    app("storyboard")  # shows the examples; nothing edited
+    done_job(Gallery(held_worker), frames=8)
+    at = app("gallery")
+    button(at, "Add to storyboard").click().run()
+    assert at.selectbox(key="scene_pick").options == [f"1: {PROMPT}"]
 
 
 @needs_streamlit
@@ -901,7 +920,16 @@ def test_page_state_helpers(tmp_path):
     assert read_draft(draft) is None
     save_draft(draft, rows)
     assert read_draft(draft) == rows
-    for bad in ("{not json", '{"prompt": "a"}', "[]", "[1, 2]"):
+    for bad in (
+        "{not json",
+        '{"prompt": "a"}',
+        "[]",
+        "[1, 2]",
+        '[{"prompt": "a", "frames": 1e400}]',  # inf: int() of it would crash the page
+        '[{"prompt": "a", "frames": "16"}]',
+        '[{"prompt": "a", "frames": true}]',
+        '[{"prompt": 3, "frames": 16}]',
+    ):
         draft.write_text(bad)
         assert read_draft(draft) is None, bad
     settings = generate_settings(done_job(Gallery(tmp_path), seed=7))

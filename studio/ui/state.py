@@ -19,7 +19,7 @@ from pipelines.storyboard import DEFAULT_CANDIDATES
 from pipelines.text_to_video import DEFAULT_GUIDANCE, DEFAULT_STEPS
 from pipelines.video_io import encode_video_bytes, read_video
 from studio.gallery import Job
-from studio.jobs import MAX_FRAMES
+from studio.jobs import MAX_FRAMES, MAX_PROMPT_CHARS
 
 FPS = 8
 # The seed field's largest value: a browser's number field keeps whole numbers exactly up to
@@ -199,16 +199,35 @@ def read_draft(path: Path) -> list[dict[str, Any]] | None:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(data, list) or not data or not all(isinstance(r, dict) for r in data):
+    if not isinstance(data, list) or not data:
         return None
-    return clean_scenes(data[:MAX_DRAFT_SCENES])
+    rows = [r for r in data[:MAX_DRAFT_SCENES] if _draft_row(r)]
+    return clean_scenes(rows) if len(rows) == len(data[:MAX_DRAFT_SCENES]) else None
+
+
+def _draft_row(row: Any) -> bool:
+    """A row as the editor keeps one: a prompt (text, at most a job's length) and a whole
+    number of frames in the page's range; anything else means the file is not ours."""
+    if not isinstance(row, dict) or set(row) != {"prompt", "frames"}:
+        return False
+    prompt, frames = row["prompt"], row["frames"]
+    return (
+        isinstance(prompt, str)
+        and len(prompt) <= MAX_PROMPT_CHARS
+        and isinstance(frames, int)
+        and not isinstance(frames, bool)
+        and 1 <= frames <= MAX_FRAMES
+    )
 
 
 def save_draft(path: Path, rows: list[dict[str, Any]]) -> None:
     """Keep the storyboard being edited, so a refresh while another job (a scene preview)
-    is in the URL, or a new tab, finds it again; written only when it changed."""
-    rows = clean_scenes(rows)
-    if read_draft(path) != rows:
+    is in the URL, or a new tab, finds it again. Only rows a draft may hold are kept (a row
+    still being typed, out of range, is left out); no rows: no draft."""
+    rows = [r for r in clean_scenes(rows) if _draft_row(r)]
+    if not rows:
+        path.unlink(missing_ok=True)
+    elif read_draft(path) != rows:
         write_json_atomic(path, rows)
 
 
@@ -244,7 +263,12 @@ def scene_label(i: int, row: dict[str, Any]) -> str:
 
 def frames_problem(frames: Any, where: str = "") -> str | None:
     """What is wrong with a frame count, naming the allowed range; None when it is fine."""
-    if isinstance(frames, bool) or not isinstance(frames, int | float) or frames != int(frames):
+    if (
+        isinstance(frames, bool)
+        or not isinstance(frames, int | float)
+        or not math.isfinite(frames)
+        or frames != int(frames)
+    ):
         return f"{where}frames must be a whole number from 1 to {MAX_FRAMES}, got {frames!r}"
     if not 1 <= frames <= MAX_FRAMES:
         return (

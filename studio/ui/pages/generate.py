@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from pipelines.video_io import MAX_FPS
 from studio.generate import GenerateRequest, StudioError
 from studio.jobs import MAX_BEST_OF, MAX_GUIDANCE, MAX_PROMPT_CHARS, MAX_STEPS, submit_generate
 from studio.ui import vocabulary
@@ -90,7 +91,7 @@ with form:
     if problem:
         c2.error(problem)
     else:
-        fps = st.session_state.get("fps", FPS)  # a loaded job's own
+        fps = st.session_state.get("fps", FPS)  # the field below (a loaded job's own)
         c2.caption(f"{frames / fps:.1f} s at {fps} fps")
     steps = c3.number_input(
         "Steps",
@@ -100,6 +101,15 @@ with form:
         key="steps",
         persist_state="session",
         help=f"denoising steps (default {GENERATE_DEFAULTS['steps']}; more take longer)",
+    )
+    c3.number_input(
+        "Frames per second",
+        min_value=1,
+        max_value=MAX_FPS,
+        step=1,
+        key="fps",
+        persist_state="session",
+        help=f"how fast the clip plays (default {FPS})",
     )
     c4, c5 = st.columns(2, vertical_alignment="bottom")
     guidance = c4.slider(
@@ -140,7 +150,7 @@ with form:
             steps=int(steps),
             guidance=float(guidance),
             frames=int(frames),
-            fps=int(st.session_state.get("fps", FPS)),
+            fps=int(st.session_state.fps),
             image_first=image_first,
             lora=lora,
         )

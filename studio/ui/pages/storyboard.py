@@ -51,6 +51,9 @@ if "scenes" not in st.session_state:  # a fresh tab or a refresh: the followed f
         load(storyboard_settings(followed))
     else:
         st.session_state.scenes = read_draft(DRAFT) or [dict(s) for s in EXAMPLE_SCENES]
+    # the draft is written when this session edits the rows, not for what it merely loaded
+    # (the examples, a followed film, another tab's draft)
+    st.session_state.draft_rows = [dict(s) for s in st.session_state.scenes]
 keep(STORYBOARD_DEFAULTS)
 st.session_state.setdefault("editor_version", 0)
 editor = f"scenes-{st.session_state.editor_version}"
@@ -187,5 +190,10 @@ try:
 except StudioError as exc:
     st.error(str(exc))
 
-save_draft(DRAFT, scenes)
+if scenes != st.session_state.get("draft_rows"):
+    st.session_state.draft_rows = [dict(s) for s in scenes]
+    try:
+        save_draft(DRAFT, scenes)
+    except OSError as exc:  # a convenience: the page goes on without it
+        st.caption(f"(the storyboard could not be kept for the next visit: {exc.strerror})")
 show_job(studio, st.query_params.get("job"), seed_key="sb_seed")
