@@ -15,7 +15,7 @@ import streamlit as st
 import studio.shipped as shipped_models
 from studio.gallery import Gallery, Job
 from studio.generate import StudioError, max_references
-from studio.jobs import job_lora, variation
+from studio.jobs import MAX_GUIDANCE, MAX_STEPS, job_lora, variation
 from studio.shipped import configured_scorer_spec, model_for
 from studio.ui import warm
 from studio.ui.progress import duration, job_progress, stage_caption, time_taken, used_seed
@@ -173,6 +173,30 @@ def seed_fields(container, key: str) -> int:
         help="keep this seed for the next clips (to change one setting and compare)",
     )
     return int(seed)
+
+
+def steps_and_guidance(steps_at, guidance_at, prefix: str, default_steps: int) -> tuple[int, float]:
+    """The Steps field (a number: a 1..1000 slider made 12 hard to pick) and the Guidance
+    slider (to the jobs' maximum, so a CLI or API job's value loads), keys ``{prefix}steps``
+    and ``{prefix}guidance``."""
+    steps = steps_at.number_input(
+        "Steps",
+        min_value=1,
+        max_value=MAX_STEPS,
+        step=1,
+        key=f"{prefix}steps",
+        persist_state="session",
+        help=f"denoising steps (default {default_steps}; more take longer)",
+    )
+    guidance = guidance_at.slider(
+        "Guidance",
+        min_value=0.0,
+        max_value=MAX_GUIDANCE,
+        step=0.5,
+        key=f"{prefix}guidance",
+        persist_state="session",
+    )
+    return int(steps), float(guidance)
 
 
 def lora_fields(container, key: str) -> str | None:

@@ -4,7 +4,7 @@ import streamlit as st
 
 from pipelines.video_io import MAX_FPS
 from studio.generate import GenerateRequest, StudioError
-from studio.jobs import MAX_BEST_OF, MAX_GUIDANCE, MAX_PROMPT_CHARS, MAX_STEPS, submit_generate
+from studio.jobs import MAX_BEST_OF, MAX_PROMPT_CHARS, submit_generate
 from studio.ui import vocabulary
 from studio.ui.common import (
     first_frame_choice,
@@ -17,6 +17,7 @@ from studio.ui.common import (
     model_panel,
     seed_fields,
     show_job,
+    steps_and_guidance,
 )
 from studio.ui.state import FPS, GENERATE_DEFAULTS, frames_problem, generate_settings
 
@@ -93,15 +94,8 @@ with form:
     else:
         fps = st.session_state.get("fps", FPS)  # the field below (a loaded job's own)
         c2.caption(f"{frames / fps:.1f} s at {fps} fps")
-    steps = c3.number_input(
-        "Steps",
-        min_value=1,
-        max_value=MAX_STEPS,
-        step=1,
-        key="steps",
-        persist_state="session",
-        help=f"denoising steps (default {GENERATE_DEFAULTS['steps']}; more take longer)",
-    )
+    c4, c5 = st.columns(2, vertical_alignment="bottom")
+    steps, guidance = steps_and_guidance(c3, c4, "", GENERATE_DEFAULTS["steps"])
     c3.number_input(
         "Frames per second",
         min_value=1,
@@ -110,15 +104,6 @@ with form:
         key="fps",
         persist_state="session",
         help=f"how fast the clip plays (default {FPS})",
-    )
-    c4, c5 = st.columns(2, vertical_alignment="bottom")
-    guidance = c4.slider(
-        "Guidance",
-        min_value=0.0,
-        max_value=MAX_GUIDANCE,
-        step=0.5,
-        key="guidance",
-        persist_state="session",
     )
     image_first = first_frame_choice(c5, "first_frame")
     lora = lora_fields(st, "lora")

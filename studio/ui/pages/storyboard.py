@@ -7,8 +7,6 @@ from pipelines.storyboard import DEFAULT_CANDIDATES
 from studio.generate import GenerateRequest, StoryboardOptions, StudioError
 from studio.jobs import (
     MAX_CANDIDATES,
-    MAX_GUIDANCE,
-    MAX_STEPS,
     MAX_STORY_FRAMES,
     submit_generate,
     submit_storyboard,
@@ -24,6 +22,7 @@ from studio.ui.common import (
     model_panel,
     seed_fields,
     show_job,
+    steps_and_guidance,
 )
 from studio.ui.state import (
     EXAMPLE_SCENES,
@@ -117,23 +116,7 @@ if scenes:
 
 c1, c2, c3 = st.columns(3)
 seed = seed_fields(c1, "sb_seed")
-steps = c2.number_input(
-    "Steps",
-    min_value=1,
-    max_value=MAX_STEPS,
-    step=1,
-    key="sb_steps",
-    persist_state="session",
-    help=f"denoising steps (default {STORYBOARD_DEFAULTS['sb_steps']}; more take longer)",
-)
-guidance = c3.slider(
-    "Guidance",
-    min_value=0.0,
-    max_value=MAX_GUIDANCE,
-    step=0.5,
-    key="sb_guidance",
-    persist_state="session",
-)
+steps, guidance = steps_and_guidance(c2, c3, "sb_", STORYBOARD_DEFAULTS["sb_steps"])
 image_first = first_frame_choice(
     st, "sb_first_frame", " (the first scene; later scenes continue the film)"
 )
