@@ -29,7 +29,7 @@ import hashlib
 import json
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
@@ -319,8 +319,10 @@ def run_batch(options: BatchOptions, progress: bool = True, pipe=None) -> dict:
         raise StudioError(f"--samples must be >= 1, got {options.samples}")
     check_seed(options.seed)
     check_seed(options.seed + options.samples - 1, "seed + samples - 1 (the last sample's seed)")
+    # every video's request but its prompt and seed (dataclasses.replace gives each its own)
     shared = GenerateRequest(
         prompt="",
+        negative_prompt=options.negative,
         steps=options.steps,
         guidance=options.guidance,
         frames=options.frames,
@@ -328,6 +330,7 @@ def run_batch(options: BatchOptions, progress: bool = True, pipe=None) -> dict:
         height=options.height,
         width=options.width,
         image_first=options.image_first,
+        lora=options.lora,
     )
     check_request(shared)  # the settings every video shares: a bad one fails before any work
     state = process_state()
@@ -398,23 +401,15 @@ def run_batch(options: BatchOptions, progress: bool = True, pipe=None) -> dict:
         # The settings are shared by every video: a bad one is a usage error (exit 2), not
         # a batch of identical failures. (Each line's own prompt, references included, is
         # checked with its video: a prompt here would make the line order matter.)
-        req = GenerateRequest(
-            prompt="the shared settings",
-            steps=options.steps,
-            guidance=options.guidance,
-            frames=options.frames,
-            height=options.height,
-            width=options.width,
-        )
         try:
             pipe.check_inputs(
-                req.prompt,
+                "the shared settings",
                 None,
-                model_frames(pipe, req.frames),
-                req.height,
-                req.width,
-                req.steps,
-                req.guidance,
+                model_frames(pipe, shared.frames),
+                shared.height,
+                shared.width,
+                shared.steps,
+                shared.guidance,
                 "np",
                 None,
             )
@@ -432,22 +427,9 @@ def run_batch(options: BatchOptions, progress: bool = True, pipe=None) -> dict:
             "sidecar": f"{stem}.json",
             **entry.extra,
         }
-        request = GenerateRequest(
-            prompt=entry.prompt,
-            negative_prompt=options.negative,
-            seed=seed,
-            steps=options.steps,
-            guidance=options.guidance,
-            frames=options.frames,
-            fps=options.fps,
-            height=options.height,
-            width=options.width,
-            image_first=options.image_first,
-            lora=options.lora,
-        )
         try:
             generate(
-                request,
+                replace(shared, prompt=entry.prompt, seed=seed),
                 out / f"{stem}.mp4",
                 model=options.model,
                 pipe=pipe,

@@ -37,7 +37,7 @@ GENERATE_DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "seed_locked": False,
     "frames": 16,
-    "fps": FPS,  # no field: a loaded job's own (the API's may differ), else 8
+    "fps": FPS,  # a loaded job's own (the CLI's and API's may differ)
     "steps": DEFAULT_STEPS,
     "guidance": DEFAULT_GUIDANCE,
     "first_frame": "model's default",
@@ -206,29 +206,28 @@ def read_draft(path: Path) -> list[dict[str, Any]] | None:
 
 
 def _draft_row(row: Any) -> bool:
-    """A row as the editor keeps one: a prompt (text, at most a job's length) and a whole
-    number of frames in the page's range; anything else means the file is not ours."""
+    """A row as the editor keeps one: a prompt (text, at most a job's length) and a frame
+    count :func:`frames_problem` accepts; anything else means the file is not ours."""
     if not isinstance(row, dict) or set(row) != {"prompt", "frames"}:
         return False
-    prompt, frames = row["prompt"], row["frames"]
+    prompt = row["prompt"]
     return (
         isinstance(prompt, str)
         and len(prompt) <= MAX_PROMPT_CHARS
-        and isinstance(frames, int)
-        and not isinstance(frames, bool)
-        and 1 <= frames <= MAX_FRAMES
+        and frames_problem(row["frames"]) is None
     )
 
 
 def save_draft(path: Path, rows: list[dict[str, Any]]) -> None:
     """Keep the storyboard being edited, so a refresh while another job (a scene preview)
     is in the URL, or a new tab, finds it again. Only rows a draft may hold are kept (a row
-    still being typed, out of range, is left out); no rows: no draft."""
+    still being typed, out of range, is left out); no rows: no draft. The page calls it only
+    when its rows changed."""
     rows = [r for r in clean_scenes(rows) if _draft_row(r)]
-    if not rows:
-        path.unlink(missing_ok=True)
-    elif read_draft(path) != rows:
+    if rows:
         write_json_atomic(path, rows)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def apply_edits(base: list[dict[str, Any]], edits: dict[str, Any] | None) -> list[dict]:
