@@ -15,6 +15,8 @@
   its videos would have the same names, and the manifest has one line per (prompt, sample).
 * Resumable: re-running the same command skips videos already written (file and sidecar
   present), so an interrupted run continues where it stopped.
+* Exit status (``studio batch``): 1 when a video failed or a malformed JSONL line was
+  skipped (each named on stderr), else 0.
 * Distributed: under ``torchrun`` / ``accelerate launch`` (see docs/scale.md) the unfinished
   jobs are dealt round-robin to the processes (:func:`assign_jobs`); each appends its
   records to ``manifest.rank{R}.jsonl`` as it goes, and at the end the main process folds

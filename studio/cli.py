@@ -75,6 +75,17 @@ SIDECAR_OVERRIDES = {
 }
 
 
+def _positional_or_option(args: argparse.Namespace, name: str, metavar: str) -> str:
+    """A value a command takes either positionally (as it always has) or as ``--NAME`` (as the
+    other commands take it): one of the two, the same if both."""
+    positional, option = getattr(args, name), getattr(args, f"{name}_option")
+    if positional and option and positional != option:
+        raise StudioError(f"{metavar} given twice: {positional} and --{name} {option}")
+    if not (positional or option):
+        raise StudioError(f"give {metavar} (or --{name} {metavar})")
+    return positional or option
+
+
 def _given_options(args: argparse.Namespace, options: dict[str, str]) -> dict:
     """Of ``options`` (flag → request field), those typed on the command line (whatever
     their value, the default included) → {flag: value}."""
@@ -266,10 +277,16 @@ def cmd_batch(args: argparse.Namespace) -> int:
     )
     if process_state().is_main_process:  # every process has the whole run's counts
         print(
-            f"{summary['done']} videos written, {summary['skipped']} already done, {summary['failed']} failed "
-            f"→ {Path(args.out_dir) / 'manifest.jsonl'}"
+            f"{summary['done']} videos written, {summary['skipped']} already done, {summary['failed']} failed"
+            + (
+                f", {summary['malformed_lines']} malformed lines skipped"
+                if summary["malformed_lines"]
+                else ""
+            )
+            + f" → {Path(args.out_dir) / 'manifest.jsonl'}"
         )
-    return 0 if summary["failed"] == 0 else 1
+    # skipped lines are work not done, as failed videos are (and as `studio score` says them)
+    return 0 if summary["failed"] == 0 and summary["malformed_lines"] == 0 else 1
 
 
 def cmd_eval_shapes(args: argparse.Namespace) -> int:
@@ -542,7 +559,7 @@ def cmd_data_sprite(args: argparse.Namespace) -> int:
 
     from .generate import check_output_folder
 
-    out = Path(args.out)
+    out = Path(_positional_or_option(args, "out", "OUT.png"))
     if out.suffix.lower() != ".png":
         raise StudioError(f"the sprite is written as PNG: name it NAME.png, got {out.name!r}")
     color, color2 = args.colors
@@ -597,12 +614,17 @@ def cmd_data_pack(args: argparse.Namespace) -> int:
 
 
 def cmd_data_encode(args: argparse.Namespace) -> int:
-    if not Path(args.config).is_file():  # before importing torch: a typo fails at once
-        raise StudioError(f"config not found: {args.config}")
+    overrides = list(args.overrides)
+    if args.config_option and args.config and "=" in args.config:
+        overrides.insert(0, args.config)  # with --config every positional is an override
+        args.config = None
+    config = _positional_or_option(args, "config", "CONFIG")
+    if not Path(config).is_file():  # before importing torch: a typo fails at once
+        raise StudioError(f"config not found: {config}")
     from train.config import DiTTrainConfig, load_config
     from train.precompute import encode_config
 
-    cfg = load_config(DiTTrainConfig, args.config, args.overrides)
+    cfg = load_config(DiTTrainConfig, config, overrides)
     summary = encode_config(cfg, batch_frames=args.batch_frames, progress=not args.quiet)
     print(
         f"encoded {summary['encoded']} of {summary['shards']} shards ({summary['cached']} "
@@ -1075,7 +1097,8 @@ def build_parser() -> argparse.ArgumentParser:
         "a two-colour pattern, alone and centred on white (docs/shapes_world.md, "
         "'Reference elements'). Give it to `studio generate --ref`.",
     )
-    dsp.add_argument("out", metavar="OUT.png")
+    dsp.add_argument("out", metavar="OUT.png", nargs="?", help="the PNG to write (or --out)")
+    dsp.add_argument("--out", dest="out_option", metavar="OUT.png", help="the PNG to write")
     dsp.add_argument("--shape", choices=SHAPES, default="circle", help="(default %(default)s)")
     dsp.add_argument(
         "--pattern", choices=PATTERNS, default="hstripes", help="(default %(default)s)"
@@ -1133,7 +1156,12 @@ def build_parser() -> argparse.ArgumentParser:
         "that config then reads instead of decoding and encoding every step. Shards already "
         "encoded are kept: run it again after adding or changing shards.",
     )
-    de.add_argument("config", help="the training YAML (as `studio train dit --config` takes)")
+    de.add_argument(
+        "config",
+        nargs="?",
+        help="the training YAML, as `studio train dit --config` takes (or --config)",
+    )
+    de.add_argument("--config", dest="config_option", metavar="CONFIG", help="the training YAML")
     de.add_argument(
         "overrides", nargs="*", help="key=value overrides, e.g. data.latents=runs/latents"
     )
@@ -1217,19 +1245,6 @@ def _out_of_memory(exc: BaseException) -> bool:
     )
 
 
-def _remove_created_if_empty() -> None:
-    """The folders this command created (``ensure_output_dir``), deepest first, if still empty."""
-    from .generate import CREATED_FOLDERS
-
-    for folder in reversed(CREATED_FOLDERS):
-        try:
-            if folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
-        except OSError:
-            pass  # another process wrote into it, or it went: nothing of ours to clean
-    CREATED_FOLDERS.clear()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # `studio train dit --config X key=value`: argparse stops the positional overrides at the
@@ -1244,12 +1259,11 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.argv = list(sys.argv[1:] if argv is None else argv)  # what was typed (_given_options)
     warnings.filterwarnings("ignore", category=FutureWarning)
+    from .folders import removing_created_folders_on_failure
+
     try:
-        try:
+        with removing_created_folders_on_failure():  # no empty folder of its own left
             return args.func(args)
-        except BaseException:
-            _remove_created_if_empty()  # a failed command leaves no empty folder of its own
-            raise
     except (StudioError, ValueError, OSError) as exc:
         if os.environ.get("STUDIO_DEBUG"):
             raise

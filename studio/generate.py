@@ -45,6 +45,7 @@ from pipelines.text_to_video import (
     to_uint8,
 )
 from pipelines.video_io import MAX_FPS, SUPPORTED_EXTENSIONS, write_video
+from studio.folders import ensure_output_dir  # noqa: F401  (re-exported for the commands)
 
 from .errors import StudioError, user_words
 from .shipped import (  # noqa: F401
@@ -72,13 +73,25 @@ def model_record(model_path: str | Path) -> dict:
     }
 
 
+# weights_hash's results, keyed by the files' paths, sizes and modification times: a replay
+# checks the sidecar's model and records it again, a batch compares it on every resume.
+_WEIGHTS_HASHES: OrderedDict[tuple, str] = OrderedDict()
+
+
 def weights_hash(model_dir: Path) -> str:
-    """sha256 over the model's safetensors files (names and bytes), first 16 hex digits."""
-    h = hashlib.sha256()
-    for f in sorted(Path(model_dir).rglob("*.safetensors")):
-        h.update(str(f.relative_to(model_dir)).encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()[:16]
+    """sha256 over the model's safetensors files (names and bytes), first 16 hex digits;
+    read once per process until a file changes."""
+    files = sorted(Path(model_dir).rglob("*.safetensors"))
+    key = tuple((str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    if key not in _WEIGHTS_HASHES:
+        h = hashlib.sha256()
+        for f in files:
+            h.update(str(f.relative_to(model_dir)).encode())
+            h.update(f.read_bytes())
+        _WEIGHTS_HASHES[key] = h.hexdigest()[:16]
+        while len(_WEIGHTS_HASHES) > 32:
+            _WEIGHTS_HASHES.popitem(last=False)
+    return _WEIGHTS_HASHES[key]
 
 
 # Loaded pipelines, most recently used last. A server takes jobs naming any adapter and scale:
@@ -435,26 +448,6 @@ def check_output_folder(out: Path) -> None:
         raise StudioError(f"output folder does not exist: {parent}")
     if not os.access(parent, os.W_OK):
         raise StudioError(f"output folder is not writable: {parent}")
-
-
-# Folders ensure_output_dir created in this process, parents first: a command that fails
-# removes those still empty (studio.cli.main), so bad input leaves no trace.
-CREATED_FOLDERS: list[Path] = []
-
-
-def ensure_output_dir(path: str | Path) -> Path:
-    """Create ``path`` if needed and check it is writable; StudioError otherwise."""
-    path = Path(path)
-    missing = [p for p in (path, *path.parents) if not p.exists()][::-1]
-    try:
-        for folder in missing:
-            folder.mkdir(exist_ok=True)
-            CREATED_FOLDERS.append(folder)
-    except OSError as exc:
-        raise StudioError(f"cannot create output folder {path}: {exc.strerror}") from None
-    if not os.access(path, os.W_OK):
-        raise StudioError(f"output folder is not writable: {path}")
-    return path
 
 
 def package_versions() -> dict[str, str]:

@@ -247,6 +247,21 @@ def test_cli_batch_and_resume(cli, tmp_path, tiny_pipeline_dir):
     assert code == 0 and "0 videos written, 4 already done" in stdout
 
 
+def test_cli_malformed_lines_make_the_run_exit_1(cli, tmp_path, tiny_pipeline_dir):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "a red square"}\n{oops\n')
+    out = tmp_path / "out"
+    args = (prompts, "--out-dir", out, "--model", tiny_pipeline_dir, "--steps", 1, "--frames", 2)
+    code, stdout, err = cli(*args)
+    assert code == 1  # a script sees that a line was not generated, as `studio score` says it
+    assert "1 videos written, 0 already done, 0 failed, 1 malformed lines skipped" in stdout
+    assert f"{prompts}:2: malformed line skipped" in err
+    assert len(videos(out)) == 1
+    prompts.write_text('{"prompt": "a red square"}\n')  # fixed: the rerun finishes with 0
+    code, stdout, _ = cli(*args)
+    assert code == 0 and "0 videos written, 1 already done, 0 failed →" in stdout
+
+
 def test_cli_resume_with_other_settings_is_refused(cli, tmp_path, tiny_pipeline_dir):
     prompts = tmp_path / "p.txt"
     prompts.write_text("a red square\na green circle\n")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -557,3 +558,35 @@ def test_score_and_sprite_inputs_that_are_not_there_say_so(cli, tmp_path):
     code, _, err = cli("data", "sprite", tmp_path / "s.png", "--colors", "red", "mauve")
     assert code == 2 and "invalid choice: 'mauve'" in err and "purple" in err
     assert not (tmp_path / "s.png").exists()
+
+
+def test_a_failing_command_removes_only_the_empty_folders_it_created(tmp_path):
+    from studio.folders import ensure_output_dir, removing_created_folders_on_failure
+
+    ensure_output_dir(tmp_path / "server" / "jobs")  # outside a command (a server): not recorded
+    with pytest.raises(RuntimeError), removing_created_folders_on_failure():
+        ensure_output_dir(tmp_path / "x" / "y")
+        ensure_output_dir(tmp_path / "kept")
+        (tmp_path / "kept" / "video.mp4").write_bytes(b"1")
+        raise RuntimeError("the command failed")
+    assert not (tmp_path / "x").exists()  # both levels it made, deepest first
+    assert (tmp_path / "kept" / "video.mp4").exists()  # not empty: kept
+    assert (tmp_path / "server" / "jobs").is_dir()  # a later failing command leaves it alone
+    with removing_created_folders_on_failure():
+        ensure_output_dir(tmp_path / "done")
+    assert (tmp_path / "done").is_dir()  # a command that succeeds keeps its folders
+
+
+def test_weights_hash_is_read_once_and_follows_changed_weights(tmp_path, monkeypatch):
+    model = tmp_path / "model" / "transformer"
+    model.mkdir(parents=True)
+    weights = model / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(b"a" * 64)
+    first = weights_hash(tmp_path / "model")
+    reads = []
+    real_read = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda p: reads.append(p) or real_read(p))
+    assert weights_hash(tmp_path / "model") == first and reads == []  # unchanged: not read again
+    weights.write_bytes(b"b" * 64)  # same size, new bytes (and a new modification time)
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    assert weights_hash(tmp_path / "model") != first and reads == [weights]

@@ -747,6 +747,25 @@ def test_data_sprite_draws_the_worlds_reference_and_generate_takes_it(
     )
     np.testing.assert_array_equal(np.asarray(Image.open(out).convert("RGB")), expected)
     assert [p.name for p in tmp_path.iterdir()] == ["sprite.png"]  # no temporary file left
+    # --out, as every other command names its output, writes the same image
+    code, _, err = cli(
+        "data",
+        "sprite",
+        "--out",
+        tmp_path / "same.png",
+        "--shape",
+        "triangle",
+        "--pattern",
+        "checker",
+        "--colors",
+        "green",
+        "orange",
+        "--size",
+        "small",
+    )
+    assert code == 0, err
+    assert (tmp_path / "same.png").read_bytes() == out.read_bytes()
+    (tmp_path / "same.png").unlink()
 
     code, _, err = cli(
         "generate",
@@ -770,10 +789,13 @@ def test_data_sprite_draws_the_worlds_reference_and_generate_takes_it(
         (["s.jpg"], r"PNG.*s\.jpg"),
         (["s.png", "--colors", "red", "pink"], r"invalid choice: 'pink'.*'purple'"),
         (["missing/s.png"], r"missing"),
+        ([], r"give OUT\.png \(or --out OUT\.png\)"),
+        (["a.png", "--out", "b.png"], r"OUT\.png given twice"),
     ],
 )
 def test_data_sprite_bad_input_is_one_error_line_and_no_file(cli, tmp_path, args, pattern):
-    code, _, err = cli("data", "sprite", tmp_path / args[0], *args[1:])
+    given = [tmp_path / args[0], *args[1:]] if args else []
+    code, _, err = cli("data", "sprite", *given)
     assert_one_line_error(code, err, pattern)
     assert list(tmp_path.iterdir()) == []
 

@@ -202,6 +202,9 @@ def test_a_killed_encoder_leaves_no_cache_that_reads_as_whole(run_yaml, tmp_path
 
     code, out, _ = cli("data", "encode", *args)  # everything there already
     assert code == 0 and "encoded 0 of 5 shards (5 already encoded)" in out
+    # --config, as `studio train dit` takes it: every positional is then an override
+    code, out, err = cli("data", "encode", "--config", *args)
+    assert code == 0 and "encoded 0 of 5 shards (5 already encoded)" in out, err
 
 
 def test_data_latents_needs_shards_and_a_folder(run_yaml, cli):
@@ -211,3 +214,7 @@ def test_data_latents_needs_shards_and_a_folder(run_yaml, cli):
         load_config(DiTTrainConfig, run_yaml, ["data.latents=' '"])
     code, _, err = cli("data", "encode", run_yaml)
     assert code == 2 and "data.latents is not set" in err
+    code, _, err = cli("data", "encode")
+    assert code == 2 and "give CONFIG (or --config CONFIG)" in err
+    code, _, err = cli("data", "encode", run_yaml, "--config", "other.yaml")
+    assert code == 2 and f"CONFIG given twice: {run_yaml} and --config other.yaml" in err

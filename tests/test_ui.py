@@ -230,6 +230,11 @@ def test_word_chips_examples_and_unknown_words(home):
     assert at.text_area(key="draft").value == example
     at.text_area(key="draft").input("a red hexagon spinning on a black background").run()
     assert "“hexagon”, “spinning”" in at.warning[0].value
+    # a chip that would take the prompt past the 1000 characters a job takes is refused, said
+    at.text_area(key="draft").input("x" * 998).run()
+    at.pills(key="chip-colour").set_value("red").run()
+    assert at.text_area(key="draft").value == "x" * 998
+    assert any("Not added: the prompt would be" in w.value for w in at.warning)
 
 
 @needs_streamlit
@@ -534,7 +539,17 @@ def test_elements_page_inserts_placeholders_into_the_prompt(home):
     assert at.session_state["draft"] == "<ref1>"
     button(at, "Remove the elements").click().run()
     assert at.session_state["elements"] == [] and "No elements yet." in at.info[0].value
+    assert at.session_state["draft"] == ""  # its placeholder went with it
     at.session_state["elements"] = [name]
+    at.run()
+    at.session_state["draft"] = "x" * 995  # near the 1000 characters a job takes
+    button(at, "Insert <ref1>").click().run()
+    assert at.session_state["draft"] == "x" * 995  # not cut, not past what the box takes
+    assert "would be 1002 characters" in at.warning[-1].value
+    at.session_state["draft"] = "a red square"
+    button(at, "Insert <ref1>").click().run()
+    assert at.session_state["draft"] == "a red square <ref1>" and not at.warning
+    at.session_state["draft"] = "<ref1>"
     at.switch_page("pages/generate.py").run()
     assert at.text_area(key="draft").value == "<ref1>"
     button(at, "Generate").click().run()  # the tiny model has no reference conditioning

@@ -15,7 +15,7 @@ import streamlit as st
 import studio.shipped as shipped_models
 from studio.gallery import Gallery, Job
 from studio.generate import StudioError, max_references
-from studio.jobs import MAX_GUIDANCE, MAX_STEPS, job_lora, variation
+from studio.jobs import MAX_GUIDANCE, MAX_PROMPT_CHARS, MAX_STEPS, job_lora, variation
 from studio.shipped import configured_scorer_spec, model_for
 from studio.ui import warm
 from studio.ui.progress import duration, job_progress, stage_caption, time_taken, used_seed
@@ -118,6 +118,26 @@ def load(values: dict[str, Any]) -> None:
         st.session_state[key] = value
     if "scenes" in values:
         st.session_state.editor_version = st.session_state.get("editor_version", 0) + 1
+
+
+def set_draft(prompt: str) -> None:
+    """Put ``prompt`` in the shared prompt box (a chip, an example, an element's placeholder:
+    call from a callback), unless it is longer than a job takes: the box would then take no
+    typing until shortened, so the prompt stays and :func:`draft_notice` says why."""
+    if len(prompt) > MAX_PROMPT_CHARS:
+        st.session_state.draft_notice = (
+            f"Not added: the prompt would be {len(prompt)} characters, and a clip takes at most "
+            f"{MAX_PROMPT_CHARS}. Shorten it first."
+        )
+        return
+    st.session_state.draft = prompt
+    st.session_state.pop("draft_notice", None)
+
+
+def draft_notice() -> None:
+    """Say, once, why the last insertion into the prompt was refused."""
+    if note := st.session_state.pop("draft_notice", None):
+        st.warning(note)
 
 
 def open_job(job: Job, settings: bool = True) -> None:

@@ -1,9 +1,11 @@
 """Elements: upload up to three reference images and place them in the prompt."""
 
+import re
+
 import streamlit as st
 
 from studio.generate import StudioError
-from studio.ui.common import get_studio, model_panel
+from studio.ui.common import draft_notice, get_studio, model_panel, set_draft
 from studio.uploads import ALLOWED_FORMATS, MAX_ELEMENTS, accept_element
 
 studio = get_studio()
@@ -57,11 +59,12 @@ if uploads:
 def _remove_elements() -> None:
     st.session_state.elements = []
     st.session_state.uploads_version = st.session_state.get("uploads_version", 0) + 1
+    # their placeholders go with them: a prompt naming <ref1> with no image is refused
+    st.session_state.draft = " ".join(re.sub(r"<ref\d+>", " ", st.session_state.draft).split())
 
 
 def _insert(k: int) -> None:
-    draft = st.session_state.draft.rstrip()
-    st.session_state.draft = f"{draft} <ref{k}>".strip()
+    set_draft(f"{st.session_state.draft.rstrip()} <ref{k}>".strip())
 
 
 if st.session_state.elements:
@@ -70,6 +73,7 @@ if st.session_state.elements:
         with cols[k - 1]:
             st.image(str(studio.gallery.home / "elements" / name), caption=f"<ref{k}>", width=160)
             st.button(f"Insert <ref{k}>", key=f"insert-{k}", on_click=_insert, args=(k,))
+    draft_notice()
     st.text_area(
         "Prompt (shared with the Generate page)", value=st.session_state.draft, disabled=True
     )

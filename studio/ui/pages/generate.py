@@ -7,6 +7,7 @@ from studio.generate import GenerateRequest, StudioError
 from studio.jobs import MAX_BEST_OF, MAX_PROMPT_CHARS, submit_generate
 from studio.ui import vocabulary
 from studio.ui.common import (
+    draft_notice,
     first_frame_choice,
     follow,
     fresh_seed,
@@ -16,6 +17,7 @@ from studio.ui.common import (
     lora_fields,
     model_panel,
     seed_fields,
+    set_draft,
     show_job,
     steps_and_guidance,
 )
@@ -44,7 +46,7 @@ def _chip(slot: str) -> None:
     value = st.session_state.get(f"chip-{slot}")
     chip = next((c for c in CHIPS[slot] if c.value == value), None)
     if chip is not None:
-        st.session_state.draft = vocabulary.insert(st.session_state.draft, chip)
+        set_draft(vocabulary.insert(st.session_state.draft, chip))
     st.session_state[f"chip-{slot}"] = None  # a chip is a button, not a choice
 
 
@@ -64,6 +66,7 @@ with form:
     prompt = st.text_area(
         "Prompt", key="draft", height=90, max_chars=MAX_PROMPT_CHARS, persist_state="session"
     )
+    draft_notice()
     if note := vocabulary.warning(prompt):
         st.warning(note, icon=":material/translate:")
     if st.session_state.get("elements") and studio.max_references:
