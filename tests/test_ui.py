@@ -548,7 +548,8 @@ def test_elements_page_inserts_placeholders_into_the_prompt(home):
     assert "would be 1002 characters" in at.warning[-1].value
     at.session_state["draft"] = "a red square"
     button(at, "Insert <ref1>").click().run()
-    assert at.session_state["draft"] == "a red square <ref1>" and not at.warning
+    assert at.session_state["draft"] == "a red square <ref1>"
+    assert not [w for w in at.warning if "Not added" in w.value]  # said once, then gone
     at.session_state["draft"] = "<ref1>"
     at.switch_page("pages/generate.py").run()
     assert at.text_area(key="draft").value == "<ref1>"
@@ -712,6 +713,30 @@ def test_queue_panel_shows_waiting_jobs_and_cancels_one(held_worker):
     next(x for x in at.button if x.key == f"queue-cancel-{b.id}").click()
     at.run()
     assert gallery.get(b.id).status == "cancelled" and gallery.get(a.id).status == "queued"
+
+
+@needs_streamlit
+def test_a_full_queue_is_said_on_generate_and_re_run_and_queues_nothing(held_worker):
+    from studio.jobs import MAX_QUEUED
+
+    gallery = Gallery(held_worker)
+    failed = submit_generate(gallery, GenerateRequest(prompt=PROMPT, steps=2, frames=4))
+    gallery.finish(failed.id, "failed", error="boom")  # a finished job, for its Re-run button
+    for _ in range(MAX_QUEUED):  # the API's limit holds for the pages too
+        submit_generate(gallery, GenerateRequest(prompt=PROMPT, steps=2, frames=4))
+    at = app()
+    at.text_area(key="draft").input("a green square")
+    button(at, "Generate").click().run()
+    assert "the queue is full: 100 jobs are waiting" in at.error[0].value
+    assert len(gallery.search(status="queued", limit=1000)) == MAX_QUEUED
+    at.switch_page("pages/gallery.py").run()
+    at.selectbox(key="gallery_status").set_value("failed").run()
+    next(b for b in at.button if b.key == f"rerun-{failed.id}").click()
+    at.run()
+    assert any("the queue is full" in e.value for e in at.error)
+    assert len(gallery.search(status="queued", limit=1000)) == MAX_QUEUED
+    for job in gallery.search(status="queued", limit=1000):  # nothing left for the worker
+        gallery.cancel(job.id)
 
 
 @needs_streamlit

@@ -15,7 +15,14 @@ import streamlit as st
 import studio.shipped as shipped_models
 from studio.gallery import Gallery, Job
 from studio.generate import StudioError, max_references
-from studio.jobs import MAX_GUIDANCE, MAX_PROMPT_CHARS, MAX_STEPS, job_lora, variation
+from studio.jobs import (
+    MAX_GUIDANCE,
+    MAX_PROMPT_CHARS,
+    MAX_STEPS,
+    check_queue_room,
+    job_lora,
+    variation,
+)
 from studio.shipped import configured_scorer_spec, model_for
 from studio.ui import warm
 from studio.ui.progress import duration, job_progress, stage_caption, time_taken, used_seed
@@ -291,6 +298,7 @@ def _preview(path: str, mtime: float) -> bytes:
 
 def _variation(studio: Studio, job_id: str, seed_key: str) -> None:
     try:
+        check_queue_room(studio.gallery)  # as the API: at most MAX_QUEUED jobs wait
         job = variation(studio.gallery, job_id, new_seed())
     except StudioError as exc:
         st.session_state.flash = str(exc)

@@ -4,8 +4,9 @@ import time
 
 import streamlit as st
 
+from studio.errors import StudioError
 from studio.gallery import KINDS
-from studio.jobs import rerun
+from studio.jobs import check_queue_room, rerun
 from studio.ui.common import (
     POLL_S,
     describe,
@@ -106,7 +107,11 @@ for job in jobs:
             right.error(job.error)
         actions = right.container(horizontal=True)
         if actions.button("Re-run", key=f"rerun-{job.id}", icon=":material/replay:"):
-            open_job(rerun(gallery, job.id))  # its page shows it running, with its settings
+            try:
+                check_queue_room(gallery)  # as the API: at most MAX_QUEUED jobs wait
+                open_job(rerun(gallery, job.id))  # its page shows it running, with its settings
+            except StudioError as exc:
+                right.error(str(exc))
         if actions.button(
             "Use these settings",
             key=f"reuse-{job.id}",
