@@ -793,9 +793,9 @@ def _option_groups() -> dict[str, argparse.ArgumentParser]:
     )
     g.add_argument(
         "--fps",
-        type=_positive_int,
+        type=int,  # its range is checked with the request's, in the words every front end uses
         default=8,
-        help="frames per second of the file (default %(default)s)",
+        help="frames per second of the file, 1 to 120 (default %(default)s)",
     )
 
     size, g = group("size")

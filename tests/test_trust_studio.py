@@ -309,6 +309,7 @@ def test_wrongly_typed_sidecar_fields_are_one_error_line(
         (["--seed", "-5"], r"seed must be .*got -5$"),
         (["--fps", "1000000"], r"fps must be a whole number from 1 to 120, got 1000000$"),
         (["--fps", "121"], r"fps must be .*got 121$"),
+        (["--fps", "0"], r"fps must be a whole number from 1 to 120, got 0$"),  # in one wording
     ],
 )
 def test_generate_seed_and_fps_ranges(cli, tmp_path, tiny_pipeline_dir, flags, pattern):

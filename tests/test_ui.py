@@ -223,6 +223,7 @@ def test_word_chips_examples_and_unknown_words(home):
     at.pills(key="chip-background").set_value("black").run()
     assert at.text_area(key="draft").value == PROMPT
     assert at.pills(key="chip-colour").value is None, "a chip is a button, not a choice"
+    assert at.slider(key="guidance").max == 15.0  # 3-4 is not a few pixels of a 0..50 slider
     assert at.expander[0].proto.expanded, "the chips stay open for the next word"
     assert not at.warning
     example = vocabulary.examples()[1]
@@ -644,14 +645,18 @@ def test_settings_of_a_cli_or_api_job_load_as_they_were(held_worker):
     button(at, "Use these settings").click().run()
     assert title(at) == "Generate" and not at.exception
     assert at.slider(key="guidance").value == 20.0
+    assert at.slider(key="guidance").max == 20.0  # widened as far as the job needs (else 15)
     assert any("0.5 s at 24 fps" in c.value for c in at.caption), "the job's fps"
     assert any("seed 1152921504606846976 is larger than the field" in w.value for w in at.warning)
     assert not at.checkbox(key="seed_locked").value
     assert at.number_input(key="seed").value != 0
     assert at.number_input(key="fps").value == 24
     at.switch_page("pages/generate.py").run()  # AppTest stays on the page a callback left
+    at.run()  # a rerun of its own (a job or the model finishing): the note stays
+    assert any("larger than the field" in w.value for w in at.warning)
     button(at, "Generate").click().run()
     assert not at.error, [e.value for e in at.error]
+    assert not any("larger than the field" in w.value for w in at.warning)  # a new seed: gone
     queued = [j for j in gallery.search(status=None) if j.status != "done"]
     assert [(j.request["fps"], j.request["guidance"]) for j in queued] == [(24, 20.0)]
 
@@ -737,6 +742,22 @@ def test_a_full_queue_is_said_on_generate_and_re_run_and_queues_nothing(held_wor
     assert len(gallery.search(status="queued", limit=1000)) == MAX_QUEUED
     for job in gallery.search(status="queued", limit=1000):  # nothing left for the worker
         gallery.cancel(job.id)
+
+
+@needs_streamlit
+def test_a_best_of_clip_says_which_seed_was_kept_and_which_repeats_it(held_worker):
+    import numpy as np
+
+    from pipelines.video_io import write_video
+
+    gallery = Gallery(held_worker)
+    job = done_job(gallery, seed=10)
+    write_video(gallery.home / "videos" / "b.mp4", np.zeros((4, 16, 16, 3), np.uint8), 8)
+    gallery.finish(job.id, "done", video="b.mp4", scores={"n": 4, "chosen_seed": 12})
+    at = app(job=job.id)
+    assert any(
+        c.value.startswith("Seed 12 (kept of best-of 4 from seed 10)") for c in at.caption
+    ), [c.value for c in at.caption]
 
 
 @needs_streamlit

@@ -5,6 +5,7 @@ the work is in studio.gallery, studio.jobs and the streamlit-free studio.ui modu
 from __future__ import annotations
 
 import json
+import math
 import time
 from datetime import datetime
 from pathlib import Path
@@ -40,6 +41,7 @@ from studio.ui.state import (
 from studio.uploads import UploadLimits
 
 POLL_S = 1.0
+GUIDANCE_SLIDER_MAX = 15.0
 
 
 def _model_config(model: Path) -> dict[str, Any]:
@@ -181,8 +183,11 @@ def seed_fields(container, key: str) -> int:
     """A seed field and its lock: unlocked, every submission draws a new seed (the page's
     submit buttons call :func:`fresh_seed`); typing a seed locks it."""
     locked = f"{key}_locked"
-    if note := st.session_state.pop(f"{key}_note", None):
-        container.warning(note, icon=":material/info:")
+    note = st.session_state.get(f"{key}_note")
+    if note and note["seed"] == st.session_state.get(key):
+        container.warning(note["text"], icon=":material/info:")
+    else:  # the seed was changed, or a clip made with it: the note has said its piece
+        st.session_state.pop(f"{key}_note", None)
     seed = container.number_input(
         "Seed",
         min_value=0,
@@ -204,8 +209,8 @@ def seed_fields(container, key: str) -> int:
 
 def steps_and_guidance(steps_at, guidance_at, prefix: str, default_steps: int) -> tuple[int, float]:
     """The Steps field (a number: a 1..1000 slider made 12 hard to pick) and the Guidance
-    slider (to the jobs' maximum, so a CLI or API job's value loads), keys ``{prefix}steps``
-    and ``{prefix}guidance``."""
+    slider (0..15, or to a loaded CLI or API job's value, up to the jobs' maximum), keys
+    ``{prefix}steps`` and ``{prefix}guidance``."""
     steps = steps_at.number_input(
         "Steps",
         min_value=1,
@@ -215,10 +220,13 @@ def steps_and_guidance(steps_at, guidance_at, prefix: str, default_steps: int) -
         persist_state="session",
         help=f"denoising steps (default {default_steps}; more take longer)",
     )
+    # 0..15 (the useful range: 3-4 would be a few pixels of a 0..50 slider), wider only as far
+    # as a loaded job's value needs (the jobs take up to MAX_GUIDANCE)
+    loaded = float(st.session_state.get(f"{prefix}guidance") or 0.0)
     guidance = guidance_at.slider(
         "Guidance",
         min_value=0.0,
-        max_value=MAX_GUIDANCE,
+        max_value=float(min(MAX_GUIDANCE, max(GUIDANCE_SLIDER_MAX, math.ceil(loaded)))),
         step=0.5,
         key=f"{prefix}guidance",
         persist_state="session",
@@ -332,6 +340,8 @@ def show_result(studio: Studio, job: Job, key: str = "", seed_key: str | None = 
     # the job id in the alt text keeps two previews of the same bytes apart
     st.image(gif, width=PREVIEW_SIDE, alt=f"Clip: {job.prompt[:200]} (job {job.id[:8]})")
     facts = [f"Seed {used_seed(job)}"]
+    if job.scores and "n" in job.scores:  # the seed field holds the job's, which repeats it
+        facts[0] += f" (kept of best-of {job.scores['n']} from seed {job.seed})"
     took = time_taken(job)
     if took is not None:
         facts.append(f"took {duration(took)}")

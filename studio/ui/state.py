@@ -112,11 +112,16 @@ def _seed_settings(key: str, seed: int) -> dict[str, Any]:
     replaced silently: a new seed, unlocked, and a note (``{key}_note``) that says so."""
     if seed <= SEED_MAX:
         return {key: seed, f"{key}_locked": True}
+    drawn = new_seed()
     return {
-        key: new_seed(),
+        key: drawn,
         f"{key}_locked": False,
-        f"{key}_note": f"This job's seed {seed} is larger than the field holds: a new seed is "
-        "drawn here; Re-run in the Gallery repeats the job exactly.",
+        # shown while the field holds the seed drawn for it (the page's reruns keep it)
+        f"{key}_note": {
+            "seed": drawn,
+            "text": f"This job's seed {seed} is larger than the field holds: a new seed is "
+            "drawn here; Re-run in the Gallery repeats the job exactly.",
+        },
     }
 
 
