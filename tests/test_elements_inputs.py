@@ -726,20 +726,8 @@ def test_data_sprite_draws_the_worlds_reference_and_generate_takes_it(
     from world.shapes_world import ObjectSpec, render_reference
 
     out = tmp_path / "sprite.png"
-    code, stdout, err = cli(
-        "data",
-        "sprite",
-        out,
-        "--shape",
-        "triangle",
-        "--pattern",
-        "checker",
-        "--colors",
-        "green",
-        "orange",
-        "--size",
-        "small",
-    )
+    look = ("--shape", "triangle", "--pattern", "checker", "--colors", "green", "orange")
+    code, stdout, err = cli("data", "sprite", out, *look, "--size", "small")
     assert code == 0, err
     assert "small triangle, checker in green and orange" in stdout
     expected = render_reference(
@@ -748,21 +736,7 @@ def test_data_sprite_draws_the_worlds_reference_and_generate_takes_it(
     np.testing.assert_array_equal(np.asarray(Image.open(out).convert("RGB")), expected)
     assert [p.name for p in tmp_path.iterdir()] == ["sprite.png"]  # no temporary file left
     # --out, as every other command names its output, writes the same image
-    code, _, err = cli(
-        "data",
-        "sprite",
-        "--out",
-        tmp_path / "same.png",
-        "--shape",
-        "triangle",
-        "--pattern",
-        "checker",
-        "--colors",
-        "green",
-        "orange",
-        "--size",
-        "small",
-    )
+    code, _, err = cli("data", "sprite", "--out", tmp_path / "same.png", *look, "--size", "small")
     assert code == 0, err
     assert (tmp_path / "same.png").read_bytes() == out.read_bytes()
     (tmp_path / "same.png").unlink()
