@@ -257,6 +257,7 @@ def create_app(
     max_queued: int = MAX_QUEUED,
     start_worker: bool = True,
     poll_s: float = 0.5,
+    lora_roots: list[Path] | None = None,
 ) -> FastAPI:
     """The API over the studio at ``home`` (default: ``$STUDIO_HOME`` or
     ``~/.local/share/shapes-video-studio``), running jobs with ``model`` (default: the
@@ -267,8 +268,11 @@ def create_app(
     max_queued: submissions are answered 429 while this many jobs wait.
     start_worker: start this process's worker with the app (it runs jobs only while it
         holds the machine's lock, so beside a running ``studio ui`` one of the two does).
+    lora_roots: the only folders a job's LoRA adapter may be in (a client must not make the
+        server open any file it names); default the working folder and the studio's home.
     """
     gallery = Gallery(home)
+    lora_roots = list(lora_roots) if lora_roots is not None else [Path.cwd(), gallery.home]
     model = Path(model) if model else default_model_path()
     if not (model / "model_index.json").is_file():
         raise StudioError(f"no model at {model}: expected a diffusers folder with model_index.json")
@@ -321,6 +325,9 @@ def create_app(
             for e in exc.errors()
         ]
         detail = "; ".join(f"{_where(e['loc'])}: {e['msg']}" for e in errors)
+        content_type = request.headers.get("content-type", "")
+        if request.method == "POST" and "json" not in content_type:
+            detail = f"send the body as JSON with Content-Type: application/json ({detail})"
         return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
 
     def get_job(job_id: str) -> Job:
@@ -372,7 +379,9 @@ def create_app(
         """Queue a clip. 202 with the job; follow `links.self` until it is done."""
         data = body.model_dump(exclude={"best_of"})
         request = GenerateRequest(**data)
-        return queue(lambda: submit_generate(gallery, request, body.best_of, scorer, None, model))
+        return queue(
+            lambda: submit_generate(gallery, request, body.best_of, scorer, None, model, lora_roots)
+        )
 
     @app.post(
         "/jobs/storyboard",
@@ -385,10 +394,11 @@ def create_app(
         """Queue a multi-scene film (docs/storyboards.md)."""
         scenes = [s.model_dump() for s in body.scenes]
         options = StoryboardOptions(**body.model_dump(exclude={"scenes"}))
-        return queue(lambda: submit_storyboard(gallery, scenes, options))
+        return queue(lambda: submit_storyboard(gallery, scenes, options, lora_roots))
 
     @app.get("/jobs", response_model=JobList, responses=_errors(422), tags=["jobs"])
     def list_jobs(
+        request: Request,
         q: str = Query("", max_length=1000, description="text anywhere in the prompt"),
         kind: Literal[KINDS] | None = None,
         status: Literal[STATUSES] | None = Query(None, description="default: every status"),
@@ -396,12 +406,24 @@ def create_app(
         offset: int = Query(0, ge=0, le=2**62),
     ) -> JobList:
         """History, newest first: the UI's gallery, searchable and paged."""
-        jobs = gallery.search(q, kind=kind, status=status, limit=limit, offset=offset)
+        # a typo (?stauts=done) or a repeated parameter is an error, as in a body
+        names = [name for name, _ in request.query_params.multi_items()]
+        unknown = sorted(set(names) - {"q", "kind", "status", "limit", "offset"})
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if unknown or repeated:
+            raise HTTPException(
+                422,
+                (f"unknown query parameter {', '.join(unknown)}; " if unknown else "")
+                + (f"given more than once: {', '.join(repeated)}; " if repeated else "")
+                + "GET /jobs takes q, kind, status, limit and offset, each once",
+            )
+        # one more than the page: a page that ends the list exactly has no next one
+        jobs = gallery.search(q, kind=kind, status=status, limit=limit + 1, offset=offset)
         return JobList(
-            jobs=[job_out(gallery, j) for j in jobs],
+            jobs=[job_out(gallery, j) for j in jobs[:limit]],
             limit=limit,
             offset=offset,
-            next_offset=offset + limit if len(jobs) == limit else None,
+            next_offset=offset + limit if len(jobs) > limit else None,
         )
 
     @app.get("/jobs/{job_id}", response_model=JobOut, responses=_errors(404), tags=["jobs"])
@@ -419,6 +441,8 @@ def create_app(
         if not job.active:
             raise HTTPException(409, f"job {job.id} is already {job.status}: nothing to cancel")
         job = gallery.cancel(job.id)
+        if job is None:  # deleted between the two reads
+            raise HTTPException(404, f"no job {job_id[:64]!r} in this studio")
         if not job.cancel:  # it finished between the two reads
             raise HTTPException(409, f"job {job.id} is already {job.status}: nothing to cancel")
         return job_out(gallery, job)
@@ -433,16 +457,18 @@ def create_app(
     def post_rerun(job_id: str) -> JSONResponse:
         """Queue a job again with exactly the settings it was made with."""
         job = get_job(job_id)
-        return queue(lambda: rerun(gallery, job.id))
+        return queue(lambda: rerun(gallery, job.id, lora_roots))
 
     @app.delete("/jobs/{job_id}", status_code=204, responses=_errors(404, 409), tags=["jobs"])
     def delete(job_id: str) -> Response:
         """Remove a finished job, its video, sidecar and thumbnail; cancel an active one first."""
         job = get_job(job_id)
         try:
-            gallery.delete(job.id)
+            removed = gallery.delete(job.id)
         except ValueError as exc:
             raise HTTPException(409, str(exc)) from None
+        if not removed:  # another request deleted it meanwhile
+            raise HTTPException(404, f"no job {job_id[:64]!r} in this studio")
         return Response(status_code=204)
 
     @app.get(

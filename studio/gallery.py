@@ -296,6 +296,17 @@ class Gallery:
             return False
         if job.active:
             raise ValueError(f"job {job_id} is {job.status}: cancel it before deleting it")
+        # the row first, and only if it is still there and finished: of two deletes (or a
+        # delete and a re-queue) at once, one removes it and the other is told it is gone
+        removed = self._execute(
+            "DELETE FROM jobs WHERE id = ? AND status NOT IN ('queued', 'running') RETURNING id",
+            (job_id,),
+        )
+        if not removed:
+            job = self.get(job_id)
+            if job is not None and job.active:
+                raise ValueError(f"job {job_id} is {job.status}: cancel it before deleting it")
+            return False
         for folder, name in (
             ("videos", job.video),
             ("videos", job.sidecar),
@@ -304,7 +315,6 @@ class Gallery:
             p = self.path(folder, name)
             if p is not None:
                 p.unlink(missing_ok=True)
-        self._execute("DELETE FROM jobs WHERE id = ?", (job_id,))
         return True
 
 

@@ -235,7 +235,23 @@ def check_request(request: GenerateRequest, where: str = "") -> GenerateRequest:
         fail("references", "a list", request.references)
     if request.lora is not None and not isinstance(request.lora, str):
         fail("lora", "a string PATH[:SCALE] or null", request.lora)
+    for name in ("prompt", "negative_prompt", "lora"):
+        check_text(getattr(request, name), f"{where}{name}")
     return request
+
+
+def check_text(value: str | None, name: str) -> None:
+    """StudioError when ``value`` holds what UTF-8 cannot encode (a lone surrogate, as JSON's
+    ``"\\udfff"`` or an undecodable command-line byte gives): the text encoder, the store and
+    every JSON answer would fail on it later."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise StudioError(
+                f"{name} is not valid text: it holds a character UTF-8 cannot encode "
+                "(a lone surrogate)"
+            ) from None
 
 
 @dataclass(frozen=True)

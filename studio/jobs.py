@@ -37,6 +37,7 @@ from .generate import (
     check_prompt_references,
     check_request,
     check_seed,
+    check_text,
     clean_stale_temps,
     default_model_path,
     generate,
@@ -76,12 +77,16 @@ class JobCancelled(Exception):
 
 
 # ---------------------------------------------------------------------------- requests
-def check_generate_request(request: GenerateRequest, references: bool = False) -> GenerateRequest:
+def check_generate_request(
+    request: GenerateRequest, references: bool = False, lora_roots: list[Path] | None = None
+) -> GenerateRequest:
     """Reject what no model can do, with a message a page can show as it is.
 
     references: whether the model takes reference elements; without them a ``<refN>``
     placeholder would be read as plain words, so it is refused instead.
+    lora_roots: where the adapter may be (:func:`check_lora`).
     """
+    check_text(request.prompt, "the prompt")  # before anything reads it
     prompt = (request.prompt or "").strip()
     if not prompt:
         raise StudioError("the prompt is empty: describe the video you want")
@@ -93,32 +98,66 @@ def check_generate_request(request: GenerateRequest, references: bool = False) -
         )
     if len(prompt) > MAX_PROMPT_CHARS:
         raise StudioError(f"the prompt is {len(prompt)} characters; at most {MAX_PROMPT_CHARS}")
+    negative = request.negative_prompt or ""
+    if isinstance(negative, str) and len(negative) > MAX_PROMPT_CHARS:
+        raise StudioError(
+            f"the negative prompt is {len(negative)} characters; at most {MAX_PROMPT_CHARS}"
+        )
     _check_range("frames", request.frames, 1, MAX_FRAMES)
     _check_range("steps", request.steps, 1, MAX_STEPS)
     _check_range("guidance", request.guidance, 0.0, MAX_GUIDANCE)
     check_request(request)  # types, seed and fps: as the CLI and sidecars check them
     request.prompt = prompt
     request.negative_prompt = (request.negative_prompt or "").strip() or None
-    request.lora = check_lora(request.lora)
+    request.lora = check_lora(request.lora, lora_roots)
     return request
 
 
-def check_lora(spec: str | None) -> str | None:
+def check_lora(spec: str | None, roots: list[Path] | None = None) -> str | None:
     """A LoRA spec ``PATH[:SCALE]`` checked now, when it is queued, rather than when the
     worker reaches it: :func:`~studio.generate.parse_lora` (the CLI's check: the path exists,
     the scale is in -10..10), and a folder must hold the adapter's ``*.safetensors``. Returns
     the spec with the path made absolute (the worker and the sidecar do not depend on the
-    server's working folder), the scale only when it is not 1; None for no adapter."""
+    server's working folder), the scale only when it is not 1; None for no adapter.
+
+    roots: where a network client may point (the HTTP API: the folder the server started in
+    and the studio's home), checked before the path is looked at; None (the UI and the CLI,
+    the machine's own user): anywhere."""
     if spec is None or not spec.strip():
         return None
-    path, scale = parse_lora(spec.strip())
-    if path.is_dir() and not any(path.glob("*.safetensors")):
+    check_text(spec, "lora")
+    if len(spec) > MAX_LORA_CHARS:
+        raise StudioError(f"lora is {len(spec)} characters; a path takes at most {MAX_LORA_CHARS}")
+    head, _, _ = spec.strip().rpartition(":")
+    if roots is not None and not _inside(Path(head or spec.strip()), roots):
+        # before anything on disk is looked at: no answer says whether a path exists
         raise StudioError(
-            f"no LoRA adapter in {path}: expected the folder a LoRA run writes (RUN/lora, "
-            "with pytorch_lora_weights.safetensors)"
+            "lora: this server reads LoRA adapters only from the folder it was started in "
+            "and the studio's home; copy the adapter folder there"
         )
-    path = path.resolve()
+    try:
+        path, scale = parse_lora(spec.strip())
+        if path.is_dir() and not any(path.glob("*.safetensors")):
+            raise StudioError(
+                f"no LoRA adapter in {path}: expected the folder a LoRA run writes (RUN/lora, "
+                "with pytorch_lora_weights.safetensors)"
+            )
+        path = path.resolve()
+    except OSError as exc:
+        raise StudioError(f"lora: cannot read {spec.strip()[:200]!r}: {exc.strerror}") from None
     return str(path) if scale == 1.0 else f"{path}:{scale!r}"
+
+
+MAX_LORA_CHARS = 4096
+
+
+def _inside(path: Path, roots: list[Path]) -> bool:
+    """Whether ``path`` (relative: to the working folder), links resolved, is in a root."""
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError):
+        return False
+    return any(resolved.is_relative_to(root.resolve()) for root in roots)
 
 
 def _check_range(name: str, value: Any, lo: float, hi: float) -> None:
@@ -127,14 +166,25 @@ def _check_range(name: str, value: Any, lo: float, hi: float) -> None:
 
 
 def check_storyboard_request(
-    scenes: list[dict[str, Any]], options: StoryboardOptions
+    scenes: list[dict[str, Any]], options: StoryboardOptions, lora_roots: list[Path] | None = None
 ) -> Storyboard:
     """Scenes as the page's table holds them (``prompt``, ``frames``) → a valid Storyboard."""
     cleaned = []
     for i, row in enumerate(scenes, start=1):
+        check_text(row.get("prompt"), f"scene {i} prompt")
         prompt = str(row.get("prompt") or "").strip()
         if not prompt:
             raise StudioError(f"scene {i} has no prompt")
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise StudioError(
+                f"scene {i}: the prompt is {len(prompt)} characters; at most {MAX_PROMPT_CHARS}"
+            )
+        if REF_PLACEHOLDER.search(prompt):  # scenes here take no reference images
+            raise StudioError(
+                f"scene {i}: the prompt uses a reference element (<refN>), which a storyboard "
+                "made here cannot take (a storyboard YAML's `references:` can, with "
+                "`studio storyboard`)"
+            )
         frames = row.get("frames")
         try:
             frames = int(frames)
@@ -148,10 +198,11 @@ def check_storyboard_request(
     if total > MAX_STORY_FRAMES:
         raise StudioError(f"the film is {total} frames; at most {MAX_STORY_FRAMES}")
     story = Storyboard(cleaned)
+    check_seed(options.seed)
     _check_range("steps", options.steps, 1, MAX_STEPS)
     _check_range("guidance", options.guidance, 0.0, MAX_GUIDANCE)
     _check_range("draws per later window", options.candidates, 1, MAX_CANDIDATES)
-    options.lora = check_lora(options.lora)
+    options.lora = check_lora(options.lora, lora_roots)
     return story
 
 
@@ -188,9 +239,10 @@ def submit_generate(
     scorer: str | None = None,
     elements: list[str] | None = None,
     model: str | Path | None = None,
+    lora_roots: list[Path] | None = None,
 ) -> Job:
     """Queue a clip; ``best_of`` > 1 keeps the candidate ``scorer`` (a ``clip:``/``xclip:``
-    spec) ranks highest.
+    spec) ranks highest. ``lora_roots``: :func:`check_lora`'s.
 
     elements: the Elements page's stored elements; the prompt's placeholders pick which
         (:func:`element_references`), when the model a request with elements runs on (the
@@ -200,32 +252,39 @@ def submit_generate(
     """
     model = model_for(model, references=True)
     model_max = max_references(model)
-    request = check_generate_request(request, references=bool(model_max))
+    request = check_generate_request(request, bool(model_max), lora_roots)
     if model_max:
         request.references = element_references(gallery, request.prompt, elements)
         check_model_takes_references(len(request.references), model_max, model)
     _check_range("best-of", best_of, 1, MAX_BEST_OF)
     if best_of > 1 and not scorer:
-        raise StudioError("best-of needs a scorer: start the studio with --scorer SPEC")
+        raise StudioError(
+            "best-of needs a scorer, and this studio was started without one "
+            "(STUDIO_SCORER=none, or no shipped scorer): start it with STUDIO_SCORER=default"
+        )
     data = asdict(request) | ({"best_of": best_of, "scorer": scorer} if best_of > 1 else {})
     return gallery.enqueue("generate", data, request.prompt, request.seed)
 
 
 def submit_storyboard(
-    gallery: Gallery, scenes: list[dict[str, Any]], options: StoryboardOptions
+    gallery: Gallery,
+    scenes: list[dict[str, Any]],
+    options: StoryboardOptions,
+    lora_roots: list[Path] | None = None,
 ) -> Job:
-    story = check_storyboard_request(scenes, options)
+    story = check_storyboard_request(scenes, options, lora_roots)
     request = {"story": story.to_dict(), "options": asdict(options)}
     prompt = " | ".join(s.prompt for s in story.scenes)
     return gallery.enqueue("storyboard", request, prompt, options.seed)
 
 
-def rerun(gallery: Gallery, job_id: str) -> Job:
-    """Queue a job again with exactly the settings it was made with."""
+def rerun(gallery: Gallery, job_id: str, lora_roots: list[Path] | None = None) -> Job:
+    """Queue a job again with exactly the settings it was made with (``lora_roots``:
+    :func:`check_lora`'s, for a job the UI queued with an adapter elsewhere)."""
     job = gallery.get(job_id)
     if job is None:
         raise StudioError(f"no job {job_id}")
-    check_lora(job_lora(job))  # its adapter is still there: say so now, not in the queue
+    check_lora(job_lora(job), lora_roots)  # its adapter is still there: say so now
     return gallery.enqueue(job.kind, job.request, job.prompt, job.seed)
 
 

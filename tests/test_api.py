@@ -92,7 +92,7 @@ def serve(tmp_path, tiny_pipeline_dir):
 def test_the_server_loads_its_model_as_it_starts_and_jobs_take_a_lora(serve, lora_adapter):
     """/health says the model is loading, then ready, with no job asked; a clip and a film
     with a LoRA adapter run with it and record it."""
-    api = serve()
+    api = serve(lora_roots=[lora_adapter.parent])  # adapters are read only from these
     deadline = time.time() + 120
     while (worker := api.client.get("/health").json()["worker"])["model"] != "ready":
         assert worker["model"] == "loading" and time.time() < deadline, worker
@@ -175,6 +175,7 @@ def test_ui_and_api_share_one_queue_and_gallery(serve):
     assert page["next_offset"] == 1
     page = api.client.get("/jobs", params={"limit": 1, "offset": 1}).json()
     assert [j["id"] for j in page["jobs"]] == [from_ui.id]
+    assert page["next_offset"] is None  # the list ends exactly here: no empty page after it
     found = api.client.get("/jobs", params={"q": "GREEN", "status": "queued"}).json()["jobs"]
     assert [j["id"] for j in found] == [from_api["id"]]
     assert api.client.get("/jobs", params={"kind": "storyboard"}).json()["jobs"] == []
@@ -316,6 +317,17 @@ def storyboard(scenes=None, **kw):
         (storyboard([{"prompt": "a", "frames": 64}] * 5), "the film is 320 frames; at most 256"),
         (storyboard([{"prompt": "a", "frames": 64}] * 65), "the film is 4160 frames; at most 256"),
         (storyboard(candidates=5), "draws per later window must be between 1 and 4, got 5"),
+        (storyboard(seed=-1), "^seed must be a whole number from 0 to 2\\*\\*63-1, got -1$"),
+        (storyboard(seed=2**63), "^seed must be a whole number"),
+        (storyboard([{"prompt": "x" * 1001, "frames": 4}]), "^scene 1: the prompt is 1001 char"),
+        (storyboard([{"prompt": "<ref1> moving left", "frames": 4}]), "scene 1: .*<refN>"),
+        (generate(negative_prompt="x" * 1001), "^the negative prompt is 1001 characters"),
+        # a client may not make the server open files anywhere (nor learn whether they exist)
+        (generate(lora="/etc/passwd"), "reads LoRA adapters only from the folder it was"),
+        (generate(lora="../../../../../etc/passwd"), "reads LoRA adapters only from"),
+        (generate(lora="/nonexistent/x:0.5"), "reads LoRA adapters only from"),
+        (storyboard(lora="/etc"), "reads LoRA adapters only from"),
+        (generate(lora="a" * 5000), "^lora is 5000 characters"),
     ],
 )
 def test_bad_requests_are_refused_with_a_message_and_queue_nothing(serve, request_, pattern):
@@ -332,12 +344,31 @@ def test_bad_requests_are_refused_with_a_message_and_queue_nothing(serve, reques
     assert api.gallery.queue_position(kept["id"]) == 1
 
 
+@pytest.mark.parametrize("field", ["prompt", "negative_prompt", "lora"])
+def test_text_utf8_cannot_encode_is_422_and_the_history_stays_readable(serve, field):
+    api = serve(start_worker=False)
+    body = json.dumps({**SMALL, field: "a SURROGATE circle"}).replace("SURROGATE", r"\udfff")
+    r = api.client.post(
+        "/jobs/generate", content=body, headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 422 and "not valid text" in r.json()["detail"], r.text
+    assert api.all_jobs() == [] and api.client.get("/jobs").status_code == 200
+    scene = r'{"scenes": [{"prompt": "a \udfff", "frames": 2}]}'
+    r = api.client.post(
+        "/jobs/storyboard", content=scene, headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 422 and "scene 1 prompt is not valid text" in r.json()["detail"]
+    assert api.all_jobs() == []
+
+
 def test_not_json_and_bad_queries_are_422(serve):
     api = serve(start_worker=False)
     r = api.client.post(
         "/jobs/generate", content=b"prompt=hi", headers={"content-type": "application/json"}
     )
     assert r.status_code == 422 and "JSON decode error" in r.json()["detail"]
+    r = api.client.post("/jobs/generate", content=json.dumps(SMALL))  # no Content-Type
+    assert r.status_code == 422 and "Content-Type: application/json" in r.json()["detail"]
     for params, pattern in (
         ({"status": "finished"}, "status: Input should be 'queued'"),
         ({"kind": "film"}, "kind: Input should be 'generate' or 'storyboard'"),
@@ -345,6 +376,8 @@ def test_not_json_and_bad_queries_are_422(serve):
         ({"limit": 101}, "limit: Input should be less than or equal to 100"),
         ({"offset": -1}, "offset: Input should be greater than or equal to 0"),
         ({"limit": "all"}, "limit: Input should be a valid integer"),
+        ({"stauts": "done"}, "unknown query parameter stauts"),
+        ([("status", "done"), ("status", "failed")], "given more than once: status"),
     ):
         r = api.client.get("/jobs", params=params)
         assert r.status_code == 422 and pattern in r.json()["detail"], r.text

@@ -590,3 +590,10 @@ def test_weights_hash_is_read_once_and_follows_changed_weights(tmp_path, monkeyp
     weights.write_bytes(b"b" * 64)  # same size, new bytes (and a new modification time)
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
     assert weights_hash(tmp_path / "model") != first and reads == [weights]
+
+
+def test_a_prompt_utf8_cannot_encode_is_one_error_line(cli, tmp_path):
+    # an undecodable byte on the command line reaches Python as a lone surrogate
+    code, _, err = cli("generate", "a \udcff circle", "--out", tmp_path / "x.mp4")
+    assert_one_line_error(code, err, "prompt is not valid text")
+    assert list(tmp_path.iterdir()) == []

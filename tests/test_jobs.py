@@ -179,6 +179,17 @@ def test_delete_removes_files_and_row_but_not_active_jobs(gallery, worker):
     assert all(f.is_file() for f in files)
     assert gallery.delete(done.id)
     assert gallery.get(done.id) is None and not any(f.exists() for f in files)
+    assert not gallery.delete(done.id)  # a second delete (two requests at once): told it is gone
+
+
+def test_concurrent_deletes_remove_a_job_once(gallery):
+    from concurrent.futures import ThreadPoolExecutor
+
+    job = submit_generate(gallery, request())
+    gallery.finish(job.id, "failed", error="x")
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: gallery.delete(job.id), range(16)))
+    assert results.count(True) == 1 and gallery.get(job.id) is None
 
 
 def test_best_of_job_keeps_the_top_candidate_and_records_scores(gallery, worker, clip_dir):
