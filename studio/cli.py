@@ -649,7 +649,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         cfg = load_config(DiTTrainConfig, args.config, args.overrides)
     final = main(cfg)
-    print(f"done: {final}")
+    if int(os.environ.get("RANK", "0")) == 0:  # one line for a run, not one per process
+        print(f"done: {final}")
     return 0
 
 
@@ -1227,7 +1228,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("what", choices=["vae", "dit", "scorer"])
     t.add_argument("--config", default=None, help="YAML stating what differs from the defaults")
     t.add_argument(
-        "overrides", nargs="*", help="key=value overrides, e.g. steps=100 data.cache_clips=500"
+        "overrides",
+        nargs="*",
+        help="key=value overrides, e.g. lr=2e-4, or stages.0.steps=500 for a DiT (a list item by its index)",
     )
     t.set_defaults(func=cmd_train)
     return parser

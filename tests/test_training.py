@@ -193,6 +193,75 @@ def test_time_limit_checkpoints_exports_and_resumes(dit_config, straight_run):
     assert all(math.isfinite(v) for v in log.values())
 
 
+def test_ctrl_c_finishes_the_step_checkpoints_it_and_resumes_exactly(
+    dit_config, straight_run, monkeypatch
+):
+    """A real SIGINT in step 2: the step finishes, is checkpointed (save_every is far off),
+    and the run stops as Ctrl-C asks; the rerun goes on from step 2 and matches run A."""
+    import signal
+
+    before = signal.getsignal(signal.SIGINT)
+    real = train_dit.batch_loss
+
+    def loss_then_ctrl_c(cfg, step, micro, *args):
+        if step == 1 and micro == 0:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(cfg, step, micro, *args)
+
+    monkeypatch.setattr(train_dit, "batch_loss", loss_then_ctrl_c)
+    run = dit_config("E", "save_every=100")
+    with pytest.raises(KeyboardInterrupt):
+        train_dit.main(run)
+    out = Path(run.output_dir)
+    assert checkpoint_step(latest_checkpoint(out)) == 2 and sorted(losses(out)) == [1, 2]
+    assert signal.getsignal(signal.SIGINT) is before  # the handler is put back
+    reset_accelerate()
+    monkeypatch.setattr(train_dit, "batch_loss", real)
+    train_dit.main(dit_config("E", "save_every=100"))
+    a, e = losses(Path(straight_run[0].output_dir)), losses(out)
+    assert sorted(e) == list(range(1, TOTAL_STEPS + 1))
+    for step in range(1, TOTAL_STEPS + 1):
+        assert e[step] == pytest.approx(a[step], abs=1e-5), step
+
+
+def test_the_logged_lr_is_the_one_the_step_trained_at(straight_run):
+    cfg, _ = straight_run
+    rows = [json.loads(line) for line in (Path(cfg.output_dir) / "log.jsonl").open()]
+    schedule = train_dit.lr_lambda(cfg)
+    for row in rows:  # step N trains at the schedule's value for index N - 1
+        assert row["lr"] == pytest.approx(cfg.lr * schedule(row["step"] - 1)), row["step"]
+    assert rows[0]["lr"] < rows[1]["lr"]  # warmup: the first step's rate is the smallest
+
+
+def test_resume_with_another_lr_is_refused_and_keeps_the_config(dit_config):
+    from train.checkpoint import ResumeError
+
+    first = dit_config("F", "max_steps=2", "save_every=2")
+    train_dit.main(first)
+    out = Path(first.output_dir)
+    saved = (out / "config.yaml").read_text()
+    reset_accelerate()
+    with pytest.raises(ResumeError, match=f"trained with lr {first.lr} .* would be ignored"):
+        train_dit.main(dit_config("F", f"lr={first.lr * 3}"))
+    assert (out / "config.yaml").read_text() == saved
+
+
+def test_a_second_run_into_the_same_folder_is_refused(dit_config, tmp_path):
+    import fcntl
+
+    run = dit_config("G", "max_steps=1")
+    out = Path(run.output_dir)
+    out.mkdir(parents=True)
+    with open(out / ".lock", "a+") as held:  # another process's run, as the file says
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("pid 4242\n")
+        held.flush()
+        with pytest.raises(ValueError, match="being trained into by pid 4242"):
+            train_dit.main(run)
+    assert not (out / "config.yaml").exists() and not (out / "log.jsonl").exists()
+    reset_accelerate()
+
+
 # -------------------------------------------------------------------------- checkpoints
 def _train_state(seed: int):
     torch.manual_seed(seed)
@@ -953,7 +1022,7 @@ def test_resume_with_another_architecture_is_one_error_and_keeps_the_config(dit_
     ],
 )
 def test_config_values_out_of_range_are_refused_at_load(override, key):
-    with pytest.raises(ConfigError, match=f"^bad config: {key} must be in"):
+    with pytest.raises(ConfigError, match=f"^bad config with .*: {key} must be in"):
         load_config(DiTTrainConfig, None, [override])
 
 
@@ -991,7 +1060,7 @@ def test_gradient_accumulation_counts_optimizer_steps_and_resumes_exactly(dit_co
     assert [e["step"] for e in entries] == list(range(1, TOTAL_STEPS + 1))
     assert [e["effective_batch"] for e in entries[:2]] == [4, 4]  # image stage: 2 × 2 images
     cfg = load_config(DiTTrainConfig, f"{straight.output_dir}/config.yaml")
-    expected = [cfg.lr * train_dit.lr_lambda(cfg)(s) for s in range(1, TOTAL_STEPS + 1)]
+    expected = [cfg.lr * train_dit.lr_lambda(cfg)(s) for s in range(TOTAL_STEPS)]  # as used
     assert [e["lr"] for e in entries] == pytest.approx(expected, rel=1e-6)
     reset_accelerate()
     train_dit.main(

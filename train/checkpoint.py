@@ -185,6 +185,14 @@ def check_resumable(cfg, out: Path) -> None:
             changed += [f"{key}.{k}: {old.get(k)!r} -> {new[k]!r}" for k in diff]
         elif old is not None and old != new:
             changed.append(f"{key}: {old!r} -> {new!r}")
+    old_lr, new_lr = OmegaConf.select(saved, "lr"), getattr(cfg, "lr", None)
+    if old_lr is not None and new_lr is not None and float(old_lr) != float(new_lr):
+        # the checkpoint's optimizer and schedule bring the run's own base rate back
+        raise ResumeError(
+            f"{out} was trained with lr {old_lr} and its checkpoints restore that rate, so "
+            f"lr {new_lr} would be ignored: resume with lr={old_lr} (a stage's own lr may "
+            "change), or start from its weights in a new output_dir with init_from"
+        )
     if changed:
         raise ResumeError(
             f"{out} holds checkpoints of another architecture ({'; '.join(changed)}): "
@@ -226,8 +234,11 @@ def start_run(
     )
     set_seed(cfg.seed)
     check_resumable(cfg, out)  # before config.yaml is rewritten
+    if report_to != "none":
+        check_tracker(report_to)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
+        lock_run_folder(out)
         save_config(cfg, out / "config.yaml")
     if report_to != "none":
         from omegaconf import OmegaConf
@@ -236,6 +247,52 @@ def start_run(
         hparams = {k: v for k, v in flat.items() if isinstance(v, (int, float, str, bool))}
         accelerator.init_trackers(out.name or "run", config=hparams)
     return accelerator, out
+
+
+def check_tracker(report_to: str) -> None:
+    """One error line for a tracker that is not installed: accelerate only
+    warns (and logs nothing) when ``report_to`` names a package that is missing."""
+    from accelerate.utils import is_tensorboard_available, is_wandb_available
+
+    available = {"tensorboard": is_tensorboard_available, "wandb": is_wandb_available}
+    for name in report_to.split(","):
+        name = name.strip()
+        if name in available and not available[name]():
+            raise ValueError(f"report_to {name} needs its package: pip install {name}")
+
+
+# The run folders this process trains into, each with its open, locked ``.lock``: held until
+# the process ends, so a second run (or a worker left by a killed launcher) cannot interleave
+# its checkpoints and log lines with this one's; a later run in this process reuses it.
+_RUN_LOCKS: dict[Path, Any] = {}
+
+
+def lock_run_folder(out: Path) -> None:
+    """Take ``out/.lock`` for this process; ValueError naming the holder when another
+    process trains into ``out``."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks here
+        return
+    key = out.resolve()
+    if key in _RUN_LOCKS:
+        return
+    fh = open(out / ".lock", "a+")  # noqa: SIM115 - held open for the process's life
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.seek(0)
+        holder = fh.read().strip() or "another process"
+        fh.close()
+        raise ValueError(
+            f"{out} is being trained into by {holder}: wait for it, stop it, or choose "
+            "another output_dir"
+        ) from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"pid {os.getpid()}\n")
+    fh.flush()
+    _RUN_LOCKS[key] = fh
 
 
 def optimizer_step(accelerator: Accelerator, model, optimizer, schedule, loss, grad_clip: float):

@@ -665,15 +665,23 @@ def load_config(
     """defaults ← YAML (after its ``base:`` chain) ← ``key=value`` overrides → ``cls``."""
     layers = _load_yaml_layers(Path(path)) if path is not None else []
     where = f" in {path}" if path is not None else ""
+    if overrides:  # a range check fails on the merged whole: the file or an override
+        where = f"{where} with {' '.join(overrides)}" if where else f" with {' '.join(overrides)}"
     try:
         cfg = OmegaConf.merge(OmegaConf.structured(cls), *layers)
         for item in overrides or []:
+            key, sep, text = item.partition("=")
             try:
-                cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
+                if not sep or not key.strip():
+                    raise ConfigError(f"bad override {item!r}: expected key=value")
+                # the value read as the YAML of a dotlist, then set in place: an index into a
+                # list (stages.0.steps=5) changes that item instead of failing to merge
+                value = OmegaConf.from_dotlist([f"value={text}"]).value
+                OmegaConf.update(cfg, key.strip(), value, merge=True)
             except yaml.YAMLError as exc:
                 problem = getattr(exc, "problem", None) or "not valid YAML"
                 raise ConfigError(f"bad override {item!r}: {problem}") from None
-            except OmegaConfBaseException as exc:  # the override's fault, not the file's
+            except (OmegaConfBaseException, TypeError, IndexError) as exc:  # the override's fault
                 raise ConfigError(f"bad override {item!r}: {str(exc).splitlines()[0]}") from None
         return OmegaConf.to_object(cfg)
     except ConfigError as exc:  # a range check of the dataclasses (or a bad override, as is)
@@ -715,6 +723,10 @@ def resolve_mixed_precision(setting: str) -> str:
         # YAML 1.1 reads a bare `no` (in a file or a key=value override) as the boolean
         # false, which a str field then holds as "False".
         setting = "no"
+    if setting in (True, "True", "true"):  # a bare yes/on/true: which precision is not said
+        raise ConfigError(
+            f"mixed_precision must be one of {allowed}, got yes/true: name one (bf16, fp16)"
+        )
     if setting not in allowed:
         raise ConfigError(f"mixed_precision must be one of {allowed}, got {setting!r}")
     if setting != "auto":

@@ -34,6 +34,8 @@ from __future__ import annotations
 import copy
 import json
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -382,7 +384,7 @@ class ShardBatchStream:
                 batch = next(self.iterator)
             except StopIteration:
                 if self.given == 0:
-                    raise RuntimeError(
+                    raise ValueError(  # the data's or the config's fault: one error line
                         f"the shards gave no {self.kind} batch in a whole epoch "
                         f"(this reader's counts: {self.batches.stats()}); check data.shards and the "
                         "batch sizes of data.buckets (a bucket larger than the samples it gets in "
@@ -852,6 +854,30 @@ def param_groups(model: torch.nn.Module, cfg: DiTTrainConfig) -> list[dict]:
     return groups
 
 
+class InterruptFlag:
+    """While the training loop runs, the first Ctrl-C (SIGINT) only sets :attr:`asked`: the loop
+    finishes its step, checkpoints it and stops, so nothing since the last checkpoint is lost;
+    a second Ctrl-C interrupts at once. Outside the main thread it does nothing."""
+
+    def __init__(self):
+        self.asked = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.asked:  # the second one: now
+            self.restore()
+            raise KeyboardInterrupt
+        self.asked = True
+        print("\nstopping after this step (checkpointed); Ctrl-C again stops at once", flush=True)
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+
 def lr_lambda(cfg: DiTTrainConfig):
     total = cfg.total_steps
 
@@ -1098,6 +1124,14 @@ def _shapes_cache(cfg: DiTTrainConfig, vae, out: Path, accelerator) -> LatentCac
 def main(cfg: DiTTrainConfig) -> Path:
     started = time.time()  # time_limit_minutes counts from here: caches and loading included
     # ======================================================== setup
+    vae_spec = str(cfg.vae)
+    if not Path(vae_spec).expanduser().exists() and (
+        vae_spec.startswith((".", "/", "~")) or vae_spec.count("/") != 1  # not a hub id
+    ):  # before the run folder is written, and before a hub lookup's misleading message
+        raise ValueError(
+            f"vae {vae_spec} not found: train one first (studio train vae --config "
+            "configs/train/vae_shapes.yaml writes runs/vae/final), or set vae= to a VAE folder"
+        )
     # image batches (F = 1) leave the temporal and swap paths unused
     accelerator, out = start_run(
         cfg,
@@ -1234,9 +1268,11 @@ def main(cfg: DiTTrainConfig) -> Path:
     streams: dict[tuple[int, bool], ShardBatchStream] = {}
     accumulate = cfg.gradient_accumulation_steps
     deadline = None if cfg.time_limit_minutes is None else started + 60 * cfg.time_limit_minutes
+    interrupt = InterruptFlag()  # Ctrl-C: finish the step, checkpoint it, then stop
     for step in bar:
         stage_idx, stage = stage_at(cfg, step)
         step_loss, step_samples = 0.0, 0
+        lr_used = schedule.get_last_lr()[0]  # the rate this step trains at (the step advances it)
         for micro in range(accumulate):  # one optimizer step: `accumulate` micro-batches
             with accelerator.accumulate(model):
                 x0, loss = batch_loss(
@@ -1258,7 +1294,7 @@ def main(cfg: DiTTrainConfig) -> Path:
                 "stage": stage.name,
                 "loss": loss_sum / loss_n,
                 "samples_per_s": samples_since / elapsed,
-                "lr": schedule.get_last_lr()[0],
+                "lr": lr_used,
                 "processes": accelerator.num_processes,
                 "effective_batch": step_samples,  # per optimizer step, all processes
             }
@@ -1270,15 +1306,21 @@ def main(cfg: DiTTrainConfig) -> Path:
                 log.flush()
             accelerator.log({k: v for k, v in entry.items() if k != "stage"}, step=step + 1)
             t_last, samples_since, loss_sum, loss_n = time.time(), 0, 0.0, 0
-        # every process stops at the same step: the first past its deadline decides
-        out_of_time = deadline is not None and bool(
-            accelerator.reduce(
-                torch.tensor(float(time.time() > deadline), device=accelerator.device), "sum"
-            )
-            > 0
-        )
-        if (step + 1) % cfg.save_every == 0 or step + 1 == total or out_of_time:
+        # every process stops at the same step: the first past its deadline (or asked to stop
+        # with Ctrl-C) decides
+        stop = interrupt.asked or (deadline is not None and time.time() > deadline)
+        if deadline is not None or accelerator.num_processes > 1:
+            flag = torch.tensor(float(stop), device=accelerator.device)
+            stop = bool(accelerator.reduce(flag, "sum") > 0)
+        out_of_time = stop and not interrupt.asked
+        if (step + 1) % cfg.save_every == 0 or step + 1 == total or stop:
             save_checkpoint(accelerator, out, step + 1, states={"ema": ema})
+        if stop and not out_of_time:
+            interrupt.restore()
+            accelerator.print(
+                f"interrupted at step {step + 1}: checkpointed; resume with the same command"
+            )
+            raise KeyboardInterrupt
         if validation is not None and cfg.sample_every and (step + 1) % cfg.sample_every == 0:
             val = validation.loss(accelerator.unwrap_model(model), cfg, accelerator)
             if accelerator.is_main_process:
@@ -1304,6 +1346,7 @@ def main(cfg: DiTTrainConfig) -> Path:
             )
             break
 
+    interrupt.restore()
     # ======================================================== data report (shards)
     if streams:
         report_data(accelerator, streams, out)

@@ -310,6 +310,7 @@ def main(cfg: ScorerTrainConfig) -> Path:
                 )
                 loss = loss + cfg.motion_aux_weight * aux
         clipped = model if motion_head is None else [*model.parameters(), *motion_head.parameters()]
+        lr_used = schedule.get_last_lr()[0]  # the rate this step trains at (the step advances it)
         optimizer_step(accelerator, clipped, optimizer, schedule, loss, cfg.grad_clip)
 
         loss_sum += accelerator.reduce(loss.detach(), reduction="mean").item()
@@ -323,7 +324,7 @@ def main(cfg: ScorerTrainConfig) -> Path:
                 "step": step + 1,
                 "loss": loss_sum / loss_n,
                 "samples_per_s": seen / (time.time() - t_last),
-                "lr": schedule.get_last_lr()[0],
+                "lr": lr_used,
                 "processes": accelerator.num_processes,
             }
             if rank_n:

@@ -106,7 +106,9 @@ def main(cfg: VAETrainConfig) -> Path:
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda s: (
-            min(1.0, (s + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * min(s / cfg.steps, 1.0)))
+            min(1.0, (s + 1) / max(1, cfg.warmup))
+            * 0.5
+            * (1 + math.cos(math.pi * min(s / cfg.steps, 1.0)))
         ),
     )
     model, optimizer, schedule = accelerator.prepare(model, optimizer, schedule)
@@ -146,6 +148,7 @@ def main(cfg: VAETrainConfig) -> Path:
             loss = loss + cfg.anchor_weight * torch.nn.functional.mse_loss(
                 mean[plain].float(), target
             )
+        lr_used = schedule.get_last_lr()[0]  # the rate this step trains at (the step advances it)
         optimizer_step(accelerator, model, optimizer, schedule, loss, grad_clip=1.0)
         seen += x.shape[0] * accelerator.num_processes
         if (step + 1) % cfg.log_every == 0:
@@ -157,7 +160,7 @@ def main(cfg: VAETrainConfig) -> Path:
                     "step": step + 1,
                     "loss": loss_avg,
                     "frames_per_s": rate,
-                    "lr": schedule.get_last_lr()[0],
+                    "lr": lr_used,
                     "processes": accelerator.num_processes,
                 }
                 log.write(json.dumps(entry) + "\n")
