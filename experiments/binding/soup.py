@@ -36,7 +36,8 @@ def main() -> None:
     mixed = {}
     for name, w in tuned.items():
         if name in base:
-            mixed[name] = ((1 - args.alpha) * base[name].float() + args.alpha * w.float()).to(w.dtype)
+            mix = (1 - args.alpha) * base[name].float() + args.alpha * w.float()
+            mixed[name] = mix.to(w.dtype)
         elif any(z in name for z in ZERO_INIT):
             mixed[name] = args.alpha * w
         else:
