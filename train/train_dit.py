@@ -1124,23 +1124,7 @@ def _shapes_cache(cfg: DiTTrainConfig, vae, out: Path, accelerator) -> LatentCac
 def main(cfg: DiTTrainConfig) -> Path:
     started = time.time()  # time_limit_minutes counts from here: caches and loading included
     # ======================================================== setup
-    vae_spec = str(cfg.vae)
-    if not Path(vae_spec).expanduser().exists() and (
-        vae_spec.startswith((".", "/", "~")) or vae_spec.count("/") != 1  # not a hub id
-    ):  # before the run folder is written, and before a hub lookup's misleading message
-        raise ValueError(
-            f"vae {vae_spec} not found: train one first (studio train vae --config "
-            "configs/train/vae_shapes.yaml writes runs/vae/final), or set vae= to a VAE folder"
-        )
-    # image batches (F = 1) leave the temporal and swap paths unused
-    accelerator, out = start_run(
-        cfg,
-        resolve_mixed_precision(cfg.mixed_precision),
-        find_unused_parameters=True,
-        accumulation=cfg.gradient_accumulation_steps,
-        report_to=cfg.report_to,
-    )
-    rank = accelerator.process_index
+    # the config's own checks, before the run folder is written
     if cfg.timestep_sampling not in TIMESTEP_SAMPLINGS:
         raise ValueError(
             f"timestep_sampling must be one of {TIMESTEP_SAMPLINGS}, got {cfg.timestep_sampling!r}"
@@ -1182,7 +1166,23 @@ def main(cfg: DiTTrainConfig) -> Path:
             raise ValueError("image_model_for trains an image model: every stage needs frames: 1")
         if not (Path(cfg.image_model_for) / "model_index.json").is_file():
             raise ValueError(f"image_model_for: no saved pipeline at {cfg.image_model_for}")
-
+    vae_spec = str(cfg.vae)
+    if not Path(vae_spec).expanduser().exists() and (
+        vae_spec.startswith((".", "/", "~")) or vae_spec.count("/") != 1  # not a hub id
+    ):  # before the run folder is written, and before a hub lookup's misleading message
+        raise ValueError(
+            f"vae {vae_spec} not found: train one first (studio train vae --config "
+            "configs/train/vae_shapes.yaml writes runs/vae/final), or set vae= to a VAE folder"
+        )
+    # image batches (F = 1) leave the temporal and swap paths unused
+    accelerator, out = start_run(
+        cfg,
+        resolve_mixed_precision(cfg.mixed_precision),
+        find_unused_parameters=True,
+        accumulation=cfg.gradient_accumulation_steps,
+        report_to=cfg.report_to,
+    )
+    rank = accelerator.process_index
     vae = load_vae(cfg.vae).to(accelerator.device).eval().requires_grad_(False)
     space = LatentSpace(vae)
     check_latent_frames(cfg, space)  # before any data is encoded
