@@ -989,6 +989,23 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(dit_config, 
         assert c[step] == pytest.approx(a[step], abs=1e-5), step
 
 
+@pytest.mark.parametrize(
+    "override, pattern",
+    [
+        ("model.size=dit_xxl", "unknown model.size 'dit_xxl'"),
+        ("model.prediction_type=eps", "model.prediction_type must be one of"),
+        ("data.size=18", "data.size 18 must be a multiple of the VAE.s"),
+    ],
+)
+def test_architecture_errors_come_before_the_latent_cache(dit_config, tmp_path, override, pattern):
+    cache = tmp_path / "cache"
+    run = dit_config(f"arch-{override[:10]}", override, f"data.cache_dir={cache}", "max_steps=1")
+    with pytest.raises(ValueError, match=pattern):
+        train_dit.main(run)
+    assert not cache.exists()  # nothing encoded for a run that cannot start
+    reset_accelerate()
+
+
 def test_resume_with_another_architecture_is_one_error_and_keeps_the_config(dit_config):
     from train.checkpoint import ResumeError
 

@@ -46,7 +46,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
-from models.video_dit import VIDEO_DIT_MODELS, VideoDiT
+from models.video_dit import PREDICTION_TYPES, VIDEO_DIT_MODELS, VideoDiT
 from pipelines.components import (
     encode_text,
     load_text_encoder,
@@ -1125,6 +1125,15 @@ def main(cfg: DiTTrainConfig) -> Path:
     started = time.time()  # time_limit_minutes counts from here: caches and loading included
     # ======================================================== setup
     # the config's own checks, before the run folder is written
+    if cfg.model.size not in VIDEO_DIT_MODELS:
+        raise ValueError(
+            f"unknown model.size {cfg.model.size!r}; allowed: {sorted(VIDEO_DIT_MODELS)}"
+        )
+    if cfg.model.prediction_type not in PREDICTION_TYPES:
+        raise ValueError(
+            f"model.prediction_type must be one of {PREDICTION_TYPES}, "
+            f"got {cfg.model.prediction_type!r}"
+        )
     if cfg.timestep_sampling not in TIMESTEP_SAMPLINGS:
         raise ValueError(
             f"timestep_sampling must be one of {TIMESTEP_SAMPLINGS}, got {cfg.timestep_sampling!r}"
@@ -1192,6 +1201,13 @@ def main(cfg: DiTTrainConfig) -> Path:
     text_encoder, tokenizer = load_text_encoder(cfg.text_encoder)
     text_encoder.to(accelerator.device)
     latent_size = cfg.data.size // space.spatial_scale
+    if cfg.data.source == "shapes" and (
+        cfg.data.size % space.spatial_scale or latent_size % cfg.model.patch_size
+    ):
+        raise ValueError(  # before the latent cache is built, not after it
+            f"data.size {cfg.data.size} must be a multiple of the VAE's {space.spatial_scale} px "
+            f"per latent times model.patch_size {cfg.model.patch_size}"
+        )
 
     # ======================================================== data: latent cache (Shapes World)
     if cfg.data.source == "shards":  # fail now, not at the epoch that starves a reader
