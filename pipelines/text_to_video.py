@@ -332,6 +332,11 @@ class ShapesVideoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
         """Latents (B, C, f, h, w) → pixels (B, F, 3, H, W) in [0, 1]."""
         return self.latent_space.decode(latents)
 
+    @property
+    def drawing_first_frame(self) -> bool:
+        """True while an image-first call draws its first frame (for step callbacks)."""
+        return getattr(self, "_drawing_first_frame", False)
+
     def _check_causal(self, what: str) -> None:
         """ValueError for ``what`` (frames given clean at the start) with a non-causal VAE,
         whose first latent frames also depend on the frames generated after them."""
@@ -390,8 +395,9 @@ class ShapesVideoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
                 guidance (``guidance_embeds``, a guidance-distilled student) takes the scale as
                 an input and runs once a step; given a ``negative_prompt`` it runs twice, as
                 classic guidance between the prompt and the negative at embedded scale 1.
-            callback_on_step_end: ``fn(pipe, step, timestep, kwargs) -> dict`` after each step;
-                returned tensors (e.g. ``latents``) replace the pipeline's.
+            callback_on_step_end: ``fn(pipe, step, timestep, kwargs) -> dict`` after each step
+                (image-first: the first frame's steps too, while ``pipe.drawing_first_frame``
+                is true); returned tensors (e.g. ``latents``) replace the pipeline's.
         """
         # 1. Check inputs
         prompts = self.check_inputs(
@@ -493,19 +499,25 @@ class ShapesVideoPipeline(DiffusionPipeline, CogVideoXLoraLoaderMixin):
             self._check_causal("image-first sampling (a first frame given as an image)")
             first_guidance = self.config.get("first_frame_guidance")
             first_guidance = guidance_scale if first_guidance is None else first_guidance
-            first = self(
-                prompts,
-                negative_prompt,
-                num_frames=1,
-                height=height,
-                width=width,
-                num_inference_steps=self.config.get("first_frame_steps") or num_inference_steps,
-                guidance_scale=first_guidance,
-                generator=generator,
-                reference_images=reference_images,
-                image_first=False,
-                output_type="latent",
-            ).frames  # (B, C, 1, h, w)
+            self._drawing_first_frame = True  # what the callback's caller can tell apart
+            try:
+                first = self(
+                    prompts,
+                    negative_prompt,
+                    num_frames=1,
+                    height=height,
+                    width=width,
+                    num_inference_steps=self.config.get("first_frame_steps") or num_inference_steps,
+                    guidance_scale=first_guidance,
+                    generator=generator,
+                    reference_images=reference_images,
+                    image_first=False,
+                    output_type="latent",
+                    callback_on_step_end=callback_on_step_end,
+                    callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+                ).frames  # (B, C, 1, h, w)
+            finally:
+                self._drawing_first_frame = False
             latents[:, :, :1] = first.to(latents)
             frame_mask = torch.zeros(batch, latent_frames, dtype=torch.bool, device=device)
             frame_mask[:, :1] = True

@@ -177,7 +177,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
             bar = tqdm(
                 total=total * args.best_of, desc="denoising", unit="step", disable=args.quiet
             )
-        bar.update(1)
+        if step:  # 0: a step of the first frame (image first), not of the clip
+            bar.update(1)
 
     scorer = None
     if args.scorer and args.best_of == 1:

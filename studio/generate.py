@@ -504,8 +504,8 @@ def sample(
         extra["image_first"] = request.image_first
 
     def on_step(_pipe, i, _t, tensors):
-        if progress is not None:
-            progress(i + 1, total)
+        if progress is not None:  # an image-first clip's frame 0: no clip step done yet, but
+            progress(0 if _pipe.drawing_first_frame else i + 1, total)  # a chance to cancel
         return tensors
 
     try:
@@ -538,7 +538,8 @@ def generate(
 ) -> GenerateResult:
     """Generate one clip, write it (atomically) and its sidecar ``NAME.json``.
 
-    progress: optional callable ``(step, total)`` called after every denoising step.
+    progress: optional callable ``(step, total)`` called after every denoising step (with
+        step 0 after each step of an image-first clip's first frame).
     best_of: with a ``scorer`` (``pipelines.scoring``), generate this many candidates with
         seeds ``seed, seed + 1, …`` and keep the one it scores highest; the sidecar records
         every candidate's seed and score, and its ``seed`` is the kept one, so
@@ -562,7 +563,7 @@ def generate(
     first_step: list[float] = []  # seconds from the call (model load included) to step 1
 
     def timed_progress(step: int, total: int) -> None:
-        if not first_step:
+        if step and not first_step:  # step 0: a step of an image-first clip's first frame
             first_step.append(time.time() - t_call)
         if progress is not None:
             progress(step, total)

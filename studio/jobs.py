@@ -201,7 +201,7 @@ def check_storyboard_request(
     check_seed(options.seed)
     _check_range("steps", options.steps, 1, MAX_STEPS)
     _check_range("guidance", options.guidance, 0.0, MAX_GUIDANCE)
-    _check_range("draws per later window", options.candidates, 1, MAX_CANDIDATES)
+    _check_range("candidates (draws per later window)", options.candidates, 1, MAX_CANDIDATES)
     options.lora = check_lora(options.lora, lora_roots)
     return story
 
@@ -374,6 +374,8 @@ class _Stages:
         self.enter("first_frame" if self.first_frame else "clip")
 
     def step(self, done: int, total: int) -> None:
+        if done == 0:  # a step of the first frame (image first): still that stage
+            return
         if self.name == "first_frame":  # the clip's first step ends the first frame
             self.enter("clip", base=done)
         if done < total:

@@ -316,7 +316,10 @@ def storyboard(scenes=None, **kw):
         (storyboard([{"prompt": "a", "frames": 65}]), "scene 1 frames must be between 1 and 64"),
         (storyboard([{"prompt": "a", "frames": 64}] * 5), "the film is 320 frames; at most 256"),
         (storyboard([{"prompt": "a", "frames": 64}] * 65), "the film is 4160 frames; at most 256"),
-        (storyboard(candidates=5), "draws per later window must be between 1 and 4, got 5"),
+        (
+            storyboard(candidates=5),
+            r"candidates \(draws per later window\) must be between 1 and 4",
+        ),
         (storyboard(seed=-1), "^seed must be a whole number from 0 to 2\\*\\*63-1, got -1$"),
         (storyboard(seed=2**63), "^seed must be a whole number"),
         (storyboard([{"prompt": "x" * 1001, "frames": 4}]), "^scene 1: the prompt is 1001 char"),

@@ -245,7 +245,8 @@ def test_storyboard_requests_are_checked(gallery):
         submit_storyboard(gallery, [], StoryboardOptions())
     for n in (0, 5):
         with pytest.raises(
-            StudioError, match=f"draws per later window must be between 1 and 4, got {n}"
+            StudioError,
+            match=rf"candidates \(draws per later window\) must be between 1 and 4, got {n}",
         ):
             submit_storyboard(
                 gallery, [{"prompt": "a", "frames": 4}], StoryboardOptions(candidates=n)
@@ -296,3 +297,29 @@ def test_gif_is_not_an_allowed_format():
     Image.new("RGB", (4, 4)).save(buf, format="GIF")
     with pytest.raises(StudioError, match="GIF; allowed"):
         check_image(buf.getvalue(), LIMITS)
+
+
+def test_an_image_first_clip_reports_its_first_frame_steps_so_it_can_be_cancelled(tiny_pipe):
+    """Each step of frame 0 calls progress(0, total): a job asked to cancel stops there, not
+    after the whole first frame; the clip's steps then count 1..total as before."""
+    from studio.generate import sample
+
+    calls = []
+    request = GenerateRequest(prompt="a red square", steps=3, frames=4, height=16, width=16)
+    request.image_first = True
+    sample(tiny_pipe, request, lambda done, total: calls.append((done, total)))
+    assert calls == [(0, 3)] * 3 + [(1, 3), (2, 3), (3, 3)]  # frame 0's 3 steps, then the clip
+    assert not tiny_pipe.drawing_first_frame
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel_at_once(done, total):
+        calls.append((done, total))
+        raise Cancelled
+
+    calls.clear()
+    with pytest.raises(Cancelled):
+        sample(tiny_pipe, request, cancel_at_once)
+    assert calls == [(0, 3)]  # in frame 0's first step
+    assert not tiny_pipe.drawing_first_frame  # reset however the call ended
