@@ -22,7 +22,7 @@ import webdataset as wds
 from PIL import Image
 
 import train.train_dit as train_dit
-from pipelines.components import vae_tiny
+from pipelines.components import load_vae, vae_tiny
 from pipelines.video_io import encode_video_bytes, write_video
 from tests.conftest import free_port, losses, reset_accelerate, subprocess_env
 from train.buckets import Bucket, BucketBatches, assign_bucket, resize_crop
@@ -461,3 +461,24 @@ def test_a_split_that_would_starve_a_rank_is_refused_at_start_up(tmp_path):
         train_dit.check_shard_split(cfg, 2)
     cfg.data.split_by = "samples"
     train_dit.check_shard_split(cfg, 2)
+
+
+def test_validation_clips_come_from_validation_shards_when_given(
+    run_yaml, vae_dir, text_encoder, tmp_path
+):
+    """data.validation_shards: the validation loss reads only them (clips training never
+    sees); without them, the first clips of data.shards."""
+    world = ShapesWorld(size=16, frames=8, seed=5)
+    write_video(tmp_path / "held.mp4", world.sample(0, kind="video1").frames, fps=8)
+    with (tmp_path / "held.csv").open("w", newline="") as fh:
+        csv.writer(fh).writerows([("path", "caption"), ("held.mp4", "a held-out clip")])
+    pack_manifest(tmp_path / "held.csv", tmp_path / "val", shard_size=7, progress=False)
+    vae = load_vae(str(vae_dir))
+    encoder, tokenizer = text_encoder
+    held = load_config(DiTTrainConfig, run_yaml, [f"data.validation_shards=[{tmp_path / 'val'}]"])
+    held.validation_clips = 3
+    val = train_dit.ValidationSet.build(held, vae, encoder, tokenizer, "cpu")
+    assert val.x0.shape[0] == 1  # the one held-out clip, none of data.shards' 18
+    plain = load_config(DiTTrainConfig, run_yaml)
+    plain.validation_clips = 3
+    assert train_dit.ValidationSet.build(plain, vae, encoder, tokenizer, "cpu").x0.shape[0] == 3

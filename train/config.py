@@ -155,6 +155,9 @@ class DataConfig:
     # bucket per stage (stage.frames, size, size, stage.batch_size) and one image bucket
     # (1, size, size, stage.image_batch_size). A stage uses the buckets with ≤ its frames.
     shards: list[str] = field(default_factory=list)
+    # shards training never reads, for ``validation_clips`` (a held-out loss); empty: the
+    # first clips of ``shards`` (also trained on: a fixed probe of progress, not held out)
+    validation_shards: list[str] = field(default_factory=list)
     buckets: list[BucketConfig] = field(default_factory=list)
     shuffle: int = 256  # shuffle buffer (samples); 0 = shard order
     num_workers: int = 0  # workers decoding shards, or rendering the Shapes World latent cache

@@ -998,8 +998,9 @@ class ValidationSet:
     @torch.no_grad()
     def build(cls, cfg: DiTTrainConfig, vae, text_encoder, tokenizer, device) -> ValidationSet:
         """``cfg.validation_clips`` clips: from Shapes World at its own seed (data.source
-        shapes), or the first clips of ``data.shards`` in shard order (shards), at the last
-        stage's frame count (after an image stage: the shortest clip the VAE takes above 1)."""
+        shapes), or the first clips of ``data.validation_shards`` (else of ``data.shards``) in
+        shard order (shards), at the last stage's frame count (after an image stage: the
+        shortest clip the VAE takes above 1)."""
         frames = max(1 + LatentSpace(vae).frame_step, cfg.stages[-1].frames)
         n = cfg.validation_clips
         if cfg.data.source == "shapes":
@@ -1010,13 +1011,14 @@ class ValidationSet:
             pixels = pixels.permute(0, 1, 4, 2, 3).float() / 127.5 - 1.0
             captions = [s.meta["caption"] for s in samples]
         else:
+            source = "data.validation_shards" if cfg.data.validation_shards else "data.shards"
             data = ShardDataset(
-                cfg.data.shards, frames=frames, size=cfg.data.size, frame_sampling="first",
-                images=False, split_by="samples",
+                cfg.data.validation_shards or cfg.data.shards, frames=frames,
+                size=cfg.data.size, frame_sampling="first", images=False, split_by="samples",
             )  # fmt: skip
             items = [item for _, item in zip(range(n), data, strict=False)]
             if not items:
-                raise ValueError("validation_clips > 0 but data.shards gave no clip")
+                raise ValueError(f"validation_clips > 0 but {source} gave no clip")
             pixels = torch.stack([item["video"] for item in items])
             captions = [item["caption"] for item in items]
         x0 = encode_videos(vae, pixels.to(vae.device, vae.dtype)).float()
