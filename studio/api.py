@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections import Counter
 from contextlib import asynccontextmanager
 from dataclasses import fields
 from pathlib import Path
@@ -60,6 +61,7 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024
 RETRY_AFTER_S = 10  # what a 429 tells a client to wait
 MAX_PAGE = 100  # jobs per GET /jobs page
+JSON_BODIES = ("/jobs/generate", "/jobs/storyboard")  # the endpoints that read a JSON body
 
 
 def _default(cls, name: str) -> Any:
@@ -228,7 +230,8 @@ def job_out(gallery: Gallery, job: Job) -> JobOut:
 class BodyLimit:
     """ASGI middleware: a body over ``max_bytes`` gets 413 before anything reads it. The
     server (h11) delivers no more than the declared Content-Length, so that header is all
-    there is to check; a body streamed without one (chunked) gets 411."""
+    there is to check; a body streamed without one (chunked) gets 411; a job's body not
+    declared as JSON gets 422."""
 
     def __init__(self, app, max_bytes: int = MAX_BODY_BYTES):
         self.app = app
@@ -243,10 +246,35 @@ class BodyLimit:
                 refused = (411, "send the body with a Content-Length header, not chunked")
             elif length is not None and (not length.isdigit() or int(length) > self.max_bytes):
                 refused = (413, f"the request body is over {self.max_bytes} bytes")
+            elif (
+                scope["method"] == "POST"
+                and scope["path"] in JSON_BODIES
+                and b"json" not in headers.get(b"content-type", b"").lower()
+            ):  # whatever the FastAPI version would make of it
+                refused = (422, "send the body as JSON with Content-Type: application/json")
             if refused:
                 response = JSONResponse({"detail": refused[1]}, status_code=refused[0])
                 return await response(scope, receive, send)
         await self.app(scope, receive, send)
+
+
+def check_lora_roots(gallery: Gallery, roots: list[Path] | None) -> list[Path]:
+    """The folders the API reads LoRA adapters from: ``roots`` (``studio serve --lora-dir``),
+    else the studio's home and the folder the server was started in, unless that is ``/`` or
+    the user's home (a service started there would expose every file in it). A root that
+    broad, named explicitly, is refused."""
+    broad = {Path("/").resolve(), Path.home().resolve()}
+    if roots is None:
+        cwd = Path.cwd().resolve()
+        return [gallery.home.resolve(), *([cwd] if cwd not in broad else [])]
+    roots = [Path(r).expanduser().resolve() for r in roots]
+    for root in roots:
+        if root in broad:
+            raise StudioError(
+                f"--lora-dir {root}: too broad (every file in it could be named); give the "
+                "folder that holds the adapters"
+            )
+    return roots
 
 
 def create_app(
@@ -269,10 +297,10 @@ def create_app(
     start_worker: start this process's worker with the app (it runs jobs only while it
         holds the machine's lock, so beside a running ``studio ui`` one of the two does).
     lora_roots: the only folders a job's LoRA adapter may be in (a client must not make the
-        server open any file it names); default the working folder and the studio's home.
+        server open any file it names): :func:`check_lora_roots`.
     """
     gallery = Gallery(home)
-    lora_roots = list(lora_roots) if lora_roots is not None else [Path.cwd(), gallery.home]
+    lora_roots = check_lora_roots(gallery, lora_roots)
     model = Path(model) if model else default_model_path()
     if not (model / "model_index.json").is_file():
         raise StudioError(f"no model at {model}: expected a diffusers folder with model_index.json")
@@ -325,9 +353,6 @@ def create_app(
             for e in exc.errors()
         ]
         detail = "; ".join(f"{_where(e['loc'])}: {e['msg']}" for e in errors)
-        content_type = request.headers.get("content-type", "")
-        if request.method == "POST" and "json" not in content_type:
-            detail = f"send the body as JSON with Content-Type: application/json ({detail})"
         return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
 
     def get_job(job_id: str) -> Job:
@@ -407,9 +432,9 @@ def create_app(
     ) -> JobList:
         """History, newest first: the UI's gallery, searchable and paged."""
         # a typo (?stauts=done) or a repeated parameter is an error, as in a body
-        names = [name for name, _ in request.query_params.multi_items()]
-        unknown = sorted(set(names) - {"q", "kind", "status", "limit", "offset"})
-        repeated = sorted({n for n in names if names.count(n) > 1})
+        counts = Counter(name for name, _ in request.query_params.multi_items())
+        unknown = sorted(set(counts) - {"q", "kind", "status", "limit", "offset"})
+        repeated = sorted(n for n, k in counts.items() if k > 1)
         if unknown or repeated:
             raise HTTPException(
                 422,
@@ -522,9 +547,10 @@ def serve(
     port: int = 8000,
     home: str | Path | None = None,
     model: str | Path | None = None,
+    lora_dirs: list[str] | None = None,
 ) -> None:
     """Run the API until Ctrl-C (``studio serve``)."""
-    app = create_app(home, model)
+    app = create_app(home, model, lora_roots=[Path(d) for d in lora_dirs] if lora_dirs else None)
     uvicorn.Server(server_config(app, host, port)).run()
     worker = app.state.worker
     if worker is not None and worker.current is not None:

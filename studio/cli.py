@@ -739,7 +739,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"warning: listening on {args.host}: anyone who can reach it can use the studio")
     url = f"http://{args.host}:{args.port}"
     print(f"studio API on {url} (docs: {url}/docs; Ctrl-C stops it)", flush=True)
-    api.serve(host=args.host, port=args.port, home=args.home, model=args.model)
+    api.serve(
+        host=args.host, port=args.port, home=args.home, model=args.model, lora_dirs=args.lora_dir
+    )
     return 0
 
 
@@ -1218,6 +1220,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve the HTTP API: submit, follow, cancel and download jobs (docs/api.md; "
         "interactive docs at /docs).",
     )  # fmt: skip
+    sv.add_argument(
+        "--lora-dir",
+        action="append",
+        metavar="DIR",
+        help="a folder jobs' LoRA adapters may be in (repeat for more; default: the studio's "
+        "home and the folder the server starts in, unless that is / or your home)",
+    )
     sv.set_defaults(port=8000)
     sv.set_defaults(func=cmd_serve)
 
@@ -1255,7 +1264,7 @@ def main(argv: list[str] | None = None) -> int:
     # option, so key=value pairs after it come back unknown; they are overrides all the same.
     args, extra = parser.parse_known_args(argv)
     if extra:
-        if getattr(args, "func", None) is cmd_train and all(
+        if getattr(args, "func", None) in (cmd_train, cmd_data_encode) and all(
             "=" in e and not e.startswith("-") for e in extra
         ):
             args.overrides = [*args.overrides, *extra]

@@ -13,6 +13,7 @@ No streamlit here; the UI pages and the tests call the same functions.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -21,6 +22,8 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 HOME_ENV = "STUDIO_HOME"
 STATUSES = ("queued", "running", "done", "failed", "cancelled")
@@ -298,10 +301,10 @@ class Gallery:
             raise ValueError(f"job {job_id} is {job.status}: cancel it before deleting it")
         # the row first, and only if it is still there and finished: of two deletes (or a
         # delete and a re-queue) at once, one removes it and the other is told it is gone
-        removed = self._execute(
-            "DELETE FROM jobs WHERE id = ? AND status NOT IN ('queued', 'running') RETURNING id",
-            (job_id,),
-        )
+        with closing(self._connect()) as con:  # autocommit: rowcount is this call's own
+            removed = con.execute(
+                "DELETE FROM jobs WHERE id = ? AND status NOT IN ('queued', 'running')", (job_id,)
+            ).rowcount
         if not removed:
             job = self.get(job_id)
             if job is not None and job.active:
@@ -314,7 +317,10 @@ class Gallery:
         ):
             p = self.path(folder, name)
             if p is not None:
-                p.unlink(missing_ok=True)
+                try:
+                    p.unlink(missing_ok=True)
+                except OSError as exc:  # the row is gone: a file left is logged, not fatal
+                    log.warning("could not remove %s of deleted job %s: %s", p, job_id, exc)
         return True
 
 

@@ -100,15 +100,23 @@ MAX_LOADED_PIPELINES = 3
 _PIPELINES: OrderedDict[str, ShapesVideoPipeline] = OrderedDict()
 
 
-def parse_lora(spec: str) -> tuple[Path, float]:
-    """``PATH[:SCALE]`` → (adapter folder or file, scale; 1.0 when not given)."""
-    path, scale = spec, 1.0
+def split_lora(spec: str | None) -> tuple[str, float]:
+    """``PATH[:SCALE]`` → (path, scale; 1.0 when not given), nothing checked: the one rule
+    every reader of a spec splits it by (a colon whose tail is no number is the path's)."""
+    if not spec:
+        return "", 1.0
     head, sep, tail = spec.rpartition(":")
     if sep:
         try:
-            path, scale = head, float(tail)
+            return head, float(tail)
         except ValueError:
             pass  # a colon in the path itself
+    return spec, 1.0
+
+
+def parse_lora(spec: str) -> tuple[Path, float]:
+    """``PATH[:SCALE]`` → (adapter folder or file, scale; 1.0 when not given)."""
+    path, scale = split_lora(spec)
     if not (math.isfinite(scale) and -10.0 <= scale <= 10.0):
         raise StudioError(f"LoRA scale must be a number in -10..10, got {scale!r}")
     if not Path(path).exists():

@@ -48,6 +48,7 @@ from .generate import (
     parse_lora,
     read_references,
     render_storyboard,
+    split_lora,
 )
 from .shipped import scorer_spec
 
@@ -128,8 +129,7 @@ def check_lora(spec: str | None, roots: list[Path] | None = None) -> str | None:
     check_text(spec, "lora")
     if len(spec) > MAX_LORA_CHARS:
         raise StudioError(f"lora is {len(spec)} characters; a path takes at most {MAX_LORA_CHARS}")
-    head, _, _ = spec.strip().rpartition(":")
-    if roots is not None and not _inside(Path(head or spec.strip()), roots):
+    if roots is not None and not _inside(Path(split_lora(spec.strip())[0]), roots):
         # before anything on disk is looked at: no answer says whether a path exists
         raise StudioError(
             "lora: this server reads LoRA adapters only from the folder it was started in "

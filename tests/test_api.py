@@ -488,10 +488,15 @@ def test_serve_passes_its_options_and_warns_off_localhost(cli, monkeypatch, tmp_
     monkeypatch.setattr(studio.api, "serve", lambda **kw: calls.append(kw))
     code, out, _ = cli("serve", "--host", "0.0.0.0", "--port", "9001", "--home", tmp_path)
     assert code == 0 and "warning: listening on 0.0.0.0" in out
-    assert calls == [{"host": "0.0.0.0", "port": 9001, "home": str(tmp_path), "model": None}]
-    code, out, _ = cli("serve")
+    assert calls == [
+        {"host": "0.0.0.0", "port": 9001, "home": str(tmp_path), "model": None, "lora_dirs": None}
+    ]
+    code, out, _ = cli("serve", "--lora-dir", tmp_path / "a", "--lora-dir", tmp_path / "b")
     assert code == 0 and "warning" not in out
-    assert calls[-1] == {"host": "127.0.0.1", "port": 8000, "home": None, "model": None}
+    assert calls[-1] == {
+        "host": "127.0.0.1", "port": 8000, "home": None, "model": None,
+        "lora_dirs": [str(tmp_path / "a"), str(tmp_path / "b")],
+    }  # fmt: skip
 
 
 @pytest.mark.slow

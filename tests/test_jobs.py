@@ -6,6 +6,7 @@ import io
 import json
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -323,3 +324,28 @@ def test_an_image_first_clip_reports_its_first_frame_steps_so_it_can_be_cancelle
         sample(tiny_pipe, request, cancel_at_once)
     assert calls == [(0, 3)]  # in frame 0's first step
     assert not tiny_pipe.drawing_first_frame  # reset however the call ended
+
+
+def test_lora_roots_check_the_path_the_spec_is_read_as(tmp_path, monkeypatch):
+    """A colon whose tail is no number belongs to the path: the roots are checked on that
+    whole path, so a folder named ``a:b`` cannot smuggle ``../..`` past them."""
+    from studio.api import check_lora_roots
+    from studio.jobs import check_lora
+
+    root = tmp_path / "root"
+    (root / "a:b").mkdir(parents=True)
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "secret" / "adapter.safetensors").write_bytes(b"")
+    with pytest.raises(StudioError, match="reads LoRA adapters only from"):
+        check_lora(f"{root}/a:b/../../secret", [root])
+    with pytest.raises(StudioError, match="reads LoRA adapters only from"):
+        check_lora(f"{root}/a:b/../../secret:0.5", [root])
+    (root / "mine").mkdir()
+    (root / "mine" / "pytorch_lora_weights.safetensors").write_bytes(b"")
+    assert check_lora(f"{root}/mine:0.5", [root]) == f"{(root / 'mine').resolve()}:0.5"
+
+    gallery = Gallery(tmp_path / "home")
+    monkeypatch.chdir("/")  # a service started at / does not expose the whole disk
+    assert check_lora_roots(gallery, None) == [gallery.home.resolve()]
+    with pytest.raises(StudioError, match="too broad"):
+        check_lora_roots(gallery, [Path("/")])

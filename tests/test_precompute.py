@@ -205,6 +205,12 @@ def test_a_killed_encoder_leaves_no_cache_that_reads_as_whole(run_yaml, tmp_path
     # --config, as `studio train dit` takes it: every positional is then an override
     code, out, err = cli("data", "encode", "--config", *args)
     assert code == 0 and "encoded 0 of 5 shards (5 already encoded)" in out, err
+    # overrides after an option too, as `studio train` takes them
+    code, out, err = cli(
+        "data", "encode", "--config", args[0], args[1], "--batch-frames", "8", "--quiet",
+        "data.num_workers=0",
+    )  # fmt: skip
+    assert code == 0 and "encoded 0 of 5 shards (5 already encoded)" in out, err
 
 
 def test_data_latents_needs_shards_and_a_folder(run_yaml, cli):

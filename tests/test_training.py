@@ -224,6 +224,29 @@ def test_ctrl_c_finishes_the_step_checkpoints_it_and_resumes_exactly(
         assert e[step] == pytest.approx(a[step], abs=1e-5), step
 
 
+def test_an_error_in_the_loop_gives_ctrl_c_back(dit_config, monkeypatch):
+    import signal
+
+    before = signal.getsignal(signal.SIGINT)
+
+    def broken(*args):
+        raise RuntimeError("a data error")
+
+    monkeypatch.setattr(train_dit, "batch_loss", broken)
+    with pytest.raises(RuntimeError, match="a data error"):
+        train_dit.main(dit_config("H", "save_every=100"))
+    assert signal.getsignal(signal.SIGINT) is before
+    reset_accelerate()
+
+
+def test_overrides_set_list_items_and_build_unset_mappings():
+    cfg = load_config(DiTTrainConfig, None, ["stages.0.steps=7"])
+    assert cfg.stages[0].steps == 7
+    with pytest.raises(ConfigError, match=r"stages has \d+ items"):
+        load_config(DiTTrainConfig, None, ["stages.9.steps=5"])
+    assert load_config(VAETrainConfig, None, ["mix.circle=2"]).mix == {"circle": 2.0}
+
+
 def test_the_logged_lr_is_the_one_the_step_trained_at(straight_run):
     cfg, _ = straight_run
     rows = [json.loads(line) for line in (Path(cfg.output_dir) / "log.jsonl").open()]

@@ -280,7 +280,7 @@ def lock_run_folder(out: Path) -> None:
     fh = open(out / ".lock", "a+")  # noqa: SIM115 - held open for the process's life
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except BlockingIOError:  # held (EWOULDBLOCK/EAGAIN); other OSErrors: the file system's
         fh.seek(0)
         holder = fh.read().strip() or "another process"
         fh.close()
@@ -288,6 +288,9 @@ def lock_run_folder(out: Path) -> None:
             f"{out} is being trained into by {holder}: wait for it, stop it, or choose "
             "another output_dir"
         ) from None
+    except OSError:  # a file system without advisory locks: train unlocked
+        fh.close()
+        return
     fh.seek(0)
     fh.truncate()
     fh.write(f"pid {os.getpid()}\n")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import torch
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 if TYPE_CHECKING:
@@ -680,7 +680,7 @@ def load_config(
                 # the value read as the YAML of a dotlist, then set in place: an index into a
                 # list (stages.0.steps=5) changes that item instead of failing to merge
                 value = OmegaConf.from_dotlist([f"value={text}"]).value
-                OmegaConf.update(cfg, key.strip(), value, merge=True)
+                _set_override(cfg, key.strip(), value, item)
             except yaml.YAMLError as exc:
                 problem = getattr(exc, "problem", None) or "not valid YAML"
                 raise ConfigError(f"bad override {item!r}: {problem}") from None
@@ -698,6 +698,29 @@ def load_config(
         if key:
             message = f"{key}: {message}"
         raise ConfigError(f"bad config{where}: {message}") from None
+
+
+def _set_override(cfg: DictConfig, key: str, value: Any, item: str) -> None:
+    """Set ``key`` (dotted; a list item by its index) to ``value`` in place. Under a key that
+    is null (an optional mapping such as a VAE's ``mix``) the override builds the mapping, as
+    a merged dotlist does; an index past a list's end is said as such."""
+    node: Any = cfg
+    parts = key.split(".")
+    for depth, part in enumerate(parts[:-1]):
+        if isinstance(node, ListConfig):
+            if not part.isdigit() or int(part) >= len(node):
+                where = ".".join(parts[:depth])
+                raise ConfigError(
+                    f"bad override {item!r}: {where} has {len(node)} items (indices 0.."
+                    f"{len(node) - 1})"
+                )
+            node = node[int(part)]
+        else:
+            node = node.get(part) if isinstance(node, DictConfig) else None
+        if node is None:  # an unset optional node: a merged dotlist creates it
+            cfg.merge_with(OmegaConf.from_dotlist([item]))
+            return
+    OmegaConf.update(cfg, key, value, merge=True)
 
 
 def save_config(cfg: Any, path: str | Path) -> None:

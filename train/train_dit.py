@@ -1151,6 +1151,10 @@ def main(cfg: DiTTrainConfig) -> Path:
         raise ValueError(f"data.source must be one of {DATA_SOURCES}, got {cfg.data.source!r}")
     if cfg.data.source == "shards" and not cfg.data.shards:
         raise ValueError("data.source is 'shards' but data.shards is empty")
+    if cfg.data.validation_shards and cfg.data.source != "shards":
+        raise ValueError("data.validation_shards needs data.source 'shards'")
+    if set(cfg.data.validation_shards) & set(cfg.data.shards):
+        raise ValueError("data.validation_shards must not name shards data.shards trains on")
     if cfg.data.clip_frame_prob > 0 and cfg.data.source != "shapes":
         raise ValueError(
             "data.clip_frame_prob needs data.source 'shapes' (the latent cache's clips)"
@@ -1287,84 +1291,94 @@ def main(cfg: DiTTrainConfig) -> Path:
     accumulate = cfg.gradient_accumulation_steps
     deadline = None if cfg.time_limit_minutes is None else started + 60 * cfg.time_limit_minutes
     interrupt = InterruptFlag()  # Ctrl-C: finish the step, checkpoint it, then stop
-    for step in bar:
-        stage_idx, stage = stage_at(cfg, step)
-        step_loss, step_samples = 0.0, 0
-        lr_used = schedule.get_last_lr()[0]  # the rate this step trains at (the step advances it)
-        for micro in range(accumulate):  # one optimizer step: `accumulate` micro-batches
-            with accelerator.accumulate(model):
-                x0, loss = batch_loss(
-                    cfg, step, micro, rank, cache, ends, streams, vae, text_encoder, tokenizer,
-                    model, accelerator, shard_latents, teacher,
-                )  # fmt: skip
-                optimizer_step(accelerator, model, optimizer, schedule, loss, cfg.grad_clip)
-            step_loss += accelerator.reduce(loss.detach(), reduction="mean").item() / accumulate
-            step_samples += x0.shape[0] * accelerator.num_processes
-        ema.step(trained(accelerator.unwrap_model(model)))
+    try:
+        for step in bar:
+            stage_idx, stage = stage_at(cfg, step)
+            step_loss, step_samples = 0.0, 0
+            lr_used = schedule.get_last_lr()[
+                0
+            ]  # the rate this step trains at (the step advances it)
+            for micro in range(accumulate):  # one optimizer step: `accumulate` micro-batches
+                with accelerator.accumulate(model):
+                    x0, loss = batch_loss(
+                        cfg, step, micro, rank, cache, ends, streams, vae, text_encoder, tokenizer,
+                        model, accelerator, shard_latents, teacher,
+                    )  # fmt: skip
+                    optimizer_step(accelerator, model, optimizer, schedule, loss, cfg.grad_clip)
+                step_loss += accelerator.reduce(loss.detach(), reduction="mean").item() / accumulate
+                step_samples += x0.shape[0] * accelerator.num_processes
+            ema.step(trained(accelerator.unwrap_model(model)))
 
-        loss_sum += step_loss
-        loss_n += 1
-        samples_since += step_samples
-        if (step + 1) % cfg.log_every == 0:
-            elapsed = time.time() - t_last
-            entry = {
-                "step": step + 1,
-                "stage": stage.name,
-                "loss": loss_sum / loss_n,
-                "samples_per_s": samples_since / elapsed,
-                "lr": lr_used,
-                "processes": accelerator.num_processes,
-                "effective_batch": step_samples,  # per optimizer step, all processes
-            }
-            bar.set_postfix(
-                stage=stage.name, loss=f"{entry['loss']:.4f}", sps=f"{entry['samples_per_s']:.1f}"
-            )
-            if log:
-                log.write(json.dumps(entry) + "\n")
-                log.flush()
-            accelerator.log({k: v for k, v in entry.items() if k != "stage"}, step=step + 1)
-            t_last, samples_since, loss_sum, loss_n = time.time(), 0, 0.0, 0
-        # every process stops at the same step: the first past its deadline (or asked to stop
-        # with Ctrl-C) decides
-        stop = interrupt.asked or (deadline is not None and time.time() > deadline)
-        if deadline is not None or accelerator.num_processes > 1:
-            flag = torch.tensor(float(stop), device=accelerator.device)
-            stop = bool(accelerator.reduce(flag, "sum") > 0)
-        out_of_time = stop and not interrupt.asked
-        if (step + 1) % cfg.save_every == 0 or step + 1 == total or stop:
-            save_checkpoint(accelerator, out, step + 1, states={"ema": ema})
-        if stop and not out_of_time:
-            interrupt.restore()
-            accelerator.print(
-                f"interrupted at step {step + 1}: checkpointed; resume with the same command"
-            )
-            raise KeyboardInterrupt
-        if validation is not None and cfg.sample_every and (step + 1) % cfg.sample_every == 0:
-            val = validation.loss(accelerator.unwrap_model(model), cfg, accelerator)
-            if accelerator.is_main_process:
-                with (out / "validation.jsonl").open("a") as fh:
-                    fh.write(json.dumps({"step": step + 1, "validation_loss": val}) + "\n")
-            accelerator.log({"validation_loss": val}, step=step + 1)
-        if accelerator.is_main_process and cfg.sample_every and (step + 1) % cfg.sample_every == 0:
-            write_samples(
-                accelerator.unwrap_model(model),
-                ema,
-                vae,
-                text_encoder,
-                tokenizer,
-                cfg,
-                out / "samples" / f"step-{step + 1:07d}",
-                image_source,
-            )
-            log_previews(accelerator, out / "samples" / f"step-{step + 1:07d}", step + 1)
-        if out_of_time:
-            accelerator.print(
-                f"time limit ({cfg.time_limit_minutes} min) reached at step {step + 1} of "
-                f"{total}: checkpointed; exporting"
-            )
-            break
-
-    interrupt.restore()
+            loss_sum += step_loss
+            loss_n += 1
+            samples_since += step_samples
+            if (step + 1) % cfg.log_every == 0:
+                elapsed = time.time() - t_last
+                entry = {
+                    "step": step + 1,
+                    "stage": stage.name,
+                    "loss": loss_sum / loss_n,
+                    "samples_per_s": samples_since / elapsed,
+                    "lr": lr_used,
+                    "processes": accelerator.num_processes,
+                    "effective_batch": step_samples,  # per optimizer step, all processes
+                }
+                bar.set_postfix(
+                    stage=stage.name,
+                    loss=f"{entry['loss']:.4f}",
+                    sps=f"{entry['samples_per_s']:.1f}",
+                )
+                if log:
+                    log.write(json.dumps(entry) + "\n")
+                    log.flush()
+                accelerator.log({k: v for k, v in entry.items() if k != "stage"}, step=step + 1)
+                t_last, samples_since, loss_sum, loss_n = time.time(), 0, 0.0, 0
+            # every process stops at the same step: the first past its deadline (or asked to stop
+            # with Ctrl-C) decides
+            asked = interrupt.asked
+            out_of_time = deadline is not None and time.time() > deadline
+            if deadline is not None or accelerator.num_processes > 1:  # every rank the same answers
+                flags = torch.tensor([float(asked), float(out_of_time)], device=accelerator.device)
+                asked, out_of_time = (bool(v > 0) for v in accelerator.reduce(flags, "sum"))
+            out_of_time = out_of_time and not asked
+            if (step + 1) % cfg.save_every == 0 or step + 1 == total or asked or out_of_time:
+                save_checkpoint(accelerator, out, step + 1, states={"ema": ema})
+            if asked:
+                interrupt.restore()
+                accelerator.print(
+                    f"interrupted at step {step + 1}: checkpointed; resume with the same command"
+                )
+                raise KeyboardInterrupt
+            if validation is not None and cfg.sample_every and (step + 1) % cfg.sample_every == 0:
+                val = validation.loss(accelerator.unwrap_model(model), cfg, accelerator)
+                if accelerator.is_main_process:
+                    with (out / "validation.jsonl").open("a") as fh:
+                        fh.write(json.dumps({"step": step + 1, "validation_loss": val}) + "\n")
+                accelerator.log({"validation_loss": val}, step=step + 1)
+            if (
+                accelerator.is_main_process
+                and cfg.sample_every
+                and (step + 1) % cfg.sample_every == 0
+            ):
+                write_samples(
+                    accelerator.unwrap_model(model),
+                    ema,
+                    vae,
+                    text_encoder,
+                    tokenizer,
+                    cfg,
+                    out / "samples" / f"step-{step + 1:07d}",
+                    image_source,
+                )
+                log_previews(accelerator, out / "samples" / f"step-{step + 1:07d}", step + 1)
+            if out_of_time:
+                accelerator.print(
+                    f"time limit ({cfg.time_limit_minutes} min) reached at step {step + 1} of "
+                    f"{total}: checkpointed; exporting"
+                )
+                break
+    finally:  # on any way out: a later Ctrl-C in this process acts as usual
+        interrupt.restore()
     # ======================================================== data report (shards)
     if streams:
         report_data(accelerator, streams, out)

@@ -19,6 +19,7 @@ from pipelines.storyboard import DEFAULT_CANDIDATES
 from pipelines.text_to_video import DEFAULT_GUIDANCE, DEFAULT_STEPS
 from pipelines.video_io import encode_video_bytes, read_video
 from studio.gallery import Job
+from studio.generate import split_lora
 from studio.jobs import MAX_FRAMES, MAX_PROMPT_CHARS
 
 FPS = 8
@@ -81,21 +82,6 @@ def lora_spec(path: str, scale: float) -> str | None:
         return None
     scale = round(float(scale), 4)  # the field's steps add up to 0.30000000000000004
     return path if scale == 1.0 else f"{path}:{scale!r}"
-
-
-def split_lora(spec: str | None) -> tuple[str, float]:
-    """``PATH[:SCALE]`` → the page's two fields (path, scale), as ``parse_lora`` splits it but
-    without checking the path: a past job's adapter may have moved, and its settings still
-    load (queueing says what is missing)."""
-    if not spec:
-        return "", 1.0
-    head, sep, tail = spec.rpartition(":")
-    if sep:
-        try:
-            return head, float(tail)
-        except ValueError:
-            pass  # a colon in the path itself
-    return spec, 1.0
 
 
 def lora_label(spec: str | None) -> str | None:
