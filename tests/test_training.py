@@ -464,6 +464,36 @@ def test_vae_training_exports_final_with_scaling_factor(tmp_path):
     assert checkpoint_step(latest_checkpoint(tmp_path)) == 2
 
 
+def test_vae_training_checkpoints_at_ctrl_c_and_resumes(tmp_path, monkeypatch):
+    import signal
+
+    import train.train_vae as train_vae
+
+    cfg = load_config(
+        VAETrainConfig,
+        None,
+        [f"output_dir={tmp_path}", "model=vae_tiny", "size=16", "batch_size=2", "steps=3",
+         "warmup=1", "log_every=1", "save_every=100", "mixed_precision=no"],
+    )  # fmt: skip
+    real = train_vae.frame_batch
+
+    def batch_then_ctrl_c(world, step, *args, **kw):
+        if step == 0:
+            os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C in the first step
+        return real(world, step, *args, **kw)
+
+    monkeypatch.setattr(train_vae, "frame_batch", batch_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        train_vae.main(cfg)
+    assert checkpoint_step(latest_checkpoint(tmp_path)) == 1  # the step it was in, saved
+    monkeypatch.setattr(train_vae, "frame_batch", real)
+    reset_accelerate()
+    train_vae.main(cfg)
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log] == [1, 2, 3]
+    reset_accelerate()
+
+
 def test_vae_model_kwargs_build_a_new_vae_only():
     with pytest.raises(ConfigError, match="model_kwargs builds a new VAE"):
         load_config(VAETrainConfig, None, ["init=studio/default_model/vae", "model_kwargs={a: 1}"])

@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -296,6 +298,38 @@ def lock_run_folder(out: Path) -> None:
     fh.write(f"pid {os.getpid()}\n")
     fh.flush()
     _RUN_LOCKS[key] = fh
+
+
+class InterruptFlag:
+    """While the training loop runs, the first Ctrl-C (SIGINT) only sets :attr:`asked`: the loop
+    finishes its step, checkpoints it and stops, so nothing since the last checkpoint is lost;
+    a second Ctrl-C interrupts at once. Outside the main thread it does nothing."""
+
+    def __init__(self):
+        self.asked = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.asked:  # the second one: now
+            self.restore()
+            raise KeyboardInterrupt
+        self.asked = True
+        print("\nstopping after this step (checkpointed); Ctrl-C again stops at once", flush=True)
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def agreed(self, accelerator: Accelerator) -> bool:
+        """Whether to stop for a Ctrl-C now: every process the same answer (one reduce when
+        several run, as any of them may have caught it)."""
+        if accelerator.num_processes == 1:
+            return self.asked
+        flag = torch.tensor(float(self.asked), device=accelerator.device)
+        return bool(accelerator.reduce(flag, "sum") > 0)
 
 
 def optimizer_step(accelerator: Accelerator, model, optimizer, schedule, loss, grad_clip: float):

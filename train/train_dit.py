@@ -34,8 +34,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import signal
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +58,14 @@ from pipelines.video_io import write_video
 from world.shapes_world import ClipSpec, ShapesWorld, caption
 
 from .buckets import Bucket, BucketBatches
-from .checkpoint import init_weights_from, optimizer_step, resume, save_checkpoint, start_run
+from .checkpoint import (
+    InterruptFlag,
+    init_weights_from,
+    optimizer_step,
+    resume,
+    save_checkpoint,
+    start_run,
+)
 from .config import (
     DiTTrainConfig,
     StageConfig,
@@ -852,30 +857,6 @@ def param_groups(model: torch.nn.Module, cfg: DiTTrainConfig) -> list[dict]:
     if text:
         groups.append({"params": text, "lr": cfg.lr * cfg.text_lr_multiplier})
     return groups
-
-
-class InterruptFlag:
-    """While the training loop runs, the first Ctrl-C (SIGINT) only sets :attr:`asked`: the loop
-    finishes its step, checkpoints it and stops, so nothing since the last checkpoint is lost;
-    a second Ctrl-C interrupts at once. Outside the main thread it does nothing."""
-
-    def __init__(self):
-        self.asked = False
-        self._previous = None
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-
-    def _handle(self, signum, frame) -> None:
-        if self.asked:  # the second one: now
-            self.restore()
-            raise KeyboardInterrupt
-        self.asked = True
-        print("\nstopping after this step (checkpointed); Ctrl-C again stops at once", flush=True)
-
-    def restore(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
 
 
 def lr_lambda(cfg: DiTTrainConfig):

@@ -49,7 +49,14 @@ from world.shapes_world import (
     render,
 )
 
-from .checkpoint import init_weights_from, optimizer_step, resume, save_checkpoint, start_run
+from .checkpoint import (
+    InterruptFlag,
+    init_weights_from,
+    optimizer_step,
+    resume,
+    save_checkpoint,
+    start_run,
+)
 from .config import ScorerTrainConfig, resolve_mixed_precision
 from .scorer_data import (
     IMAGE_COUNTERFACTUALS,  # noqa: F401  (re-exported: it lived here)
@@ -283,60 +290,77 @@ def main(cfg: ScorerTrainConfig) -> Path:
     t_last, seen, loss_sum, loss_n = time.time(), 0, 0.0, 0
     rank_sum, rank_n = 0.0, 0  # this process's ranking loss, logged beside the total
     model.train()
-    for step in bar:
-        rng = np.random.default_rng([cfg.seed, step, rank])
-        image = cfg.image_every > 0 and step % cfg.image_every == cfg.image_every - 1
-        frames, captions, negatives, motions = make_batch(world, cfg, rng, image)
-        extra = None if image else extra_groups(world, generated, cfg, step, rank)
-        texts = captions + negatives
-        if extra is not None:  # the groups' captions follow the rendered ones
-            texts = captions + extra.captions + negatives + extra.negatives
-            frames = torch.cat([frames, extra.frames])
-        states, mask = encode_text(text_encoder, tokenizer, texts, device=accelerator.device)
-        b = len(captions)
-        with accelerator.autocast():
-            video, text, logit_scale = model(frames.to(accelerator.device), states, mask)
-            if extra is None:
-                loss, rank_loss = contrastive_loss(video.float(), text.float(), logit_scale), None
-            else:
-                loss, rank_loss = group_losses(
-                    video.float(), text.float(), logit_scale, b, extra, cfg
-                )
-                if rank_loss is not None:
-                    loss = loss + cfg.rank_weight * rank_loss
-            if motion_head is not None and not image:  # images show no motion
-                aux = motion_aux_loss(
-                    motion_head, video[:b].float(), text[:b].float(), motions.to(video.device)
-                )
-                loss = loss + cfg.motion_aux_weight * aux
-        clipped = model if motion_head is None else [*model.parameters(), *motion_head.parameters()]
-        lr_used = schedule.get_last_lr()[0]  # the rate this step trains at (the step advances it)
-        optimizer_step(accelerator, clipped, optimizer, schedule, loss, cfg.grad_clip)
+    interrupt = InterruptFlag()  # Ctrl-C: finish the step, checkpoint it, then stop
+    try:
+        for step in bar:
+            rng = np.random.default_rng([cfg.seed, step, rank])
+            image = cfg.image_every > 0 and step % cfg.image_every == cfg.image_every - 1
+            frames, captions, negatives, motions = make_batch(world, cfg, rng, image)
+            extra = None if image else extra_groups(world, generated, cfg, step, rank)
+            texts = captions + negatives
+            if extra is not None:  # the groups' captions follow the rendered ones
+                texts = captions + extra.captions + negatives + extra.negatives
+                frames = torch.cat([frames, extra.frames])
+            states, mask = encode_text(text_encoder, tokenizer, texts, device=accelerator.device)
+            b = len(captions)
+            with accelerator.autocast():
+                video, text, logit_scale = model(frames.to(accelerator.device), states, mask)
+                if extra is None:
+                    loss, rank_loss = (
+                        contrastive_loss(video.float(), text.float(), logit_scale),
+                        None,
+                    )
+                else:
+                    loss, rank_loss = group_losses(
+                        video.float(), text.float(), logit_scale, b, extra, cfg
+                    )
+                    if rank_loss is not None:
+                        loss = loss + cfg.rank_weight * rank_loss
+                if motion_head is not None and not image:  # images show no motion
+                    aux = motion_aux_loss(
+                        motion_head, video[:b].float(), text[:b].float(), motions.to(video.device)
+                    )
+                    loss = loss + cfg.motion_aux_weight * aux
+            clipped = (
+                model if motion_head is None else [*model.parameters(), *motion_head.parameters()]
+            )
+            lr_used = schedule.get_last_lr()[
+                0
+            ]  # the rate this step trains at (the step advances it)
+            optimizer_step(accelerator, clipped, optimizer, schedule, loss, cfg.grad_clip)
 
-        loss_sum += accelerator.reduce(loss.detach(), reduction="mean").item()
-        loss_n += 1
-        if rank_loss is not None:
-            rank_sum += rank_loss.item()
-            rank_n += 1
-        seen += frames.shape[0] * accelerator.num_processes
-        if (step + 1) % cfg.log_every == 0:
-            entry = {
-                "step": step + 1,
-                "loss": loss_sum / loss_n,
-                "samples_per_s": seen / (time.time() - t_last),
-                "lr": lr_used,
-                "processes": accelerator.num_processes,
-            }
-            if rank_n:
-                entry["rank_loss"] = rank_sum / rank_n
-            bar.set_postfix(loss=f"{entry['loss']:.4f}", sps=f"{entry['samples_per_s']:.1f}")
-            if log:
-                log.write(json.dumps(entry) + "\n")
-                log.flush()
-            t_last, seen, loss_sum, loss_n = time.time(), 0, 0.0, 0
-            rank_sum, rank_n = 0.0, 0
-        if (step + 1) % cfg.save_every == 0 or step + 1 == total:
-            save_checkpoint(accelerator, out, step + 1)
+            loss_sum += accelerator.reduce(loss.detach(), reduction="mean").item()
+            loss_n += 1
+            if rank_loss is not None:
+                rank_sum += rank_loss.item()
+                rank_n += 1
+            seen += frames.shape[0] * accelerator.num_processes
+            if (step + 1) % cfg.log_every == 0:
+                entry = {
+                    "step": step + 1,
+                    "loss": loss_sum / loss_n,
+                    "samples_per_s": seen / (time.time() - t_last),
+                    "lr": lr_used,
+                    "processes": accelerator.num_processes,
+                }
+                if rank_n:
+                    entry["rank_loss"] = rank_sum / rank_n
+                bar.set_postfix(loss=f"{entry['loss']:.4f}", sps=f"{entry['samples_per_s']:.1f}")
+                if log:
+                    log.write(json.dumps(entry) + "\n")
+                    log.flush()
+                t_last, seen, loss_sum, loss_n = time.time(), 0, 0.0, 0
+                rank_sum, rank_n = 0.0, 0
+            asked = interrupt.agreed(accelerator)
+            if (step + 1) % cfg.save_every == 0 or step + 1 == total or asked:
+                save_checkpoint(accelerator, out, step + 1)
+            if asked:
+                accelerator.print(
+                    f"interrupted at step {step + 1}: checkpointed; resume with the same command"
+                )
+                raise KeyboardInterrupt
+    finally:  # on any way out: a later Ctrl-C in this process acts as usual
+        interrupt.restore()
 
     # ======================================================== export + held-out evaluation
     accelerator.wait_for_everyone()

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from pipelines.components import VAE_MODELS
 from world.shapes_world import ShapesWorld
 
-from .checkpoint import optimizer_step, resume, save_checkpoint, start_run
+from .checkpoint import InterruptFlag, optimizer_step, resume, save_checkpoint, start_run
 from .config import VAETrainConfig, resolve_mixed_precision
 
 
@@ -126,47 +126,59 @@ def main(cfg: VAETrainConfig) -> Path:
         disable=not accelerator.is_main_process,
     )
     t0, seen = time.time(), 0
-    for step in bar:
-        x, sprite = frame_batch(
-            world, step, cfg.batch_size, accelerator.process_index, cfg.seed, kinds=True
-        )
-        x = x.to(accelerator.device)
-        generator = torch.Generator(x.device).manual_seed(cfg.seed * 7919 + step)
-        with accelerator.autocast():
-            recon, kl, mean = model(x, generator)
-        recon = recon.float()
-        w = foreground_weight(x, cfg.foreground_weight)
-        err = (recon - x) ** 2 + cfg.l1_weight * (recon - x).abs()
-        loss_rec = (err * w).mean() / w.mean()
-        loss_kl = kl.float().mean() / x[0].numel()
-        loss = loss_rec + cfg.kl_weight * loss_kl
-        plain = (~sprite).to(x.device)
-        if anchor is not None and plain.any():
-            # the encoder's means of plain frames stay where the diffusion model knows them
-            with torch.no_grad():
-                target = anchor.encode(x[plain]).latent_dist.mean
-            loss = loss + cfg.anchor_weight * torch.nn.functional.mse_loss(
-                mean[plain].float(), target
+    interrupt = InterruptFlag()  # Ctrl-C: finish the step, checkpoint it, then stop
+    try:
+        for step in bar:
+            x, sprite = frame_batch(
+                world, step, cfg.batch_size, accelerator.process_index, cfg.seed, kinds=True
             )
-        lr_used = schedule.get_last_lr()[0]  # the rate this step trains at (the step advances it)
-        optimizer_step(accelerator, model, optimizer, schedule, loss, grad_clip=1.0)
-        seen += x.shape[0] * accelerator.num_processes
-        if (step + 1) % cfg.log_every == 0:
-            loss_avg = accelerator.reduce(loss_rec.detach(), reduction="mean").item()
-            rate = seen / (time.time() - t0)
-            bar.set_postfix(loss=f"{loss_avg:.4f}", fps=f"{rate:.0f}")
-            if log:
-                entry = {
-                    "step": step + 1,
-                    "loss": loss_avg,
-                    "frames_per_s": rate,
-                    "lr": lr_used,
-                    "processes": accelerator.num_processes,
-                }
-                log.write(json.dumps(entry) + "\n")
-                log.flush()
-        if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
-            save_checkpoint(accelerator, out, step + 1)
+            x = x.to(accelerator.device)
+            generator = torch.Generator(x.device).manual_seed(cfg.seed * 7919 + step)
+            with accelerator.autocast():
+                recon, kl, mean = model(x, generator)
+            recon = recon.float()
+            w = foreground_weight(x, cfg.foreground_weight)
+            err = (recon - x) ** 2 + cfg.l1_weight * (recon - x).abs()
+            loss_rec = (err * w).mean() / w.mean()
+            loss_kl = kl.float().mean() / x[0].numel()
+            loss = loss_rec + cfg.kl_weight * loss_kl
+            plain = (~sprite).to(x.device)
+            if anchor is not None and plain.any():
+                # the encoder's means of plain frames stay where the diffusion model knows them
+                with torch.no_grad():
+                    target = anchor.encode(x[plain]).latent_dist.mean
+                loss = loss + cfg.anchor_weight * torch.nn.functional.mse_loss(
+                    mean[plain].float(), target
+                )
+            lr_used = schedule.get_last_lr()[
+                0
+            ]  # the rate this step trains at (the step advances it)
+            optimizer_step(accelerator, model, optimizer, schedule, loss, grad_clip=1.0)
+            seen += x.shape[0] * accelerator.num_processes
+            if (step + 1) % cfg.log_every == 0:
+                loss_avg = accelerator.reduce(loss_rec.detach(), reduction="mean").item()
+                rate = seen / (time.time() - t0)
+                bar.set_postfix(loss=f"{loss_avg:.4f}", fps=f"{rate:.0f}")
+                if log:
+                    entry = {
+                        "step": step + 1,
+                        "loss": loss_avg,
+                        "frames_per_s": rate,
+                        "lr": lr_used,
+                        "processes": accelerator.num_processes,
+                    }
+                    log.write(json.dumps(entry) + "\n")
+                    log.flush()
+            asked = interrupt.agreed(accelerator)
+            if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps or asked:
+                save_checkpoint(accelerator, out, step + 1)
+            if asked:
+                accelerator.print(
+                    f"interrupted at step {step + 1}: checkpointed; resume with the same command"
+                )
+                raise KeyboardInterrupt
+    finally:  # on any way out: a later Ctrl-C in this process acts as usual
+        interrupt.restore()
 
     # ---------------------------------------------------------------- export
     accelerator.wait_for_everyone()
