@@ -323,6 +323,18 @@ class InterruptFlag:
             signal.signal(signal.SIGINT, self._previous)
             self._previous = None
 
+    def checkpoint(self, accelerator: Accelerator, out: Path, step: int, due: bool) -> None:
+        """A trainer's end of step: checkpoint ``step`` when ``due`` or on an agreed Ctrl-C,
+        and after a Ctrl-C's checkpoint stop (KeyboardInterrupt)."""
+        asked = self.agreed(accelerator)
+        if due or asked:
+            save_checkpoint(accelerator, out, step)
+        if asked:
+            accelerator.print(
+                f"interrupted at step {step}: checkpointed; resume with the same command"
+            )
+            raise KeyboardInterrupt
+
     def agreed(self, accelerator: Accelerator) -> bool:
         """Whether to stop for a Ctrl-C now: every process the same answer (one reduce when
         several run, as any of them may have caught it)."""

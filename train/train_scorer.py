@@ -54,7 +54,6 @@ from .checkpoint import (
     init_weights_from,
     optimizer_step,
     resume,
-    save_checkpoint,
     start_run,
 )
 from .config import ScorerTrainConfig, resolve_mixed_precision
@@ -351,14 +350,8 @@ def main(cfg: ScorerTrainConfig) -> Path:
                     log.flush()
                 t_last, seen, loss_sum, loss_n = time.time(), 0, 0.0, 0
                 rank_sum, rank_n = 0.0, 0
-            asked = interrupt.agreed(accelerator)
-            if (step + 1) % cfg.save_every == 0 or step + 1 == total or asked:
-                save_checkpoint(accelerator, out, step + 1)
-            if asked:
-                accelerator.print(
-                    f"interrupted at step {step + 1}: checkpointed; resume with the same command"
-                )
-                raise KeyboardInterrupt
+            due = (step + 1) % cfg.save_every == 0 or step + 1 == total
+            interrupt.checkpoint(accelerator, out, step + 1, due)
     finally:  # on any way out: a later Ctrl-C in this process acts as usual
         interrupt.restore()
 

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from pipelines.components import VAE_MODELS
 from world.shapes_world import ShapesWorld
 
-from .checkpoint import InterruptFlag, optimizer_step, resume, save_checkpoint, start_run
+from .checkpoint import InterruptFlag, optimizer_step, resume, start_run
 from .config import VAETrainConfig, resolve_mixed_precision
 
 
@@ -169,14 +169,8 @@ def main(cfg: VAETrainConfig) -> Path:
                     }
                     log.write(json.dumps(entry) + "\n")
                     log.flush()
-            asked = interrupt.agreed(accelerator)
-            if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps or asked:
-                save_checkpoint(accelerator, out, step + 1)
-            if asked:
-                accelerator.print(
-                    f"interrupted at step {step + 1}: checkpointed; resume with the same command"
-                )
-                raise KeyboardInterrupt
+            due = (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps
+            interrupt.checkpoint(accelerator, out, step + 1, due)
     finally:  # on any way out: a later Ctrl-C in this process acts as usual
         interrupt.restore()
 
