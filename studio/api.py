@@ -46,7 +46,6 @@ from .jobs import (  # noqa: E402
     MAX_QUEUED,
     QueueFull,
     Worker,
-    check_queue_room,
     rerun,
     submit_generate,
     submit_storyboard,
@@ -363,8 +362,7 @@ def create_app(
 
     def queue(submit) -> JSONResponse:
         with submit_lock:
-            check_queue_room(gallery, max_queued)
-            job = submit()
+            job = submit()  # its first check: the queue's room (QueueFull: 429)
         body = job_out(gallery, job).model_dump(mode="json")
         return JSONResponse(body, status_code=202, headers={"Location": f"/jobs/{job.id}"})
 
@@ -405,7 +403,9 @@ def create_app(
         data = body.model_dump(exclude={"best_of"})
         request = GenerateRequest(**data)
         return queue(
-            lambda: submit_generate(gallery, request, body.best_of, scorer, None, model, lora_roots)
+            lambda: submit_generate(
+                gallery, request, body.best_of, scorer, None, model, lora_roots, max_queued
+            )
         )
 
     @app.post(
@@ -419,7 +419,7 @@ def create_app(
         """Queue a multi-scene film (docs/storyboards.md)."""
         scenes = [s.model_dump() for s in body.scenes]
         options = StoryboardOptions(**body.model_dump(exclude={"scenes"}))
-        return queue(lambda: submit_storyboard(gallery, scenes, options, lora_roots))
+        return queue(lambda: submit_storyboard(gallery, scenes, options, lora_roots, max_queued))
 
     @app.get("/jobs", response_model=JobList, responses=_errors(422), tags=["jobs"])
     def list_jobs(
@@ -482,7 +482,7 @@ def create_app(
     def post_rerun(job_id: str) -> JSONResponse:
         """Queue a job again with exactly the settings it was made with."""
         job = get_job(job_id)
-        return queue(lambda: rerun(gallery, job.id, lora_roots))
+        return queue(lambda: rerun(gallery, job.id, lora_roots, max_queued))
 
     @app.delete("/jobs/{job_id}", status_code=204, responses=_errors(404, 409), tags=["jobs"])
     def delete(job_id: str) -> Response:

@@ -297,8 +297,6 @@ class Gallery:
         job = self.get(job_id)
         if job is None:
             return False
-        if job.active:
-            raise ValueError(f"job {job_id} is {job.status}: cancel it before deleting it")
         # the row first, and only if it is still there and finished: of two deletes (or a
         # delete and a re-queue) at once, one removes it and the other is told it is gone
         with closing(self._connect()) as con:  # autocommit: rowcount is this call's own

@@ -65,6 +65,7 @@ MAX_FRAMES = 64
 MAX_STORY_FRAMES = 256
 MAX_BEST_OF = 8
 MAX_CANDIDATES = 4  # draws per continued storyboard window (`studio storyboard --candidates`)
+MAX_LORA_CHARS = 4096  # a LoRA spec: a path and a scale
 THUMB_SCALE = 2  # thumbnails are the middle frame, enlarged without smoothing
 
 
@@ -77,6 +78,27 @@ class JobCancelled(Exception):
     """Raised inside a running job when its user asked to cancel it."""
 
 
+# A job is queued (by the UI or the HTTP API) only while fewer than this many wait: the
+# machine runs one at a time, so a longer queue only grows the store and the wait, and a
+# script looping on POST must not fill the disk.
+MAX_QUEUED = 100
+
+
+class QueueFull(StudioError):
+    """Too many jobs wait already: come back when some have run (HTTP 429)."""
+
+
+def check_queue_room(gallery: Gallery, limit: int = MAX_QUEUED) -> None:
+    """QueueFull when ``limit`` or more jobs are queued in ``gallery``; a caller that must
+    not overshoot checks and submits under one lock (the API does, per process)."""
+    waiting = len(gallery.search(status="queued", limit=limit))
+    if waiting >= limit:
+        raise QueueFull(
+            f"the queue is full: {waiting} jobs are waiting and at most {limit} may; "
+            "try again when some have run, or cancel some"
+        )
+
+
 # ---------------------------------------------------------------------------- requests
 def check_generate_request(
     request: GenerateRequest, references: bool = False, lora_roots: list[Path] | None = None
@@ -87,7 +109,6 @@ def check_generate_request(
     placeholder would be read as plain words, so it is refused instead.
     lora_roots: where the adapter may be (:func:`check_lora`).
     """
-    check_text(request.prompt, "the prompt")  # before anything reads it
     prompt = (request.prompt or "").strip()
     if not prompt:
         raise StudioError("the prompt is empty: describe the video you want")
@@ -146,9 +167,6 @@ def check_lora(spec: str | None, roots: list[Path] | None = None) -> str | None:
     except OSError as exc:
         raise StudioError(f"lora: cannot read {spec.strip()[:200]!r}: {exc.strerror}") from None
     return str(path) if scale == 1.0 else f"{path}:{scale!r}"
-
-
-MAX_LORA_CHARS = 4096
 
 
 def _inside(path: Path, roots: list[Path]) -> bool:
@@ -240,9 +258,11 @@ def submit_generate(
     elements: list[str] | None = None,
     model: str | Path | None = None,
     lora_roots: list[Path] | None = None,
+    max_queued: int = MAX_QUEUED,
 ) -> Job:
     """Queue a clip; ``best_of`` > 1 keeps the candidate ``scorer`` (a ``clip:``/``xclip:``
-    spec) ranks highest. ``lora_roots``: :func:`check_lora`'s.
+    spec) ranks highest. ``lora_roots``: :func:`check_lora`'s; ``max_queued``: QueueFull
+    first when that many jobs wait (as every submission here: :func:`check_queue_room`).
 
     elements: the Elements page's stored elements; the prompt's placeholders pick which
         (:func:`element_references`), when the model a request with elements runs on (the
@@ -250,6 +270,7 @@ def submit_generate(
         elements model: :func:`studio.shipped.model_for`; only its config is read) takes
         reference elements. Without such a model a ``<refN>`` prompt is refused as before.
     """
+    check_queue_room(gallery, max_queued)
     model = model_for(model, references=True)
     model_max = max_references(model)
     request = check_generate_request(request, bool(model_max), lora_roots)
@@ -271,16 +292,24 @@ def submit_storyboard(
     scenes: list[dict[str, Any]],
     options: StoryboardOptions,
     lora_roots: list[Path] | None = None,
+    max_queued: int = MAX_QUEUED,
 ) -> Job:
+    check_queue_room(gallery, max_queued)
     story = check_storyboard_request(scenes, options, lora_roots)
     request = {"story": story.to_dict(), "options": asdict(options)}
     prompt = " | ".join(s.prompt for s in story.scenes)
     return gallery.enqueue("storyboard", request, prompt, options.seed)
 
 
-def rerun(gallery: Gallery, job_id: str, lora_roots: list[Path] | None = None) -> Job:
+def rerun(
+    gallery: Gallery,
+    job_id: str,
+    lora_roots: list[Path] | None = None,
+    max_queued: int = MAX_QUEUED,
+) -> Job:
     """Queue a job again with exactly the settings it was made with (``lora_roots``:
     :func:`check_lora`'s, for a job the UI queued with an adapter elsewhere)."""
+    check_queue_room(gallery, max_queued)
     job = gallery.get(job_id)
     if job is None:
         raise StudioError(f"no job {job_id}")
@@ -290,6 +319,7 @@ def rerun(gallery: Gallery, job_id: str, lora_roots: list[Path] | None = None) -
 
 def variation(gallery: Gallery, job_id: str, seed: int) -> Job:
     """Queue a job again with the settings it was made with but another ``seed``."""
+    check_queue_room(gallery)
     job = gallery.get(job_id)
     if job is None:
         raise StudioError(f"no job {job_id}")
@@ -314,27 +344,6 @@ def job_lora(job: Job) -> str | None:
     """The LoRA spec a job asks for (None: the model as saved)."""
     request = job.request if job.kind == "generate" else job.request.get("options", {})
     return request.get("lora")
-
-
-# The HTTP API (`studio serve`) adds a job only while fewer than this many wait: the machine
-# runs one at a time, so a longer queue only grows the store and the wait, and a script
-# looping on POST must not fill the disk. Jobs waiting from the UI count too.
-MAX_QUEUED = 100
-
-
-class QueueFull(StudioError):
-    """Too many jobs wait already: come back when some have run (HTTP 429)."""
-
-
-def check_queue_room(gallery: Gallery, limit: int = MAX_QUEUED) -> None:
-    """QueueFull when ``limit`` or more jobs are queued in ``gallery``; a caller that must
-    not overshoot checks and submits under one lock (the API does, per process)."""
-    waiting = len(gallery.search(status="queued", limit=limit))
-    if waiting >= limit:
-        raise QueueFull(
-            f"the queue is full: {waiting} jobs are waiting and at most {limit} may; "
-            "try again when some have run, or cancel some"
-        )
 
 
 # ---------------------------------------------------------------------------- running

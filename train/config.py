@@ -669,7 +669,7 @@ def load_config(
     layers = _load_yaml_layers(Path(path)) if path is not None else []
     where = f" in {path}" if path is not None else ""
     if overrides:  # a range check fails on the merged whole: the file or an override
-        where = f"{where} with {' '.join(overrides)}" if where else f" with {' '.join(overrides)}"
+        where = f"{where} with {' '.join(overrides)}"
     try:
         cfg = OmegaConf.merge(OmegaConf.structured(cls), *layers)
         for item in overrides or []:

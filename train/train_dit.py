@@ -1276,9 +1276,8 @@ def main(cfg: DiTTrainConfig) -> Path:
         for step in bar:
             stage_idx, stage = stage_at(cfg, step)
             step_loss, step_samples = 0.0, 0
-            lr_used = schedule.get_last_lr()[
-                0
-            ]  # the rate this step trains at (the step advances it)
+            # the rate this step trains at (the step advances it)
+            lr_used = schedule.get_last_lr()[0]
             for micro in range(accumulate):  # one optimizer step: `accumulate` micro-batches
                 with accelerator.accumulate(model):
                     x0, loss = batch_loss(

@@ -323,9 +323,8 @@ def main(cfg: ScorerTrainConfig) -> Path:
             clipped = (
                 model if motion_head is None else [*model.parameters(), *motion_head.parameters()]
             )
-            lr_used = schedule.get_last_lr()[
-                0
-            ]  # the rate this step trains at (the step advances it)
+            # the rate this step trains at (the step advances it)
+            lr_used = schedule.get_last_lr()[0]
             optimizer_step(accelerator, clipped, optimizer, schedule, loss, cfg.grad_clip)
 
             loss_sum += accelerator.reduce(loss.detach(), reduction="mean").item()

@@ -150,9 +150,8 @@ def main(cfg: VAETrainConfig) -> Path:
                 loss = loss + cfg.anchor_weight * torch.nn.functional.mse_loss(
                     mean[plain].float(), target
                 )
-            lr_used = schedule.get_last_lr()[
-                0
-            ]  # the rate this step trains at (the step advances it)
+            # the rate this step trains at (the step advances it)
+            lr_used = schedule.get_last_lr()[0]
             optimizer_step(accelerator, model, optimizer, schedule, loss, grad_clip=1.0)
             seen += x.shape[0] * accelerator.num_processes
             if (step + 1) % cfg.log_every == 0:

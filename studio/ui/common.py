@@ -20,7 +20,6 @@ from studio.jobs import (
     MAX_GUIDANCE,
     MAX_PROMPT_CHARS,
     MAX_STEPS,
-    check_queue_room,
     job_lora,
     variation,
 )
@@ -306,7 +305,6 @@ def _preview(path: str, mtime: float) -> bytes:
 
 def _variation(studio: Studio, job_id: str, seed_key: str) -> None:
     try:
-        check_queue_room(studio.gallery)  # as the API: at most MAX_QUEUED jobs wait
         job = variation(studio.gallery, job_id, new_seed())
     except StudioError as exc:
         st.session_state.flash = str(exc)

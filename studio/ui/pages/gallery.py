@@ -6,7 +6,7 @@ import streamlit as st
 
 from studio.errors import StudioError
 from studio.gallery import KINDS
-from studio.jobs import check_queue_room, rerun
+from studio.jobs import rerun
 from studio.ui.common import (
     POLL_S,
     describe,
@@ -108,7 +108,6 @@ for job in jobs:
         actions = right.container(horizontal=True)
         if actions.button("Re-run", key=f"rerun-{job.id}", icon=":material/replay:"):
             try:
-                check_queue_room(gallery)  # as the API: at most MAX_QUEUED jobs wait
                 open_job(rerun(gallery, job.id))  # its page shows it running, with its settings
             except StudioError as exc:
                 right.error(str(exc))

@@ -4,7 +4,7 @@ import streamlit as st
 
 from pipelines.video_io import MAX_FPS
 from studio.generate import GenerateRequest, StudioError
-from studio.jobs import MAX_BEST_OF, MAX_PROMPT_CHARS, check_queue_room, submit_generate
+from studio.jobs import MAX_BEST_OF, MAX_PROMPT_CHARS, submit_generate
 from studio.ui import vocabulary
 from studio.ui.common import (
     draft_notice,
@@ -144,7 +144,6 @@ with form:
         )
         try:
             elements = st.session_state.get("elements", [])
-            check_queue_room(studio.gallery)  # as the API: at most MAX_QUEUED jobs wait
             job = submit_generate(
                 studio.gallery, request, int(best_of), studio.scorer, elements, studio.model
             )

@@ -8,7 +8,6 @@ from studio.generate import GenerateRequest, StoryboardOptions, StudioError
 from studio.jobs import (
     MAX_CANDIDATES,
     MAX_STORY_FRAMES,
-    check_queue_room,
     submit_generate,
     submit_storyboard,
 )
@@ -160,7 +159,6 @@ try:
             image_first=image_first,
             lora=lora,
         )
-        check_queue_room(studio.gallery)  # as the API: at most MAX_QUEUED jobs wait
         follow(submit_generate(studio.gallery, request, model=studio.model))
     if render:
         options = StoryboardOptions(
@@ -171,7 +169,6 @@ try:
             candidates=int(candidates),
             lora=lora,
         )
-        check_queue_room(studio.gallery)
         follow(submit_storyboard(studio.gallery, scenes, options))
 except StudioError as exc:
     st.error(str(exc))
