@@ -153,8 +153,9 @@ def check_lora(spec: str | None, roots: list[Path] | None = None) -> str | None:
     if roots is not None and not _inside(Path(split_lora(spec.strip())[0]), roots):
         # before anything on disk is looked at: no answer says whether a path exists
         raise StudioError(
-            "lora: this server reads LoRA adapters only from the folder it was started in "
-            "and the studio's home; copy the adapter folder there"
+            "lora: this server reads LoRA adapters only from the folders it allows (by default "
+            "the folder it was started in and the studio's home; `studio serve --lora-dir DIR` "
+            "names others); copy the adapter folder into one"
         )
     try:
         path, scale = parse_lora(spec.strip())

@@ -326,7 +326,7 @@ def storyboard(scenes=None, **kw):
         (storyboard([{"prompt": "<ref1> moving left", "frames": 4}]), "scene 1: .*<refN>"),
         (generate(negative_prompt="x" * 1001), "^the negative prompt is 1001 characters"),
         # a client may not make the server open files anywhere (nor learn whether they exist)
-        (generate(lora="/etc/passwd"), "reads LoRA adapters only from the folder it was"),
+        (generate(lora="/etc/passwd"), "reads LoRA adapters only from the folders it allows"),
         (generate(lora="../../../../../etc/passwd"), "reads LoRA adapters only from"),
         (generate(lora="/nonexistent/x:0.5"), "reads LoRA adapters only from"),
         (storyboard(lora="/etc"), "reads LoRA adapters only from"),
