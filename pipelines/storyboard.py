@@ -464,6 +464,17 @@ def _scene_images(scenes: list[Scene], reference_images: Sequence | None) -> lis
     return images
 
 
+def _step_callback(on_step: Callable[[], None]):
+    """``on_step`` as the pipeline's ``callback_on_step_end`` (which returns the tensors it
+    changes: none)."""
+
+    def callback(pipe, step, timestep, kwargs):
+        on_step()
+        return {}
+
+    return callback
+
+
 def generate_storyboard(
     pipe: ShapesVideoPipeline,
     story: Storyboard | Sequence[Scene],
@@ -476,6 +487,7 @@ def generate_storyboard(
     width: int = 64,
     negative_prompt: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    on_step: Callable[[], None] | None = None,
     reference_images: Sequence[Sequence[Any] | None] | None = None,
     image_first: bool | None = None,
     full_windows: bool = True,
@@ -502,6 +514,8 @@ def generate_storyboard(
         window: frames per pipeline call (the model's clip length), ≤ the model's max_frames.
         context: frames of the video so far given to each later window; 1..window-1.
         progress: ``fn(done, total)`` after each window.
+        on_step: ``fn()`` after every denoising step of every window (frame 0's too): where a
+            caller's cancel acts within a window (it raises).
         full_windows: generate every window at ``window`` frames and keep the ones needed
             (False: a window that needs fewer new frames generates only those).
         candidates: every continued window (all but the first) is drawn this many times in
@@ -579,6 +593,7 @@ def generate_storyboard(
             output_type="np",
             **({"reference_images": refs} if refs else {}),
             **({"image_first": image_first} if image_first is not None else {}),
+            **({"callback_on_step_end": _step_callback(on_step)} if on_step else {}),
         ).frames  # (n, cond + new [+ cut], H, W, 3) in [0, 1]; the first cond are the given
         made = [to_uint8(clip[w.cond : w.cond + w.new]) for clip in clips]
         # a continuity function given is shown every continued window's draws, one or many

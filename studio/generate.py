@@ -698,6 +698,7 @@ def render_storyboard(
     pipe: ShapesVideoPipeline | None = None,
     progress=None,
     extra: dict | None = None,
+    on_step=None,
 ) -> GenerateResult:
     """Generate a storyboard (``pipelines.storyboard``), then write the video, the per-scene
     files if asked, and the sidecar; a failure at any point leaves none of them behind.
@@ -705,7 +706,8 @@ def render_storyboard(
     Scene references are checked against the model (from its config, before it loads) and
     read like ``studio generate --ref`` (:func:`read_story_references`) before anything runs.
 
-    progress: optional callable ``(windows_done, windows_total)``.
+    progress: optional callable ``(windows_done, windows_total)``; on_step: ``fn()`` after
+    every denoising step (a job's cancel acts there, within a window).
     """
     from pipelines.storyboard import check_scene_references, generate_storyboard
 
@@ -738,6 +740,7 @@ def render_storyboard(
             height=options.height,
             width=options.width,
             progress=progress,
+            on_step=on_step,
             reference_images=[[r.pixels for r in refs] for refs in references],
             image_first=options.image_first,
             full_windows=options.full_windows,

@@ -362,6 +362,7 @@ class _Stages:
         self.first_frame = False
         self.warm = False  # the model was loaded before the job: no loading stage
         self.name = ""
+        self.stage: dict = {}
 
     def enter(self, name: str, base: int = 0) -> None:
         self.name = name
@@ -370,6 +371,7 @@ class _Stages:
             stage["warm"] = True
         if self.candidates > 1:
             stage |= {"candidate": self.candidate, "candidates": self.candidates}
+        self.stage = stage
         self.gallery.set_stage(self.job.id, stage)
 
     def loaded(self, pipe) -> None:
@@ -386,12 +388,18 @@ class _Stages:
     def step(self, done: int, total: int) -> None:
         if done == 0:  # a step of the first frame (image first): still that stage
             return
+        if self.name == "windows" and done < total:
+            # when the last window ended: a film's estimate counts whole windows, and the
+            # one being drawn must not count as slow (progress.job_progress)
+            self.stage["unit_at"] = time.time()
+            self.gallery.set_stage(self.job.id, self.stage)
         if self.name == "first_frame":  # the clip's first step ends the first frame
             self.enter("clip", base=done)
         if done < total:
             return
         if self.candidate < self.candidates:  # the next candidate starts over
             self.candidate += 1
+            self.gallery.set_progress(self.job.id, 0, total)
             self.enter("first_frame" if self.first_frame else "clip")
         else:
             self.enter("encoding")
@@ -448,8 +456,13 @@ def run_job(gallery: Gallery, job: Job, model: str | Path | None = None) -> Job:
     lora = job_lora(job)
 
     def progress(done: int, total: int) -> None:
-        stages.step(done, total)
-        if gallery.set_progress(job.id, done, total):
+        cancelled = gallery.set_progress(job.id, done, total)
+        stages.step(done, total)  # after: the next best-of candidate starts its count at 0
+        if cancelled:
+            raise JobCancelled()
+
+    def on_step() -> None:  # a film reports whole windows: its cancel acts between steps too
+        if gallery.cancel_requested(job.id):
             raise JobCancelled()
 
     try:
@@ -486,7 +499,14 @@ def run_job(gallery: Gallery, job: Job, model: str | Path | None = None) -> Job:
                 story = load_storyboard(json.dumps(job.request["story"]))
                 options = StoryboardOptions(**job.request["options"])
                 result = render_storyboard(
-                    story, out, options, model=model, pipe=pipe, progress=progress, extra=extra
+                    story,
+                    out,
+                    options,
+                    model=model,
+                    pipe=pipe,
+                    progress=progress,
+                    extra=extra,
+                    on_step=on_step,
                 )
         thumb = gallery.home / "thumbs" / f"{job.id}.png"
         write_thumbnail(result.frames, thumb)

@@ -108,6 +108,27 @@ def test_cancel_a_running_job_stops_it_and_keeps_no_file(gallery, tiny_pipeline_
     assert not (store.home / "videos" / f"{job.id}.mp4").exists()
 
 
+def test_cancel_a_running_film_stops_it_within_its_first_window(gallery, tiny_pipeline_dir):
+    """A film reports whole windows; its cancel still acts at the next denoising step."""
+
+    class CancelAtTheSecondLook(Gallery):
+        looks = 0
+
+        def cancel_requested(self, job_id):
+            self.looks += 1
+            if self.looks == 3:  # the job's start, then its first step: cancelled at step 2
+                self.cancel(job_id)
+            return super().cancel_requested(job_id)
+
+    store = CancelAtTheSecondLook(gallery.home)
+    scenes = [{"prompt": PROMPT, "frames": 4}, {"prompt": "a blue square", "frames": 4}]
+    job = submit_storyboard(store, scenes, StoryboardOptions(steps=5, window=4, context=1))
+    Worker(store, model=tiny_pipeline_dir).run_pending()
+    job = store.get(job.id)
+    assert job.status == "cancelled" and job.done_steps == 0, "no window was finished"
+    assert store.looks == 3 and not (store.home / "videos" / f"{job.id}.mp4").exists()
+
+
 def test_a_failing_job_is_recorded_and_the_next_one_still_runs(gallery, worker):
     bad = submit_generate(gallery, request(height=30))  # not a multiple of the model's patch
     good = submit_generate(gallery, request())

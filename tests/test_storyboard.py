@@ -287,6 +287,37 @@ def test_generation_is_deterministic_for_a_seed(tiny_pipe):
     np.testing.assert_array_equal(a[:4], to_uint8(plain))
 
 
+def test_on_step_is_called_every_step_and_a_raise_stops_within_a_window(tiny_pipe):
+    """A job's cancel acts between denoising steps of a window, not only between windows."""
+    story = Storyboard([Scene("a blue square moving left", 4), Scene("a blue square", 3)])
+    kw = dict(seed=3, window=4, context=1, steps=3, height=16, width=16, image_first=False)
+    calls, windows = [], []
+    video, _ = generate_storyboard(
+        tiny_pipe, story, on_step=lambda: calls.append(1),
+        progress=lambda d, t: windows.append(d), **kw,
+    )  # fmt: skip
+    assert windows == [1, 2] and len(calls) == 3 * 2, "3 steps a window"
+    plain, _ = generate_storyboard(tiny_pipe, story, **kw)
+    np.testing.assert_array_equal(video, plain)  # watching changes nothing
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_step_2():
+        calls.append(1)
+        if len(calls) == 2:
+            raise Stop
+
+    calls.clear()
+    windows.clear()
+    with pytest.raises(Stop):
+        generate_storyboard(
+            tiny_pipe, story, on_step=stop_at_step_2, progress=lambda d, t: windows.append(d),
+            **kw,
+        )  # fmt: skip
+    assert len(calls) == 2 and windows == [], "stopped inside the first window"
+
+
 def test_a_scene_shorter_than_the_window_is_cut_from_a_full_window(tiny_pipe):
     kw = dict(num_inference_steps=1, height=16, width=16)
     story = [Scene("a blue square moving left", 3)]

@@ -68,6 +68,12 @@ def app(page: str | None = None, job: str | None = None):
     return at
 
 
+def visit(at, page: str) -> None:
+    """Go to ``page`` as its sidebar link does: the URL's query (``?job=``) is dropped."""
+    at.query_params.clear()
+    at.switch_page(f"pages/{page}.py").run()
+
+
 def wait_done(home: Path, job_id: str, timeout: float = 120) -> Job:
     gallery = Gallery(home)
     deadline = time.time() + timeout
@@ -248,6 +254,69 @@ def test_settings_survive_a_page_switch(home):
     at.switch_page("pages/generate.py").run()
     assert at.text_area(key="draft").value == PROMPT
     assert at.number_input(key="steps").value == 7 and at.number_input(key="frames").value == 8
+
+
+@needs_streamlit
+def test_the_job_a_page_follows_survives_a_visit_to_another_page(held_worker):
+    """The sidebar's page links drop ``?job=``: the clip being made stays on its page."""
+    at = app()
+    at.text_area(key="draft").input(PROMPT)
+    button(at, "Generate").click().run()
+    job_id = url_job(at)
+    assert job_id and "Queued: position 1" in at.info[0].value
+    visit(at, "gallery")
+    visit(at, "generate")
+    assert not at.exception
+    assert url_job(at) == job_id, "back in the URL: a refresh keeps it too"
+    assert "Queued: position 1" in at.info[0].value and "Cancel" in labels(at)
+    # once deleted, the page starts empty instead of saying the job is gone
+    Gallery(held_worker).cancel(job_id)
+    Gallery(held_worker).delete(job_id)
+    visit(at, "gallery")
+    visit(at, "generate")
+    assert url_job(at) is None and not at.warning
+    assert any("The clip appears here" in c.value for c in at.caption)
+
+
+@needs_streamlit
+def test_a_prompt_over_the_limit_is_kept_and_said_and_waits(held_worker):
+    """Streamlit drops a paste that passes a text area's max_chars without a word: the
+    box takes it, and the page says how long it is."""
+    at = app()
+    long = "a red circle moving left " * 60  # 1500 characters
+    at.text_area(key="draft").input(long).run()
+    assert at.text_area(key="draft").value == long
+    assert f"The prompt is {len(long)} characters" in at.error[0].value
+    assert button(at, "Generate").disabled
+    assert not Gallery(held_worker).search(status=None), "nothing is queued"
+
+
+@needs_streamlit
+def test_gallery_shows_prompts_as_typed_not_as_markdown(held_worker):
+    """A prompt (from the UI or any API client) is text: no link, image, icon or emphasis
+    that every viewer's browser would render or fetch."""
+    tricky = "a red *circle :material/delete: [x](https://example.com) ![p](https://e.x/p.png)"
+    done_job(Gallery(held_worker), prompt=tricky)
+    running = Gallery(held_worker).enqueue("generate", {"prompt": tricky, "frames": 4}, tricky, 1)
+    Gallery(held_worker).claim_next()
+    at = app("gallery")
+    assert [t.value for t in at.text] == [tricky, tricky]  # the queue panel and the card
+    assert not any("example.com" in m.value for m in at.markdown)
+    assert running.id
+
+
+@needs_streamlit
+def test_gallery_search_and_filters_survive_a_page_switch(held_worker):
+    done_job(Gallery(held_worker))
+    done_job(Gallery(held_worker), prompt="a green square moving up on a white background")
+    at = app("gallery")
+    at.text_input(key="gallery_text").input("green").run()
+    at.selectbox(key="gallery_kind").set_value("generate").run()
+    at.switch_page("pages/generate.py").run()
+    at.switch_page("pages/gallery.py").run()
+    assert at.text_input(key="gallery_text").value == "green"
+    assert at.selectbox(key="gallery_kind").value == "generate"
+    assert [t.value for t in at.text] == ["a green square moving up on a white background"]
 
 
 # ---------------------------------------------------------------------------- LoRA
@@ -590,7 +659,7 @@ def test_gallery_lists_searches_reruns_and_deletes(home):
     assert clips(at) == [f"Clip: a green square (job {other.id[:8]})"]
     assert [b.label for b in at.get("download_button")] == ["MP4", "GIF", "Sidecar"]
     at.text_input(key="gallery_text").input("RED CIRCLE").run()
-    assert [m.value for m in at.markdown if m.value.startswith("**")] == [f"**{PROMPT}**"]
+    assert [t.value for t in at.text] == [PROMPT]
     button(at, "Delete").click().run()
     assert gallery.get(job.id) is not None, "Delete asks first"
     assert "cannot be undone" in at.warning[0].value
@@ -680,6 +749,39 @@ def test_add_to_storyboard_appends_a_scene(held_worker):
 
 
 @needs_streamlit
+def test_opening_a_film_keeps_the_storyboard_being_edited(held_worker):
+    """Re-run (or Use these settings) of a film shows its scenes without writing over the
+    storyboard being edited, and offers it back."""
+    from studio.ui.state import STORYBOARD_DRAFT
+
+    gallery = Gallery(held_worker)
+    film = [{"prompt": "a blue square moving down on a white background", "frames": 8}]
+    story = {"scenes": [{"prompt": s["prompt"], "frames": s["frames"]} for s in film]}
+    old = gallery.enqueue("storyboard", {"story": story, "options": {"seed": 4}}, "f", 4)
+    gallery._execute("UPDATE jobs SET status = 'done', finished = 1.0 WHERE id = ?", (old.id,))
+    at = app("storyboard")
+    mine = "MY EDITED a green circle moving up on a black background"
+    at.session_state["scenes-0"] = {"edited_rows": {0: {"prompt": mine}}, "added_rows": []}
+    at.session_state["scenes-0"]["deleted_rows"] = []
+    at.run()
+    draft = held_worker / STORYBOARD_DRAFT
+    kept = json.loads(draft.read_text())
+    assert kept[0]["prompt"] == mine
+    at.switch_page("pages/gallery.py").run()
+    button(at, "Re-run").click().run()
+    assert title(at) == "Storyboard" and not at.exception
+    assert at.data_editor[0].value.to_dict("records") == film
+    assert json.loads(draft.read_text()) == kept, "the storyboard being edited is kept"
+    assert "Your own storyboard is kept" in at.info[0].value
+    at.switch_page("pages/storyboard.py").run()  # AppTest reruns the page it was told, not
+    button(at, "Back to my storyboard").click().run()  # the one the script switched to
+    assert not at.exception, at.exception
+    assert title(at) == "Storyboard", title(at)
+    assert at.data_editor[0].value.to_dict("records")[0]["prompt"] == mine
+    assert not any("Your own storyboard" in i.value for i in at.info)
+
+
+@needs_streamlit
 def test_the_example_scenes_are_not_kept_as_a_draft(held_worker):
     app("storyboard")  # shows the examples; nothing edited
     done_job(Gallery(held_worker), frames=8)
@@ -694,10 +796,10 @@ def test_gallery_pages_beyond_the_newest_20(held_worker):
     for i in range(25):
         done_job(gallery, f"a red circle number {i}")
     at = app("gallery")
-    prompts = [m.value for m in at.markdown if m.value.startswith("**")]
+    prompts = [t.value for t in at.text]
     assert len(prompts) == 20 and "Showing 1–20 of 25" in at.caption[0].value
     button(at, "Older →").click().run()
-    prompts = [m.value for m in at.markdown if m.value.startswith("**")]
+    prompts = [t.value for t in at.text]
     assert len(prompts) == 5 and "Showing 21–25 of 25" in at.caption[0].value
     assert button(at, "Older →").disabled
     at.text_input(key="gallery_text").input("number 1").run()  # a new search: page 1
@@ -918,6 +1020,15 @@ def test_progress_names_the_stage_and_the_time_left():
     film.kind = "storyboard"
     p = job_progress(film, now)
     assert p.text == "Generating the film: window 3 of 5 · about 20 s left"
+    # window 3 ended 6 s ago, 24 s after the first began (8 s a window): the 2 windows left
+    # take 16 s from then, and the estimate falls as window 4 is drawn instead of growing
+    film.stage["unit_at"] = now - 6
+    for later, left in ((0, 10), (4, 6), (8, 2)):
+        p = job_progress(film, now + later)
+        assert p.text == f"Generating the film: window 3 of 5 · about {left} s left"
+    # before the worker has said anything: no loading stage when the model is loaded
+    assert plan(job({}), loaded=True) == ["clip", "encoding"]
+    assert job_progress(job({}), now, loaded=True).text == "Generating the clip… 20 s so far"
 
 
 def test_the_worker_records_each_stage(tmp_path, tiny_pipeline_dir, monkeypatch):
@@ -925,10 +1036,18 @@ def test_the_worker_records_each_stage(tmp_path, tiny_pipeline_dir, monkeypatch)
 
     class Recording(Gallery):
         stages: list[str] = []
+        counts: list[tuple[int, int, int]] = []  # (candidate, done, total) as recorded
 
         def set_stage(self, job_id, stage):
-            self.stages.append(stage["name"])
+            if not self.stages or stage.get("since") != self.since:  # a new stage
+                self.stages.append(stage["name"])
+            self.since = stage.get("since")
+            self.candidate = stage.get("candidate", 1)
             super().set_stage(job_id, stage)
+
+        def set_progress(self, job_id, done, total):
+            self.counts.append((getattr(self, "candidate", 1), done, total))
+            return super().set_progress(job_id, done, total)
 
     monkeypatch.setattr(jobs, "_LOADS", {})  # as in a new process: the model not loaded yet
     gallery = Recording(tmp_path / "home")
@@ -951,6 +1070,8 @@ def test_the_worker_records_each_stage(tmp_path, tiny_pipeline_dir, monkeypatch)
     assert run_job(gallery, gallery.claim_next(), tiny_pipeline_dir).status == "done"
     # two candidates; the model is loaded already, so no loading stage
     assert gallery.stages == ["clip", "clip", "encoding"]
+    # the count goes back to 0 before the second candidate begins, not after its first step
+    assert gallery.counts[-5:] == [(1, 1, 2), (1, 2, 2), (1, 0, 2), (2, 1, 2), (2, 2, 2)]
 
 
 def test_page_state_helpers(tmp_path):

@@ -11,7 +11,7 @@ is rendered, its frame 0 given to the shipped video model, and the rest drawn fr
 as image-first sampling draws a clip (``conditioning_frames``, ``--steps`` Euler steps,
 guidance 3). Both clips are stored as latents (the loser's frame 0 is the winner's: the same
 given frame), with the judge's verdict on the drawn clip (``all_correct``, ``shape_held``, ...).
-Written in chunks of 50 (``OUT/pairs_KKKK.pt``: ``win``, ``lose`` (N, C, F, h, w) float16 and
+Written in chunks of 10 (``OUT/pairs_KKKK.pt``: ``win``, ``lose`` (N, C, F, h, w) float16 and
 ``meta``, each written whole); a rerun resumes.
 """
 
@@ -28,7 +28,7 @@ from pipelines.text_to_video import ShapesVideoPipeline, to_uint8
 from train.scorer_data import expectation_of, training_prompts
 from world.shapes_world import ClipSpec, render
 
-CHUNK = 50
+CHUNK = 10
 VERDICT_KEYS = ("colour", "shape", "motion", "count", "all_correct", "shape_held")
 
 

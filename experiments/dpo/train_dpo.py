@@ -170,11 +170,11 @@ def main() -> None:
         if step % 10 == 0 or step == args.steps:
             rec = {
                 "step": step,
-                "dpo": round(float(dpo), 4),
-                "e_w": round(float(e[:b].mean()), 4),
-                "e_l": round(float(e[b:].mean()), 4),
-                "margin": float(margin.mean()),
-                "acc": float((margin > 0).float().mean()),
+                "dpo": round(dpo.item(), 4),
+                "e_w": round(e[:b].mean().item(), 4),
+                "e_l": round(e[b:].mean().item(), 4),
+                "margin": margin.mean().item(),
+                "acc": (margin > 0).float().mean().item(),
                 "s": round(time.time() - t0, 1),
             }
             if step % 50 == 0 or step == args.steps:

@@ -20,7 +20,9 @@ from studio.jobs import (
     MAX_GUIDANCE,
     MAX_PROMPT_CHARS,
     MAX_STEPS,
+    job_has_references,
     job_lora,
+    model_load,
     variation,
 )
 from studio.shipped import configured_scorer_spec, model_for
@@ -130,8 +132,8 @@ def load(values: dict[str, Any]) -> None:
 
 def set_draft(prompt: str) -> None:
     """Put ``prompt`` in the shared prompt box (a chip, an example, an element's placeholder:
-    call from a callback), unless it is longer than a job takes: the box would then take no
-    typing until shortened, so the prompt stays and :func:`draft_notice` says why."""
+    call from a callback), unless it is longer than a job takes: the prompt then stays as it
+    was and :func:`draft_notice` says why."""
     if len(prompt) > MAX_PROMPT_CHARS:
         st.session_state.draft_notice = (
             f"Not added: the prompt would be {len(prompt)} characters, and a clip takes at most "
@@ -158,10 +160,31 @@ def open_job(job: Job, settings: bool = True) -> None:
 
 
 def follow(job: Job) -> None:
-    """Show ``job`` on the page, and keep it there across a refresh (it is in the URL). The
-    worker is woken: a job just queued starts now, not at its next look at the queue."""
+    """Show ``job`` on the page, and keep it there across a refresh (it is in the URL) and
+    a visit to another page (:func:`followed_job`). The worker is woken: a job just queued
+    starts now, not at its next look at the queue."""
     st.query_params["job"] = job.id
+    if page := st.session_state.get("_page"):
+        st.session_state[f"followed:{page}"] = job.id
     get_studio().worker.wake()
+
+
+def followed_job(studio: Studio, page: str) -> str | None:
+    """The job ``page`` shows: the URL's (``?job=``), else the one it showed last in this
+    session, put back into the URL (the sidebar's page links drop ``?job=``, and a clip
+    being made must not vanish from its page when the user looks at another)."""
+    st.session_state["_page"] = page
+    key = f"followed:{page}"
+    job_id = st.query_params.get("job")
+    if job_id:
+        st.session_state[key] = job_id
+        return job_id
+    job_id = st.session_state.get(key)
+    if job_id and studio.gallery.get(job_id) is not None:
+        st.query_params["job"] = job_id
+        return job_id
+    st.session_state.pop(key, None)  # deleted meanwhile: the page starts empty
+    return None
 
 
 def first_frame_choice(container, key: str, help_extra: str = "") -> bool | None:
@@ -278,6 +301,14 @@ def show_job(studio: Studio, job_id: str | None, seed_key: str | None = None) ->
         show_result(studio, job, seed_key=seed_key)
 
 
+def running_progress(studio: Studio, job: Job):
+    """The progress line of a running ``job`` now (:func:`~studio.ui.progress.job_progress`),
+    knowing whether the model it needs is already loaded in this process."""
+    model = model_for(studio.model, references=job_has_references(job))
+    loaded = model_load(model, job_lora(job)) is not None
+    return job_progress(job, time.time(), studio.image_first, loaded)
+
+
 @st.fragment(run_every=POLL_S)
 def _live_job(studio: Studio, job_id: str) -> None:
     job = studio.gallery.get(job_id)
@@ -290,7 +321,7 @@ def _live_job(studio: Studio, job_id: str) -> None:
             text += " It starts as soon as the model has loaded."
         st.info(text, icon=":material/hourglass_top:")
     else:
-        progress = job_progress(job, time.time(), studio.image_first)
+        progress = running_progress(studio, job)
         st.progress(progress.fraction, text=progress.text)
         st.caption(stage_caption(progress))
     if st.button("Cancel", key=f"cancel-{job_id}", icon=":material/close:"):

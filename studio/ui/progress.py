@@ -31,11 +31,13 @@ def duration(seconds: float) -> str:
     return f"{s} s" if s < 60 else f"{s // 60} min {s % 60} s" if s % 60 else f"{s // 60} min"
 
 
-def plan(job: Job, model_image_first: bool = False) -> list[str]:
+def plan(job: Job, model_image_first: bool = False, loaded: bool = False) -> list[str]:
     """The stages ``job`` goes through, in order. ``model_image_first``: the model's own
     ``image_first`` setting, what a request that leaves it to the model gets. No loading
-    stage when the worker had the model loaded before the job began (``warm``)."""
-    loading = [] if job.stage.get("warm") else ["loading"]
+    stage when the worker had the model loaded before the job began (``warm``), or, before
+    the worker has said, when the model the job needs is ``loaded``."""
+    warm = job.stage.get("warm", False) if job.stage.get("name") else loaded
+    loading = [] if warm else ["loading"]
     if job.kind == "storyboard":
         return [*loading, "windows", "encoding"]
     if job.stage.get("name", "loading") == "loading":  # the worker has not said yet
@@ -47,10 +49,13 @@ def plan(job: Job, model_image_first: bool = False) -> list[str]:
     return [*loading, *(["first_frame"] if first else []), "clip", "encoding"]
 
 
-def job_progress(job: Job, now: float, model_image_first: bool = False) -> Progress:
-    """The progress line of a running ``job`` at time ``now`` (``time.time()``)."""
-    names = plan(job, model_image_first)
-    name = job.stage.get("name") or "loading"
+def job_progress(
+    job: Job, now: float, model_image_first: bool = False, loaded: bool = False
+) -> Progress:
+    """The progress line of a running ``job`` at time ``now`` (``time.time()``); ``loaded``:
+    the model it needs is loaded (:func:`plan`)."""
+    names = plan(job, model_image_first, loaded)
+    name = job.stage.get("name") or names[0]
     here = names.index(name) if name in names else 0
     stages = [
         (n, "done" if i < here else "now" if i == here else "next") for i, n in enumerate(names)
@@ -65,8 +70,12 @@ def job_progress(job: Job, now: float, model_image_first: bool = False) -> Progr
     if name in ("clip", "windows") and total:
         fraction = done / total
         if done > base:
-            per = (now - since) / (done - base)
-            left = per * (total - done) + per * total * (candidates - candidate)
+            # per unit from the units done; a film's window in progress counts from when the
+            # last one ended (``unit_at``), so its estimate does not grow while it is drawn
+            at = min(float(job.stage.get("unit_at") or now), now)
+            per = (at - since) / (done - base)
+            left = max(per * (total - done) - (now - at), 0.0)
+            left += per * total * (candidates - candidate)
     elif name == "encoding":
         fraction = 1.0
     fraction = min(1.0, ((candidate - 1) + fraction) / candidates)

@@ -141,6 +141,10 @@ def storyboard_settings(job: Job) -> dict[str, Any]:
     lora_path, lora_scale = split_lora(options.get("lora"))
     return {
         "scenes": scenes,
+        # a film opened is not an edit: the storyboard being edited (its draft file) stays
+        # until these rows are edited, and the page offers it back (storyboard.py)
+        "draft_rows": [dict(s) for s in scenes],
+        "scenes_from_film": job.id,
         **_seed_settings("sb_seed", int(options.get("seed", 0))),
         "sb_steps": int(options.get("steps", STORYBOARD_DEFAULTS["sb_steps"])),
         "sb_guidance": float(options.get("guidance", DEFAULT_GUIDANCE)),

@@ -1,7 +1,5 @@
 """Gallery: the queue, and every generation, searchable; re-run, reuse, delete, download."""
 
-import time
-
 import streamlit as st
 
 from studio.errors import StudioError
@@ -14,9 +12,9 @@ from studio.ui.common import (
     load,
     model_panel,
     open_job,
+    running_progress,
     show_result,
 )
-from studio.ui.progress import job_progress
 from studio.ui.state import STORYBOARD_DRAFT, page_for, read_draft, settings_for
 
 PAGE = 20
@@ -45,9 +43,9 @@ def queue_panel() -> None:
     for job in jobs:
         with st.container(border=True):
             left, right = st.columns([5, 1], vertical_alignment="center")
-            left.markdown(f"**{job.prompt}**")
+            left.text(job.prompt)  # as typed: a prompt is not Markdown
             if job.status == "running":
-                progress = job_progress(job, time.time(), studio.image_first)
+                progress = running_progress(studio, job)
                 left.progress(progress.fraction, text=progress.text)
             else:
                 left.caption(f"Queued: position {gallery.queue_position(job.id)}")
@@ -65,9 +63,16 @@ def _first_page() -> None:
 
 
 c1, c2, c3 = st.columns([4, 2, 2])
-text = c1.text_input("Search prompts", key="gallery_text", on_change=_first_page)
-kind = c2.selectbox("Kind", ["all", *KINDS], key="gallery_kind", on_change=_first_page)
-status = c3.selectbox("Status", STATUSES, key="gallery_status", on_change=_first_page)
+# the search and filters keep their values while the user visits other pages (docs/ui.md)
+text = c1.text_input(
+    "Search prompts", key="gallery_text", on_change=_first_page, persist_state="session"
+)
+kind = c2.selectbox(
+    "Kind", ["all", *KINDS], key="gallery_kind", on_change=_first_page, persist_state="session"
+)
+status = c3.selectbox(
+    "Status", STATUSES, key="gallery_status", on_change=_first_page, persist_state="session"
+)
 filters = dict(
     text=text, kind=None if kind == "all" else kind, status=None if status == "all" else status
 )
@@ -101,7 +106,7 @@ for job in jobs:
         thumb = gallery.path("thumbs", job.thumbnail)
         if thumb is not None and thumb.is_file():
             left.image(str(thumb), width=128)
-        right.markdown(f"**{job.prompt}**")
+        right.text(job.prompt)  # as typed: a prompt is not Markdown
         right.caption(describe(job) + (f" · {job.status}" if job.status != "done" else ""))
         if job.error:
             right.error(job.error)

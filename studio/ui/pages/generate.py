@@ -10,6 +10,7 @@ from studio.ui.common import (
     draft_notice,
     first_frame_choice,
     follow,
+    followed_job,
     fresh_seed,
     get_studio,
     keep,
@@ -34,7 +35,7 @@ CHIPS = vocabulary.chips()
 
 studio = get_studio()
 model_panel(studio)  # the sidebar: loading the model, then ready
-job_id = st.query_params.get("job")
+job_id = followed_job(studio, "generate")
 if "draft" not in st.session_state:  # a fresh tab or a refresh: the followed job's settings
     followed = studio.gallery.get(job_id or "")
     if followed is not None and followed.kind == "generate":
@@ -63,10 +64,17 @@ with form:
         "Describe a Shapes World clip: colours, shapes, sizes, motions and a background. "
         "Click the words below to build a prompt, or start from an example."
     )
-    prompt = st.text_area(
-        "Prompt", key="draft", height=90, max_chars=MAX_PROMPT_CHARS, persist_state="session"
-    )
+    # no max_chars: streamlit drops a paste that would pass it without a word; the error
+    # below says how long the prompt is instead, and Generate waits
+    prompt = st.text_area("Prompt", key="draft", height=90, persist_state="session")
     draft_notice()
+    prompt_problem = None
+    if len(prompt) > MAX_PROMPT_CHARS:
+        prompt_problem = (
+            f"The prompt is {len(prompt)} characters; a clip takes at most {MAX_PROMPT_CHARS}: "
+            "shorten it."
+        )
+        st.error(prompt_problem)
     if note := vocabulary.warning(prompt):
         st.warning(note, icon=":material/translate:")
     if st.session_state.get("elements") and studio.max_references:
@@ -96,7 +104,10 @@ with form:
         c2.error(problem)
     else:
         fps = st.session_state.get("fps", FPS)  # the field below (a loaded job's own)
-        c2.caption(f"{frames / fps:.1f} s at {fps} fps")
+        seconds = frames / fps
+        c2.caption(
+            f"{seconds:.1f} s at {fps} fps" if seconds >= 0.1 else f"{seconds:.2f} s at {fps} fps"
+        )
     c4, c5 = st.columns(2, vertical_alignment="bottom")
     steps, guidance = steps_and_guidance(c3, c4, "", GENERATE_DEFAULTS["steps"])
     c3.number_input(
@@ -129,7 +140,7 @@ with form:
         icon=":material/movie:",
         on_click=fresh_seed,
         args=("seed",),
-        disabled=problem is not None,
+        disabled=problem is not None or prompt_problem is not None,
     ):
         request = GenerateRequest(
             prompt=prompt,

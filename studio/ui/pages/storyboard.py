@@ -14,6 +14,7 @@ from studio.jobs import (
 from studio.ui.common import (
     first_frame_choice,
     follow,
+    followed_job,
     fresh_seed,
     get_studio,
     keep,
@@ -42,7 +43,7 @@ from studio.ui.state import (
 
 studio = get_studio()
 model_panel(studio)  # the sidebar: loading the model, then ready
-job_id = st.query_params.get("job")
+job_id = followed_job(studio, "storyboard")
 DRAFT = studio.gallery.home / STORYBOARD_DRAFT  # the rows being edited (save_draft)
 if "scenes" not in st.session_state:  # a fresh tab or a refresh: the followed film's scenes,
     followed = studio.gallery.get(job_id or "")  # else the storyboard last edited
@@ -61,7 +62,27 @@ if editor not in st.session_state:
     # as they are now; while it lives, it applies its edits to these same rows
     st.session_state.scenes_base = [dict(s) for s in st.session_state.scenes]
 
+
+def _back_to_draft(rows: list[dict]) -> None:
+    load({"scenes": rows, "draft_rows": [dict(r) for r in rows], "scenes_from_film": None})
+
+
 st.title("Storyboard")
+mine = read_draft(DRAFT)
+if (
+    st.session_state.get("scenes_from_film")
+    and st.session_state.scenes == st.session_state.get("draft_rows")
+    and mine
+    and mine != st.session_state.scenes
+):
+    st.info(
+        "These are the scenes of the film you opened. Your own storyboard is kept until you "
+        "edit these rows.",
+        icon=":material/info:",
+    )
+    st.button(
+        "Back to my storyboard", icon=":material/undo:", on_click=_back_to_draft, args=(mine,)
+    )
 st.caption(
     "One row per scene, played in order. The same object keeps its look across scenes; "
     "each scene's prompt says what it does next. Add a row at the bottom of the table."
@@ -175,6 +196,7 @@ except StudioError as exc:
 
 if scenes != st.session_state.get("draft_rows"):
     st.session_state.draft_rows = [dict(s) for s in scenes]
+    st.session_state.scenes_from_film = None  # edited: these rows are the storyboard now
     try:
         save_draft(DRAFT, scenes)
     except OSError as exc:  # a convenience: the page goes on without it
