@@ -36,7 +36,8 @@ def _shapes_markdown(report: dict[str, Any]) -> str:
         "# Shapes World evaluation",
         "",
         f"Run: `{report.get('run_dir', '')}` — {report['overall']['n']} videos, "
-        f"{report['overall']['n_failed']} failed to generate or load (counted wrong).",
+        f"{report['overall']['n_failed']} not judged (counted wrong: a video that failed or "
+        "cannot be read, or a line whose `expect` is not an expectation).",
         "",
         "| category | n | " + " | ".join(c.replace("_", " ") for c in cols) + " |",
         "|---|---:|" + "---:|" * len(cols),

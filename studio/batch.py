@@ -113,6 +113,8 @@ def video_stem(prompt: str, index: int, disambiguate: bool = False) -> str:
     when another prompt of the batch already cleans to the same name (``a/b`` and ``a:b``).
     """
     safe = _FORBIDDEN.sub("_", prompt).strip()
+    if safe.startswith("."):  # not a hidden file (nor "." or "..")
+        safe = "_" + safe[1:]
     digest = hashlib.sha256(prompt.encode()).hexdigest()[:8]
     if len(safe.encode()) > MAX_NAME_BYTES:
         safe = safe.encode()[:MAX_NAME_BYTES].decode(errors="ignore").rstrip() + f"~{digest}"
@@ -122,14 +124,20 @@ def video_stem(prompt: str, index: int, disambiguate: bool = False) -> str:
 
 
 def read_prompts(path: Path) -> tuple[list[PromptEntry], list[str]]:
-    """Prompts from .txt (a line each, blank lines skipped) or .jsonl; returns (entries, warnings).
+    """Prompts from .txt (a line each, blank lines skipped), .jsonl (a JSON string or object
+    a line) or .json (one JSON array of them); returns (entries, warnings).
 
-    A malformed JSONL line is reported with its line number and skipped. StudioError naming
-    the line for bytes that are not UTF-8 and for a JSONL line with a reserved key
-    (:data:`RESERVED_KEYS`).
+    A malformed JSONL line (array item) is reported with its number and skipped. StudioError
+    naming the line for bytes that are not UTF-8 and for a JSONL line with a reserved key
+    (:data:`RESERVED_KEYS`), and for a CSV file (its header and quotes would become prompts).
     """
     if not path.is_file():
         raise StudioError(f"prompts file not found: {path}")
+    if path.suffix.lower() in (".csv", ".tsv"):
+        raise StudioError(
+            f"{path}: a {path.suffix.lower()[1:].upper()} file; prompts files are .txt (a prompt "
+            'a line), .jsonl (a JSON object a line, with "prompt") or .json (an array of them)'
+        )
     data = path.read_bytes()
     try:
         text = data.decode("utf-8")
@@ -142,7 +150,13 @@ def read_prompts(path: Path) -> tuple[list[PromptEntry], list[str]]:
         ) from None
     entries, problems = [], []
     jsonl = path.suffix.lower() in (".jsonl", ".json")
-    for n, raw in enumerate(text.splitlines(), start=1):
+    lines = text.splitlines()
+    if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
+        try:  # one array: its items are the lines (numbered from 1)
+            lines = [json.dumps(item) for item in json.loads(text)]
+        except json.JSONDecodeError as exc:
+            raise StudioError(f"{path}:{exc.lineno}: not a JSON array ({exc.msg})") from None
+    for n, raw in enumerate(lines, start=1):
         line = raw.strip()
         if not line:
             continue
@@ -355,7 +369,12 @@ def run_batch(options: BatchOptions, progress: bool = True, pipe=None) -> dict:
 
     jobs = [(e, i) for e in entries for i in range(options.samples)]
     order = [(e.prompt, j) for e, j in jobs]
-    records: dict[tuple[str, int], dict] = {}
+    # lines of earlier runs into this folder that this run does not make (other prompts, or
+    # samples past --samples) stay in the manifest, after this run's, as they were
+    ours = set(order)
+    kept_lines = {k: rec for k, rec in previous.items() if k not in ours}
+    order += list(kept_lines)
+    records: dict[tuple[str, int], dict] = dict(kept_lines)
     counts = {
         "done": 0,
         "skipped": 0,
@@ -368,6 +387,12 @@ def run_batch(options: BatchOptions, progress: bool = True, pipe=None) -> dict:
     owners: dict[str, str] = {}
     model = model_for(options.model)  # a folder's weights are compared by their bytes
     weights = weights_hash(model) if previous and model.is_dir() else None
+    # a folder holds videos of one setting: every finished video of it is checked, not only
+    # the ones this run would make again
+    for (_, sample), rec in kept_lines.items():
+        sidecar = out / str(rec.get("sidecar", ""))
+        if rec.get("status") == "ok" and sidecar.is_file() and isinstance(sample, int):
+            _check_same_settings(sidecar, options, options.seed + sample, weights)
 
     for entry, i in jobs:
         prev = previous.get((entry.prompt, i))

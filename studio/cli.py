@@ -946,7 +946,8 @@ def build_parser() -> argparse.ArgumentParser:
         "`accelerate launch` the videos are shared among the processes (docs/scale.md).",
     )  # fmt: skip
     b.add_argument(
-        "prompts", help='a .txt file (one prompt a line) or .jsonl ({"prompt": ...} a line)'
+        "prompts",
+        help='a .txt file (one prompt a line), .jsonl ({"prompt": ...} a line) or .json (an array of them)',
     )
     b.add_argument("--out-dir", required=True, help="folder for the videos, sidecars and manifest")
     b.add_argument(

@@ -40,6 +40,8 @@ def removing_created_folders_on_failure() -> Iterator[None]:
 def ensure_output_dir(path: str | Path) -> Path:
     """Create ``path`` if needed and check it is writable; StudioError otherwise."""
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise StudioError(f"output folder {path} is a file: name a folder")
     missing = [p for p in (path, *path.parents) if not p.exists()][::-1]
     created = _CREATED_FOLDERS.get()
     try:

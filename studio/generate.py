@@ -872,7 +872,12 @@ def request_from_sidecar(path: str | Path) -> GenerateRequest:
         raise StudioError(f"{path} is not valid JSON (line {exc.lineno}): {exc.msg}") from None
     if not isinstance(data, dict) or not isinstance(data.get("prompt"), str):
         kind = data.get("kind") if isinstance(data, dict) else None
-        hint = " (a storyboard sidecar: use `studio storyboard`)" if kind == "storyboard" else ""
+        hint = (
+            " (a storyboard sidecar: `studio storyboard` re-makes it from its story file with "
+            "the options the sidecar records: seed, steps, guidance, window, context)"
+            if kind == "storyboard"
+            else ""
+        )
         raise StudioError(f"{path} has no prompt to regenerate{hint}")
     fields_ = GenerateRequest.__dataclass_fields__
     request = GenerateRequest(

@@ -155,6 +155,26 @@ def test_rerun_regenerates_only_missing_videos(options, pipe):
     assert len(manifest(opts.out_dir)) == 3
 
 
+def test_another_batch_into_the_same_folder_keeps_the_first_ones_lines(options, pipe):
+    """Other prompts, or fewer samples, in a folder that holds a batch: the earlier lines stay
+    in the manifest (the videos are still there, and evaluations read the manifest)."""
+    first = options("one\ntwo\n", samples=2)
+    assert run_batch(first, progress=False, pipe=pipe)["done"] == 4
+    other = options("three\n", name="other.txt")
+    assert run_batch(other, progress=False, pipe=pipe)["done"] == 1
+    lines = [(r["prompt"], r["sample"]) for r in manifest(first.out_dir)]
+    assert lines == [("three", 0), ("one", 0), ("one", 1), ("two", 0), ("two", 1)]
+    counts = run_batch(first, progress=False, pipe=pipe)  # nothing made again
+    assert (counts["done"], counts["skipped"]) == (0, 4)
+    fewer = options("one\ntwo\n", samples=1)
+    assert run_batch(fewer, progress=False, pipe=pipe)["skipped"] == 2
+    assert len(manifest(first.out_dir)) == 5 and len(videos(first.out_dir)) == 5
+
+
+def test_a_dotted_prompt_is_not_a_hidden_file():
+    assert video_stem("..", 0) == "_.-0" and video_stem(".hidden", 1) == "_hidden-1"
+
+
 def test_resume_after_interruption(options, pipe, monkeypatch):
     opts = options("first\nsecond\nthird\n")
     real_generate = batch_mod.generate
@@ -225,6 +245,25 @@ def test_read_prompts_errors(tmp_path):
     bad.write_text("{oops\n")
     with pytest.raises(StudioError, match=r"1 malformed lines"):
         read_prompts(bad)
+    csv = tmp_path / "p.csv"  # its header and quotes would become prompts
+    csv.write_text('prompt,category\n"a red circle",motion\n')
+    with pytest.raises(StudioError, match=r"a CSV file; prompts files are \.txt"):
+        read_prompts(csv)
+    broken = tmp_path / "broken.json"
+    broken.write_text('[\n  "a red circle",\n')
+    with pytest.raises(StudioError, match=r"broken.json:\d+: not a JSON array"):
+        read_prompts(broken)
+
+
+def test_a_json_array_of_prompts_is_read_whole(tmp_path):
+    path = tmp_path / "arr.json"
+    path.write_text('[\n  "a red circle",\n  {"prompt": "a blue square", "tag": 1},\n  7\n]\n')
+    entries, problems = read_prompts(path)
+    assert [(e.prompt, e.extra, e.line) for e in entries] == [
+        ("a red circle", {}, 1),
+        ("a blue square", {"tag": 1}, 2),
+    ]
+    assert len(problems) == 1 and "arr.json:3: malformed line skipped" in problems[0]
 
 
 # -------------------------------------------------------------------------- CLI
@@ -295,6 +334,24 @@ def test_cli_resume_with_other_settings_is_refused(cli, tmp_path, tiny_pipeline_
     code, _, err = cli(*same)
     one_line_error(code, err, f"{out} already holds videos made with another model's weights")
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+
+
+def test_cli_another_batch_with_other_settings_into_the_folder_is_refused(
+    cli, tmp_path, tiny_pipeline_dir
+):
+    """A folder holds videos of one setting: other prompts with other settings are refused
+    too, not only the same prompts made again."""
+    prompts, other = tmp_path / "p.txt", tmp_path / "q.txt"
+    prompts.write_text("a red square\n")
+    other.write_text("a green circle\n")
+    out = tmp_path / "out"
+    base = ("--out-dir", out, "--model", tiny_pipeline_dir, "--frames", 2)
+    assert cli(prompts, *base, "--steps", 1)[0] == 0
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    code, _, err = cli(other, *base, "--steps", 2)
+    one_line_error(code, err, f"{out} already holds videos made with .*another --out-dir")
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+    assert cli(other, *base, "--steps", 1)[0] == 0  # the same settings: added to the folder
 
 
 def test_cli_negative_prompt_applies_to_every_video(cli, tmp_path, tiny_pipeline_dir):
@@ -380,6 +437,8 @@ def test_cli_unwritable_out_dir(cli, tmp_path, tiny_pipeline_dir):
     blocker.write_text("not a folder")
     code, _, err = cli(prompts, "--out-dir", blocker / "out", "--model", tiny_pipeline_dir)
     one_line_error(code, err, f"cannot create output folder {blocker / 'out'}")
+    code, _, err = cli(prompts, "--out-dir", blocker, "--model", tiny_pipeline_dir)
+    one_line_error(code, err, f"output folder {blocker} is a file: name a folder")
 
 
 def test_cli_bad_shared_setting_is_a_usage_error(cli, tmp_path, tiny_pipeline_dir):

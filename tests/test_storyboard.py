@@ -132,6 +132,12 @@ def test_load_top_level_list_json_file_and_text(tmp_path):
         ),
         ("- prompt: a\n  frames: 3\n - prompt: b\n", r"malformed YAML at line 3"),
         ("scenes:\n  - prompt: a\n    frames: [3\n", r"malformed YAML at line \d+"),
+        # YAML keeps the last of a key given twice: a typo that silently changes the film
+        (
+            "- prompt: a\n  frames: 4\n  frames: 3\n",
+            r"malformed YAML at line 3, column 3: the key 'frames' is given twice",
+        ),
+        ("fps: 8\nfps: 4\nscenes: [{prompt: a, frames: 1}]\n", r"the key 'fps' is given twice"),
     ],
 )
 def test_bad_storyboards_raise_one_clear_error(text, pattern):
@@ -151,6 +157,10 @@ def test_bad_files_name_the_file_and_line(tmp_path):
     bad_json.write_text('[\n  {"prompt": "a", "frames": 3},\n  {"prompt": "b" "frames": 4}\n]\n')
     with pytest.raises(ValueError, match=r"bad\.json: malformed JSON at line 3"):
         load_storyboard(bad_json)
+    twice = tmp_path / "twice.json"
+    twice.write_text('[{"prompt": "a", "frames": 3, "frames": 4}]')
+    with pytest.raises(ValueError, match=r"twice\.json: malformed JSON: the key 'frames' is give"):
+        load_storyboard(twice)
 
 
 def test_dataclasses_validate_themselves():
