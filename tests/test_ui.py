@@ -693,6 +693,8 @@ def test_use_these_settings_fills_the_generate_page(held_worker):
     gallery = Gallery(held_worker)
     done_job(gallery, steps=4, frames=12, seed=9, image_first=False, negative_prompt="blur")
     at = app("gallery")
+    assert [t.value for t in at.text] == [PROMPT, "Negative prompt: blur"]  # on its card
+    assert "12 frames at 8 fps · frame 0 with the clip" in at.caption[1].value
     button(at, "Use these settings").click().run()
     assert title(at) == "Generate" and url_job(at) is None
     assert at.text_area(key="draft").value == PROMPT

@@ -30,6 +30,7 @@ from studio.ui import warm
 from studio.ui.progress import duration, job_progress, stage_caption, time_taken, used_seed
 from studio.ui.state import (
     FIRST_FRAME,
+    FPS,
     PREVIEW_SIDE,
     SEED_MAX,
     lora_label,
@@ -429,9 +430,11 @@ def describe(job: Job) -> str:
     parts = [when, job.kind, f"seed {job.seed}", f"{r.get('steps')} steps"]
     parts.append(f"guidance {r.get('guidance')}")
     if job.kind == "generate":
-        parts.append(f"{r.get('frames')} frames")
+        parts.append(f"{r.get('frames')} frames at {r.get('fps') or FPS} fps")
     else:
         parts.append(f"{len(job.request['story']['scenes'])} scenes")
+    if r.get("image_first") is not None:  # else the model's own setting
+        parts.append("frame 0 first" if r["image_first"] else "frame 0 with the clip")
     if lora := lora_label(job_lora(job)):
         parts.append(lora)
     if job.scores.get("candidates"):

@@ -107,6 +107,8 @@ for job in jobs:
         if thumb is not None and thumb.is_file():
             left.image(str(thumb), width=128)
         right.text(job.prompt)  # as typed: a prompt is not Markdown
+        if negative := (job.request.get("negative_prompt") if job.kind == "generate" else None):
+            right.text(f"Negative prompt: {negative}")
         right.caption(describe(job) + (f" · {job.status}" if job.status != "done" else ""))
         if job.error:
             right.error(job.error)
