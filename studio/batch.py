@@ -394,6 +394,9 @@ def run_batch(options: BatchOptions, progress: bool = True, pipe=None) -> dict:
         if rec.get("status") == "ok" and sidecar.is_file() and isinstance(sample, int):
             _check_same_settings(sidecar, options, options.seed + sample, weights)
 
+    for (prompt, _), rec in kept_lines.items():  # their files keep their names
+        if rec.get("video"):
+            owners.setdefault(Path(str(rec["video"])).stem.casefold(), prompt)
     for entry, i in jobs:
         prev = previous.get((entry.prompt, i))
         stem = video_stem(entry.prompt, i)

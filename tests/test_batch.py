@@ -171,6 +171,17 @@ def test_another_batch_into_the_same_folder_keeps_the_first_ones_lines(options, 
     assert len(manifest(first.out_dir)) == 5 and len(videos(first.out_dir)) == 5
 
 
+def test_a_later_batch_does_not_overwrite_an_earlier_ones_video_of_the_same_name(options, pipe):
+    first = options("a/b\n")
+    run_batch(first, progress=False, pipe=pipe)
+    run_batch(options("a:b\n", name="other.txt"), progress=False, pipe=pipe)  # also "a_b"
+    lines = {r["prompt"]: r["video"] for r in manifest(first.out_dir)}
+    assert lines["a/b"] == "a_b-0.mp4" and lines["a:b"] != "a_b-0.mp4"
+    assert len(videos(first.out_dir)) == 2
+    sidecar = json.loads((first.out_dir / "a_b-0.json").read_text())
+    assert sidecar["prompt"] == "a/b", "the earlier video is still the earlier prompt's"
+
+
 def test_a_dotted_prompt_is_not_a_hidden_file():
     assert video_stem("..", 0) == "_.-0" and video_stem(".hidden", 1) == "_hidden-1"
 

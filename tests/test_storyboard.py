@@ -146,6 +146,20 @@ def test_bad_storyboards_raise_one_clear_error(text, pattern):
     assert "\n" not in str(info.value)
 
 
+def test_yaml_anchors_and_merge_keys_still_load():
+    """The duplicate-key check leaves YAML's merge key (``<<: *anchor``) to PyYAML, where a
+    key given after it may override a merged one."""
+    text = (
+        "scenes:\n  - &first {prompt: a red circle moving left, frames: 4}\n"
+        "  - <<: *first\n    frames: 3\n"
+    )
+    story = load_storyboard(text)
+    assert [(s.prompt, s.frames) for s in story.scenes] == [
+        ("a red circle moving left", 4),
+        ("a red circle moving left", 3),
+    ]
+
+
 def test_bad_files_name_the_file_and_line(tmp_path):
     with pytest.raises(ValueError, match=r"storyboard file not found: .*missing\.yaml"):
         load_storyboard(tmp_path / "missing.yaml")
