@@ -388,13 +388,11 @@ def run_batch(options: BatchOptions, progress: bool = True, pipe=None) -> dict:
     model = model_for(options.model)  # a folder's weights are compared by their bytes
     weights = weights_hash(model) if previous and model.is_dir() else None
     # a folder holds videos of one setting: every finished video of it is checked, not only
-    # the ones this run would make again
-    for (_, sample), rec in kept_lines.items():
+    # the ones this run would make again; and their files keep their names
+    for (prompt, sample), rec in kept_lines.items():
         sidecar = out / str(rec.get("sidecar", ""))
         if rec.get("status") == "ok" and sidecar.is_file() and isinstance(sample, int):
             _check_same_settings(sidecar, options, options.seed + sample, weights)
-
-    for (prompt, _), rec in kept_lines.items():  # their files keep their names
         if rec.get("video"):
             owners.setdefault(Path(str(rec["video"])).stem.casefold(), prompt)
     for entry, i in jobs:

@@ -361,11 +361,13 @@ class _Stages:
         self.candidate = 1
         self.first_frame = False
         self.warm = False  # the model was loaded before the job: no loading stage
-        self.name = ""
-        self.stage: dict = {}
+        self.stage: dict = {}  # the stage as last recorded
+
+    @property
+    def name(self) -> str:
+        return self.stage.get("name", "")
 
     def enter(self, name: str, base: int = 0) -> None:
-        self.name = name
         stage = {"name": name, "since": time.time(), "base": base, "first_frame": self.first_frame}
         if self.warm:
             stage["warm"] = True

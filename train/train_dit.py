@@ -682,15 +682,20 @@ def flow_loss(
     return loss + cfg.binding_weight * hinge.mean()
 
 
-def build_model(
-    cfg: DiTTrainConfig, latent_channels: int, text_dim: int, latent_size: int
-) -> VideoDiT:
+def model_factory(cfg: DiTTrainConfig):
+    """The constructor ``model.size`` names; ValueError naming the sizes there are."""
     factory = VIDEO_DIT_MODELS.get(cfg.model.size)
     if factory is None:
         raise ValueError(
-            f"unknown model size {cfg.model.size!r}; allowed: {sorted(VIDEO_DIT_MODELS)}"
+            f"unknown model.size {cfg.model.size!r}; allowed: {sorted(VIDEO_DIT_MODELS)}"
         )
-    return factory(
+    return factory
+
+
+def build_model(
+    cfg: DiTTrainConfig, latent_channels: int, text_dim: int, latent_size: int
+) -> VideoDiT:
+    return model_factory(cfg)(
         in_channels=latent_channels,
         patch_size=cfg.model.patch_size,
         prediction_type=cfg.model.prediction_type,
@@ -1108,10 +1113,7 @@ def main(cfg: DiTTrainConfig) -> Path:
     started = time.time()  # time_limit_minutes counts from here: caches and loading included
     # ======================================================== setup
     # the config's own checks, before the run folder is written
-    if cfg.model.size not in VIDEO_DIT_MODELS:
-        raise ValueError(
-            f"unknown model.size {cfg.model.size!r}; allowed: {sorted(VIDEO_DIT_MODELS)}"
-        )
+    model_factory(cfg)
     if cfg.model.prediction_type not in PREDICTION_TYPES:
         raise ValueError(
             f"model.prediction_type must be one of {PREDICTION_TYPES}, "

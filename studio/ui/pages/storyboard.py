@@ -68,13 +68,11 @@ def _back_to_draft(rows: list[dict]) -> None:
 
 
 st.title("Storyboard")
-mine = read_draft(DRAFT)
-if (
-    st.session_state.get("scenes_from_film")
-    and st.session_state.scenes == st.session_state.get("draft_rows")
-    and mine
-    and mine != st.session_state.scenes
-):
+opened = st.session_state.get("scenes_from_film") and st.session_state.scenes == (
+    st.session_state.get("draft_rows")
+)  # a film's rows, not edited yet: the draft file is read only then
+mine = read_draft(DRAFT) if opened else None
+if mine and mine != st.session_state.scenes:
     st.info(
         "These are the scenes of the film you opened. Your own storyboard is kept until you "
         "edit these rows.",
