@@ -38,7 +38,7 @@ FOREGROUND_WEIGHT, FOREGROUND_THRESHOLD = 4.0, 1.5  # the lineage's (dit_shapes.
 def load_pairs(folder: Path, losers: str) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
     wins, loses, meta = [], [], []
     for path in sorted(folder.glob("pairs_*.pt")):
-        d = torch.load(path)
+        d = torch.load(path, weights_only=True)  # tensors, str and bool only: nothing runs
         wins.append(d["win"])
         loses.append(d["lose"])
         meta += d["meta"]
