@@ -12,7 +12,8 @@ as image-first sampling draws a clip (``conditioning_frames``, ``--steps`` Euler
 guidance 3). Both clips are stored as latents (the loser's frame 0 is the winner's: the same
 given frame), with the judge's verdict on the drawn clip (``all_correct``, ``shape_held``, ...).
 Written in chunks of 10 (``OUT/pairs_KKKK.pt``: ``win``, ``lose`` (N, C, F, h, w) float16 and
-``meta``, each written whole); a rerun resumes.
+``meta``, each written whole); a rerun resumes. ``OUT/prompts.jsonl``: the prompt lines with
+their layouts (``spec``), which ``train_dpo.py --phrasing`` captions afresh.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch
 
 from evals.shapes import judge
 from pipelines.text_to_video import ShapesVideoPipeline, to_uint8
-from train.scorer_data import expectation_of, training_prompts
+from train.scorer_data import expectation_of, training_prompts, write_prompts
 from world.shapes_world import ClipSpec, render
 
 CHUNK = 10
@@ -44,6 +45,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = training_prompts(args.n, seed=args.seed, two_object_prob=args.two_object_prob)
+    write_prompts(out / "prompts.jsonl", rows)
     pipe = ShapesVideoPipeline.from_pretrained(args.model)
     pipe.set_progress_bar_config(disable=True)
     for start in range(0, len(rows), CHUNK):

@@ -15,6 +15,14 @@ aside: the log reports the policy's implicit accuracy on them (how often it rank
 above the drawn clip by more than the reference does). Checkpoint every 100 steps
 (``OUT/state.pt``: resumes exactly); ``OUT/pipeline`` = ``--model`` with the policy as its
 transformer.
+
+``--phrasing P``: each step captions a pair's layout afresh (``caption(spec, rng,
+wordnet_prob=P)``, layouts from ``PAIRS/prompts.jsonl``) instead of its drawn clip's prompt, so
+the pairs speak the lineage's phrasings. ``--anchor CONFIG``: each step also adds
+``--anchor-weight`` × the lineage's own diffusion loss on one of CONFIG's batches
+(``train.train_dit.batch_loss``: its latent cache, built once under ``--anchor-cache``, its
+image steps and caption phrasings; the VAE and text encoder are ``--model``'s; ``--anchor-set
+key=value`` overrides CONFIG, e.g. smaller cache counts).
 """
 
 from __future__ import annotations
@@ -26,11 +34,16 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from accelerate import Accelerator
 
+from pipelines.components import load_text_encoder, load_vae
 from pipelines.text_to_video import ShapesVideoPipeline
-from train.train_dit import foreground_mask, shift_timesteps
+from train.config import DiTTrainConfig, load_config, resolve_mixed_precision
+from train.train_dit import _shapes_cache, batch_loss, foreground_mask, shift_timesteps
+from world.shapes_world import ClipSpec, caption
 
 FOREGROUND_WEIGHT, FOREGROUND_THRESHOLD = 4.0, 1.5  # the lineage's (dit_shapes.yaml)
 
@@ -106,6 +119,11 @@ def main() -> None:
     ap.add_argument("--losers", choices=("wrong", "all"), default="wrong")
     ap.add_argument("--shift", type=float, default=4.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--phrasing", type=float, default=None, metavar="P")
+    ap.add_argument("--anchor", default=None, metavar="CONFIG")
+    ap.add_argument("--anchor-weight", type=float, default=1.0)
+    ap.add_argument("--anchor-cache", default="runs/dpo_latents")
+    ap.add_argument("--anchor-set", nargs="*", default=[], metavar="KEY=VALUE")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -119,6 +137,27 @@ def main() -> None:
     with torch.no_grad():
         text, mask = pipe.encode_prompt([m["prompt"] for m in meta], None, torch.device("cpu"))
     text = text.float()
+    layouts = None
+    if args.phrasing is not None:  # the layout of each pair's prompt
+        lines = [
+            json.loads(x) for x in (Path(args.pairs) / "prompts.jsonl").read_text().splitlines()
+        ]
+        by_prompt = {r["prompt"]: r["spec"] for r in lines}
+        layouts = [ClipSpec.from_dict(by_prompt[m["prompt"]]) for m in meta]
+    anchor = None
+    if args.anchor is not None:  # the lineage's own batches
+        cfg = load_config(
+            DiTTrainConfig,
+            args.anchor,
+            [f"vae={args.model}/vae", f"data.cache_dir={args.anchor_cache}", *args.anchor_set],
+        )
+        accelerator = Accelerator(
+            cpu=True, mixed_precision=resolve_mixed_precision(cfg.mixed_precision)
+        )
+        vae = load_vae(cfg.vae).eval().requires_grad_(False)
+        cache = _shapes_cache(cfg, vae, out, accelerator)
+        encoder, tokenizer = load_text_encoder(cfg.text_encoder)
+        anchor = (cfg, cache, vae, encoder, tokenizer, accelerator)
     policy = pipe.transformer.float().train()
     ref = copy.deepcopy(policy).eval().requires_grad_(False)
     opt = torch.optim.AdamW(policy.parameters(), lr=args.lr, weight_decay=0.0)
@@ -156,12 +195,26 @@ def main() -> None:
         g = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
         pick = torch.randint(len(train_rows), (args.batch,), generator=g)
         rows = [train_rows[int(i)] for i in pick]
+        t_rows, m_rows = text[rows], mask[rows]
+        if layouts is not None:
+            rng = np.random.default_rng([args.seed, step])
+            phrased = [caption(layouts[i], rng, wordnet_prob=args.phrasing) for i in rows]
+            with torch.no_grad():
+                t_rows, m_rows = pipe.encode_prompt(phrased, None, torch.device("cpu"))
+            t_rows = t_rows.float()
         e, e_ref, margin = pair_losses(
-            policy, ref, win[rows], lose[rows], text[rows], mask[rows], g, args.shift
+            policy, ref, win[rows], lose[rows], t_rows, m_rows, g, args.shift
         )
         b = len(rows)
         dpo = -F.logsigmoid(args.beta * margin).mean()
         loss = dpo + args.sft * e[:b].mean()
+        lineage = None
+        if anchor is not None:
+            cfg, cache, vae, encoder, tokenizer, accelerator = anchor
+            _, lineage = batch_loss(
+                cfg, step, 0, 0, cache, None, {}, vae, encoder, tokenizer, policy, accelerator
+            )
+            loss = loss + args.anchor_weight * lineage.float()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
@@ -175,6 +228,7 @@ def main() -> None:
                 "e_l": round(e[b:].mean().item(), 4),
                 "margin": margin.mean().item(),
                 "acc": (margin > 0).float().mean().item(),
+                **({} if lineage is None else {"lineage": round(lineage.item(), 4)}),
                 "s": round(time.time() - t0, 1),
             }
             if step % 50 == 0 or step == args.steps:
