@@ -75,6 +75,16 @@ SIDECAR_OVERRIDES = {
 }
 
 
+# storyboard's options that replace a storyboard sidecar's recorded setting under --from-sidecar
+STORYBOARD_SIDECAR_OVERRIDES = {
+    flag: flag.lstrip("-").replace("-", "_")
+    for flag in (
+        "--seed", "--steps", "--guidance", "--window", "--context", "--height", "--width",
+        "--image-first", "--full-windows", "--candidates", "--lora",
+    )
+}  # fmt: skip
+
+
 def _positional_or_option(args: argparse.Namespace, name: str, metavar: str) -> str:
     """A value a command takes either positionally (as it always has) or as ``--NAME`` (as the
     other commands take it): one of the two, the same if both."""
@@ -212,11 +222,47 @@ def cmd_storyboard(args: argparse.Namespace) -> int:
 
     from pipelines.storyboard import load_storyboard
 
-    from .generate import StoryboardOptions, check_output_path, clean_stale_temps, render_storyboard
+    from .generate import (
+        StoryboardOptions,
+        check_output_path,
+        clean_stale_temps,
+        render_storyboard,
+        sidecar_model,
+        storyboard_from_sidecar,
+    )
 
+    if bool(args.story) == bool(args.from_sidecar):
+        raise StudioError("give a storyboard file or --from-sidecar FILM.json (one of the two)")
     out = check_output_path(args.out)
     clean_stale_temps(out.parent)
-    story = load_storyboard(Path(args.story))
+    model = args.model
+    if args.from_sidecar:
+        story, options = storyboard_from_sidecar(args.from_sidecar)
+        if model is None:  # the sidecar's model, so that the same sidecar gives the same frames
+            model = sidecar_model(args.from_sidecar)
+        # options given beside the sidecar replace what it recorded (same film, another seed)
+        changed = _given_options(args, STORYBOARD_SIDECAR_OVERRIDES)
+        for name, value in changed.items():
+            setattr(options, STORYBOARD_SIDECAR_OVERRIDES[name], value)
+        options.per_scene = args.per_scene
+        if changed and not args.quiet:
+            print(f"{args.from_sidecar}'s settings with {', '.join(changed)} replaced")
+    else:
+        story = load_storyboard(Path(args.story))
+        options = StoryboardOptions(
+            seed=args.seed,
+            steps=args.steps,
+            guidance=args.guidance,
+            window=args.window,
+            context=args.context,
+            height=args.height,
+            width=args.width,
+            per_scene=args.per_scene,
+            image_first=args.image_first,
+            full_windows=args.full_windows,
+            candidates=args.candidates,
+            lora=args.lora,
+        )
     bar = None
 
     def progress(done: int, total: int) -> None:
@@ -225,22 +271,8 @@ def cmd_storyboard(args: argparse.Namespace) -> int:
             bar = tqdm(total=total, desc="windows", unit="window", disable=args.quiet)
         bar.update(1)
 
-    options = StoryboardOptions(
-        seed=args.seed,
-        steps=args.steps,
-        guidance=args.guidance,
-        window=args.window,
-        context=args.context,
-        height=args.height,
-        width=args.width,
-        per_scene=args.per_scene,
-        image_first=args.image_first,
-        full_windows=args.full_windows,
-        candidates=args.candidates,
-        lora=args.lora,
-    )
     try:
-        result = render_storyboard(story, out, options, model=args.model, progress=progress)
+        result = render_storyboard(story, out, options, model=model, progress=progress)
     finally:
         if bar is not None:
             bar.close()
@@ -931,8 +963,17 @@ def build_parser() -> argparse.ArgumentParser:
         "windows, each conditioned on the last frames of the video so far; writes OUT and its "
         "sidecar OUT.json (each scene's prompt and [start, end) frame range).",
     )  # fmt: skip
-    sb.add_argument("story", help="storyboard .yaml/.yml/.json (see docs/storyboards.md)")
+    sb.add_argument(
+        "story", nargs="?", help="storyboard .yaml/.yml/.json (see docs/storyboards.md)"
+    )
     sb.add_argument("--out", required=True, help=VIDEO_OUT_HELP)
+    sb.add_argument(
+        "--from-sidecar",
+        default=None,
+        metavar="FILM.json",
+        help="re-make the film a storyboard sidecar records (its story, options and model); "
+        "options given beside it (--seed, --steps, …) replace the recorded ones",
+    )
     sb.add_argument(
         "--per-scene", action="store_true", help="also write OUT-scene1.mp4, OUT-scene2.mp4, …"
     )

@@ -17,6 +17,7 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -861,20 +862,25 @@ def sidecar_model(path: str | Path) -> str | None:
     )
 
 
-def request_from_sidecar(path: str | Path) -> GenerateRequest:
-    """Rebuild the request recorded in a sidecar (same sidecar, same machine → same frames)."""
-    path = Path(path)
+def _read_sidecar(path: Path) -> Any:
     if not path.is_file():
         raise StudioError(f"sidecar not found: {path}")
     try:
-        data = json.loads(path.read_text())
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StudioError(f"cannot read {path}: {exc}") from None
     except json.JSONDecodeError as exc:
         raise StudioError(f"{path} is not valid JSON (line {exc.lineno}): {exc.msg}") from None
+
+
+def request_from_sidecar(path: str | Path) -> GenerateRequest:
+    """Rebuild the request recorded in a sidecar (same sidecar, same machine → same frames)."""
+    path = Path(path)
+    data = _read_sidecar(path)
     if not isinstance(data, dict) or not isinstance(data.get("prompt"), str):
         kind = data.get("kind") if isinstance(data, dict) else None
         hint = (
-            " (a storyboard sidecar: `studio storyboard` re-makes it from its story file with "
-            "the options the sidecar records: seed, steps, guidance, window, context)"
+            f" (a storyboard sidecar: `studio storyboard --from-sidecar {path}` re-makes it)"
             if kind == "storyboard"
             else ""
         )
@@ -889,6 +895,71 @@ def request_from_sidecar(path: str | Path) -> GenerateRequest:
         raise StudioError(f"{path.name}: references must be a list, got {entries!r}")
     request.references = references_from_sidecar(entries, path)
     return request
+
+
+def storyboard_from_sidecar(path: str | Path) -> tuple[Any, StoryboardOptions]:
+    """The story and options a storyboard sidecar records (same sidecar, same machine → same
+    frames; ``per_scene`` is not recorded and stays off). A scene's references are looked for
+    as the story named them, then beside the sidecar, and must hold the bytes it recorded."""
+    from pipelines.storyboard import load_storyboard
+
+    path = Path(path)
+    data = _read_sidecar(path)
+    if not isinstance(data, dict) or data.get("kind") != "storyboard":
+        raise StudioError(
+            f"{path} is not a storyboard sidecar (a clip's sidecar: `studio generate "
+            f"--from-sidecar {path}` re-makes it)"
+        )
+    story, scenes = data.get("story"), data.get("scenes")
+    if not isinstance(story, dict) or not isinstance(story.get("scenes"), list):
+        raise StudioError(f"{path.name}: no story recorded (story.scenes)")
+    if not isinstance(scenes, list) or len(scenes) != len(story["scenes"]):
+        raise StudioError(f"{path.name}: its scenes do not match its story")
+    for k, (scene, made) in enumerate(zip(story["scenes"], scenes, strict=True), start=1):
+        refs = scene.get("references") if isinstance(scene, dict) else None
+        if refs and isinstance(made, dict):
+            entries = [
+                {"file": ref, "path": ref, "sha256": sha}
+                for ref, sha in zip(refs, made.get("reference_sha256") or [], strict=False)
+            ]
+            if len(entries) != len(refs):
+                raise StudioError(f"{path.name}: scene {k}'s references have no SHA-256 recorded")
+            try:
+                scene["references"] = [
+                    str(Path(p).absolute()) for p in references_from_sidecar(entries, path)
+                ]
+            except StudioError as exc:
+                raise StudioError(f"scene {k}: {exc}") from None
+    try:
+        loaded = load_storyboard(json.dumps(story))
+    except ValueError as exc:
+        raise StudioError(f"{path.name}: {exc}") from None
+    options = StoryboardOptions()
+    for name, kinds in _RECORDED_OPTIONS.items():
+        if name not in data:
+            continue
+        value = data[name]
+        if type(value) not in kinds:  # exact: a bool is no step count
+            allowed = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+            raise StudioError(f"{path.name}: {name} must be {allowed}, got {value!r}")
+        setattr(options, name, value)
+    return loaded, options
+
+
+# What a storyboard sidecar records of its StoryboardOptions, with the JSON types each takes
+_RECORDED_OPTIONS: dict[str, tuple[type, ...]] = {
+    "seed": (int,),
+    "steps": (int,),
+    "guidance": (int, float),
+    "window": (int,),
+    "context": (int,),
+    "height": (int,),
+    "width": (int,),
+    "image_first": (bool, type(None)),
+    "lora": (str, type(None)),
+    "full_windows": (bool,),
+    "candidates": (int,),
+}
 
 
 def references_from_sidecar(entries: list, sidecar: Path) -> list[str]:

@@ -4,6 +4,7 @@ rendered ground truth, and a smoke run of the scaling benchmark."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import random
@@ -426,6 +427,95 @@ def test_cli_writes_video_sidecar_and_scene_files(cli, small_cli, tmp_path, tiny
     assert len(record["weights_hash"]) == 16
     assert {"python", "torch", "diffusers"} <= set(record["versions"])
     assert record["timings"]["generate_s"] >= 0 and record["frames"] == 8
+
+
+def test_a_film_is_made_again_from_its_sidecar(cli, small_cli, tmp_path, tiny_pipeline_dir):
+    story = tmp_path / "story.yaml"
+    story.write_text(STORY_YAML)
+    first = tmp_path / "film.mp4"
+    assert cli("storyboard", story, "--out", first, "--seed", 5, *small_cli)[0] == 0
+    story.unlink()  # the sidecar alone re-makes the film: its story, options and model
+
+    again = tmp_path / "again.mp4"
+    code, stdout, err = cli("storyboard", "--from-sidecar", tmp_path / "film.json", "--out", again)
+    assert code == 0, err
+    assert np.array_equal(read_video(again)[0], read_video(first)[0])
+    made, remade = (json.loads((tmp_path / n).read_text()) for n in ("film.json", "again.json"))
+    for key in ("story", "scenes", "seed", "steps", "window", "context", "height", "model"):
+        assert remade[key] == made[key], key
+
+    # an option given beside the sidecar replaces what it recorded, the rest is kept
+    other = tmp_path / "other.mp4"
+    code, stdout, err = cli(
+        "storyboard", "--from-sidecar", tmp_path / "film.json", "--out", other, "--seed", 6
+    )
+    assert code == 0, err
+    assert "film.json's settings with --seed replaced" in stdout
+    assert not np.array_equal(read_video(other)[0], read_video(first)[0])
+    replaced = json.loads((tmp_path / "other.json").read_text())
+    assert replaced["seed"] == 6 and replaced["steps"] == made["steps"] == 1
+
+
+def test_from_sidecar_refuses_what_is_not_a_film_in_one_line(cli, small_cli, tmp_path):
+    story = tmp_path / "story.yaml"
+    story.write_text(STORY_YAML)
+    out = tmp_path / "new.mp4"
+    clip = tmp_path / "clip.json"
+    clip.write_text(json.dumps({"prompt": "a red square moving up on a black background"}))
+    code, _, err = cli("storyboard", "--from-sidecar", clip, "--out", out)
+    _assert_one_line_error(code, err, r"not a storyboard sidecar .*studio generate --from-sidecar")
+    code, _, err = cli("generate", "--from-sidecar", _film(tmp_path), "--out", out)
+    _assert_one_line_error(code, err, r"no prompt to regenerate .*studio storyboard --from-sidecar")
+    code, _, err = cli("storyboard", story, "--from-sidecar", _film(tmp_path), "--out", out)
+    _assert_one_line_error(code, err, r"one of the two")
+    code, _, err = cli("storyboard", "--out", out)
+    _assert_one_line_error(code, err, r"give a storyboard file or --from-sidecar")
+    code, _, err = cli("storyboard", "--from-sidecar", _film(tmp_path, steps=True), "--out", out)
+    _assert_one_line_error(code, err, r"film.json: steps must be int, got True")
+    code, _, err = cli("storyboard", "--from-sidecar", _film(tmp_path, story=[]), "--out", out)
+    _assert_one_line_error(code, err, r"no story recorded")
+    assert not out.exists()
+
+
+def _film(folder: Path, **fields) -> Path:
+    """A storyboard sidecar as render_storyboard writes it (its video need not exist)."""
+    story = load_storyboard(STORY_YAML.replace("fps: 4\n", "")).to_dict()
+    record = {"kind": "storyboard", "story": story, "scenes": [{}, {}], "seed": 1, "steps": 1}
+    path = folder / "film.json"
+    path.write_text(json.dumps(record | fields))
+    return path
+
+
+def test_a_film_sidecar_finds_its_references_beside_it_and_checks_their_bytes(tmp_path):
+    from PIL import Image
+
+    from studio.errors import StudioError
+    from studio.generate import storyboard_from_sidecar
+
+    made = tmp_path / "made"
+    made.mkdir()
+    Image.new("RGB", (8, 8), (200, 0, 0)).save(made / "red.png")
+    digest = hashlib.sha256((made / "red.png").read_bytes()).hexdigest()
+    scene = {"prompt": "<ref1> moving up on a black background", "frames": 4}
+    story = {"fps": 8, "scenes": [scene | {"references": ["red.png"]}]}
+    record = {
+        "kind": "storyboard",
+        "story": story,
+        "scenes": [{"references": ["red.png"], "reference_sha256": [digest]}],
+        "seed": 3,
+        "image_first": None,
+        "guidance": 2.5,
+    }
+    (made / "film.json").write_text(json.dumps(record))
+    loaded, options = storyboard_from_sidecar(made / "film.json")
+    assert loaded.scenes[0].references == [str(made / "red.png")]
+    assert (options.seed, options.guidance, options.image_first) == (3, 2.5, None)
+    Image.new("RGB", (8, 8), (0, 0, 200)).save(made / "red.png")
+    with pytest.raises(StudioError, match=r"scene 1: reference image 1 \(red.png\) has changed"):
+        storyboard_from_sidecar(made / "film.json")
+    (made / "red.png").unlink()
+    with pytest.raises(StudioError, match=r"scene 1: .* is missing"):
+        storyboard_from_sidecar(made / "film.json")
 
 
 def test_a_shorter_story_removes_the_scene_files_of_the_longer_one(cli, small_cli, tmp_path):
