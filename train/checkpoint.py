@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -323,25 +324,34 @@ class InterruptFlag:
             signal.signal(signal.SIGINT, self._previous)
             self._previous = None
 
-    def checkpoint(self, accelerator: Accelerator, out: Path, step: int, due: bool) -> None:
-        """A trainer's end of step: checkpoint ``step`` when ``due`` or on an agreed Ctrl-C,
-        and after a Ctrl-C's checkpoint stop (KeyboardInterrupt)."""
-        asked = self.agreed(accelerator)
-        if due or asked:
-            save_checkpoint(accelerator, out, step)
+    def checkpoint(
+        self,
+        accelerator: Accelerator,
+        out: Path,
+        step: int,
+        due: bool,
+        states: dict[str, Any] | None = None,
+        deadline: float | None = None,
+    ) -> bool:
+        """A trainer's end of step: checkpoint ``step`` (with ``states``, :func:`save_checkpoint`)
+        when ``due``, on a Ctrl-C or past ``deadline`` (a ``time.time()``); after a Ctrl-C's
+        checkpoint stop (KeyboardInterrupt). → whether the deadline has passed (the caller
+        stops). Every process gets the same answers: one reduce when several run, as any of
+        them may have caught the Ctrl-C or be the first past the deadline."""
+        asked, late = self.asked, deadline is not None and time.time() > deadline
+        if accelerator.num_processes > 1:
+            flags = torch.tensor([float(asked), float(late)], device=accelerator.device)
+            asked, late = (bool(v > 0) for v in accelerator.reduce(flags, "sum"))
+        late = late and not asked
+        if due or asked or late:
+            save_checkpoint(accelerator, out, step, states=states)
         if asked:
+            self.restore()
             accelerator.print(
                 f"interrupted at step {step}: checkpointed; resume with the same command"
             )
             raise KeyboardInterrupt
-
-    def agreed(self, accelerator: Accelerator) -> bool:
-        """Whether to stop for a Ctrl-C now: every process the same answer (one reduce when
-        several run, as any of them may have caught it)."""
-        if accelerator.num_processes == 1:
-            return self.asked
-        flag = torch.tensor(float(self.asked), device=accelerator.device)
-        return bool(accelerator.reduce(flag, "sum") > 0)
+        return late
 
 
 def optimizer_step(accelerator: Accelerator, model, optimizer, schedule, loss, grad_clip: float):

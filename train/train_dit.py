@@ -63,7 +63,6 @@ from .checkpoint import (
     init_weights_from,
     optimizer_step,
     resume,
-    save_checkpoint,
     start_run,
 )
 from .config import (
@@ -1317,20 +1316,10 @@ def main(cfg: DiTTrainConfig) -> Path:
                 t_last, samples_since, loss_sum, loss_n = time.time(), 0, 0.0, 0
             # every process stops at the same step: the first past its deadline (or asked to stop
             # with Ctrl-C) decides
-            asked = interrupt.asked
-            out_of_time = deadline is not None and time.time() > deadline
-            if deadline is not None or accelerator.num_processes > 1:  # every rank the same answers
-                flags = torch.tensor([float(asked), float(out_of_time)], device=accelerator.device)
-                asked, out_of_time = (bool(v > 0) for v in accelerator.reduce(flags, "sum"))
-            out_of_time = out_of_time and not asked
-            if (step + 1) % cfg.save_every == 0 or step + 1 == total or asked or out_of_time:
-                save_checkpoint(accelerator, out, step + 1, states={"ema": ema})
-            if asked:
-                interrupt.restore()
-                accelerator.print(
-                    f"interrupted at step {step + 1}: checkpointed; resume with the same command"
-                )
-                raise KeyboardInterrupt
+            due = (step + 1) % cfg.save_every == 0 or step + 1 == total
+            out_of_time = interrupt.checkpoint(
+                accelerator, out, step + 1, due, states={"ema": ema}, deadline=deadline
+            )
             if validation is not None and cfg.sample_every and (step + 1) % cfg.sample_every == 0:
                 val = validation.loss(accelerator.unwrap_model(model), cfg, accelerator)
                 if accelerator.is_main_process:
