@@ -109,6 +109,22 @@ def _given_options(args: argparse.Namespace, options: dict[str, str]) -> dict:
     return {flag: getattr(args, dest) for flag, dest in dests.items() if dest in typed}
 
 
+def _replay(args: argparse.Namespace, settings, overrides: dict[str, str]) -> tuple:
+    """For ``--from-sidecar``: the model to use (``--model``, else the sidecar's, so that the
+    same sidecar gives the same frames), and the options typed beside the sidecar set on
+    ``settings`` in place of what it recorded (same clip, another seed) → (model, {flag:
+    value} of those)."""
+    from .generate import sidecar_model
+
+    model = args.model if args.model is not None else sidecar_model(args.from_sidecar)
+    changed = _given_options(args, overrides)
+    for flag, value in changed.items():
+        setattr(settings, overrides[flag], value)
+    if changed and not args.quiet:
+        print(f"{args.from_sidecar}'s settings with {', '.join(changed)} replaced")
+    return model, changed
+
+
 # ---------------------------------------------------------------------------- commands
 def cmd_generate(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
@@ -126,7 +142,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
         read_references,
         reference_size,
         request_from_sidecar,
-        sidecar_model,
     )
 
     model = args.model
@@ -136,16 +151,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
                 "--ref cannot be combined with --from-sidecar: the sidecar names its references"
             )
         request = request_from_sidecar(args.from_sidecar)
-        if model is None:  # the sidecar's model, so that the same sidecar gives the same frames
-            model = sidecar_model(args.from_sidecar)
-        # options given beside the sidecar replace what it recorded (same clip, another seed)
-        changed = _given_options(args, SIDECAR_OVERRIDES)
-        for name, value in changed.items():
-            setattr(request, SIDECAR_OVERRIDES[name], value)
+        model, changed = _replay(args, request, SIDECAR_OVERRIDES)
         if changed:
             check_request(request)
-            if not args.quiet:
-                print(f"{args.from_sidecar}'s settings with {', '.join(changed)} replaced")
     else:
         if args.prompt is None:
             raise StudioError(
@@ -227,7 +235,6 @@ def cmd_storyboard(args: argparse.Namespace) -> int:
         check_output_path,
         clean_stale_temps,
         render_storyboard,
-        sidecar_model,
         storyboard_from_sidecar,
     )
 
@@ -238,15 +245,8 @@ def cmd_storyboard(args: argparse.Namespace) -> int:
     model = args.model
     if args.from_sidecar:
         story, options = storyboard_from_sidecar(args.from_sidecar)
-        if model is None:  # the sidecar's model, so that the same sidecar gives the same frames
-            model = sidecar_model(args.from_sidecar)
-        # options given beside the sidecar replace what it recorded (same film, another seed)
-        changed = _given_options(args, STORYBOARD_SIDECAR_OVERRIDES)
-        for name, value in changed.items():
-            setattr(options, STORYBOARD_SIDECAR_OVERRIDES[name], value)
+        model, _ = _replay(args, options, STORYBOARD_SIDECAR_OVERRIDES)
         options.per_scene = args.per_scene
-        if changed and not args.quiet:
-            print(f"{args.from_sidecar}'s settings with {', '.join(changed)} replaced")
     else:
         story = load_storyboard(Path(args.story))
         options = StoryboardOptions(
