@@ -36,14 +36,18 @@ def readme_commands() -> list[list[str]]:
 
 
 def test_every_input_file_the_readme_names_exists_or_is_made_above():
-    made = {"clip.mp4", "clip.json", "film.mp4", "sprite.png"}  # outputs of earlier lines
+    made = {"clip.mp4", "clip.json", "film.mp4", "film.json", "sprite.png"}  # earlier lines
     commands = readme_commands()
     assert len(commands) > 20
     checked = 0
     for words in commands:
-        inputs = [w for i, w in enumerate(words) if i and words[i - 1] == "--config"]
+        inputs = [
+            w for i, w in enumerate(words) if i and words[i - 1] in ("--config", "--from-sidecar")
+        ]
         for head, position in INPUTS.items():
-            if tuple(words[: len(head)]) == head:
+            if tuple(words[: len(head)]) == head and not words[len(head) + position].startswith(
+                "-"
+            ):
                 inputs.append(words[len(head) + position])
         for name in inputs:
             if name.startswith("runs/"):  # a batch folder made by a command above
