@@ -45,9 +45,9 @@ def test_every_input_file_the_readme_names_exists_or_is_made_above():
             w for i, w in enumerate(words) if i and words[i - 1] in ("--config", "--from-sidecar")
         ]
         for head, position in INPUTS.items():
-            word = words[len(head) + position]
-            if tuple(words[: len(head)]) == head and not word.startswith("-"):
-                inputs.append(word)
+            if tuple(words[: len(head)]) == head:
+                word = words[len(head) + position]
+                inputs += [] if word.startswith("-") else [word]
         for name in inputs:
             if name.startswith("runs/"):  # a batch folder made by a command above
                 continue
