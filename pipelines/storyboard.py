@@ -295,8 +295,14 @@ def load_storyboard(source: str | Path) -> Storyboard:
         text = source
 
     # 2. Parse
-    data = _parse(text, is_json, where)
+    return storyboard_from_data(_parse(text, is_json, where), where, base)
 
+
+def storyboard_from_data(data: Any, where: str = "", base: Path | None = None) -> Storyboard:
+    """Validate an already parsed storyboard (a list of scenes or ``{fps?, scenes}``, as
+    :func:`load_storyboard` reads one; ``Storyboard.to_dict()`` gives one back): the same checks
+    and messages, prefixed with ``where``; references resolved against ``base`` (None: the
+    working directory)."""
     # 3. Top level: a list of scenes, or {fps?, scenes}
     fps = DEFAULT_FPS
     if isinstance(data, dict):

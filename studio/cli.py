@@ -246,7 +246,7 @@ def cmd_storyboard(args: argparse.Namespace) -> int:
     if args.from_sidecar:
         story, options = storyboard_from_sidecar(args.from_sidecar)
         model, _ = _replay(args, options, STORYBOARD_SIDECAR_OVERRIDES)
-        options.per_scene = args.per_scene
+        options.per_scene = options.per_scene or args.per_scene  # scene files kept
     else:
         story = load_storyboard(Path(args.story))
         options = StoryboardOptions(
@@ -436,7 +436,7 @@ def render_storyboard_suite(args: argparse.Namespace) -> None:
     from tqdm.auto import tqdm
 
     from evals.storyboards import STORYBOARD_SUITE_PATH
-    from pipelines.storyboard import load_storyboard
+    from pipelines.storyboard import storyboard_from_data
 
     from .generate import StoryboardOptions, ensure_output_dir, load_pipeline, render_storyboard
 
@@ -462,7 +462,7 @@ def render_storyboard_suite(args: argparse.Namespace) -> None:
         out = run_dir / f"{entry['name']}.mp4"
         if out.with_suffix(".json").is_file() and out.is_file():
             continue  # resumable, like `studio batch`
-        story = load_storyboard(json.dumps({"fps": entry["fps"], "scenes": entry["scenes"]}))
+        story = storyboard_from_data({"fps": entry["fps"], "scenes": entry["scenes"]})
         render_storyboard(story, out, options, model=args.model, pipe=pipe)
 
 

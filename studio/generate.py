@@ -774,14 +774,20 @@ def render_storyboard(
                     {
                         "references": list(s.references),
                         "reference_sha256": [r.record["sha256"] for r in refs],
+                        "reference_paths": [str(p.absolute()) for p in paths],
                     }
                     if s.references
                     else {}
                 )
                 | ({"file": p.name} if options.per_scene else {})
-                for s, (a, b), p, refs in zip(
-                    story.scenes, ranges, scene_paths, references, strict=True
-                )
+                for s, (a, b), p, refs, paths in zip(
+                    story.scenes,
+                    ranges,
+                    scene_paths,
+                    references,
+                    story.reference_paths(),
+                    strict=True,
+                )  # fmt: skip
             ],
             "frames": len(frames),
             "fps": story.fps,
@@ -871,6 +877,8 @@ def _read_sidecar(path: Path) -> Any:
         raise StudioError(f"cannot read {path}: {exc}") from None
     except json.JSONDecodeError as exc:
         raise StudioError(f"{path} is not valid JSON (line {exc.lineno}): {exc.msg}") from None
+    except RecursionError:
+        raise StudioError(f"{path} is not a sidecar: its JSON is nested too deep") from None
 
 
 def request_from_sidecar(path: str | Path) -> GenerateRequest:
@@ -880,7 +888,8 @@ def request_from_sidecar(path: str | Path) -> GenerateRequest:
     if not isinstance(data, dict) or not isinstance(data.get("prompt"), str):
         kind = data.get("kind") if isinstance(data, dict) else None
         hint = (
-            f" (a storyboard sidecar: `studio storyboard --from-sidecar {path}` re-makes it)"
+            f" (a storyboard sidecar: `studio storyboard --from-sidecar {path} --out "
+            "FILM.mp4` re-makes it)"
             if kind == "storyboard"
             else ""
         )
@@ -899,16 +908,17 @@ def request_from_sidecar(path: str | Path) -> GenerateRequest:
 
 def storyboard_from_sidecar(path: str | Path) -> tuple[Any, StoryboardOptions]:
     """The story and options a storyboard sidecar records (same sidecar, same machine → same
-    frames; ``per_scene`` is not recorded and stays off). A scene's references are looked for
-    as the story named them, then beside the sidecar, and must hold the bytes it recorded."""
-    from pipelines.storyboard import load_storyboard
+    frames; ``per_scene`` on when the film had scene files). A scene's references are looked
+    for where they were read from (or, in a sidecar that does not record it, as the story
+    named them), then beside the sidecar, and must hold the bytes it recorded."""
+    from pipelines.storyboard import storyboard_from_data
 
     path = Path(path)
     data = _read_sidecar(path)
     if not isinstance(data, dict) or data.get("kind") != "storyboard":
         raise StudioError(
             f"{path} is not a storyboard sidecar (a clip's sidecar: `studio generate "
-            f"--from-sidecar {path}` re-makes it)"
+            f"--from-sidecar {path} --out CLIP.mp4` re-makes it)"
         )
     story, scenes = data.get("story"), data.get("scenes")
     if not isinstance(story, dict) or not isinstance(story.get("scenes"), list):
@@ -917,24 +927,37 @@ def storyboard_from_sidecar(path: str | Path) -> tuple[Any, StoryboardOptions]:
         raise StudioError(f"{path.name}: its scenes do not match its story")
     for k, (scene, made) in enumerate(zip(story["scenes"], scenes, strict=True), start=1):
         refs = scene.get("references") if isinstance(scene, dict) else None
-        if refs and isinstance(made, dict):
-            entries = [
-                {"file": ref, "path": ref, "sha256": sha}
-                for ref, sha in zip(refs, made.get("reference_sha256") or [], strict=False)
+        if not refs:
+            continue
+        made = made if isinstance(made, dict) else {}
+        shas, read_from = made.get("reference_sha256"), made.get("reference_paths", refs)
+        if not all(
+            isinstance(x, list) and len(x) == len(refs) and all(isinstance(v, str) for v in x)
+            for x in (refs, shas, read_from)
+        ):
+            raise StudioError(
+                f"{path.name}: scene {k}'s references, their SHA-256 and the paths they were "
+                "read from must be lists of text, one each"
+            )
+        entries = [
+            {"file": ref, "path": at, "sha256": sha}
+            for ref, at, sha in zip(refs, read_from, shas, strict=True)
+        ]
+        try:
+            scene["references"] = [
+                str(Path(p).absolute()) for p in references_from_sidecar(entries, path)
             ]
-            if len(entries) != len(refs):
-                raise StudioError(f"{path.name}: scene {k}'s references have no SHA-256 recorded")
-            try:
-                scene["references"] = [
-                    str(Path(p).absolute()) for p in references_from_sidecar(entries, path)
-                ]
-            except StudioError as exc:
-                raise StudioError(f"scene {k}: {exc}") from None
+        except StudioError as exc:
+            raise StudioError(f"scene {k}: {exc}") from None
     try:
-        loaded = load_storyboard(json.dumps(story))
+        loaded = storyboard_from_data(story, f"{path.name}: ")
     except ValueError as exc:
-        raise StudioError(f"{path.name}: {exc}") from None
-    options = StoryboardOptions()
+        raise StudioError(str(exc)) from None
+    for k, scene in enumerate(loaded.scenes, start=1):
+        check_text(scene.prompt, f"{path.name}: scene {k}'s prompt")
+    # a film made before full windows existed generated only the frames each window kept
+    options = StoryboardOptions(full_windows=False)
+    options.per_scene = any(isinstance(m, dict) and "file" in m for m in scenes)
     for name, kinds in _RECORDED_OPTIONS.items():
         if name not in data:
             continue
@@ -943,6 +966,7 @@ def storyboard_from_sidecar(path: str | Path) -> tuple[Any, StoryboardOptions]:
             allowed = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
             raise StudioError(f"{path.name}: {name} must be {allowed}, got {value!r}")
         setattr(options, name, value)
+    check_text(options.lora, f"{path.name}: lora")
     return loaded, options
 
 
@@ -976,12 +1000,23 @@ def references_from_sidecar(entries: list, sidecar: Path) -> list[str]:
                 f"{sidecar.name}: reference image {k} was not given as a file, so the sidecar "
                 "cannot make the video again"
             )
+        if (
+            not isinstance(entry["file"], str)
+            or not isinstance(entry.get("path") or "", str)
+            or not re.fullmatch(r"[0-9a-f]{64}", str(entry["sha256"]))
+        ):
+            raise StudioError(
+                f"{sidecar.name}: reference image {k} needs its file and path as text and its "
+                "SHA-256 as 64 hex digits"
+            )
         name = entry["file"]
         candidates = [Path(entry["path"])] if entry.get("path") else []
         candidates.append(sidecar.parent / Path(name).name)
         existing = [c for c in dict.fromkeys(candidates) if c.is_file()]
         for candidate in existing:
-            if hashlib.sha256(candidate.read_bytes()).hexdigest() == entry["sha256"]:
+            with candidate.open("rb") as fh:  # in chunks: a sidecar may name any large file
+                digest = hashlib.file_digest(fh, "sha256").hexdigest()
+            if digest == entry["sha256"]:
                 paths.append(str(candidate))
                 break
         else:

@@ -431,9 +431,11 @@ def test_cli_writes_video_sidecar_and_scene_files(cli, small_cli, tmp_path, tiny
 
 def test_a_film_is_made_again_from_its_sidecar(cli, small_cli, tmp_path, tiny_pipeline_dir):
     story = tmp_path / "story.yaml"
-    story.write_text(STORY_YAML)
+    story.write_text(STORY_YAML.replace("moving up", "moving up \U0001f600"), encoding="utf-8")
     first = tmp_path / "film.mp4"
-    assert cli("storyboard", story, "--out", first, "--seed", 5, *small_cli)[0] == 0
+    made_with = ["--seed", 5, "--candidates", 2, "--no-full-windows", "--guidance", 2.5]
+    code, _, err = cli("storyboard", story, "--out", first, *made_with, "--per-scene", *small_cli)
+    assert code == 0, err
     story.unlink()  # the sidecar alone re-makes the film: its story, options and model
 
     again = tmp_path / "again.mp4"
@@ -441,19 +443,26 @@ def test_a_film_is_made_again_from_its_sidecar(cli, small_cli, tmp_path, tiny_pi
     assert code == 0, err
     assert np.array_equal(read_video(again)[0], read_video(first)[0])
     made, remade = (json.loads((tmp_path / n).read_text()) for n in ("film.json", "again.json"))
-    for key in ("story", "scenes", "seed", "steps", "window", "context", "height", "model"):
+    assert (made["candidates"], made["full_windows"], made["guidance"]) == (2, False, 2.5)
+    for key in ("story", "seed", "steps", "window", "context", "height", "model", "candidates",
+                "full_windows", "guidance"):  # fmt: skip
         assert remade[key] == made[key], key
+    # the film had scene files, so has the film made again
+    assert [s["file"] for s in remade["scenes"]] == ["again-scene1.mp4", "again-scene2.mp4"]
+    assert (tmp_path / "again-scene2.mp4").is_file()
 
-    # an option given beside the sidecar replaces what it recorded, the rest is kept
+    # options given beside the sidecar replace what it recorded, the rest is kept
     other = tmp_path / "other.mp4"
     code, stdout, err = cli(
-        "storyboard", "--from-sidecar", tmp_path / "film.json", "--out", other, "--seed", 6
-    )
+        "storyboard", "--from-sidecar", tmp_path / "film.json", "--out", other, "--seed", 6,
+        "--steps", 2, "--full-windows",
+    )  # fmt: skip
     assert code == 0, err
-    assert "film.json's settings with --seed replaced" in stdout
+    assert "film.json's settings with --seed, --steps, --full-windows replaced" in stdout
     assert not np.array_equal(read_video(other)[0], read_video(first)[0])
     replaced = json.loads((tmp_path / "other.json").read_text())
-    assert replaced["seed"] == 6 and replaced["steps"] == made["steps"] == 1
+    assert (replaced["seed"], replaced["steps"], replaced["full_windows"]) == (6, 2, True)
+    assert replaced["candidates"] == 2 and replaced["guidance"] == 2.5
 
 
 def test_from_sidecar_refuses_what_is_not_a_film_in_one_line(cli, small_cli, tmp_path):
@@ -474,6 +483,31 @@ def test_from_sidecar_refuses_what_is_not_a_film_in_one_line(cli, small_cli, tmp
     _assert_one_line_error(code, err, r"film.json: steps must be int, got True")
     code, _, err = cli("storyboard", "--from-sidecar", _film(tmp_path, story=[]), "--out", out)
     _assert_one_line_error(code, err, r"no story recorded")
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000)
+    code, _, err = cli("storyboard", "--from-sidecar", deep, "--out", out)
+    _assert_one_line_error(code, err, r"nested too deep")
+    bad_references = [  # (the scene's references, its record) → the one line each gives
+        (5, {"reference_sha256": ["0" * 64]}, "must be lists of text"),
+        ("ab", {"reference_sha256": ["0" * 64]}, "must be lists of text"),
+        ([5], {"reference_sha256": ["0" * 64]}, "must be lists of text"),
+        (["red.png"], {"reference_sha256": [5]}, "must be lists of text"),
+        (["red.png"], {"reference_sha256": ["5"]}, "SHA-256 as 64 hex digits"),
+        (["red.png"], None, "must be lists of text"),  # no record: no unchecked file
+    ]
+    for refs, record, message in bad_references:
+        story = {
+            "fps": 8,
+            "scenes": [{"prompt": "<ref1> moving up", "frames": 4, "references": refs}],
+        }
+        code, _, err = cli(
+            "storyboard",
+            "--from-sidecar",
+            _film(tmp_path, story=story, scenes=[record]),
+            "--out",
+            out,
+        )
+        _assert_one_line_error(code, err, message)
     assert not out.exists()
 
 
@@ -510,6 +544,17 @@ def test_a_film_sidecar_finds_its_references_beside_it_and_checks_their_bytes(tm
     loaded, options = storyboard_from_sidecar(made / "film.json")
     assert loaded.scenes[0].references == [str(made / "red.png")]
     assert (options.seed, options.guidance, options.image_first) == (3, 2.5, None)
+    assert options.full_windows is False  # a film from before full windows: made without
+
+    # read from a story's folder elsewhere: found where the sidecar says it was read from
+    stories = tmp_path / "stories"
+    stories.mkdir()
+    (made / "red.png").rename(stories / "red.png")
+    record["scenes"][0]["reference_paths"] = [str(stories / "red.png")]
+    (made / "film.json").write_text(json.dumps(record))
+    loaded, _ = storyboard_from_sidecar(made / "film.json")
+    assert loaded.scenes[0].references == [str(stories / "red.png")]
+    (stories / "red.png").rename(made / "red.png")
     Image.new("RGB", (8, 8), (0, 0, 200)).save(made / "red.png")
     with pytest.raises(StudioError, match=r"scene 1: reference image 1 \(red.png\) has changed"):
         storyboard_from_sidecar(made / "film.json")
@@ -828,7 +873,19 @@ def test_cli_story_with_references_uses_and_records_them(
     assert (second["start"], second["end"]) == (3, 8)
     sha = hashlib.sha256((tmp_path / "story" / "sprite.png").read_bytes()).hexdigest()
     assert second["reference_sha256"] == [sha]
+    assert second["reference_paths"] == [str(tmp_path / "story" / "sprite.png")]  # read from
     assert record["story"]["scenes"][1]["references"] == ["sprite.png"]
+
+    # the sidecar alone makes the film again from anywhere: the reference where it was read
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    calls.clear()
+    again = elsewhere / "again.mp4"
+    code, _, err = cli("storyboard", "--from-sidecar", out.with_suffix(".json"), "--out", again)
+    assert code == 0, err
+    assert ("<ref1> moving up on a black background", 1) in calls
+    assert np.array_equal(read_video(again)[0], read_video(out)[0])
 
 
 @pytest.mark.parametrize("model", ["tiny", "shipped"])
