@@ -147,7 +147,7 @@ class Storyboard:
         return [[_resolve(ref, self.base) for ref in s.references] for s in self.scenes]
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able; ``load_storyboard(json.dumps(story.to_dict()))`` gives it back."""
+        """JSON-able; ``storyboard_from_data(story.to_dict())`` gives it back."""
         return {"fps": self.fps, "scenes": [asdict(s) for s in self.scenes]}
 
 

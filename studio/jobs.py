@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from pipelines.elements import REF_PLACEHOLDER, placeholders
-from pipelines.storyboard import Scene, Storyboard, load_storyboard
+from pipelines.storyboard import Scene, Storyboard, storyboard_from_data
 from pipelines.text_to_video import MAX_GUIDANCE, MAX_STEPS
 
 from .gallery import Gallery, Job
@@ -498,7 +498,7 @@ def run_job(gallery: Gallery, job: Job, model: str | Path | None = None) -> Job:
                     scorer=_scorer(spec) if best_of > 1 else None,
                 )
             else:
-                story = load_storyboard(json.dumps(job.request["story"]))
+                story = storyboard_from_data(job.request["story"])  # not re-parsed as text
                 options = StoryboardOptions(**job.request["options"])
                 result = render_storyboard(
                     story,

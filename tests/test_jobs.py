@@ -60,7 +60,7 @@ def test_two_jobs_both_finish_with_video_sidecar_and_thumbnail(gallery, worker):
     a = submit_generate(gallery, request(seed=1))
     b = submit_storyboard(
         gallery,
-        [{"prompt": PROMPT, "frames": 3}, {"prompt": "a blue square moving up", "frames": 3}],
+        [{"prompt": PROMPT, "frames": 3}, {"prompt": "a blue square moving up 🚀", "frames": 3}],
         StoryboardOptions(steps=2, window=4, context=1, candidates=2),
     )
     assert worker.run_pending() == 2
@@ -70,8 +70,9 @@ def test_two_jobs_both_finish_with_video_sidecar_and_thumbnail(gallery, worker):
         assert frames.shape == (n_frames, 64, 64, 3)
         sidecar = json.loads(gallery.path("videos", job.sidecar).read_text())
         assert sidecar["job"] == job.id
-        if job.kind == "storyboard":  # its draws per later window, as asked
+        if job.kind == "storyboard":  # its draws per later window, as asked; its words kept
             assert sidecar["candidates"] == 2
+            assert sidecar["scenes"][1]["prompt"] == "a blue square moving up 🚀"
         assert Image.open(gallery.path("thumbs", job.thumbnail)).size == (128, 128)
         assert job.done_steps == job.total_steps > 0
 
