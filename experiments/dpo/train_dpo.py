@@ -22,7 +22,9 @@ the pairs speak the lineage's phrasings. ``--anchor CONFIG``: each step also add
 ``--anchor-weight`` × the lineage's own diffusion loss on one of CONFIG's batches
 (``train.train_dit.batch_loss``: its latent cache, built once under ``--anchor-cache``, its
 image steps and caption phrasings; the VAE and text encoder are ``--model``'s; ``--anchor-set
-key=value`` overrides CONFIG, e.g. smaller cache counts).
+key=value`` overrides CONFIG, e.g. smaller cache counts). ``--freeze-text``: the text pathway
+(``TEXT_PATHWAY``: the text projections and every block's cross-attention and its norm) stays
+as ``--model`` has it; only what draws (self-attention, MLPs, modulation) learns.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from train.train_dit import _shapes_cache, batch_loss, foreground_mask, shift_ti
 from world.shapes_world import ClipSpec, caption
 
 FOREGROUND_WEIGHT, FOREGROUND_THRESHOLD = 4.0, 1.5  # the lineage's (dit_shapes.yaml)
+TEXT_PATHWAY = ("text_proj.", "pooled_proj.", ".cross_attn.", ".norm_c.")  # --freeze-text
 
 
 def load_pairs(folder: Path, losers: str) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
@@ -124,6 +127,7 @@ def main() -> None:
     ap.add_argument("--anchor-weight", type=float, default=1.0)
     ap.add_argument("--anchor-cache", default="runs/dpo_latents")
     ap.add_argument("--anchor-set", nargs="*", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--freeze-text", action="store_true")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -160,7 +164,16 @@ def main() -> None:
         anchor = (cfg, cache, vae, encoder, tokenizer, accelerator)
     policy = pipe.transformer.float().train()
     ref = copy.deepcopy(policy).eval().requires_grad_(False)
-    opt = torch.optim.AdamW(policy.parameters(), lr=args.lr, weight_decay=0.0)
+    if args.freeze_text:
+        for name, param in policy.named_parameters():
+            if name.startswith(TEXT_PATHWAY[:2]) or any(t in name for t in TEXT_PATHWAY[2:]):
+                param.requires_grad_(False)
+    learned = [p for p in policy.parameters() if p.requires_grad]
+    print(
+        f"learning {sum(p.numel() for p in learned):,} of "
+        f"{sum(p.numel() for p in policy.parameters()):,} parameters"
+    )
+    opt = torch.optim.AdamW(learned, lr=args.lr, weight_decay=0.0)
     step = 0
     state_path = out / "state.pt"
     if state_path.is_file():
@@ -217,7 +230,7 @@ def main() -> None:
             loss = loss + args.anchor_weight * lineage.float()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(learned, 1.0)
         opt.step()
         step += 1
         if step % 10 == 0 or step == args.steps:
