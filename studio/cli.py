@@ -75,7 +75,8 @@ SIDECAR_OVERRIDES = {
 }
 
 
-# storyboard's options that replace a storyboard sidecar's recorded setting under --from-sidecar
+# storyboard's options (every StoryboardOptions field but per_scene), which also replace a
+# storyboard sidecar's recorded setting under --from-sidecar
 STORYBOARD_SIDECAR_OVERRIDES = {
     flag: flag.lstrip("-").replace("-", "_")
     for flag in (
@@ -250,18 +251,8 @@ def cmd_storyboard(args: argparse.Namespace) -> int:
     else:
         story = load_storyboard(Path(args.story))
         options = StoryboardOptions(
-            seed=args.seed,
-            steps=args.steps,
-            guidance=args.guidance,
-            window=args.window,
-            context=args.context,
-            height=args.height,
-            width=args.width,
             per_scene=args.per_scene,
-            image_first=args.image_first,
-            full_windows=args.full_windows,
-            candidates=args.candidates,
-            lora=args.lora,
+            **{name: getattr(args, name) for name in STORYBOARD_SIDECAR_OVERRIDES.values()},
         )
     bar = None
 

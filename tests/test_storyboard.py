@@ -465,6 +465,16 @@ def test_a_film_is_made_again_from_its_sidecar(cli, small_cli, tmp_path, tiny_pi
     assert replaced["candidates"] == 2 and replaced["guidance"] == 2.5
 
 
+def test_every_storyboard_option_is_a_flag_recorded_and_replaceable_beside_a_sidecar():
+    from dataclasses import fields
+
+    from studio.cli import STORYBOARD_SIDECAR_OVERRIDES
+    from studio.generate import _RECORDED_OPTIONS, StoryboardOptions
+
+    names = {f.name for f in fields(StoryboardOptions)} - {"per_scene"}
+    assert set(STORYBOARD_SIDECAR_OVERRIDES.values()) == names == set(_RECORDED_OPTIONS)
+
+
 def test_from_sidecar_refuses_what_is_not_a_film_in_one_line(cli, small_cli, tmp_path):
     story = tmp_path / "story.yaml"
     story.write_text(STORY_YAML)
