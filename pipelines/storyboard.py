@@ -68,6 +68,8 @@ DEFAULT_CONTEXT = 3
 # did no better on the validation storyboards and cost ~2x the time, over the time
 # bar (experiments/storyboard_seams/REPORT.md).
 DEFAULT_CANDIDATES = 1
+# At most: a window's draws share one batched call, so memory grows with them
+MAX_CANDIDATES = 16
 # A film's length, at most: 4096 frames is 8.5 minutes at 8 fps, hours of sampling on a CPU.
 # The finished film is held in memory (frames x height x width x 3 bytes: 48 MiB at 64 px,
 # 12 GiB at 1024 px), so a typo such as 100000000 frames must fail before any work, not as
@@ -582,8 +584,14 @@ def generate_storyboard(
         raise ValueError("the storyboard is empty: give at least one scene")
     check_scene_references(scenes, pipe.max_references)
     images = _scene_images(scenes, reference_images)
-    if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
-        raise ValueError(f"candidates must be an integer >= 1, got {candidates!r}")
+    if (
+        isinstance(candidates, bool)
+        or not isinstance(candidates, int)
+        or not 1 <= candidates <= MAX_CANDIDATES
+    ):
+        raise ValueError(
+            f"candidates must be an integer in 1..{MAX_CANDIDATES}, got {candidates!r}"
+        )
     max_frames = pipe.transformer.config.max_frames
     if isinstance(window, int) and window > max_frames:
         raise ValueError(

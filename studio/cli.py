@@ -247,11 +247,12 @@ def cmd_storyboard(args: argparse.Namespace) -> int:
     if args.from_sidecar:
         story, options = storyboard_from_sidecar(args.from_sidecar)
         model, _ = _replay(args, options, STORYBOARD_SIDECAR_OVERRIDES)
-        options.per_scene = options.per_scene or args.per_scene  # scene files kept
+        if args.per_scene is not None:  # else as the film was made: its scene files too
+            options.per_scene = args.per_scene
     else:
         story = load_storyboard(Path(args.story))
         options = StoryboardOptions(
-            per_scene=args.per_scene,
+            per_scene=bool(args.per_scene),
             **{name: getattr(args, name) for name in STORYBOARD_SIDECAR_OVERRIDES.values()},
         )
     bar = None
@@ -268,7 +269,7 @@ def cmd_storyboard(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
     n_scenes = len(story.scenes)
-    extra = f", {n_scenes} scene files" if args.per_scene else ""
+    extra = f", {n_scenes} scene files" if options.per_scene else ""
     print(
         f"wrote {out} ({len(result.frames)} frames, {n_scenes} scenes{extra}) and {result.sidecar}"
     )
@@ -772,7 +773,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _option_groups() -> dict[str, argparse.ArgumentParser]:
     """The options several commands share, each declared once (argparse ``parents``); a
     command that needs another default says so with ``set_defaults``."""
-    from pipelines.storyboard import DEFAULT_CANDIDATES, DEFAULT_CONTEXT
+    from pipelines.storyboard import DEFAULT_CANDIDATES, DEFAULT_CONTEXT, MAX_CANDIDATES
 
     def group(title: str) -> tuple[argparse.ArgumentParser, argparse._ArgumentGroup]:
         parent = argparse.ArgumentParser(add_help=False)
@@ -848,7 +849,8 @@ def _option_groups() -> dict[str, argparse.ArgumentParser]:
         type=_positive_int,
         default=DEFAULT_CANDIDATES,
         help="draws of each continued window, the most continuous kept (colour histogram and "
-        f"seam step against the given frames); time grows with it (default: {DEFAULT_CANDIDATES})",
+        f"seam step against the given frames); time grows with it (default: {DEFAULT_CANDIDATES}, "
+        f"at most {MAX_CANDIDATES})",
     )
     g.add_argument(
         "--full-windows",
@@ -966,7 +968,11 @@ def build_parser() -> argparse.ArgumentParser:
         "options given beside it (--seed, --steps, …) replace the recorded ones",
     )
     sb.add_argument(
-        "--per-scene", action="store_true", help="also write OUT-scene1.mp4, OUT-scene2.mp4, …"
+        "--per-scene",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also write OUT-scene1.mp4, OUT-scene2.mp4, … (default: no; with --from-sidecar, "
+        "as the film was made)",
     )
     sb.set_defaults(func=cmd_storyboard)
 

@@ -916,10 +916,9 @@ def storyboard_from_sidecar(path: str | Path) -> tuple[Any, StoryboardOptions]:
     path = Path(path)
     data = _read_sidecar(path)
     if not isinstance(data, dict) or data.get("kind") != "storyboard":
-        raise StudioError(
-            f"{path} is not a storyboard sidecar (a clip's sidecar: `studio generate "
-            f"--from-sidecar {path} --out CLIP.mp4` re-makes it)"
-        )
+        clip = isinstance(data, dict) and isinstance(data.get("prompt"), str)
+        hint = f" (a clip's sidecar: `studio generate --from-sidecar {path} --out CLIP.mp4`)"
+        raise StudioError(f"{path} is not a storyboard sidecar{hint if clip else ''}")
     story, scenes = data.get("story"), data.get("scenes")
     if not isinstance(story, dict) or not isinstance(story.get("scenes"), list):
         raise StudioError(f"{path.name}: no story recorded (story.scenes)")
@@ -1011,7 +1010,8 @@ def references_from_sidecar(entries: list, sidecar: Path) -> list[str]:
             )
         name = entry["file"]
         candidates = [Path(entry["path"])] if entry.get("path") else []
-        candidates.append(sidecar.parent / Path(name).name)
+        # a folder moved whole: as named from the sidecar's folder, or beside it
+        candidates += [(sidecar.parent / n).absolute() for n in (name, Path(name).name)]
         existing = [c for c in dict.fromkeys(candidates) if c.is_file()]
         for candidate in existing:
             with candidate.open("rb") as fh:  # in chunks: a sidecar may name any large file

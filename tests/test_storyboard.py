@@ -449,7 +449,13 @@ def test_a_film_is_made_again_from_its_sidecar(cli, small_cli, tmp_path, tiny_pi
         assert remade[key] == made[key], key
     # the film had scene files, so has the film made again
     assert [s["file"] for s in remade["scenes"]] == ["again-scene1.mp4", "again-scene2.mp4"]
-    assert (tmp_path / "again-scene2.mp4").is_file()
+    assert (tmp_path / "again-scene2.mp4").is_file() and "2 scene files" in stdout
+    plain = tmp_path / "plain.mp4"
+    code, stdout, err = cli(
+        "storyboard", "--from-sidecar", tmp_path / "film.json", "--out", plain, "--no-per-scene"
+    )
+    assert code == 0, err
+    assert not (tmp_path / "plain-scene1.mp4").exists() and "scene files" not in stdout
 
     # options given beside the sidecar replace what it recorded, the rest is kept
     other = tmp_path / "other.mp4"
@@ -483,6 +489,11 @@ def test_from_sidecar_refuses_what_is_not_a_film_in_one_line(cli, small_cli, tmp
     clip.write_text(json.dumps({"prompt": "a red square moving up on a black background"}))
     code, _, err = cli("storyboard", "--from-sidecar", clip, "--out", out)
     _assert_one_line_error(code, err, r"not a storyboard sidecar .*studio generate --from-sidecar")
+    clip.write_text("[1]")  # no clip's either: no hint to make it with `studio generate`
+    code, _, err = cli("storyboard", "--from-sidecar", clip, "--out", out)
+    _assert_one_line_error(code, err, r"not a storyboard sidecar$")
+    code, _, err = cli("storyboard", story, "--out", out, "--candidates", 17, *small_cli)
+    _assert_one_line_error(code, err, r"candidates must be an integer in 1\.\.16, got 17")
     code, _, err = cli("generate", "--from-sidecar", _film(tmp_path), "--out", out)
     _assert_one_line_error(code, err, r"no prompt to regenerate .*studio storyboard --from-sidecar")
     code, _, err = cli("storyboard", story, "--from-sidecar", _film(tmp_path), "--out", out)
@@ -564,7 +575,17 @@ def test_a_film_sidecar_finds_its_references_beside_it_and_checks_their_bytes(tm
     (made / "film.json").write_text(json.dumps(record))
     loaded, _ = storyboard_from_sidecar(made / "film.json")
     assert loaded.scenes[0].references == [str(stories / "red.png")]
-    (stories / "red.png").rename(made / "red.png")
+
+    # a project moved whole, its reference in a subfolder as the story named it
+    project = tmp_path / "project"
+    (project / "refs").mkdir(parents=True)
+    (stories / "red.png").rename(project / "refs" / "red.png")
+    story["scenes"][0]["references"] = ["refs/red.png"]
+    record["scenes"][0] |= {"references": ["refs/red.png"], "reference_paths": ["/gone/red.png"]}
+    (project / "film.json").write_text(json.dumps(record))
+    loaded, _ = storyboard_from_sidecar(project / "film.json")
+    assert loaded.scenes[0].references == [str(project / "refs" / "red.png")]
+    (project / "refs" / "red.png").rename(made / "red.png")
     Image.new("RGB", (8, 8), (0, 0, 200)).save(made / "red.png")
     with pytest.raises(StudioError, match=r"scene 1: reference image 1 \(red.png\) has changed"):
         storyboard_from_sidecar(made / "film.json")
@@ -1086,8 +1107,9 @@ def test_candidates_are_drawn_in_one_call_and_the_most_continuous_kept(tiny_pipe
     )  # fmt: skip
     assert seen == [w.new for w in windows[1:]]
     np.testing.assert_array_equal(single, one)
-    with pytest.raises(ValueError, match="candidates must be an integer >= 1"):
-        generate_storyboard(rec, STORY, candidates=0, **SMALL)
+    for wrong in (0, 17):  # memory grows with the draws of one batched call: at most 16
+        with pytest.raises(ValueError, match=r"candidates must be an integer in 1\.\.16"):
+            generate_storyboard(rec, STORY, candidates=wrong, **SMALL)
 
 
 # ------------------------------------------------------------------------------- evaluation
