@@ -910,7 +910,8 @@ def storyboard_from_sidecar(path: str | Path) -> tuple[Any, StoryboardOptions]:
     """The story and options a storyboard sidecar records (same sidecar, same machine → same
     frames; ``per_scene`` on when the film had scene files). A scene's references are looked
     for where they were read from (or, in a sidecar that does not record it, as the story
-    named them), then beside the sidecar, and must hold the bytes it recorded."""
+    named them), then as named from the sidecar's folder, then beside it, and must hold the
+    bytes it recorded."""
     from pipelines.storyboard import storyboard_from_data
 
     path = Path(path)
