@@ -989,8 +989,8 @@ _RECORDED_OPTIONS: dict[str, tuple[type, ...]] = {
 def references_from_sidecar(entries: list, sidecar: Path) -> list[str]:
     """The files a sidecar's references were read from, checked to hold the same bytes.
 
-    Each is looked for where it was (its absolute ``path``), then beside the sidecar (a
-    folder moved whole); the first whose SHA-256 matches is used. StudioError when a
+    Each is looked for where it was (its absolute ``path``), then as named from the sidecar's
+    folder and beside it (a folder moved whole); the first whose SHA-256 matches is used. StudioError when a
     reference is missing, changed, or was given as pixels rather than a file.
     """
     paths = []
