@@ -25,6 +25,11 @@ image steps and caption phrasings; the VAE and text encoder are ``--model``'s; `
 key=value`` overrides CONFIG, e.g. smaller cache counts). ``--freeze-text``: the text pathway
 (``TEXT_PATHWAY``: the text projections and every block's cross-attention and its norm) stays
 as ``--model`` has it; only what draws (self-attention, MLPs, modulation) learns.
+
+``--image`` (run G, pairs from ``image_pairs.py``): the first-frame image model
+(``image_transformer``) is the policy instead; one frame, none given, every latent weighted
+as above (objects 4×); ``OUT/pipeline`` = ``--model`` with the policy as its image model,
+stored in fp16 as the shipped image model is.
 """
 
 from __future__ import annotations
@@ -55,6 +60,8 @@ def load_pairs(folder: Path, losers: str) -> tuple[torch.Tensor, torch.Tensor, l
     wins, loses, meta = [], [], []
     for path in sorted(folder.glob("pairs_*.pt")):
         d = torch.load(path, weights_only=True)  # tensors, str and bool only: nothing runs
+        if not d["meta"]:  # a chunk whose prompts gave no pair (pairs.py --draws)
+            continue
         wins.append(d["win"])
         loses.append(d["lose"])
         meta += d["meta"]
@@ -66,25 +73,28 @@ def load_pairs(folder: Path, losers: str) -> tuple[torch.Tensor, torch.Tensor, l
 
 
 def errors(model, x0, noise, t, text, mask) -> torch.Tensor:
-    """(B,) weighted flow-velocity squared error of ``model`` on clips ``x0`` (B, C, F, h, w),
-    frame 0 given; the weights of :func:`weights`."""
+    """(B, C, F, h, w) flow-velocity squared error of ``model`` on clips ``x0`` (B, C, F, h, w),
+    frame 0 given (a single frame: none given, the image model)."""
     tt = t[:, None, None, None, None]
     xt = (1 - tt) * x0 + tt * noise
-    frame_mask = torch.zeros(x0.shape[0], x0.shape[2], dtype=torch.bool)
-    frame_mask[:, 0] = True
-    xt[:, :, :1] = x0[:, :, :1]
+    frame_mask = None
+    if x0.shape[2] > 1:
+        frame_mask = torch.zeros(x0.shape[0], x0.shape[2], dtype=torch.bool)
+        frame_mask[:, 0] = True
+        xt[:, :, :1] = x0[:, :, :1]
     out = model(xt, t * 1000, text, mask, frame_mask=frame_mask).sample.float()
     pred = model.to_velocity(out, xt, t)
     return (pred - (noise - x0)) ** 2  # (B, C, F, h, w)
 
 
 def weights(win: torch.Tensor, lose: torch.Tensor) -> torch.Tensor:
-    """(B, 1, F, h, w): objects of either clip 4×, frame 0 (given) 0."""
+    """(B, 1, F, h, w): objects of either clip 4×, frame 0 (given, in a clip) 0."""
     fg = torch.maximum(
         foreground_mask(win, FOREGROUND_THRESHOLD), foreground_mask(lose, FOREGROUND_THRESHOLD)
     )
     w = 1.0 + (FOREGROUND_WEIGHT - 1.0) * fg
-    w[:, :, 0] = 0.0
+    if win.shape[2] > 1:
+        w[:, :, 0] = 0.0
     return w
 
 
@@ -128,6 +138,7 @@ def main() -> None:
     ap.add_argument("--anchor-cache", default="runs/dpo_latents")
     ap.add_argument("--anchor-set", nargs="*", default=[], metavar="KEY=VALUE")
     ap.add_argument("--freeze-text", action="store_true")
+    ap.add_argument("--image", action="store_true")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -162,7 +173,8 @@ def main() -> None:
         cache = _shapes_cache(cfg, vae, out, accelerator)
         encoder, tokenizer = load_text_encoder(cfg.text_encoder)
         anchor = (cfg, cache, vae, encoder, tokenizer, accelerator)
-    policy = pipe.transformer.float().train()
+    part = "image_transformer" if args.image else "transformer"
+    policy = getattr(pipe, part).float().train()
     ref = copy.deepcopy(policy).eval().requires_grad_(False)
     if args.freeze_text:
         for name, param in policy.named_parameters():
@@ -256,8 +268,10 @@ def main() -> None:
     if target.exists():
         shutil.rmtree(target)
     shutil.copytree(args.model, target)
-    shutil.rmtree(target / "transformer")
-    policy.eval().save_pretrained(target / "transformer")
+    shutil.rmtree(target / part)
+    if args.image:
+        policy = policy.half()  # as the shipped image model is stored
+    policy.eval().save_pretrained(target / part)
     print(f"wrote {target}")
 
 
