@@ -265,6 +265,10 @@ def cmd_storyboard(args: argparse.Namespace) -> int:
 
     try:
         result = render_storyboard(story, out, options, model=model, progress=progress)
+    except StudioError as exc:  # a replayed film's recorded values: say which file holds them
+        if args.from_sidecar and not str(exc).startswith(Path(args.from_sidecar).name):
+            raise StudioError(f"replaying {Path(args.from_sidecar).name}: {exc}") from None
+        raise
     finally:
         if bar is not None:
             bar.close()

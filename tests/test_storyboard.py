@@ -502,6 +502,10 @@ def test_from_sidecar_refuses_what_is_not_a_film_in_one_line(cli, small_cli, tmp
     _assert_one_line_error(code, err, r"give a storyboard file or --from-sidecar")
     code, _, err = cli("storyboard", "--from-sidecar", _film(tmp_path, steps=True), "--out", out)
     _assert_one_line_error(code, err, r"film.json: steps must be int, got True")
+    code, _, err = cli("storyboard", "--from-sidecar", _film(tmp_path, steps=0), "--out", out)
+    _assert_one_line_error(
+        code, err, r"^error: replaying film.json: steps must be an integer in 1\.\."
+    )
     code, _, err = cli("storyboard", "--from-sidecar", _film(tmp_path, story=[]), "--out", out)
     _assert_one_line_error(code, err, r"no story recorded")
     deep = tmp_path / "deep.json"
