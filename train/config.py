@@ -202,6 +202,11 @@ class DataConfig:
     # upward/downward) instead of the grammar's five phrasings per direction; 0 = the
     # grammar alone (docs/CAPTIONS.md), as every run before the WordNet step (2026-11-28)
     wordnet_phrasing_prob: float = 0.0
+    # chance a caption (clip or image) is built in another sentence structure
+    # (world.shapes_world.restructured_caption: the grammar's words, the background said first
+    # or apart, objects as "there is …", "one …", "a … that is small"); 0 = the grammar's one
+    # structure, as every shipped step (experiments/sentence_structures)
+    sentence_structure_prob: float = 0.0
 
     def __post_init__(self) -> None:
         _check(
@@ -221,6 +226,7 @@ class DataConfig:
             cache_end_frames=NON_NEGATIVE,
             cache_continuations=NON_NEGATIVE,
             wordnet_phrasing_prob=SHARE,
+            sentence_structure_prob=SHARE,
         )
         if self.split_by not in ("shards", "samples"):
             raise ConfigError(f"data.split_by must be shards or samples, got {self.split_by!r}")

@@ -119,11 +119,19 @@ def _spec_caption(
     reverse: bool = False,
     refs: bool = False,
     wordnet_prob: float = 0.0,
+    structure_prob: float = 0.0,
 ) -> str:
     spec = dict(spec)
     if reverse:
         spec["objects"] = [dict(o, motion=REVERSED[o["motion"]]) for o in spec["objects"]]
-    return caption(ClipSpec.from_dict(spec), rng, image=image, refs=refs, wordnet_prob=wordnet_prob)
+    return caption(
+        ClipSpec.from_dict(spec),
+        rng,
+        image=image,
+        refs=refs,
+        wordnet_prob=wordnet_prob,
+        structure_prob=structure_prob,
+    )
 
 
 def swapped_motions(spec: dict) -> dict | None:
@@ -154,15 +162,20 @@ def image_batch(
     ends: tuple[torch.Tensor, list[dict]] | None = None,
     clip_frame_prob: float = 0.0,
     wordnet_prob: float = 0.0,
+    structure_prob: float = 0.0,
 ) -> tuple[torch.Tensor, list[str]]:
     """→ latents (B, C, 1, h, w), captions. With ``ends`` (:func:`clip_end_frames`), each
     sample is with chance ``clip_frame_prob`` a clip's first frame with the clip's caption or
     its last frame with the time-reversed caption, else an image with an image caption.
-    ``wordnet_prob``: see :func:`world.shapes_world.caption` (clip captions only)."""
+    ``wordnet_prob``: see :func:`world.shapes_world.caption` (clip captions only);
+    ``structure_prob``: likewise (every caption)."""
     if ends is None:  # images only: indices drawn at once, as before clip frames existed
         idx = rng.integers(len(cache.images), size=size)
         latents = cache.images[idx].float().unsqueeze(2)
-        captions = [_spec_caption(cache.image_specs[i], rng, image=True) for i in idx]
+        captions = [
+            _spec_caption(cache.image_specs[i], rng, image=True, structure_prob=structure_prob)
+            for i in idx
+        ]
         return latents, captions
     from_clips = rng.random(size) < clip_frame_prob
     latents, captions = [], []
@@ -171,12 +184,21 @@ def image_batch(
             k, last = int(rng.integers(len(ends[1]))), bool(rng.random() < 0.5)
             latents.append(ends[0][k, int(last)])
             captions.append(
-                _spec_caption(ends[1][k], rng, False, reverse=last, wordnet_prob=wordnet_prob)
+                _spec_caption(
+                    ends[1][k],
+                    rng,
+                    False,
+                    reverse=last,
+                    wordnet_prob=wordnet_prob,
+                    structure_prob=structure_prob,
+                )
             )
         else:
             i = int(rng.integers(len(cache.images)))
             latents.append(cache.images[i])
-            captions.append(_spec_caption(cache.image_specs[i], rng, image=True))
+            captions.append(
+                _spec_caption(cache.image_specs[i], rng, image=True, structure_prob=structure_prob)
+            )
     return torch.stack(latents).float().unsqueeze(2), captions
 
 
@@ -283,7 +305,12 @@ def video_batch(
         phrasing = copy.deepcopy(rng) if swapped is not None else None
         captions.append(
             _spec_caption(
-                spec, rng, False, reverse=reverse, wordnet_prob=cfg.data.wordnet_phrasing_prob
+                spec,
+                rng,
+                False,
+                reverse=reverse,
+                wordnet_prob=cfg.data.wordnet_phrasing_prob,
+                structure_prob=cfg.data.sentence_structure_prob,
             )
         )
         negatives.append(
@@ -912,6 +939,7 @@ def batch_loss(
             ends,
             cfg.data.clip_frame_prob,
             wordnet_prob=cfg.data.wordnet_phrasing_prob,
+            structure_prob=cfg.data.sentence_structure_prob,
         )
         frame_mask = None
     elif cache is not None:

@@ -412,12 +412,27 @@ def wordnet_motion_phrases() -> dict[str, tuple[str, ...]]:
     return load_table()
 
 
+def _said_motion(spec: ClipSpec, obj: ObjectSpec) -> str:
+    """The motion a caption names: after a scene change (``switch_frame``), the new one."""
+    if spec.switch_frame is not None and obj.motion_after is not None:
+        return obj.motion_after
+    return obj.motion
+
+
+def _motion_phrases(motion: str, rng: np.random.Generator, wordnet_prob: float) -> tuple[str, ...]:
+    phrases = MOTION_PHRASES[motion]
+    if wordnet_prob > 0 and motion in ("up", "down") and rng.random() < wordnet_prob:
+        phrases = wordnet_motion_phrases()[motion]
+    return phrases
+
+
 def caption(
     spec: ClipSpec,
     rng: np.random.Generator,
     refs: bool = False,
     image: bool = False,
     wordnet_prob: float = 0.0,
+    structure_prob: float = 0.0,
 ) -> str:
     """Caption ``spec`` with the grammar of docs/CAPTIONS.md.
 
@@ -427,19 +442,19 @@ def caption(
     ``wordnet_prob``: chance an up or down motion is phrased from the WordNet table
     (:func:`wordnet_motion_phrases`) instead of the grammar's own list. At 0 no random draw
     is spent on it, so captions are those of the grammar alone, draw for draw.
+    ``structure_prob``: chance the caption is built in another sentence structure
+    (:func:`restructured_caption`: the grammar's words, other frames around them); at 0 no
+    draw is spent on it either.
     """
+    if structure_prob > 0 and not refs and rng.random() < structure_prob:
+        return restructured_caption(spec, rng, image=image, wordnet_prob=wordnet_prob)
     parts = []
     for i, obj in enumerate(spec.objects):
         subject = f"<ref{i + 1}>" if refs else _object_phrase(obj, rng)
         if image:
             parts.append(subject)
             continue
-        motion = obj.motion
-        if spec.switch_frame is not None and obj.motion_after is not None:
-            motion = obj.motion_after
-        phrases = MOTION_PHRASES[motion]
-        if wordnet_prob > 0 and motion in ("up", "down") and rng.random() < wordnet_prob:
-            phrases = wordnet_motion_phrases()[motion]
+        phrases = _motion_phrases(_said_motion(spec, obj), rng, wordnet_prob)
         parts.append(f"{subject} {_pick(rng, phrases)}")
     # "a red circle while a blue square" has no verb to hang on: images only use "and"
     joiner = "and" if image else _pick(rng, TWO_OBJECT_JOINERS)
@@ -449,6 +464,96 @@ def caption(
         prefix = _pick(rng, IMAGE_PREFIXES)
         text = f"{prefix} {text}" if prefix else text
     return text
+
+
+# Sentence structures of restructured_caption: where the background is said, how objects are
+# introduced and joined, and how an object's size is placed; the words are the grammar's own
+STRUCTURED_OBJECTS = (
+    "{a} {size} {colour} {shape}",
+    "a single {size} {colour} {shape}",
+    "one {size} {colour} {shape}",
+    "{a_c} {colour} {shape} that is {size}",
+    "{a} {size} {shape} in {colour}",
+    "{a_c} {colour} {shape} of {size} size",
+)
+STRUCTURED_UNSIZED_OBJECTS = (
+    "{a_c} {colour} {shape}",
+    "a single {colour} {shape}",
+    "one {colour} {shape}",
+)
+STRUCTURED_VIDEO = (
+    "on a {bg} background, {clauses}",
+    "the background is {bg}, and {clauses}",
+    "the background is {bg}; {clauses}",
+    "{clauses}. the background is {bg}",
+    "a {bg} scene in which {clauses}",
+    "in this clip, {clauses} {bg_phrase}",
+    "against a plain {bg} backdrop, {clauses}",
+    "there is {ing_clauses} {bg_phrase}",
+    "we see {ing_clauses} {bg_phrase}",
+    "a {bg} background with {ing_clauses}",
+)
+STRUCTURED_IMAGE = (
+    "on a {bg} background, {objects}",
+    "the background is {bg}, with {objects} on it",
+    "there is {objects} {bg_phrase}",
+    "a {bg} picture showing {objects}",
+    "{objects}, all on a {bg} background",
+    "we see {objects} {bg_phrase}",
+)
+STRUCTURED_JOINERS = (" and ", " while ", ", and ", "; meanwhile, ", " as ")
+
+
+def _is_participle(phrase: str) -> bool:
+    """Whether a motion phrase reads after "there is a red circle …" ("moving left", "not
+    moving", "motionless"), not as a verb of its own ("rises")."""
+    first = phrase.split()[0]
+    return first.endswith("ing") or first in ("not", "motionless")
+
+
+def restructured_caption(
+    spec: ClipSpec, rng: np.random.Generator, image: bool = False, wordnet_prob: float = 0.0
+) -> str:
+    """A caption of ``spec`` in one of the :data:`STRUCTURED_VIDEO` (or, ``image``,
+    :data:`STRUCTURED_IMAGE`) sentence structures: the grammar's words for size, colour,
+    shape, motion and background, with the background said first, apart or as the scene,
+    objects introduced as "there is …", "one …", "a … that is small", and joined in more ways,
+    so that a model reads what the words say rather than where they stand."""
+    frames = STRUCTURED_IMAGE if image else STRUCTURED_VIDEO
+    frame = _pick(rng, frames)
+    participles_only = "{ing_clauses}" in frame
+    objects, clauses = [], []
+    for obj in spec.objects:
+        if rng.random() >= SIZE_OMIT_PROBABILITY:
+            pattern = _pick(rng, STRUCTURED_OBJECTS)
+            size = _pick(rng, SIZE_WORDS[obj.size])
+        else:
+            pattern, size = _pick(rng, STRUCTURED_UNSIZED_OBJECTS), ""
+        article = "an" if (size or obj.color)[0] in "aeiou" else "a"
+        article_c = "an" if obj.color[0] in "aeiou" else "a"
+        np_ = pattern.format(a=article, a_c=article_c, size=size, colour=obj.color, shape=obj.shape)
+        objects.append(np_)
+        if image:
+            continue
+        phrases = _motion_phrases(_said_motion(spec, obj), rng, wordnet_prob)
+        if participles_only:
+            phrases = (
+                tuple(p for p in phrases if _is_participle(p))
+                or MOTION_PHRASES[_said_motion(spec, obj)][:1]
+            )
+        clauses.append(f"{np_} {_pick(rng, phrases)}")
+    joiner = " and " if image or participles_only else _pick(rng, STRUCTURED_JOINERS)
+    body = joiner.join(objects if image else clauses)
+    text = frame.format(
+        bg=spec.background,
+        bg_phrase=_pick(rng, BACKGROUND_PHRASES).format(bg=spec.background),
+        clauses=body,
+        ing_clauses=body,
+        objects=body,
+    )
+    text = text[0].upper() + text[1:]
+    text = ". ".join(part[:1].upper() + part[1:] for part in text.split(". "))
+    return text + ("." if rng.random() < 0.5 else "")
 
 
 def caption_vocabulary(wordnet: bool = True) -> dict[str, dict[str, tuple[str, ...]]]:
