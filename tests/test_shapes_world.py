@@ -400,6 +400,53 @@ def test_caption_function_directly():
     assert motion_of(parse_caption(image)["objects"][0]["motion"]) is None
 
 
+def test_restructured_captions_say_the_layout_in_other_sentence_structures():
+    from world.shapes_world import (
+        MOTION_PHRASES,
+        STRUCTURED_VIDEO,
+        restructured_caption,
+        wordnet_motion_phrases,
+    )
+
+    spec = ClipSpec(
+        [
+            ObjectSpec("square", "blue", "large", "up", 5, 30),
+            ObjectSpec("triangle", "yellow", "small", "still", 5, 5),
+        ],
+        "gray",
+    )
+    # at 0 no draw is spent: the grammar's captions, draw for draw
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    assert caption(spec, a, wordnet_prob=0.5) == caption(
+        spec, b, wordnet_prob=0.5, structure_prob=0.0
+    )
+    assert a.random() == b.random()
+    up = MOTION_PHRASES["up"] + wordnet_motion_phrases()["up"]
+    texts = [
+        caption(spec, np.random.default_rng(i), wordnet_prob=0.5, structure_prob=1.0)
+        for i in range(300)
+    ]
+    grammar_ends = (" background", " backdrop")
+    reordered = sum(not t.rstrip(".").endswith(grammar_ends) for t in texts)
+    assert reordered > 150  # the background said elsewhere than at the end
+    openings = {t.split()[0].lower() for t in texts}
+    assert {"on", "the", "there", "we", "a", "in", "against"} <= openings
+    for text in texts:
+        low = text.lower()
+        assert low[0] == text[0].lower() and text[0].isupper()
+        words = set(low.replace(".", " ").replace(",", " ").replace(";", " ").split())
+        assert {"gray", "blue", "square", "yellow", "triangle"} <= words
+        assert any(p in low for p in up) and any(p in low for p in MOTION_PHRASES["still"])
+        if low.startswith(("there is", "we see")):  # "there is a square rises" is no sentence
+            assert not any(f" {p} " in f" {low} " for p in ("rises", "falls", "climbs upward"))
+    assert len({t.split(",")[0] for t in texts}) > len(STRUCTURED_VIDEO)
+    image = restructured_caption(spec, np.random.default_rng(0), image=True)
+    assert not any(p in image for m in MOTION_PHRASES.values() for p in m)
+    assert caption(spec, np.random.default_rng(0), refs=True, structure_prob=1.0).startswith(
+        "<ref1> "
+    )
+
+
 # --------------------------------------------------------------------------- special kinds
 
 
