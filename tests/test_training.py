@@ -791,6 +791,8 @@ def test_continuation_clips_join_the_training_cache(dit_config, cache_dir):
     reset_accelerate()
     with pytest.raises(ConfigError, match="wordnet_phrasing_prob"):  # refused at load
         dit_config("WORDNET_BAD", "data.wordnet_phrasing_prob=-0.1")
+    with pytest.raises(ConfigError, match="sentence_structure_prob"):
+        dit_config("STRUCTURE_BAD", "data.sentence_structure_prob=1.5")
 
 
 def _toy_cache():
@@ -844,6 +846,12 @@ def test_clip_end_frames_skip_continuations_and_image_batches_caption_them_as_cl
     latents, _ = image_batch(cache, 400, rng, (frames, specs), clip_frame_prob=0.5)
     share = (latents[:, 0, 0, 0, 0] < 100).float().mean().item()
     assert 0.4 < share < 0.6
+    # data.sentence_structure_prob: clip and image captions alike in other structures
+    _, plain = image_batch(cache, 200, np.random.default_rng(4), (frames, specs), 0.5)
+    _, mixed = image_batch(cache, 200, np.random.default_rng(4), (frames, specs), 0.5, 0.0, 1.0)
+    grammar_end = ("background", "backdrop")
+    assert all(t.endswith(grammar_end) for t in plain)
+    assert sum(not t.rstrip(".").endswith(grammar_end) for t in mixed) > 80
 
 
 def test_init_partial_keeps_fresh_tensors_of_another_shape(tmp_path):
