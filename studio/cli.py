@@ -246,10 +246,11 @@ def cmd_storyboard(args: argparse.Namespace) -> int:
     model = args.model
     if args.from_sidecar:
         story, options = storyboard_from_sidecar(args.from_sidecar)
-        model, _ = _replay(args, options, STORYBOARD_SIDECAR_OVERRIDES)
+        model, changed = _replay(args, options, STORYBOARD_SIDECAR_OVERRIDES)
         if args.per_scene is not None:  # else as the film was made: its scene files too
             options.per_scene = args.per_scene
     else:
+        changed = {}
         story = load_storyboard(Path(args.story))
         options = StoryboardOptions(
             per_scene=bool(args.per_scene),
@@ -266,8 +267,10 @@ def cmd_storyboard(args: argparse.Namespace) -> int:
     try:
         result = render_storyboard(story, out, options, model=model, progress=progress)
     except StudioError as exc:  # a replayed film's recorded values: say which file holds them
-        if args.from_sidecar and not str(exc).startswith(Path(args.from_sidecar).name):
-            raise StudioError(f"replaying {Path(args.from_sidecar).name}: {exc}") from None
+        name = Path(args.from_sidecar).name if args.from_sidecar else ""
+        if name and not str(exc).startswith(name):
+            typed = f" with {', '.join(changed)}" if changed else ""  # may be what was typed
+            raise StudioError(f"replaying {name}{typed}: {exc}") from None
         raise
     finally:
         if bar is not None:

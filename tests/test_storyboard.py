@@ -506,6 +506,8 @@ def test_from_sidecar_refuses_what_is_not_a_film_in_one_line(cli, small_cli, tmp
     _assert_one_line_error(
         code, err, r"^error: replaying film.json: steps must be an integer in 1\.\."
     )
+    code, _, err = cli("storyboard", "--from-sidecar", _film(tmp_path), "--steps", 0, "--out", out)
+    _assert_one_line_error(code, err, r"^error: replaying film.json with --steps: steps must be")
     code, _, err = cli("storyboard", "--from-sidecar", _film(tmp_path, story=[]), "--out", out)
     _assert_one_line_error(code, err, r"no story recorded")
     deep = tmp_path / "deep.json"

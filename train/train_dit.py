@@ -322,6 +322,7 @@ def video_batch(
                 False,
                 reverse=reverse,
                 wordnet_prob=cfg.data.wordnet_phrasing_prob,
+                structure_prob=cfg.data.sentence_structure_prob,
             )  # fmt: skip
         )
     references = (refs, present) if with_refs and present.any() else None

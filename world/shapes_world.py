@@ -498,7 +498,6 @@ STRUCTURED_IMAGE = (
     "the background is {bg}, with {objects} on it",
     "there is {objects} {bg_phrase}",
     "a {bg} picture showing {objects}",
-    "{objects}, all on a {bg} background",
     "we see {objects} {bg_phrase}",
 )
 STRUCTURED_JOINERS = (" and ", " while ", ", and ", "; meanwhile, ", " as ")
@@ -522,6 +521,12 @@ def restructured_caption(
     frames = STRUCTURED_IMAGE if image else STRUCTURED_VIDEO
     frame = _pick(rng, frames)
     participles_only = "{ing_clauses}" in frame
+    joiner = " and " if image or participles_only else _pick(rng, STRUCTURED_JOINERS)
+    # frames and joiners that need a verb of the clause's own ("in which …", "; meanwhile, …")
+    finite = not image and (
+        frame.startswith(("the background is", "a {bg} scene"))
+        or (len(spec.objects) > 1 and joiner in ("; meanwhile, ", " as "))
+    )
     objects, clauses = [], []
     for obj in spec.objects:
         if rng.random() >= SIZE_OMIT_PROBABILITY:
@@ -541,8 +546,10 @@ def restructured_caption(
                 tuple(p for p in phrases if _is_participle(p))
                 or MOTION_PHRASES[_said_motion(spec, obj)][:1]
             )
-        clauses.append(f"{np_} {_pick(rng, phrases)}")
-    joiner = " and " if image or participles_only else _pick(rng, STRUCTURED_JOINERS)
+        phrase = _pick(rng, phrases)
+        if finite and _is_participle(phrase):  # "… in which a red circle is moving left"
+            phrase = f"is {phrase}"
+        clauses.append(f"{np_} {phrase}")
     body = joiner.join(objects if image else clauses)
     text = frame.format(
         bg=spec.background,

@@ -9,8 +9,8 @@ Prompts as the image model trained (``configs/train/dit_shapes_image.yaml``): a 
 rest video layouts of one or two objects (``train.scorer_data.training_prompts``, the
 contract's exclusions, never an evaluation prompt) with their video captions, WordNet motion
 phrasings at chance ``--phrasing`` where they read back. Each prompt's frame 0 is drawn
-``--draws`` times as the shipped pipeline draws it (``num_frames=1``: the image model, its
-sampler, steps and guidance), each judged as an image (colour, shape, size where asked,
+``--draws`` times by the image model with its sampler (``num_frames=1``) at ``--steps`` and
+``--guidance`` (run G: 12 and 3, the call's defaults, not the shipped first frame's 25 and 2), each judged as an image (colour, shape, size where asked,
 count, background; motion ignored). A prompt gives min(#right, #wrong) pairs, right draw over
 wrong draw in draw order (``win``, ``lose``: (N, C, 1, h, w) float16; ``meta``: prompt,
 category, the loser's verdict). Chunks of ``--batch`` prompts (``OUT/pairs_KKKK.pt``, written
@@ -89,6 +89,10 @@ def main() -> None:
     ap.add_argument("--phrasing", type=float, default=0.5)
     ap.add_argument("--model", default="studio/default_model")
     ap.add_argument("--batch", type=int, default=32)
+    # run G drew at the pipeline call's defaults (12 steps, guidance 3); the shipped first
+    # frame is 25 steps at guidance 2 (first_frame_steps, first_frame_guidance)
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--guidance", type=float, default=3.0)
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -114,7 +118,14 @@ def main() -> None:
                 for j in range(len(chunk))
             ]
             with torch.no_grad():
-                lat = pipe(prompts, num_frames=1, generator=gens, output_type="latent").frames
+                lat = pipe(
+                    prompts,
+                    num_frames=1,
+                    num_inference_steps=args.steps,
+                    guidance_scale=args.guidance,
+                    generator=gens,
+                    output_type="latent",
+                ).frames
                 frames = to_uint8(pipe.decode_latents(lat.float()).permute(0, 1, 3, 4, 2).numpy())
             draws.append(lat.float())  # (B, C, 1, h, w)
             verdicts.append([frame_verdict(frames[j], r["expect"]) for j, r in enumerate(chunk)])

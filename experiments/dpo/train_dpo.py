@@ -67,7 +67,11 @@ def load_pairs(folder: Path, losers: str) -> tuple[torch.Tensor, torch.Tensor, l
         meta += d["meta"]
     win, lose = torch.cat(wins).float(), torch.cat(loses).float()
     if losers == "wrong":
-        keep = [i for i, m in enumerate(meta) if not (m["all_correct"] and m["shape_held"])]
+        keep = [  # image_pairs.py's losers carry "right" (always False)
+            i
+            for i, m in enumerate(meta)
+            if not m.get("right", m.get("all_correct") and m.get("shape_held"))
+        ]
         win, lose, meta = win[keep], lose[keep], [meta[i] for i in keep]
     return win, lose, meta
 
@@ -140,6 +144,8 @@ def main() -> None:
     ap.add_argument("--freeze-text", action="store_true")
     ap.add_argument("--image", action="store_true")
     args = ap.parse_args()
+    if args.image and (args.phrasing is not None or args.anchor is not None):
+        ap.error("--image takes neither --phrasing nor --anchor (both are the video model's)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
