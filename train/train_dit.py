@@ -32,6 +32,7 @@ checkpoint with the same number of processes reproduces the uninterrupted run.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 import time
@@ -303,28 +304,17 @@ def video_batch(
         latents.append(z)
         swapped = swapped_motions(spec) if cfg.binding_weight > 0 else None
         phrasing = copy.deepcopy(rng) if swapped is not None else None
-        captions.append(
-            _spec_caption(
-                spec,
-                rng,
-                False,
-                reverse=reverse,
-                wordnet_prob=cfg.data.wordnet_phrasing_prob,
-                structure_prob=cfg.data.sentence_structure_prob,
-            )
+
+        clip_caption = functools.partial(
+            _spec_caption,
+            image=False,
+            reverse=reverse,
+            wordnet_prob=cfg.data.wordnet_phrasing_prob,
+            structure_prob=cfg.data.sentence_structure_prob,
         )
-        negatives.append(
-            None
-            if swapped is None
-            else _spec_caption(  # the same draws: the same words, the motions swapped
-                swapped,
-                phrasing,
-                False,
-                reverse=reverse,
-                wordnet_prob=cfg.data.wordnet_phrasing_prob,
-                structure_prob=cfg.data.sentence_structure_prob,
-            )  # fmt: skip
-        )
+        captions.append(clip_caption(spec, rng))
+        # the same draws: the same words, the motions swapped
+        negatives.append(None if swapped is None else clip_caption(swapped, phrasing))
     references = (refs, present) if with_refs and present.any() else None
     return torch.stack(latents), captions, mask, references, negatives
 

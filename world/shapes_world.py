@@ -395,13 +395,16 @@ def _pick(rng: np.random.Generator, options: Sequence[str]) -> str:
     return options[int(rng.integers(len(options)))]
 
 
+def _article(word: str) -> str:
+    # "an orange circle": the only vowel-initial word that can follow the article
+    return "an" if word[0] in "aeiou" else "a"
+
+
 def _object_phrase(obj: ObjectSpec, rng: np.random.Generator) -> str:
     words = [obj.color, obj.shape]
     if rng.random() >= SIZE_OMIT_PROBABILITY:
         words.insert(0, _pick(rng, SIZE_WORDS[obj.size]))
-    # "an orange circle": the only vowel-initial word that can follow the article
-    article = "an" if words[0][0] in "aeiou" else "a"
-    return " ".join([article, *words])
+    return " ".join([_article(words[0]), *words])
 
 
 @functools.cache
@@ -534,18 +537,20 @@ def restructured_caption(
             size = _pick(rng, SIZE_WORDS[obj.size])
         else:
             pattern, size = _pick(rng, STRUCTURED_UNSIZED_OBJECTS), ""
-        article = "an" if (size or obj.color)[0] in "aeiou" else "a"
-        article_c = "an" if obj.color[0] in "aeiou" else "a"
-        np_ = pattern.format(a=article, a_c=article_c, size=size, colour=obj.color, shape=obj.shape)
+        np_ = pattern.format(
+            a=_article(size or obj.color),
+            a_c=_article(obj.color),
+            size=size,
+            colour=obj.color,
+            shape=obj.shape,
+        )
         objects.append(np_)
         if image:
             continue
-        phrases = _motion_phrases(_said_motion(spec, obj), rng, wordnet_prob)
+        motion = _said_motion(spec, obj)
+        phrases = _motion_phrases(motion, rng, wordnet_prob)
         if participles_only:
-            phrases = (
-                tuple(p for p in phrases if _is_participle(p))
-                or MOTION_PHRASES[_said_motion(spec, obj)][:1]
-            )
+            phrases = tuple(p for p in phrases if _is_participle(p)) or MOTION_PHRASES[motion][:1]
         phrase = _pick(rng, phrases)
         if finite and _is_participle(phrase):  # "… in which a red circle is moving left"
             phrase = f"is {phrase}"
